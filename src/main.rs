@@ -1,0 +1,5 @@
+//! The tessera binary: CLI, node daemon and coordinator.
+
+fn main() {
+    println!("tessera");
+}

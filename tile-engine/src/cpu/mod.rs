@@ -1,0 +1,1 @@
+//! The CPU reference executor: plain, obviously-correct Rust for every op; the oracle for the GPU kernels.

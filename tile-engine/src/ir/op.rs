@@ -1,0 +1,355 @@
+//! Operator definitions. Every op is normalised at import: attributes are
+//! resolved to explicit values (pads as numbers, never `auto_pad`), so
+//! executors implement one meaning per op.
+
+use std::sync::Arc;
+
+use crate::tensor::Tensor;
+
+/// An elementwise activation, standalone or fused into a producer's store.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Activation {
+    /// `x`
+    Identity,
+    /// `max(x, 0)`
+    Relu,
+    /// `x < 0 ? alpha * x : x`
+    LeakyRelu {
+        /// Slope for negative inputs.
+        alpha: f32,
+    },
+    /// `x < 0 ? slope[c] * x : x`, slope broadcast per channel (dim 1) or scalar (len 1).
+    PRelu {
+        /// Per-channel (or single) slopes.
+        slope: Arc<Vec<f32>>,
+    },
+    /// `1 / (1 + exp(-x))`
+    Sigmoid,
+    /// `tanh(x)`
+    Tanh,
+    /// `min(max(x, min), max)`
+    Clip {
+        /// Lower bound (`-inf` when absent).
+        min: f32,
+        /// Upper bound (`+inf` when absent).
+        max: f32,
+    },
+    /// `max(0, min(1, alpha * x + beta))`
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// `x * max(0, min(1, x / 6 + 1/2))`
+    HardSwish,
+}
+
+impl Activation {
+    /// Applies the activation to one value of channel `c`.
+    pub fn apply(&self, x: f32, c: usize) -> f32 {
+        match self {
+            Activation::Identity => x,
+            Activation::Relu => x.max(0.0),
+            Activation::LeakyRelu { alpha } => {
+                if x < 0.0 {
+                    alpha * x
+                } else {
+                    x
+                }
+            }
+            Activation::PRelu { slope } => {
+                let s = if slope.len() == 1 { slope[0] } else { slope[c] };
+                if x < 0.0 { s * x } else { x }
+            }
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Tanh => x.tanh(),
+            Activation::Clip { min, max } => x.max(*min).min(*max),
+            Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        }
+    }
+
+    /// True for the identity activation.
+    pub fn is_identity(&self) -> bool {
+        matches!(self, Activation::Identity)
+    }
+}
+
+/// 2-D convolution (also 1-D models lifted to 2-D at import), NCHW.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv {
+    /// Kernel `[M, C/group, kh, kw]`.
+    pub weight: Arc<Tensor>,
+    /// Bias `[M]`, if any.
+    pub bias: Option<Arc<Vec<f32>>>,
+    /// `[sh, sw]`.
+    pub strides: [usize; 2],
+    /// `[top, left, bottom, right]`, explicit (auto_pad resolved at import).
+    pub pads: [usize; 4],
+    /// `[dh, dw]`.
+    pub dilations: [usize; 2],
+    /// Number of groups (C for depthwise).
+    pub group: usize,
+    /// Activation applied after bias and the optional residual.
+    pub activation: Activation,
+}
+
+/// Transposed 2-D convolution, NCHW.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvTranspose {
+    /// Kernel `[C, M/group, kh, kw]` (ONNX layout).
+    pub weight: Arc<Tensor>,
+    /// Bias `[M]`, if any.
+    pub bias: Option<Arc<Vec<f32>>>,
+    /// `[sh, sw]`.
+    pub strides: [usize; 2],
+    /// `[top, left, bottom, right]`, explicit (output_shape / auto_pad resolved at import).
+    pub pads: [usize; 4],
+    /// `[dh, dw]`.
+    pub dilations: [usize; 2],
+    /// `[oph, opw]` extra rows/cols at the bottom/right.
+    pub output_padding: [usize; 2],
+    /// Number of groups.
+    pub group: usize,
+    /// Fused activation.
+    pub activation: Activation,
+}
+
+/// Max or average.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    /// Maximum over the window (padding never wins).
+    Max,
+    /// Mean over the window.
+    Average {
+        /// Divide by the full kernel area (true) or by the in-bounds count (false).
+        count_include_pad: bool,
+    },
+}
+
+/// Windowed 2-D pooling, NCHW.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool {
+    /// Max or average.
+    pub kind: PoolKind,
+    /// `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// `[sh, sw]`.
+    pub strides: [usize; 2],
+    /// `[top, left, bottom, right]`.
+    pub pads: [usize; 4],
+    /// `[dh, dw]` (MaxPool only; 1 otherwise).
+    pub dilations: [usize; 2],
+    /// Output size rounds up; windows starting in the padding-free range only.
+    pub ceil_mode: bool,
+}
+
+/// Elementwise binary ops with numpy broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryKind {
+    /// `a + b`
+    Add,
+    /// `a - b`
+    Sub,
+    /// `a * b`
+    Mul,
+    /// `a / b`
+    Div,
+    /// `max(a, b)`
+    Max,
+    /// `min(a, b)`
+    Min,
+}
+
+impl BinaryKind {
+    /// Applies the op.
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinaryKind::Add => a + b,
+            BinaryKind::Sub => a - b,
+            BinaryKind::Mul => a * b,
+            BinaryKind::Div => a / b,
+            BinaryKind::Max => a.max(b),
+            BinaryKind::Min => a.min(b),
+        }
+    }
+}
+
+/// How output coordinates map to input coordinates in Resize.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoordTransform {
+    /// `(x + 0.5) / scale - 0.5`
+    HalfPixel,
+    /// Like half_pixel, but 0 when the output length is 1.
+    PytorchHalfPixel,
+    /// `x * (in - 1) / (out - 1)`
+    AlignCorners,
+    /// `x / scale`
+    Asymmetric,
+}
+
+/// Rounding rule for nearest-neighbour Resize.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NearestMode {
+    /// Round half down.
+    RoundPreferFloor,
+    /// Round half up.
+    RoundPreferCeil,
+    /// Floor.
+    Floor,
+    /// Ceil.
+    Ceil,
+}
+
+/// Interpolation of Resize.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeMode {
+    /// Nearest neighbour with a rounding rule.
+    Nearest(NearestMode),
+    /// Bilinear over H and W.
+    Linear,
+}
+
+/// Channel order of DepthToSpace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DepthToSpaceMode {
+    /// Depth-column-row (the ONNX default).
+    Dcr,
+    /// Column-row-depth (PixelShuffle).
+    Crd,
+}
+
+/// One operator. Inputs and outputs are the owning [`crate::ir::Node`]'s value lists.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Convolution. Inputs: `[x]` or `[x, residual]`; with a residual the
+    /// store is `activation(conv(x) + bias + residual)` (a fused residual Add).
+    Conv(Conv),
+    /// Transposed convolution. Inputs: `[x]`.
+    ConvTranspose(ConvTranspose),
+    /// Max / average pooling. Inputs: `[x]`.
+    Pool(Pool),
+    /// Global max / average pooling to `[N, C, 1, 1]`. Inputs: `[x]`.
+    GlobalPool(PoolKind),
+    /// Dense layer `y = activation(x · W + b)` for `x: [N, K]`, `W: [K, M]`.
+    /// (Gemm with a constant B and MatMul with a constant rank-2 right side.)
+    Dense {
+        /// `[K, M]`.
+        weight: Arc<Tensor>,
+        /// `[M]`, if any.
+        bias: Option<Arc<Vec<f32>>>,
+        /// Fused activation.
+        activation: Activation,
+    },
+    /// General numpy-style matrix product of two runtime tensors. Inputs: `[a, b]`.
+    MatMul,
+    /// Elementwise activation. Inputs: `[x]`.
+    Activation(Activation),
+    /// Elementwise binary op with broadcasting, then an activation.
+    /// Inputs: `[a, b]` (either may be a graph constant).
+    Binary {
+        /// The op.
+        kind: BinaryKind,
+        /// Fused activation applied to the result.
+        activation: Activation,
+    },
+    /// Per-channel `x * scale[c] + shift[c]` (an unfolded BatchNormalization).
+    ChannelAffine {
+        /// `[C]`.
+        scale: Arc<Vec<f32>>,
+        /// `[C]`.
+        shift: Arc<Vec<f32>>,
+    },
+    /// Concatenation along `axis` (non-negative). Inputs: any number.
+    Concat {
+        /// Axis.
+        axis: usize,
+    },
+    /// Any shape change that keeps row-major order (Flatten, Reshape,
+    /// Squeeze, Unsqueeze after folding). The target is the output value's shape.
+    Reshape,
+    /// Axis permutation (rank ≤ 5).
+    Transpose {
+        /// `out.dim(i) = in.dim(perm[i])`.
+        perm: Vec<usize>,
+    },
+    /// Softmax over `axis` (ONNX ≥ 13 meaning; earlier opsets are
+    /// rewritten at import to Reshape + Softmax + Reshape).
+    Softmax {
+        /// Axis (non-negative).
+        axis: usize,
+    },
+    /// Local response normalisation across channels.
+    Lrn {
+        /// Window size (channels).
+        size: usize,
+        /// Scale.
+        alpha: f32,
+        /// Exponent.
+        beta: f32,
+        /// Additive bias.
+        bias: f32,
+    },
+    /// Constant padding of an NCHW map (only H and W padded after import).
+    Pad {
+        /// `[top, left, bottom, right]`.
+        pads: [usize; 4],
+        /// Fill value.
+        value: f32,
+    },
+    /// Resize / Upsample over H and W of an NCHW map; the output size is the output value's shape.
+    Resize {
+        /// Interpolation.
+        mode: ResizeMode,
+        /// Coordinate transform.
+        coord: CoordTransform,
+        /// `[scale_h, scale_w]` used by the coordinate transform.
+        scales: [f32; 2],
+    },
+    /// Spatial crop of an NCHW map: `out[n, c, y, x] = in[n, c, y + offset[0], x + offset[1]]`,
+    /// output extent stated by the output value's shape. Tiling inserts it where
+    /// a DAG branch needs less of a map than its sibling computed.
+    Crop {
+        /// `[top, left]` offset into the input.
+        offset: [usize; 2],
+    },
+    /// DepthToSpace.
+    DepthToSpace {
+        /// Block size.
+        blocksize: usize,
+        /// Channel order.
+        mode: DepthToSpaceMode,
+    },
+}
+
+impl Op {
+    /// A short lowercase name for tables and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Conv(c) if c.group > 1 && c.group == c.weight.shape()[0] => "dwconv",
+            Op::Conv(_) => "conv",
+            Op::ConvTranspose(_) => "convtranspose",
+            Op::Pool(Pool {
+                kind: PoolKind::Max,
+                ..
+            }) => "maxpool",
+            Op::Pool(_) => "avgpool",
+            Op::GlobalPool(_) => "globalpool",
+            Op::Dense { .. } => "dense",
+            Op::MatMul => "matmul",
+            Op::Activation(_) => "activation",
+            Op::Binary { .. } => "binary",
+            Op::ChannelAffine { .. } => "channelaffine",
+            Op::Concat { .. } => "concat",
+            Op::Reshape => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Softmax { .. } => "softmax",
+            Op::Lrn { .. } => "lrn",
+            Op::Pad { .. } => "pad",
+            Op::Resize { .. } => "resize",
+            Op::Crop { .. } => "crop",
+            Op::DepthToSpace { .. } => "depthtospace",
+        }
+    }
+}

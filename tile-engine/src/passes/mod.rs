@@ -1,0 +1,1 @@
+//! IR rewrite passes: BatchNormalization folded into Conv, Dropout/Identity removal, activation and residual-Add fusion.

@@ -1,0 +1,1 @@
+//! TF.js / Keras layers-model import (model.json + weight shards) into the IR.

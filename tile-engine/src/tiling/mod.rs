@@ -1,0 +1,1 @@
+//! Tile geometry: receptive fields, halos, grids with shares, fused-block choice, tiled execution.
