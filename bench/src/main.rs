@@ -1,6 +1,33 @@
 //! Microbenchmarks: kernels, tile sizes, transport, planner and whole clusters.
+//!
+//! Each subcommand prints a table, and writes JSON and an SVG plot under
+//! `out/bench/`. Figures are ratios measured side by side in one run, since
+//! shared machines are noisy.
 
-fn main() {
-    eprintln!("usage: cargo run -p bench --release -- <kernels|tiles|transport|planner|cluster>");
-    std::process::exit(2);
+mod cluster;
+mod kernels;
+mod planner;
+mod tiles;
+mod transport;
+
+const USAGE: &str = "usage: cargo run -p bench --release -- <kernels|tiles|transport|planner|cluster> [args]";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(which) = args.first() else {
+        eprintln!("{USAGE}");
+        std::process::exit(2);
+    };
+    let rest = &args[1..];
+    match which.as_str() {
+        "kernels" => kernels::run(rest),
+        "tiles" => tiles::run(rest),
+        "transport" => transport::run(rest),
+        "planner" => planner::run(rest),
+        "cluster" => cluster::run(rest),
+        other => {
+            eprintln!("unknown benchmark '{other}'\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
 }
