@@ -1,0 +1,187 @@
+//! Tiled == untiled, bit for bit, on the CPU executor: random conv/pool
+//! stacks and DAG blocks × random grids and shares, plus the edge cases.
+
+mod tiling_common;
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use tile_engine::cpu::CpuExecutor;
+use tile_engine::ir::{Activation, Conv};
+use tile_engine::tiling::{
+    Block, FusionOptions, Grid, Region, Segment, Span, TiledOptions, choose_blocks, plan_tiles,
+    run_tiled,
+};
+use tile_engine::{Executor, Graph, Op};
+use tiling_common::{assert_bits_eq, check_case, random_tensor};
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv_pool_stacks_tile_bit_exactly(seed in any::<u64>()) {
+        check_case(&CpuExecutor, seed, false);
+    }
+
+    #[test]
+    fn dag_blocks_tile_bit_exactly(seed in any::<u64>()) {
+        check_case(&CpuExecutor, seed, true);
+    }
+}
+
+fn conv(
+    g: &mut Graph,
+    name: &str,
+    x: usize,
+    cout: usize,
+    k: usize,
+    pad: usize,
+    rng: &mut rand::rngs::StdRng,
+) -> usize {
+    let cin = g.shape(x)[1];
+    let op = Op::Conv(Conv {
+        weight: Arc::new(random_tensor(rng, vec![cout, cin, k, k])),
+        bias: None,
+        strides: [1, 1],
+        pads: [pad; 4],
+        dilations: [1, 1],
+        group: 1,
+        activation: Activation::Relu,
+    });
+    g.add_node(name, op, vec![x], format!("{name}_out"))
+        .expect("conv fits")
+}
+
+/// Three 7×7 convs on a 12×13 map: a 9-pixel halo around tiles 1–2 pixels wide.
+fn wide_halo_graph() -> (Graph, usize) {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut g = Graph::default();
+    let x = g.add_value("x", vec![1, 2, 12, 13]);
+    g.inputs.push(x);
+    let a = conv(&mut g, "c1", x, 3, 7, 3, &mut rng);
+    let b = conv(&mut g, "c2", a, 2, 7, 3, &mut rng);
+    let c = conv(&mut g, "c3", b, 2, 7, 3, &mut rng);
+    g.outputs.push(c);
+    (g, x)
+}
+
+fn run_both(g: &Graph, x: usize, grid: &Grid) {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let input = random_tensor(&mut rng, g.shape(x).to_vec());
+    let untiled = CpuExecutor
+        .run(g, std::slice::from_ref(&input))
+        .expect("untiled");
+    let opts = TiledOptions {
+        fusion: FusionOptions::fixed(usize::MAX),
+        clamp_grid: true,
+    };
+    let tiled =
+        run_tiled(&CpuExecutor, g, std::slice::from_ref(&input), grid, &opts).expect("tiled");
+    assert_bits_eq(&untiled, &tiled, &format!("grid {grid:?}"));
+}
+
+#[test]
+fn one_pixel_wide_tiles_with_halo_larger_than_tile() {
+    let (g, x) = wide_halo_graph();
+    let block = Block::new(&g, vec![0, 1, 2]).expect("block");
+    // 13 columns in 8 shares where most columns are one pixel wide.
+    let grid = Grid::with_shares(
+        vec![1.0, 1.0, 3.0],
+        vec![0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 5.0],
+    );
+    let tiles = plan_tiles(&g, &block, &grid).expect("plan");
+    assert_eq!(tiles.len(), 24);
+    assert!(tiles.iter().any(|t| t.out_region.cols.len() == 1));
+    // The halo (9 px each side) is wider than the tile itself.
+    let t = &tiles[1];
+    assert_eq!(t.out_region.cols, Span::new(1, 2));
+    assert_eq!(t.in_region.cols, Span::new(0, 11));
+    run_both(&g, x, &grid);
+    run_both(&g, x, &Grid::uniform(12, 13));
+}
+
+#[test]
+fn grid_larger_than_map_errors_in_plan_and_clamps_in_run() {
+    let (g, x) = wide_halo_graph();
+    let block = Block::new(&g, vec![0, 1, 2]).expect("block");
+    let err = plan_tiles(&g, &block, &Grid::uniform(13, 2)).expect_err("13 rows of 12");
+    assert!(err.to_string().contains("13 rows"), "{err}");
+    run_both(&g, x, &Grid::uniform(20, 20));
+}
+
+#[test]
+fn tiles_cover_the_output_exactly_once() {
+    let (g, _) = wide_halo_graph();
+    let block = Block::new(&g, vec![0, 1, 2]).expect("block");
+    let grid = Grid::with_shares(vec![0.5, 0.3, 0.2], vec![0.2, 0.8]);
+    let tiles = plan_tiles(&g, &block, &grid).expect("plan");
+    let mut hits = vec![0u8; 12 * 13];
+    for t in &tiles {
+        for y in t.out_region.rows.start..t.out_region.rows.end {
+            for x in t.out_region.cols.start..t.out_region.cols.end {
+                hits[y * 13 + x] += 1;
+            }
+        }
+    }
+    assert!(hits.iter().all(|&h| h == 1));
+    // Rows 12 × [0.5, 0.3, 0.2] = 6, 3.6, 2.4 → boundaries round(6)=6, round(9.6)=10.
+    assert_eq!(tiles[0].out_region.rows, Span::new(0, 6));
+    assert_eq!(tiles[2].out_region.rows, Span::new(6, 10));
+    assert_eq!(tiles[4].out_region.rows, Span::new(10, 12));
+    // Border tiles keep the zero pad, interior edges read the halo instead.
+    let top_left = &tiles[0];
+    assert_eq!(
+        top_left.in_region,
+        Region::new(Span::new(0, 12), Span::new(0, 3 + 9))
+    );
+    let conv = top_left
+        .graph
+        .nodes
+        .iter()
+        .find(|n| n.name == "c1")
+        .expect("c1");
+    let Op::Conv(c) = &conv.op else {
+        panic!("c1 is a conv")
+    };
+    // c1 computes rows 0..12 (all of them) and columns 0..9: pad on three sides.
+    assert_eq!(c.pads, [3, 3, 3, 0]);
+}
+
+#[test]
+fn chooser_stops_before_whole_map_ops_and_respects_fuse() {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut g = Graph::default();
+    let x = g.add_value("x", vec![1, 2, 16, 16]);
+    g.inputs.push(x);
+    let a = conv(&mut g, "c1", x, 3, 3, 1, &mut rng);
+    let b = conv(&mut g, "c2", a, 3, 3, 1, &mut rng);
+    let c = conv(&mut g, "c3", b, 3, 3, 1, &mut rng);
+    let p = g
+        .add_node(
+            "gap",
+            Op::GlobalPool(tile_engine::ir::PoolKind::Average {
+                count_include_pad: false,
+            }),
+            vec![c],
+            "gap_out",
+        )
+        .expect("gap");
+    g.outputs.push(p);
+    let segs = choose_blocks(&g, &FusionOptions::default());
+    assert_eq!(segs.len(), 2, "{segs:?}");
+    assert!(matches!(&segs[0], Segment::Tiled(b) if b.nodes == vec![0, 1, 2]));
+    assert_eq!(segs[1], Segment::Whole(vec![3]));
+    let segs = choose_blocks(&g, &FusionOptions::fixed(2));
+    assert!(matches!(&segs[0], Segment::Tiled(b) if b.nodes == vec![0, 1]));
+    assert!(matches!(&segs[1], Segment::Tiled(b) if b.nodes == vec![2]));
+    let tight = FusionOptions {
+        max_halo_overhead: 0.0,
+        ..FusionOptions::default()
+    };
+    let segs = choose_blocks(&g, &tight);
+    assert_eq!(segs.len(), 4, "zero overhead allowed: one conv per block");
+    run_both(&g, x, &Grid::uniform(3, 3));
+}
