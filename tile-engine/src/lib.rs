@@ -5,6 +5,7 @@
 //! and planner crates build on these types.
 
 pub mod cpu;
+pub mod default_model;
 pub mod error;
 pub mod gpu;
 pub mod ir;

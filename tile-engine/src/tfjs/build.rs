@@ -1,0 +1,630 @@
+//! Turns the ordered layer calls into IR nodes.
+//!
+//! Layout rule: a rank-4 Keras tensor (NHWC) is an NCHW value in the IR;
+//! tensors of every other rank keep Keras's axis order. Layers that change
+//! rank across that boundary (Flatten, Reshape) insert the Transpose that
+//! keeps Keras's element order, so Dense weights are used as stored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+
+use super::config::{Act, Cfg};
+use super::conv;
+use super::topology::{Call, TensorRef, Topology};
+use super::weights::Weights;
+use crate::error::{Error, Result};
+use crate::ir::{
+    Activation, BinaryKind, CoordTransform, Graph, NearestMode, Op, PoolKind, ResizeMode, ValueId,
+};
+use crate::tensor::Tensor;
+
+/// Graph under construction, with the Keras tensor → IR value map.
+pub(crate) struct Builder<'w> {
+    /// The graph built so far.
+    pub graph: Graph,
+    weights: &'w Weights,
+    values: HashMap<TensorRef, ValueId>,
+}
+
+/// Builds the IR graph. `input_shape` (IR layout) overrides the single input's declared shape.
+pub(crate) fn build(
+    topo: &Topology,
+    weights: &Weights,
+    input_shape: Option<&[usize]>,
+) -> Result<Graph> {
+    if input_shape.is_some() && topo.inputs.len() != 1 {
+        return Err(Error::InvalidInput(format!(
+            "an input shape was given but the model has {} inputs",
+            topo.inputs.len()
+        )));
+    }
+    let mut b = Builder {
+        graph: Graph::default(),
+        weights,
+        values: HashMap::new(),
+    };
+    for call in &topo.calls {
+        let out = b.call(call, topo, input_shape)?;
+        b.values.insert(
+            TensorRef {
+                layer: call.layer.clone(),
+                node: call.node,
+                tensor: 0,
+            },
+            out,
+        );
+    }
+    for r in &topo.outputs {
+        let v = b.value(r)?;
+        b.graph.outputs.push(v);
+    }
+    b.graph.validate()?;
+    Ok(b.graph)
+}
+
+impl Builder<'_> {
+    fn value(&self, r: &TensorRef) -> Result<ValueId> {
+        self.values.get(r).copied().ok_or_else(|| {
+            Error::Malformed(format!("tensor of layer {} is never produced", r.layer))
+        })
+    }
+
+    /// Shape of an IR value.
+    pub fn shape(&self, v: ValueId) -> Vec<usize> {
+        self.graph.shape(v).to_vec()
+    }
+
+    /// Looks up weight `param` of `layer`: `layer/param`, or a unique
+    /// `…/layer/param` (exporters prefix the model name on nested scopes).
+    pub fn weight(&self, layer: &str, param: &str) -> Result<&Tensor> {
+        let key = format!("{layer}/{param}");
+        if let Some(t) = self.weights.get(&key) {
+            return Ok(t);
+        }
+        let suffix = format!("/{key}");
+        let mut found = self
+            .weights
+            .iter()
+            .filter(|(k, _)| k.ends_with(&suffix) || k.trim_end_matches(":0") == key);
+        match (found.next(), found.next()) {
+            (Some((_, t)), None) => Ok(t),
+            (Some(_), Some(_)) => Err(Error::Malformed(format!(
+                "weight {key} is ambiguous in the manifest"
+            ))),
+            _ => Err(Error::Malformed(format!(
+                "weight {key} is missing from the weights manifest"
+            ))),
+        }
+    }
+
+    /// Adds a node with an inferred output shape.
+    pub fn node(&mut self, name: &str, op: Op, inputs: Vec<ValueId>) -> Result<ValueId> {
+        self.graph.add_node(name, op, inputs, name)
+    }
+
+    /// Adds a node whose output shape is stated.
+    pub fn node_shaped(
+        &mut self,
+        name: &str,
+        op: Op,
+        input: ValueId,
+        shape: Vec<usize>,
+    ) -> Result<ValueId> {
+        self.graph
+            .add_node_with_shape(name, op, vec![input], name, shape)
+    }
+
+    /// Applies a Keras activation to `x` as a separate node (or returns `x` for linear).
+    pub fn activate(&mut self, name: &str, x: ValueId, act: Act) -> Result<ValueId> {
+        match act {
+            Act::Elementwise(Activation::Identity) => Ok(x),
+            Act::Elementwise(a) => self.node(name, Op::Activation(a), vec![x]),
+            Act::Softmax => {
+                let axis = channel_axis(self.graph.shape(x).len());
+                self.node(name, Op::Softmax { axis }, vec![x])
+            }
+        }
+    }
+
+    fn call(
+        &mut self,
+        call: &Call,
+        topo: &Topology,
+        input_shape: Option<&[usize]>,
+    ) -> Result<ValueId> {
+        let name = if call.node == 0 {
+            call.layer.clone()
+        } else {
+            format!("{}_{}", call.layer, call.node)
+        };
+        let cfg = Cfg {
+            layer: &call.layer,
+            class: &call.class,
+            json: &call.config,
+        };
+        if call.class == "InputLayer" {
+            let is_model_input = topo.inputs.iter().any(|r| r.layer == call.layer);
+            if !is_model_input {
+                return Err(Error::Malformed(format!(
+                    "InputLayer {} is not among the model's input_layers",
+                    call.layer
+                )));
+            }
+            let shape = input_shape_of(&cfg, input_shape)?;
+            let v = self.graph.add_value(name, shape);
+            self.graph.inputs.push(v);
+            return Ok(v);
+        }
+        let inputs: Vec<ValueId> = call
+            .inputs
+            .iter()
+            .map(|r| self.value(r))
+            .collect::<Result<_>>()?;
+        let one = || -> Result<ValueId> {
+            match inputs.as_slice() {
+                [x] => Ok(*x),
+                _ => Err(Error::Malformed(format!(
+                    "layer {} ({}) takes one input, got {}",
+                    call.layer,
+                    call.class,
+                    inputs.len()
+                ))),
+            }
+        };
+        match call.class.as_str() {
+            "Conv2D" | "Convolution2D" => conv::conv2d(self, &cfg, &name, one()?),
+            "DepthwiseConv2D" => conv::depthwise(self, &cfg, &name, one()?),
+            "SeparableConv2D" | "SeparableConvolution2D" => {
+                conv::separable(self, &cfg, &name, one()?)
+            }
+            "MaxPooling2D" | "MaxPool2D" => conv::pool(self, &cfg, &name, one()?, PoolKind::Max),
+            "AveragePooling2D" | "AvgPool2D" => conv::pool(
+                self,
+                &cfg,
+                &name,
+                one()?,
+                PoolKind::Average {
+                    count_include_pad: false,
+                },
+            ),
+            "GlobalAveragePooling2D" | "GlobalAvgPool2D" => conv::global_pool(
+                self,
+                &cfg,
+                &name,
+                one()?,
+                PoolKind::Average {
+                    count_include_pad: false,
+                },
+            ),
+            "GlobalMaxPooling2D" | "GlobalMaxPool2D" => {
+                conv::global_pool(self, &cfg, &name, one()?, PoolKind::Max)
+            }
+            "ZeroPadding2D" => {
+                cfg.channels_last()?;
+                let pads = cfg.pads("padding")?;
+                let x = one()?;
+                self.node(&name, Op::Pad { pads, value: 0.0 }, vec![x])
+            }
+            "Cropping2D" => conv::crop(self, &cfg, &name, one()?),
+            "UpSampling2D" => upsample(self, &cfg, &name, one()?),
+            "Dense" => dense(self, &cfg, &name, one()?),
+            "Activation" => {
+                let act = cfg.activation()?;
+                let x = one()?;
+                self.activate(&name, x, act)
+            }
+            "ReLU" => relu(self, &cfg, &name, one()?),
+            "LeakyReLU" => {
+                // Keras 2 / TF.js call it alpha (default 0.3); Keras 3 negative_slope.
+                let alpha = if cfg.has("negative_slope") {
+                    cfg.f32_or("negative_slope", 0.3)?
+                } else {
+                    cfg.f32_or("alpha", 0.3)?
+                };
+                let x = one()?;
+                self.node(
+                    &name,
+                    Op::Activation(Activation::LeakyRelu { alpha }),
+                    vec![x],
+                )
+            }
+            "PReLU" => prelu(self, &call.layer, &name, one()?),
+            "Softmax" => {
+                let x = one()?;
+                let rank = self.graph.shape(x).len();
+                let axis = ir_axis(rank, cfg.i64_or("axis", -1)?, &call.layer)?;
+                self.node(&name, Op::Softmax { axis }, vec![x])
+            }
+            "Add" => self.merge(&name, &inputs, BinaryKind::Add),
+            "Multiply" => self.merge(&name, &inputs, BinaryKind::Mul),
+            "Maximum" => self.merge(&name, &inputs, BinaryKind::Max),
+            "Minimum" => self.merge(&name, &inputs, BinaryKind::Min),
+            "Subtract" => match inputs.as_slice() {
+                [a, b] => self.node(
+                    &name,
+                    Op::Binary {
+                        kind: BinaryKind::Sub,
+                        activation: Activation::Identity,
+                    },
+                    vec![*a, *b],
+                ),
+                _ => Err(Error::Malformed(format!(
+                    "layer {}: Subtract takes two inputs",
+                    call.layer
+                ))),
+            },
+            "Average" => {
+                let sum = self.merge(&format!("{name}/sum"), &inputs, BinaryKind::Add)?;
+                let k = self.graph.add_constant(
+                    format!("{name}/scale"),
+                    Tensor::scalar(1.0 / inputs.len() as f32),
+                );
+                self.node(
+                    &name,
+                    Op::Binary {
+                        kind: BinaryKind::Mul,
+                        activation: Activation::Identity,
+                    },
+                    vec![sum, k],
+                )
+            }
+            "Concatenate" => {
+                let first = *inputs.first().ok_or_else(|| {
+                    Error::Malformed(format!("layer {}: Concatenate without inputs", call.layer))
+                })?;
+                let rank = self.graph.shape(first).len();
+                let axis = ir_axis(rank, cfg.i64_or("axis", -1)?, &call.layer)?;
+                self.graph
+                    .add_node(name.as_str(), Op::Concat { axis }, inputs, name.as_str())
+            }
+            "BatchNormalization" => batch_norm(self, &cfg, &name, one()?),
+            "Flatten" => {
+                let x = one()?;
+                let s = self.shape(x);
+                if s.len() <= 2 {
+                    return Ok(x);
+                }
+                let n = s[0];
+                let rest = s.iter().skip(1).product();
+                let x = self.to_keras_order(&name, x)?;
+                self.node_shaped(&name, Op::Reshape, x, vec![n, rest])
+            }
+            "Reshape" => reshape(self, &cfg, &name, one()?),
+            // Inference-time identities.
+            "Dropout"
+            | "SpatialDropout1D"
+            | "SpatialDropout2D"
+            | "GaussianDropout"
+            | "GaussianNoise"
+            | "AlphaDropout"
+            | "ActivityRegularization" => one(),
+            "Functional" | "Model" | "Sequential" => Err(Error::Unsupported(format!(
+                "layer {} is a nested model; flatten it before export",
+                call.layer
+            ))),
+            other => Err(Error::Unsupported(format!(
+                "layer {} has class {other}, which the TF.js importer does not implement",
+                call.layer
+            ))),
+        }
+    }
+
+    /// Folds an n-ary merge into a chain of binary nodes; the last one gets `name`.
+    fn merge(&mut self, name: &str, inputs: &[ValueId], kind: BinaryKind) -> Result<ValueId> {
+        let (&first, rest) = inputs
+            .split_first()
+            .filter(|(_, rest)| !rest.is_empty())
+            .ok_or_else(|| Error::Malformed(format!("merge layer {name} needs two inputs")))?;
+        let mut acc = first;
+        for (i, &x) in rest.iter().enumerate() {
+            let n = if i + 1 == rest.len() {
+                name.to_string()
+            } else {
+                format!("{name}/{i}")
+            };
+            acc = self.node(
+                &n,
+                Op::Binary {
+                    kind,
+                    activation: Activation::Identity,
+                },
+                vec![acc, x],
+            )?;
+        }
+        Ok(acc)
+    }
+
+    /// For a rank-4 value, a Transpose to Keras's NHWC order; other ranks unchanged.
+    fn to_keras_order(&mut self, name: &str, x: ValueId) -> Result<ValueId> {
+        if self.graph.shape(x).len() != 4 {
+            return Ok(x);
+        }
+        self.node(
+            &format!("{name}/to_nhwc"),
+            Op::Transpose {
+                perm: vec![0, 2, 3, 1],
+            },
+            vec![x],
+        )
+    }
+}
+
+/// The channel axis of an IR value of this rank (Keras's last axis).
+fn channel_axis(rank: usize) -> usize {
+    if rank == 4 { 1 } else { rank.saturating_sub(1) }
+}
+
+/// Maps a Keras axis (may be negative) of a rank-`rank` tensor to the IR axis.
+pub(crate) fn ir_axis(rank: usize, axis: i64, layer: &str) -> Result<usize> {
+    let r = i64::try_from(rank).map_err(|_| Error::Malformed("rank".into()))?;
+    let a = if axis < 0 { axis + r } else { axis };
+    if !(0..r).contains(&a) {
+        return Err(Error::Malformed(format!(
+            "layer {layer}: axis {axis} out of range for rank {rank}"
+        )));
+    }
+    let a = a as usize;
+    Ok(if rank == 4 { [0, 2, 3, 1][a] } else { a })
+}
+
+/// The IR shape of an InputLayer: declared shape (NHWC → NCHW), with
+/// `override_shape` filling unknown dimensions and checked against known ones.
+fn input_shape_of(cfg: &Cfg<'_>, override_shape: Option<&[usize]>) -> Result<Vec<usize>> {
+    let declared = cfg
+        .json
+        .get("batch_input_shape")
+        .or_else(|| cfg.json.get("batch_shape"))
+        .and_then(Json::as_array)
+        .ok_or_else(|| {
+            Error::Malformed(format!("input {} declares no batch_input_shape", cfg.layer))
+        })?;
+    let mut dims: Vec<Option<usize>> = declared
+        .iter()
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect();
+    if dims.len() == 4 {
+        dims = vec![dims[0], dims[3], dims[1], dims[2]];
+    }
+    let show = || {
+        dims.iter()
+            .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match override_shape {
+        Some(given) => {
+            let fits = given.len() == dims.len()
+                && given
+                    .iter()
+                    .zip(&dims)
+                    .all(|(g, d)| *g > 0 && d.is_none_or(|d| d == *g));
+            if !fits {
+                return Err(Error::InvalidInput(format!(
+                    "input shape {given:?} does not fit input {} of shape [{}] (IR layout{})",
+                    cfg.layer,
+                    show(),
+                    if dims.len() == 4 { ", NCHW" } else { "" }
+                )));
+            }
+            Ok(given.to_vec())
+        }
+        None => dims
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match (i, d) {
+                (_, Some(d)) => Ok(*d),
+                (0, None) => Ok(1),
+                _ => Err(Error::InvalidInput(format!(
+                    "input {} has shape [{}] with unknown dimensions; give an input shape",
+                    cfg.layer,
+                    show()
+                ))),
+            })
+            .collect(),
+    }
+}
+
+fn dense(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result<ValueId> {
+    let s = b.shape(x);
+    if s.len() != 2 {
+        return Err(Error::Unsupported(format!(
+            "layer {}: Dense on a rank-{} tensor (only [batch, features] is supported)",
+            cfg.layer,
+            s.len()
+        )));
+    }
+    let weight = Arc::new(b.weight(cfg.layer, "kernel")?.clone());
+    let bias = if cfg.bool_or("use_bias", true)? {
+        Some(Arc::new(b.weight(cfg.layer, "bias")?.data().to_vec()))
+    } else {
+        None
+    };
+    let act = cfg.activation()?;
+    let (fused, after) = split_act(act);
+    let op = Op::Dense {
+        weight,
+        bias,
+        activation: fused,
+    };
+    match after {
+        None => b.node(name, op, vec![x]),
+        Some(a) => {
+            let y = b.node(&format!("{name}/dense"), op, vec![x])?;
+            b.activate(name, y, a)
+        }
+    }
+}
+
+/// Splits a Keras activation into the part fused into the producer and a separate op.
+pub(crate) fn split_act(act: Act) -> (Activation, Option<Act>) {
+    match act {
+        Act::Elementwise(a) => (a, None),
+        Act::Softmax => (Activation::Identity, Some(Act::Softmax)),
+    }
+}
+
+fn relu(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result<ValueId> {
+    let max = cfg.f32_or("max_value", f32::INFINITY)?;
+    let slope = cfg.f32_or("negative_slope", 0.0)?;
+    let threshold = cfg.f32_or("threshold", 0.0)?;
+    let act = match (slope == 0.0, max.is_finite(), threshold == 0.0) {
+        (true, false, true) => Activation::Relu,
+        (true, true, true) => Activation::Clip { min: 0.0, max },
+        (false, false, true) => Activation::LeakyRelu { alpha: slope },
+        _ => {
+            return Err(Error::Unsupported(format!(
+                "layer {}: ReLU with max_value {max}, negative_slope {slope}, threshold {threshold}",
+                cfg.layer
+            )));
+        }
+    };
+    b.node(name, Op::Activation(act), vec![x])
+}
+
+fn prelu(b: &mut Builder<'_>, layer: &str, name: &str, x: ValueId) -> Result<ValueId> {
+    let alpha = b.weight(layer, "alpha")?;
+    let s = b.shape(x);
+    let channels = s.get(channel_axis(s.len())).copied().unwrap_or(1);
+    // Keras stores alpha over the non-batch axes (NHWC order); the IR holds
+    // one slope per channel, so every other axis must be shared.
+    let a_shape = alpha.shape();
+    let last = a_shape.last().copied().unwrap_or(1);
+    let others_shared = a_shape.iter().rev().skip(1).all(|&d| d == 1);
+    if !others_shared || (last != channels && last != 1) {
+        return Err(Error::Unsupported(format!(
+            "layer {layer}: PReLU alpha of shape {a_shape:?} is not per-channel \
+             (set shared_axes to the spatial axes)"
+        )));
+    }
+    let slope = Arc::new(alpha.data().to_vec());
+    b.node(name, Op::Activation(Activation::PRelu { slope }), vec![x])
+}
+
+fn batch_norm(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result<ValueId> {
+    let s = b.shape(x);
+    let axis = ir_axis(s.len(), cfg.i64_or("axis", -1)?, cfg.layer)?;
+    if axis != 1 {
+        return Err(Error::Unsupported(format!(
+            "layer {}: BatchNormalization over a non-channel axis",
+            cfg.layer
+        )));
+    }
+    let c = s[1];
+    let eps = cfg.f32_or("epsilon", 1e-3)?;
+    let mean = b.weight(cfg.layer, "moving_mean")?.data().to_vec();
+    let var = b.weight(cfg.layer, "moving_variance")?.data().to_vec();
+    let gamma = if cfg.bool_or("scale", true)? {
+        b.weight(cfg.layer, "gamma")?.data().to_vec()
+    } else {
+        vec![1.0; c]
+    };
+    let beta = if cfg.bool_or("center", true)? {
+        b.weight(cfg.layer, "beta")?.data().to_vec()
+    } else {
+        vec![0.0; c]
+    };
+    if [mean.len(), var.len(), gamma.len(), beta.len()] != [c; 4] {
+        return Err(Error::Shape(format!(
+            "layer {}: BatchNormalization parameters do not have {c} channels",
+            cfg.layer
+        )));
+    }
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(&var)
+        .map(|(g, v)| g / (v + eps).sqrt())
+        .collect();
+    let shift: Vec<f32> = beta
+        .iter()
+        .zip(&mean)
+        .zip(&scale)
+        .map(|((be, m), s)| be - m * s)
+        .collect();
+    b.node(
+        name,
+        Op::ChannelAffine {
+            scale: Arc::new(scale),
+            shift: Arc::new(shift),
+        },
+        vec![x],
+    )
+}
+
+fn upsample(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result<ValueId> {
+    cfg.channels_last()?;
+    let size = cfg.pair_or("size", Some([2, 2]))?;
+    let interp = cfg.str_or("interpolation", "nearest")?;
+    if interp != "nearest" {
+        return Err(Error::Unsupported(format!(
+            "layer {}: UpSampling2D interpolation {interp} (only nearest)",
+            cfg.layer
+        )));
+    }
+    let s = b.shape(x);
+    if s.len() != 4 {
+        return Err(Error::Shape(format!(
+            "layer {}: UpSampling2D input {s:?} is not rank 4",
+            cfg.layer
+        )));
+    }
+    let out = vec![
+        s[0],
+        s[1],
+        s[2].checked_mul(size[0])
+            .ok_or_else(|| Error::Limit("upsampled height".into()))?,
+        s[3].checked_mul(size[1])
+            .ok_or_else(|| Error::Limit("upsampled width".into()))?,
+    ];
+    // TF's resize_nearest_neighbor without half-pixel centres: src = floor(dst / size).
+    let op = Op::Resize {
+        mode: ResizeMode::Nearest(NearestMode::Floor),
+        coord: CoordTransform::Asymmetric,
+        scales: [size[0] as f32, size[1] as f32],
+    };
+    b.node_shaped(name, op, x, out)
+}
+
+fn reshape(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result<ValueId> {
+    let s = b.shape(x);
+    let n = s.first().copied().unwrap_or(1);
+    let total: usize = s.iter().skip(1).product();
+    let target = cfg
+        .json
+        .get("target_shape")
+        .and_then(Json::as_array)
+        .ok_or_else(|| Error::Malformed(format!("layer {}: no target_shape", cfg.layer)))?;
+    let mut dims: Vec<Option<usize>> = target
+        .iter()
+        .map(|d| match d.as_i64() {
+            Some(-1) | None => None,
+            Some(d) => usize::try_from(d).ok(),
+        })
+        .collect();
+    let known: usize = dims.iter().flatten().product();
+    let unknown = dims.iter().filter(|d| d.is_none()).count();
+    if unknown > 1 || known == 0 || (unknown == 1 && total % known != 0) {
+        return Err(Error::Shape(format!(
+            "layer {}: cannot reshape {total} values to {target:?}",
+            cfg.layer
+        )));
+    }
+    for d in dims.iter_mut() {
+        d.get_or_insert(total / known);
+    }
+    let mut keras: Vec<usize> = vec![n];
+    keras.extend(dims.into_iter().flatten());
+    let x = b.to_keras_order(name, x)?;
+    if keras.len() != 4 {
+        return b.node_shaped(name, Op::Reshape, x, keras);
+    }
+    let y = b.node_shaped(&format!("{name}/nhwc"), Op::Reshape, x, keras)?;
+    b.node(
+        name,
+        Op::Transpose {
+            perm: vec![0, 3, 1, 2],
+        },
+        vec![y],
+    )
+}

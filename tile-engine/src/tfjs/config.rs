@@ -1,0 +1,185 @@
+//! Reading Keras layer config fields, with errors that name the layer and field.
+
+use serde_json::Value as Json;
+
+use crate::error::{Error, Result};
+use crate::ir::Activation;
+
+/// A layer's config, with the layer name for error messages.
+pub(crate) struct Cfg<'a> {
+    /// Layer name.
+    pub layer: &'a str,
+    /// Layer class.
+    pub class: &'a str,
+    /// The `config` object.
+    pub json: &'a Json,
+}
+
+impl Cfg<'_> {
+    fn err(&self, field: &str, what: &str) -> Error {
+        Error::Malformed(format!(
+            "layer {} ({}): field {field}: {what}",
+            self.layer, self.class
+        ))
+    }
+
+    /// Whether the field is present and not null.
+    pub fn has(&self, field: &str) -> bool {
+        !matches!(self.json.get(field), None | Some(Json::Null))
+    }
+
+    /// A string field, or `default` when absent.
+    pub fn str_or<'b>(&'b self, field: &str, default: &'b str) -> Result<&'b str> {
+        match self.json.get(field) {
+            None | Some(Json::Null) => Ok(default),
+            Some(v) => v.as_str().ok_or_else(|| self.err(field, "not a string")),
+        }
+    }
+
+    /// A float field, or `default` when absent.
+    pub fn f32_or(&self, field: &str, default: f32) -> Result<f32> {
+        match self.json.get(field) {
+            None | Some(Json::Null) => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .map(|f| f as f32)
+                .ok_or_else(|| self.err(field, "not a number")),
+        }
+    }
+
+    /// A boolean field, or `default` when absent.
+    pub fn bool_or(&self, field: &str, default: bool) -> Result<bool> {
+        match self.json.get(field) {
+            None | Some(Json::Null) => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| self.err(field, "not a boolean")),
+        }
+    }
+
+    /// A positive integer field, or `default` when absent.
+    pub fn usize_or(&self, field: &str, default: usize) -> Result<usize> {
+        match self.json.get(field) {
+            None | Some(Json::Null) => Ok(default),
+            Some(v) => self.positive(field, v),
+        }
+    }
+
+    /// A signed integer field (an axis), or `default` when absent.
+    pub fn i64_or(&self, field: &str, default: i64) -> Result<i64> {
+        match self.json.get(field) {
+            None | Some(Json::Null) => Ok(default),
+            // Some exporters write a one-element list for a single axis.
+            Some(Json::Array(a)) if a.len() == 1 => a[0]
+                .as_i64()
+                .ok_or_else(|| self.err(field, "not an integer")),
+            Some(v) => v.as_i64().ok_or_else(|| self.err(field, "not an integer")),
+        }
+    }
+
+    fn positive(&self, field: &str, v: &Json) -> Result<usize> {
+        v.as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| self.err(field, &format!("{v} is not a positive integer")))
+    }
+
+    /// A pair like `kernel_size` (an integer or a two-element list), or `default` when absent.
+    pub fn pair_or(&self, field: &str, default: Option<[usize; 2]>) -> Result<[usize; 2]> {
+        match self.json.get(field) {
+            None | Some(Json::Null) => default.ok_or_else(|| self.err(field, "missing")),
+            Some(Json::Array(a)) if a.len() == 2 => {
+                Ok([self.positive(field, &a[0])?, self.positive(field, &a[1])?])
+            }
+            Some(v @ Json::Number(_)) => {
+                let n = self.positive(field, v)?;
+                Ok([n, n])
+            }
+            Some(v) => Err(self.err(field, &format!("{v} is not an integer or a pair"))),
+        }
+    }
+
+    /// Two pairs `[[top, bottom], [left, right]]` (ZeroPadding2D, Cropping2D),
+    /// also accepting one integer or one symmetric pair; returned as `[top, left, bottom, right]`.
+    pub fn pads(&self, field: &str) -> Result<[usize; 4]> {
+        let v = self.json.get(field).unwrap_or(&Json::Null);
+        let n = |v: &Json| {
+            v.as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| self.err(field, &format!("{v} is not a non-negative integer")))
+        };
+        match v {
+            Json::Number(_) => {
+                let p = n(v)?;
+                Ok([p; 4])
+            }
+            Json::Array(a) if a.len() == 2 => match (&a[0], &a[1]) {
+                (Json::Array(h), Json::Array(w)) if h.len() == 2 && w.len() == 2 => {
+                    Ok([n(&h[0])?, n(&w[0])?, n(&h[1])?, n(&w[1])?])
+                }
+                (h, w) => {
+                    let (h, w) = (n(h)?, n(w)?);
+                    Ok([h, w, h, w])
+                }
+            },
+            _ => Err(self.err(field, &format!("{v} is not a padding spec"))),
+        }
+    }
+
+    /// Fails unless `data_format` is absent or `channels_last`.
+    pub fn channels_last(&self) -> Result<()> {
+        let f = self.str_or("data_format", "channels_last")?;
+        if f != "channels_last" {
+            return Err(Error::Unsupported(format!(
+                "layer {} ({}): data_format {f}; only channels_last is supported",
+                self.layer, self.class
+            )));
+        }
+        Ok(())
+    }
+
+    /// The `activation` field resolved to what the IR can express.
+    pub fn activation(&self) -> Result<Act> {
+        let name = match self.json.get("activation") {
+            // Keras 3 may serialise the activation as {"class_name": ..., "config": ...}.
+            Some(Json::Object(o)) => o
+                .get("config")
+                .and_then(|c| c.get("name"))
+                .or_else(|| o.get("class_name"))
+                .and_then(Json::as_str)
+                .unwrap_or("?"),
+            _ => self.str_or("activation", "linear")?,
+        };
+        activation(name).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "layer {} ({}): activation {name}",
+                self.layer, self.class
+            ))
+        })
+    }
+}
+
+/// A Keras activation as the IR expresses it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Act {
+    /// An elementwise activation (fusable into the producing op).
+    Elementwise(Activation),
+    /// Softmax over the channel axis (a separate op).
+    Softmax,
+}
+
+/// Maps a Keras / TF.js activation name.
+pub(crate) fn activation(name: &str) -> Option<Act> {
+    Some(Act::Elementwise(match name {
+        "linear" | "identity" => Activation::Identity,
+        "relu" => Activation::Relu,
+        "relu6" => Activation::Clip { min: 0.0, max: 6.0 },
+        "sigmoid" => Activation::Sigmoid,
+        "tanh" => Activation::Tanh,
+        // Keras 2 and TF.js both define hard_sigmoid as clip(0.2x + 0.5, 0, 1).
+        "hard_sigmoid" | "hardSigmoid" => Activation::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        },
+        "softmax" => return Some(Act::Softmax),
+        _ => return None,
+    }))
+}
