@@ -16,3 +16,4 @@ pub use op::{
     Activation, BinaryKind, Conv, ConvTranspose, CoordTransform, DepthToSpaceMode, NearestMode, Op,
     Pool, PoolKind, ResizeMode,
 };
+pub use shape::{broadcast, check_explicit, infer, window_out};

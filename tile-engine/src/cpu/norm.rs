@@ -1,0 +1,59 @@
+//! Normalisations: softmax and local response normalisation.
+
+use crate::tensor::Tensor;
+
+/// Softmax over `axis`, max-subtracted; sums run in ascending position.
+pub(super) fn softmax(x: &Tensor, axis: usize) -> Tensor {
+    let s = x.shape();
+    let len = s[axis];
+    let inner: usize = s[axis + 1..].iter().product();
+    let outer: usize = s[..axis].iter().product();
+    let mut y = x.clone();
+    let d = y.data_mut();
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * len + k) * inner + i;
+            let max = (0..len).fold(f32::NEG_INFINITY, |m, k| m.max(d[at(k)]));
+            let mut sum = 0.0f32;
+            for k in 0..len {
+                let e = (d[at(k)] - max).exp();
+                d[at(k)] = e;
+                sum += e;
+            }
+            for k in 0..len {
+                d[at(k)] /= sum;
+            }
+        }
+    }
+    y
+}
+
+/// ONNX LRN: `x / (bias + alpha / size * square_sum)^beta`, the square sum over
+/// channels `[c - floor((size-1)/2), c + ceil((size-1)/2)]` clipped to the tensor.
+pub(super) fn lrn(x: &Tensor, size: usize, alpha: f32, beta: f32, bias: f32) -> Tensor {
+    let s = x.shape();
+    let (n, c, plane) = (s[0], s[1], s[2] * s[3]);
+    let before = (size - 1) / 2;
+    let after = (size - 1).div_ceil(2);
+    let scale = alpha / size as f32;
+    let xd = x.data();
+    let mut out = vec![0.0f32; xd.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            let lo = ch.saturating_sub(before);
+            let hi = (ch + after).min(c - 1);
+            for p in 0..plane {
+                let at = |k: usize| (b * c + k) * plane + p;
+                let mut sq = 0.0f32;
+                for k in lo..=hi {
+                    sq += xd[at(k)] * xd[at(k)];
+                }
+                out[at(ch)] = xd[at(ch)] / (bias + scale * sq).powf(beta);
+            }
+        }
+    }
+    // The output has exactly the input's shape.
+    let mut y = x.clone();
+    y.data_mut().copy_from_slice(&out);
+    y
+}
