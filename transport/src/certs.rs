@@ -1,0 +1,400 @@
+//! The cluster's certificates and the mutual-TLS configurations built from them.
+//!
+//! [`generate`] writes a cluster CA and one certificate per node into a
+//! directory; [`Identity::load`] reads a node's back. Both sides of a
+//! connection present a certificate that must chain to the cluster CA and
+//! name a node in the allow-list; 0-RTT is off.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::DistinguishedName;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::error::{Error, Result};
+use crate::frame::ALPN;
+
+/// File holding the cluster CA certificate.
+pub const CA_CERT: &str = "ca.pem";
+/// File holding the cluster CA key (only needed to issue more node certificates).
+pub const CA_KEY: &str = "ca.key";
+
+/// Path of a node's certificate in a certificate directory.
+pub fn node_cert_path(dir: &Path, node: &str) -> PathBuf {
+    dir.join(format!("{node}.pem"))
+}
+
+/// Path of a node's private key in a certificate directory.
+pub fn node_key_path(dir: &Path, node: &str) -> PathBuf {
+    dir.join(format!("{node}.key"))
+}
+
+/// Checks that `name` can be a node name: a DNS label sequence, since it is
+/// both the certificate's subject name and the TLS server name.
+pub fn check_node_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !name.starts_with(['-', '.'])
+        && !name.ends_with(['-', '.'])
+        && ServerName::try_from(name).is_ok();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "node name '{name}' must be 1-63 characters of a-z, 0-9, '-' and '.'"
+        )))
+    }
+}
+
+/// PEM text of a freshly made cluster: the CA and one certificate per node.
+struct Issued {
+    ca_cert: String,
+    ca_key: String,
+    /// (node, certificate PEM, key PEM)
+    nodes: Vec<(String, String, String)>,
+}
+
+fn issue(nodes: &[String]) -> Result<Issued> {
+    if nodes.is_empty() {
+        return Err(Error::Config("no node names given".into()));
+    }
+    for n in nodes {
+        check_node_name(n)?;
+    }
+    let mut sorted = nodes.to_vec();
+    sorted.sort();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::Config(format!("node name '{}' given twice", w[0])));
+    }
+    let cert_err = |e: rcgen::Error| Error::Cert(e.to_string());
+
+    let ca_key = rcgen::KeyPair::generate().map_err(cert_err)?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tessera cluster CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(cert_err)?;
+    let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+
+    let mut out = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let key = rcgen::KeyPair::generate().map_err(cert_err)?;
+        let mut params = rcgen::CertificateParams::new(vec![node.clone()]).map_err(cert_err)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, node.as_str());
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        // Every node both accepts and opens connections.
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &issuer).map_err(cert_err)?;
+        out.push((node.clone(), cert.pem(), key.serialize_pem()));
+    }
+    Ok(Issued {
+        ca_cert: ca_cert.pem(),
+        ca_key: ca_key.serialize_pem(),
+        nodes: out,
+    })
+}
+
+/// Writes a new cluster CA (`ca.pem`, `ca.key`) and a certificate and key
+/// per node (`NAME.pem`, `NAME.key`) into `out_dir`. Keys get mode 0600.
+pub fn generate(out_dir: &Path, nodes: &[String]) -> Result<()> {
+    let issued = issue(nodes)?;
+    fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir.display().to_string(), e))?;
+    write_file(&out_dir.join(CA_CERT), issued.ca_cert.as_bytes(), false)?;
+    write_file(&out_dir.join(CA_KEY), issued.ca_key.as_bytes(), true)?;
+    for (node, cert, key) in &issued.nodes {
+        write_file(&node_cert_path(out_dir, node), cert.as_bytes(), false)?;
+        write_file(&node_key_path(out_dir, node), key.as_bytes(), true)?;
+    }
+    Ok(())
+}
+
+/// A throw-away cluster held in memory (demos, benchmarks, tests): one
+/// identity per node, in the order given.
+pub fn ephemeral(nodes: &[String]) -> Result<Vec<Identity>> {
+    let issued = issue(nodes)?;
+    issued
+        .nodes
+        .iter()
+        .map(|(node, cert, key)| {
+            Identity::from_pem(
+                node,
+                issued.ca_cert.as_bytes(),
+                cert.as_bytes(),
+                key.as_bytes(),
+            )
+        })
+        .collect()
+}
+
+fn write_file(path: &Path, data: &[u8], secret: bool) -> Result<()> {
+    let io = |e| Error::io(path.display().to_string(), e);
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        opts.mode(if secret { 0o600 } else { 0o644 });
+        let mut f = opts.open(path).map_err(io)?;
+        // The mode only applies on creation; tighten an existing file too.
+        f.set_permissions(fs::Permissions::from_mode(if secret {
+            0o600
+        } else {
+            0o644
+        }))
+        .map_err(io)?;
+        f.write_all(data).map_err(io)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = secret;
+        opts.open(path)
+            .and_then(|mut f| f.write_all(data))
+            .map_err(io)
+    }
+}
+
+/// A node's TLS identity: the cluster CA it trusts, and its own chain and key.
+#[derive(Debug)]
+pub struct Identity {
+    /// The node's name (its certificate's subject name).
+    pub name: String,
+    /// The cluster CA certificate.
+    pub ca: CertificateDer<'static>,
+    /// The node's certificate chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The node's private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            ca: self.ca.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl Identity {
+    /// Loads `node`'s identity from a directory written by [`generate`].
+    pub fn load(dir: &Path, node: &str) -> Result<Self> {
+        let read = |p: PathBuf| fs::read(&p).map_err(|e| Error::io(p.display().to_string(), e));
+        Self::from_pem(
+            node,
+            &read(dir.join(CA_CERT))?,
+            &read(node_cert_path(dir, node))?,
+            &read(node_key_path(dir, node))?,
+        )
+    }
+
+    /// Builds an identity from PEM bytes.
+    pub fn from_pem(node: &str, ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+        let bad =
+            |what: &str, e: rustls::pki_types::pem::Error| Error::Cert(format!("{what}: {e}"));
+        let ca = CertificateDer::from_pem_slice(ca_pem).map_err(|e| bad("CA certificate", e))?;
+        let chain = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| bad("node certificate", e))?;
+        if chain.is_empty() {
+            return Err(Error::Cert(format!("no certificate for node '{node}'")));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| bad("node key", e))?;
+        Ok(Self {
+            name: node.to_string(),
+            ca,
+            chain,
+            key,
+        })
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(ca.clone())
+        .map_err(|e| Error::Tls(format!("cluster CA: {e}")))?;
+    Ok(Arc::new(roots))
+}
+
+fn server_names(allowed: &[String]) -> Result<Vec<ServerName<'static>>> {
+    allowed
+        .iter()
+        .map(|n| {
+            ServerName::try_from(n.clone())
+                .map_err(|e| Error::Config(format!("peer name '{n}': {e}")))
+        })
+        .collect()
+}
+
+/// Which allow-listed name `cert` is valid for, if any.
+pub fn peer_name(cert: &CertificateDer<'_>, allowed: &[String]) -> Option<String> {
+    let ee = webpki::EndEntityCert::try_from(cert).ok()?;
+    allowed
+        .iter()
+        .find(|n| match ServerName::try_from(n.as_str()) {
+            Ok(sn) => ee.verify_is_valid_for_subject_name(&sn).is_ok(),
+            Err(_) => false,
+        })
+        .cloned()
+}
+
+/// Client-certificate verifier: the chain must lead to the cluster CA (webpki)
+/// and the leaf must name an allow-listed node.
+#[derive(Debug)]
+struct AllowList {
+    inner: Arc<dyn ClientCertVerifier>,
+    allowed: Vec<ServerName<'static>>,
+}
+
+impl ClientCertVerifier for AllowList {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let ee = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| rustls::Error::General(format!("client certificate: {e}")))?;
+        if self
+            .allowed
+            .iter()
+            .any(|n| ee.verify_is_valid_for_subject_name(n).is_ok())
+        {
+            Ok(verified)
+        } else {
+            tracing::warn!("refused a client certificate that names no allow-listed node");
+            Err(rustls::Error::General(
+                "client certificate names no allow-listed node".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The rustls server configuration: TLS 1.3 only, client certificates
+/// required and checked against the CA and `allowed`, ALPN `tessera/1`, no 0-RTT.
+pub fn server_config(id: &Identity, allowed: &[String]) -> Result<rustls::ServerConfig> {
+    let tls = |e: rustls::Error| Error::Tls(e.to_string());
+    let inner = WebPkiClientVerifier::builder_with_provider(roots(&id.ca)?, provider())
+        .build()
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let verifier = Arc::new(AllowList {
+        inner,
+        allowed: server_names(allowed)?,
+    });
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(id.chain.clone(), id.key.clone_key())
+        .map_err(tls)?;
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.max_early_data_size = 0;
+    Ok(cfg)
+}
+
+/// The rustls client configuration: trusts only the cluster CA, presents the
+/// node's certificate, ALPN `tessera/1`, no 0-RTT. The server's name is
+/// checked by the connect call against the allow-list and the certificate.
+pub fn client_config(id: &Identity) -> Result<rustls::ClientConfig> {
+    let tls = |e: rustls::Error| Error::Tls(e.to_string());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_root_certificates(roots(&id.ca)?)
+        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+        .map_err(tls)?;
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.enable_early_data = false;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_writes_ca_and_nodes_with_private_keys() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let nodes = vec!["device".to_string(), "edge-1".to_string()];
+        generate(dir.path(), &nodes)?;
+        for n in &nodes {
+            let id = Identity::load(dir.path(), n)?;
+            assert_eq!(peer_name(&id.chain[0], &nodes).as_deref(), Some(n.as_str()));
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = fs::metadata(node_key_path(dir.path(), n))
+                    .map_err(|e| Error::io("key", e))?
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600);
+            }
+        }
+        assert!(generate(dir.path(), &["Bad Name".to_string()]).is_err());
+        assert!(generate(dir.path(), &["a".to_string(), "a".to_string()]).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! quinn transport settings derived from a link's bandwidth and round-trip time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{TransportConfig, VarInt};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// What the transport should assume about a link, and the stream limits to enforce.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkTuning {
+    /// Expected bandwidth, bytes per second.
+    pub bandwidth_bytes_per_s: u64,
+    /// Expected round-trip time.
+    #[serde(with = "millis")]
+    pub rtt: Duration,
+    /// Tile streams the peer may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Connection closes after this long without any packet.
+    #[serde(with = "millis")]
+    pub idle_timeout: Duration,
+    /// First UDP payload size; loopback and jumbo-frame links can start far above 1200.
+    pub initial_mtu: u16,
+    /// Largest UDP payload MTU discovery may try.
+    pub max_mtu: u16,
+}
+
+impl Default for LinkTuning {
+    fn default() -> Self {
+        Self {
+            bandwidth_bytes_per_s: 125_000_000, // 1 Gbit/s
+            rtt: Duration::from_millis(10),
+            max_concurrent_streams: 64,
+            idle_timeout: Duration::from_secs(30),
+            initial_mtu: 1200,
+            max_mtu: 1452,
+        }
+    }
+}
+
+impl LinkTuning {
+    /// Settings for a loopback link: large datagrams (the loopback MTU is 64 KiB) and a short RTT.
+    pub fn loopback() -> Self {
+        Self {
+            bandwidth_bytes_per_s: 4_000_000_000,
+            rtt: Duration::from_micros(200),
+            initial_mtu: 9000,
+            max_mtu: 65_000,
+            ..Self::default()
+        }
+    }
+
+    /// The bandwidth-delay product in bytes.
+    pub fn bdp_bytes(&self) -> u64 {
+        let bdp = u128::from(self.bandwidth_bytes_per_s) * self.rtt.as_micros() / 1_000_000;
+        u64::try_from(bdp).unwrap_or(u64::MAX)
+    }
+
+    /// Per-stream receive window: two BDPs, at least 1 MiB so one tile
+    /// stream is never the bottleneck on short links, at most 64 MiB.
+    pub fn stream_window(&self) -> u64 {
+        (2 * self.bdp_bytes()).clamp(1 << 20, 64 << 20)
+    }
+
+    /// Connection receive window: enough for a few streams at full speed,
+    /// but bounded so a slow receiver pushes back instead of buffering.
+    pub fn connection_window(&self) -> u64 {
+        (self.stream_window() * 4)
+            .max(4 * self.bdp_bytes())
+            .min(256 << 20)
+    }
+
+    /// Builds the quinn transport configuration.
+    pub fn transport_config(&self) -> Result<Arc<TransportConfig>> {
+        if self.bandwidth_bytes_per_s == 0 {
+            return Err(Error::Config("bandwidth must be positive".into()));
+        }
+        if self.initial_mtu < 1200 || self.max_mtu < self.initial_mtu {
+            return Err(Error::Config(format!(
+                "mtu: need 1200 <= initial_mtu ({}) <= max_mtu ({})",
+                self.initial_mtu, self.max_mtu
+            )));
+        }
+        let var = |v: u64| VarInt::from_u64(v).map_err(|e| Error::Config(e.to_string()));
+        let mut t = TransportConfig::default();
+        t.stream_receive_window(var(self.stream_window())?);
+        t.receive_window(var(self.connection_window())?);
+        t.send_window(self.connection_window());
+        t.max_concurrent_uni_streams(VarInt::from_u32(self.max_concurrent_streams));
+        // Tiles use uni streams only; nobody needs a bi stream.
+        t.max_concurrent_bidi_streams(VarInt::from_u32(0));
+        t.initial_rtt(self.rtt.max(Duration::from_micros(100)));
+        let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        t.max_idle_timeout(Some(idle));
+        t.keep_alive_interval(Some(self.idle_timeout / 3));
+        t.initial_mtu(self.initial_mtu);
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.max_mtu);
+        t.mtu_discovery_config(Some(mtu));
+        Ok(Arc::new(t))
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms = f64::deserialize(d)?;
+        if !(0.0..=1e9).contains(&ms) {
+            return Err(serde::de::Error::custom(format!("{ms} ms out of range")));
+        }
+        Ok(Duration::from_secs_f64(ms / 1000.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_follow_the_bandwidth_delay_product() {
+        let wan = LinkTuning {
+            bandwidth_bytes_per_s: 12_500_000, // 100 Mbit/s
+            rtt: Duration::from_millis(100),
+            ..LinkTuning::default()
+        };
+        assert_eq!(wan.bdp_bytes(), 1_250_000);
+        assert_eq!(wan.stream_window(), 2_500_000);
+        assert_eq!(wan.connection_window(), 10_000_000);
+        let lan = LinkTuning {
+            rtt: Duration::from_micros(100),
+            ..LinkTuning::default()
+        };
+        assert_eq!(
+            lan.stream_window(),
+            1 << 20,
+            "short links get the 1 MiB floor"
+        );
+        assert!(wan.transport_config().is_ok());
+        let bad = LinkTuning {
+            initial_mtu: 100,
+            ..LinkTuning::default()
+        };
+        assert!(bad.transport_config().is_err());
+    }
+}
