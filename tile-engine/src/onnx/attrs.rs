@@ -1,0 +1,160 @@
+//! Typed access to a node's attributes, with errors that name the node.
+
+use crate::error::{Error, Result};
+use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto};
+
+/// Largest spatial size, pad, stride, dilation or kernel accepted from a
+/// model: keeps all shape arithmetic far from overflow.
+pub(crate) const MAX_DIM: i64 = 1 << 24;
+
+/// One ONNX node being imported: its name and attributes.
+pub(crate) struct NodeCtx<'a> {
+    pub node: &'a NodeProto,
+    pub name: String,
+    pub op: &'a str,
+}
+
+impl<'a> NodeCtx<'a> {
+    pub fn new(node: &'a NodeProto, index: usize) -> Self {
+        let op = node.op_type.as_deref().unwrap_or("");
+        let name = match node.name.as_deref() {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => format!("{op}_{index}"),
+        };
+        Self { node, name, op }
+    }
+
+    /// "unsupported: op 'X' (node 'n'): why".
+    pub fn unsupported(&self, why: impl std::fmt::Display) -> Error {
+        Error::Unsupported(format!("op '{}' (node '{}'): {why}", self.op, self.name))
+    }
+
+    /// A model inconsistency at this node.
+    pub fn malformed(&self, why: impl std::fmt::Display) -> Error {
+        Error::Malformed(format!("node '{}' ({}): {why}", self.name, self.op))
+    }
+
+    fn attr(&self, name: &str) -> Option<&'a AttributeProto> {
+        self.node
+            .attribute
+            .iter()
+            .find(|a| a.name.as_deref() == Some(name))
+    }
+
+    /// True when the attribute is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.attr(name).is_some()
+    }
+
+    /// An optional integer attribute.
+    pub fn int_opt(&self, name: &str) -> Result<Option<i64>> {
+        match self.attr(name) {
+            None => Ok(None),
+            Some(a) => {
+                a.i.map(Some)
+                    .ok_or_else(|| self.malformed(format!("attribute '{name}' is not an int")))
+            }
+        }
+    }
+
+    /// An integer attribute with a default.
+    pub fn int(&self, name: &str, default: i64) -> Result<i64> {
+        Ok(self.int_opt(name)?.unwrap_or(default))
+    }
+
+    /// A float attribute with a default.
+    pub fn float(&self, name: &str, default: f32) -> Result<f32> {
+        match self.attr(name) {
+            None => Ok(default),
+            Some(a) => {
+                a.f.ok_or_else(|| self.malformed(format!("attribute '{name}' is not a float")))
+            }
+        }
+    }
+
+    /// An optional list of ints.
+    pub fn ints(&self, name: &str) -> Option<&'a [i64]> {
+        self.attr(name).map(|a| a.ints.as_slice())
+    }
+
+    /// An optional list of floats.
+    pub fn floats(&self, name: &str) -> Option<&'a [f32]> {
+        self.attr(name).map(|a| a.floats.as_slice())
+    }
+
+    /// A string attribute with a default.
+    pub fn string(&self, name: &str, default: &str) -> Result<String> {
+        match self.attr(name) {
+            None => Ok(default.to_string()),
+            Some(a) => {
+                a.s.as_deref()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .ok_or_else(|| self.malformed(format!("attribute '{name}' is not a string")))
+            }
+        }
+    }
+
+    /// An optional tensor attribute.
+    pub fn tensor(&self, name: &str) -> Option<&'a TensorProto> {
+        self.attr(name).and_then(|a| a.t.as_ref())
+    }
+
+    /// Input names; an empty name means "optional input left out".
+    pub fn input(&self, i: usize) -> Option<&'a str> {
+        self.node
+            .input
+            .get(i)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// A required input.
+    pub fn req_input(&self, i: usize) -> Result<&'a str> {
+        self.input(i)
+            .ok_or_else(|| self.malformed(format!("missing input {i}")))
+    }
+
+    /// The first output's name.
+    pub fn output(&self) -> Result<&'a str> {
+        self.node
+            .output
+            .first()
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| self.malformed("has no output"))
+    }
+
+    /// Refuses nodes whose extra outputs (e.g. MaxPool's indices) are used.
+    pub fn only_first_output(&self) -> Result<()> {
+        if self.node.output.iter().skip(1).any(|o| !o.is_empty()) {
+            return Err(self.unsupported("only the first output is supported"));
+        }
+        Ok(())
+    }
+
+    /// A small non-negative size (kernel, stride, pad, axis count) from an int.
+    pub fn size(&self, what: &str, v: i64) -> Result<usize> {
+        if !(0..=MAX_DIM).contains(&v) {
+            return Err(self.malformed(format!("{what} {v} out of range")));
+        }
+        Ok(v as usize)
+    }
+
+    /// A list of sizes with an expected length.
+    pub fn sizes(&self, what: &str, v: &[i64], len: usize) -> Result<Vec<usize>> {
+        if v.len() != len {
+            return Err(self.malformed(format!("{what} has {} values, expected {len}", v.len())));
+        }
+        v.iter().map(|&x| self.size(what, x)).collect()
+    }
+
+    /// Resolves a possibly negative axis against `rank`.
+    pub fn axis(&self, axis: i64, rank: usize) -> Result<usize> {
+        let r = rank as i64;
+        let a = if axis < 0 { axis + r } else { axis };
+        if !(0..r).contains(&a) {
+            return Err(self.malformed(format!("axis {axis} out of range for rank {rank}")));
+        }
+        Ok(a as usize)
+    }
+}

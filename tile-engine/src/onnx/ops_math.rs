@@ -1,0 +1,603 @@
+//! Arithmetic ops: Gemm/MatMul, activations, BatchNormalization, broadcast
+//! binaries, Softmax, LRN, Pad, Resize/Upsample, DepthToSpace.
+
+use std::sync::Arc;
+
+use super::attrs::NodeCtx;
+use super::fold;
+use super::importer::{Importer, Slot};
+use super::value::ConstValue;
+use crate::error::{Error, Result};
+use crate::ir::{
+    Activation, BinaryKind, CoordTransform, DepthToSpaceMode, NearestMode, Op, ResizeMode, ValueId,
+};
+use crate::tensor::{Tensor, checked_numel};
+
+/// Binds the node's output to `v`, giving a value created by this node the
+/// node's output name (intermediate steps were emitted under derived names).
+fn finish(imp: &mut Importer, ctx: &NodeCtx<'_>, v: ValueId, first_new: ValueId) -> Result<()> {
+    if v >= first_new {
+        imp.graph.values[v].name = ctx.output()?.to_string();
+    }
+    imp.bind_out(ctx, v)
+}
+
+/// Transposes a constant matrix `[r, c]` to `[c, r]`, scaled by `alpha`.
+fn transposed(m: &[f32], r: usize, c: usize, alpha: f32) -> Vec<f32> {
+    let mut out = vec![0.0; m.len()];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = alpha * m[i * c + j];
+        }
+    }
+    out
+}
+
+/// `Gemm`: `alpha * A' B' + beta * C`. A constant B becomes `Op::Dense`
+/// (weight `[K, N]`, a row-broadcast C folded into its bias); otherwise a
+/// MatMul with the scaling and addition as separate binaries.
+pub(crate) fn gemm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let first_new = imp.graph.values.len();
+    let (a, b) = (ctx.req_input(0)?, ctx.req_input(1)?);
+    let alpha = ctx.float("alpha", 1.0)?;
+    let beta = ctx.float("beta", 1.0)?;
+    let ta = ctx.int("transA", 0)? != 0;
+    let tb = ctx.int("transB", 0)? != 0;
+    let (sa, sb) = (imp.shape_of(ctx, a)?, imp.shape_of(ctx, b)?);
+    let (&[a0, a1], &[b0, b1]) = (sa.as_slice(), sb.as_slice()) else {
+        return Err(ctx.malformed(format!("A {sa:?} and B {sb:?} must be matrices")));
+    };
+    let (m, k) = if ta { (a1, a0) } else { (a0, a1) };
+    let (kb, n) = if tb { (b1, b0) } else { (b0, b1) };
+    if k != kb {
+        return Err(Error::Shape(format!(
+            "node '{}' (Gemm): A' is [{m}, {k}] but B' is [{kb}, {n}]",
+            ctx.name
+        )));
+    }
+    let out = ctx.output()?.to_string();
+    let mut cur = imp.runtime(ctx, a)?;
+    if ta {
+        cur = imp.emit(
+            format!("{}/transA", ctx.name),
+            Op::Transpose { perm: vec![1, 0] },
+            vec![cur],
+            format!("{out}/transA"),
+        )?;
+    }
+    let c_slot = match ctx.input(2) {
+        Some(c) if beta != 0.0 => Some(imp.slot(ctx, c)?),
+        _ => None,
+    };
+    let c_const = match &c_slot {
+        Some(Slot::Const(c)) => Some(c.clone()),
+        _ => None,
+    };
+    if let Some(bc) = imp.konst(b) {
+        imp.charge(bc.numel())?;
+        let bv = bc.to_f32();
+        let w = if tb {
+            transposed(&bv, b0, b1, alpha)
+        } else {
+            bv.iter().map(|&x| alpha * x).collect()
+        };
+        // A C that is one value or one row folds into the Dense bias.
+        let row_bias = c_const
+            .as_ref()
+            .filter(|c| c.numel() == 1 || (c.numel() == n && c.shape.last() == Some(&n)));
+        let bias = row_bias.map(|c| {
+            let v = c.to_f32();
+            Arc::new(
+                (0..n)
+                    .map(|j| beta * v[if v.len() == 1 { 0 } else { j }])
+                    .collect(),
+            )
+        });
+        let folded_c = bias.is_some();
+        let op = Op::Dense {
+            weight: Arc::new(Tensor::new(vec![k, n], w)?),
+            bias,
+            activation: Activation::Identity,
+        };
+        cur = imp.emit(ctx.name.clone(), op, vec![cur], format!("{out}/dense"))?;
+        if folded_c || c_slot.is_none() {
+            return finish(imp, ctx, cur, first_new);
+        }
+    } else {
+        let mut bv = imp.runtime(ctx, b)?;
+        if tb {
+            bv = imp.emit(
+                format!("{}/transB", ctx.name),
+                Op::Transpose { perm: vec![1, 0] },
+                vec![bv],
+                format!("{out}/transB"),
+            )?;
+        }
+        cur = imp.emit(
+            ctx.name.clone(),
+            Op::MatMul,
+            vec![cur, bv],
+            format!("{out}/matmul"),
+        )?;
+        if alpha != 1.0 {
+            let s = imp.add_const(format!("{out}/alpha"), ConstValue::f32(vec![], vec![alpha]))?;
+            cur = imp.emit(
+                format!("{}/alpha", ctx.name),
+                binary_op(BinaryKind::Mul),
+                vec![cur, s],
+                format!("{out}/scaled"),
+            )?;
+        }
+    }
+    if let Some(slot) = c_slot {
+        let cv = match slot {
+            Slot::Const(c) => {
+                let scaled = ConstValue::f32(
+                    c.shape.clone(),
+                    c.to_f32().iter().map(|&x| beta * x).collect(),
+                );
+                imp.add_const(format!("{out}/c"), scaled)?
+            }
+            Slot::Runtime(v) if beta == 1.0 => v,
+            Slot::Runtime(_) => {
+                return Err(ctx.unsupported("a runtime C with beta != 1"));
+            }
+        };
+        cur = imp.emit(
+            format!("{}/addC", ctx.name),
+            binary_op(BinaryKind::Add),
+            vec![cur, cv],
+            format!("{out}/addC"),
+        )?;
+    }
+    finish(imp, ctx, cur, first_new)
+}
+
+fn binary_op(kind: BinaryKind) -> Op {
+    Op::Binary {
+        kind,
+        activation: Activation::Identity,
+    }
+}
+
+/// `MatMul`: a constant rank-2 right side becomes `Op::Dense` (leading
+/// dimensions of the left side flattened around it); otherwise `Op::MatMul`.
+pub(crate) fn matmul(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let first_new = imp.graph.values.len();
+    let (a, b) = (ctx.req_input(0)?, ctx.req_input(1)?);
+    let sa = imp.shape_of(ctx, a)?;
+    let out = ctx.output()?.to_string();
+    if let Some(bc) = imp.konst(b).filter(|c| c.shape.len() == 2) {
+        let (k, n) = (bc.shape[0], bc.shape[1]);
+        if sa.last() != Some(&k) {
+            return Err(Error::Shape(format!(
+                "node '{}' (MatMul): {sa:?} × {:?}",
+                ctx.name, bc.shape
+            )));
+        }
+        let rows: usize = sa[..sa.len() - 1].iter().product();
+        let x = imp.runtime(ctx, a)?;
+        let x2 = imp.reshape(
+            format!("{}/to2d", ctx.name),
+            x,
+            format!("{out}/2d"),
+            vec![rows, k],
+        )?;
+        let op = Op::Dense {
+            weight: Arc::new(bc.to_tensor()?),
+            bias: None,
+            activation: Activation::Identity,
+        };
+        let y2 = imp.emit(ctx.name.clone(), op, vec![x2], format!("{out}/dense"))?;
+        let mut shape = sa[..sa.len() - 1].to_vec();
+        shape.push(n);
+        let y = imp.reshape(format!("{}/back", ctx.name), y2, format!("{out}/nd"), shape)?;
+        return finish(imp, ctx, y, first_new);
+    }
+    let (x, w) = (imp.runtime(ctx, a)?, imp.runtime(ctx, b)?);
+    imp.emit_out(ctx, Op::MatMul, vec![x, w])
+}
+
+/// A scalar bound from a constant input (Clip ≥ 11).
+fn scalar_input(imp: &Importer, ctx: &NodeCtx<'_>, i: usize, what: &str) -> Result<Option<f32>> {
+    match imp.opt_const(ctx, i, what)? {
+        None => Ok(None),
+        Some(c) => c
+            .scalar_f32()
+            .map(Some)
+            .ok_or_else(|| ctx.malformed(format!("{what} must be a scalar"))),
+    }
+}
+
+/// PRelu slopes as a per-channel (or single) vector, when they broadcast that way.
+fn prelu_slope(ctx: &NodeCtx<'_>, x: &[usize], slope: &ConstValue) -> Result<Vec<f32>> {
+    let v = slope.to_f32();
+    if v.len() == 1 {
+        return Ok(v);
+    }
+    // Right-align the slope's shape with the input's: only axis 1 may exceed 1.
+    let r = x.len();
+    let s = &slope.shape;
+    let per_channel = r >= 2
+        && s.len() <= r
+        && s.iter().enumerate().all(|(i, &d)| {
+            let axis = i + r - s.len();
+            d == 1 || (axis == 1 && d == x[1])
+        })
+        && v.len() == x[1];
+    if !per_channel {
+        return Err(ctx.unsupported(format!(
+            "slope of shape {s:?} for input {x:?}: only a scalar or per-channel slope is supported"
+        )));
+    }
+    Ok(v)
+}
+
+/// Elementwise activations → `Op::Activation`.
+pub(crate) fn activation(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let x_name = ctx.req_input(0)?;
+    let act = match ctx.op {
+        "Relu" => Activation::Relu,
+        "Sigmoid" => Activation::Sigmoid,
+        "Tanh" => Activation::Tanh,
+        "HardSwish" => Activation::HardSwish,
+        "LeakyRelu" => Activation::LeakyRelu {
+            alpha: ctx.float("alpha", 0.01)?,
+        },
+        "HardSigmoid" => Activation::HardSigmoid {
+            alpha: ctx.float("alpha", 0.2)?,
+            beta: ctx.float("beta", 0.5)?,
+        },
+        "Clip" if imp.opset < 11 => Activation::Clip {
+            min: ctx.float("min", f32::MIN)?,
+            max: ctx.float("max", f32::MAX)?,
+        },
+        "Clip" => Activation::Clip {
+            min: scalar_input(imp, ctx, 1, "min")?.unwrap_or(f32::NEG_INFINITY),
+            max: scalar_input(imp, ctx, 2, "max")?.unwrap_or(f32::INFINITY),
+        },
+        _ => {
+            let slope = imp.req_const(ctx, 1, "the slope")?;
+            let xs = imp.shape_of(ctx, x_name)?;
+            Activation::PRelu {
+                slope: Arc::new(prelu_slope(ctx, &xs, &slope)?),
+            }
+        }
+    };
+    let x = imp.runtime(ctx, x_name)?;
+    imp.emit_out(ctx, Op::Activation(act), vec![x])
+}
+
+/// `BatchNormalization` (inference) → `Op::ChannelAffine`.
+pub(crate) fn batch_norm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    if imp.opset < 9 && ctx.int("spatial", 1)? == 0 {
+        return Err(ctx.unsupported("spatial = 0"));
+    }
+    if ctx.int("training_mode", 0)? != 0 {
+        return Err(ctx.unsupported("training mode"));
+    }
+    let x_name = ctx.req_input(0)?;
+    let xs = imp.shape_of(ctx, x_name)?;
+    let c = *xs
+        .get(1)
+        .ok_or_else(|| ctx.malformed(format!("input {xs:?} has no channel axis")))?;
+    let eps = f64::from(ctx.float("epsilon", 1e-5)?);
+    let mut params = Vec::new();
+    for (i, what) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "var")] {
+        let p = imp.req_const(ctx, i, what)?.to_f32();
+        if p.len() != c {
+            return Err(ctx.malformed(format!("{what} has {} values for {c} channels", p.len())));
+        }
+        params.push(p);
+    }
+    let (scale, shift): (Vec<f32>, Vec<f32>) = (0..c)
+        .map(|j| {
+            let a = f64::from(params[0][j]) / (f64::from(params[3][j]) + eps).sqrt();
+            let b = f64::from(params[1][j]) - f64::from(params[2][j]) * a;
+            (a as f32, b as f32)
+        })
+        .unzip();
+    let x = imp.runtime(ctx, x_name)?;
+    let op = Op::ChannelAffine {
+        scale: Arc::new(scale),
+        shift: Arc::new(shift),
+    };
+    imp.emit_out(ctx, op, vec![x])
+}
+
+/// Add/Sub/Mul/Div/Max/Min/Sum → `Op::Binary` (variadic forms as a chain);
+/// folded when every input is constant.
+pub(crate) fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let first_new = imp.graph.values.len();
+    let kind = match ctx.op {
+        "Add" | "Sum" => BinaryKind::Add,
+        "Sub" => BinaryKind::Sub,
+        "Mul" => BinaryKind::Mul,
+        "Div" => BinaryKind::Div,
+        "Max" => BinaryKind::Max,
+        _ => BinaryKind::Min,
+    };
+    let names: Vec<&str> = ctx
+        .node
+        .input
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let variadic = matches!(ctx.op, "Sum" | "Max" | "Min");
+    if names.is_empty() || (!variadic && names.len() != 2) {
+        return Err(ctx.malformed(format!("expects 2 inputs, got {}", names.len())));
+    }
+    let consts: Option<Vec<Arc<ConstValue>>> = names.iter().map(|n| imp.konst(n)).collect();
+    if let Some(cs) = consts {
+        let mut acc = (*cs[0]).clone();
+        for c in &cs[1..] {
+            let shape = fold::broadcast_shape(&acc.shape, &c.shape).ok_or_else(|| {
+                ctx.malformed(format!(
+                    "cannot broadcast {:?} with {:?}",
+                    acc.shape, c.shape
+                ))
+            })?;
+            imp.charge(checked_numel(&shape)?)?;
+            acc = fold::binary(kind, &acc, c)
+                .ok_or_else(|| ctx.malformed("integer overflow or division by zero"))?;
+        }
+        return imp.bind_const(ctx, acc);
+    }
+    let out = ctx.output()?.to_string();
+    let mut cur = imp.runtime(ctx, names[0])?;
+    for (i, n) in names.iter().enumerate().skip(1) {
+        let rhs = imp.runtime(ctx, n)?;
+        let last = i + 1 == names.len();
+        let node_name = if last {
+            ctx.name.clone()
+        } else {
+            format!("{}/{i}", ctx.name)
+        };
+        cur = imp.emit(
+            node_name,
+            binary_op(kind),
+            vec![cur, rhs],
+            format!("{out}/{i}"),
+        )?;
+    }
+    finish(imp, ctx, cur, first_new)
+}
+
+/// `Softmax`: opset ≥ 13 along one axis; earlier opsets flatten to 2-D at
+/// `axis` first (Reshape + Softmax(axis 1) + Reshape).
+pub(crate) fn softmax(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let first_new = imp.graph.values.len();
+    let x = imp.runtime(ctx, ctx.req_input(0)?)?;
+    let xs = imp.graph.shape(x).to_vec();
+    let r = xs.len();
+    let legacy = imp.opset < 13;
+    let axis = ctx.axis(ctx.int("axis", if legacy { 1 } else { -1 })?, r)?;
+    if !legacy || axis + 1 == r {
+        // Coercing to 2-D at the last axis is a no-op.
+        return imp.emit_out(ctx, Op::Softmax { axis }, vec![x]);
+    }
+    let out = ctx.output()?.to_string();
+    let rows: usize = xs[..axis].iter().product();
+    let cols: usize = xs[axis..].iter().product();
+    let x2 = imp.reshape(
+        format!("{}/to2d", ctx.name),
+        x,
+        format!("{out}/2d"),
+        vec![rows, cols],
+    )?;
+    let y2 = imp.emit(
+        ctx.name.clone(),
+        Op::Softmax { axis: 1 },
+        vec![x2],
+        format!("{out}/softmax2d"),
+    )?;
+    let y = imp.reshape(format!("{}/back", ctx.name), y2, format!("{out}/nd"), xs)?;
+    finish(imp, ctx, y, first_new)
+}
+
+/// `LRN` → `Op::Lrn`.
+pub(crate) fn lrn(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let size = ctx
+        .int_opt("size")?
+        .ok_or_else(|| ctx.malformed("missing attribute 'size'"))?;
+    let op = Op::Lrn {
+        size: ctx.size("size", size)?,
+        alpha: ctx.float("alpha", 1e-4)?,
+        beta: ctx.float("beta", 0.75)?,
+        bias: ctx.float("bias", 1.0)?,
+    };
+    let x = imp.runtime(ctx, ctx.req_input(0)?)?;
+    imp.emit_out(ctx, op, vec![x])
+}
+
+/// `Pad` (constant mode) of H and W of an NCHW map → `Op::Pad`.
+pub(crate) fn pad(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let mode = ctx.string("mode", "constant")?;
+    if mode != "constant" {
+        return Err(ctx.unsupported(format!("mode '{mode}' (only 'constant')")));
+    }
+    let x_name = ctx.req_input(0)?;
+    let xs = imp.shape_of(ctx, x_name)?;
+    let r = xs.len();
+    let (raw, value, axes) = if imp.opset < 11 {
+        let p = ctx
+            .ints("pads")
+            .ok_or_else(|| ctx.malformed("missing attribute 'pads'"))?
+            .to_vec();
+        (p, ctx.float("value", 0.0)?, None)
+    } else {
+        let p = imp.req_const(ctx, 1, "pads")?.to_i64();
+        let v = scalar_input(imp, ctx, 2, "constant_value")?.unwrap_or(0.0);
+        let axes = imp.opt_const(ctx, 3, "axes")?.map(|c| c.to_i64());
+        (p, v, axes)
+    };
+    let axes: Vec<usize> = match axes {
+        Some(a) => a
+            .iter()
+            .map(|&a| ctx.axis(a, r))
+            .collect::<Result<Vec<_>>>()?,
+        None => (0..r).collect(),
+    };
+    let na = axes.len();
+    if raw.len() != 2 * na {
+        return Err(ctx.malformed(format!("{} pads for {na} axes", raw.len())));
+    }
+    let mut begin = vec![0i64; r];
+    let mut end = vec![0i64; r];
+    for (i, &a) in axes.iter().enumerate() {
+        begin[a] = raw[i];
+        end[a] = raw[na + i];
+    }
+    if begin.iter().chain(&end).any(|&p| p < 0) {
+        return Err(ctx.unsupported("negative pads"));
+    }
+    let x = imp.runtime(ctx, x_name)?;
+    if begin.iter().chain(&end).all(|&p| p == 0) {
+        return imp.bind_out(ctx, x);
+    }
+    if r != 4 || begin[..2].iter().chain(&end[..2]).any(|&p| p != 0) {
+        return Err(ctx.unsupported("only padding H and W of a rank-4 (NCHW) map is supported"));
+    }
+    let pads = [
+        ctx.size("pad", begin[2])?,
+        ctx.size("pad", begin[3])?,
+        ctx.size("pad", end[2])?,
+        ctx.size("pad", end[3])?,
+    ];
+    imp.emit_out(ctx, Op::Pad { pads, value }, vec![x])
+}
+
+/// `Resize` (opset 10, 11, 13+) and `Upsample` (7–9) of H and W → `Op::Resize`.
+pub(crate) fn resize(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let x_name = ctx.req_input(0)?;
+    let xs = imp.shape_of(ctx, x_name)?;
+    if xs.len() != 4 {
+        return Err(ctx.unsupported(format!("only NCHW inputs, got rank {}", xs.len())));
+    }
+    let legacy = ctx.op == "Upsample" || imp.opset < 11;
+    let nonempty = |c: Option<Arc<ConstValue>>| c.filter(|c| c.numel() > 0);
+    let (scales, sizes) = if ctx.op == "Upsample" && imp.opset < 9 {
+        let s = ctx
+            .floats("scales")
+            .ok_or_else(|| ctx.malformed("missing attribute 'scales'"))?;
+        (Some(s.to_vec()), None)
+    } else if legacy {
+        (Some(imp.req_const(ctx, 1, "scales")?.to_f32()), None)
+    } else {
+        let s = nonempty(imp.opt_const(ctx, 2, "scales")?).map(|c| c.to_f32());
+        let z = nonempty(imp.opt_const(ctx, 3, "sizes")?).map(|c| c.to_i64());
+        (s, z)
+    };
+    // Opset 18 `axes`: scales/sizes name only some axes.
+    let axes: Vec<usize> = match ctx.ints("axes") {
+        Some(a) => a
+            .iter()
+            .map(|&a| ctx.axis(a, 4))
+            .collect::<Result<Vec<_>>>()?,
+        None => (0..4).collect(),
+    };
+    let mut full_scales = [1f32; 4];
+    let mut out = xs.clone();
+    match (scales, sizes) {
+        (_, Some(z)) => {
+            if z.len() != axes.len() {
+                return Err(ctx.malformed(format!("{} sizes for {} axes", z.len(), axes.len())));
+            }
+            let policy = ctx.string("keep_aspect_ratio_policy", "stretch")?;
+            if policy != "stretch" {
+                return Err(ctx.unsupported(format!("keep_aspect_ratio_policy '{policy}'")));
+            }
+            for (&a, &s) in axes.iter().zip(&z) {
+                out[a] = ctx.size("size", s)?;
+                full_scales[a] = out[a] as f32 / xs[a] as f32;
+            }
+        }
+        (Some(s), None) => {
+            if s.len() != axes.len() {
+                return Err(ctx.malformed(format!("{} scales for {} axes", s.len(), axes.len())));
+            }
+            for (&a, &f) in axes.iter().zip(&s) {
+                if !(f.is_finite() && f > 0.0) {
+                    return Err(ctx.malformed(format!("scale {f}")));
+                }
+                let o = (xs[a] as f64 * f64::from(f)).floor();
+                if o > super::attrs::MAX_DIM as f64 {
+                    return Err(ctx.malformed(format!("scale {f} makes the output too large")));
+                }
+                out[a] = o as usize;
+                full_scales[a] = f;
+            }
+        }
+        (None, None) => return Err(ctx.malformed("neither scales nor sizes given")),
+    }
+    if out[0] != xs[0] || out[1] != xs[1] {
+        return Err(ctx.unsupported("resizing N or C"));
+    }
+    if ctx.int("exclude_outside", 0)? != 0 || ctx.int("antialias", 0)? != 0 {
+        return Err(ctx.unsupported("exclude_outside / antialias"));
+    }
+    let mode_s = ctx.string("mode", "nearest")?;
+    let nearest = if legacy {
+        NearestMode::Floor
+    } else {
+        match ctx.string("nearest_mode", "round_prefer_floor")?.as_str() {
+            "round_prefer_floor" => NearestMode::RoundPreferFloor,
+            "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+            "floor" => NearestMode::Floor,
+            "ceil" => NearestMode::Ceil,
+            other => return Err(ctx.unsupported(format!("nearest_mode '{other}'"))),
+        }
+    };
+    let mode = match mode_s.as_str() {
+        "nearest" => ResizeMode::Nearest(nearest),
+        "linear" | "bilinear" => ResizeMode::Linear,
+        other => return Err(ctx.unsupported(format!("mode '{other}'"))),
+    };
+    let coord = if legacy {
+        CoordTransform::Asymmetric
+    } else {
+        match ctx
+            .string("coordinate_transformation_mode", "half_pixel")?
+            .as_str()
+        {
+            "half_pixel" => CoordTransform::HalfPixel,
+            "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
+            "align_corners" => CoordTransform::AlignCorners,
+            "asymmetric" => CoordTransform::Asymmetric,
+            other => {
+                return Err(ctx.unsupported(format!("coordinate_transformation_mode '{other}'")));
+            }
+        }
+    };
+    let x = imp.runtime(ctx, x_name)?;
+    if out == xs && full_scales[2] == 1.0 && full_scales[3] == 1.0 {
+        return imp.bind_out(ctx, x);
+    }
+    let op = Op::Resize {
+        mode,
+        coord,
+        scales: [full_scales[2], full_scales[3]],
+    };
+    let name = ctx.output()?.to_string();
+    let y = imp.emit_shaped(ctx.name.clone(), op, vec![x], name, out)?;
+    imp.bind_out(ctx, y)
+}
+
+/// `DepthToSpace` → `Op::DepthToSpace`.
+pub(crate) fn depth_to_space(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let b = ctx
+        .int_opt("blocksize")?
+        .ok_or_else(|| ctx.malformed("missing attribute 'blocksize'"))?;
+    let mode = match ctx.string("mode", "DCR")?.as_str() {
+        "DCR" => DepthToSpaceMode::Dcr,
+        "CRD" => DepthToSpaceMode::Crd,
+        other => return Err(ctx.malformed(format!("unknown mode '{other}'"))),
+    };
+    let op = Op::DepthToSpace {
+        blocksize: ctx.size("blocksize", b)?,
+        mode,
+    };
+    let x = imp.runtime(ctx, ctx.req_input(0)?)?;
+    imp.emit_out(ctx, op, vec![x])
+}

@@ -1,0 +1,593 @@
+//! Shape-changing ops and the shape subgraphs exporters emit (Shape, Gather,
+//! Cast, Slice, ConstantOfShape, Range, Concat of ints): folded to constants
+//! whenever their inputs are known; Reshape-like ops on runtime values become
+//! one IR `Reshape`.
+
+use std::sync::Arc;
+
+use super::attrs::NodeCtx;
+use super::fold;
+use super::importer::{Importer, Slot};
+use super::value::{ConstValue, Data, MAX_RANK, decode_tensor, dims_to_shape};
+use crate::error::Result;
+use crate::ir::Op;
+use crate::onnx::proto::tensor_proto::DataType;
+use crate::tensor::checked_numel;
+
+/// Dropout and Identity: the output is another name for the input.
+pub(crate) fn identity(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let slot = imp.slot(ctx, ctx.req_input(0)?)?;
+    let out = ctx.output()?;
+    imp.bind(ctx, out, slot)
+}
+
+/// `Constant` with any of its value attributes.
+pub(crate) fn constant(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let c = if let Some(t) = ctx.tensor("value") {
+        decode_tensor(t)?
+    } else if ctx.has("value_float") {
+        ConstValue::f32(vec![], vec![ctx.float("value_float", 0.0)?])
+    } else if let Some(v) = ctx.floats("value_floats") {
+        ConstValue::f32(vec![v.len()], v.to_vec())
+    } else if let Some(v) = ctx.int_opt("value_int")? {
+        ConstValue::i64(vec![], vec![v])
+    } else if let Some(v) = ctx.ints("value_ints") {
+        ConstValue::i64(vec![v.len()], v.to_vec())
+    } else {
+        return Err(ctx.unsupported("only tensor, float(s) and int(s) values are supported"));
+    };
+    imp.bind_const(ctx, c)
+}
+
+/// `Shape` (with opset-15 start/end): always known, shapes are static.
+pub(crate) fn shape(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let s = imp.shape_of(ctx, ctx.req_input(0)?)?;
+    let r = s.len() as i64;
+    let clamp = |v: i64| if v < 0 { (v + r).max(0) } else { v.min(r) } as usize;
+    let start = clamp(ctx.int("start", 0)?);
+    let end = clamp(ctx.int("end", r)?);
+    let dims: Vec<i64> = s
+        .get(start..end.max(start))
+        .unwrap_or_default()
+        .iter()
+        .map(|&d| d as i64)
+        .collect();
+    imp.charge(dims.len())?;
+    imp.bind_const(ctx, ConstValue::i64(vec![dims.len()], dims))
+}
+
+/// `Gather` on constants (the shape subgraph case).
+pub(crate) fn gather(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let data = imp.req_const(ctx, 0, "the data")?;
+    let idx = imp.req_const(ctx, 1, "the indices")?;
+    if !idx.is_int() {
+        return Err(ctx.malformed("indices must be integers"));
+    }
+    let r = data.shape.len();
+    if r == 0 {
+        return Err(ctx.malformed("cannot gather from a scalar"));
+    }
+    let axis = ctx.axis(ctx.int("axis", 0)?, r)?;
+    let dim = data.shape[axis];
+    let outer: usize = data.shape[..axis].iter().product();
+    let inner: usize = data.shape[axis + 1..].iter().product();
+    let mut out_shape = data.shape[..axis].to_vec();
+    out_shape.extend_from_slice(&idx.shape);
+    out_shape.extend_from_slice(&data.shape[axis + 1..]);
+    if out_shape.len() > MAX_RANK {
+        return Err(ctx.malformed("result rank too large"));
+    }
+    let n = checked_numel(&out_shape)?;
+    imp.charge(n)?;
+    let mut flat = Vec::with_capacity(n);
+    let ids = idx.to_i64();
+    let d = dim as i64;
+    for o in 0..outer {
+        for &i in &ids {
+            let i = if i < 0 { i + d } else { i };
+            if !(0..d).contains(&i) {
+                return Err(ctx.malformed(format!("index {i} out of range for {dim}")));
+            }
+            let base = (o * dim + i as usize) * inner;
+            flat.extend(base..base + inner);
+        }
+    }
+    let out = ConstValue {
+        shape: out_shape,
+        data: fold::pick(&data.data, &flat),
+    };
+    imp.bind_const(ctx, out)
+}
+
+/// `Cast`: folds constants; on runtime values only a cast to float is a no-op.
+pub(crate) fn cast(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let to = ctx
+        .int_opt("to")?
+        .ok_or_else(|| ctx.malformed("missing attribute 'to'"))?;
+    let to = i32::try_from(to)
+        .ok()
+        .and_then(|t| DataType::try_from(t).ok())
+        .ok_or_else(|| ctx.malformed(format!("unknown target type {to}")))?;
+    let to_float = matches!(
+        to,
+        DataType::Float | DataType::Double | DataType::Float16 | DataType::Bfloat16
+    );
+    let to_int = matches!(
+        to,
+        DataType::Int8
+            | DataType::Uint8
+            | DataType::Int16
+            | DataType::Uint16
+            | DataType::Int32
+            | DataType::Uint32
+            | DataType::Int64
+            | DataType::Uint64
+            | DataType::Bool
+    );
+    let input = ctx.req_input(0)?;
+    match imp.slot(ctx, input)? {
+        Slot::Const(c) => {
+            imp.charge(c.numel())?;
+            let data = if to_float {
+                Data::F32(c.to_f32())
+            } else if to == DataType::Bool {
+                Data::I64(c.to_f32().iter().map(|&x| i64::from(x != 0.0)).collect())
+            } else if to_int {
+                Data::I64(c.to_i64())
+            } else {
+                return Err(ctx.unsupported(format!("cast to {}", to.as_str_name())));
+            };
+            imp.bind_const(
+                ctx,
+                ConstValue {
+                    shape: c.shape.clone(),
+                    data,
+                },
+            )
+        }
+        Slot::Runtime(v) if to_float => imp.bind_out(ctx, v),
+        Slot::Runtime(_) => {
+            Err(ctx.unsupported(format!("cast of a runtime tensor to {}", to.as_str_name())))
+        }
+    }
+}
+
+/// Per-axis `(start, step, len)` of a Slice after ONNX's clamping rules.
+fn slice_axis(dim: usize, start: i64, end: i64, step: i64) -> (i64, i64, usize) {
+    let d = dim as i64;
+    if d == 0 {
+        return (0, step, 0);
+    }
+    let norm = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+    let (s, e) = (norm(start), norm(end));
+    // i128: a step near i64::MAX must not overflow the length arithmetic.
+    let (s, len) = if step > 0 {
+        let (s, e) = (s.clamp(0, d), e.clamp(0, d));
+        let len = if e > s {
+            (i128::from(e - s) + i128::from(step) - 1) / i128::from(step)
+        } else {
+            0
+        };
+        (s, len)
+    } else {
+        let (s, e) = (s.clamp(0, d - 1), e.clamp(-1, d - 1));
+        let neg = -i128::from(step);
+        let len = if s > e {
+            (i128::from(s - e) + neg - 1) / neg
+        } else {
+            0
+        };
+        (s, len)
+    };
+    (s, step, len as usize)
+}
+
+/// `Slice`: folds constants; on runtime NCHW maps an H/W slice with step 1
+/// becomes a `Crop`.
+pub(crate) fn slice(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let input = ctx.req_input(0)?;
+    let shape = imp.shape_of(ctx, input)?;
+    let r = shape.len();
+    let (starts, ends, axes, steps) = if imp.opset < 10 {
+        let starts = ctx.ints("starts").unwrap_or_default().to_vec();
+        let ends = ctx.ints("ends").unwrap_or_default().to_vec();
+        let axes = ctx.ints("axes").map(<[i64]>::to_vec);
+        (starts, ends, axes, None)
+    } else {
+        let starts = imp.req_const(ctx, 1, "starts")?.to_i64();
+        let ends = imp.req_const(ctx, 2, "ends")?.to_i64();
+        let axes = imp.opt_const(ctx, 3, "axes")?.map(|c| c.to_i64());
+        let steps = imp.opt_const(ctx, 4, "steps")?.map(|c| c.to_i64());
+        (starts, ends, axes, steps)
+    };
+    let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err(ctx.malformed("starts, ends, axes and steps differ in length"));
+    }
+    let mut per_axis: Vec<(i64, i64, usize)> = shape.iter().map(|&d| (0, 1, d)).collect();
+    let mut seen = vec![false; r];
+    for i in 0..starts.len() {
+        let a = ctx.axis(axes[i], r)?;
+        if std::mem::replace(&mut seen[a], true) {
+            return Err(ctx.malformed(format!("axis {a} sliced twice")));
+        }
+        if steps[i] == 0 {
+            return Err(ctx.malformed("step 0"));
+        }
+        per_axis[a] = slice_axis(shape[a], starts[i], ends[i], steps[i]);
+    }
+    let out_shape: Vec<usize> = per_axis.iter().map(|p| p.2).collect();
+    match imp.slot(ctx, input)? {
+        Slot::Const(c) => {
+            let n = checked_numel(&out_shape)?;
+            imp.charge(n)?;
+            let st = fold::strides(&shape);
+            let offset: i64 = per_axis.iter().zip(&st).map(|(p, &s)| p.0 * s as i64).sum();
+            let step: Vec<i64> = per_axis
+                .iter()
+                .zip(&st)
+                .map(|(p, &s)| p.1 * s as i64)
+                .collect();
+            let idx = if n == 0 {
+                Vec::new()
+            } else {
+                fold::strided(&out_shape, offset, &step)
+            };
+            let out = ConstValue {
+                shape: out_shape,
+                data: fold::pick(&c.data, &idx),
+            };
+            imp.bind_const(ctx, out)
+        }
+        Slot::Runtime(v) => {
+            if out_shape == shape {
+                return imp.bind_out(ctx, v);
+            }
+            let spatial_only = r == 4
+                && per_axis[..2]
+                    .iter()
+                    .zip(&shape[..2])
+                    .all(|(p, &d)| p.0 == 0 && p.2 == d)
+                && per_axis[2..].iter().all(|p| p.1 == 1);
+            if !spatial_only {
+                return Err(ctx.unsupported(
+                    "slicing a runtime tensor is supported only along H and W of an NCHW map with step 1",
+                ));
+            }
+            let op = Op::Crop {
+                offset: [per_axis[2].0 as usize, per_axis[3].0 as usize],
+            };
+            let out = ctx.output()?.to_string();
+            let o = imp.emit_shaped(ctx.name.clone(), op, vec![v], out, out_shape)?;
+            imp.bind_out(ctx, o)
+        }
+    }
+}
+
+/// `ConstantOfShape`.
+pub(crate) fn constant_of_shape(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let dims = imp.req_const(ctx, 0, "the shape")?.to_i64();
+    let shape = dims_to_shape(&dims, &ctx.name)?;
+    let n = checked_numel(&shape)?;
+    let fill = match ctx.tensor("value") {
+        Some(t) => decode_tensor(t)?,
+        None => ConstValue::f32(vec![1], vec![0.0]),
+    };
+    if fill.numel() != 1 {
+        return Err(ctx.malformed("value must hold one element"));
+    }
+    imp.charge(n)?;
+    let data = match &fill.data {
+        Data::F32(v) => Data::F32(vec![v[0]; n]),
+        Data::I64(v) => Data::I64(vec![v[0]; n]),
+    };
+    imp.bind_const(ctx, ConstValue { shape, data })
+}
+
+/// `Range` on constant scalars.
+pub(crate) fn range(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let start = imp.req_const(ctx, 0, "start")?;
+    let limit = imp.req_const(ctx, 1, "limit")?;
+    let delta = imp.req_const(ctx, 2, "delta")?;
+    if [&start, &limit, &delta].iter().any(|c| c.numel() != 1) {
+        return Err(ctx.malformed("start, limit and delta must be scalars"));
+    }
+    let all_int = start.is_int() && limit.is_int() && delta.is_int();
+    let (s, l, d) = (start.to_f32()[0], limit.to_f32()[0], delta.to_f32()[0]);
+    let n = if all_int {
+        let (s, l, d) = (
+            start.to_i64()[0] as i128,
+            limit.to_i64()[0] as i128,
+            delta.to_i64()[0] as i128,
+        );
+        if d == 0 {
+            return Err(ctx.malformed("delta 0"));
+        }
+        let span = l - s;
+        let q = span / d + i128::from(span % d != 0 && (span < 0) == (d < 0));
+        q.max(0)
+    } else {
+        if d == 0.0 || !(s.is_finite() && l.is_finite() && d.is_finite()) {
+            return Err(ctx.malformed("delta 0 or non-finite bounds"));
+        }
+        (((l - s) / d).ceil() as f64).max(0.0) as i128
+    };
+    let n = usize::try_from(n).map_err(|_| ctx.malformed("range too long"))?;
+    imp.charge(n)?;
+    let c = if all_int {
+        let (s, d) = (start.to_i64()[0], delta.to_i64()[0]);
+        let v = (0..n as i64)
+            .map(|i| i.checked_mul(d).and_then(|x| x.checked_add(s)))
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| ctx.malformed("range overflows"))?;
+        ConstValue::i64(vec![n], v)
+    } else {
+        ConstValue::f32(vec![n], (0..n).map(|i| s + i as f32 * d).collect())
+    };
+    imp.bind_const(ctx, c)
+}
+
+/// `Concat`: folded when every input is constant, else an IR `Concat`.
+pub(crate) fn concat(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let names: Vec<&str> = ctx
+        .node
+        .input
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let first = names.first().ok_or_else(|| ctx.malformed("no inputs"))?;
+    let rank = imp.shape_of(ctx, first)?.len();
+    let axis_attr = ctx
+        .int_opt("axis")?
+        .ok_or_else(|| ctx.malformed("missing attribute 'axis'"))?;
+    let axis = ctx.axis(axis_attr, rank)?;
+    let slots = names
+        .iter()
+        .map(|n| imp.slot(ctx, n))
+        .collect::<Result<Vec<_>>>()?;
+    let consts: Option<Vec<Arc<ConstValue>>> = slots
+        .iter()
+        .map(|s| match s {
+            Slot::Const(c) => Some(c.clone()),
+            Slot::Runtime(_) => None,
+        })
+        .collect();
+    if let Some(cs) = consts {
+        let mut out_shape = cs[0].shape.clone();
+        out_shape[axis] = 0;
+        for c in &cs {
+            let fits = c.shape.len() == rank
+                && c.shape
+                    .iter()
+                    .zip(&cs[0].shape)
+                    .enumerate()
+                    .all(|(i, (a, b))| i == axis || a == b);
+            if !fits {
+                return Err(ctx.malformed(format!(
+                    "cannot concatenate {:?} and {:?} on axis {axis}",
+                    cs[0].shape, c.shape
+                )));
+            }
+            out_shape[axis] += c.shape[axis];
+        }
+        let n = checked_numel(&out_shape)?;
+        imp.charge(n)?;
+        let outer: usize = out_shape[..axis].iter().product();
+        let all_int = cs.iter().all(|c| c.is_int());
+        let chunk = |c: &ConstValue| c.shape[axis..].iter().product::<usize>();
+        let data = if all_int {
+            let parts: Vec<Vec<i64>> = cs.iter().map(|c| c.to_i64()).collect();
+            let mut v = Vec::with_capacity(n);
+            for o in 0..outer {
+                for (c, p) in cs.iter().zip(&parts) {
+                    let k = chunk(c);
+                    v.extend_from_slice(&p[o * k..(o + 1) * k]);
+                }
+            }
+            Data::I64(v)
+        } else {
+            let parts: Vec<Vec<f32>> = cs.iter().map(|c| c.to_f32()).collect();
+            let mut v = Vec::with_capacity(n);
+            for o in 0..outer {
+                for (c, p) in cs.iter().zip(&parts) {
+                    let k = chunk(c);
+                    v.extend_from_slice(&p[o * k..(o + 1) * k]);
+                }
+            }
+            Data::F32(v)
+        };
+        return imp.bind_const(
+            ctx,
+            ConstValue {
+                shape: out_shape,
+                data,
+            },
+        );
+    }
+    let mut inputs = Vec::new();
+    for n in &names {
+        // Empty inputs (size 0 along the axis) contribute nothing.
+        if imp.shape_of(ctx, n)?.contains(&0) {
+            continue;
+        }
+        inputs.push(imp.runtime(ctx, n)?);
+    }
+    match inputs.as_slice() {
+        [] => Err(ctx.unsupported("all inputs are empty")),
+        [one] => imp.bind_out(ctx, *one),
+        _ => imp.emit_out(ctx, Op::Concat { axis }, inputs),
+    }
+}
+
+/// Output shape of Flatten, Reshape, Squeeze or Unsqueeze.
+fn reshape_target(imp: &Importer, ctx: &NodeCtx<'_>, input: &[usize]) -> Result<Vec<usize>> {
+    let r = input.len();
+    let shape = match ctx.op {
+        "Flatten" => {
+            let a = ctx.int("axis", 1)?;
+            let a = if a < 0 { a + r as i64 } else { a };
+            if !(0..=r as i64).contains(&a) {
+                return Err(ctx.malformed(format!("axis {a} out of range for rank {r}")));
+            }
+            let a = a as usize;
+            vec![input[..a].iter().product(), input[a..].iter().product()]
+        }
+        "Reshape" => {
+            let target = if imp.opset < 5 {
+                ctx.ints("shape").unwrap_or_default().to_vec()
+            } else {
+                imp.req_const(ctx, 1, "the target shape")?.to_i64()
+            };
+            if target.len() > MAX_RANK {
+                return Err(ctx.malformed("target rank too large"));
+            }
+            let allow_zero = ctx.int("allowzero", 0)? != 0;
+            let mut out = Vec::with_capacity(target.len());
+            let mut infer = None;
+            for (i, &t) in target.iter().enumerate() {
+                out.push(match t {
+                    -1 if infer.is_none() => {
+                        infer = Some(i);
+                        1
+                    }
+                    0 if !allow_zero => *input.get(i).ok_or_else(|| {
+                        ctx.malformed(format!(
+                            "0 at position {i} copies a dimension the input lacks"
+                        ))
+                    })?,
+                    t if t >= 0 => usize::try_from(t).map_err(|_| ctx.malformed("dimension"))?,
+                    _ => return Err(ctx.malformed(format!("invalid target shape {target:?}"))),
+                });
+            }
+            let total = checked_numel(input)?;
+            if let Some(i) = infer {
+                let known = checked_numel(&out)?;
+                if known == 0 || total % known != 0 {
+                    return Err(ctx.malformed(format!("cannot reshape {input:?} to {target:?}")));
+                }
+                out[i] = total / known;
+            }
+            out
+        }
+        "Squeeze" => {
+            let axes = if imp.opset < 13 {
+                ctx.ints("axes").map(<[i64]>::to_vec)
+            } else {
+                imp.opt_const(ctx, 1, "axes")?.map(|c| c.to_i64())
+            };
+            match axes {
+                None => input.iter().copied().filter(|&d| d != 1).collect(),
+                Some(axes) => {
+                    let mut drop = vec![false; r];
+                    for a in axes {
+                        let a = ctx.axis(a, r)?;
+                        if input[a] != 1 {
+                            return Err(
+                                ctx.malformed(format!("cannot squeeze axis {a} of {input:?}"))
+                            );
+                        }
+                        drop[a] = true;
+                    }
+                    input
+                        .iter()
+                        .zip(&drop)
+                        .filter(|(_, d)| !**d)
+                        .map(|(&s, _)| s)
+                        .collect()
+                }
+            }
+        }
+        _ => {
+            // Unsqueeze: axes index the output.
+            let axes = if imp.opset < 13 {
+                ctx.ints("axes").map(<[i64]>::to_vec)
+            } else {
+                imp.opt_const(ctx, 1, "axes")?.map(|c| c.to_i64())
+            }
+            .ok_or_else(|| ctx.malformed("missing axes"))?;
+            let out_rank = r + axes.len();
+            if out_rank > MAX_RANK {
+                return Err(ctx.malformed("result rank too large"));
+            }
+            let mut ones = vec![false; out_rank];
+            for a in axes {
+                let a = ctx.axis(a, out_rank)?;
+                if std::mem::replace(&mut ones[a], true) {
+                    return Err(ctx.malformed(format!("axis {a} repeated")));
+                }
+            }
+            let mut it = input.iter();
+            ones.iter()
+                .map(|&one| if one { Some(1) } else { it.next().copied() })
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(|| ctx.malformed("axes inconsistent with input rank"))?
+        }
+    };
+    if checked_numel(&shape)? != checked_numel(input)? {
+        return Err(ctx.malformed(format!("cannot reshape {input:?} to {shape:?}")));
+    }
+    Ok(shape)
+}
+
+/// Flatten, Reshape, Squeeze, Unsqueeze: one IR `Reshape` (or a folded constant).
+pub(crate) fn reshape_like(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let input = ctx.req_input(0)?;
+    let in_shape = imp.shape_of(ctx, input)?;
+    let target = reshape_target(imp, ctx, &in_shape)?;
+    match imp.slot(ctx, input)? {
+        Slot::Const(c) => {
+            imp.charge(c.numel())?;
+            imp.bind_const(ctx, c.reshaped(target))
+        }
+        Slot::Runtime(v) => {
+            let out = ctx.output()?.to_string();
+            let o = imp.reshape(ctx.name.clone(), v, out, target)?;
+            imp.bind_out(ctx, o)
+        }
+    }
+}
+
+/// `Transpose`: folded on constants, else an IR `Transpose` (rank ≤ 5).
+pub(crate) fn transpose(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let input = ctx.req_input(0)?;
+    let shape = imp.shape_of(ctx, input)?;
+    let r = shape.len();
+    let perm: Vec<usize> = match ctx.ints("perm") {
+        Some(p) => p
+            .iter()
+            .map(|&a| ctx.axis(a, r))
+            .collect::<Result<Vec<_>>>()?,
+        None => (0..r).rev().collect(),
+    };
+    let mut seen = vec![false; r];
+    if perm.len() != r || perm.iter().any(|&p| std::mem::replace(&mut seen[p], true)) {
+        return Err(ctx.malformed(format!("perm {perm:?} invalid for rank {r}")));
+    }
+    match imp.slot(ctx, input)? {
+        Slot::Const(c) => {
+            imp.charge(c.numel())?;
+            let st = fold::strides(&shape);
+            let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+            let step: Vec<i64> = perm.iter().map(|&p| st[p] as i64).collect();
+            let idx = fold::strided(&out_shape, 0, &step);
+            imp.bind_const(
+                ctx,
+                ConstValue {
+                    shape: out_shape,
+                    data: fold::pick(&c.data, &idx),
+                },
+            )
+        }
+        Slot::Runtime(v) => {
+            if r > 5 {
+                return Err(ctx.unsupported(format!("transpose of rank {r} (at most 5)")));
+            }
+            if perm.iter().enumerate().all(|(i, &p)| i == p) {
+                return imp.bind_out(ctx, v);
+            }
+            imp.emit_out(ctx, Op::Transpose { perm }, vec![v])
+        }
+    }
+}

@@ -1,0 +1,674 @@
+//! Import tests: each builds a small model with the generated prost structs
+//! and checks the IR the importer makes of it.
+
+mod onnx_support;
+
+use onnx_support::*;
+use tile_engine::ir::{Activation, CoordTransform, NearestMode, Op, PoolKind, ResizeMode};
+use tile_engine::onnx::load_bytes;
+use tile_engine::{Error, Graph};
+
+fn load(m: &tile_engine::onnx::proto::ModelProto) -> Graph {
+    match load_bytes(&bytes(m)) {
+        Ok(g) => g,
+        Err(e) => panic!("import failed: {e}"),
+    }
+}
+
+fn ops(g: &Graph) -> Vec<&'static str> {
+    g.nodes.iter().map(|n| n.op.name()).collect()
+}
+
+/// A one-node model over one float input.
+fn single(
+    opset: i64,
+    n: tile_engine::onnx::proto::NodeProto,
+    inits: Vec<tile_engine::onnx::proto::TensorProto>,
+    x: &[i64],
+) -> Vec<u8> {
+    let out = n.output[0].clone();
+    bytes(&model(
+        opset,
+        vec![n],
+        inits,
+        vec![vis("x", x)],
+        vec![vi(&out, &[])],
+    ))
+}
+
+fn load_single(
+    opset: i64,
+    n: tile_engine::onnx::proto::NodeProto,
+    inits: Vec<tile_engine::onnx::proto::TensorProto>,
+    x: &[i64],
+) -> Graph {
+    match load_bytes(&single(opset, n, inits, x)) {
+        Ok(g) => g,
+        Err(e) => panic!("import failed: {e}"),
+    }
+}
+
+#[test]
+fn small_cnn_imports_with_folded_flatten() {
+    let g = load(&small_cnn());
+    // Initializers listed as inputs are constants: one runtime input.
+    assert_eq!(g.inputs.len(), 1);
+    assert_eq!(g.shape(g.inputs[0]), &[1, 3, 16, 16]);
+    // Shape → Gather → Unsqueeze → Concat folded: only the Reshape remains.
+    assert_eq!(
+        ops(&g),
+        vec![
+            "conv",
+            "channelaffine",
+            "activation",
+            "maxpool",
+            "conv",
+            "binary",
+            "globalpool",
+            "reshape",
+            "dense",
+            "softmax"
+        ]
+    );
+    assert_eq!(g.shape(g.outputs[0]), &[1, 10]);
+    assert_eq!(g.values[g.outputs[0]].name, "prob");
+    // SAME_UPPER, in 16, k 3, s 2 → out 8, one pixel of padding at the end.
+    let Op::Conv(c) = &g.nodes[0].op else {
+        panic!("not a conv")
+    };
+    assert_eq!(c.pads, [0, 0, 1, 1]);
+    assert_eq!(c.strides, [2, 2]);
+    assert_eq!(g.nodes[0].name, "conv1");
+    // BatchNorm: scale / sqrt(var + eps), shift = b - mean * that.
+    let Op::ChannelAffine { scale, shift } = &g.nodes[1].op else {
+        panic!("not an affine")
+    };
+    let s1 = 0.5 / (2.0f64 + 1e-5).sqrt();
+    assert!((f64::from(scale[1]) - s1).abs() < 1e-6);
+    assert!((f64::from(shift[1]) - (0.2 - 0.1 * s1)).abs() < 1e-6);
+    // The unused initializer is gone; no constant survives (all went into ops).
+    assert!(g.values.iter().all(|v| v.name != "unused"));
+    assert!(g.constants.is_empty());
+}
+
+#[test]
+fn gemm_with_trans_b_alpha_beta_becomes_dense() {
+    // B is [N=3, K=2] with transB: weight must be alpha * B^T = [K, N].
+    let b = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let n = node(
+        "Gemm",
+        "fc",
+        &["x", "B", "C"],
+        &["y"],
+        vec![
+            attr("transB", A::I(1)),
+            attr("alpha", A::F(2.0)),
+            attr("beta", A::F(0.5)),
+        ],
+    );
+    let g = load_single(
+        13,
+        n,
+        vec![tf("B", &[3, 2], &b), tf("C", &[3], &[10.0, 20.0, 30.0])],
+        &[4, 2],
+    );
+    assert_eq!(ops(&g), vec!["dense"]);
+    let Op::Dense { weight, bias, .. } = &g.nodes[0].op else {
+        panic!("not dense")
+    };
+    assert_eq!(weight.shape(), &[2, 3]);
+    assert_eq!(weight.data(), &[2.0, 6.0, 10.0, 4.0, 8.0, 12.0]);
+    assert_eq!(
+        bias.as_deref().map(Vec::as_slice),
+        Some(&[5.0, 10.0, 15.0][..])
+    );
+    assert_eq!(g.shape(g.outputs[0]), &[4, 3]);
+}
+
+#[test]
+fn gemm_with_full_c_and_runtime_b() {
+    // C of shape [M, N] cannot be a bias: Dense + Add of beta * C.
+    let n = node(
+        "Gemm",
+        "fc",
+        &["x", "B", "C"],
+        &["y"],
+        vec![attr("beta", A::F(2.0))],
+    );
+    let g = load_single(
+        13,
+        n,
+        vec![
+            tf("B", &[2, 2], &[1.0; 4]),
+            tf("C", &[2, 2], &[1.0, 2.0, 3.0, 4.0]),
+        ],
+        &[2, 2],
+    );
+    assert_eq!(ops(&g), vec!["dense", "binary"]);
+    let c = &g.constants[&g.nodes[1].inputs[1]];
+    assert_eq!(c.data(), &[2.0, 4.0, 6.0, 8.0]);
+    // Runtime B: MatMul with transposes.
+    let m = model(
+        13,
+        vec![node(
+            "Gemm",
+            "g",
+            &["a", "b"],
+            &["y"],
+            vec![attr("transA", A::I(1))],
+        )],
+        vec![],
+        vec![vis("a", &[3, 2]), vis("b", &[3, 4])],
+        vec![vis("y", &[2, 4])],
+    );
+    let g = load(&m);
+    assert_eq!(ops(&g), vec!["transpose", "matmul"]);
+}
+
+#[test]
+fn matmul_with_constant_rank2_right_side_is_dense() {
+    let n = node("MatMul", "mm", &["x", "W"], &["y"], vec![]);
+    let g = load_single(13, n, vec![tf("W", &[4, 5], &weights(20, 9))], &[2, 3, 4]);
+    // [2, 3, 4] flattened to [6, 4] around the dense and back.
+    assert_eq!(ops(&g), vec!["reshape", "dense", "reshape"]);
+    assert_eq!(g.shape(g.outputs[0]), &[2, 3, 5]);
+    assert_eq!(g.values[g.outputs[0]].name, "y");
+}
+
+#[test]
+fn softmax_legacy_coerces_to_2d() {
+    let sm = || node("Softmax", "sm", &["x"], &["y"], vec![attr("axis", A::I(1))]);
+    let g = load_single(11, sm(), vec![], &[2, 3, 4]);
+    assert_eq!(ops(&g), vec!["reshape", "softmax", "reshape"]);
+    assert_eq!(g.shape(g.nodes[0].output), &[2, 12]);
+    assert_eq!(g.nodes[1].op, Op::Softmax { axis: 1 });
+    assert_eq!(g.shape(g.outputs[0]), &[2, 3, 4]);
+    // Opset 13: along the axis itself.
+    let g = load_single(13, sm(), vec![], &[2, 3, 4]);
+    assert_eq!(g.nodes.len(), 1);
+    assert_eq!(g.nodes[0].op, Op::Softmax { axis: 1 });
+    // Legacy on the last axis needs no reshape.
+    let n = node(
+        "Softmax",
+        "sm",
+        &["x"],
+        &["y"],
+        vec![attr("axis", A::I(-1))],
+    );
+    let g = load_single(11, n, vec![], &[2, 3, 4]);
+    assert_eq!(g.nodes[0].op, Op::Softmax { axis: 2 });
+}
+
+#[test]
+fn reshape_zero_and_minus_one() {
+    let n = node("Reshape", "r", &["x", "s"], &["y"], vec![]);
+    let g = load_single(13, n, vec![ti("s", &[3], &[0, -1, 2])], &[2, 3, 4]);
+    assert_eq!(g.shape(g.outputs[0]), &[2, 6, 2]);
+    // allowzero: a literal 0 dimension; [2,3,4] cannot become [0, 24].
+    let n = node(
+        "Reshape",
+        "r",
+        &["x", "s"],
+        &["y"],
+        vec![attr("allowzero", A::I(1))],
+    );
+    let r = load_bytes(&single(14, n, vec![ti("s", &[2], &[0, 24])], &[2, 3, 4]));
+    assert!(matches!(r, Err(Error::Malformed(_))), "{r:?}");
+    // Two -1 are refused.
+    let n = node("Reshape", "r", &["x", "s"], &["y"], vec![]);
+    let r = load_bytes(&single(13, n, vec![ti("s", &[2], &[-1, -1])], &[2, 3, 4]));
+    assert!(r.is_err());
+}
+
+#[test]
+fn squeeze_unsqueeze_attr_and_input_forms() {
+    let n = node(
+        "Unsqueeze",
+        "u",
+        &["x"],
+        &["y"],
+        vec![attr("axes", A::Is(vec![0, -1]))],
+    );
+    let g = load_single(11, n, vec![], &[3, 4]);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 3, 4, 1]);
+    let n = node("Squeeze", "s", &["x", "a"], &["y"], vec![]);
+    let g = load_single(13, n, vec![ti("a", &[1], &[2])], &[3, 4, 1]);
+    assert_eq!(g.shape(g.outputs[0]), &[3, 4]);
+    assert_eq!(ops(&g), vec!["reshape"]);
+}
+
+#[test]
+fn resize_scales_versus_sizes() {
+    let n = node(
+        "Resize",
+        "r",
+        &["x", "", "sc"],
+        &["y"],
+        vec![attr("mode", A::S("nearest"))],
+    );
+    let g = load_single(
+        13,
+        n,
+        vec![tf("sc", &[4], &[1.0, 1.0, 2.0, 2.5])],
+        &[1, 2, 3, 4],
+    );
+    assert_eq!(g.shape(g.outputs[0]), &[1, 2, 6, 10]);
+    assert_eq!(
+        g.nodes[0].op,
+        Op::Resize {
+            mode: ResizeMode::Nearest(NearestMode::RoundPreferFloor),
+            coord: CoordTransform::HalfPixel,
+            scales: [2.0, 2.5],
+        }
+    );
+    let n = node(
+        "Resize",
+        "r",
+        &["x", "", "", "sz"],
+        &["y"],
+        vec![
+            attr("mode", A::S("linear")),
+            attr("coordinate_transformation_mode", A::S("align_corners")),
+        ],
+    );
+    let g = load_single(13, n, vec![ti("sz", &[4], &[1, 2, 4, 7])], &[1, 2, 3, 5]);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 2, 4, 7]);
+    assert_eq!(
+        g.nodes[0].op,
+        Op::Resize {
+            mode: ResizeMode::Linear,
+            coord: CoordTransform::AlignCorners,
+            scales: [4.0 / 3.0, 7.0 / 5.0],
+        }
+    );
+    // Upsample (opset 7): attribute scales, asymmetric + floor.
+    let n = node(
+        "Upsample",
+        "u",
+        &["x"],
+        &["y"],
+        vec![attr("scales", A::Fs(vec![1.0, 1.0, 2.0, 3.0]))],
+    );
+    let g = load_single(7, n, vec![], &[1, 1, 2, 2]);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 1, 4, 6]);
+    assert!(matches!(
+        g.nodes[0].op,
+        Op::Resize {
+            mode: ResizeMode::Nearest(NearestMode::Floor),
+            coord: CoordTransform::Asymmetric,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn conv_auto_pad_same_lower_and_1d_lift() {
+    let n = node(
+        "Conv",
+        "c",
+        &["x", "w"],
+        &["y"],
+        vec![
+            attr("auto_pad", A::S("SAME_LOWER")),
+            attr("strides", A::Is(vec![2])),
+        ],
+    );
+    let g = load_single(
+        13,
+        n,
+        vec![tf("w", &[2, 3, 4], &weights(24, 3))],
+        &[1, 3, 9],
+    );
+    assert_eq!(ops(&g), vec!["reshape", "conv", "reshape"]);
+    let Op::Conv(c) = &g.nodes[1].op else {
+        panic!()
+    };
+    // in 9, k 4, s 2 → out 5, total pad (5-1)*2 + 4 - 9 = 3, the larger half first.
+    assert_eq!(c.pads, [0, 2, 0, 1]);
+    assert_eq!(c.weight.shape(), &[2, 3, 1, 4]);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 2, 5]);
+}
+
+#[test]
+fn depthwise_conv_and_pools() {
+    let nodes = vec![
+        node(
+            "Conv",
+            "dw",
+            &["x", "w"],
+            &["c"],
+            vec![
+                attr("group", A::I(4)),
+                attr("pads", A::Is(vec![1, 1, 1, 1])),
+            ],
+        ),
+        node(
+            "AveragePool",
+            "ap",
+            &["c"],
+            &["a"],
+            vec![
+                attr("kernel_shape", A::Is(vec![2, 2])),
+                attr("strides", A::Is(vec![2, 2])),
+                attr("ceil_mode", A::I(1)),
+                attr("count_include_pad", A::I(1)),
+            ],
+        ),
+        node("GlobalMaxPool", "gmp", &["a"], &["y"], vec![]),
+    ];
+    let m = model(
+        12,
+        nodes,
+        vec![tf("w", &[4, 1, 3, 3], &weights(36, 1))],
+        vec![vis("x", &[1, 4, 7, 7])],
+        vec![vis("y", &[1, 4, 1, 1])],
+    );
+    let g = load(&m);
+    assert_eq!(ops(&g), vec!["dwconv", "avgpool", "globalpool"]);
+    let Op::Pool(p) = &g.nodes[1].op else {
+        panic!()
+    };
+    assert!(p.ceil_mode);
+    assert_eq!(
+        p.kind,
+        PoolKind::Average {
+            count_include_pad: true
+        }
+    );
+    // 7 → ceil((7 - 2) / 2) + 1 = 4.
+    assert_eq!(g.shape(g.nodes[1].output), &[1, 4, 4, 4]);
+}
+
+#[test]
+fn activations_and_clip_forms() {
+    let n = node(
+        "Clip",
+        "c",
+        &["x"],
+        &["y"],
+        vec![attr("min", A::F(0.0)), attr("max", A::F(6.0))],
+    );
+    let g = load_single(9, n, vec![], &[1, 3]);
+    assert_eq!(
+        g.nodes[0].op,
+        Op::Activation(Activation::Clip { min: 0.0, max: 6.0 })
+    );
+    let n = node("Clip", "c", &["x", "", "mx"], &["y"], vec![]);
+    let g = load_single(13, n, vec![tf("mx", &[], &[6.0])], &[1, 3]);
+    assert_eq!(
+        g.nodes[0].op,
+        Op::Activation(Activation::Clip {
+            min: f32::NEG_INFINITY,
+            max: 6.0
+        })
+    );
+    let n = node("PRelu", "p", &["x", "s"], &["y"], vec![]);
+    let g = load_single(
+        13,
+        n,
+        vec![tf("s", &[3, 1, 1], &[0.1, 0.2, 0.3])],
+        &[1, 3, 2, 2],
+    );
+    assert!(
+        matches!(&g.nodes[0].op, Op::Activation(Activation::PRelu { slope }) if slope.len() == 3)
+    );
+    // A [3] slope on an NCHW input would broadcast along W: refused.
+    let n = node("PRelu", "p", &["x", "s"], &["y"], vec![]);
+    let r = load_bytes(&single(
+        13,
+        n,
+        vec![tf("s", &[3], &[0.1, 0.2, 0.3])],
+        &[1, 3, 2, 3],
+    ));
+    assert!(matches!(r, Err(Error::Unsupported(_))), "{r:?}");
+}
+
+#[test]
+fn variadic_sum_becomes_a_chain_and_constants_fold() {
+    let m = model(
+        13,
+        vec![
+            node("Add", "k", &["c1", "c2"], &["k"], vec![]),
+            node("Sum", "s", &["x", "x", "k"], &["y"], vec![]),
+        ],
+        vec![tf("c1", &[1], &[1.0]), tf("c2", &[3], &[1.0, 2.0, 3.0])],
+        vec![vis("x", &[2, 3])],
+        vec![vis("y", &[2, 3])],
+    );
+    let g = load(&m);
+    assert_eq!(ops(&g), vec!["binary", "binary"]);
+    let k = &g.constants[&g.nodes[1].inputs[1]];
+    assert_eq!(k.data(), &[2.0, 3.0, 4.0]);
+    assert_eq!(g.values[g.outputs[0]].name, "y");
+}
+
+#[test]
+fn pad_dropout_identity_and_depth_to_space() {
+    let m = model(
+        13,
+        vec![
+            node("Pad", "p", &["x", "pads", "v"], &["p"], vec![]),
+            node("Identity", "i", &["p"], &["i"], vec![]),
+            node("Dropout", "d", &["i"], &["d"], vec![]),
+            node(
+                "DepthToSpace",
+                "ds",
+                &["d"],
+                &["y"],
+                vec![attr("blocksize", A::I(2)), attr("mode", A::S("CRD"))],
+            ),
+        ],
+        vec![
+            ti("pads", &[8], &[0, 0, 1, 2, 0, 0, 3, 4]),
+            tf("v", &[], &[-1.0]),
+        ],
+        vec![vis("x", &[1, 8, 2, 2])],
+        vec![vis("y", &[1, 2, 12, 16])],
+    );
+    let g = load(&m);
+    assert_eq!(ops(&g), vec!["pad", "depthtospace"]);
+    assert_eq!(
+        g.nodes[0].op,
+        Op::Pad {
+            pads: [1, 2, 3, 4],
+            value: -1.0
+        }
+    );
+    // Padding the channel axis is refused with the op and node named.
+    let n = node("Pad", "padc", &["x", "pads"], &["y"], vec![]);
+    let r = load_bytes(&single(
+        13,
+        n,
+        vec![ti("pads", &[8], &[0, 1, 0, 0, 0, 0, 0, 0])],
+        &[1, 2, 2, 2],
+    ));
+    let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("op 'Pad' (node 'padc')"), "{e}");
+}
+
+#[test]
+fn conv_transpose_output_shape_resolved() {
+    let n = node(
+        "ConvTranspose",
+        "ct",
+        &["x", "w"],
+        &["y"],
+        vec![
+            attr("strides", A::Is(vec![3, 2])),
+            attr("output_shape", A::Is(vec![10, 8])),
+        ],
+    );
+    let g = load_single(
+        13,
+        n,
+        vec![tf("w", &[1, 2, 3, 3], &weights(18, 2))],
+        &[1, 1, 3, 3],
+    );
+    // Full output: H 3*2+3 = 9 < 10 → one row of output padding; W 2*2+3 = 7 < 8 → one column.
+    let Op::ConvTranspose(c) = &g.nodes[0].op else {
+        panic!()
+    };
+    assert_eq!(c.output_padding, [1, 1]);
+    assert_eq!(c.pads, [0, 0, 0, 0]);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 2, 10, 8]);
+    let n = node(
+        "ConvTranspose",
+        "ct",
+        &["x", "w"],
+        &["y"],
+        vec![
+            attr("strides", A::Is(vec![2, 2])),
+            attr("auto_pad", A::S("SAME_UPPER")),
+        ],
+    );
+    let g = load_single(
+        13,
+        n,
+        vec![tf("w", &[1, 2, 3, 3], &weights(18, 2))],
+        &[1, 1, 3, 3],
+    );
+    // Full 7, target 6: total 1 → SAME_UPPER puts it at the end.
+    let Op::ConvTranspose(c) = &g.nodes[0].op else {
+        panic!()
+    };
+    assert_eq!(c.pads, [0, 0, 1, 1]);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 2, 6, 6]);
+}
+
+#[test]
+fn shape_subgraph_with_slice_cast_and_constant_of_shape() {
+    // Shape(x)[2:] → Cast → Mul 2 → Concat([1, 3], ·) → Resize sizes.
+    let m = model(
+        13,
+        vec![
+            node("Shape", "sh", &["x"], &["s"], vec![]),
+            node("Slice", "sl", &["s", "st", "en"], &["hw"], vec![]),
+            node("Cast", "ca", &["hw"], &["hwf"], vec![attr("to", A::I(1))]),
+            node("Mul", "mu", &["hwf", "two"], &["hw2f"], vec![]),
+            node("Cast", "cb", &["hw2f"], &["hw2"], vec![attr("to", A::I(7))]),
+            node(
+                "Concat",
+                "cc",
+                &["nc", "hw2"],
+                &["sizes"],
+                vec![attr("axis", A::I(0))],
+            ),
+            node("Resize", "rs", &["x", "", "", "sizes"], &["y"], vec![]),
+            node(
+                "ConstantOfShape",
+                "cos",
+                &["nc"],
+                &["ones"],
+                vec![attr("value", A::T(tf("v", &[1], &[1.0])))],
+            ),
+            node("Range", "rg", &["r0", "r1", "r2"], &["rng"], vec![]),
+        ],
+        vec![
+            ti("st", &[1], &[2]),
+            ti("en", &[1], &[i64::MAX]),
+            tf("two", &[], &[2.0]),
+            ti("nc", &[2], &[1, 3]),
+            ti("r0", &[], &[0]),
+            ti("r1", &[], &[7]),
+            ti("r2", &[], &[3]),
+        ],
+        vec![vis("x", &[1, 3, 4, 5])],
+        vec![
+            vis("y", &[1, 3, 8, 10]),
+            vis("ones", &[1, 3]),
+            vis("rng", &[3]),
+        ],
+    );
+    let g = load(&m);
+    assert_eq!(ops(&g), vec!["resize"]);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 3, 8, 10]);
+    // Constant outputs are materialised as graph constants.
+    assert_eq!(g.constants[&g.outputs[1]].data(), &[1.0, 1.0, 1.0]);
+    assert_eq!(g.constants[&g.outputs[2]].data(), &[0.0, 3.0, 6.0]);
+}
+
+#[test]
+fn runtime_spatial_slice_is_a_crop() {
+    let n = node("Slice", "sl", &["x", "st", "en", "ax"], &["y"], vec![]);
+    let g = load_single(
+        13,
+        n,
+        vec![
+            ti("st", &[2], &[1, -3]),
+            ti("en", &[2], &[3, 100]),
+            ti("ax", &[2], &[2, 3]),
+        ],
+        &[1, 2, 5, 6],
+    );
+    assert_eq!(g.nodes[0].op, Op::Crop { offset: [1, 3] });
+    assert_eq!(g.shape(g.outputs[0]), &[1, 2, 2, 3]);
+}
+
+#[test]
+fn bad_models_give_named_errors() {
+    // Unsupported op: names the op and the node.
+    let n = node("NonMaxSuppression", "nms_3", &["x"], &["y"], vec![]);
+    let e = load_bytes(&single(13, n, vec![], &[1, 4]))
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        e.as_deref(),
+        Some("unsupported: op 'NonMaxSuppression' (node 'nms_3')")
+    );
+    // Truncated file: malformed.
+    let full = bytes(&small_cnn());
+    assert!(matches!(
+        load_bytes(&full[..full.len() / 2]),
+        Err(Error::Malformed(_))
+    ));
+    assert!(matches!(
+        load_bytes(b"not an onnx file"),
+        Err(Error::Malformed(_))
+    ));
+    // External data.
+    let mut w = tf("W", &[2, 2], &[]);
+    w.raw_data = None;
+    w.data_location = Some(1);
+    let n = node("MatMul", "mm", &["x", "W"], &["y"], vec![]);
+    let e = load_bytes(&single(13, n, vec![w], &[1, 2]))
+        .err()
+        .map(|e| e.to_string());
+    assert!(e.is_some_and(|e| e.contains("external")));
+    // A symbolic non-batch dimension.
+    let m = model(
+        13,
+        vec![node("Relu", "r", &["x"], &["y"], vec![])],
+        vec![],
+        vec![vi("x", &[Some(1), None])],
+        vec![vi("y", &[])],
+    );
+    let e = load_bytes(&bytes(&m)).err().map(|e| e.to_string());
+    assert!(e.is_some_and(|e| e.contains("symbolic")));
+    // A weight whose declared dims exceed its data is refused before allocating.
+    let n = node("MatMul", "mm", &["x", "W"], &["y"], vec![]);
+    let r = load_bytes(&single(
+        13,
+        n,
+        vec![tf("W", &[1 << 20, 1 << 20], &[1.0])],
+        &[1, 2],
+    ));
+    assert!(matches!(r, Err(Error::Malformed(_))), "{r:?}");
+    // ConstantOfShape asking for 2^40 elements exceeds the folding budget.
+    let m = model(
+        13,
+        vec![
+            node("ConstantOfShape", "big", &["s"], &["z"], vec![]),
+            node("Add", "a", &["x", "z"], &["y"], vec![]),
+        ],
+        vec![ti("s", &[2], &[1 << 20, 1 << 20])],
+        vec![vis("x", &[1])],
+        vec![vi("y", &[])],
+    );
+    assert!(matches!(load_bytes(&bytes(&m)), Err(Error::Limit(_))));
+    // Opset outside the range.
+    let n = node("Relu", "r", &["x"], &["y"], vec![]);
+    assert!(matches!(
+        load_bytes(&single(6, n, vec![], &[1])),
+        Err(Error::Unsupported(_))
+    ));
+}
