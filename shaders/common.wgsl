@@ -1,0 +1,59 @@
+// Prepended to every kernel file by the executor (and by the naga test):
+// the shared bindings, the activation epilogue and the dispatch index.
+//
+// Binding convention of every kernel (one bind group layout for all):
+//   0 uniform params (declared by the kernel), 1 src (kernel), 2 weights (kernel),
+//   3 bias, 4 PRelu slopes, 5 residual, 6 dst (declared here).
+
+// Invocations per workgroup (1-D); tuned per layer.
+override WG: u32 = 64u;
+// Activation: 0 identity, 1 relu, 2 leaky relu, 3 prelu, 4 sigmoid, 5 tanh,
+// 6 clip, 7 hard sigmoid, 8 hard swish.
+override ACT: u32 = 0u;
+// Fused bias add in the store.
+override HAS_BIAS: bool = false;
+// Fused residual add in the store (`act(acc + bias + residual)`).
+override HAS_RES: bool = false;
+
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> slope: array<f32>;
+@group(0) @binding(5) var<storage, read> res: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dst: array<f32>;
+
+fn activate(x: f32, c: u32, alpha: f32, beta: f32) -> f32 {
+    switch ACT {
+        case 1u: { return max(x, 0.0); }
+        case 2u: { return select(x, alpha * x, x < 0.0); }
+        case 3u: {
+            let n = arrayLength(&slope);
+            let s = slope[select(c, 0u, n == 1u)];
+            return select(x, s * x, x < 0.0);
+        }
+        case 4u: { return 1.0 / (1.0 + exp(-x)); }
+        case 5u: { return tanh(x); }
+        case 6u: { return min(max(x, alpha), beta); }
+        case 7u: { return clamp(alpha * x + beta, 0.0, 1.0); }
+        case 8u: { return x * clamp(x / 6.0 + 0.5, 0.0, 1.0); }
+        default: { return x; }
+    }
+}
+
+// The store of every producing kernel: bias, residual, activation, and a
+// write into channel `oc_off + m` of a map with `oc_total` channels (so a
+// Concat consumer's buffer is written in place).
+fn store_nchw(acc: f32, n: u32, m: u32, m_total: u32, pix: u32, plane: u32,
+              oc_total: u32, oc_off: u32, alpha: f32, beta: f32) {
+    var v = acc;
+    if HAS_BIAS {
+        v = v + bias[m];
+    }
+    if HAS_RES {
+        v = v + res[(n * m_total + m) * plane + pix];
+    }
+    dst[(n * oc_total + oc_off + m) * plane + pix] = activate(v, m, alpha, beta);
+}
+
+// Dispatches are 2-D when one dimension would exceed the workgroup-count limit.
+fn flat_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}

@@ -1,0 +1,62 @@
+// Data movement, one output element per invocation.
+// `strided`: dst[dbase + sum e_d * dstr_d] = src[sbase + sum e_d * sstr_d]
+// over an index space of up to 8 dims: transpose, crop, depth-to-space,
+// a concat input copied into its slice, and reshape copies.
+// `pad`: constant padding of an NCHW map.
+
+struct Params {
+    total: u32, sbase: u32, dbase: u32, _p0: u32,
+    // pad: n*c, h, w, oh | ow, pt, pl, fill (bits)
+    q0: vec4<u32>,
+    q1: vec4<u32>,
+    dims: array<vec4<u32>, 2>,
+    sstr: array<vec4<u32>, 2>,
+    dstr: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+
+@compute @workgroup_size(WG)
+fn strided(@builtin(global_invocation_id) gid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    if i >= p.total {
+        return;
+    }
+    var rest = i;
+    var si = p.sbase;
+    var di = p.dbase;
+    for (var d = 7; d >= 0; d--) {
+        let q = d / 4;
+        let r = d % 4;
+        let e = rest % p.dims[q][r];
+        rest = rest / p.dims[q][r];
+        si += e * p.sstr[q][r];
+        di += e * p.dstr[q][r];
+    }
+    dst[di] = src[si];
+}
+
+@compute @workgroup_size(WG)
+fn pad(@builtin(global_invocation_id) gid: vec3<u32>,
+       @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    if i >= p.total {
+        return;
+    }
+    let h = p.q0.y;
+    let w = p.q0.z;
+    let oh = p.q0.w;
+    let ow = p.q1.x;
+    let ox = i % ow;
+    let oy = (i / ow) % oh;
+    let nc = i / (ow * oh);
+    let iy = i32(oy) - i32(p.q1.y);
+    let ix = i32(ox) - i32(p.q1.z);
+    var v = bitcast<f32>(p.q1.w);
+    if iy >= 0 && iy < i32(h) && ix >= 0 && ix < i32(w) {
+        v = src[(nc * h + u32(iy)) * w + u32(ix)];
+    }
+    dst[i] = v;
+}

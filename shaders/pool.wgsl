@@ -1,0 +1,116 @@
+// Windowed and global pooling, one output element per invocation, NCHW.
+// Max pooling starts from -inf over in-bounds taps only (padding never wins);
+// average pooling divides by the in-bounds count, or with count_include_pad
+// by the window clipped to the padded input (the PyTorch/ONNX rule).
+
+struct Params {
+    n: u32, c: u32, h: u32, w: u32,
+    oh: u32, ow: u32, kh: u32, kw: u32,
+    sh: u32, sw: u32, pt: u32, pl: u32,
+    dh: u32, dw: u32, pb: u32, pr: u32,
+    include_pad: u32, oc_total: u32, oc_off: u32, _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+
+@compute @workgroup_size(WG)
+fn max_pool(@builtin(global_invocation_id) gid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    let plane = p.oh * p.ow;
+    if i >= p.n * p.c * plane {
+        return;
+    }
+    let pix = i % plane;
+    let ox = pix % p.ow;
+    let oy = pix / p.ow;
+    let nc = i / plane;
+    let base = nc * p.h * p.w;
+    var acc = -bitcast<f32>(0x7f800000u);
+    for (var ky = 0u; ky < p.kh; ky++) {
+        let iy = i32(oy * p.sh + ky * p.dh) - i32(p.pt);
+        if iy < 0 || iy >= i32(p.h) {
+            continue;
+        }
+        for (var kx = 0u; kx < p.kw; kx++) {
+            let ix = i32(ox * p.sw + kx * p.dw) - i32(p.pl);
+            if ix < 0 || ix >= i32(p.w) {
+                continue;
+            }
+            acc = max(acc, src[base + u32(iy) * p.w + u32(ix)]);
+        }
+    }
+    store_nchw(acc, nc / p.c, nc % p.c, p.c, pix, plane, p.oc_total, p.oc_off, 0.0, 0.0);
+}
+
+@compute @workgroup_size(WG)
+fn avg_pool(@builtin(global_invocation_id) gid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    let plane = p.oh * p.ow;
+    if i >= p.n * p.c * plane {
+        return;
+    }
+    let pix = i % plane;
+    let ox = pix % p.ow;
+    let oy = pix / p.ow;
+    let nc = i / plane;
+    let base = nc * p.h * p.w;
+    let y0 = i32(oy * p.sh) - i32(p.pt);
+    let x0 = i32(ox * p.sw) - i32(p.pl);
+    var acc = 0.0;
+    var count = 0u;
+    for (var ky = 0u; ky < p.kh; ky++) {
+        let iy = y0 + i32(ky);
+        if iy < 0 || iy >= i32(p.h) {
+            continue;
+        }
+        for (var kx = 0u; kx < p.kw; kx++) {
+            let ix = x0 + i32(kx);
+            if ix < 0 || ix >= i32(p.w) {
+                continue;
+            }
+            acc += src[base + u32(iy) * p.w + u32(ix)];
+            count += 1u;
+        }
+    }
+    if p.include_pad != 0u {
+        let y1 = min(y0 + i32(p.kh), i32(p.h + p.pb));
+        let x1 = min(x0 + i32(p.kw), i32(p.w + p.pr));
+        count = u32((y1 - y0) * (x1 - x0));
+    }
+    store_nchw(acc / f32(max(count, 1u)), nc / p.c, nc % p.c, p.c, pix, plane,
+               p.oc_total, p.oc_off, 0.0, 0.0);
+}
+
+// Global pooling: one invocation per (n, c), reducing the plane in row-major order.
+@compute @workgroup_size(WG)
+fn global_max(@builtin(global_invocation_id) gid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let nc = flat_id(gid, nwg);
+    if nc >= p.n * p.c {
+        return;
+    }
+    let hw = p.h * p.w;
+    var acc = -bitcast<f32>(0x7f800000u);
+    for (var k = 0u; k < hw; k++) {
+        acc = max(acc, src[nc * hw + k]);
+    }
+    store_nchw(acc, nc / p.c, nc % p.c, p.c, 0u, 1u, p.oc_total, p.oc_off, 0.0, 0.0);
+}
+
+@compute @workgroup_size(WG)
+fn global_avg(@builtin(global_invocation_id) gid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let nc = flat_id(gid, nwg);
+    if nc >= p.n * p.c {
+        return;
+    }
+    let hw = p.h * p.w;
+    var acc = 0.0;
+    for (var k = 0u; k < hw; k++) {
+        acc += src[nc * hw + k];
+    }
+    store_nchw(acc / f32(hw), nc / p.c, nc % p.c, p.c, 0u, 1u, p.oc_total, p.oc_off, 0.0, 0.0);
+}

@@ -1,0 +1,67 @@
+// Resize over H and W of an NCHW map (nearest or bilinear), one output
+// element per invocation, with the ONNX coordinate transforms.
+
+struct Params {
+    nc: u32, h: u32, w: u32, oh: u32,
+    ow: u32, linear: u32, coord: u32, nearest: u32,
+    scale_h: f32, scale_w: f32, _p0: u32, _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+
+// coord: 0 half_pixel, 1 pytorch_half_pixel, 2 align_corners, 3 asymmetric.
+fn source_coord(x: u32, scale: f32, in_len: u32, out_len: u32) -> f32 {
+    let xf = f32(x);
+    switch p.coord {
+        case 1u: {
+            return select(0.0, (xf + 0.5) / scale - 0.5, out_len > 1u);
+        }
+        case 2u: {
+            return select(0.0, xf * f32(in_len - 1u) / f32(out_len - 1u), out_len > 1u);
+        }
+        case 3u: { return xf / scale; }
+        default: { return (xf + 0.5) / scale - 0.5; }
+    }
+}
+
+// nearest: 0 round_prefer_floor, 1 round_prefer_ceil, 2 floor, 3 ceil.
+fn nearest_index(x: f32, in_len: u32) -> u32 {
+    var r: f32;
+    switch p.nearest {
+        case 0u: { r = ceil(x - 0.5); }
+        case 1u: { r = floor(x + 0.5); }
+        case 2u: { r = floor(x); }
+        default: { r = ceil(x); }
+    }
+    return u32(clamp(r, 0.0, f32(in_len - 1u)));
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    if i >= p.nc * p.oh * p.ow {
+        return;
+    }
+    let ox = i % p.ow;
+    let oy = (i / p.ow) % p.oh;
+    let base = (i / (p.ow * p.oh)) * p.h * p.w;
+    let sy = source_coord(oy, p.scale_h, p.h, p.oh);
+    let sx = source_coord(ox, p.scale_w, p.w, p.ow);
+    if p.linear == 0u {
+        dst[i] = src[base + nearest_index(sy, p.h) * p.w + nearest_index(sx, p.w)];
+        return;
+    }
+    let cy = clamp(sy, 0.0, f32(p.h - 1u));
+    let cx = clamp(sx, 0.0, f32(p.w - 1u));
+    let y0 = u32(floor(cy));
+    let x0 = u32(floor(cx));
+    let y1 = min(y0 + 1u, p.h - 1u);
+    let x1 = min(x0 + 1u, p.w - 1u);
+    let fy = cy - f32(y0);
+    let fx = cx - f32(x0);
+    let top = mix(src[base + y0 * p.w + x0], src[base + y0 * p.w + x1], fx);
+    let bot = mix(src[base + y1 * p.w + x0], src[base + y1 * p.w + x1], fx);
+    dst[i] = mix(top, bot, fy);
+}

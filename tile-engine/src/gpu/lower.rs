@@ -1,0 +1,1021 @@
+//! Lowering: each IR node becomes one or more kernel dispatches with their
+//! parameters, buffers and thread counts. Weights are packed and uploaded
+//! here (once, through the weight cache).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::kernels::{PipelineKey, Shader};
+use super::resources::{Uploader, WeightCache};
+use crate::error::{Error, Result};
+use crate::ir::{
+    Activation, BinaryKind, CoordTransform, DepthToSpaceMode, Graph, NearestMode, Node, Op,
+    PoolKind, ResizeMode, ValueId,
+};
+use crate::tensor::Tensor;
+
+/// A buffer bound to one slot of a dispatch.
+#[derive(Clone)]
+pub enum Buf {
+    /// Nothing: a 16-byte placeholder is bound.
+    None,
+    /// The storage of a graph value (after aliasing).
+    Value(ValueId),
+    /// A weight or constant buffer.
+    Gpu(Arc<wgpu::Buffer>),
+}
+
+/// One kernel launch.
+pub struct Dispatch {
+    /// Which pipeline.
+    pub key: PipelineKey,
+    /// The uniform parameters, as 32-bit words (f32 as bits).
+    pub params: Vec<u32>,
+    /// Bindings 1..=6: src, weights, bias, slopes, residual, dst.
+    pub bufs: [Buf; 6],
+    /// Invocations to launch.
+    pub threads: u32,
+}
+
+/// Which convolution kernel a layer uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConvVariant {
+    /// One output per invocation.
+    Naive,
+    /// 4 output channels x 4 pixels per invocation.
+    Block,
+    /// Depthwise / grouped: 4 pixels of one channel per invocation.
+    Grouped,
+}
+
+/// A layer's kernel choice: the variant and its workgroup size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConvChoice {
+    /// The kernel.
+    pub variant: ConvVariant,
+    /// Invocations per workgroup.
+    pub wg: u32,
+}
+
+impl ConvChoice {
+    /// The choice without tuning: register-blocked where it applies.
+    pub fn default_for(conv: &crate::ir::Conv) -> Self {
+        let variant = if block_applies(conv) {
+            ConvVariant::Block
+        } else {
+            ConvVariant::Grouped
+        };
+        Self { variant, wg: 64 }
+    }
+
+    /// Whether this kernel can run `conv`.
+    pub fn applies(&self, conv: &crate::ir::Conv) -> bool {
+        self.variant != ConvVariant::Block || block_applies(conv)
+    }
+
+    /// The candidates autotuning times for this conv.
+    pub fn candidates(conv: &crate::ir::Conv) -> Vec<Self> {
+        let mut out = Vec::new();
+        if block_applies(conv) {
+            out.extend([32, 64, 128].map(|wg| Self {
+                variant: ConvVariant::Block,
+                wg,
+            }));
+        }
+        if conv.group > 1 {
+            out.extend([64, 128].map(|wg| Self {
+                variant: ConvVariant::Grouped,
+                wg,
+            }));
+        }
+        out.push(Self {
+            variant: ConvVariant::Naive,
+            wg: 64,
+        });
+        out
+    }
+}
+
+/// The block kernel needs whole 4-channel blocks inside a group.
+fn block_applies(conv: &crate::ir::Conv) -> bool {
+    let m = conv.weight.shape().first().copied().unwrap_or(0);
+    conv.group == 1 || (conv.group > 0 && (m / conv.group) % 4 == 0)
+}
+
+/// The per-layer key of a kernel choice: node name and op parameters, never
+/// the spatial extent or pads, so a tile's copy of a node gets the same choice.
+pub fn layer_key(graph: &Graph, node: &Node) -> String {
+    match &node.op {
+        Op::Conv(c) => {
+            let w = c.weight.shape();
+            let cin = node
+                .inputs
+                .first()
+                .map_or(0, |&v| graph.shape(v).get(1).copied().unwrap_or(0));
+            format!(
+                "{}|conv|c{cin}|w{w:?}|s{:?}|d{:?}|g{}|a{}|r{}",
+                node.name,
+                c.strides,
+                c.dilations,
+                c.group,
+                act_params(&c.activation).0,
+                node.inputs.len() > 1
+            )
+        }
+        op => format!("{}|{}", node.name, op.name()),
+    }
+}
+
+struct P(Vec<u32>);
+
+impl P {
+    fn u(mut self, v: usize) -> Result<Self> {
+        self.0
+            .push(u32::try_from(v).map_err(|_| Error::Limit(format!("{v} exceeds 32 bits")))?);
+        Ok(self)
+    }
+    fn us(mut self, vs: &[usize]) -> Result<Self> {
+        for &v in vs {
+            self = self.u(v)?;
+        }
+        Ok(self)
+    }
+    fn f(mut self, v: f32) -> Self {
+        self.0.push(v.to_bits());
+        self
+    }
+    fn done(mut self) -> Vec<u32> {
+        while self.0.len() % 4 != 0 {
+            self.0.push(0);
+        }
+        self.0
+    }
+}
+
+fn threads(n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::Limit(format!("{n} invocations exceed 32 bits")))
+}
+
+/// (ACT code, alpha, beta, slopes).
+fn act_params(a: &Activation) -> (u32, f32, f32, Option<Arc<Vec<f32>>>) {
+    match a {
+        Activation::Identity => (0, 0.0, 0.0, None),
+        Activation::Relu => (1, 0.0, 0.0, None),
+        Activation::LeakyRelu { alpha } => (2, *alpha, 0.0, None),
+        Activation::PRelu { slope } => (3, 0.0, 0.0, Some(slope.clone())),
+        Activation::Sigmoid => (4, 0.0, 0.0, None),
+        Activation::Tanh => (5, 0.0, 0.0, None),
+        Activation::Clip { min, max } => (6, *min, *max, None),
+        Activation::HardSigmoid { alpha, beta } => (7, *alpha, *beta, None),
+        Activation::HardSwish => (8, 0.0, 0.0, None),
+    }
+}
+
+fn nchw(s: &[usize], what: &str) -> Result<[usize; 4]> {
+    match s {
+        [n, c, h, w] => Ok([*n, *c, *h, *w]),
+        _ => Err(Error::Shape(format!("{what}: expected NCHW, got {s:?}"))),
+    }
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Right-aligns up to 8 (dims, a strides, b strides) into 24 words.
+fn nd_words(dims: &[usize], a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    if dims.len() > 8 {
+        return Err(Error::Unsupported(format!("rank {} above 8", dims.len())));
+    }
+    let pad = 8 - dims.len();
+    let mut out = vec![1; pad];
+    out.extend_from_slice(dims);
+    for s in [a, b] {
+        out.extend(std::iter::repeat_n(0, pad));
+        out.extend_from_slice(s);
+    }
+    Ok(out)
+}
+
+/// Strides of `shape` broadcast to `out` (right-aligned, 0 where broadcast).
+fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let st = strides(shape);
+    let off = out.len() - shape.len();
+    (0..out.len())
+        .map(|i| {
+            if i < off || shape[i - off] == 1 {
+                0
+            } else {
+                st[i - off]
+            }
+        })
+        .collect()
+}
+
+/// Packs `[M, Cg, kh, kw]` into `[Cg*kh*kw][ceil(M/4)]` vec4 (zero-padded).
+fn pack_conv_block(w: &Tensor) -> Vec<f32> {
+    let s = w.shape();
+    let (m, k) = (s[0], s[1] * s[2] * s[3]);
+    let m4 = m.div_ceil(4);
+    let mut out = vec![0.0; k * m4 * 4];
+    for (mi, row) in w.data().chunks_exact(k.max(1)).enumerate() {
+        for (ki, &v) in row.iter().enumerate() {
+            out[ki * m4 * 4 + mi] = v;
+        }
+    }
+    out
+}
+
+/// Packs a dense `[K, M]` into `[K][ceil(M/4)]` vec4 (zero-padded).
+fn pack_dense(w: &Tensor) -> Vec<f32> {
+    let s = w.shape();
+    let (k, m) = (s[0], s[1]);
+    let m4 = m.div_ceil(4);
+    let mut out = vec![0.0; k * m4 * 4];
+    for (ki, row) in w.data().chunks_exact(m.max(1)).enumerate() {
+        out[ki * m4 * 4..ki * m4 * 4 + m].copy_from_slice(row);
+    }
+    out
+}
+
+/// Lowers nodes of one graph.
+pub struct Lowerer<'a> {
+    /// The graph.
+    pub graph: &'a Graph,
+    /// Uploads.
+    pub up: Uploader<'a>,
+    /// Weight cache.
+    pub weights: &'a mut WeightCache,
+    /// Values written in place into a Concat's output: value -> (concat output, channel offset).
+    pub alias: &'a HashMap<ValueId, (ValueId, usize)>,
+}
+
+impl Lowerer<'_> {
+    fn buf_of(&mut self, v: ValueId) -> Result<Buf> {
+        match self.graph.constants.get(&v) {
+            Some(t) => Ok(Buf::Gpu(
+                self.weights
+                    .tensor(&self.up, t, "raw", |t| t.data().to_vec())?,
+            )),
+            None => Ok(Buf::Value(v)),
+        }
+    }
+
+    fn slope(&mut self, s: &Option<Arc<Vec<f32>>>) -> Result<Buf> {
+        Ok(match s {
+            Some(s) => Buf::Gpu(self.weights.vec(&self.up, s)?),
+            None => Buf::None,
+        })
+    }
+
+    /// (dst value, total channels, channel offset) of a node's output.
+    fn target(&self, node: &Node, channels: usize) -> (ValueId, usize, usize) {
+        match self.alias.get(&node.output) {
+            Some(&(cv, off)) => (
+                cv,
+                self.graph.shape(cv).get(1).copied().unwrap_or(channels),
+                off,
+            ),
+            None => (node.output, channels, 0),
+        }
+    }
+
+    /// The dispatches of `node`; `conv` is the layer's kernel choice for convs.
+    pub fn lower(&mut self, node: &Node, conv: Option<ConvChoice>) -> Result<Vec<Dispatch>> {
+        let g = self.graph;
+        let ins: Vec<&[usize]> = node.inputs.iter().map(|&v| g.shape(v)).collect();
+        let out = g.shape(node.output).to_vec();
+        let first = *node
+            .inputs
+            .first()
+            .ok_or_else(|| Error::Malformed(format!("node {} has no inputs", node.name)))?;
+        let one = |shader,
+                   entry,
+                   params,
+                   src: Buf,
+                   dst: ValueId,
+                   t: usize,
+                   consts|
+         -> Result<Vec<Dispatch>> {
+            Ok(vec![Dispatch {
+                key: PipelineKey::new(shader, entry, consts),
+                params,
+                bufs: [
+                    src,
+                    Buf::None,
+                    Buf::None,
+                    Buf::None,
+                    Buf::None,
+                    Buf::Value(dst),
+                ],
+                threads: threads(t)?,
+            }])
+        };
+        match &node.op {
+            Op::Conv(c) => {
+                let choice = conv.unwrap_or_else(|| ConvChoice::default_for(c));
+                self.conv(node, c, choice, &ins, &out)
+            }
+            Op::ConvTranspose(c) => {
+                let [n, ci, h, w] = nchw(ins[0], "input")?;
+                let [_, m, oh, ow] = nchw(&out, "output")?;
+                let ws = c.weight.shape();
+                let (act, alpha, beta, slope) = act_params(&c.activation);
+                let (dst, oct, ocoff) = self.target(node, m);
+                let params = P(vec![])
+                    .us(&[
+                        n,
+                        ci,
+                        h,
+                        w,
+                        m,
+                        oh,
+                        ow,
+                        ws[2],
+                        ws[3],
+                        c.strides[0],
+                        c.strides[1],
+                    ])?
+                    .us(&[
+                        c.pads[0],
+                        c.pads[1],
+                        c.dilations[0],
+                        c.dilations[1],
+                        c.group,
+                        oct,
+                        ocoff,
+                    ])?
+                    .f(alpha)
+                    .f(beta)
+                    .done();
+                let wt = self
+                    .weights
+                    .tensor(&self.up, &c.weight, "raw", |t| t.data().to_vec())?;
+                let bias = match &c.bias {
+                    Some(b) => Buf::Gpu(self.weights.vec(&self.up, b)?),
+                    None => Buf::None,
+                };
+                Ok(vec![Dispatch {
+                    key: PipelineKey::new(
+                        Shader::ConvTranspose,
+                        "main",
+                        vec![
+                            ("WG", 64),
+                            ("ACT", act),
+                            ("HAS_BIAS", u32::from(c.bias.is_some())),
+                        ],
+                    ),
+                    params,
+                    bufs: [
+                        Buf::Value(first),
+                        Buf::Gpu(wt),
+                        bias,
+                        self.slope(&slope)?,
+                        Buf::None,
+                        Buf::Value(dst),
+                    ],
+                    threads: threads(n * m * oh * ow)?,
+                }])
+            }
+            Op::Pool(p) => {
+                let [n, ch, h, w] = nchw(ins[0], "input")?;
+                let [_, _, oh, ow] = nchw(&out, "output")?;
+                let (dst, oct, ocoff) = self.target(node, ch);
+                let (entry, include_pad) = match p.kind {
+                    PoolKind::Max => ("max_pool", false),
+                    PoolKind::Average { count_include_pad } => ("avg_pool", count_include_pad),
+                };
+                let params = P(vec![])
+                    .us(&[
+                        n,
+                        ch,
+                        h,
+                        w,
+                        oh,
+                        ow,
+                        p.kernel[0],
+                        p.kernel[1],
+                        p.strides[0],
+                        p.strides[1],
+                    ])?
+                    .us(&[
+                        p.pads[0],
+                        p.pads[1],
+                        p.dilations[0],
+                        p.dilations[1],
+                        p.pads[2],
+                        p.pads[3],
+                    ])?
+                    .us(&[usize::from(include_pad), oct, ocoff])?
+                    .done();
+                one(
+                    Shader::Pool,
+                    entry,
+                    params,
+                    Buf::Value(first),
+                    dst,
+                    n * ch * oh * ow,
+                    vec![("WG", 64)],
+                )
+            }
+            Op::GlobalPool(kind) => {
+                let s = ins[0];
+                if s.len() < 2 {
+                    return Err(Error::Shape(format!("global pool of {s:?}")));
+                }
+                let (n, ch, hw) = (s[0], s[1], s[2..].iter().product::<usize>());
+                let (dst, oct, ocoff) = self.target(node, ch);
+                let entry = match kind {
+                    PoolKind::Max => "global_max",
+                    PoolKind::Average { .. } => "global_avg",
+                };
+                let params = P(vec![])
+                    .us(&[
+                        n, ch, hw, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, oct, ocoff,
+                    ])?
+                    .done();
+                one(
+                    Shader::Pool,
+                    entry,
+                    params,
+                    Buf::Value(first),
+                    dst,
+                    n * ch,
+                    vec![("WG", 64)],
+                )
+            }
+            Op::Dense {
+                weight,
+                bias,
+                activation,
+            } => {
+                let (n, k) = match ins[0] {
+                    [n, k] => (*n, *k),
+                    s => return Err(Error::Shape(format!("dense input {s:?}"))),
+                };
+                let m = weight.shape().get(1).copied().unwrap_or(0);
+                let m4 = m.div_ceil(4);
+                let (act, alpha, beta, slope) = act_params(activation);
+                let params = P(vec![]).us(&[n, k, m, m4])?.f(alpha).f(beta).done();
+                let wt = self
+                    .weights
+                    .tensor(&self.up, weight, "dense4", pack_dense)?;
+                let bias_buf = match bias {
+                    Some(b) => Buf::Gpu(self.weights.vec(&self.up, b)?),
+                    None => Buf::None,
+                };
+                let (entry, t) = if n == 1 {
+                    ("gemv", m4)
+                } else {
+                    ("gemm", n.div_ceil(4) * m4)
+                };
+                Ok(vec![Dispatch {
+                    key: PipelineKey::new(
+                        Shader::Dense,
+                        entry,
+                        vec![
+                            ("WG", 64),
+                            ("ACT", act),
+                            ("HAS_BIAS", u32::from(bias.is_some())),
+                        ],
+                    ),
+                    params,
+                    bufs: [
+                        Buf::Value(first),
+                        Buf::Gpu(wt),
+                        bias_buf,
+                        self.slope(&slope)?,
+                        Buf::None,
+                        Buf::Value(node.output),
+                    ],
+                    threads: threads(t)?,
+                }])
+            }
+            Op::MatMul => {
+                let (a, b) = (ins[0], ins[1]);
+                let a2: Vec<usize> = if a.len() == 1 {
+                    vec![1, a[0]]
+                } else {
+                    a.to_vec()
+                };
+                let b2: Vec<usize> = if b.len() == 1 {
+                    vec![b[0], 1]
+                } else {
+                    b.to_vec()
+                };
+                let (ar, br) = (a2.len(), b2.len());
+                let (rows, k, cols) = (a2[ar - 2], a2[ar - 1], b2[br - 1]);
+                let ab = &a2[..ar - 2];
+                let bb = &b2[..br - 2];
+                let rank = ab.len().max(bb.len());
+                if rank > 4 {
+                    return Err(Error::Unsupported(format!(
+                        "MatMul with {rank} batch dims (max 4)"
+                    )));
+                }
+                let pad = |s: &[usize]| -> Vec<usize> {
+                    let mut v = vec![1; rank - s.len()];
+                    v.extend_from_slice(s);
+                    v
+                };
+                let (pa, pb) = (pad(ab), pad(bb));
+                let bdims: Vec<usize> = pa.iter().zip(&pb).map(|(x, y)| (*x).max(*y)).collect();
+                let bstr = |p: &[usize], mat: usize| -> Vec<usize> {
+                    let st = strides(p);
+                    p.iter()
+                        .zip(st)
+                        .map(|(&d, s)| if d == 1 { 0 } else { s * mat })
+                        .collect()
+                };
+                let (sa, sb) = (bstr(&pa, rows * k), bstr(&pb, k * cols));
+                let fill = |v: &[usize], f: usize| -> Vec<usize> {
+                    let mut w = vec![f; 4 - rank];
+                    w.extend_from_slice(v);
+                    w
+                };
+                let mut words = vec![rows, k, cols, bdims.iter().product()];
+                words.extend(fill(&bdims, 1));
+                words.extend(fill(&sa, 0));
+                words.extend(fill(&sb, 0));
+                let params = P(vec![]).us(&words)?.done();
+                let total = out.iter().product::<usize>();
+                Ok(vec![Dispatch {
+                    key: PipelineKey::new(Shader::MatMul, "main", vec![("WG", 64)]),
+                    params,
+                    bufs: [
+                        self.buf_of(first)?,
+                        self.buf_of(node.inputs[1])?,
+                        Buf::None,
+                        Buf::None,
+                        Buf::None,
+                        Buf::Value(node.output),
+                    ],
+                    threads: threads(total)?,
+                }])
+            }
+            Op::Activation(a) => {
+                let (act, alpha, beta, slope) = act_params(a);
+                let (inner, ch) = channel_layout(&out);
+                let total = out.iter().product::<usize>();
+                let params = elementwise_params(total, inner, ch, alpha, beta, &[0; 24])?;
+                Ok(vec![Dispatch {
+                    key: PipelineKey::new(
+                        Shader::Elementwise,
+                        "activation",
+                        vec![("WG", 64), ("ACT", act)],
+                    ),
+                    params,
+                    bufs: [
+                        self.buf_of(first)?,
+                        Buf::None,
+                        Buf::None,
+                        self.slope(&slope)?,
+                        Buf::None,
+                        Buf::Value(node.output),
+                    ],
+                    threads: threads(total)?,
+                }])
+            }
+            Op::ChannelAffine { scale, shift } => {
+                let (inner, ch) = channel_layout(&out);
+                let total = out.iter().product::<usize>();
+                let params = elementwise_params(total, inner, ch, 0.0, 0.0, &[0; 24])?;
+                let wt = self.weights.pair(&self.up, scale, shift)?;
+                Ok(vec![Dispatch {
+                    key: PipelineKey::new(Shader::Elementwise, "affine", vec![("WG", 64)]),
+                    params,
+                    bufs: [
+                        self.buf_of(first)?,
+                        Buf::Gpu(wt),
+                        Buf::None,
+                        Buf::None,
+                        Buf::None,
+                        Buf::Value(node.output),
+                    ],
+                    threads: threads(total)?,
+                }])
+            }
+            Op::Binary { kind, activation } => {
+                let (act, alpha, beta, slope) = act_params(activation);
+                let (inner, ch) = channel_layout(&out);
+                let total = out.iter().product::<usize>();
+                let words = nd_words(
+                    &out,
+                    &broadcast_strides(ins[0], &out),
+                    &broadcast_strides(ins[1], &out),
+                )?;
+                let params = elementwise_params(total, inner, ch, alpha, beta, &words)?;
+                let op = match kind {
+                    BinaryKind::Add => 0,
+                    BinaryKind::Sub => 1,
+                    BinaryKind::Mul => 2,
+                    BinaryKind::Div => 3,
+                    BinaryKind::Max => 4,
+                    BinaryKind::Min => 5,
+                };
+                Ok(vec![Dispatch {
+                    key: PipelineKey::new(
+                        Shader::Elementwise,
+                        "binary",
+                        vec![("WG", 64), ("ACT", act), ("OP", op)],
+                    ),
+                    params,
+                    bufs: [
+                        self.buf_of(first)?,
+                        self.buf_of(node.inputs[1])?,
+                        Buf::None,
+                        self.slope(&slope)?,
+                        Buf::None,
+                        Buf::Value(node.output),
+                    ],
+                    threads: threads(total)?,
+                }])
+            }
+            Op::Concat { axis } => {
+                let ost = strides(&out);
+                let mut offset = 0;
+                let mut ds = Vec::new();
+                for (&v, s) in node.inputs.iter().zip(&ins) {
+                    let here = offset;
+                    offset += s[*axis];
+                    if self.alias.get(&v).is_some_and(|&(cv, _)| cv == node.output) {
+                        continue;
+                    }
+                    let words = nd_words(s, &strides(s), &ost)?;
+                    let total = s.iter().product::<usize>();
+                    ds.push(Dispatch {
+                        key: PipelineKey::new(Shader::Copy, "strided", vec![("WG", 64)]),
+                        params: copy_params(total, 0, here * ost[*axis], [0; 8], &words)?,
+                        bufs: [
+                            self.buf_of(v)?,
+                            Buf::None,
+                            Buf::None,
+                            Buf::None,
+                            Buf::None,
+                            Buf::Value(node.output),
+                        ],
+                        threads: threads(total)?,
+                    });
+                }
+                Ok(ds)
+            }
+            Op::Reshape => {
+                // Aliased by the executor when possible; a copy otherwise.
+                let total = out.iter().product::<usize>();
+                let words = nd_words(&[total], &[1], &[1])?;
+                Ok(vec![Dispatch {
+                    key: PipelineKey::new(Shader::Copy, "strided", vec![("WG", 64)]),
+                    params: copy_params(total, 0, 0, [0; 8], &words)?,
+                    bufs: [
+                        self.buf_of(first)?,
+                        Buf::None,
+                        Buf::None,
+                        Buf::None,
+                        Buf::None,
+                        Buf::Value(node.output),
+                    ],
+                    threads: threads(total)?,
+                }])
+            }
+            Op::Transpose { perm } => {
+                let ist = strides(ins[0]);
+                let sst: Vec<usize> = perm.iter().map(|&p| ist[p]).collect();
+                let words = nd_words(&out, &sst, &strides(&out))?;
+                let total = out.iter().product::<usize>();
+                Ok(vec![Dispatch {
+                    key: PipelineKey::new(Shader::Copy, "strided", vec![("WG", 64)]),
+                    params: copy_params(total, 0, 0, [0; 8], &words)?,
+                    bufs: [
+                        self.buf_of(first)?,
+                        Buf::None,
+                        Buf::None,
+                        Buf::None,
+                        Buf::None,
+                        Buf::Value(node.output),
+                    ],
+                    threads: threads(total)?,
+                }])
+            }
+            Op::Crop { offset } => {
+                let [_, _, _, w] = nchw(ins[0], "input")?;
+                let words = nd_words(&out, &strides(ins[0]), &strides(&out))?;
+                let total = out.iter().product::<usize>();
+                one_copy(
+                    self.buf_of(first)?,
+                    node.output,
+                    copy_params(total, offset[0] * w + offset[1], 0, [0; 8], &words)?,
+                    total,
+                )
+            }
+            Op::DepthToSpace { blocksize, mode } => {
+                let [n, ch, h, w] = nchw(ins[0], "input")?;
+                let b = *blocksize;
+                let c2 = ch / (b * b);
+                let hw = h * w;
+                let dims = [n, c2, h, b, w, b];
+                let sst = match mode {
+                    DepthToSpaceMode::Dcr => [ch * hw, hw, w, b * c2 * hw, 1, c2 * hw],
+                    DepthToSpaceMode::Crd => [ch * hw, b * b * hw, w, b * hw, 1, hw],
+                };
+                let words = nd_words(&dims, &sst, &strides(&dims))?;
+                let total = out.iter().product::<usize>();
+                one_copy(
+                    self.buf_of(first)?,
+                    node.output,
+                    copy_params(total, 0, 0, [0; 8], &words)?,
+                    total,
+                )
+            }
+            Op::Pad { pads, value } => {
+                let [n, ch, h, w] = nchw(ins[0], "input")?;
+                let [_, _, oh, ow] = nchw(&out, "output")?;
+                let total = out.iter().product::<usize>();
+                let q = [
+                    n * ch,
+                    h,
+                    w,
+                    oh,
+                    ow,
+                    pads[0],
+                    pads[1],
+                    value.to_bits() as usize,
+                ];
+                let params = copy_params(total, 0, 0, q, &[1; 24])?;
+                Ok(vec![Dispatch {
+                    key: PipelineKey::new(Shader::Copy, "pad", vec![("WG", 64)]),
+                    params,
+                    bufs: [
+                        self.buf_of(first)?,
+                        Buf::None,
+                        Buf::None,
+                        Buf::None,
+                        Buf::None,
+                        Buf::Value(node.output),
+                    ],
+                    threads: threads(total)?,
+                }])
+            }
+            Op::Softmax { axis } => {
+                let s = ins[0];
+                let outer: usize = s[..*axis].iter().product();
+                let inner: usize = s[*axis + 1..].iter().product();
+                let params = P(vec![]).us(&[outer, s[*axis], inner])?.done();
+                one(
+                    Shader::Softmax,
+                    "main",
+                    params,
+                    self.buf_of(first)?,
+                    node.output,
+                    outer * inner,
+                    vec![("WG", 64)],
+                )
+            }
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => {
+                let [n, ch, h, w] = nchw(ins[0], "input")?;
+                let params = P(vec![])
+                    .us(&[n, ch, h * w, *size])?
+                    .f(*alpha)
+                    .f(*beta)
+                    .f(*bias)
+                    .done();
+                one(
+                    Shader::Lrn,
+                    "main",
+                    params,
+                    self.buf_of(first)?,
+                    node.output,
+                    n * ch * h * w,
+                    vec![("WG", 64)],
+                )
+            }
+            Op::Resize {
+                mode,
+                coord,
+                scales,
+            } => {
+                let [n, ch, h, w] = nchw(ins[0], "input")?;
+                let [_, _, oh, ow] = nchw(&out, "output")?;
+                let (linear, nearest) = match mode {
+                    ResizeMode::Linear => (1, 0),
+                    ResizeMode::Nearest(NearestMode::RoundPreferFloor) => (0, 0),
+                    ResizeMode::Nearest(NearestMode::RoundPreferCeil) => (0, 1),
+                    ResizeMode::Nearest(NearestMode::Floor) => (0, 2),
+                    ResizeMode::Nearest(NearestMode::Ceil) => (0, 3),
+                };
+                let coord = match coord {
+                    CoordTransform::HalfPixel => 0,
+                    CoordTransform::PytorchHalfPixel => 1,
+                    CoordTransform::AlignCorners => 2,
+                    CoordTransform::Asymmetric => 3,
+                };
+                let params = P(vec![])
+                    .us(&[n * ch, h, w, oh, ow, linear, coord, nearest])?
+                    .f(scales[0])
+                    .f(scales[1])
+                    .done();
+                one(
+                    Shader::Resize,
+                    "main",
+                    params,
+                    self.buf_of(first)?,
+                    node.output,
+                    n * ch * oh * ow,
+                    vec![("WG", 64)],
+                )
+            }
+        }
+    }
+
+    fn conv(
+        &mut self,
+        node: &Node,
+        c: &crate::ir::Conv,
+        choice: ConvChoice,
+        ins: &[&[usize]],
+        out: &[usize],
+    ) -> Result<Vec<Dispatch>> {
+        let [n, ci, h, w] = nchw(ins[0], "input")?;
+        let [_, m, oh, ow] = nchw(out, "output")?;
+        let ws = c.weight.shape();
+        let (kh, kw) = (ws[2], ws[3]);
+        let (act, alpha, beta, slope) = act_params(&c.activation);
+        let (dst, oct, ocoff) = self.target(node, m);
+        let has_res = node.inputs.len() > 1;
+        let mut consts = vec![
+            ("WG", choice.wg),
+            ("ACT", act),
+            ("HAS_BIAS", u32::from(c.bias.is_some())),
+            ("HAS_RES", u32::from(has_res)),
+        ];
+        let geometry = |consts: &mut Vec<(&'static str, u32)>| -> Result<()> {
+            for (k, v) in [
+                ("KH", kh),
+                ("KW", kw),
+                ("SH", c.strides[0]),
+                ("SW", c.strides[1]),
+                ("DH", c.dilations[0]),
+                ("DW", c.dilations[1]),
+            ] {
+                consts.push((
+                    k,
+                    u32::try_from(v).map_err(|_| Error::Limit(format!("{k} = {v}")))?,
+                ));
+            }
+            Ok(())
+        };
+        let (pt, pl) = (c.pads[0], c.pads[1]);
+        let ow4 = ow.div_ceil(4);
+        let (shader, params, wt, t) = match choice.variant {
+            ConvVariant::Naive => (
+                Shader::ConvNaive,
+                P(vec![])
+                    .us(&[
+                        n,
+                        ci,
+                        h,
+                        w,
+                        m,
+                        oh,
+                        ow,
+                        kh,
+                        kw,
+                        c.strides[0],
+                        c.strides[1],
+                        pt,
+                        pl,
+                    ])?
+                    .us(&[c.dilations[0], c.dilations[1], c.group, oct, ocoff])?
+                    .f(alpha)
+                    .f(beta)
+                    .done(),
+                self.weights
+                    .tensor(&self.up, &c.weight, "raw", |t| t.data().to_vec())?,
+                n * m * oh * ow,
+            ),
+            ConvVariant::Block => {
+                if !block_applies(c) {
+                    return Err(Error::Unsupported(format!(
+                        "node {}: block conv needs 4-channel groups",
+                        node.name
+                    )));
+                }
+                geometry(&mut consts)?;
+                let m4 = m.div_ceil(4);
+                (
+                    Shader::ConvBlock,
+                    P(vec![])
+                        .us(&[n, ci, h, w, m, oh, ow, pt, pl, c.group, m4, ow4, oct, ocoff])?
+                        .f(alpha)
+                        .f(beta)
+                        .done(),
+                    self.weights
+                        .tensor(&self.up, &c.weight, "conv4", pack_conv_block)?,
+                    n * m4 * oh * ow4,
+                )
+            }
+            ConvVariant::Grouped => {
+                geometry(&mut consts)?;
+                (
+                    Shader::ConvDw,
+                    P(vec![])
+                        .us(&[n, ci, h, w, m, oh, ow, pt, pl, c.group, ow4, 0, oct, ocoff])?
+                        .f(alpha)
+                        .f(beta)
+                        .done(),
+                    self.weights
+                        .tensor(&self.up, &c.weight, "raw", |t| t.data().to_vec())?,
+                    n * m * oh * ow4,
+                )
+            }
+        };
+        let bias = match &c.bias {
+            Some(b) => Buf::Gpu(self.weights.vec(&self.up, b)?),
+            None => Buf::None,
+        };
+        let res = if has_res {
+            self.buf_of(node.inputs[1])?
+        } else {
+            Buf::None
+        };
+        Ok(vec![Dispatch {
+            key: PipelineKey::new(shader, "main", consts),
+            params,
+            bufs: [
+                self.buf_of(node.inputs[0])?,
+                Buf::Gpu(wt),
+                bias,
+                self.slope(&slope)?,
+                res,
+                Buf::Value(dst),
+            ],
+            threads: threads(t)?,
+        }])
+    }
+}
+
+fn one_copy(src: Buf, dst: ValueId, params: Vec<u32>, total: usize) -> Result<Vec<Dispatch>> {
+    Ok(vec![Dispatch {
+        key: PipelineKey::new(Shader::Copy, "strided", vec![("WG", 64)]),
+        params,
+        bufs: [
+            src,
+            Buf::None,
+            Buf::None,
+            Buf::None,
+            Buf::None,
+            Buf::Value(dst),
+        ],
+        threads: threads(total)?,
+    }])
+}
+
+/// (inner, channels) for "channel = (i / inner) % channels" (dim 1).
+fn channel_layout(shape: &[usize]) -> (usize, usize) {
+    if shape.len() >= 2 {
+        (shape[2..].iter().product(), shape[1])
+    } else {
+        (1, 1)
+    }
+}
+
+fn elementwise_params(
+    total: usize,
+    inner: usize,
+    c: usize,
+    alpha: f32,
+    beta: f32,
+    nd: &[usize],
+) -> Result<Vec<u32>> {
+    Ok(P(vec![])
+        .us(&[total, inner.max(1), c.max(1), 0])?
+        .f(alpha)
+        .f(beta)
+        .us(&[0, 0])?
+        .us(nd)?
+        .done())
+}
+
+fn copy_params(
+    total: usize,
+    sbase: usize,
+    dbase: usize,
+    q: [usize; 8],
+    nd: &[usize],
+) -> Result<Vec<u32>> {
+    P(vec![])
+        .us(&[total, sbase, dbase, 0])?
+        .us(&q)?
+        .us(nd)
+        .map(P::done)
+}

@@ -1,0 +1,166 @@
+//! GPU memory: a pool of feature-map buffers reused across runs (tiles of
+//! one block come back with the same sizes), and the weight cache that
+//! uploads each op's weights once per model.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// Usage of every pooled buffer: kernels read and write it, inputs are
+/// written into it, outputs are copied out of it.
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_DST)
+    .union(wgpu::BufferUsages::COPY_SRC);
+
+/// Free buffers by size class (a power of two, at least 256 bytes).
+#[derive(Default)]
+pub struct BufferPool {
+    free: HashMap<u64, Vec<Arc<wgpu::Buffer>>>,
+}
+
+fn size_class(bytes: u64) -> u64 {
+    bytes.max(256).next_power_of_two()
+}
+
+impl BufferPool {
+    /// A buffer of at least `bytes`, reused when one of its class is free.
+    pub fn take(
+        &mut self,
+        device: &wgpu::Device,
+        bytes: u64,
+        max: u64,
+    ) -> Result<Arc<wgpu::Buffer>> {
+        let class = size_class(bytes);
+        if let Some(b) = self.free.get_mut(&class).and_then(Vec::pop) {
+            return Ok(b);
+        }
+        // Above the largest class the device allows, allocate exactly.
+        let size = if class <= max {
+            class
+        } else {
+            bytes.max(16).next_multiple_of(16)
+        };
+        if size > max {
+            return Err(Error::Limit(format!(
+                "feature map of {bytes} bytes exceeds the adapter's storage binding limit of {max}"
+            )));
+        }
+        Ok(Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tessera feature map"),
+            size,
+            usage: USAGE,
+            mapped_at_creation: false,
+        })))
+    }
+
+    /// Returns a buffer to the pool.
+    pub fn give(&mut self, buffer: Arc<wgpu::Buffer>) {
+        self.free.entry(buffer.size()).or_default().push(buffer);
+    }
+}
+
+/// Keeps an uploaded weight's source alive, so its address stays a unique key.
+enum Owner {
+    Tensor(#[allow(dead_code)] Arc<crate::tensor::Tensor>),
+    Vec(#[allow(dead_code)] Arc<Vec<f32>>),
+    Pair(
+        #[allow(dead_code)] Arc<Vec<f32>>,
+        #[allow(dead_code)] Arc<Vec<f32>>,
+    ),
+}
+
+/// Weights on the GPU, keyed by the address of the IR's shared weight
+/// (a tile's copy of a graph shares its `Arc`s with the original) and the
+/// packing applied.
+#[derive(Default)]
+pub struct WeightCache {
+    map: HashMap<(usize, usize, &'static str), (Owner, Arc<wgpu::Buffer>)>,
+}
+
+fn upload(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    data: &[f32],
+    max: u64,
+) -> Result<Arc<wgpu::Buffer>> {
+    let bytes = (data.len() as u64 * 4).max(16);
+    if bytes > max {
+        return Err(Error::Limit(format!(
+            "weights of {bytes} bytes exceed the adapter's storage binding limit of {max}"
+        )));
+    }
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("tessera weights"),
+        size: bytes,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    queue.write_buffer(&buffer, 0, bytemuck::cast_slice(data));
+    Ok(Arc::new(buffer))
+}
+
+/// Everything a weight upload needs.
+pub struct Uploader<'a> {
+    /// Device.
+    pub device: &'a wgpu::Device,
+    /// Queue.
+    pub queue: &'a wgpu::Queue,
+    /// Largest storage binding.
+    pub max: u64,
+}
+
+impl WeightCache {
+    /// Number of weight buffers held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// A tensor's values, packed by `pack` (named `packing`), uploaded once.
+    pub fn tensor(
+        &mut self,
+        up: &Uploader<'_>,
+        t: &Arc<crate::tensor::Tensor>,
+        packing: &'static str,
+        pack: impl FnOnce(&crate::tensor::Tensor) -> Vec<f32>,
+    ) -> Result<Arc<wgpu::Buffer>> {
+        let key = (Arc::as_ptr(t) as usize, 0, packing);
+        if let Some((_, b)) = self.map.get(&key) {
+            return Ok(b.clone());
+        }
+        let b = upload(up.device, up.queue, &pack(t), up.max)?;
+        self.map.insert(key, (Owner::Tensor(t.clone()), b.clone()));
+        Ok(b)
+    }
+
+    /// A vector (bias, slopes) uploaded once.
+    pub fn vec(&mut self, up: &Uploader<'_>, v: &Arc<Vec<f32>>) -> Result<Arc<wgpu::Buffer>> {
+        let key = (Arc::as_ptr(v) as usize, 0, "vec");
+        if let Some((_, b)) = self.map.get(&key) {
+            return Ok(b.clone());
+        }
+        let b = upload(up.device, up.queue, v, up.max)?;
+        self.map.insert(key, (Owner::Vec(v.clone()), b.clone()));
+        Ok(b)
+    }
+
+    /// Two vectors concatenated (scale then shift), uploaded once.
+    pub fn pair(
+        &mut self,
+        up: &Uploader<'_>,
+        a: &Arc<Vec<f32>>,
+        b: &Arc<Vec<f32>>,
+    ) -> Result<Arc<wgpu::Buffer>> {
+        let key = (Arc::as_ptr(a) as usize, Arc::as_ptr(b) as usize, "pair");
+        if let Some((_, buf)) = self.map.get(&key) {
+            return Ok(buf.clone());
+        }
+        let data: Vec<f32> = a.iter().chain(b.iter()).copied().collect();
+        let buf = upload(up.device, up.queue, &data, up.max)?;
+        self.map
+            .insert(key, (Owner::Pair(a.clone(), b.clone()), buf.clone()));
+        Ok(buf)
+    }
+}
