@@ -49,7 +49,7 @@ fn seeds() -> Vec<Vec<u8>> {
                 "cos",
                 &["shp"],
                 &["z"],
-                vec![attr("value", A::T(tf("v", &[1], &[0.5])))],
+                vec![attr("value", A::T(Box::new(tf("v", &[1], &[0.5]))))],
             ),
             node("Add", "add", &["x", "z"], &["a"], vec![]),
             node("Slice", "sl", &["a", "st", "en", "axs"], &["s"], vec![]),

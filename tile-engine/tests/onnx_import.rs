@@ -412,15 +412,20 @@ fn activations_and_clip_forms() {
     assert!(
         matches!(&g.nodes[0].op, Op::Activation(Activation::PRelu { slope }) if slope.len() == 3)
     );
-    // A [3] slope on an NCHW input would broadcast along W: refused.
+    // A [3] slope on an NCHW input broadcasts along W: not per channel, so
+    // it becomes relu(x) + slope * min(x, 0) in binaries.
+    let n = node("PRelu", "p", &["x", "s"], &["y"], vec![]);
+    let g = load_single(13, n, vec![tf("s", &[3], &[0.1, 0.2, 0.3])], &[1, 3, 2, 3]);
+    assert_eq!(ops(&g), vec!["activation", "binary", "binary", "binary"]);
+    // A slope that does not broadcast onto the input is an error.
     let n = node("PRelu", "p", &["x", "s"], &["y"], vec![]);
     let r = load_bytes(&single(
         13,
         n,
-        vec![tf("s", &[3], &[0.1, 0.2, 0.3])],
+        vec![tf("s", &[2], &[0.1, 0.2])],
         &[1, 3, 2, 3],
     ));
-    assert!(matches!(r, Err(Error::Unsupported(_))), "{r:?}");
+    assert!(r.is_err(), "{r:?}");
 }
 
 #[test]
@@ -559,7 +564,7 @@ fn shape_subgraph_with_slice_cast_and_constant_of_shape() {
                 "cos",
                 &["nc"],
                 &["ones"],
-                vec![attr("value", A::T(tf("v", &[1], &[1.0])))],
+                vec![attr("value", A::T(Box::new(tf("v", &[1], &[1.0]))))],
             ),
             node("Range", "rg", &["r0", "r1", "r2"], &["rng"], vec![]),
         ],
@@ -668,7 +673,48 @@ fn bad_models_give_named_errors() {
     // Opset outside the range.
     let n = node("Relu", "r", &["x"], &["y"], vec![]);
     assert!(matches!(
-        load_bytes(&single(6, n, vec![], &[1])),
+        load_bytes(&single(26, n, vec![], &[1])),
         Err(Error::Unsupported(_))
     ));
+}
+
+#[test]
+fn legacy_forms_before_opset_7() {
+    // Opset 6 Add with broadcast = 1, axis = 1: B [3] lines up with A's axis 1.
+    let n = node(
+        "Add",
+        "a",
+        &["x", "b"],
+        &["y"],
+        vec![attr("broadcast", A::I(1)), attr("axis", A::I(1))],
+    );
+    let g = load_single(6, n, vec![tf("b", &[3], &[1.0, 2.0, 3.0])], &[2, 3, 4, 5]);
+    assert_eq!(ops(&g), vec!["reshape", "binary"]);
+    assert_eq!(g.shape(g.nodes[0].output), &[3, 1, 1]);
+    assert_eq!(g.shape(g.outputs[0]), &[2, 3, 4, 5]);
+    // Opset 6 PRelu: a slope of C values is per channel.
+    let n = node("PRelu", "p", &["x", "s"], &["y"], vec![]);
+    let g = load_single(6, n, vec![tf("s", &[3], &[0.1, 0.2, 0.3])], &[2, 3, 4]);
+    assert!(
+        matches!(&g.nodes[0].op, Op::Activation(Activation::PRelu { slope }) if slope.len() == 3)
+    );
+    // Opset 16: the same slope broadcasts along the last axis → binaries.
+    let n = node("PRelu", "p", &["x", "s"], &["y"], vec![]);
+    let g = load_single(16, n, vec![tf("s", &[5], &[0.1; 5])], &[3, 4, 5]);
+    assert_eq!(ops(&g), vec!["activation", "binary", "binary", "binary"]);
+    assert_eq!(g.values[g.outputs[0]].name, "y");
+}
+
+#[test]
+fn rank6_pixel_shuffle_transpose_is_lowered() {
+    let n = node(
+        "Transpose",
+        "t",
+        &["x"],
+        &["y"],
+        vec![attr("perm", A::Is(vec![0, 1, 4, 2, 5, 3]))],
+    );
+    let g = load_single(13, n, vec![], &[1, 3, 2, 2, 4, 5]);
+    assert_eq!(ops(&g), vec!["reshape", "transpose", "reshape"]);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 3, 4, 2, 5, 2]);
 }

@@ -16,10 +16,15 @@ use crate::error::{Error, Result};
 use crate::ir::{Graph, Op, ValueId};
 use crate::tensor::checked_numel;
 
-/// Lowest default-domain opset accepted (earlier ones use other attribute meanings).
-pub(crate) const MIN_OPSET: i64 = 7;
-/// Highest default-domain opset accepted. 7–21 is the supported range; 22–25
-/// only added element types to the ops imported here, so they are accepted too.
+/// Lowest default-domain opset accepted. A file's opset is the newest op
+/// version it may use, and many ops are unchanged since version 1 (ONNX's own
+/// GlobalAveragePool tests declare opset 1, PyTorch's old exports opset 6), so
+/// older files are accepted; the few pre-7 attribute forms that differ
+/// (legacy `broadcast`/`axis`, Cast's string `to`, Pad's `paddings`, Concat's
+/// default axis) are handled where they occur.
+pub(crate) const MIN_OPSET: i64 = 1;
+/// Highest default-domain opset accepted. 22–25 only added element types to
+/// the ops imported here.
 pub(crate) const MAX_OPSET: i64 = 25;
 /// Largest element count of any value in an imported graph (1 GiB of f32).
 pub(crate) const MAX_VALUE_ELEMS: usize = 1 << 28;

@@ -233,6 +233,45 @@ fn prelu_slope(ctx: &NodeCtx<'_>, x: &[usize], slope: &ConstValue) -> Result<Vec
     Ok(v)
 }
 
+/// PRelu whose slope is neither scalar nor per channel (or computed at run
+/// time): `relu(x) + slope * min(x, 0)` as broadcast binaries.
+fn prelu_broadcast(imp: &mut Importer, ctx: &NodeCtx<'_>, x_name: &str) -> Result<()> {
+    let first_new = imp.graph.values.len();
+    let out = ctx.output()?.to_string();
+    let x = imp.runtime(ctx, x_name)?;
+    let slope = imp.runtime(ctx, ctx.req_input(1)?)?;
+    let zero = imp.add_const(format!("{out}/zero"), ConstValue::f32(vec![], vec![0.0]))?;
+    let n = &ctx.name;
+    let pos = imp.emit(
+        format!("{n}/relu"),
+        Op::Activation(Activation::Relu),
+        vec![x],
+        format!("{out}/pos"),
+    )?;
+    let neg = imp.emit(
+        format!("{n}/neg"),
+        binary_op(BinaryKind::Min),
+        vec![x, zero],
+        format!("{out}/neg"),
+    )?;
+    let scaled = imp.emit(
+        format!("{n}/scale"),
+        binary_op(BinaryKind::Mul),
+        vec![neg, slope],
+        format!("{out}/scaled"),
+    )?;
+    let y = imp.emit(
+        n.clone(),
+        binary_op(BinaryKind::Add),
+        vec![pos, scaled],
+        format!("{out}/sum"),
+    )?;
+    if imp.graph.shape(y) != imp.graph.shape(x) {
+        return Err(ctx.malformed("slope does not broadcast onto the input"));
+    }
+    finish(imp, ctx, y, first_new)
+}
+
 /// Elementwise activations → `Op::Activation`.
 pub(crate) fn activation(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let x_name = ctx.req_input(0)?;
@@ -257,10 +296,18 @@ pub(crate) fn activation(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
             max: scalar_input(imp, ctx, 2, "max")?.unwrap_or(f32::INFINITY),
         },
         _ => {
-            let slope = imp.req_const(ctx, 1, "the slope")?;
             let xs = imp.shape_of(ctx, x_name)?;
+            let slope = match imp.konst(ctx.req_input(1)?) {
+                // Before opset 7 a slope of C values was per channel.
+                Some(s) if imp.opset < 7 && xs.len() >= 2 && s.numel() == xs[1] => s.to_f32(),
+                Some(s) => match prelu_slope(ctx, &xs, &s) {
+                    Ok(v) => v,
+                    Err(_) => return prelu_broadcast(imp, ctx, x_name),
+                },
+                None => return prelu_broadcast(imp, ctx, x_name),
+            };
             Activation::PRelu {
-                slope: Arc::new(prelu_slope(ctx, &xs, &slope)?),
+                slope: Arc::new(slope),
             }
         }
     };
@@ -347,7 +394,10 @@ pub(crate) fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let out = ctx.output()?.to_string();
     let mut cur = imp.runtime(ctx, names[0])?;
     for (i, n) in names.iter().enumerate().skip(1) {
-        let rhs = imp.runtime(ctx, n)?;
+        let mut rhs = imp.runtime(ctx, n)?;
+        if imp.opset < 7 {
+            rhs = legacy_broadcast(imp, ctx, cur, rhs)?;
+        }
         let last = i + 1 == names.len();
         let node_name = if last {
             ctx.name.clone()
@@ -362,6 +412,39 @@ pub(crate) fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         )?;
     }
     finish(imp, ctx, cur, first_new)
+}
+
+/// Opset < 7 `broadcast = 1` with `axis`: B's dims line up with A's from
+/// `axis` on, not from the end. Trailing ones make that numpy broadcasting.
+fn legacy_broadcast(
+    imp: &mut Importer,
+    ctx: &NodeCtx<'_>,
+    a: ValueId,
+    b: ValueId,
+) -> Result<ValueId> {
+    let Some(axis) = ctx.int_opt("axis")? else {
+        return Ok(b);
+    };
+    if ctx.int("broadcast", 0)? == 0 {
+        return Ok(b);
+    }
+    let (ra, sb) = (imp.graph.shape(a).len(), imp.graph.shape(b).to_vec());
+    let axis = ctx.axis(axis, ra)?;
+    if axis + sb.len() > ra {
+        return Err(ctx.malformed(format!(
+            "B of rank {} does not fit at axis {axis}",
+            sb.len()
+        )));
+    }
+    let mut shape = sb;
+    shape.resize(ra - axis, 1);
+    let out = ctx.output()?;
+    imp.reshape(
+        format!("{}/bcast", ctx.name),
+        b,
+        format!("{out}/bcast"),
+        shape,
+    )
 }
 
 /// `Softmax`: opset ≥ 13 along one axis; earlier opsets flatten to 2-D at
@@ -421,9 +504,10 @@ pub(crate) fn pad(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let xs = imp.shape_of(ctx, x_name)?;
     let r = xs.len();
     let (raw, value, axes) = if imp.opset < 11 {
+        let attr = if imp.opset < 2 { "paddings" } else { "pads" };
         let p = ctx
-            .ints("pads")
-            .ok_or_else(|| ctx.malformed("missing attribute 'pads'"))?
+            .ints(attr)
+            .ok_or_else(|| ctx.malformed(format!("missing attribute '{attr}'")))?
             .to_vec();
         (p, ctx.float("value", 0.0)?, None)
     } else {
@@ -505,12 +589,35 @@ pub(crate) fn resize(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
                 return Err(ctx.malformed(format!("{} sizes for {} axes", z.len(), axes.len())));
             }
             let policy = ctx.string("keep_aspect_ratio_policy", "stretch")?;
-            if policy != "stretch" {
-                return Err(ctx.unsupported(format!("keep_aspect_ratio_policy '{policy}'")));
-            }
+            let ratios = axes
+                .iter()
+                .zip(&z)
+                .map(|(&a, &s)| Ok(ctx.size("size", s)? as f64 / xs[a] as f64))
+                .collect::<Result<Vec<f64>>>()?;
+            // not_larger / not_smaller: one scale for all axes, sizes rounded half up.
+            let common = match policy.as_str() {
+                "stretch" => None,
+                "not_larger" => ratios.iter().copied().reduce(f64::min),
+                "not_smaller" => ratios.iter().copied().reduce(f64::max),
+                other => {
+                    return Err(ctx.unsupported(format!("keep_aspect_ratio_policy '{other}'")));
+                }
+            };
             for (&a, &s) in axes.iter().zip(&z) {
-                out[a] = ctx.size("size", s)?;
-                full_scales[a] = out[a] as f32 / xs[a] as f32;
+                match common {
+                    None => {
+                        out[a] = ctx.size("size", s)?;
+                        full_scales[a] = out[a] as f32 / xs[a] as f32;
+                    }
+                    Some(c) => {
+                        let o = (c * xs[a] as f64 + 0.5).floor();
+                        if !(0.0..=super::attrs::MAX_DIM as f64).contains(&o) {
+                            return Err(ctx.malformed("size out of range"));
+                        }
+                        out[a] = o as usize;
+                        full_scales[a] = c as f32;
+                    }
+                }
             }
         }
         (Some(s), None) => {

@@ -101,13 +101,20 @@ pub(crate) fn gather(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
 
 /// `Cast`: folds constants; on runtime values only a cast to float is a no-op.
 pub(crate) fn cast(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
-    let to = ctx
-        .int_opt("to")?
-        .ok_or_else(|| ctx.malformed("missing attribute 'to'"))?;
-    let to = i32::try_from(to)
-        .ok()
-        .and_then(|t| DataType::try_from(t).ok())
-        .ok_or_else(|| ctx.malformed(format!("unknown target type {to}")))?;
+    let to = if imp.opset < 6 {
+        // Cast-1 names the type as a string ("FLOAT").
+        let s = ctx.string("to", "")?;
+        DataType::from_str_name(&s)
+            .ok_or_else(|| ctx.malformed(format!("unknown target type '{s}'")))?
+    } else {
+        let to = ctx
+            .int_opt("to")?
+            .ok_or_else(|| ctx.malformed("missing attribute 'to'"))?;
+        i32::try_from(to)
+            .ok()
+            .and_then(|t| DataType::try_from(t).ok())
+            .ok_or_else(|| ctx.malformed(format!("unknown target type {to}")))?
+    };
     let to_float = matches!(
         to,
         DataType::Float | DataType::Double | DataType::Float16 | DataType::Bfloat16
@@ -339,9 +346,12 @@ pub(crate) fn concat(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         .collect();
     let first = names.first().ok_or_else(|| ctx.malformed("no inputs"))?;
     let rank = imp.shape_of(ctx, first)?.len();
-    let axis_attr = ctx
-        .int_opt("axis")?
-        .ok_or_else(|| ctx.malformed("missing attribute 'axis'"))?;
+    // Before opset 4 the axis was optional, defaulting to 1.
+    let axis_attr = match ctx.int_opt("axis")? {
+        Some(a) => a,
+        None if imp.opset < 4 => 1,
+        None => return Err(ctx.malformed("missing attribute 'axis'")),
+    };
     let axis = ctx.axis(axis_attr, rank)?;
     let slots = names
         .iter()
@@ -549,6 +559,38 @@ pub(crate) fn reshape_like(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> 
     }
 }
 
+/// Rewrites a transpose as one over fewer axes: size-1 axes dropped and runs
+/// of input axes that stay adjacent and in order merged. Returns the merged
+/// input shape and the permutation over it.
+pub(crate) fn merge_axes(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let kept: Vec<usize> = perm.iter().copied().filter(|&p| shape[p] != 1).collect();
+    // Groups of input axes, in output order.
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for &p in &kept {
+        match groups.last_mut() {
+            Some(g) if g.last().is_some_and(|&l| next_kept(shape, l) == Some(p)) => g.push(p),
+            _ => groups.push(vec![p]),
+        }
+    }
+    let mut by_input: Vec<usize> = (0..groups.len()).collect();
+    by_input.sort_by_key(|&g| groups[g][0]);
+    let merged: Vec<usize> = by_input
+        .iter()
+        .map(|&g| groups[g].iter().map(|&a| shape[a]).product())
+        .collect();
+    // Output group i is merged input axis rank_of[i].
+    let mut rank_of = vec![0; groups.len()];
+    for (pos, &g) in by_input.iter().enumerate() {
+        rank_of[g] = pos;
+    }
+    (merged, rank_of)
+}
+
+/// The next input axis after `a` that is not of size 1.
+fn next_kept(shape: &[usize], a: usize) -> Option<usize> {
+    (a + 1..shape.len()).find(|&b| shape[b] != 1)
+}
+
 /// `Transpose`: folded on constants, else an IR `Transpose` (rank ≤ 5).
 pub(crate) fn transpose(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let input = ctx.req_input(0)?;
@@ -581,13 +623,57 @@ pub(crate) fn transpose(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
             )
         }
         Slot::Runtime(v) => {
-            if r > 5 {
-                return Err(ctx.unsupported(format!("transpose of rank {r} (at most 5)")));
-            }
             if perm.iter().enumerate().all(|(i, &p)| i == p) {
                 return imp.bind_out(ctx, v);
             }
-            imp.emit_out(ctx, Op::Transpose { perm }, vec![v])
+            if r <= 5 {
+                return imp.emit_out(ctx, Op::Transpose { perm }, vec![v]);
+            }
+            // Rank 6+ (PixelShuffle's reshape-transpose): merge axes that
+            // stay adjacent and drop size-1 axes, then transpose at rank ≤ 5.
+            let (merged, mperm) = merge_axes(&shape, &perm);
+            if mperm.len() > 5 {
+                return Err(ctx.unsupported(format!(
+                    "transpose of rank {r} that does not reduce to rank 5"
+                )));
+            }
+            let out = ctx.output()?.to_string();
+            let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+            let x = imp.reshape(
+                format!("{}/merge", ctx.name),
+                v,
+                format!("{out}/merged"),
+                merged,
+            )?;
+            let t = if mperm.iter().enumerate().all(|(i, &p)| i == p) {
+                x
+            } else {
+                imp.emit(
+                    ctx.name.clone(),
+                    Op::Transpose { perm: mperm },
+                    vec![x],
+                    format!("{out}/t"),
+                )?
+            };
+            let y = imp.reshape(format!("{}/split", ctx.name), t, out, out_shape)?;
+            imp.bind_out(ctx, y)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_axes;
+
+    #[test]
+    fn pixel_shuffle_transpose_merges_to_rank_5() {
+        // [N, C, r, r, H, W] → perm [0, 1, 4, 2, 5, 3]: N and C stay together.
+        let (shape, perm) = merge_axes(&[2, 3, 2, 2, 4, 5], &[0, 1, 4, 2, 5, 3]);
+        assert_eq!(shape, vec![6, 2, 2, 4, 5]);
+        assert_eq!(perm, vec![0, 3, 1, 4, 2]);
+        // Size-1 axes vanish; a full run merges to an identity.
+        let (shape, perm) = merge_axes(&[1, 3, 1, 4], &[2, 0, 1, 3]);
+        assert_eq!(shape, vec![12]);
+        assert_eq!(perm, vec![0]);
     }
 }

@@ -80,7 +80,7 @@ pub enum A {
     S(&'static str),
     Is(Vec<i64>),
     Fs(Vec<f32>),
-    T(TensorProto),
+    T(Box<TensorProto>),
 }
 
 pub fn attr(name: &str, a: A) -> AttributeProto {
@@ -110,7 +110,7 @@ pub fn attr(name: &str, a: A) -> AttributeProto {
             AttributeType::Floats
         }
         A::T(t) => {
-            p.t = Some(t);
+            p.t = Some(*t);
             AttributeType::Tensor
         }
     };
