@@ -1,0 +1,182 @@
+//! Cluster description: the nodes, their tiers and priors, and the links
+//! between them. Read by the binary from `cluster.toml` (serde, unknown
+//! fields rejected) and validated here before the planner uses it.
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Index of a node in [`Cluster::nodes`].
+pub type NodeIdx = usize;
+
+/// The three tiers, ordered as data flows through them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// The requesting device (exactly one per cluster).
+    Device,
+    /// Parallel edge nodes that share tiles.
+    Edge,
+    /// The cloud node (the fastest one is used if several are listed).
+    Cloud,
+}
+
+impl Tier {
+    /// All tiers in flow order.
+    pub const ALL: [Tier; 3] = [Tier::Device, Tier::Edge, Tier::Cloud];
+
+    /// Position in flow order (device 0, edge 1, cloud 2).
+    pub fn rank(self) -> usize {
+        self as usize
+    }
+
+    /// Lowercase name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Device => "device",
+            Tier::Edge => "edge",
+            Tier::Cloud => "cloud",
+        }
+    }
+}
+
+/// Which executor a node runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The wgpu executor.
+    #[default]
+    Gpu,
+    /// The CPU reference executor.
+    Cpu,
+}
+
+/// One node of the cluster.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// Unique name, used by links and reports.
+    pub name: String,
+    /// The tier the node belongs to.
+    pub tier: Tier,
+    /// Listen address (`host:port`); the planner only carries it.
+    pub address: String,
+    /// Executor backend.
+    #[serde(default)]
+    pub backend: Backend,
+    /// Cold-start throughput prior for 3×3 convolutions, in GFLOP/s;
+    /// other op classes are scaled from it until calibration replaces them.
+    pub gflops: f64,
+}
+
+/// One link. Field names match the transport crate's link emulator
+/// (`bandwidth_mbps`, `delay_ms`, `jitter_ms`, `loss`). A link is used in
+/// both directions unless the reverse direction is listed separately.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// Sending node name.
+    pub from: String,
+    /// Receiving node name.
+    pub to: String,
+    /// Bandwidth in Mbit/s (10^6 bits per second).
+    pub bandwidth_mbps: f64,
+    /// One-way delay in milliseconds.
+    pub delay_ms: f64,
+    /// Delay jitter (standard deviation) in milliseconds.
+    #[serde(default)]
+    pub jitter_ms: f64,
+    /// Packet loss probability in `[0, 1)`.
+    #[serde(default)]
+    pub loss: f64,
+}
+
+/// A whole cluster: one device, one or more edge nodes, one or more cloud nodes.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// The nodes (`[[nodes]]` in TOML).
+    pub nodes: Vec<NodeSpec>,
+    /// The links (`[[links]]` in TOML).
+    #[serde(default)]
+    pub links: Vec<LinkSpec>,
+}
+
+impl Cluster {
+    /// Checks names, tiers and figures; call once after deserialising.
+    pub fn validate(&self) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for n in &self.nodes {
+            if n.name.is_empty() {
+                return Err(Error::Cluster("a node has an empty name".into()));
+            }
+            if !seen.insert(n.name.as_str()) {
+                return Err(Error::Cluster(format!("node name {} used twice", n.name)));
+            }
+            if !(n.gflops.is_finite() && n.gflops > 0.0) {
+                return Err(Error::Cluster(format!(
+                    "node {}: gflops must be a positive number, got {}",
+                    n.name, n.gflops
+                )));
+            }
+        }
+        let count = |t: Tier| self.nodes.iter().filter(|n| n.tier == t).count();
+        if count(Tier::Device) != 1 {
+            return Err(Error::Cluster(format!(
+                "exactly one device node expected, found {}",
+                count(Tier::Device)
+            )));
+        }
+        for t in [Tier::Edge, Tier::Cloud] {
+            if count(t) == 0 {
+                return Err(Error::Cluster(format!("no {} node", t.name())));
+            }
+        }
+        for l in &self.links {
+            for end in [&l.from, &l.to] {
+                if self.node_index(end).is_none() {
+                    return Err(Error::Cluster(format!("link names unknown node {end}")));
+                }
+            }
+            if l.from == l.to {
+                return Err(Error::Cluster(format!("link from {} to itself", l.from)));
+            }
+            let what = format!("link {}→{}", l.from, l.to);
+            if !(l.bandwidth_mbps.is_finite() && l.bandwidth_mbps > 0.0) {
+                return Err(Error::Cluster(format!(
+                    "{what}: bandwidth_mbps must be positive"
+                )));
+            }
+            for (field, v) in [("delay_ms", l.delay_ms), ("jitter_ms", l.jitter_ms)] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(Error::Cluster(format!("{what}: {field} must be ≥ 0")));
+                }
+            }
+            if !(l.loss.is_finite() && (0.0..1.0).contains(&l.loss)) {
+                return Err(Error::Cluster(format!("{what}: loss must be in [0, 1)")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Index of the node called `name`.
+    pub fn node_index(&self, name: &str) -> Option<NodeIdx> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// Indices of the nodes of one tier, in file order.
+    pub fn tier_nodes(&self, tier: Tier) -> Vec<NodeIdx> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].tier == tier)
+            .collect()
+    }
+
+    /// The link used to send from `from` to `to`: the listed direction, else the reverse entry.
+    pub fn link(&self, from: NodeIdx, to: NodeIdx) -> Option<&LinkSpec> {
+        let (f, t) = (&self.nodes.get(from)?.name, &self.nodes.get(to)?.name);
+        self.links
+            .iter()
+            .find(|l| &l.from == f && &l.to == t)
+            .or_else(|| self.links.iter().find(|l| &l.from == t && &l.to == f))
+    }
+}

@@ -1,0 +1,390 @@
+//! The full cost model: predicted makespan of a labelling (op → tier).
+//!
+//! `makespan = device + up + Σ_blocks block + back + cloud`, where
+//! - `device`/`cloud`: the tier's ops run on its node at its per-class throughput;
+//! - `up`/`back`: the device→coordinator and coordinator→cloud transfers of
+//!   every tensor crossing that cut, each tensor once however many ops read it
+//!   (a tensor produced on the device and read in the cloud crosses both);
+//!   a link's delay is paid once per request if any op lies beyond it;
+//! - a tiled block: `max` over its edge nodes of tile input transfer (halo
+//!   included) + tile compute (halo recomputation included) + tile output
+//!   transfer; a non-tileable edge op runs whole on the coordinator.
+//!
+//! Consecutive requests pipeline across the five stages (different
+//! resources), so the steady-state period is the slowest stage; it is
+//! reported next to the makespan.
+
+use std::collections::HashMap;
+
+use crate::cluster::{Cluster, NodeIdx, Tier};
+use crate::dag::{ModelDag, OpIdx};
+use crate::error::{Error, Result};
+use crate::halo::{HaloModel, block_inputs, block_outputs};
+use crate::profiler::Estimates;
+use crate::shares::{TilePlan, retime_block, solve_block};
+
+/// Delay and inverse bandwidth of one directed link.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct LinkCost {
+    /// One-way delay, seconds.
+    pub delay_s: f64,
+    /// Seconds per byte.
+    pub s_per_byte: f64,
+}
+
+impl LinkCost {
+    /// Time to send `bytes` (0 bytes still pays the delay).
+    pub fn time(&self, bytes: f64) -> f64 {
+        self.delay_s + bytes * self.s_per_byte
+    }
+
+    fn between(cluster: &Cluster, est: &Estimates, from: NodeIdx, to: NodeIdx) -> Result<LinkCost> {
+        if from == to {
+            return Ok(LinkCost::default());
+        }
+        let l = est
+            .links
+            .get(from)
+            .and_then(|r| r.get(to))
+            .and_then(|l| l.as_ref())
+            .ok_or_else(|| Error::MissingLink {
+                from: cluster.nodes[from].name.clone(),
+                to: cluster.nodes[to].name.clone(),
+            })?;
+        Ok(LinkCost {
+            delay_s: l.delay.mean,
+            s_per_byte: 1.0 / l.bandwidth.mean,
+        })
+    }
+}
+
+/// Which node plays which role in a plan, and the links between them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Topology {
+    /// The device node.
+    pub device: NodeIdx,
+    /// The edge node that receives the device's tensors, scatters tiles and stitches them.
+    pub coordinator: NodeIdx,
+    /// All edge nodes (the coordinator included), in cluster order.
+    pub edges: Vec<NodeIdx>,
+    /// The cloud node used.
+    pub cloud: NodeIdx,
+    /// Device → coordinator.
+    pub up: LinkCost,
+    /// Coordinator → cloud.
+    pub back: LinkCost,
+    /// Coordinator → each edge node (aligned with `edges`).
+    pub scatter: Vec<LinkCost>,
+    /// Each edge node → coordinator (aligned with `edges`).
+    pub gather: Vec<LinkCost>,
+}
+
+impl Topology {
+    /// Picks the coordinator (the edge node with the fastest device link,
+    /// ties to the faster node) and the cloud node (the fastest), and checks
+    /// that every link a plan may use exists.
+    pub fn choose(cluster: &Cluster, est: &Estimates) -> Result<Topology> {
+        cluster.validate()?;
+        if est.throughput.len() != cluster.nodes.len() || est.links.len() != cluster.nodes.len() {
+            return Err(Error::Measurement(
+                "estimates do not describe this cluster's nodes".into(),
+            ));
+        }
+        let device = cluster.tier_nodes(Tier::Device)[0];
+        let edges = cluster.tier_nodes(Tier::Edge);
+        let conv = tile_engine::ir::OpClass::Conv3x3;
+        let mut coordinator = None;
+        let mut best = (f64::INFINITY, 0.0);
+        for &e in &edges {
+            if let Ok(l) = LinkCost::between(cluster, est, device, e) {
+                let key = (l.time(1e6), -est.flops_per_s(e, conv));
+                if key.0 < best.0 || (key.0 == best.0 && key.1 < best.1) {
+                    best = key;
+                    coordinator = Some(e);
+                }
+            }
+        }
+        let coordinator = coordinator.ok_or_else(|| Error::MissingLink {
+            from: cluster.nodes[device].name.clone(),
+            to: "any edge node".into(),
+        })?;
+        let cloud = cluster
+            .tier_nodes(Tier::Cloud)
+            .into_iter()
+            .max_by(|&a, &b| {
+                est.flops_per_s(a, conv)
+                    .total_cmp(&est.flops_per_s(b, conv))
+            })
+            .ok_or_else(|| Error::Cluster("no cloud node".into()))?;
+        let scatter = edges
+            .iter()
+            .map(|&e| LinkCost::between(cluster, est, coordinator, e))
+            .collect::<Result<Vec<_>>>()?;
+        let gather = edges
+            .iter()
+            .map(|&e| LinkCost::between(cluster, est, e, coordinator))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Topology {
+            device,
+            coordinator,
+            up: LinkCost::between(cluster, est, device, coordinator)?,
+            back: LinkCost::between(cluster, est, coordinator, cloud)?,
+            edges,
+            cloud,
+            scatter,
+            gather,
+        })
+    }
+}
+
+/// Knobs of the planner.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PlanOptions {
+    /// Most ops fused into one tiled block (DeepThings fuses up to ~16 layers).
+    pub max_fuse_depth: usize,
+    /// Rounds of re-scaling the additive edge model to the full model's edge time.
+    pub calibration_rounds: usize,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            max_fuse_depth: 16,
+            calibration_rounds: 3,
+        }
+    }
+}
+
+/// Everything an evaluation needs, shared by all candidates of one planning call.
+pub struct Context<'a> {
+    /// The model.
+    pub dag: &'a ModelDag,
+    /// The cluster.
+    pub cluster: &'a Cluster,
+    /// Current estimates.
+    pub est: &'a Estimates,
+    /// Roles and links.
+    pub topo: Topology,
+    /// Tile geometry.
+    pub halo: &'a dyn HaloModel,
+    /// Knobs.
+    pub opts: PlanOptions,
+    /// Solved blocks, keyed by their ops: candidates share most blocks.
+    cache: std::cell::RefCell<HashMap<Vec<OpIdx>, BlockPlan>>,
+}
+
+impl<'a> Context<'a> {
+    /// Builds the context (chooses the topology).
+    pub fn new(
+        dag: &'a ModelDag,
+        cluster: &'a Cluster,
+        est: &'a Estimates,
+        halo: &'a dyn HaloModel,
+        opts: PlanOptions,
+    ) -> Result<Context<'a>> {
+        Ok(Context {
+            topo: Topology::choose(cluster, est)?,
+            dag,
+            cluster,
+            est,
+            halo,
+            opts,
+            cache: Default::default(),
+        })
+    }
+
+    fn block(&self, ops: &[OpIdx]) -> BlockPlan {
+        if let Some(b) = self.cache.borrow().get(ops) {
+            return b.clone();
+        }
+        let b = solve_block(self, ops);
+        self.cache.borrow_mut().insert(ops.to_vec(), b.clone());
+        b
+    }
+
+    /// Predicts the schedule of a labelling (`labels[op]`), solving each block's grid and shares.
+    pub fn evaluate(&self, labels: &[Tier]) -> Prediction {
+        let blocks: Vec<BlockPlan> = edge_blocks(self.dag, labels, self.opts.max_fuse_depth)
+            .iter()
+            .map(|b| self.block(b))
+            .collect();
+        self.assemble(labels, blocks)
+    }
+
+    /// Re-predicts a plan under this context's estimates, keeping its cuts, grids and shares.
+    pub fn retime(&self, prev: &Prediction) -> Prediction {
+        let blocks = prev.blocks.iter().map(|b| retime_block(self, b)).collect();
+        self.assemble(&prev.labels, blocks)
+    }
+
+    fn assemble(&self, labels: &[Tier], blocks: Vec<BlockPlan>) -> Prediction {
+        let dag = self.dag;
+        let est = self.est;
+        let tier_time = |tier: Tier, node: NodeIdx| -> f64 {
+            dag.ops
+                .iter()
+                .zip(labels)
+                .filter(|(_, l)| **l == tier)
+                .map(|(o, _)| est.compute_time(node, o.class, o.flops))
+                .sum()
+        };
+        let (up_bytes, back_bytes) = cut_bytes(dag, labels);
+        let max_tier = labels.iter().copied().max().unwrap_or(Tier::Device);
+        let up_s = if max_tier >= Tier::Edge {
+            self.topo.up.time(up_bytes)
+        } else {
+            0.0
+        };
+        let back_s = if max_tier >= Tier::Cloud {
+            self.topo.back.time(back_bytes)
+        } else {
+            0.0
+        };
+        let edge_s = blocks.iter().map(|b| b.time_s).sum();
+        let device_s = tier_time(Tier::Device, self.topo.device);
+        let cloud_s = tier_time(Tier::Cloud, self.topo.cloud);
+        let stages = [device_s, up_s, edge_s, back_s, cloud_s];
+        Prediction {
+            labels: labels.to_vec(),
+            device_s,
+            up_bytes,
+            up_s,
+            blocks,
+            edge_s,
+            back_bytes,
+            back_s,
+            cloud_s,
+            makespan_s: stages.iter().sum(),
+            period_s: stages.iter().copied().fold(0.0, f64::max),
+        }
+    }
+}
+
+/// Bytes crossing the device|edge and edge|cloud cuts: each tensor once per
+/// cut it crosses, from its producer's tier to its furthest consumer's tier.
+pub fn cut_bytes(dag: &ModelDag, labels: &[Tier]) -> (f64, f64) {
+    let mut cuts = [0.0; 2];
+    for t in &dag.tensors {
+        let src = t.producer.map_or(Tier::Device, |p| labels[p]);
+        let dst = t.consumers.iter().map(|&c| labels[c]).max().unwrap_or(src);
+        for (k, cut) in cuts.iter_mut().enumerate() {
+            if src.rank() <= k && dst.rank() > k {
+                *cut += t.bytes;
+            }
+        }
+    }
+    (cuts[0], cuts[1])
+}
+
+/// Groups the edge ops (topological order) into blocks: runs of tileable
+/// ops up to `max_depth` long; each non-tileable op is a block of its own.
+pub fn edge_blocks(dag: &ModelDag, labels: &[Tier], max_depth: usize) -> Vec<Vec<OpIdx>> {
+    let mut blocks = Vec::new();
+    let mut cur: Vec<OpIdx> = Vec::new();
+    for (i, op) in dag.ops.iter().enumerate() {
+        if labels[i] != Tier::Edge {
+            continue;
+        }
+        if !op.tileable() {
+            if !cur.is_empty() {
+                blocks.push(std::mem::take(&mut cur));
+            }
+            blocks.push(vec![i]);
+            continue;
+        }
+        cur.push(i);
+        if cur.len() >= max_depth.max(1) {
+            blocks.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        blocks.push(cur);
+    }
+    blocks
+}
+
+/// Predicted time of one edge node's tile in a block.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NodeTime {
+    /// The edge node.
+    pub node: NodeIdx,
+    /// Receiving the tile (halo included) from the coordinator.
+    pub in_s: f64,
+    /// Running the block on the tile.
+    pub compute_s: f64,
+    /// Returning the output tile.
+    pub out_s: f64,
+    /// FLOPs of the tile (halo recomputation included).
+    pub flops: f64,
+    /// Input bytes of the tile (halo included).
+    pub in_bytes: f64,
+    /// Output bytes of the tile.
+    pub out_bytes: f64,
+}
+
+impl NodeTime {
+    /// End-to-end time of the tile.
+    pub fn total(&self) -> f64 {
+        self.in_s + self.compute_s + self.out_s
+    }
+}
+
+/// One block of the edge part, with its grid and shares.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockPlan {
+    /// Ops of the block, topological order.
+    pub ops: Vec<OpIdx>,
+    /// Grid and shares; `None` for a non-tileable op run whole on the coordinator.
+    pub tiling: Option<TilePlan>,
+    /// Bytes of the block's input maps (no halo).
+    pub in_bytes: f64,
+    /// Bytes of the block's outputs.
+    pub out_bytes: f64,
+    /// FLOPs of the block, untiled.
+    pub flops: f64,
+    /// Per participating node.
+    pub node_times: Vec<NodeTime>,
+    /// Block time: the slowest node.
+    pub time_s: f64,
+}
+
+impl BlockPlan {
+    pub(crate) fn io_bytes(dag: &ModelDag, ops: &[OpIdx]) -> (f64, f64) {
+        let i = block_inputs(dag, ops)
+            .iter()
+            .map(|&t| dag.tensors[t].bytes)
+            .sum();
+        let o = block_outputs(dag, ops)
+            .iter()
+            .map(|&t| dag.tensors[t].bytes)
+            .sum();
+        (i, o)
+    }
+}
+
+/// The predicted schedule of one labelling.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// Tier of each op.
+    pub labels: Vec<Tier>,
+    /// Device compute, seconds.
+    pub device_s: f64,
+    /// Bytes crossing the device|edge cut.
+    pub up_bytes: f64,
+    /// Device → coordinator transfer, seconds.
+    pub up_s: f64,
+    /// Edge blocks in order.
+    pub blocks: Vec<BlockPlan>,
+    /// Sum of block times.
+    pub edge_s: f64,
+    /// Bytes crossing the edge|cloud cut.
+    pub back_bytes: f64,
+    /// Coordinator → cloud transfer, seconds.
+    pub back_s: f64,
+    /// Cloud compute, seconds.
+    pub cloud_s: f64,
+    /// Latency of one request.
+    pub makespan_s: f64,
+    /// Steady-state time between requests when consecutive requests pipeline.
+    pub period_s: f64,
+}

@@ -1,0 +1,218 @@
+//! The planner's view of a model: a DAG of ops with FLOPs, op class, tensor
+//! bytes and the spatial geometry that tiling needs. Built from the engine's
+//! [`Graph`] (via its `node_cost`), or directly (tests, benchmarks).
+
+use tile_engine::ir::{Graph, Op, OpClass};
+
+use crate::error::{Error, Result};
+
+/// Index of an op in [`ModelDag::ops`] (topological order).
+pub type OpIdx = usize;
+/// Index of a tensor in [`ModelDag::tensors`].
+pub type TensorIdx = usize;
+
+/// How an op's output rows/columns depend on its input rows/columns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Geometry {
+    /// A sliding window (conv, pool): output `o` reads input
+    /// `[o*stride - pad, o*stride - pad + extent)` per axis (`extent` includes dilation).
+    Window {
+        /// Effective window extent `(k-1)*dilation + 1`, `[h, w]`.
+        extent: [usize; 2],
+        /// `[sh, sw]`.
+        stride: [usize; 2],
+        /// Padding before, `[top, left]`.
+        pad: [usize; 2],
+    },
+    /// Output pixel `(y, x)` reads only input pixel `(y, x)` (activations, affine, channel concat).
+    Pointwise,
+    /// Mixes spatial positions globally (dense, global pool, reshape, …): cannot be tiled.
+    Global,
+}
+
+/// One op.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DagOp {
+    /// Name for reports.
+    pub name: String,
+    /// Op class for throughput lookups.
+    pub class: OpClass,
+    /// FLOPs of the whole op (untiled).
+    pub flops: f64,
+    /// Runtime input tensors (constants excluded).
+    pub inputs: Vec<TensorIdx>,
+    /// Output tensor.
+    pub output: TensorIdx,
+    /// Spatial dependence, for halos.
+    pub geometry: Geometry,
+}
+
+impl DagOp {
+    /// True if the op can run on a spatial tile.
+    pub fn tileable(&self) -> bool {
+        self.geometry != Geometry::Global
+    }
+}
+
+/// One runtime tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DagTensor {
+    /// Name for reports.
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: f64,
+    /// `[H, W]` for NCHW maps, `None` otherwise.
+    pub hw: Option<[usize; 2]>,
+    /// Producing op; `None` for model inputs (which start on the device).
+    pub producer: Option<OpIdx>,
+    /// Ops reading it, ascending.
+    pub consumers: Vec<OpIdx>,
+    /// True for a model output.
+    pub is_output: bool,
+}
+
+/// A model as the planner sees it.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ModelDag {
+    /// Ops in topological order.
+    pub ops: Vec<DagOp>,
+    /// Runtime tensors.
+    pub tensors: Vec<DagTensor>,
+}
+
+impl ModelDag {
+    /// Builds the DAG from the engine's graph. Constants and op weights are
+    /// assumed deployed on every node, so they never cross a cut.
+    pub fn from_graph(graph: &Graph) -> Result<ModelDag> {
+        if graph.nodes.is_empty() {
+            return Err(Error::Model("the graph has no nodes".into()));
+        }
+        let mut map = vec![None; graph.values.len()];
+        let mut tensors = Vec::new();
+        let add = |v: usize, producer: Option<OpIdx>, tensors: &mut Vec<DagTensor>| {
+            let shape = graph.shape(v);
+            let bytes = shape.iter().map(|&d| d as f64).product::<f64>() * 4.0;
+            tensors.push(DagTensor {
+                name: graph.values[v].name.clone(),
+                bytes,
+                hw: (shape.len() == 4).then(|| [shape[2], shape[3]]),
+                producer,
+                consumers: Vec::new(),
+                is_output: graph.outputs.contains(&v),
+            });
+            tensors.len() - 1
+        };
+        for &v in &graph.inputs {
+            if v >= graph.values.len() {
+                return Err(Error::Model(format!("graph input id {v} out of range")));
+            }
+            map[v] = Some(add(v, None, &mut tensors));
+        }
+        let mut ops = Vec::with_capacity(graph.nodes.len());
+        for (i, n) in graph.nodes.iter().enumerate() {
+            let mut inputs = Vec::new();
+            for &v in &n.inputs {
+                if graph.constants.contains_key(&v) {
+                    continue;
+                }
+                let t = map.get(v).copied().flatten().ok_or_else(|| {
+                    Error::Model(format!(
+                        "node {} reads a value that is not produced before it",
+                        n.name
+                    ))
+                })?;
+                if !inputs.contains(&t) {
+                    inputs.push(t);
+                }
+            }
+            if n.output >= graph.values.len() {
+                return Err(Error::Model(format!(
+                    "node {} output id out of range",
+                    n.name
+                )));
+            }
+            let out = add(n.output, Some(i), &mut tensors);
+            map[n.output] = Some(out);
+            let cost = graph.node_cost(i);
+            ops.push(DagOp {
+                name: n.name.clone(),
+                class: cost.class,
+                flops: cost.flops as f64,
+                inputs,
+                output: out,
+                geometry: geometry(graph, i),
+            });
+        }
+        ModelDag::new(ops, tensors)
+    }
+
+    /// Builds a DAG from parts: fills in consumers and checks ids and topological order.
+    pub fn new(ops: Vec<DagOp>, mut tensors: Vec<DagTensor>) -> Result<ModelDag> {
+        for t in &mut tensors {
+            t.consumers.clear();
+        }
+        for (i, op) in ops.iter().enumerate() {
+            let out = tensors
+                .get(op.output)
+                .ok_or_else(|| Error::Model(format!("op {}: output id out of range", op.name)))?;
+            if out.producer != Some(i) {
+                return Err(Error::Model(format!(
+                    "op {}: output's producer mismatch",
+                    op.name
+                )));
+            }
+            if !(op.flops.is_finite() && op.flops >= 0.0) {
+                return Err(Error::Model(format!("op {}: bad FLOP count", op.name)));
+            }
+            for &t in &op.inputs {
+                let tensor = tensors.get_mut(t).ok_or_else(|| {
+                    Error::Model(format!("op {}: input id out of range", op.name))
+                })?;
+                if tensor.producer.is_some_and(|p| p >= i) {
+                    return Err(Error::Model(format!(
+                        "op {}: not in topological order",
+                        op.name
+                    )));
+                }
+                if !tensor.consumers.contains(&i) {
+                    tensor.consumers.push(i);
+                }
+            }
+        }
+        Ok(ModelDag { ops, tensors })
+    }
+
+    /// Total FLOPs.
+    pub fn total_flops(&self) -> f64 {
+        self.ops.iter().map(|o| o.flops).sum()
+    }
+}
+
+fn geometry(graph: &Graph, i: usize) -> Geometry {
+    let n = &graph.nodes[i];
+    let out = graph.shape(n.output);
+    let spatial_in = n
+        .inputs
+        .iter()
+        .filter(|v| !graph.constants.contains_key(v))
+        .all(|&v| graph.shape(v).len() == 4);
+    if out.len() != 4 || !spatial_in {
+        return Geometry::Global;
+    }
+    let window = |k: [usize; 2], s: [usize; 2], d: [usize; 2], p: [usize; 4]| Geometry::Window {
+        extent: [(k[0] - 1) * d[0] + 1, (k[1] - 1) * d[1] + 1],
+        stride: s,
+        pad: [p[0], p[1]],
+    };
+    match &n.op {
+        Op::Conv(c) => {
+            let w = c.weight.shape();
+            window([w[2].max(1), w[3].max(1)], c.strides, c.dilations, c.pads)
+        }
+        Op::Pool(p) => window(p.kernel, p.strides, p.dilations, p.pads),
+        Op::Activation(_) | Op::ChannelAffine { .. } | Op::Lrn { .. } => Geometry::Pointwise,
+        Op::Binary { .. } => Geometry::Pointwise,
+        Op::Concat { axis: 1 } => Geometry::Pointwise,
+        _ => Geometry::Global,
+    }
+}

@@ -1,0 +1,266 @@
+//! The planner's entry point: [`plan`] (from the engine's graph) and
+//! [`plan_dag`] (from a [`ModelDag`], any halo model, any options).
+
+use tile_engine::ir::Graph;
+
+use crate::cluster::{Cluster, NodeIdx, Tier};
+use crate::cost::{Context, PlanOptions, Prediction, Topology, edge_blocks};
+use crate::dag::ModelDag;
+use crate::error::{Error, Result};
+use crate::halo::{HaloModel, ReceptiveField, Region};
+use crate::partition::{AdditiveModel, min_cut_partition};
+use crate::profiler::Estimates;
+
+/// Tier subsets the planner solves, by report name. The first is the full problem.
+pub const STRATEGIES: [(&str, [bool; 3]); 7] = [
+    ("three-tier", [true, true, true]),
+    ("device+edge", [true, true, false]),
+    ("device+cloud", [true, false, true]),
+    ("edge+cloud", [false, true, true]),
+    ("device-only", [true, false, false]),
+    ("edge-only", [false, true, false]),
+    ("cloud-only", [false, false, true]),
+];
+
+/// One candidate plan with its predicted schedule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Which tier subset produced it (see [`STRATEGIES`]).
+    pub strategy: &'static str,
+    /// Labels, blocks, grids, shares and predicted times.
+    pub prediction: Prediction,
+    /// Value of the additive objective the min-cut optimised (see [`crate::partition`]).
+    pub additive_cost_s: f64,
+}
+
+impl Plan {
+    /// Predicted latency of one request.
+    pub fn makespan_s(&self) -> f64 {
+        self.prediction.makespan_s
+    }
+
+    /// Index of the first op (topological order) at or beyond `tier`, or the op count.
+    pub fn first_op_at(&self, tier: Tier) -> usize {
+        self.prediction
+            .labels
+            .iter()
+            .position(|&l| l >= tier)
+            .unwrap_or(self.prediction.labels.len())
+    }
+}
+
+/// What `tessera plan` prints: the chosen plan, the baselines, and the names to show them with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanReport {
+    /// The plan with the lowest predicted makespan over all strategies.
+    pub best: Plan,
+    /// The best plan of each strategy, in [`STRATEGIES`] order.
+    pub alternatives: Vec<Plan>,
+    /// Op names, topological order.
+    pub op_names: Vec<String>,
+    /// Node names and tiers, cluster order.
+    pub nodes: Vec<(String, Tier)>,
+    /// Roles the plan uses.
+    pub topology: Topology,
+}
+
+/// Plans `graph` on `cluster` with the given estimates (use
+/// [`Estimates::from_cluster`] for a cold start, or `Profiler::estimates`),
+/// the built-in receptive-field halo model and default options.
+/// This is the one call `tessera plan` needs; render the result with
+/// [`PlanReport::table`] and [`PlanReport::svg`].
+pub fn plan(graph: &Graph, cluster: &Cluster, est: &Estimates) -> Result<PlanReport> {
+    let dag = ModelDag::from_graph(graph)?;
+    plan_dag(&dag, cluster, est, &ReceptiveField, PlanOptions::default())
+}
+
+/// [`plan`] on a planner DAG with a chosen halo model and options.
+pub fn plan_dag(
+    dag: &ModelDag,
+    cluster: &Cluster,
+    est: &Estimates,
+    halo: &dyn HaloModel,
+    opts: PlanOptions,
+) -> Result<PlanReport> {
+    if dag.ops.is_empty() {
+        return Err(Error::Model("the model has no ops".into()));
+    }
+    let ctx = Context::new(dag, cluster, est, halo, opts)?;
+    let planner = Planner::new(&ctx);
+    let alternatives: Vec<Plan> = STRATEGIES
+        .iter()
+        .map(|&(name, allowed)| planner.solve(name, allowed))
+        .collect::<Result<_>>()?;
+    let best = alternatives
+        .iter()
+        .min_by(|a, b| a.makespan_s().total_cmp(&b.makespan_s()))
+        .cloned()
+        .ok_or_else(|| Error::Model("no plan".into()))?;
+    Ok(PlanReport {
+        best,
+        alternatives,
+        op_names: dag.ops.iter().map(|o| o.name.clone()).collect(),
+        nodes: cluster
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.tier))
+            .collect(),
+        topology: ctx.topo.clone(),
+    })
+}
+
+/// The additive objective (see [`crate::partition`]) the planner builds for
+/// a model and cluster, with the edge cost scaled by `edge_scale`: exposed so
+/// tests and tools can check the min-cut against brute force on real inputs.
+pub fn additive_model(
+    dag: &ModelDag,
+    cluster: &Cluster,
+    est: &Estimates,
+    halo: &dyn HaloModel,
+    opts: PlanOptions,
+    edge_scale: f64,
+) -> Result<AdditiveModel> {
+    let ctx = Context::new(dag, cluster, est, halo, opts)?;
+    Ok(Planner::new(&ctx).additive(edge_scale))
+}
+
+/// Solves strategies for one context; reused by the re-planner.
+pub(crate) struct Planner<'c, 'a> {
+    pub(crate) ctx: &'c Context<'a>,
+    halo_factor: Vec<f64>,
+}
+
+impl<'c, 'a> Planner<'c, 'a> {
+    pub(crate) fn new(ctx: &'c Context<'a>) -> Self {
+        Planner {
+            halo_factor: halo_factors(ctx),
+            ctx,
+        }
+    }
+
+    /// The additive model with the edge part scaled by `edge_scale`.
+    pub(crate) fn additive(&self, edge_scale: f64) -> AdditiveModel {
+        let ctx = self.ctx;
+        let topo = &ctx.topo;
+        let est = ctx.est;
+        let unary = ctx
+            .dag
+            .ops
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let edge = if o.tileable() {
+                    let agg: f64 = topo
+                        .edges
+                        .iter()
+                        .map(|&e| est.flops_per_s(e, o.class))
+                        .sum();
+                    o.flops * (1.0 + self.halo_factor[i]) / agg * edge_scale
+                } else {
+                    est.compute_time(topo.coordinator, o.class, o.flops)
+                };
+                [
+                    est.compute_time(topo.device, o.class, o.flops),
+                    edge,
+                    est.compute_time(topo.cloud, o.class, o.flops),
+                ]
+            })
+            .collect();
+        AdditiveModel {
+            unary,
+            s_per_byte: [topo.up.s_per_byte, topo.back.s_per_byte],
+            delay: [topo.up.delay_s, topo.back.delay_s],
+        }
+    }
+
+    /// Best plan (full model) of one strategy: min-cut on the additive model,
+    /// then re-fit the edge scale to the full model's edge time and re-solve.
+    pub(crate) fn solve(&self, name: &'static str, allowed: [bool; 3]) -> Result<Plan> {
+        let mut scale = 1.0;
+        let mut best: Option<Plan> = None;
+        let mut previous: Option<Vec<Tier>> = None;
+        let rounds = if allowed[1] {
+            self.ctx.opts.calibration_rounds.max(1)
+        } else {
+            1
+        };
+        for _ in 0..rounds {
+            let model = self.additive(scale);
+            let (labels, additive_cost_s) = min_cut_partition(self.ctx.dag, &model, allowed)
+                .ok_or_else(|| Error::Model(format!("strategy {name} allows no tier")))?;
+            if previous.as_ref() == Some(&labels) {
+                // The re-fit changed nothing: a fixed point.
+                break;
+            }
+            previous = Some(labels.clone());
+            let prediction = self.ctx.evaluate(&labels);
+            // Serial (non-tileable) edge ops cost the same in both models;
+            // the scale applies to the tileable part only.
+            let (mut tiled, mut serial) = (0.0, 0.0);
+            for (i, l) in labels.iter().enumerate() {
+                if *l == Tier::Edge {
+                    if self.ctx.dag.ops[i].tileable() {
+                        tiled += model.unary[i][1];
+                    } else {
+                        serial += model.unary[i][1];
+                    }
+                }
+            }
+            let refit = (tiled > 0.0).then(|| ((prediction.edge_s - serial) / tiled).max(1e-3));
+            let plan = Plan {
+                strategy: name,
+                prediction,
+                additive_cost_s,
+            };
+            if best
+                .as_ref()
+                .is_none_or(|b| plan.makespan_s() < b.makespan_s())
+            {
+                best = Some(plan);
+            }
+            match refit {
+                Some(r) if (r - 1.0).abs() > 0.01 => scale *= r,
+                _ => break,
+            }
+        }
+        best.ok_or_else(|| Error::Model(format!("strategy {name}: no plan")))
+    }
+}
+
+/// Per op, the extra FLOPs fraction halos cost when the whole model's
+/// tileable runs are fused and split into equal column strips over all edge nodes.
+fn halo_factors(ctx: &Context<'_>) -> Vec<f64> {
+    let dag = ctx.dag;
+    let n = ctx.topo.edges.len().max(1);
+    let all_edge = vec![Tier::Edge; dag.ops.len()];
+    let mut h = vec![0.0; dag.ops.len()];
+    for block in edge_blocks(dag, &all_edge, ctx.opts.max_fuse_depth) {
+        if !block.iter().all(|&o| dag.ops[o].tileable()) {
+            continue;
+        }
+        let mut sum = vec![0.0; block.len()];
+        for j in 0..n {
+            let region = Region {
+                top: 0.0,
+                bottom: 1.0,
+                left: j as f64 / n as f64,
+                right: (j + 1) as f64 / n as f64,
+            };
+            let w = ctx.halo.tile_work(dag, &block, region);
+            for (s, f) in sum.iter_mut().zip(&w.op_flops) {
+                *s += f;
+            }
+        }
+        for (k, &o) in block.iter().enumerate() {
+            if dag.ops[o].flops > 0.0 {
+                h[o] = (sum[k] / dag.ops[o].flops - 1.0).max(0.0);
+            }
+        }
+    }
+    h
+}
+
+/// Node names by index, for renderers.
+pub(crate) fn node_name(report: &PlanReport, node: NodeIdx) -> &str {
+    report.nodes.get(node).map_or("?", |n| n.0.as_str())
+}

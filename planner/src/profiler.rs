@@ -1,0 +1,329 @@
+//! Online profiler: per node and op class a throughput estimate, per link a
+//! bandwidth and one-way delay estimate, each with its uncertainty. Fed spans
+//! (measured intervals) by the caller; never reads a clock itself.
+
+use tile_engine::ir::OpClass;
+
+use crate::cluster::{Cluster, NodeIdx};
+use crate::error::{Error, Result};
+use crate::estimator::{Estimate, Estimator, EstimatorConfig};
+
+/// Number of op classes.
+pub const CLASSES: usize = 6;
+
+/// Every op class, in index order.
+pub const ALL_CLASSES: [OpClass; CLASSES] = [
+    OpClass::Conv3x3,
+    OpClass::Conv1x1,
+    OpClass::Depthwise,
+    OpClass::Pool,
+    OpClass::Dense,
+    OpClass::Elementwise,
+];
+
+/// Position of `class` in [`ALL_CLASSES`].
+pub fn class_index(class: OpClass) -> usize {
+    match class {
+        OpClass::Conv3x3 => 0,
+        OpClass::Conv1x1 => 1,
+        OpClass::Depthwise => 2,
+        OpClass::Pool => 3,
+        OpClass::Dense => 4,
+        OpClass::Elementwise => 5,
+    }
+}
+
+/// Cold-start throughput of each class relative to 3×3 convolution. Memory-bound
+/// classes do far fewer FLOPs per byte, so they run far below the conv figure;
+/// these ratios only matter until calibration or the first spans replace them.
+const CLASS_PRIOR_RATIO: [f64; CLASSES] = [1.0, 0.8, 0.25, 0.1, 0.5, 0.05];
+/// Relative uncertainty of a cluster-file prior.
+const FILE_PRIOR_REL_STD: f64 = 0.5;
+/// Relative uncertainty of a calibration measurement.
+const CALIBRATION_REL_STD: f64 = 0.1;
+/// Transfers at most this large measure delay; larger ones measure bandwidth.
+const SMALL_TRANSFER_BYTES: u64 = 16 * 1024;
+
+/// What one span measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SpanKind {
+    /// Ops of one class ran on the span's node.
+    Compute {
+        /// Op class.
+        class: OpClass,
+        /// FLOPs done (halo included).
+        flops: u64,
+    },
+    /// Bytes went from the span's node to `to`.
+    Transfer {
+        /// Receiving node.
+        to: NodeIdx,
+        /// Payload bytes.
+        bytes: u64,
+    },
+}
+
+/// A measured interval, as recorded by a daemon (duration only: the planner has no clock).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Span {
+    /// Node that computed or sent.
+    pub node: NodeIdx,
+    /// What was measured.
+    pub kind: SpanKind,
+    /// Duration in seconds.
+    pub seconds: f64,
+}
+
+/// One calibration figure for a node and op class.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ComputeRate {
+    /// Node.
+    pub node: NodeIdx,
+    /// Op class.
+    pub class: OpClass,
+    /// Measured FLOP/s.
+    pub flops_per_s: f64,
+}
+
+/// One calibration figure for a directed link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinkRate {
+    /// Sender.
+    pub from: NodeIdx,
+    /// Receiver.
+    pub to: NodeIdx,
+    /// Measured bytes/s.
+    pub bytes_per_s: f64,
+    /// Measured one-way delay in seconds.
+    pub delay_s: f64,
+}
+
+/// Summary of a short calibration run (the daemon issue produces it).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Calibration {
+    /// Per node and class throughputs.
+    pub compute: Vec<ComputeRate>,
+    /// Per link bandwidth and delay.
+    pub links: Vec<LinkRate>,
+}
+
+/// Estimated figures of one directed link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinkEstimate {
+    /// Bytes per second.
+    pub bandwidth: Estimate,
+    /// One-way delay in seconds.
+    pub delay: Estimate,
+}
+
+/// A snapshot of everything the planner needs to predict times.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Estimates {
+    /// `throughput[node][class_index]` in FLOP/s.
+    pub throughput: Vec<[Estimate; CLASSES]>,
+    /// `links[from][to]`, `None` where the cluster has no link.
+    pub links: Vec<Vec<Option<LinkEstimate>>>,
+}
+
+impl Estimates {
+    /// The cold-start estimates of a cluster file alone.
+    pub fn from_cluster(cluster: &Cluster) -> Estimates {
+        Profiler::new(cluster).estimates()
+    }
+
+    /// Mean FLOP/s of `node` for `class`.
+    pub fn flops_per_s(&self, node: NodeIdx, class: OpClass) -> f64 {
+        self.throughput[node][class_index(class)].mean
+    }
+
+    /// Seconds to do `flops` of `class` on `node`.
+    pub fn compute_time(&self, node: NodeIdx, class: OpClass, flops: f64) -> f64 {
+        flops / self.flops_per_s(node, class)
+    }
+
+    /// Seconds to send `bytes` from `from` to `to` (0 on the same node), `None` without a link.
+    pub fn transfer_time(&self, from: NodeIdx, to: NodeIdx, bytes: f64) -> Option<f64> {
+        if from == to {
+            return Some(0.0);
+        }
+        let l = self.links.get(from)?.get(to)?.as_ref()?;
+        Some(l.delay.mean + bytes / l.bandwidth.mean)
+    }
+
+    /// Scales one node's throughput (all classes): for scenarios and what-if tables.
+    pub fn scale_node(&mut self, node: NodeIdx, factor: f64) {
+        for e in &mut self.throughput[node] {
+            e.mean *= factor;
+            e.std *= factor;
+        }
+    }
+
+    /// Scales the bandwidth of the link between `a` and `b` (both directions).
+    pub fn scale_link(&mut self, a: NodeIdx, b: NodeIdx, factor: f64) {
+        for (f, t) in [(a, b), (b, a)] {
+            if let Some(Some(l)) = self.links.get_mut(f).and_then(|r| r.get_mut(t)) {
+                l.bandwidth.mean *= factor;
+                l.bandwidth.std *= factor;
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LinkState {
+    bandwidth: Estimator,
+    delay: Estimator,
+}
+
+/// The profiler state: one estimator per node and class and two per directed link.
+#[derive(Clone, Debug)]
+pub struct Profiler {
+    cfg: EstimatorConfig,
+    nodes: Vec<[Estimator; CLASSES]>,
+    links: Vec<Vec<Option<LinkState>>>,
+}
+
+impl Profiler {
+    /// Cold start from the cluster file's priors (node GFLOP/s, link figures).
+    pub fn new(cluster: &Cluster) -> Profiler {
+        let nodes = cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                std::array::from_fn(|c| {
+                    Estimator::with_prior(n.gflops * 1e9 * CLASS_PRIOR_RATIO[c], FILE_PRIOR_REL_STD)
+                })
+            })
+            .collect();
+        let n = cluster.nodes.len();
+        let links = (0..n)
+            .map(|f| {
+                (0..n)
+                    .map(|t| {
+                        cluster.link(f, t).map(|l| LinkState {
+                            bandwidth: Estimator::with_prior(
+                                l.bandwidth_mbps * 1e6 / 8.0,
+                                FILE_PRIOR_REL_STD,
+                            ),
+                            delay: Estimator::with_prior(
+                                (l.delay_ms * 1e-3).max(1e-6),
+                                FILE_PRIOR_REL_STD,
+                            ),
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        Profiler {
+            cfg: EstimatorConfig::default(),
+            nodes,
+            links,
+        }
+    }
+
+    /// Uses a different estimator tuning.
+    pub fn with_config(mut self, cfg: EstimatorConfig) -> Profiler {
+        self.cfg = cfg;
+        self
+    }
+
+    /// Replaces priors by calibration figures (tighter uncertainty than file priors).
+    /// A class the calibration did not measure keeps its prior scaled by the
+    /// ratio measured on that node's other classes, if any.
+    pub fn calibrate(&mut self, cal: &Calibration) -> Result<()> {
+        for r in &cal.compute {
+            let slot = self.nodes.get_mut(r.node).ok_or_else(|| {
+                Error::Measurement(format!("calibration: unknown node {}", r.node))
+            })?;
+            positive("calibration throughput", r.flops_per_s)?;
+            slot[class_index(r.class)] = Estimator::with_prior(r.flops_per_s, CALIBRATION_REL_STD);
+        }
+        for r in &cal.links {
+            positive("calibration bandwidth", r.bytes_per_s)?;
+            let l = self.link_mut(r.from, r.to)?;
+            l.bandwidth = Estimator::with_prior(r.bytes_per_s, CALIBRATION_REL_STD);
+            l.delay = Estimator::with_prior(r.delay_s.max(1e-6), CALIBRATION_REL_STD);
+        }
+        Ok(())
+    }
+
+    /// Folds in one span.
+    pub fn observe(&mut self, span: &Span) -> Result<()> {
+        positive("span duration", span.seconds)?;
+        let cfg = self.cfg;
+        match span.kind {
+            SpanKind::Compute { class, flops } => {
+                let node = self.nodes.get_mut(span.node).ok_or_else(|| {
+                    Error::Measurement(format!("span: unknown node {}", span.node))
+                })?;
+                if flops > 0 {
+                    node[class_index(class)].observe(flops as f64 / span.seconds, &cfg);
+                }
+            }
+            SpanKind::Transfer { to, bytes } => {
+                let l = self.link_mut(span.node, to)?;
+                let bw = l.bandwidth.estimate().mean;
+                let delay = l.delay.estimate().mean;
+                if bytes <= SMALL_TRANSFER_BYTES {
+                    // Small messages measure latency; subtract the serialisation time.
+                    let d = span.seconds - bytes as f64 / bw;
+                    l.delay.observe(d.max(span.seconds * 0.05), &cfg);
+                } else {
+                    // Large ones measure bandwidth; a duration below the known
+                    // delay would give an absurd rate, so it is clamped.
+                    let t = (span.seconds - delay).max(span.seconds * 0.05);
+                    l.bandwidth.observe(bytes as f64 / t, &cfg);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds in many spans; stops at the first invalid one.
+    pub fn observe_all<'a>(&mut self, spans: impl IntoIterator<Item = &'a Span>) -> Result<()> {
+        spans.into_iter().try_for_each(|s| self.observe(s))
+    }
+
+    /// Current estimates with uncertainties.
+    pub fn estimates(&self) -> Estimates {
+        Estimates {
+            throughput: self
+                .nodes
+                .iter()
+                .map(|n| std::array::from_fn(|c| n[c].estimate()))
+                .collect(),
+            links: self
+                .links
+                .iter()
+                .map(|row| {
+                    row.iter()
+                        .map(|l| {
+                            l.map(|l| LinkEstimate {
+                                bandwidth: l.bandwidth.estimate(),
+                                delay: l.delay.estimate(),
+                            })
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    fn link_mut(&mut self, from: NodeIdx, to: NodeIdx) -> Result<&mut LinkState> {
+        self.links
+            .get_mut(from)
+            .and_then(|r| r.get_mut(to))
+            .and_then(|l| l.as_mut())
+            .ok_or_else(|| Error::Measurement(format!("no link from node {from} to node {to}")))
+    }
+}
+
+fn positive(what: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Measurement(format!(
+            "{what} must be positive, got {v}"
+        )))
+    }
+}

@@ -1,0 +1,372 @@
+//! Renderers of a [`PlanReport`]: a text table and an SVG (model strip
+//! coloured by tier, and a per-node Gantt chart of the predicted schedule).
+
+use std::fmt::Write as _;
+
+use svg::Document;
+use svg::node::element::{Line, Rectangle, Text, Title};
+
+use crate::cluster::Tier;
+use crate::cost::Prediction;
+use crate::plan::{Plan, PlanReport, node_name};
+
+/// One bar of the predicted schedule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slot {
+    /// Row of the Gantt chart: a node name or a link `a→b`.
+    pub lane: String,
+    /// Tier the work belongs to (colour).
+    pub tier: Tier,
+    /// True for transfers, false for compute.
+    pub transfer: bool,
+    /// What runs (op range, block number).
+    pub what: String,
+    /// Start, seconds from the request's arrival.
+    pub start_s: f64,
+    /// End, seconds.
+    pub end_s: f64,
+}
+
+fn op_range(report: &PlanReport, labels: &[Tier], tier: Tier) -> String {
+    let ops: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == tier).collect();
+    match (ops.first(), ops.last()) {
+        (Some(&a), Some(&b)) if a == b => report.op_names[a].clone(),
+        (Some(&a), Some(&b)) => format!("{}..{}", report.op_names[a], report.op_names[b]),
+        _ => "-".into(),
+    }
+}
+
+impl PlanReport {
+    /// The predicted schedule of the chosen plan, one slot per compute or transfer.
+    pub fn schedule(&self) -> Vec<Slot> {
+        let p = &self.best.prediction;
+        let topo = &self.topology;
+        let dev = node_name(self, topo.device).to_string();
+        let coord = node_name(self, topo.coordinator).to_string();
+        let cloud = node_name(self, topo.cloud).to_string();
+        let mut slots = Vec::new();
+        let mut t = 0.0;
+        let push = |slots: &mut Vec<Slot>,
+                    lane: String,
+                    tier,
+                    transfer,
+                    what: String,
+                    start: f64,
+                    len: f64| {
+            if len > 0.0 {
+                slots.push(Slot {
+                    lane,
+                    tier,
+                    transfer,
+                    what,
+                    start_s: start,
+                    end_s: start + len,
+                });
+            }
+        };
+        push(
+            &mut slots,
+            dev.clone(),
+            Tier::Device,
+            false,
+            op_range(self, &p.labels, Tier::Device),
+            t,
+            p.device_s,
+        );
+        t += p.device_s;
+        push(
+            &mut slots,
+            format!("{dev}→{coord}"),
+            Tier::Device,
+            true,
+            format!("{:.0} B", p.up_bytes),
+            t,
+            p.up_s,
+        );
+        t += p.up_s;
+        for (b, block) in p.blocks.iter().enumerate() {
+            for nt in &block.node_times {
+                let lane = node_name(self, nt.node).to_string();
+                push(
+                    &mut slots,
+                    lane.clone(),
+                    Tier::Edge,
+                    true,
+                    format!("block {b} in"),
+                    t,
+                    nt.in_s,
+                );
+                push(
+                    &mut slots,
+                    lane.clone(),
+                    Tier::Edge,
+                    false,
+                    format!("block {b}"),
+                    t + nt.in_s,
+                    nt.compute_s,
+                );
+                push(
+                    &mut slots,
+                    lane,
+                    Tier::Edge,
+                    true,
+                    format!("block {b} out"),
+                    t + nt.in_s + nt.compute_s,
+                    nt.out_s,
+                );
+            }
+            t += block.time_s;
+        }
+        push(
+            &mut slots,
+            format!("{coord}→{cloud}"),
+            Tier::Edge,
+            true,
+            format!("{:.0} B", p.back_bytes),
+            t,
+            p.back_s,
+        );
+        t += p.back_s;
+        push(
+            &mut slots,
+            cloud,
+            Tier::Cloud,
+            false,
+            op_range(self, &p.labels, Tier::Cloud),
+            t,
+            p.cloud_s,
+        );
+        slots
+    }
+
+    /// The plan as a text table: tiers, cuts, blocks with grids and shares, and the baselines.
+    pub fn table(&self) -> String {
+        let p = &self.best.prediction;
+        let mut s = String::new();
+        let ms = |x: f64| x * 1e3;
+        let _ = writeln!(
+            s,
+            "plan: {}  makespan {:.3} ms  period {:.3} ms  (coordinator {}, cloud {})",
+            self.best.strategy,
+            ms(p.makespan_s),
+            ms(p.period_s),
+            node_name(self, self.topology.coordinator),
+            node_name(self, self.topology.cloud),
+        );
+        let _ = writeln!(
+            s,
+            "{:<8} {:>5}  {:<32} {:>11}",
+            "tier", "ops", "op range", "compute ms"
+        );
+        for (tier, secs) in [
+            (Tier::Device, p.device_s),
+            (Tier::Edge, p.edge_s),
+            (Tier::Cloud, p.cloud_s),
+        ] {
+            let n = p.labels.iter().filter(|&&l| l == tier).count();
+            let _ = writeln!(
+                s,
+                "{:<8} {:>5}  {:<32} {:>11.3}",
+                tier.name(),
+                n,
+                op_range(self, &p.labels, tier),
+                ms(secs)
+            );
+        }
+        let _ = writeln!(s, "{:<14} {:>12} {:>11}", "cut", "bytes", "transfer ms");
+        let _ = writeln!(
+            s,
+            "{:<14} {:>12.0} {:>11.3}",
+            "device|edge",
+            p.up_bytes,
+            ms(p.up_s)
+        );
+        let _ = writeln!(
+            s,
+            "{:<14} {:>12.0} {:>11.3}",
+            "edge|cloud",
+            p.back_bytes,
+            ms(p.back_s)
+        );
+        if !p.blocks.is_empty() {
+            let _ = writeln!(
+                s,
+                "{:<5} {:<28} {:<6} {:>10} {:>10} {:>9}  shares",
+                "block", "ops", "grid", "in B", "out B", "time ms"
+            );
+            for (b, block) in p.blocks.iter().enumerate() {
+                let ops = match (block.ops.first(), block.ops.last()) {
+                    (Some(&a), Some(&z)) if a == z => self.op_names[a].clone(),
+                    (Some(&a), Some(&z)) => format!("{}..{}", self.op_names[a], self.op_names[z]),
+                    _ => "-".into(),
+                };
+                let (grid, shares) = match &block.tiling {
+                    Some(t) => {
+                        let mut names: Vec<usize> = t.nodes.clone();
+                        names.dedup();
+                        let sh: Vec<String> = names
+                            .iter()
+                            .map(|&n| format!("{} {:.3}", node_name(self, n), t.node_share(n)))
+                            .collect();
+                        (format!("{}x{}", t.rows, t.cols), sh.join(", "))
+                    }
+                    None => (
+                        "whole".into(),
+                        format!("{} 1.000", node_name(self, self.topology.coordinator)),
+                    ),
+                };
+                let _ = writeln!(
+                    s,
+                    "{:<5} {:<28} {:<6} {:>10.0} {:>10.0} {:>9.3}  {}",
+                    b,
+                    ops,
+                    grid,
+                    block.in_bytes,
+                    block.out_bytes,
+                    ms(block.time_s),
+                    shares
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "{:<13} {:>12} {:>10} {:>6} {:>5} {:>6}",
+            "strategy", "makespan ms", "period ms", "device", "edge", "cloud"
+        );
+        for alt in &self.alternatives {
+            let count = |t: Tier| alt.prediction.labels.iter().filter(|&&l| l == t).count();
+            let _ = writeln!(
+                s,
+                "{:<13} {:>12.3} {:>10.3} {:>6} {:>5} {:>6}",
+                alt.strategy,
+                ms(alt.makespan_s()),
+                ms(alt.prediction.period_s),
+                count(Tier::Device),
+                count(Tier::Edge),
+                count(Tier::Cloud)
+            );
+        }
+        s
+    }
+
+    /// The plan as an SVG document: a strip of ops coloured by tier, and a
+    /// Gantt chart (one row per node and link) of the predicted schedule.
+    pub fn svg(&self) -> String {
+        const W: f64 = 960.0;
+        const LEFT: f64 = 150.0;
+        const ROW: f64 = 24.0;
+        let p: &Prediction = &self.best.prediction;
+        let colour = |t: Tier| match t {
+            Tier::Device => "#4e79a7",
+            Tier::Edge => "#59a14f",
+            Tier::Cloud => "#e15759",
+        };
+        let mut doc = Document::new();
+        let mut y = 10.0;
+        doc = doc.add(
+            Text::new(format!(
+                "{} plan, predicted makespan {:.3} ms",
+                self.best.strategy,
+                p.makespan_s * 1e3
+            ))
+            .set("x", 10)
+            .set("y", y + 14.0)
+            .set("font-family", "sans-serif")
+            .set("font-size", 14),
+        );
+        y += 30.0;
+        // Model strip: one cell per op, topological order.
+        let n = p.labels.len().max(1);
+        let cell = (W - LEFT - 10.0) / n as f64;
+        doc = doc.add(label("model", 10.0, y + 14.0));
+        for (i, &t) in p.labels.iter().enumerate() {
+            let r = Rectangle::new()
+                .set("x", LEFT + i as f64 * cell)
+                .set("y", y)
+                .set("width", cell.max(0.5))
+                .set("height", ROW - 4.0)
+                .set("fill", colour(t))
+                .add(Title::new(format!("{} ({})", self.op_names[i], t.name())));
+            doc = doc.add(r);
+        }
+        y += ROW + 16.0;
+        // Gantt chart.
+        let slots = self.schedule();
+        let mut lanes: Vec<String> = Vec::new();
+        for sl in &slots {
+            if !lanes.contains(&sl.lane) {
+                lanes.push(sl.lane.clone());
+            }
+        }
+        let horizon = slots.iter().map(|s| s.end_s).fold(0.0, f64::max).max(1e-12);
+        let xs = (W - LEFT - 10.0) / horizon;
+        for (k, lane) in lanes.iter().enumerate() {
+            doc = doc.add(label(lane, 10.0, y + k as f64 * ROW + 14.0));
+        }
+        for sl in &slots {
+            let k = lanes.iter().position(|l| l == &sl.lane).unwrap_or(0) as f64;
+            let r = Rectangle::new()
+                .set("x", LEFT + sl.start_s * xs)
+                .set("y", y + k * ROW)
+                .set("width", ((sl.end_s - sl.start_s) * xs).max(0.5))
+                .set("height", ROW - 4.0)
+                .set("fill", colour(sl.tier))
+                .set("fill-opacity", if sl.transfer { 0.45 } else { 1.0 })
+                .add(Title::new(format!(
+                    "{}: {:.3}–{:.3} ms",
+                    sl.what,
+                    sl.start_s * 1e3,
+                    sl.end_s * 1e3
+                )));
+            doc = doc.add(r);
+        }
+        let bottom = y + lanes.len() as f64 * ROW;
+        doc = doc
+            .add(
+                Line::new()
+                    .set("x1", LEFT)
+                    .set("x2", W - 10.0)
+                    .set("y1", bottom)
+                    .set("y2", bottom)
+                    .set("stroke", "black"),
+            )
+            .add(label("0 ms", LEFT, bottom + 16.0))
+            .add(label(
+                &format!("{:.2} ms", horizon * 1e3),
+                W - 80.0,
+                bottom + 16.0,
+            ));
+        doc = doc
+            .set("viewBox", (0, 0, W, bottom + 30.0))
+            .set("width", W)
+            .set("height", bottom + 30.0);
+        doc.to_string()
+    }
+}
+
+fn label(text: &str, x: f64, y: f64) -> Text {
+    Text::new(text)
+        .set("x", x)
+        .set("y", y)
+        .set("font-family", "sans-serif")
+        .set("font-size", 12)
+}
+
+impl std::fmt::Display for PlanReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.table())
+    }
+}
+
+/// Short summary line of a plan (for logs).
+pub fn summary(plan: &Plan) -> String {
+    let count = |t: Tier| plan.prediction.labels.iter().filter(|&&l| l == t).count();
+    format!(
+        "{}: {}/{}/{} ops, {:.3} ms",
+        plan.strategy,
+        count(Tier::Device),
+        count(Tier::Edge),
+        count(Tier::Cloud),
+        plan.makespan_s() * 1e3
+    )
+}

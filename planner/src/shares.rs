@@ -1,0 +1,378 @@
+//! Tile grid and shares of one fused block across the edge nodes.
+//!
+//! A node's tile time is close to affine in its share `s`: `a + b·s`, where
+//! `b` is the per-share cost (compute of the whole block at the node's
+//! throughput plus the whole block's transfer at its link's bandwidth) and
+//! `a` the fixed part (link delays, halo rows recomputed and resent, which
+//! do not shrink with the share). Minimising the slowest node is then
+//! water-filling: find `T` with `Σ max(0, (T - a_i) / b_i) = 1`; nodes with
+//! `a_i ≥ T` get nothing. The halo part of `a` depends on where a tile sits,
+//! so the solver alternates: shares → exact tile times from the
+//! [`HaloModel`](crate::halo::HaloModel) → refit `a` → shares (three rounds,
+//! keeping the best). Grids tried: `1×m` (column strips), `m×1` (row strips)
+//! and every `R×C = n` with `R, C ≥ 2` over all `n` edge nodes, whose row and
+//! column shares follow the rows' and columns' summed speeds.
+
+use crate::cluster::NodeIdx;
+use crate::cost::{BlockPlan, Context, NodeTime};
+use crate::dag::OpIdx;
+use crate::halo::Region;
+
+/// Grid and shares of one tiled block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TilePlan {
+    /// Tile rows.
+    pub rows: usize,
+    /// Tile columns.
+    pub cols: usize,
+    /// Fraction of the output height per tile row (sums to 1).
+    pub row_shares: Vec<f64>,
+    /// Fraction of the output width per tile column (sums to 1).
+    pub col_shares: Vec<f64>,
+    /// Node of each tile, row-major.
+    pub nodes: Vec<NodeIdx>,
+}
+
+impl TilePlan {
+    /// The output region of tile `(r, c)`.
+    pub fn region(&self, r: usize, c: usize) -> Region {
+        let top: f64 = self.row_shares[..r].iter().sum();
+        let left: f64 = self.col_shares[..c].iter().sum();
+        Region {
+            top,
+            bottom: if r + 1 == self.rows {
+                1.0
+            } else {
+                top + self.row_shares[r]
+            },
+            left,
+            right: if c + 1 == self.cols {
+                1.0
+            } else {
+                left + self.col_shares[c]
+            },
+        }
+    }
+
+    /// Area share of each node (summed over its tiles), in node order of `nodes`.
+    pub fn node_share(&self, node: NodeIdx) -> f64 {
+        let mut s = 0.0;
+        for r in 0..self.rows {
+            for c in 0..self.cols {
+                if self.nodes[r * self.cols + c] == node {
+                    s += self.row_shares[r] * self.col_shares[c];
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Water-filling: shares minimising `max_i (a_i + b_i s_i)` over `s ≥ 0, Σ s = 1`.
+pub fn waterfill(a: &[f64], b: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..a.len()).collect();
+    order.sort_by(|&i, &j| a[i].total_cmp(&a[j]));
+    let (mut sum_inv, mut sum_ab) = (0.0, 0.0);
+    let mut level = f64::INFINITY;
+    for (k, &i) in order.iter().enumerate() {
+        sum_inv += 1.0 / b[i];
+        sum_ab += a[i] / b[i];
+        let t = (1.0 + sum_ab) / sum_inv;
+        let next = order.get(k + 1).map_or(f64::INFINITY, |&j| a[j]);
+        if t <= next {
+            level = t;
+            break;
+        }
+    }
+    let mut s: Vec<f64> = (0..a.len())
+        .map(|i| ((level - a[i]) / b[i]).max(0.0))
+        .collect();
+    let total: f64 = s.iter().sum();
+    if total > 0.0 && total.is_finite() {
+        s.iter_mut().for_each(|x| *x /= total);
+    }
+    s
+}
+
+struct Solver<'c, 'a> {
+    ctx: &'c Context<'a>,
+    ops: &'c [OpIdx],
+    /// Index into `ctx.topo.edges` of each candidate node.
+    slots: Vec<usize>,
+}
+
+impl Solver<'_, '_> {
+    fn node_time(&self, slot: usize, region: Region) -> NodeTime {
+        let ctx = self.ctx;
+        let node = ctx.topo.edges[slot];
+        let w = ctx.halo.tile_work(ctx.dag, self.ops, region);
+        let compute_s = self
+            .ops
+            .iter()
+            .zip(&w.op_flops)
+            .map(|(&o, &f)| ctx.est.compute_time(node, ctx.dag.ops[o].class, f))
+            .sum();
+        NodeTime {
+            node,
+            in_s: ctx.topo.scatter[slot].time(w.in_bytes),
+            compute_s,
+            out_s: ctx.topo.gather[slot].time(w.out_bytes),
+            flops: w.op_flops.iter().sum(),
+            in_bytes: w.in_bytes,
+            out_bytes: w.out_bytes,
+        }
+    }
+
+    /// Per-share cost `b` of each slot (whole block on that node).
+    fn slopes(&self, full_in: f64, full_out: f64) -> Vec<f64> {
+        let ctx = self.ctx;
+        self.slots
+            .iter()
+            .map(|&k| {
+                let node = ctx.topo.edges[k];
+                let compute: f64 = self
+                    .ops
+                    .iter()
+                    .map(|&o| {
+                        ctx.est
+                            .compute_time(node, ctx.dag.ops[o].class, ctx.dag.ops[o].flops)
+                    })
+                    .sum();
+                (compute
+                    + full_in * ctx.topo.scatter[k].s_per_byte
+                    + full_out * ctx.topo.gather[k].s_per_byte)
+                    .max(1e-15)
+            })
+            .collect()
+    }
+
+    fn evaluate(&self, plan: TilePlan) -> (TilePlan, Vec<NodeTime>, f64) {
+        let mut times: Vec<NodeTime> = Vec::new();
+        for r in 0..plan.rows {
+            for c in 0..plan.cols {
+                let node = plan.nodes[r * plan.cols + c];
+                let slot = self
+                    .ctx
+                    .topo
+                    .edges
+                    .iter()
+                    .position(|&e| e == node)
+                    .unwrap_or(0);
+                let t = self.node_time(slot, plan.region(r, c));
+                match times.iter_mut().find(|x| x.node == node) {
+                    // A node with several tiles runs them back to back.
+                    Some(x) => {
+                        x.in_s += t.in_s;
+                        x.compute_s += t.compute_s;
+                        x.out_s += t.out_s;
+                        x.flops += t.flops;
+                        x.in_bytes += t.in_bytes;
+                        x.out_bytes += t.out_bytes;
+                    }
+                    None => times.push(t),
+                }
+            }
+        }
+        let worst = times.iter().map(NodeTime::total).fold(0.0, f64::max);
+        (plan, times, worst)
+    }
+
+    /// Strips along one axis, water-filled with halo refits.
+    fn strips(&self, along_rows: bool, b: &[f64]) -> Option<(TilePlan, Vec<NodeTime>, f64)> {
+        let topo = &self.ctx.topo;
+        let mut a: Vec<f64> = self
+            .slots
+            .iter()
+            .map(|&k| topo.scatter[k].delay_s + topo.gather[k].delay_s)
+            .collect();
+        let mut best: Option<(TilePlan, Vec<NodeTime>, f64)> = None;
+        for _ in 0..3 {
+            let s = waterfill(&a, b);
+            let used: Vec<usize> = (0..s.len()).filter(|&i| s[i] > 1e-9).collect();
+            if used.is_empty() {
+                break;
+            }
+            let shares: Vec<f64> = used.iter().map(|&i| s[i]).collect();
+            let nodes: Vec<NodeIdx> = used.iter().map(|&i| topo.edges[self.slots[i]]).collect();
+            let m = used.len();
+            let plan = if along_rows {
+                TilePlan {
+                    rows: m,
+                    cols: 1,
+                    row_shares: shares,
+                    col_shares: vec![1.0],
+                    nodes,
+                }
+            } else {
+                TilePlan {
+                    rows: 1,
+                    cols: m,
+                    row_shares: vec![1.0],
+                    col_shares: shares,
+                    nodes,
+                }
+            };
+            let (plan, times, worst) = self.evaluate(plan);
+            for (j, &i) in used.iter().enumerate() {
+                let t = &times[j];
+                a[i] = (t.total() - b[i] * s[i]).max(0.0);
+            }
+            if best.as_ref().is_none_or(|x| worst < x.2) {
+                best = Some((plan, times, worst));
+            }
+        }
+        best
+    }
+
+    /// An `R×C` grid over all slots, fastest nodes first in snake order.
+    fn grid(&self, rows: usize, cols: usize, b: &[f64]) -> (TilePlan, Vec<NodeTime>, f64) {
+        let mut order: Vec<usize> = (0..self.slots.len()).collect();
+        order.sort_by(|&i, &j| b[i].total_cmp(&b[j]));
+        let mut cell = vec![0usize; rows * cols];
+        for (k, &i) in order.iter().enumerate() {
+            let (r, c) = (k / cols, k % cols);
+            let c = if r % 2 == 1 { cols - 1 - c } else { c };
+            cell[r * cols + c] = i;
+        }
+        let speed = |i: usize| 1.0 / b[i];
+        let mut row_shares: Vec<f64> = (0..rows)
+            .map(|r| (0..cols).map(|c| speed(cell[r * cols + c])).sum())
+            .collect();
+        let mut col_shares: Vec<f64> = (0..cols)
+            .map(|c| (0..rows).map(|r| speed(cell[r * cols + c])).sum())
+            .collect();
+        for v in [&mut row_shares, &mut col_shares] {
+            let t: f64 = v.iter().sum();
+            v.iter_mut().for_each(|x| *x /= t);
+        }
+        let nodes = cell
+            .iter()
+            .map(|&i| self.ctx.topo.edges[self.slots[i]])
+            .collect();
+        self.evaluate(TilePlan {
+            rows,
+            cols,
+            row_shares,
+            col_shares,
+            nodes,
+        })
+    }
+}
+
+/// Solves one block: a serial run on the coordinator for a non-tileable op,
+/// else the best grid and shares over the edge nodes.
+pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx]) -> BlockPlan {
+    let dag = ctx.dag;
+    let (in_bytes, out_bytes) = BlockPlan::io_bytes(dag, ops);
+    let flops = ops.iter().map(|&o| dag.ops[o].flops).sum();
+    let tileable = ops.iter().all(|&o| dag.ops[o].tileable())
+        && ops
+            .iter()
+            .all(|&o| dag.tensors[dag.ops[o].output].hw.is_some());
+    if !tileable {
+        let node = ctx.topo.coordinator;
+        let compute_s = ops
+            .iter()
+            .map(|&o| {
+                ctx.est
+                    .compute_time(node, dag.ops[o].class, dag.ops[o].flops)
+            })
+            .sum();
+        let t = NodeTime {
+            node,
+            in_s: 0.0,
+            compute_s,
+            out_s: 0.0,
+            flops,
+            in_bytes,
+            out_bytes,
+        };
+        return BlockPlan {
+            ops: ops.to_vec(),
+            tiling: None,
+            in_bytes,
+            out_bytes,
+            flops,
+            node_times: vec![t],
+            time_s: compute_s,
+        };
+    }
+    let solver = Solver {
+        ctx,
+        ops,
+        slots: (0..ctx.topo.edges.len()).collect(),
+    };
+    let b = solver.slopes(in_bytes, out_bytes);
+    let n = solver.slots.len();
+    let mut cands = Vec::new();
+    cands.extend(solver.strips(false, &b));
+    cands.extend(solver.strips(true, &b));
+    for r in 2..n {
+        if n % r == 0 && n / r >= 2 {
+            cands.push(solver.grid(r, n / r, &b));
+        }
+    }
+    let (tiling, node_times, time_s) = cands
+        .into_iter()
+        .min_by(|x, y| x.2.total_cmp(&y.2))
+        .unwrap_or_else(|| {
+            let single = TilePlan {
+                rows: 1,
+                cols: 1,
+                row_shares: vec![1.0],
+                col_shares: vec![1.0],
+                nodes: vec![ctx.topo.coordinator],
+            };
+            solver.evaluate(single)
+        });
+    BlockPlan {
+        ops: ops.to_vec(),
+        tiling: Some(tiling),
+        in_bytes,
+        out_bytes,
+        flops,
+        node_times,
+        time_s,
+    }
+}
+
+/// Re-times a block with its grid and shares kept (what the running plan costs under new estimates).
+pub fn retime_block(ctx: &Context<'_>, block: &BlockPlan) -> BlockPlan {
+    let Some(tiling) = &block.tiling else {
+        return solve_block(ctx, &block.ops);
+    };
+    let solver = Solver {
+        ctx,
+        ops: &block.ops,
+        slots: (0..ctx.topo.edges.len()).collect(),
+    };
+    let (tiling, node_times, time_s) = solver.evaluate(tiling.clone());
+    BlockPlan {
+        tiling: Some(tiling),
+        node_times,
+        time_s,
+        ..block.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waterfill_balances_affine_times() {
+        let a = [0.0, 0.0, 0.5];
+        let b = [1.0, 2.0, 1.0];
+        let s = waterfill(&a, &b);
+        assert!((s.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        // Without the third: s0 = 2/3, s1 = 1/3, T = 2/3 > 0.5, so the third joins.
+        let t: Vec<f64> = (0..3).map(|i| a[i] + b[i] * s[i]).collect();
+        assert!(
+            (t[0] - t[1]).abs() < 1e-12 && (t[0] - t[2]).abs() < 1e-12,
+            "{t:?}"
+        );
+        // A node whose fixed cost exceeds the level gets nothing.
+        let s = waterfill(&[0.0, 5.0], &[1.0, 1.0]);
+        assert_eq!(s, vec![1.0, 0.0]);
+    }
+}

@@ -1,0 +1,47 @@
+//! The example cluster file parses into the planner's types; bad files are rejected with a reason.
+
+use planner::{Cluster, Error, Estimates, Tier};
+
+fn example() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/cluster.toml");
+    std::fs::read_to_string(path).expect("examples/cluster.toml is readable")
+}
+
+#[test]
+fn example_cluster_has_one_device_four_edges_one_cloud() {
+    let c: Cluster = toml::from_str(&example()).expect("parses");
+    c.validate().expect("valid");
+    assert_eq!(c.tier_nodes(Tier::Device).len(), 1);
+    assert_eq!(c.tier_nodes(Tier::Edge).len(), 4);
+    assert_eq!(c.tier_nodes(Tier::Cloud).len(), 1);
+    let est = Estimates::from_cluster(&c);
+    let (phone, e0, e1, cloud) = (0, 1, 2, 5);
+    // 100 Mbit/s + 5 ms: 1.25 MB takes 0.1 s + 0.005 s; links work both ways.
+    let t = est.transfer_time(phone, e0, 1.25e6).expect("link");
+    assert!((t - 0.105).abs() < 1e-9, "{t}");
+    assert_eq!(est.transfer_time(e0, phone, 1.25e6), Some(t));
+    let t = est.transfer_time(e0, e1, 125e6).expect("link");
+    assert!((t - 1.001).abs() < 1e-9, "{t}");
+    let t = est.transfer_time(e1, cloud, 6.25e6).expect("link");
+    assert!((t - 1.030).abs() < 1e-9, "{t}");
+    assert_eq!(est.transfer_time(phone, cloud, 1.0), None);
+}
+
+#[test]
+fn unknown_fields_and_bad_values_are_rejected() {
+    let extra = example().replacen("gflops = 5.0", "gflops = 5.0\ncolour = \"red\"", 1);
+    let err = toml::from_str::<Cluster>(&extra).expect_err("unknown field");
+    assert!(err.to_string().contains("colour"), "{err}");
+
+    let dup = example().replacen("name = \"edge1\"", "name = \"edge0\"", 1);
+    let c: Cluster = toml::from_str(&dup).expect("parses");
+    assert!(matches!(c.validate(), Err(Error::Cluster(m)) if m.contains("edge0")));
+
+    let neg = example().replacen("bandwidth_mbps = 100.0", "bandwidth_mbps = -1.0", 1);
+    let c: Cluster = toml::from_str(&neg).expect("parses");
+    assert!(matches!(c.validate(), Err(Error::Cluster(m)) if m.contains("bandwidth_mbps")));
+
+    let two_devices = example().replacen("tier = \"edge\"", "tier = \"device\"", 1);
+    let c: Cluster = toml::from_str(&two_devices).expect("parses");
+    assert!(matches!(c.validate(), Err(Error::Cluster(m)) if m.contains("device")));
+}
