@@ -6,6 +6,22 @@
 //! and Shutdown. All framing decisions are made by the sans-IO [`crate::frame`]
 //! functions; this module only reads and writes bytes, enforces timeouts, and
 //! bounds queues.
+//!
+//! What the endpoint does when things go wrong (each case has a test):
+//!
+//! | case | what happens |
+//! |---|---|
+//! | bad prefix (magic, version, kind, flags), oversize lengths | refused from the 20-byte prefix, before any allocation: Error frame (Malformed / Version / Limit), stream stopped with that code, `warn!` log; connection keeps serving |
+//! | header fails rkyv validation, or contradicts the prefix, or shape x 4 != payload, region outside map | same, code Malformed / Inconsistent |
+//! | bytes after the payload, or FIN before it ends | same, code Inconsistent / Malformed; nothing delivered |
+//! | stream idle longer than `stream_idle_timeout`, or a tile slower than `min_stream_rate` | stream stopped with code Timeout, Error frame |
+//! | stream reset mid-tile | nothing delivered, buffer back to the pool; the key is not remembered, so a re-send is accepted |
+//! | peer killed mid-transfer | the partial tile is dropped; `recv_tile` ends with `None`; the endpoint accepts new peers |
+//! | flood of streams | the peer can have at most `max_concurrent_streams` open (QUIC stream credit); readers hold a semaphore permit; received tiles wait in a bounded queue, so a slow application stops reading and flow control stops the sender |
+//! | stream credit never returns | `send_tile` gives up after `ack_timeout` with `Error::Timeout` |
+//! | re-sent tile (same key, lost Ack) | Ack again with `duplicate: true`, not delivered twice (bounded `DedupSet`) |
+//! | garbage on the control stream | Error frame, connection closed with the error's code |
+//! | no client certificate, another CA, name not allow-listed, wrong ALPN | TLS handshake refused; `accept` returns `Some(Err)` and keeps accepting |
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

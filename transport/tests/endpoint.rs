@@ -174,7 +174,10 @@ async fn a_bad_frame_gets_an_error_frame_and_the_connection_keeps_working() -> T
     assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::Version);
     // The stop may come after quinn has already seen the whole (finished) stream acknowledged.
     let stopped = s.stopped().await?;
-    assert!(stopped.is_none() || stopped == Some(VarInt::from_u32(ErrorCode::Version as u32)), "{stopped:?}");
+    assert!(
+        stopped.is_none() || stopped == Some(VarInt::from_u32(ErrorCode::Version as u32)),
+        "{stopped:?}"
+    );
     // Shape says 16 bytes, payload carries 20: inconsistent.
     let mut bytes = frame::encode_frame(&Header::Tile(header(2, 1, 2, 2)), &[0u8; 16])?;
     bytes[12..20].copy_from_slice(&20u64.to_le_bytes());
