@@ -2,7 +2,9 @@
 //!
 //! Reads `format: "layers-model"` files as written by the TF.js converter
 //! and by `tf.LayersModel.save`: Functional and Sequential topologies,
-//! float32 weight shards per the weights manifest. Keras's channels_last
+//! weight shards per the weights manifest (float32, or the converter's
+//! uint8 / uint16 / float16 quantisation, dequantised at load as TF.js
+//! does; other dtypes are refused). Keras's channels_last
 //! maps to NCHW: a rank-4 Keras tensor `[N, H, W, C]` is the IR value
 //! `[N, C, H, W]`, kernels go from HWIO to OIHW, and Flatten/Reshape keep
 //! Keras's element order so Dense weights are used as stored. Tensors of

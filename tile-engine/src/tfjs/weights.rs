@@ -13,9 +13,76 @@ use crate::tensor::{Tensor, checked_numel};
 /// One weight as the Keras layer declared it: shape in Keras layout (HWIO for conv kernels).
 pub(crate) type Weights = HashMap<String, Tensor>;
 
+/// How a weight's values are stored in the shard.
+#[derive(Clone, Copy)]
+enum Storage {
+    /// Little-endian float32.
+    F32,
+    /// TF.js affine quantisation: `value = q * scale + min`, q an unsigned byte.
+    U8 { scale: f64, min: f64 },
+    /// As `U8` with little-endian u16 codes.
+    U16 { scale: f64, min: f64 },
+    /// Little-endian IEEE half floats.
+    F16,
+}
+
+impl Storage {
+    fn width(self) -> usize {
+        match self {
+            Storage::F32 => 4,
+            Storage::U8 { .. } => 1,
+            Storage::U16 { .. } | Storage::F16 => 2,
+        }
+    }
+
+    fn decode(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            Storage::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            // Computed in double precision, as TF.js does in JavaScript.
+            Storage::U8 { scale, min } => bytes
+                .iter()
+                .map(|&q| (f64::from(q) * scale + min) as f32)
+                .collect(),
+            Storage::U16 { scale, min } => bytes
+                .chunks_exact(2)
+                .map(|c| (f64::from(u16::from_le_bytes([c[0], c[1]])) * scale + min) as f32)
+                .collect(),
+            Storage::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+        }
+    }
+}
+
+/// IEEE 754 binary16 → binary32 (exact).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
+    let exp = i32::from((h >> 10) & 0x1f);
+    let frac = f32::from(h & 0x3ff);
+    match exp {
+        0 => sign * frac * 2f32.powi(-24),
+        31 if frac == 0.0 => sign * f32::INFINITY,
+        31 => f32::NAN,
+        e => sign * (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
+    }
+}
+
 struct Entry {
     name: String,
     shape: Vec<usize>,
+    storage: Storage,
+}
+
+impl Entry {
+    fn bytes(&self) -> Result<usize> {
+        checked_numel(&self.shape)?
+            .checked_mul(self.storage.width())
+            .ok_or_else(|| Error::Limit(format!("weight {} is too large", self.name)))
+    }
 }
 
 /// Reads every group of `manifest`, fetching shard files through `fetch`,
@@ -42,9 +109,7 @@ pub(crate) fn load(
             .map(parse_entry)
             .collect::<Result<Vec<_>>>()?;
         let needed = entries.iter().try_fold(0usize, |acc, e| {
-            checked_numel(&e.shape)?
-                .checked_mul(4)
-                .and_then(|b| acc.checked_add(b))
+            acc.checked_add(e.bytes()?)
                 .ok_or_else(|| Error::Limit(format!("weight {} is too large", e.name)))
         })?;
         let mut bytes = Vec::new();
@@ -63,12 +128,9 @@ pub(crate) fn load(
         }
         let mut offset = 0;
         for e in entries {
-            let n = checked_numel(&e.shape)?;
-            let data: Vec<f32> = bytes[offset..offset + 4 * n]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            offset += 4 * n;
+            let len = e.bytes()?;
+            let data = e.storage.decode(&bytes[offset..offset + len]);
+            offset += len;
             let t = Tensor::new(e.shape, data)?;
             if weights.insert(e.name.clone(), t).is_some() {
                 return Err(Error::Malformed(format!(
@@ -96,19 +158,39 @@ fn parse_entry(w: &Json) -> Result<Entry> {
         .and_then(Json::as_str)
         .ok_or_else(|| Error::Malformed("a weight in the manifest has no name".into()))?
         .to_string();
-    if let Some(q) = w.get("quantization") {
-        let dtype = q.get("dtype").and_then(Json::as_str).unwrap_or("?");
-        return Err(Error::Unsupported(format!(
-            "weight {name} is quantised to {dtype}; only float32 weights are supported \
-             (re-export the model without --quantize)"
-        )));
-    }
     let dtype = w.get("dtype").and_then(Json::as_str).unwrap_or("float32");
     if dtype != "float32" {
         return Err(Error::Unsupported(format!(
             "weight {name} has dtype {dtype}; only float32 weights are supported"
         )));
     }
+    let storage = match w.get("quantization") {
+        None | Some(Json::Null) => Storage::F32,
+        Some(q) => {
+            let qtype = q.get("dtype").and_then(Json::as_str).unwrap_or("?");
+            let num = |k: &str| {
+                q.get(k).and_then(Json::as_f64).ok_or_else(|| {
+                    Error::Malformed(format!("weight {name}: quantization has no {k}"))
+                })
+            };
+            match qtype {
+                "uint8" => Storage::U8 {
+                    scale: num("scale")?,
+                    min: num("min")?,
+                },
+                "uint16" => Storage::U16 {
+                    scale: num("scale")?,
+                    min: num("min")?,
+                },
+                "float16" => Storage::F16,
+                other => {
+                    return Err(Error::Unsupported(format!(
+                        "weight {name} is quantised to {other}; supported: uint8, uint16, float16"
+                    )));
+                }
+            }
+        }
+    };
     let shape = w
         .get("shape")
         .and_then(Json::as_array)
@@ -120,7 +202,11 @@ fn parse_entry(w: &Json) -> Result<Entry> {
                 .ok_or_else(|| Error::Malformed(format!("weight {name}: bad dimension {d}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Entry { name, shape })
+    Ok(Entry {
+        name,
+        shape,
+        storage,
+    })
 }
 
 /// Rejects shard paths that could escape the model's folder: the manifest is untrusted.

@@ -1,0 +1,122 @@
+//! The embedded default model reproduces the package authors' result.png
+//! from fixture.png: ≥ 99% of 8-bit channel values within ±1, none off by more than 2.
+//!
+//! Each executor is one line in [`executors`]; tiled runs and the GPU
+//! executor add their entries there.
+
+use std::time::Instant;
+
+use tile_engine::{Graph, Result, Tensor, default_model};
+
+type Run = fn(&Graph, &[Tensor]) -> Result<Vec<Tensor>>;
+
+fn cpu(g: &Graph, x: &[Tensor]) -> Result<Vec<Tensor>> {
+    tile_engine::cpu::run(g, x)
+}
+
+/// Executors checked against the reference image, by name. Next entries:
+/// the CPU executor after `passes::optimize`, tiled runs, the GPU executor.
+fn executors() -> Vec<(&'static str, Run)> {
+    vec![("cpu", cpu)]
+}
+
+struct Agreement {
+    within_1: f64,
+    max_diff: u8,
+}
+
+fn compare(got: &[u8], want: &[u8]) -> Agreement {
+    assert_eq!(got.len(), want.len());
+    let diffs = got.iter().zip(want).map(|(a, b)| a.abs_diff(*b));
+    let (mut ok, mut max) = (0usize, 0u8);
+    for d in diffs {
+        ok += usize::from(d <= 1);
+        max = max.max(d);
+    }
+    Agreement {
+        within_1: ok as f64 / got.len() as f64,
+        max_diff: max,
+    }
+}
+
+/// Runs `run` on the `[y0, x0, h, w]` window of the fixture and compares the
+/// upscaled window with the same region of result.png. The model's
+/// receptive field reaches past a crop's edge, so a crop is compared only
+/// `margin` output pixels inside its border.
+fn check_region(name: &str, run: Run, window: [usize; 4], margin: usize) {
+    let (fw, _fh, rgb) = default_model::decode_rgb8(default_model::fixture_png()).expect("fixture");
+    let (rw, _rh, reference) =
+        default_model::decode_rgb8(default_model::reference_png()).expect("reference");
+    let (fw, rw) = (fw as usize, rw as usize);
+    let [y0, x0, h, w] = window;
+    let mut crop = Vec::with_capacity(h * w * 3);
+    for y in y0..y0 + h {
+        crop.extend_from_slice(&rgb[3 * (y * fw + x0)..3 * (y * fw + x0 + w)]);
+    }
+    let input = default_model::rgb8_to_tensor(w, h, &crop).expect("input");
+    let graph = default_model::graph([h, w]).expect("graph");
+    let start = Instant::now();
+    let out = run(&graph, &[input]).expect("run");
+    let secs = start.elapsed().as_secs_f64();
+    let (ow, oh, got) = default_model::tensor_to_rgb8(&out[0]).expect("output image");
+    assert_eq!((ow, oh), (2 * w, 2 * h));
+    let (mut g, mut r) = (Vec::new(), Vec::new());
+    for y in margin..oh - margin {
+        g.extend_from_slice(&got[3 * (y * ow + margin)..3 * (y * ow + ow - margin)]);
+        let ry = 2 * y0 + y;
+        let rx = 2 * x0 + margin;
+        r.extend_from_slice(&reference[3 * (ry * rw + rx)..3 * (ry * rw + rx + ow - 2 * margin)]);
+    }
+    let a = compare(&g, &r);
+    eprintln!(
+        "{name} {window:?}: {:.4}% of channel values within ±1, max diff {}, {secs:.2} s",
+        100.0 * a.within_1,
+        a.max_diff
+    );
+    assert!(
+        a.within_1 >= 0.99,
+        "{name}: only {:.4}% within ±1",
+        100.0 * a.within_1
+    );
+    assert!(a.max_diff <= 2, "{name}: max diff {}", a.max_diff);
+}
+
+#[test]
+fn full_fixture_reproduces_result_png() {
+    for (name, run) in executors() {
+        check_region(name, run, [0, 0, 128, 128], 0);
+    }
+}
+
+#[test]
+fn crop_matches_the_reference_away_from_its_border() {
+    // Receptive-field radius: 9 input pixels (seven 3×3 convs and a 5×5
+    // before the upsampling), then 1 output pixel (the 3×3 after it), so
+    // output pixels 2·9 + 1 = 19 or more inside the crop's edge see no padding.
+    for (name, run) in executors() {
+        check_region(name, run, [40, 24, 32, 48], 20);
+    }
+}
+
+#[test]
+fn png_round_trip_keeps_pixels_and_rounds_like_uint8_clamped_array() {
+    let t = default_model::png_to_tensor(default_model::fixture_png()).expect("decode");
+    assert_eq!(t.shape(), &[1, 3, 128, 128]);
+    let png = default_model::tensor_to_png(&t).expect("encode");
+    let back = default_model::png_to_tensor(&png).expect("decode again");
+    assert_eq!(t, back);
+    let cases = [
+        (-3.0, 0),
+        (0.5, 0),
+        (1.5, 2),
+        (2.5, 2),
+        (254.49, 254),
+        (254.5, 254),
+        (300.0, 255),
+        (f32::NAN, 0),
+    ];
+    for (v, want) in cases {
+        assert_eq!(default_model::to_u8(v), want, "{v}");
+    }
+    assert!(default_model::png_to_tensor(b"\x89PNG\r\n\x1a\nbroken").is_err());
+}

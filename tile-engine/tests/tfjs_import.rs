@@ -1,0 +1,334 @@
+//! TF.js layers-model import: structure of the imported graphs and the
+//! errors bad model files give. Numerics against TF.js are in `tfjs_reference.rs`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde_json::{Value as Json, json};
+use tile_engine::ir::{Activation, Op, PoolKind};
+use tile_engine::{Error, Graph, default_model, tfjs};
+
+fn fixture_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/tfjs_fixtures")
+        .join(name)
+}
+
+fn node<'g>(g: &'g Graph, name: &str) -> &'g tile_engine::Node {
+    g.nodes
+        .iter()
+        .find(|n| n.name == name)
+        .unwrap_or_else(|| panic!("no node {name}"))
+}
+
+/// A tiny Functional model: input [null, 4, 4, 2] → Conv2D(3, 3×3, same) → relu.
+fn tiny_model() -> Json {
+    json!({
+        "format": "layers-model",
+        "modelTopology": {"model_config": {"class_name": "Functional", "config": {
+            "name": "tiny",
+            "layers": [
+                {"class_name": "InputLayer", "name": "in",
+                 "config": {"batch_input_shape": [null, 4, 4, 2], "name": "in"}, "inbound_nodes": []},
+                {"class_name": "Conv2D", "name": "conv",
+                 "config": {"name": "conv", "filters": 3, "kernel_size": [3, 3], "strides": [1, 1],
+                            "padding": "same", "data_format": "channels_last",
+                            "dilation_rate": [1, 1], "activation": "relu", "use_bias": true},
+                 "inbound_nodes": [[["in", 0, 0, {}]]]}
+            ],
+            "input_layers": [["in", 0, 0]],
+            "output_layers": [["conv", 0, 0]]
+        }}},
+        "weightsManifest": [{"paths": ["w.bin"], "weights": [
+            {"name": "conv/kernel", "shape": [3, 3, 2, 3], "dtype": "float32"},
+            {"name": "conv/bias", "shape": [3], "dtype": "float32"}
+        ]}]
+    })
+}
+
+/// Weight bytes for [`tiny_model`]: kernel value = its HWIO flat index, bias = 100 + o.
+fn tiny_weights() -> Vec<u8> {
+    let mut v: Vec<f32> = (0..54).map(|i| i as f32).collect();
+    v.extend([100.0, 101.0, 102.0]);
+    v.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+fn load(model: &Json, shards: HashMap<&str, Vec<u8>>) -> tile_engine::Result<Graph> {
+    let bytes = serde_json::to_vec(model).expect("serialise test model");
+    tfjs::load_from_memory(&bytes, &|p: &str| shards.get(p).cloned())
+}
+
+fn load_tiny(model: &Json) -> tile_engine::Result<Graph> {
+    load(model, HashMap::from([("w.bin", tiny_weights())]))
+}
+
+fn err_text(r: tile_engine::Result<Graph>) -> String {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn tiny_conv_is_oihw_with_same_pads_and_fused_relu() {
+    let g = load_tiny(&tiny_model()).expect("load");
+    assert_eq!(g.shape(g.inputs[0]), &[1, 2, 4, 4]);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 3, 4, 4]);
+    let Op::Conv(c) = &node(&g, "conv").op else {
+        panic!("conv is not a Conv")
+    };
+    assert_eq!(c.weight.shape(), &[3, 2, 3, 3]);
+    // OIHW [o][i][y][x] holds HWIO [y][x][i][o] = ((y*3 + x)*2 + i)*3 + o.
+    for o in 0..3 {
+        for i in 0..2 {
+            for y in 0..3 {
+                for x in 0..3 {
+                    let got = c.weight.data()[((o * 2 + i) * 3 + y) * 3 + x];
+                    assert_eq!(got, (((y * 3 + x) * 2 + i) * 3 + o) as f32);
+                }
+            }
+        }
+    }
+    assert_eq!(c.pads, [1, 1, 1, 1]);
+    assert_eq!(c.activation, Activation::Relu);
+    assert_eq!(c.bias.as_deref(), Some(&vec![100.0, 101.0, 102.0]));
+}
+
+#[test]
+fn same_padding_puts_the_odd_pixel_at_the_bottom_right() {
+    // 6×5 input, 2×2 kernel, stride 2 (TF: out 3×3, W needs 1 pad → right only).
+    let mut m = tiny_model();
+    let layers = &mut m["modelTopology"]["model_config"]["config"]["layers"];
+    layers[0]["config"]["batch_input_shape"] = json!([null, 6, 5, 2]);
+    layers[1]["config"]["kernel_size"] = json!([2, 2]);
+    layers[1]["config"]["strides"] = json!(2);
+    m["weightsManifest"][0]["weights"][0]["shape"] = json!([2, 2, 2, 3]);
+    let mut w: Vec<u8> = vec![0; 24 * 4];
+    w.extend([1.0f32, 2.0, 3.0].iter().flat_map(|f| f.to_le_bytes()));
+    let g = load(&m, HashMap::from([("w.bin", w)])).expect("load");
+    let Op::Conv(c) = &node(&g, "conv").op else {
+        panic!("not a conv")
+    };
+    assert_eq!(c.pads, [0, 0, 0, 1]);
+    assert_eq!(c.strides, [2, 2]);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 3, 3, 3]);
+}
+
+#[test]
+fn input_shape_fills_unknown_dims_and_is_checked_against_known_ones() {
+    let mut m = tiny_model();
+    m["modelTopology"]["model_config"]["config"]["layers"][0]["config"]["batch_input_shape"] =
+        json!([null, null, null, 2]);
+    let bytes = serde_json::to_vec(&m).expect("json");
+    let shards = |p: &str| (p == "w.bin").then(tiny_weights);
+    let e = tfjs::load_from_memory(&bytes, &shards).expect_err("unknown dims");
+    assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+    assert!(e.to_string().contains("unknown dimensions"), "{e}");
+    let g = tfjs::load_from_memory_with_input(&bytes, &shards, Some(&[2, 2, 7, 9])).expect("load");
+    assert_eq!(g.shape(g.outputs[0]), &[2, 3, 7, 9]);
+    let e = tfjs::load_from_memory_with_input(&bytes, &shards, Some(&[1, 3, 7, 9]))
+        .expect_err("wrong channels");
+    assert!(e.to_string().contains("does not fit input in"), "{e}");
+}
+
+#[test]
+fn missing_shard_is_named() {
+    let e = err_text(load(&tiny_model(), HashMap::new()));
+    assert!(e.contains("weight shard w.bin is missing"), "{e}");
+}
+
+#[test]
+fn wrong_shard_size_is_reported_both_ways() {
+    let mut short = tiny_weights();
+    short.truncate(short.len() - 4);
+    let e = err_text(load(&tiny_model(), HashMap::from([("w.bin", short)])));
+    assert!(
+        e.contains("holds 224 bytes") && e.contains("needs exactly 228"),
+        "{e}"
+    );
+    let mut long = tiny_weights();
+    long.extend([0u8; 8]);
+    let e = err_text(load(&tiny_model(), HashMap::from([("w.bin", long)])));
+    assert!(e.contains("needs exactly 228"), "{e}");
+}
+
+#[test]
+fn uint8_quantised_weights_are_dequantised_and_other_codes_refused() {
+    // Kernel stored as 54 bytes q = 0..53 with value q * 0.5 - 1; bias stays float32.
+    let mut m = tiny_model();
+    m["weightsManifest"][0]["weights"][0]["quantization"] =
+        json!({"dtype": "uint8", "scale": 0.5, "min": -1.0});
+    let mut w: Vec<u8> = (0..54).collect();
+    w.extend([7.0f32, 8.0, 9.0].iter().flat_map(|f| f.to_le_bytes()));
+    let g = load(&m, HashMap::from([("w.bin", w)])).expect("load quantised");
+    let Op::Conv(c) = &node(&g, "conv").op else {
+        panic!("not a conv")
+    };
+    // OIHW [o=1][i=0][y=0][x=1] ← HWIO flat index (0*3 + 1)*2*3 + 0*3 + 1 = 7.
+    assert_eq!(c.weight.data()[18 + 1], 7.0 * 0.5 - 1.0);
+    assert_eq!(c.bias.as_deref(), Some(&vec![7.0, 8.0, 9.0]));
+    let mut m = tiny_model();
+    m["weightsManifest"][0]["weights"][0]["quantization"] = json!({"dtype": "int4"});
+    let e = err_text(load_tiny(&m));
+    assert!(e.contains("conv/kernel is quantised to int4"), "{e}");
+    let mut m = tiny_model();
+    m["weightsManifest"][0]["weights"][1]["dtype"] = json!("int32");
+    let e = err_text(load_tiny(&m));
+    assert!(e.contains("conv/bias has dtype int32"), "{e}");
+}
+
+#[test]
+fn unknown_layer_class_is_named() {
+    let mut m = tiny_model();
+    m["modelTopology"]["model_config"]["config"]["layers"][1]["class_name"] = json!("Lambda");
+    let e = err_text(load_tiny(&m));
+    assert!(e.contains("layer conv has class Lambda"), "{e}");
+}
+
+#[test]
+fn unsupported_activation_is_named() {
+    let mut m = tiny_model();
+    m["modelTopology"]["model_config"]["config"]["layers"][1]["config"]["activation"] =
+        json!("swish");
+    let e = err_text(load_tiny(&m));
+    assert!(e.contains("activation swish"), "{e}");
+}
+
+/// Adds `a`, `b` reading each other: a cycle, plus the model output from `b`.
+#[test]
+fn cycle_is_reported_with_its_layers() {
+    let mut m = tiny_model();
+    let cfg = &mut m["modelTopology"]["model_config"]["config"];
+    let layers = cfg["layers"].as_array_mut().expect("layers");
+    layers.push(
+        json!({"class_name": "Add", "name": "a", "config": {"name": "a"},
+        "inbound_nodes": [[["conv", 0, 0, {}], ["b", 0, 0, {}]]]}),
+    );
+    layers.push(
+        json!({"class_name": "Add", "name": "b", "config": {"name": "b"},
+        "inbound_nodes": [[["conv", 0, 0, {}], ["a", 0, 0, {}]]]}),
+    );
+    cfg["output_layers"] = json!([["b", 0, 0]]);
+    let e = err_text(load_tiny(&m));
+    assert!(e.contains("cycle through: a, b"), "{e}");
+}
+
+#[test]
+fn dangling_inbound_nodes_are_named() {
+    let mut m = tiny_model();
+    m["modelTopology"]["model_config"]["config"]["layers"][1]["inbound_nodes"] =
+        json!([[["nowhere", 0, 0, {}]]]);
+    let e = err_text(load_tiny(&m));
+    assert!(e.contains("reads from layer nowhere"), "{e}");
+    let mut m = tiny_model();
+    m["modelTopology"]["model_config"]["config"]["layers"][1]["inbound_nodes"] =
+        json!([[["in", 3, 0, {}]]]);
+    let e = err_text(load_tiny(&m));
+    assert!(e.contains("reads call 3 of layer in"), "{e}");
+    let mut m = tiny_model();
+    m["modelTopology"]["model_config"]["config"]["output_layers"] = json!([["ghost", 0, 0]]);
+    let e = err_text(load_tiny(&m));
+    assert!(e.contains("output_layers reads from layer ghost"), "{e}");
+}
+
+#[test]
+fn missing_weight_and_bad_format_are_reported() {
+    let mut m = tiny_model();
+    m["weightsManifest"][0]["weights"][1]["name"] = json!("other/bias");
+    let e = err_text(load_tiny(&m));
+    assert!(e.contains("weight conv/bias is missing"), "{e}");
+    let mut m = tiny_model();
+    m["format"] = json!("graph-model");
+    let e = err_text(load_tiny(&m));
+    assert!(e.contains("only layers-model"), "{e}");
+    let e = err_text(tfjs::load_from_memory(b"{not json", &|_: &str| None));
+    assert!(e.contains("not valid JSON"), "{e}");
+}
+
+#[test]
+fn load_dir_refuses_shard_paths_outside_the_model_folder() {
+    let dir = std::env::temp_dir().join(format!("tessera-tfjs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut m = tiny_model();
+    m["weightsManifest"][0]["paths"] = json!(["../w.bin"]);
+    let path = dir.join("model.json");
+    std::fs::write(&path, serde_json::to_vec(&m).expect("json")).expect("write");
+    let e = tfjs::load_dir(&path).expect_err("escaping path");
+    assert!(e.to_string().contains("must be relative"), "{e}");
+    let missing = tfjs::load_dir(&dir.join("absent.json")).expect_err("no file");
+    assert!(matches!(missing, Error::Io { .. }), "{missing}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fixture_dag_loads_from_disk_with_every_layer_kind() {
+    let g = tfjs::load_dir(&fixture_dir("dag").join("model.json")).expect("load dag");
+    assert_eq!(g.shape(g.inputs[0]), &[1, 3, 13, 17]);
+    // Depthwise: 4 channels × multiplier 2 → 8 groups of 1 in OIHW [8, 1, 3, 2].
+    let Op::Conv(dw) = &node(&g, "dw").op else {
+        panic!("dw")
+    };
+    assert_eq!((dw.group, dw.weight.shape()), (4, &[8usize, 1, 3, 2][..]));
+    assert!(matches!(node(&g, "bn").op, Op::ChannelAffine { .. }));
+    assert!(matches!(
+        node(&g, "ap").op,
+        Op::Pool(tile_engine::ir::Pool {
+            kind: PoolKind::Average {
+                count_include_pad: false
+            },
+            ..
+        })
+    ));
+    assert!(matches!(node(&g, "cat").op, Op::Concat { axis: 1 }));
+    assert!(matches!(node(&g, "up").op, Op::Resize { .. }));
+    assert!(matches!(node(&g, "cr").op, Op::Crop { offset: [0, 2] }));
+}
+
+#[test]
+fn flatten_transposes_to_nhwc_before_reshaping() {
+    let g = tfjs::load_dir(&fixture_dir("classifier").join("model.json")).expect("load");
+    let t = node(&g, "flat/to_nhwc");
+    assert_eq!(
+        t.op,
+        Op::Transpose {
+            perm: vec![0, 2, 3, 1]
+        }
+    );
+    let f = node(&g, "flat");
+    assert_eq!(f.inputs, vec![t.output]);
+    assert_eq!(g.shape(f.output), &[1, 5 * 2 * 2]);
+    // Softmax on a Dense is a separate op after the Dense.
+    assert!(matches!(node(&g, "fc2").op, Op::Softmax { axis: 1 }));
+}
+
+#[test]
+fn default_model_imports_as_the_rdn_graph() {
+    let g = default_model::graph([128, 128]).expect("default model");
+    assert_eq!(g.shape(g.inputs[0]), &[1, 3, 128, 128]);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 3, 256, 256]);
+    let convs = g
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Conv(_)))
+        .count();
+    assert_eq!(convs, 12);
+    let Op::Conv(up1) = &node(&g, "UPN1").op else {
+        panic!("UPN1")
+    };
+    assert_eq!(up1.weight.shape(), &[64, 64, 5, 5]);
+    assert_eq!(up1.pads, [2, 2, 2, 2]);
+    // SR/kernel is followed in the shard by SR/bias and UPN1..3: its first value sits this far from the end.
+    let sr = default_model::WEIGHTS.len()
+        - 4 * (3 * 3 * 12 * 3 + 3 + 64 * 64 * 25 + 64 + 9 * 64 * 32 + 32 + 9 * 32 * 12 + 12);
+    let first = f32::from_le_bytes(
+        default_model::WEIGHTS[sr..sr + 4]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    let Op::Conv(c) = &node(&g, "SR").op else {
+        panic!("SR")
+    };
+    assert_eq!(c.weight.data()[0], first);
+    let e = default_model::graph([0, 5]).expect_err("empty input");
+    assert!(matches!(e, Error::InvalidInput(_)));
+}
