@@ -193,9 +193,9 @@ pub(super) fn conv_transpose(c: &ConvTranspose, x: &Tensor, out_shape: &[usize])
                         let out_row = &mut out_plane[oy as usize * ow..][..ow];
                         let in_row = &in_plane[iy * w..][..w];
                         for (&wv, &(lo, hi, off)) in w_row.iter().zip(&x_ranges) {
-                            for ix in lo..hi {
+                            for (ix, &xv) in in_row.iter().enumerate().take(hi).skip(lo) {
                                 let ox = ((ix * sw) as isize + off) as usize;
-                                out_row[ox] += wv * in_row[ix];
+                                out_row[ox] += wv * xv;
                             }
                         }
                     }

@@ -211,13 +211,11 @@ fn check_op_params(op: &Op, out_shape: &[usize]) -> Result<()> {
     match op {
         Op::Conv(c) => check_activation(&c.activation, out_channels),
         Op::ConvTranspose(c) => {
-            if let Some(b) = &c.bias {
-                if b.len() != out_channels {
-                    return Err(Error::Shape(format!(
-                        "bias has {} values for {out_channels} output channels",
-                        b.len()
-                    )));
-                }
+            if let Some(b) = c.bias.as_ref().filter(|b| b.len() != out_channels) {
+                return Err(Error::Shape(format!(
+                    "bias has {} values for {out_channels} output channels",
+                    b.len()
+                )));
             }
             check_activation(&c.activation, out_channels)
         }
@@ -243,13 +241,13 @@ fn check_op_params(op: &Op, out_shape: &[usize]) -> Result<()> {
 
 /// A PRelu slope must be a single value or one per channel.
 fn check_activation(a: &Activation, channels: usize) -> Result<()> {
-    if let Activation::PRelu { slope } = a {
-        if slope.len() != 1 && slope.len() != channels {
-            return Err(Error::Shape(format!(
+    match a {
+        Activation::PRelu { slope } if slope.len() != 1 && slope.len() != channels => {
+            Err(Error::Shape(format!(
                 "PRelu has {} slopes for {channels} channels",
                 slope.len()
-            )));
+            )))
         }
+        _ => Ok(()),
     }
-    Ok(())
 }
