@@ -170,7 +170,12 @@ fn chooser_stops_before_whole_map_ops_and_respects_fuse() {
         )
         .expect("gap");
     g.outputs.push(p);
-    let segs = choose_blocks(&g, &FusionOptions::default());
+    // On a 16×16 map a 3×3 conv alone costs ~27% halo at 2×2: allow 100%.
+    let loose = FusionOptions {
+        max_halo_overhead: 1.0,
+        ..FusionOptions::default()
+    };
+    let segs = choose_blocks(&g, &loose);
     assert_eq!(segs.len(), 2, "{segs:?}");
     assert!(matches!(&segs[0], Segment::Tiled(b) if b.nodes == vec![0, 1, 2]));
     assert_eq!(segs[1], Segment::Whole(vec![3]));

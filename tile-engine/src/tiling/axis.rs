@@ -78,6 +78,12 @@ impl AxisMap {
                 while self.need(o, in_len).is_empty() && o.start > 0 {
                     o.start -= 1;
                 }
+                // A ceil_mode window hanging past the end pad: with the end pad
+                // capped (see `local`) a tile holding only that window would be
+                // shorter than the window, so it also computes its predecessors.
+                while o.start > 0 && self.too_short(o, in_len) {
+                    o.start -= 1;
+                }
             }
             AxisMap::Upsample { factor } => {
                 o.start = o.start / factor * factor;
@@ -91,6 +97,22 @@ impl AxisMap {
             )));
         }
         Ok(o)
+    }
+
+    /// True when the per-tile padded extent of a window op would be shorter
+    /// than one window (only possible at a `ceil_mode` far border).
+    fn too_short(&self, out: Span, in_len: usize) -> bool {
+        let AxisMap::Window {
+            kernel, dilation, ..
+        } = *self
+        else {
+            return false;
+        };
+        let inp = self.need(out, in_len);
+        match self.local(out, inp, in_len) {
+            Ok(l) => (inp.len() + l.pad_begin + l.pad_end) < Self::eff(kernel, dilation) as usize,
+            Err(_) => false,
+        }
     }
 
     /// The input indices that output range `out` reads, clipped to `[0, in_len)`.

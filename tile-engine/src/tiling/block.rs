@@ -138,14 +138,15 @@ pub(crate) fn node_geom(graph: &Graph, node: NodeId) -> Option<NodeGeom> {
                 let s = graph.shape(i);
                 if hw(s) == Some([oh, ow]) {
                     v.push(same(AxisMap::Identity));
-                } else if s.len() < 2 || s[s.len() - 2..] == [1, 1] || s.len() == 1 && s[0] == 1 {
+                } else if s.is_empty() || s == [1] || s.len() >= 2 && s[s.len() - 2..] == [1, 1] {
                     v.push(InputGeom::Whole);
                 } else {
                     return None;
                 }
             }
-            // A broadcast runtime operand must come from outside the block;
-            // a map that is broadcast spatially (1×1 against H×W) is not local.
+            // A rank-1 `[C]` operand broadcasts along W, not channels: it
+            // stays unsupported (not Whole). A broadcast operand produced
+            // inside the block is rejected by `Block::new`.
             v
         }
         Op::Pad { pads, .. } => {
@@ -187,6 +188,17 @@ pub(crate) fn node_geom(graph: &Graph, node: NodeId) -> Option<NodeGeom> {
     // The first input must be a sliced map (it drives the output's extent).
     if !matches!(inputs.first(), Some(InputGeom::Map(_))) {
         return None;
+    }
+    // An axis on which no output reads any input (every window lies in
+    // padding) cannot be cut into tiles that each read something: run whole.
+    for (g, &v) in inputs.iter().zip(&n.inputs) {
+        if let (InputGeom::Map(m), Some([h, w])) = (g, hw(graph.shape(v))) {
+            if m[0].need(super::region::Span::new(0, oh), h).is_empty()
+                || m[1].need(super::region::Span::new(0, ow), w).is_empty()
+            {
+                return None;
+            }
+        }
     }
     Some(NodeGeom { inputs })
 }
