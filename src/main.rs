@@ -1,5 +1,151 @@
 //! The tessera binary: CLI, node daemon and coordinator.
 
-fn main() {
-    println!("tessera");
+mod demo;
+mod infer;
+mod model;
+mod tensor_io;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run CNN inference across a device, parallel edge GPUs and a cloud node,
+/// tile by tile, with results bit-identical to a single-node run.
+#[derive(Parser)]
+#[command(name = "tessera", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the embedded default model and show what happened.
+    Demo,
+    /// Run a model on one input, in this process.
+    Infer(InferArgs),
+    /// Run a node daemon for one tier (device, edge or cloud).
+    Node {
+        /// The node's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run one request on a cluster.
+    Run {
+        /// The cluster's TOML description.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The model (.onnx, a TF.js model.json, or `default`).
+        #[arg(long)]
+        model: String,
+        /// Input tensor (.npy or .png).
+        #[arg(long)]
+        input: PathBuf,
+        /// Output tensor (.npy or .png).
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Print (and draw) the plan for a model on a cluster.
+    Plan {
+        /// The cluster's TOML description.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The model (.onnx, a TF.js model.json, or `default`).
+        #[arg(long)]
+        model: String,
+        /// Also draw the plan as an SVG file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+    /// Make a cluster CA and a certificate per node.
+    Certs {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Comma-separated node names.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+    },
+}
+
+/// Which executor runs the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The CPU reference executor (plain Rust, the oracle).
+    Cpu,
+    /// The wgpu executor (any Vulkan, Metal, DX12 or GL adapter).
+    Gpu,
+}
+
+/// Arguments of `tessera infer`.
+#[derive(Args)]
+pub struct InferArgs {
+    /// The model: an .onnx file, a TF.js `model.json`, or `default` (the embedded super-resolution model).
+    #[arg(long)]
+    pub model: String,
+    /// Input tensor: .npy (float32, NCHW) or .png.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output tensor: .npy or .png.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Split every tileable fused block into R×C tiles (results do not change).
+    #[arg(long, default_value = "1x1")]
+    pub grid: String,
+    /// Fuse at most N layers per block (default: chosen from the halo overhead).
+    #[arg(long)]
+    pub fuse: Option<usize>,
+    /// Executor.
+    #[arg(long, value_enum, default_value_t = Backend::Gpu)]
+    pub backend: Backend,
+    /// GPU adapter name (substring), like WGPU_ADAPTER_NAME.
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Use default kernel choices instead of timing candidates.
+    #[arg(long)]
+    pub no_autotune: bool,
+    /// PNG pixel range for models not embedded: byte/255 × this (1 = [0,1], 255 = [0,255]).
+    #[arg(long)]
+    pub pixel_scale: Option<f32>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo => demo::demo(),
+        Command::Infer(args) => infer::infer(&args),
+        Command::Node { .. } | Command::Run { .. } => {
+            anyhow::bail!("node daemons and cluster runs are not implemented yet")
+        }
+        Command::Plan { .. } => anyhow::bail!("the planner CLI is not implemented yet"),
+        Command::Certs { out, nodes } => {
+            transport::certs::generate(&out, &nodes)
+                .with_context(|| format!("cannot write certificates to {}", out.display()))?;
+            println!(
+                "wrote a cluster CA and certificates for {} to {}",
+                nodes.join(", "),
+                out.display()
+            );
+            Ok(())
+        }
+    }
 }

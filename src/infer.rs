@@ -1,0 +1,82 @@
+//! `tessera infer`: one model, one input, in this process.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use tile_engine::tiling::{FusionOptions, Grid, TiledOptions};
+use tile_engine::{Executor, Graph, Tensor};
+
+use crate::{Backend, InferArgs, model};
+
+/// Opens the executor the user asked for.
+pub fn executor(
+    backend: Backend,
+    adapter: Option<String>,
+    no_autotune: bool,
+) -> Result<Box<dyn Executor>> {
+    Ok(match backend {
+        Backend::Cpu => Box::new(tile_engine::cpu::CpuExecutor),
+        Backend::Gpu => Box::new(
+            tile_engine::gpu::GpuExecutor::new(tile_engine::gpu::GpuOptions {
+                adapter,
+                no_autotune,
+                ..Default::default()
+            })
+            .context("cannot open the GPU executor (try --backend cpu)")?,
+        ),
+    })
+}
+
+/// Runs `graph` whole (1×1 grid and no fuse override) or tile by tile.
+pub fn run_graph(
+    exec: &dyn Executor,
+    graph: &Graph,
+    input: Tensor,
+    grid: &Grid,
+    fuse: Option<usize>,
+) -> Result<Tensor> {
+    let outputs = if grid.len() == 1 && fuse.is_none() {
+        exec.run(graph, &[input])?
+    } else {
+        let options = TiledOptions {
+            fusion: fuse.map_or_else(FusionOptions::default, FusionOptions::fixed),
+            ..TiledOptions::default()
+        };
+        tile_engine::tiling::run_tiled(exec, graph, &[input], grid, &options)?
+    };
+    let n = outputs.len();
+    match <[Tensor; 1]>::try_from(outputs) {
+        Ok([out]) => Ok(out),
+        Err(_) => bail!("the model has {n} outputs; tessera infer writes models with exactly one"),
+    }
+}
+
+/// Runs a model on one input in this process.
+pub fn infer(args: &InferArgs) -> Result<()> {
+    let kind = model::kind_of(&args.model)?;
+    let grid = Grid::parse(&args.grid)?;
+    let input = model::read_input(kind, &args.input, args.pixel_scale)?;
+    let graph = model::load(&args.model, input.shape())?;
+    if graph.inputs.len() != 1 {
+        bail!(
+            "{}: the model has {} inputs; tessera infer feeds exactly one",
+            args.model,
+            graph.inputs.len()
+        );
+    }
+    let exec = executor(args.backend, args.adapter.clone(), args.no_autotune)?;
+    let started = Instant::now();
+    let output = run_graph(exec.as_ref(), &graph, input, &grid, args.fuse)?;
+    let elapsed = started.elapsed();
+    model::write_output(kind, &args.output, &output, args.pixel_scale)?;
+    eprintln!(
+        "{}: output {:?} on {} (grid {}x{}) in {:.1} ms",
+        args.output.display(),
+        output.shape(),
+        exec.name(),
+        grid.rows,
+        grid.cols,
+        elapsed.as_secs_f64() * 1e3
+    );
+    Ok(())
+}

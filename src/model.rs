@@ -1,0 +1,93 @@
+//! Finding and loading a model by the name a user gives on the command line,
+//! and the pixel convention its PNG inputs and outputs use.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use tile_engine::{Graph, Tensor, default_model};
+
+use crate::tensor_io::{self, Format, PixelRange};
+
+/// What the user named: a file of a known format, or the embedded default model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// An `.onnx` file.
+    Onnx,
+    /// A TF.js layers model (`model.json` with its shards beside it).
+    Tfjs,
+    /// The embedded super-resolution model (`default`).
+    Default,
+}
+
+/// Classifies a `--model` argument.
+pub fn kind_of(spec: &str) -> Result<ModelKind> {
+    if spec == "default" {
+        return Ok(ModelKind::Default);
+    }
+    let path = Path::new(spec);
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("onnx") => Ok(ModelKind::Onnx),
+        Some("json") => Ok(ModelKind::Tfjs),
+        _ => bail!(
+            "{spec}: unknown model format (expected an .onnx file, a TF.js model.json, or `default`)"
+        ),
+    }
+}
+
+/// Reads an input tensor with the pixel convention of the model it is for.
+pub fn read_input(kind: ModelKind, path: &Path, pixel_scale: Option<f32>) -> Result<Tensor> {
+    if kind == ModelKind::Default && tensor_io::format_of(path)? == Format::Png {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        return default_model::png_to_tensor(&bytes).with_context(|| format!("{}", path.display()));
+    }
+    tensor_io::read_tensor(path, range(pixel_scale))
+}
+
+/// Writes an output tensor with the pixel convention of the model it came from.
+pub fn write_output(
+    kind: ModelKind,
+    path: &Path,
+    t: &Tensor,
+    pixel_scale: Option<f32>,
+) -> Result<()> {
+    if kind == ModelKind::Default && tensor_io::format_of(path)? == Format::Png {
+        let bytes = default_model::tensor_to_png(t)?;
+        return std::fs::write(path, bytes)
+            .with_context(|| format!("cannot write {}", path.display()));
+    }
+    tensor_io::write_tensor(path, t, range(pixel_scale))
+}
+
+fn range(pixel_scale: Option<f32>) -> PixelRange {
+    pixel_scale.map_or_else(PixelRange::default, |scale| PixelRange { scale })
+}
+
+/// Loads the model for an input of `input_shape` (models with a dynamic
+/// spatial size, like the default one, are instantiated for it), then runs
+/// the IR passes.
+pub fn load(spec: &str, input_shape: &[usize]) -> Result<Graph> {
+    let kind = kind_of(spec)?;
+    let mut graph = match kind {
+        ModelKind::Default => {
+            let [1, 3, h, w] = input_shape else {
+                bail!(
+                    "the default model takes a [1, 3, H, W] image, got an input of shape {input_shape:?}"
+                );
+            };
+            default_model::graph([*h, *w])?
+        }
+        ModelKind::Onnx => {
+            let path = Path::new(spec);
+            tile_engine::onnx::load_file(path).with_context(|| format!("{spec}"))?
+        }
+        ModelKind::Tfjs => {
+            let path = Path::new(spec);
+            tile_engine::tfjs::load_dir_with_input(path, input_shape)
+                .with_context(|| format!("{spec}"))?
+        }
+    };
+    tile_engine::passes::optimize(&mut graph)
+        .with_context(|| format!("{spec}: optimising the graph"))?;
+    Ok(graph)
+}

@@ -1,0 +1,232 @@
+//! Reading and writing tensors as `.npy` (float32, any shape) and `.png`
+//! (an image as a `[1, C, H, W]` float tensor).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail, ensure};
+use tile_engine::Tensor;
+
+/// How PNG pixels map to floats: `value = byte / 255 * scale`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PixelRange {
+    /// 1.0 maps bytes to [0, 1] (the default); 255.0 keeps [0, 255].
+    pub scale: f32,
+}
+
+impl Default for PixelRange {
+    fn default() -> Self {
+        Self { scale: 1.0 }
+    }
+}
+
+/// The kind of tensor file, from its extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// NumPy `.npy`.
+    Npy,
+    /// PNG image.
+    Png,
+}
+
+/// Picks the format from a path's extension.
+pub fn format_of(path: &Path) -> Result<Format> {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("npy") => Ok(Format::Npy),
+        Some("png") => Ok(Format::Png),
+        _ => bail!("{}: expected a .npy or .png file", path.display()),
+    }
+}
+
+/// Reads a float32 `.npy` file.
+pub fn read_npy(path: &Path) -> Result<Tensor> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    npy_from_bytes(&bytes).with_context(|| format!("{}", path.display()))
+}
+
+/// Parses `.npy` bytes holding float32 values in C order.
+pub fn npy_from_bytes(bytes: &[u8]) -> Result<Tensor> {
+    let npy = npyz::NpyFile::new(bytes).context("not a valid .npy file")?;
+    let dtype = npy.dtype();
+    let expected = npyz::DType::Plain("<f4".parse().context("dtype literal")?);
+    ensure!(
+        dtype == expected,
+        "expected float32 ('<f4') data, found dtype {}",
+        dtype.descr()
+    );
+    ensure!(
+        npy.order() == npyz::Order::C,
+        "Fortran-ordered arrays are not supported"
+    );
+    let shape: Vec<usize> = npy
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d).context("dimension too large"))
+        .collect::<Result<_>>()?;
+    let numel = tile_engine::tensor::checked_numel(&shape)?;
+    // The header's shape is untrusted: check it against the bytes actually present.
+    ensure!(
+        numel.checked_mul(4).is_some_and(|n| n <= bytes.len()),
+        "header declares {numel} values but the file holds {} bytes",
+        bytes.len()
+    );
+    let data: Vec<f32> = npy.into_vec().context("truncated .npy data")?;
+    Ok(Tensor::new(shape, data)?)
+}
+
+/// Writes a tensor as float32 `.npy`.
+pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
+    use npyz::WriterBuilder;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
+    let mut w = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(std::io::BufWriter::new(file))
+        .begin_nd()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    w.extend(t.data().iter().copied())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    w.finish()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Decodes PNG bytes into a `[1, 3, H, W]` tensor (RGB; alpha dropped, grey expanded).
+pub fn png_to_tensor(bytes: &[u8], range: PixelRange) -> Result<Tensor> {
+    let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
+        .context("not a valid PNG image")?
+        .to_rgb8();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut data = vec![0f32; 3 * h * w];
+    for (x, y, p) in img.enumerate_pixels() {
+        for c in 0..3 {
+            data[c * h * w + y as usize * w + x as usize] = f32::from(p[c]) / 255.0 * range.scale;
+        }
+    }
+    Ok(Tensor::new(vec![1, 3, h, w], data)?)
+}
+
+/// Encodes a `[1, C, H, W]` tensor (C = 1 or 3) as PNG, clamping and rounding each value.
+pub fn tensor_to_png(t: &Tensor, range: PixelRange) -> Result<Vec<u8>> {
+    let [1, c, h, w] = t.shape() else {
+        bail!("an image output must be [1, C, H, W], got {:?}", t.shape());
+    };
+    let (c, h, w) = (*c, *h, *w);
+    ensure!(
+        c == 1 || c == 3,
+        "an image output needs 1 or 3 channels, got {c}"
+    );
+    let mut rgb = image::RgbImage::new(w as u32, h as u32);
+    let d = t.data();
+    for y in 0..h {
+        for x in 0..w {
+            let px = |ch: usize| {
+                let v = d[ch * h * w + y * w + x] / range.scale * 255.0;
+                v.round().clamp(0.0, 255.0) as u8
+            };
+            let p = if c == 3 {
+                [px(0), px(1), px(2)]
+            } else {
+                [px(0); 3]
+            };
+            rgb.put_pixel(x as u32, y as u32, image::Rgb(p));
+        }
+    }
+    let mut out = Vec::new();
+    rgb.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .context("PNG encoding failed")?;
+    Ok(out)
+}
+
+/// Reads a tensor from `.npy` or `.png`.
+pub fn read_tensor(path: &Path, range: PixelRange) -> Result<Tensor> {
+    match format_of(path)? {
+        Format::Npy => read_npy(path),
+        Format::Png => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            png_to_tensor(&bytes, range).with_context(|| format!("{}", path.display()))
+        }
+    }
+}
+
+/// Writes a tensor to `.npy` or `.png`.
+pub fn write_tensor(path: &Path, t: &Tensor, range: PixelRange) -> Result<()> {
+    match format_of(path)? {
+        Format::Npy => write_npy(path, t),
+        Format::Png => {
+            let bytes = tensor_to_png(t, range)?;
+            std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_round_trip_keeps_shape_and_bits() {
+        let dir = std::env::temp_dir().join(format!("tessera-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let p = dir.join("t.npy");
+        let t = Tensor::new(
+            vec![1, 2, 3],
+            vec![0.5, -1.0, f32::MIN_POSITIVE, 3.25, 1e30, -0.0],
+        )
+        .expect("tensor");
+        write_npy(&p, &t).expect("write");
+        let back = read_npy(&p).expect("read");
+        assert_eq!(back.shape(), t.shape());
+        let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back), bits(&t));
+    }
+
+    #[test]
+    fn npy_with_wrong_dtype_is_refused() {
+        use npyz::WriterBuilder;
+        let mut buf = Vec::new();
+        let mut w = npyz::WriteOptions::<f64>::new()
+            .default_dtype()
+            .shape(&[2])
+            .writer(&mut buf)
+            .begin_nd()
+            .expect("writer");
+        w.extend([1.0f64, 2.0]).expect("extend");
+        w.finish().expect("finish");
+        let err = npy_from_bytes(&buf).expect_err("f64 must be refused");
+        assert!(format!("{err:#}").contains("float32"), "{err:#}");
+    }
+
+    #[test]
+    fn npy_header_larger_than_file_is_refused_before_allocating() {
+        let t = Tensor::new(vec![4], vec![1.0; 4]).expect("tensor");
+        let dir = std::env::temp_dir().join(format!("tessera-npy2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let p = dir.join("t.npy");
+        write_npy(&p, &t).expect("write");
+        let mut bytes = std::fs::read(&p).expect("read");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let at = text.find("(4,)").expect("shape in header");
+        bytes[at + 1] = b'9'; // declares 9 values, holds 4
+        assert!(npy_from_bytes(&bytes).is_err());
+    }
+
+    #[test]
+    fn png_round_trip_is_exact_on_bytes() {
+        let mut data = vec![0f32; 3 * 2 * 3];
+        for (i, v) in data.iter_mut().enumerate() {
+            *v = (i * 13 % 256) as f32 / 255.0;
+        }
+        let t = Tensor::new(vec![1, 3, 2, 3], data).expect("tensor");
+        let png = tensor_to_png(&t, PixelRange::default()).expect("encode");
+        let back = png_to_tensor(&png, PixelRange::default()).expect("decode");
+        assert_eq!(back, t);
+    }
+}
