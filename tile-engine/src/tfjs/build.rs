@@ -288,7 +288,7 @@ impl Builder<'_> {
                 }
                 let n = s[0];
                 let rest = s.iter().skip(1).product();
-                let x = self.to_keras_order(&name, x)?;
+                let x = self.in_keras_order(&name, x)?;
                 self.node_shaped(&name, Op::Reshape, x, vec![n, rest])
             }
             "Reshape" => reshape(self, &cfg, &name, one()?),
@@ -337,7 +337,7 @@ impl Builder<'_> {
     }
 
     /// For a rank-4 value, a Transpose to Keras's NHWC order; other ranks unchanged.
-    fn to_keras_order(&mut self, name: &str, x: ValueId) -> Result<ValueId> {
+    fn in_keras_order(&mut self, name: &str, x: ValueId) -> Result<ValueId> {
         if self.graph.shape(x).len() != 4 {
             return Ok(x);
         }
@@ -615,7 +615,7 @@ fn reshape(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result
     }
     let mut keras: Vec<usize> = vec![n];
     keras.extend(dims.into_iter().flatten());
-    let x = b.to_keras_order(name, x)?;
+    let x = b.in_keras_order(name, x)?;
     if keras.len() != 4 {
         return b.node_shaped(name, Op::Reshape, x, keras);
     }
