@@ -3,6 +3,7 @@
 mod demo;
 mod infer;
 mod model;
+mod plan;
 mod tensor_io;
 
 use std::path::PathBuf;
@@ -136,7 +137,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Node { .. } | Command::Run { .. } => {
             anyhow::bail!("node daemons and cluster runs are not implemented yet")
         }
-        Command::Plan { .. } => anyhow::bail!("the planner CLI is not implemented yet"),
+        Command::Plan {
+            cluster,
+            model,
+            svg,
+        } => plan::plan(&cluster, &model, svg.as_deref()),
         Command::Certs { out, nodes } => {
             transport::certs::generate(&out, &nodes)
                 .with_context(|| format!("cannot write certificates to {}", out.display()))?;

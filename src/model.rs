@@ -91,3 +91,19 @@ pub fn load(spec: &str, input_shape: &[usize]) -> Result<Graph> {
         .with_context(|| format!("{spec}: optimising the graph"))?;
     Ok(graph)
 }
+
+/// Loads a model for planning: the default model at its fixture's size,
+/// other models at the input shape they declare.
+pub fn load_for_planning(spec: &str) -> Result<Graph> {
+    let shape = match kind_of(spec)? {
+        ModelKind::Default => {
+            let t = default_model::png_to_tensor(default_model::fixture_png())?;
+            t.shape().to_vec()
+        }
+        // ONNX files declare static shapes; a TF.js model with a dynamic one
+        // is planned for a 224×224 RGB image.
+        ModelKind::Onnx => Vec::new(),
+        ModelKind::Tfjs => vec![1, 3, 224, 224],
+    };
+    load(spec, &shape)
+}
