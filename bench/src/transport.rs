@@ -263,6 +263,18 @@ async fn quic_point(
     )
     .await?;
     let (secs, cpu, _) = quic_run(&sc, &cc, tile_bytes, tiles, streams, 0).await?;
+    let st = cc.quinn().stats();
+    if std::env::var_os("TRANSPORT_BENCH_STATS").is_some() {
+        println!(
+            "    [{} KiB x {tiles}] mtu {} cwnd {} lost packets {} datagrams sent {} congestion events {}",
+            tile_bytes >> 10,
+            st.path.current_mtu,
+            st.path.cwnd,
+            st.path.lost_packets,
+            st.udp_tx.datagrams,
+            st.path.congestion_events
+        );
+    }
     cc.close("bench done");
     Ok((secs, cpu))
 }
@@ -381,12 +393,12 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             args.streams,
         ),
         (
-            "loopback MTU 9000-65000, 1 stream",
+            "loopback MTU 6000-6400, 1 stream",
             LinkTuning::loopback(),
             1,
         ),
         (
-            "loopback MTU 9000-65000, N streams",
+            "loopback MTU 6000-6400, N streams",
             LinkTuning::loopback(),
             args.streams,
         ),

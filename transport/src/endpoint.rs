@@ -204,13 +204,14 @@ impl Endpoint {
         let socket = bind_socket(addr, config.socket_buffer_bytes)?;
         let runtime =
             quinn::default_runtime().ok_or_else(|| Error::Config("no tokio runtime".into()))?;
-        let mut quinn = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server),
-            socket,
-            runtime,
-        )
-        .map_err(|e| Error::io(addr.to_string(), e))?;
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        // quinn caps datagrams at 1472 bytes unless told otherwise, which
+        // would make the MTU settings of `link` dead letters.
+        endpoint_config
+            .max_udp_payload_size(config.link.max_mtu)
+            .map_err(|e| Error::Config(format!("max_mtu {}: {e}", config.link.max_mtu)))?;
+        let mut quinn = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
+            .map_err(|e| Error::io(addr.to_string(), e))?;
         quinn.set_default_client_config(client);
         Ok(Self {
             quinn,
