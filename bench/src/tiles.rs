@@ -1,6 +1,594 @@
-//! `cargo run -p bench --release -- tiles`.
+//! `cargo run -p bench --release -- tiles [--size N] [--max-grid G] [--no-latency]`
+//!
+//! Tile-size sweep on a VGG-16 conv stack (13 convs + 5 max-pools, random
+//! weights): for grids 1×1 … G×G and several fused depths, the per-tile peak
+//! memory, halo FLOP overhead and bytes per tile (analytic, exact, from the
+//! tile geometry at 3×224×224), and the latency of tiled runs on the CPU
+//! executor at 3×N×N (default 112, wall-clock, tiles run one after another)
+//! with a bit-exactness check against the untiled run. Writes
+//! `out/bench/tiles.json` and `out/bench/tiles.svg`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use serde_json::json;
+use svg::Document;
+use svg::node::element::path::Data;
+use svg::node::element::{Circle, Line, Path, Rectangle, Text};
+use tile_engine::cpu::CpuExecutor;
+use tile_engine::ir::{Activation, Conv, Graph, Op, Pool, PoolKind};
+use tile_engine::tiling::{
+    Block, FusionOptions, Grid, Segment, TiledOptions, choose_blocks, peak_live_bytes,
+    report_block, run_segments,
+};
+use tile_engine::{Executor, Tensor};
+
+/// VGG-16's feature extractor: channel counts, `0` for a 2×2 max-pool.
+const VGG16: [usize; 18] = [
+    64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
+];
+
+/// A deterministic pseudo-random source (xorshift), enough for weights.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn tensor(&mut self, shape: Vec<usize>, scale: f32) -> anyhow::Result<Tensor> {
+        let n = shape.iter().product();
+        Ok(Tensor::new(
+            shape,
+            (0..n).map(|_| self.next() * scale).collect(),
+        )?)
+    }
+}
+
+/// The VGG-16 conv stack on a 3×size×size input, stopping after `convs` conv layers
+/// (pools included up to that point).
+pub fn vgg16_convs(size: usize, convs: usize) -> anyhow::Result<Graph> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut g = Graph::default();
+    let mut x = g.add_value("input", vec![1, 3, size, size]);
+    g.inputs.push(x);
+    let (mut stage, mut idx, mut done) = (1, 1, 0);
+    for &c in &VGG16 {
+        if c == 0 {
+            let op = Op::Pool(Pool {
+                kind: PoolKind::Max,
+                kernel: [2, 2],
+                strides: [2, 2],
+                pads: [0; 4],
+                dilations: [1, 1],
+                ceil_mode: false,
+            });
+            x = g.add_node(
+                format!("pool{stage}"),
+                op,
+                vec![x],
+                format!("pool{stage}_out"),
+            )?;
+            stage += 1;
+            idx = 1;
+            continue;
+        }
+        if done == convs {
+            break;
+        }
+        let cin = g.shape(x)[1];
+        // He-style scale keeps activations in range through 13 layers.
+        let scale = (6.0 / (cin * 9) as f32).sqrt();
+        let op = Op::Conv(Conv {
+            weight: Arc::new(rng.tensor(vec![c, cin, 3, 3], scale)?),
+            bias: Some(Arc::new((0..c).map(|_| rng.next() * 0.1).collect())),
+            strides: [1, 1],
+            pads: [1; 4],
+            dilations: [1, 1],
+            group: 1,
+            activation: Activation::Relu,
+        });
+        let name = format!("conv{stage}_{idx}");
+        x = g.add_node(name.clone(), op, vec![x], format!("{name}_out"))?;
+        idx += 1;
+        done += 1;
+    }
+    g.outputs.push(x);
+    g.validate()?;
+    Ok(g)
+}
+
+/// A fusion setting of the sweep.
+#[derive(Clone)]
+struct Fuse {
+    label: String,
+    options: FusionOptions,
+}
+
+fn fuse_settings() -> Vec<Fuse> {
+    let mut v = vec![Fuse {
+        label: "auto".into(),
+        options: FusionOptions::default(),
+    }];
+    for d in [3, 6, 9] {
+        v.push(Fuse {
+            label: format!("fuse {d}"),
+            options: FusionOptions::fixed(d),
+        });
+    }
+    v.push(Fuse {
+        label: "fuse all".into(),
+        options: FusionOptions::fixed(usize::MAX),
+    });
+    v
+}
+
+/// Model-level figures of one segmentation at one grid.
+#[derive(serde::Serialize)]
+struct Point {
+    fuse: String,
+    grid: usize,
+    blocks: usize,
+    tile_peak_bytes: u64,
+    untiled_peak_bytes: u64,
+    memory_saving_pct: f64,
+    halo_overhead_pct: f64,
+    max_in_bytes_per_tile: u64,
+    max_out_bytes_per_tile: u64,
+}
+
+fn analyse(g: &Graph, segs: &[Segment], fuse: &str, n: usize) -> anyhow::Result<Point> {
+    let grid = Grid::uniform(n, n);
+    let (mut tiled, mut untiled, mut peak, mut inb, mut outb, mut blocks) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0);
+    for s in segs {
+        if let Segment::Tiled(b) = s {
+            let r = report_block(g, b, &grid)?;
+            tiled += r.tiled_flops;
+            untiled += r.untiled_flops;
+            peak = peak.max(r.tile_peak_bytes);
+            inb = inb.max(r.max_in_bytes);
+            outb = outb.max(r.max_out_bytes);
+            blocks += 1;
+        }
+    }
+    let whole = peak_live_bytes(g);
+    Ok(Point {
+        fuse: fuse.into(),
+        grid: n,
+        blocks,
+        tile_peak_bytes: peak,
+        untiled_peak_bytes: whole,
+        memory_saving_pct: 100.0 * (1.0 - peak as f64 / whole as f64),
+        halo_overhead_pct: 100.0 * (tiled as f64 / untiled.max(1) as f64 - 1.0),
+        max_in_bytes_per_tile: inb,
+        max_out_bytes_per_tile: outb,
+    })
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn describe(g: &Graph, segs: &[Segment]) -> Vec<String> {
+    segs.iter()
+        .map(|s| match s {
+            Segment::Tiled(b) => {
+                let (a, z) = b.span_names(g);
+                format!("[{a}..{z}] ({} layers)", b.nodes.len())
+            }
+            Segment::Whole(n) => format!("whole({} nodes)", n.len()),
+        })
+        .collect()
+}
 
 /// Runs the tiles benchmark.
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("the tiles benchmark is not implemented yet")
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let mut size = 112usize;
+    let mut max_grid = 8usize;
+    let mut latency = true;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--size" => {
+                size = it
+                    .next()
+                    .context("--size needs a value")?
+                    .parse()
+                    .context("--size")?
+            }
+            "--max-grid" => {
+                max_grid = it
+                    .next()
+                    .context("--max-grid needs a value")?
+                    .parse()
+                    .context("--max-grid")?
+            }
+            "--no-latency" => latency = false,
+            other => anyhow::bail!(
+                "unknown argument '{other}' (use --size N, --max-grid G, --no-latency)"
+            ),
+        }
+    }
+    let max_grid = max_grid.clamp(1, 8);
+
+    // 1. Halo overhead of VGG-16's first 8 conv layers as one block, 224×224.
+    let first8 = vgg16_convs(224, 8)?;
+    let block8 = Block::new(&first8, (0..first8.nodes.len()).collect())?;
+    println!("VGG-16 first 8 conv layers (+3 pools) as one fused block, 3x224x224:");
+    println!(
+        "{:>6} {:>10} {:>14} {:>14}",
+        "grid", "halo %", "tile peak MiB", "in/tile MiB"
+    );
+    let mut first8_rows = Vec::new();
+    for n in 1..=max_grid {
+        let r = report_block(&first8, &block8, &Grid::uniform(n, n))?;
+        println!(
+            "{:>6} {:>10.2} {:>14.2} {:>14.3}",
+            r.grid,
+            r.halo_overhead_pct,
+            mib(r.tile_peak_bytes),
+            mib(r.max_in_bytes)
+        );
+        first8_rows.push(r);
+    }
+    let auto8 = choose_blocks(&first8, &FusionOptions::default());
+    println!(
+        "chooser (max {:.0}% halo at 2x2): {}",
+        tile_engine::tiling::DEFAULT_MAX_HALO_OVERHEAD * 100.0,
+        describe(&first8, &auto8).join(" ")
+    );
+
+    // 2. Whole conv stack: memory and overhead per fused depth and grid.
+    let model = vgg16_convs(224, 13)?;
+    println!("\nVGG-16 conv stack, 3x224x224, analytic (exact bytes of live tensors):");
+    println!(
+        "{:>9} {:>5} {:>7} {:>14} {:>9} {:>8} {:>12}",
+        "fuse", "grid", "blocks", "tile peak MiB", "saving %", "halo %", "in/tile MiB"
+    );
+    let mut points = Vec::new();
+    let mut chosen = Vec::new();
+    for f in fuse_settings() {
+        let segs = choose_blocks(&model, &f.options);
+        chosen.push(json!({"fuse": f.label, "blocks": describe(&model, &segs)}));
+        for n in 1..=max_grid {
+            let p = analyse(&model, &segs, &f.label, n)?;
+            println!(
+                "{:>9} {:>5} {:>7} {:>14.2} {:>9.1} {:>8.2} {:>12.3}",
+                p.fuse,
+                format!("{n}x{n}"),
+                p.blocks,
+                mib(p.tile_peak_bytes),
+                p.memory_saving_pct,
+                p.halo_overhead_pct,
+                mib(p.max_in_bytes_per_tile)
+            );
+            points.push(p);
+        }
+    }
+    println!("untiled peak: {:.2} MiB", mib(peak_live_bytes(&model)));
+
+    // 3. Latency on the CPU executor at a smaller input.
+    let mut lat = Vec::new();
+    let mut untiled_ms = 0.0;
+    if latency {
+        let small = vgg16_convs(size, 13)?;
+        let mut rng = Rng(42);
+        let input = rng.tensor(
+            small
+                .inputs
+                .iter()
+                .map(|&i| small.shape(i).to_vec())
+                .next()
+                .context("input")?,
+            1.0,
+        )?;
+        let t0 = Instant::now();
+        let reference = CpuExecutor.run(&small, std::slice::from_ref(&input))?;
+        untiled_ms = t0.elapsed().as_secs_f64() * 1e3;
+        println!(
+            "\nlatency, CPU executor, 3x{size}x{size}, wall-clock, tiles sequential; untiled {untiled_ms:.0} ms"
+        );
+        println!(
+            "{:>9} {:>5} {:>10} {:>13}",
+            "fuse", "grid", "ms", "bit-identical"
+        );
+        let opts = TiledOptions::default();
+        for f in fuse_settings()
+            .into_iter()
+            .filter(|f| f.label == "auto" || f.label == "fuse all")
+        {
+            let segs = choose_blocks(&small, &f.options);
+            for n in [1, 2, 3, 4].into_iter().filter(|&n| n <= max_grid) {
+                let t0 = Instant::now();
+                let out = run_segments(
+                    &CpuExecutor,
+                    &small,
+                    std::slice::from_ref(&input),
+                    &segs,
+                    &Grid::uniform(n, n),
+                    opts.clamp_grid,
+                )?;
+                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                let same = out.len() == reference.len()
+                    && out.iter().zip(&reference).all(|(a, b)| {
+                        a.data()
+                            .iter()
+                            .zip(b.data())
+                            .all(|(x, y)| x.to_bits() == y.to_bits())
+                    });
+                println!(
+                    "{:>9} {:>5} {:>10.0} {:>13}",
+                    f.label,
+                    format!("{n}x{n}"),
+                    ms,
+                    if same { "yes" } else { "NO" }
+                );
+                anyhow::ensure!(
+                    same,
+                    "tiled output differs from untiled ({} at {n}x{n})",
+                    f.label
+                );
+                lat.push(json!({"fuse": f.label, "grid": n, "ms": ms, "bit_identical": same}));
+            }
+        }
+    }
+
+    std::fs::create_dir_all("out/bench").context("creating out/bench")?;
+    let report = json!({
+        "model": "VGG-16 conv stack (13 conv + 5 max-pool), random weights",
+        "analytic_input": [1, 3, 224, 224],
+        "latency_input": [1, 3, size, size],
+        "max_halo_overhead_default": tile_engine::tiling::DEFAULT_MAX_HALO_OVERHEAD,
+        "first8_one_block": first8_rows,
+        "first8_chooser": describe(&first8, &auto8),
+        "sweep": points,
+        "chosen_blocks": chosen,
+        "latency_untiled_ms": untiled_ms,
+        "latency": lat,
+    });
+    std::fs::write(
+        "out/bench/tiles.json",
+        serde_json::to_string_pretty(&report)?,
+    )
+    .context("writing out/bench/tiles.json")?;
+    let doc = plot(&points, &lat, untiled_ms, max_grid, size);
+    svg::save("out/bench/tiles.svg", &doc).context("writing out/bench/tiles.svg")?;
+    println!("\nwrote out/bench/tiles.json and out/bench/tiles.svg");
+    Ok(())
+}
+
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
+
+/// One panel: axes, grid lines, a title, series of (x, y) points.
+#[allow(clippy::too_many_arguments)]
+fn panel(
+    mut doc: Document,
+    x0: f64,
+    title: &str,
+    ylabel: &str,
+    xmax: usize,
+    ymax: f64,
+    series: &[(String, Vec<(f64, f64)>)],
+    hline: Option<(f64, &str)>,
+) -> Document {
+    let (w, h, top) = (400.0, 260.0, 60.0);
+    let sx = |x: f64| x0 + 50.0 + (x - 1.0) / ((xmax.max(2) - 1) as f64) * (w - 70.0);
+    let sy = |y: f64| top + h - y / ymax * h;
+    doc = doc.add(
+        Text::new(title)
+            .set("x", x0 + 50.0)
+            .set("y", top - 25.0)
+            .set("font-size", 15)
+            .set("font-weight", "bold"),
+    );
+    doc = doc.add(
+        Rectangle::new()
+            .set("x", x0 + 50.0)
+            .set("y", top)
+            .set("width", w - 70.0)
+            .set("height", h)
+            .set("fill", "#fafafa")
+            .set("stroke", "#999"),
+    );
+    for k in 0..=4 {
+        let y = ymax * k as f64 / 4.0;
+        doc = doc
+            .add(
+                Line::new()
+                    .set("x1", x0 + 50.0)
+                    .set("x2", x0 + w - 20.0)
+                    .set("y1", sy(y))
+                    .set("y2", sy(y))
+                    .set("stroke", "#e3e3e3"),
+            )
+            .add(
+                Text::new(format!("{y:.0}"))
+                    .set("x", x0 + 45.0)
+                    .set("y", sy(y) + 4.0)
+                    .set("font-size", 11)
+                    .set("text-anchor", "end"),
+            );
+    }
+    for n in 1..=xmax {
+        doc = doc.add(
+            Text::new(format!("{n}x{n}"))
+                .set("x", sx(n as f64))
+                .set("y", top + h + 16.0)
+                .set("font-size", 11)
+                .set("text-anchor", "middle"),
+        );
+    }
+    doc = doc
+        .add(
+            Text::new("grid (tiles per side)")
+                .set("x", x0 + 50.0 + (w - 70.0) / 2.0)
+                .set("y", top + h + 34.0)
+                .set("font-size", 12)
+                .set("text-anchor", "middle"),
+        )
+        .add(
+            Text::new(ylabel)
+                .set("x", x0 + 50.0)
+                .set("y", top - 8.0)
+                .set("font-size", 12)
+                .set("fill", "#555"),
+        );
+    if let Some((y, label)) = hline {
+        doc = doc
+            .add(
+                Line::new()
+                    .set("x1", x0 + 50.0)
+                    .set("x2", x0 + w - 20.0)
+                    .set("y1", sy(y))
+                    .set("y2", sy(y))
+                    .set("stroke", "#555")
+                    .set("stroke-dasharray", "5,4"),
+            )
+            .add(
+                Text::new(label)
+                    .set("x", x0 + w - 24.0)
+                    .set("y", sy(y) - 5.0)
+                    .set("font-size", 11)
+                    .set("text-anchor", "end")
+                    .set("fill", "#555"),
+            );
+    }
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let mut data = Data::new();
+        for (k, &(x, y)) in pts.iter().enumerate() {
+            data = if k == 0 {
+                data.move_to((sx(x), sy(y)))
+            } else {
+                data.line_to((sx(x), sy(y)))
+            };
+            doc = doc.add(
+                Circle::new()
+                    .set("cx", sx(x))
+                    .set("cy", sy(y))
+                    .set("r", 3)
+                    .set("fill", color),
+            );
+        }
+        doc = doc.add(
+            Path::new()
+                .set("d", data)
+                .set("fill", "none")
+                .set("stroke", color)
+                .set("stroke-width", 2),
+        );
+        let ly = top + 14.0 + 16.0 * i as f64;
+        doc = doc
+            .add(
+                Line::new()
+                    .set("x1", x0 + w - 130.0)
+                    .set("x2", x0 + w - 112.0)
+                    .set("y1", ly - 4.0)
+                    .set("y2", ly - 4.0)
+                    .set("stroke", color)
+                    .set("stroke-width", 3),
+            )
+            .add(
+                Text::new(name.clone())
+                    .set("x", x0 + w - 108.0)
+                    .set("y", ly)
+                    .set("font-size", 11),
+            );
+    }
+    doc
+}
+
+fn plot(
+    points: &[Point],
+    lat: &[serde_json::Value],
+    untiled_ms: f64,
+    max_grid: usize,
+    size: usize,
+) -> Document {
+    let mut doc = Document::new()
+        .set("viewBox", (0, 0, 860, 380))
+        .set("font-family", "Helvetica, Arial, sans-serif")
+        .add(
+            Rectangle::new()
+                .set("width", 860)
+                .set("height", 380)
+                .set("fill", "white"),
+        );
+    let mut labels: Vec<String> = Vec::new();
+    for p in points {
+        if !labels.contains(&p.fuse) {
+            labels.push(p.fuse.clone());
+        }
+    }
+    let mem: Vec<(String, Vec<(f64, f64)>)> = labels
+        .iter()
+        .map(|l| {
+            (
+                l.clone(),
+                points
+                    .iter()
+                    .filter(|p| &p.fuse == l)
+                    .map(|p| (p.grid as f64, mib(p.tile_peak_bytes)))
+                    .collect(),
+            )
+        })
+        .collect();
+    let untiled = points.first().map_or(1.0, |p| mib(p.untiled_peak_bytes));
+    doc = panel(
+        doc,
+        0.0,
+        "Per-tile peak memory, VGG-16 convs @224",
+        "MiB (live tensors)",
+        max_grid,
+        untiled * 1.05,
+        &mem,
+        Some((untiled * 0.25, "75% below untiled")),
+    );
+    let mut lat_labels: Vec<String> = Vec::new();
+    for v in lat {
+        if let Some(f) = v["fuse"].as_str() {
+            if !lat_labels.iter().any(|l| l == f) {
+                lat_labels.push(f.to_string());
+            }
+        }
+    }
+    let series: Vec<(String, Vec<(f64, f64)>)> = lat_labels
+        .iter()
+        .map(|l| {
+            let pts = lat
+                .iter()
+                .filter(|v| v["fuse"].as_str() == Some(l))
+                .filter_map(|v| Some((v["grid"].as_f64()?, v["ms"].as_f64()?)))
+                .collect();
+            (l.clone(), pts)
+        })
+        .collect();
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .fold(untiled_ms, f64::max)
+        .max(1.0)
+        * 1.1;
+    let xmax = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.0 as usize))
+        .max()
+        .unwrap_or(1);
+    panel(
+        doc,
+        430.0,
+        &format!("Latency, CPU executor @{size} (wall-clock)"),
+        "ms",
+        xmax,
+        ymax,
+        &series,
+        Some((untiled_ms, "untiled")),
+    )
 }
