@@ -113,14 +113,14 @@ pub fn infer(op: &Op, inputs: &[&[usize]]) -> R<Vec<usize>> {
                     x[1], c.group
                 ));
             }
-            if let Some(b) = &c.bias {
-                if b.len() != w[0] {
-                    return Err(format!(
-                        "bias has {} values for {} output channels",
-                        b.len(),
-                        w[0]
-                    ));
-                }
+            if let Some(b) = &c.bias
+                && b.len() != w[0]
+            {
+                return Err(format!(
+                    "bias has {} values for {} output channels",
+                    b.len(),
+                    w[0]
+                ));
             }
             let oh = window_out(
                 x[2],
@@ -196,10 +196,10 @@ pub fn infer(op: &Op, inputs: &[&[usize]]) -> R<Vec<usize>> {
             if x.len() != 2 || x[1] != k {
                 return Err(format!("input {x:?} does not match weight [{k}, {m}]"));
             }
-            if let Some(b) = bias {
-                if b.len() != m {
-                    return Err(format!("bias has {} values for {m} outputs", b.len()));
-                }
+            if let Some(b) = bias
+                && b.len() != m
+            {
+                return Err(format!("bias has {} values for {m} outputs", b.len()));
             }
             Ok(vec![x[0], m])
         }
