@@ -553,10 +553,10 @@ fn plot(
     );
     let mut lat_labels: Vec<String> = Vec::new();
     for v in lat {
-        if let Some(f) = v["fuse"].as_str() {
-            if !lat_labels.iter().any(|l| l == f) {
-                lat_labels.push(f.to_string());
-            }
+        if let Some(f) = v["fuse"].as_str()
+            && !lat_labels.iter().any(|l| l == f)
+        {
+            lat_labels.push(f.to_string());
         }
     }
     let series: Vec<(String, Vec<(f64, f64)>)> = lat_labels

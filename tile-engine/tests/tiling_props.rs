@@ -117,7 +117,7 @@ fn tiles_cover_the_output_exactly_once() {
     let block = Block::new(&g, vec![0, 1, 2]).expect("block");
     let grid = Grid::with_shares(vec![0.5, 0.3, 0.2], vec![0.2, 0.8]);
     let tiles = plan_tiles(&g, &block, &grid).expect("plan");
-    let mut hits = vec![0u8; 12 * 13];
+    let mut hits = [0u8; 12 * 13];
     for t in &tiles {
         for y in t.out_region.rows.start..t.out_region.rows.end {
             for x in t.out_region.cols.start..t.out_region.cols.end {

@@ -192,12 +192,11 @@ pub(crate) fn node_geom(graph: &Graph, node: NodeId) -> Option<NodeGeom> {
     // An axis on which no output reads any input (every window lies in
     // padding) cannot be cut into tiles that each read something: run whole.
     for (g, &v) in inputs.iter().zip(&n.inputs) {
-        if let (InputGeom::Map(m), Some([h, w])) = (g, hw(graph.shape(v))) {
-            if m[0].need(super::region::Span::new(0, oh), h).is_empty()
-                || m[1].need(super::region::Span::new(0, ow), w).is_empty()
-            {
-                return None;
-            }
+        if let (InputGeom::Map(m), Some([h, w])) = (g, hw(graph.shape(v)))
+            && (m[0].need(super::region::Span::new(0, oh), h).is_empty()
+                || m[1].need(super::region::Span::new(0, ow), w).is_empty())
+        {
+            return None;
         }
     }
     Some(NodeGeom { inputs })

@@ -157,10 +157,11 @@ pub fn peak_live_bytes(g: &Graph) -> u64 {
     let mut peak = live;
     let mut dying: Vec<Vec<ValueId>> = vec![Vec::new(); g.nodes.len()];
     for (v, lu) in last_use.iter().enumerate() {
-        if let Some(i) = *lu {
-            if i < g.nodes.len() && !g.constants.contains_key(&v) {
-                dying[i].push(v);
-            }
+        if let Some(i) = *lu
+            && i < g.nodes.len()
+            && !g.constants.contains_key(&v)
+        {
+            dying[i].push(v);
         }
     }
     for (i, n) in g.nodes.iter().enumerate() {
