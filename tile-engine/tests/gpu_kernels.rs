@@ -1,0 +1,511 @@
+//! Every GPU kernel against the CPU reference executor on small
+//! proptest-generated problems (odd sizes, strides, dilations, groups,
+//! padding, 1-pixel maps), plus a whole small model and the per-layer
+//! determinism that tiling relies on.
+//!
+//! Needs a GPU adapter (lavapipe in CI: `WGPU_BACKEND=vulkan`). Without one
+//! the tests fail with the adapter error; they never skip.
+
+use std::sync::{Arc, OnceLock};
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tile_engine::Executor;
+use tile_engine::gpu::{ConvChoice, ConvVariant, GpuExecutor, GpuOptions};
+use tile_engine::ir::{
+    Activation, BinaryKind, Conv, ConvTranspose, CoordTransform, DepthToSpaceMode, Graph,
+    NearestMode, Op, Pool, PoolKind, ResizeMode,
+};
+use tile_engine::{Tensor, cpu};
+
+fn gpu() -> &'static GpuExecutor {
+    static EXEC: OnceLock<Result<GpuExecutor, String>> = OnceLock::new();
+    match EXEC.get_or_init(|| {
+        GpuExecutor::new(GpuOptions {
+            no_autotune: true,
+            ..GpuOptions::default()
+        })
+        .map_err(|e| e.to_string())
+    }) {
+        Ok(e) => e,
+        Err(e) => panic!("GPU tests need an adapter (e.g. lavapipe with WGPU_BACKEND=vulkan): {e}"),
+    }
+}
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    let data = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    Tensor::new(shape.to_vec(), data).expect("shape matches data")
+}
+
+fn assert_close(gpu: &Tensor, cpu: &Tensor, what: &str) {
+    assert_eq!(gpu.shape(), cpu.shape(), "{what}: shape");
+    for (i, (g, c)) in gpu.data().iter().zip(cpu.data()).enumerate() {
+        let ok = (g - c).abs() <= 1e-4 * (c.abs() + 1.0) || (g.is_nan() && c.is_nan()) || g == c;
+        assert!(ok, "{what}: element {i}: gpu {g} vs cpu {c}");
+    }
+}
+
+/// A graph with one input of `shape` and one node.
+fn single(op: Op, shape: &[usize], out_shape: Option<Vec<usize>>) -> Graph {
+    let mut g = Graph::default();
+    let x = g.add_value("x", shape.to_vec());
+    g.inputs.push(x);
+    let y = match out_shape {
+        Some(s) => g.add_node_with_shape("node", op, vec![x], "y", s),
+        None => g.add_node("node", op, vec![x], "y"),
+    }
+    .expect("valid test graph");
+    g.outputs.push(y);
+    g
+}
+
+fn check(g: &Graph, inputs: &[Tensor], conv: Option<ConvChoice>, what: &str) {
+    let want = cpu::run(g, inputs).expect("cpu reference");
+    let got = gpu().run_with(g, inputs, conv).expect("gpu run");
+    for (a, b) in got.iter().zip(&want) {
+        assert_close(a, b, what);
+    }
+}
+
+fn activation(k: u8, channels: usize) -> Activation {
+    match k % 9 {
+        0 => Activation::Identity,
+        1 => Activation::Relu,
+        2 => Activation::LeakyRelu { alpha: 0.1 },
+        3 => Activation::PRelu {
+            slope: Arc::new((0..channels).map(|c| 0.05 * c as f32 - 0.2).collect()),
+        },
+        4 => Activation::Sigmoid,
+        5 => Activation::Tanh,
+        6 => Activation::Clip {
+            min: -0.5,
+            max: 0.7,
+        },
+        7 => Activation::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        },
+        _ => Activation::HardSwish,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ConvProblem {
+    n: usize,
+    group: usize,
+    cg: usize,
+    mg: usize,
+    hw: [usize; 2],
+    k: [usize; 2],
+    stride: [usize; 2],
+    dil: [usize; 2],
+    pads: [usize; 4],
+    bias: bool,
+    residual: bool,
+    act: u8,
+    seed: u64,
+}
+
+fn conv_problem() -> impl Strategy<Value = ConvProblem> {
+    (
+        (
+            1usize..=2,
+            prop_oneof![Just(1usize), Just(2), Just(3)],
+            1usize..=5,
+            prop_oneof![Just(1usize), Just(3), Just(4), Just(8)],
+        ),
+        (
+            [1usize..=9, 1usize..=9],
+            [1usize..=3, 1usize..=3],
+            [1usize..=2, 1usize..=2],
+            [1usize..=2, 1usize..=2],
+        ),
+        (
+            [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
+            any::<bool>(),
+            any::<bool>(),
+            0u8..9,
+            any::<u64>(),
+        ),
+    )
+        .prop_map(
+            |((n, group, cg, mg), (hw, k, stride, dil), (pads, bias, residual, act, seed))| {
+                ConvProblem {
+                    n,
+                    group,
+                    cg,
+                    mg,
+                    hw,
+                    k,
+                    stride,
+                    dil,
+                    pads,
+                    bias,
+                    residual,
+                    act,
+                    seed,
+                }
+            },
+        )
+        .prop_filter("window fits the padded input", |p| {
+            (0..2).all(|a| p.hw[a] + p.pads[a] + p.pads[a + 2] >= p.dil[a] * (p.k[a] - 1) + 1)
+        })
+}
+
+fn conv_graph(p: &ConvProblem) -> (Graph, Vec<Tensor>) {
+    let (c, m) = (p.cg * p.group, p.mg * p.group);
+    let weight = Arc::new(random(&[m, p.cg, p.k[0], p.k[1]], p.seed ^ 1));
+    let conv = Conv {
+        weight,
+        bias: p
+            .bias
+            .then(|| Arc::new((0..m).map(|i| 0.1 * i as f32 - 0.3).collect())),
+        strides: p.stride,
+        pads: p.pads,
+        dilations: p.dil,
+        group: p.group,
+        activation: activation(p.act, m),
+    };
+    let mut g = Graph::default();
+    let xs = [p.n, c, p.hw[0], p.hw[1]];
+    let x = g.add_value("x", xs.to_vec());
+    g.inputs.push(x);
+    let mut inputs = vec![random(&xs, p.seed)];
+    let y = if p.residual {
+        // Shape of the residual = the conv's output shape.
+        let probe = single(Op::Conv(conv.clone()), &xs, None);
+        let os = probe.shape(probe.outputs[0]).to_vec();
+        let r = g.add_value("r", os.clone());
+        g.inputs.push(r);
+        inputs.push(random(&os, p.seed ^ 2));
+        g.add_node("conv", Op::Conv(conv), vec![x, r], "y")
+    } else {
+        g.add_node("conv", Op::Conv(conv), vec![x], "y")
+    }
+    .expect("valid conv");
+    g.outputs.push(y);
+    (g, inputs)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv_kernels_match_cpu(p in conv_problem()) {
+        let (g, inputs) = conv_graph(&p);
+        let Op::Conv(c) = &g.nodes[0].op else { unreachable!() };
+        for variant in [ConvVariant::Naive, ConvVariant::Block, ConvVariant::Grouped] {
+            let choice = ConvChoice { variant, wg: 32 };
+            if choice.applies(c) {
+                check(&g, &inputs, Some(choice), &format!("{variant:?} {p:?}"));
+            }
+        }
+    }
+
+    #[test]
+    fn conv_transpose_matches_cpu(
+        n in 1usize..=2, group in 1usize..=2, cg in 1usize..=3, mg in 1usize..=3,
+        hw in [1usize..=5, 1usize..=5], k in [1usize..=3, 1usize..=3], stride in [1usize..=3, 1usize..=3],
+        dil in [1usize..=2, 1usize..=2], pad in 0usize..=1, opad in 0usize..=1, bias in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let opad = [opad.min(stride[0] - 1), opad.min(stride[1] - 1)];
+        let op = Op::ConvTranspose(ConvTranspose {
+            weight: Arc::new(random(&[cg * group, mg, k[0], k[1]], seed ^ 3)),
+            bias: bias.then(|| Arc::new((0..mg * group).map(|i| i as f32 * 0.1).collect())),
+            strides: stride,
+            pads: [pad, 0, 0, pad],
+            dilations: dil,
+            output_padding: opad,
+            group,
+            activation: Activation::Relu,
+        });
+        let shape = [n, cg * group, hw[0], hw[1]];
+        let mut g = Graph::default();
+        let x = g.add_value("x", shape.to_vec());
+        g.inputs.push(x);
+        if let Ok(y) = g.add_node("ct", op, vec![x], "y") {
+            g.outputs.push(y);
+            check(&g, &[random(&shape, seed)], None, "convtranspose");
+        }
+    }
+
+    #[test]
+    fn pools_match_cpu(
+        shape in [1usize..=2, 1usize..=3, 1usize..=7, 1usize..=7], k in [1usize..=3, 1usize..=3],
+        stride in [1usize..=2, 1usize..=2], pads in [0usize..=1, 0usize..=1, 0usize..=1, 0usize..=1],
+        dil in [1usize..=2, 1usize..=2], ceil in any::<bool>(), kind in 0u8..3, seed in any::<u64>(),
+    ) {
+        let kind = match kind { 0 => PoolKind::Max, 1 => PoolKind::Average { count_include_pad: false }, _ => PoolKind::Average { count_include_pad: true } };
+        let dilations = if kind == PoolKind::Max { dil } else { [1, 1] };
+        let pads = [pads[0].min(k[0] - 1), pads[1].min(k[1] - 1), pads[2].min(k[0] - 1), pads[3].min(k[1] - 1)];
+        let op = Op::Pool(Pool { kind, kernel: k, strides: stride, pads, dilations, ceil_mode: ceil });
+        let mut g = Graph::default();
+        let x = g.add_value("x", shape.to_vec());
+        g.inputs.push(x);
+        if let Ok(y) = g.add_node("pool", op, vec![x], "y") {
+            g.outputs.push(y);
+            check(&g, &[random(&shape, seed)], None, "pool");
+        }
+        for kind in [PoolKind::Max, PoolKind::Average { count_include_pad: false }] {
+            check(&single(Op::GlobalPool(kind), &shape, None), &[random(&shape, seed)], None, "globalpool");
+        }
+    }
+
+    #[test]
+    fn dense_and_matmul_match_cpu(n in 1usize..=5, k in 1usize..=9, m in 1usize..=9, act in 0u8..9, seed in any::<u64>()) {
+        let op = Op::Dense {
+            weight: Arc::new(random(&[k, m], seed ^ 5)),
+            bias: Some(Arc::new((0..m).map(|i| i as f32 * 0.05).collect())),
+            activation: activation(act, m),
+        };
+        check(&single(op, &[n, k], None), &[random(&[n, k], seed)], None, "dense");
+        // MatMul with a broadcast batch dim.
+        let mut g = Graph::default();
+        let a = g.add_value("a", vec![2, 1, n, k]);
+        let b = g.add_value("b", vec![3, k, m]);
+        g.inputs.extend([a, b]);
+        let y = g.add_node("mm", Op::MatMul, vec![a, b], "y").expect("matmul");
+        g.outputs.push(y);
+        check(&g, &[random(&[2, 1, n, k], seed), random(&[3, k, m], seed ^ 7)], None, "matmul");
+    }
+
+    #[test]
+    fn elementwise_ops_match_cpu(shape in [1usize..=2, 1usize..=4, 1usize..=5, 1usize..=5], act in 0u8..9, kind in 0u8..6, seed in any::<u64>()) {
+        let x = random(&shape, seed);
+        check(&single(Op::Activation(activation(act, shape[1])), &shape, None), std::slice::from_ref(&x), None, "activation");
+        let scale = Arc::new((0..shape[1]).map(|c| 1.0 + c as f32).collect());
+        let shift = Arc::new((0..shape[1]).map(|c| c as f32 * -0.5).collect());
+        check(&single(Op::ChannelAffine { scale, shift }, &shape, None), std::slice::from_ref(&x), None, "affine");
+        let kind = [BinaryKind::Add, BinaryKind::Sub, BinaryKind::Mul, BinaryKind::Div, BinaryKind::Max, BinaryKind::Min][kind as usize];
+        // Binary: runtime a broadcast against a constant per-channel b.
+        let mut g = Graph::default();
+        let a = g.add_value("a", shape.to_vec());
+        g.inputs.push(a);
+        let b = g.add_constant("b", random(&[shape[1], 1, 1], seed ^ 9));
+        let y = g.add_node("bin", Op::Binary { kind, activation: activation(act, shape[1]) }, vec![a, b], "y").expect("binary");
+        g.outputs.push(y);
+        check(&g, std::slice::from_ref(&x), None, "binary");
+        check(&single(Op::Softmax { axis: 1 }, &shape, None), std::slice::from_ref(&x), None, "softmax");
+        check(&single(Op::Lrn { size: 3, alpha: 1e-2, beta: 0.75, bias: 1.0 }, &shape, None), std::slice::from_ref(&x), None, "lrn");
+    }
+
+    #[test]
+    fn data_movement_matches_cpu(shape in [1usize..=2, 1usize..=4, 1usize..=5, 1usize..=5], pads in [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2], seed in any::<u64>()) {
+        let x = random(&shape, seed);
+        let one = std::slice::from_ref(&x);
+        check(&single(Op::Pad { pads, value: 0.25 }, &shape, None), one, None, "pad");
+        check(&single(Op::Transpose { perm: vec![0, 2, 3, 1] }, &shape, None), one, None, "transpose");
+        let crop = vec![shape[0], shape[1], shape[2] - shape[2] / 2, shape[3] - shape[3] / 3];
+        check(&single(Op::Crop { offset: [shape[2] / 2, shape[3] / 3] }, &shape, Some(crop)), one, None, "crop");
+        check(&single(Op::Reshape, &shape, Some(vec![shape[0], shape[1] * shape[2] * shape[3]])), one, None, "reshape");
+        let d2s_shape = [shape[0], shape[1] * 4, shape[2], shape[3]];
+        for mode in [DepthToSpaceMode::Dcr, DepthToSpaceMode::Crd] {
+            check(&single(Op::DepthToSpace { blocksize: 2, mode }, &d2s_shape, None), &[random(&d2s_shape, seed)], None, "depthtospace");
+        }
+        let modes = [ResizeMode::Linear, ResizeMode::Nearest(NearestMode::RoundPreferFloor), ResizeMode::Nearest(NearestMode::Floor)];
+        let coords = [CoordTransform::HalfPixel, CoordTransform::AlignCorners, CoordTransform::Asymmetric, CoordTransform::PytorchHalfPixel];
+        for (i, mode) in modes.into_iter().enumerate() {
+            let coord = coords[(seed as usize + i) % 4];
+            let out = vec![shape[0], shape[1], shape[2] * 2, shape[3] * 3 / 2 + 1];
+            let scales = [2.0, out[3] as f32 / shape[3] as f32];
+            check(&single(Op::Resize { mode, coord, scales }, &shape, Some(out)), one, None, "resize");
+        }
+        // Concat along channels and along W.
+        for axis in [1usize, 3] {
+            let mut g = Graph::default();
+            let a = g.add_value("a", shape.to_vec());
+            let mut bs = shape.to_vec();
+            bs[axis] += 1;
+            let b = g.add_value("b", bs.clone());
+            g.inputs.extend([a, b]);
+            let y = g.add_node("cat", Op::Concat { axis }, vec![a, b, a], "y").expect("concat");
+            g.outputs.push(y);
+            check(&g, &[x.clone(), random(&bs, seed ^ 11)], None, "concat");
+        }
+    }
+}
+
+/// A small DAG: conv branches written in place into a concat, a residual
+/// conv, pooling, a dense head and a softmax.
+fn small_model() -> Graph {
+    let mut g = Graph::default();
+    let x = g.add_value("x", vec![1, 3, 11, 13]);
+    g.inputs.push(x);
+    let conv =
+        |m: usize, c: usize, k: usize, s: usize, group: usize, act: Activation, seed: u64| {
+            Op::Conv(Conv {
+                weight: Arc::new(random(&[m, c / group, k, k], seed)),
+                bias: Some(Arc::new((0..m).map(|i| 0.01 * i as f32).collect())),
+                strides: [s, s],
+                pads: [k / 2; 4],
+                dilations: [1, 1],
+                group,
+                activation: act,
+            })
+        };
+    let a = g
+        .add_node(
+            "stem",
+            conv(8, 3, 3, 2, 1, Activation::Relu, 1),
+            vec![x],
+            "a",
+        )
+        .expect("stem");
+    let b1 = g
+        .add_node(
+            "b1",
+            conv(8, 8, 1, 1, 1, Activation::Relu, 2),
+            vec![a],
+            "b1",
+        )
+        .expect("b1");
+    let b2 = g
+        .add_node(
+            "b2",
+            conv(8, 8, 3, 1, 8, Activation::HardSwish, 3),
+            vec![a],
+            "b2",
+        )
+        .expect("b2");
+    let p = g
+        .add_node(
+            "pool",
+            Op::Pool(Pool {
+                kind: PoolKind::Max,
+                kernel: [3, 3],
+                strides: [1, 1],
+                pads: [1; 4],
+                dilations: [1, 1],
+                ceil_mode: false,
+            }),
+            vec![a],
+            "p",
+        )
+        .expect("pool");
+    let cat = g
+        .add_node("cat", Op::Concat { axis: 1 }, vec![b1, b2, p], "cat")
+        .expect("cat");
+    let r = g
+        .add_node(
+            "res",
+            conv(24, 24, 3, 1, 1, Activation::Identity, 4),
+            vec![cat, cat],
+            "r",
+        )
+        .expect("res");
+    let gp = g
+        .add_node(
+            "gap",
+            Op::GlobalPool(PoolKind::Average {
+                count_include_pad: false,
+            }),
+            vec![r],
+            "gp",
+        )
+        .expect("gap");
+    let f = g
+        .add_node_with_shape("flat", Op::Reshape, vec![gp], "f", vec![1, 24])
+        .expect("flat");
+    let d = g
+        .add_node(
+            "fc",
+            Op::Dense {
+                weight: Arc::new(random(&[24, 10], 5)),
+                bias: None,
+                activation: Activation::Identity,
+            },
+            vec![f],
+            "d",
+        )
+        .expect("fc");
+    let s = g
+        .add_node("softmax", Op::Softmax { axis: 1 }, vec![d], "s")
+        .expect("softmax");
+    g.outputs.extend([s, r]);
+    g
+}
+
+#[test]
+fn a_small_model_matches_cpu() {
+    let g = small_model();
+    let x = random(&[1, 3, 11, 13], 42);
+    check(&g, std::slice::from_ref(&x), None, "small model");
+    // A second run reuses pooled buffers and cached weights: same bits.
+    let a = gpu().run(&g, std::slice::from_ref(&x)).expect("run 1");
+    let b = gpu().run(&g, std::slice::from_ref(&x)).expect("run 2");
+    assert_eq!(a, b);
+}
+
+/// A tile's copy of a conv (same name and params, fewer rows, its own pads)
+/// reproduces the matching rows of the untiled output bit for bit.
+#[test]
+fn a_tile_copy_of_a_conv_is_bit_identical() {
+    for variant in [ConvVariant::Block, ConvVariant::Naive, ConvVariant::Grouped] {
+        let p = ConvProblem {
+            n: 1,
+            group: 1,
+            cg: 5,
+            mg: 8,
+            hw: [10, 9],
+            k: [3, 3],
+            stride: [1, 1],
+            dil: [1, 1],
+            pads: [1, 1, 1, 1],
+            bias: true,
+            residual: false,
+            act: 1,
+            seed: 7,
+        };
+        let (full, inputs) = conv_graph(&p);
+        let choice = Some(ConvChoice { variant, wg: 64 });
+        let whole = gpu().run_with(&full, &inputs, choice).expect("untiled");
+        // Bottom tile: output rows 4..10 need input rows 3..10, pad bottom only.
+        let tile_in = Tensor::new(
+            vec![1, 5, 7, 9],
+            inputs[0]
+                .data()
+                .chunks(90)
+                .flat_map(|plane| plane[27..].to_vec())
+                .collect(),
+        )
+        .expect("tile input");
+        let tp = ConvProblem {
+            hw: [7, 9],
+            pads: [0, 1, 1, 1],
+            ..p.clone()
+        };
+        let (tile, _) = conv_graph(&tp);
+        // Same weights: reuse the full graph's op with the tile's pads.
+        let mut tile = tile;
+        if let (Op::Conv(t), Op::Conv(f)) = (&mut tile.nodes[0].op, &full.nodes[0].op) {
+            t.weight = f.weight.clone();
+            t.bias = f.bias.clone();
+        }
+        let part = gpu().run_with(&tile, &[tile_in], choice).expect("tile");
+        let (w, rows) = (9, 6);
+        for m in 0..8 {
+            let want = &whole[0].data()[m * 90 + 4 * w..m * 90 + 10 * w];
+            let got = &part[0].data()[m * rows * w..(m + 1) * rows * w];
+            assert!(
+                want.iter()
+                    .zip(got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{variant:?} channel {m}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_unknown_adapter_is_an_error_not_a_skip() {
+    let err = GpuExecutor::new(GpuOptions {
+        adapter: Some("no-such-adapter-xyz".into()),
+        no_autotune: true,
+        ..GpuOptions::default()
+    })
+    .err()
+    .expect("a missing adapter must fail");
+    assert!(err.to_string().contains("no adapter"), "{err}");
+}
