@@ -143,7 +143,7 @@ impl PlanReport {
     pub fn table(&self) -> String {
         let p = &self.best.prediction;
         let mut s = String::new();
-        let ms = |x: f64| x * 1e3;
+        let ms = |x: f64| x * 1e3 + 0.0; // + 0.0 turns an empty sum's -0.0 into 0.0
         let _ = writeln!(
             s,
             "plan: {}  makespan {:.3} ms  period {:.3} ms  (coordinator {}, cloud {})",

@@ -1,0 +1,107 @@
+//! `plan` on a small model built with the engine's IR: baselines match
+//! hand-computed costs, and both renderers show the plan.
+
+use std::sync::Arc;
+
+use planner::{Cluster, Estimates, Tier, plan};
+use tile_engine::Tensor;
+use tile_engine::ir::{Activation, Conv, Graph, Op, PoolKind};
+
+fn example() -> Cluster {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/cluster.toml");
+    let text = std::fs::read_to_string(path).expect("readable");
+    toml::from_str(&text).expect("parses")
+}
+
+fn small_cnn() -> Graph {
+    let mut g = Graph::default();
+    let mut h = g.add_value("input", vec![1, 16, 64, 64]);
+    g.inputs.push(h);
+    for i in 0..3 {
+        let op = Op::Conv(Conv {
+            weight: Arc::new(Tensor::zeros(vec![16, 16, 3, 3])),
+            bias: None,
+            strides: [1, 1],
+            pads: [1, 1, 1, 1],
+            dilations: [1, 1],
+            group: 1,
+            activation: Activation::Relu,
+        });
+        h = g
+            .add_node(format!("conv{i}"), op, vec![h], format!("c{i}"))
+            .expect("conv");
+    }
+    h = g
+        .add_node("gap", Op::GlobalPool(PoolKind::Max), vec![h], "gap_out")
+        .expect("gap");
+    h = g
+        .add_node_with_shape("flat", Op::Reshape, vec![h], "flat_out", vec![1, 16])
+        .expect("reshape");
+    let dense = Op::Dense {
+        weight: Arc::new(Tensor::zeros(vec![16, 10])),
+        bias: None,
+        activation: Activation::Identity,
+    };
+    h = g.add_node("fc", dense, vec![h], "logits").expect("dense");
+    g.outputs.push(h);
+    g
+}
+
+#[test]
+fn baselines_match_hand_computed_costs_and_render() {
+    let g = small_cnn();
+    let cluster = example();
+    let est = Estimates::from_cluster(&cluster);
+    let report = plan(&g, &cluster, &est).expect("plans");
+    let alt = |name: &str| {
+        report
+            .alternatives
+            .iter()
+            .find(|p| p.strategy == name)
+            .expect("strategy present")
+    };
+    // Device only: every op at the phone's per-class prior, nothing sent.
+    let phone = cluster.node_index("phone").expect("phone");
+    let want: f64 = (0..g.nodes.len())
+        .map(|i| {
+            let c = g.node_cost(i);
+            c.flops as f64 / est.flops_per_s(phone, c.class)
+        })
+        .sum();
+    let d = &alt("device-only").prediction;
+    assert!(
+        (d.makespan_s - want).abs() < 1e-12 * want.max(1.0),
+        "{} vs {want}",
+        d.makespan_s
+    );
+    assert_eq!(d.up_bytes, 0.0);
+    // Cloud only: the input crosses both cuts once (100 Mbit/s + 5 ms, then 50 Mbit/s + 30 ms).
+    let c = &alt("cloud-only").prediction;
+    let input = 16.0 * 64.0 * 64.0 * 4.0;
+    assert_eq!(c.up_bytes, input);
+    assert_eq!(c.back_bytes, input);
+    let transfer = 0.005 + input / 12.5e6 + 0.030 + input / 6.25e6;
+    assert!(
+        (c.up_s + c.back_s - transfer).abs() < 1e-12,
+        "{}",
+        c.up_s + c.back_s
+    );
+    assert!(c.labels.iter().all(|&l| l == Tier::Cloud));
+    // Edge only: the convs form one tiled block, the rest run whole on the coordinator.
+    let e = &alt("edge-only").prediction;
+    assert_eq!(e.blocks.len(), 4);
+    assert_eq!(e.blocks[0].ops, vec![0, 1, 2]);
+    assert!(e.blocks[0].tiling.is_some());
+    assert!(e.blocks[1..].iter().all(|b| b.tiling.is_none()));
+
+    let table = report.table();
+    for (name, _) in planner::plan::STRATEGIES {
+        assert!(table.contains(name), "table lacks {name}:\n{table}");
+    }
+    assert!(table.contains("device|edge") && table.contains("edge|cloud"));
+    let svg = report.svg();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
+    // One strip cell per op plus one bar per schedule slot.
+    let rects = svg.matches("<rect").count();
+    assert_eq!(rects, g.nodes.len() + report.schedule().len());
+}
