@@ -10,7 +10,8 @@ mod planner;
 mod tiles;
 mod transport;
 
-const USAGE: &str = "usage: cargo run -p bench --release -- <kernels|tiles|transport|planner|cluster> [args]";
+const USAGE: &str =
+    "usage: cargo run -p bench --release -- <kernels|tiles|transport|planner|cluster> [args]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -224,7 +224,9 @@ impl GpuExecutor {
     }
 
     fn max_binding(&self) -> u64 {
-        u64::from(self.ctx.limits.max_storage_buffer_binding_size)
+        self.ctx
+            .limits
+            .max_storage_buffer_binding_size
             .min(self.ctx.limits.max_buffer_size)
     }
 
