@@ -79,12 +79,12 @@ pub fn load(spec: &str, input_shape: &[usize]) -> Result<Graph> {
         }
         ModelKind::Onnx => {
             let path = Path::new(spec);
-            tile_engine::onnx::load_file(path).with_context(|| format!("{spec}"))?
+            tile_engine::onnx::load_file(path).with_context(|| spec.to_string())?
         }
         ModelKind::Tfjs => {
             let path = Path::new(spec);
             tile_engine::tfjs::load_dir_with_input(path, input_shape)
-                .with_context(|| format!("{spec}"))?
+                .with_context(|| spec.to_string())?
         }
     };
     tile_engine::passes::optimize(&mut graph)

@@ -211,11 +211,20 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let p = dir.join("t.npy");
         write_npy(&p, &t).expect("write");
-        let mut bytes = std::fs::read(&p).expect("read");
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let at = text.find("(4,)").expect("shape in header");
-        bytes[at + 1] = b'9'; // declares 9 values, holds 4
-        assert!(npy_from_bytes(&bytes).is_err());
+        let bytes = std::fs::read(&p).expect("read");
+        // Declare 4e12 values (16 TB) in a header of unchanged length by
+        // spending the header's padding spaces on the extra digits.
+        let find = |needle: &[u8]| bytes.windows(needle.len()).position(|w| w == needle);
+        let at = find(b"(4, )").expect("shape in header");
+        let end = find(b"\n").expect("end of header");
+        let extra = "000000000000";
+        let mut forged = bytes[..at + 2].to_vec();
+        forged.extend_from_slice(extra.as_bytes());
+        forged.extend_from_slice(&bytes[at + 2..end - extra.len()]);
+        forged.extend_from_slice(&bytes[end..]);
+        assert_eq!(forged.len(), bytes.len());
+        let err = npy_from_bytes(&forged).expect_err("a 16 TB header must be refused");
+        assert!(format!("{err:#}").contains("declares"), "{err:#}");
     }
 
     #[test]
