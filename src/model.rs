@@ -68,6 +68,9 @@ fn range(pixel_scale: Option<f32>) -> PixelRange {
 /// the IR passes.
 pub fn load(spec: &str, input_shape: &[usize]) -> Result<Graph> {
     let kind = kind_of(spec)?;
+    if kind != ModelKind::Default && !Path::new(spec).is_file() {
+        bail!("{spec}: no such model file");
+    }
     let mut graph = match kind {
         ModelKind::Default => {
             let [1, 3, h, w] = input_shape else {

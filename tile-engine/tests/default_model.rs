@@ -4,9 +4,12 @@
 //! Each executor is one line in [`executors`]; tiled runs and the GPU
 //! executor add their entries there.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
-use tile_engine::{Graph, Result, Tensor, default_model};
+use tile_engine::gpu::{GpuExecutor, GpuOptions};
+use tile_engine::tiling::{Grid, TiledOptions, run_tiled};
+use tile_engine::{Executor, Graph, Result, Tensor, default_model};
 
 type Run = fn(&Graph, &[Tensor]) -> Result<Vec<Tensor>>;
 
@@ -14,10 +17,75 @@ fn cpu(g: &Graph, x: &[Tensor]) -> Result<Vec<Tensor>> {
     tile_engine::cpu::run(g, x)
 }
 
-/// Executors checked against the reference image, by name. Next entries:
-/// the CPU executor after `passes::optimize`, tiled runs, the GPU executor.
+/// One GPU executor per test binary (adapter creation is slow); no autotune,
+/// so the test does not depend on timing noise. Fails, never skips, without an adapter.
+fn gpu_executor() -> &'static GpuExecutor {
+    static GPU: OnceLock<GpuExecutor> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let options = GpuOptions {
+            no_autotune: true,
+            ..GpuOptions::default()
+        };
+        match GpuExecutor::new(options) {
+            Ok(e) => e,
+            Err(e) => panic!("no GPU adapter (install lavapipe or set WGPU_BACKEND): {e}"),
+        }
+    })
+}
+
+fn gpu(g: &Graph, x: &[Tensor]) -> Result<Vec<Tensor>> {
+    gpu_executor().run(g, x)
+}
+
+fn tiled(exec: &dyn Executor, g: &Graph, x: &[Tensor], grid: &str) -> Result<Vec<Tensor>> {
+    run_tiled(exec, g, x, &Grid::parse(grid)?, &TiledOptions::default())
+}
+
+fn cpu_3x3(g: &Graph, x: &[Tensor]) -> Result<Vec<Tensor>> {
+    tiled(&tile_engine::cpu::CpuExecutor, g, x, "3x3")
+}
+
+fn gpu_3x3(g: &Graph, x: &[Tensor]) -> Result<Vec<Tensor>> {
+    tiled(gpu_executor(), g, x, "3x3")
+}
+
+/// Executors checked against the reference image, by name.
 fn executors() -> Vec<(&'static str, Run)> {
-    vec![("cpu", cpu)]
+    vec![
+        ("cpu", cpu),
+        ("cpu 3x3", cpu_3x3),
+        ("gpu", gpu),
+        ("gpu 3x3", gpu_3x3),
+    ]
+}
+
+fn bits(t: &[Tensor]) -> Vec<u32> {
+    t.iter()
+        .flat_map(|t| t.data().iter().map(|v| v.to_bits()))
+        .collect()
+}
+
+/// The whole network is one tileable DAG block (dense concatenations,
+/// residual adds): 2×2 and 3×3 grids give the untiled floats bit for bit on
+/// each executor.
+#[test]
+fn tiled_output_is_bit_identical_to_untiled_on_each_executor() {
+    let input = default_model::png_to_tensor(default_model::fixture_png()).expect("fixture");
+    let mut graph = default_model::graph([128, 128]).expect("graph");
+    tile_engine::passes::optimize(&mut graph).expect("optimize");
+    let cpu_exec = tile_engine::cpu::CpuExecutor;
+    let execs: [(&str, &dyn Executor); 2] = [("cpu", &cpu_exec), ("gpu", gpu_executor())];
+    for (name, exec) in execs {
+        let whole = bits(
+            &exec
+                .run(&graph, std::slice::from_ref(&input))
+                .expect("untiled"),
+        );
+        for grid in ["2x2", "3x3"] {
+            let t = tiled(exec, &graph, std::slice::from_ref(&input), grid).expect("tiled");
+            assert!(bits(&t) == whole, "{name}: grid {grid} changed the output");
+        }
+    }
 }
 
 struct Agreement {

@@ -1,0 +1,121 @@
+//! Bad input to `tessera infer` gives a one-line error naming the problem and
+//! a non-zero exit, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/models/resnet8.onnx"
+);
+const INPUT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/models/resnet8.input.npy"
+);
+const ELU: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/models/unsupported_elu.onnx"
+);
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli_bad_input");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir.join(name)
+}
+
+/// Runs `tessera infer` on the CPU and returns its stderr, asserting failure.
+fn infer_fails(model: &str, input: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["infer", "--backend", "cpu", "--model", model, "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(scratch("out.npy"))
+        .output()
+        .expect("run tessera");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    stderr
+}
+
+fn write_npy(path: &Path, shape: &[u64], f64_data: bool) {
+    use npyz::WriterBuilder;
+    let n: u64 = shape.iter().product();
+    let file = std::fs::File::create(path).expect("create");
+    if f64_data {
+        let mut w = npyz::WriteOptions::<f64>::new()
+            .default_dtype()
+            .shape(shape)
+            .writer(file)
+            .begin_nd()
+            .expect("writer");
+        w.extend((0..n).map(|_| 0.0f64)).expect("write");
+        w.finish().expect("finish");
+    } else {
+        let mut w = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(shape)
+            .writer(file)
+            .begin_nd()
+            .expect("writer");
+        w.extend((0..n).map(|_| 0.0f32)).expect("write");
+        w.finish().expect("finish");
+    }
+}
+
+#[test]
+fn missing_model_file() {
+    let e = infer_fails("/no/such/model.onnx", Path::new(INPUT));
+    assert!(e.contains("no such model file"), "{e}");
+}
+
+#[test]
+fn truncated_model_file() {
+    let bytes = std::fs::read(MODEL).expect("model");
+    let p = scratch("truncated.onnx");
+    std::fs::write(&p, &bytes[..bytes.len() / 3]).expect("write");
+    let e = infer_fails(p.to_str().expect("utf-8 path"), Path::new(INPUT));
+    assert!(e.contains("malformed model"), "{e}");
+}
+
+#[test]
+fn unsupported_op_names_op_and_node() {
+    let x = scratch("elu_in.npy");
+    write_npy(&x, &[1, 3, 4, 4], false);
+    let e = infer_fails(ELU, &x);
+    assert!(e.contains("'Elu'") && e.contains("'elu_7'"), "{e}");
+}
+
+#[test]
+fn wrong_input_shape() {
+    let x = scratch("small.npy");
+    write_npy(&x, &[1, 3, 32, 32], false);
+    let e = infer_fails(MODEL, &x);
+    assert!(
+        e.contains("[1, 3, 64, 64]") && e.contains("[1, 3, 32, 32]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn npy_of_the_wrong_dtype() {
+    let x = scratch("f64.npy");
+    write_npy(&x, &[1, 3, 64, 64], true);
+    let e = infer_fails(MODEL, &x);
+    assert!(e.contains("float32"), "{e}");
+}
+
+#[test]
+fn missing_input_file() {
+    let e = infer_fails(MODEL, Path::new("/no/such/input.npy"));
+    assert!(e.contains("/no/such/input.npy"), "{e}");
+}
