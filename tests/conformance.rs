@@ -405,11 +405,7 @@ pub fn run_suite(executor: &dyn Executor) -> Vec<Failure> {
 
 /// Cases the CPU executor is known to get wrong, with the diagnosis; the test
 /// insists they still fail, so a fix has to remove them from this list.
-const CPU_KNOWN_FAILURES: &[(&str, &str)] = &[(
-    "node/test_resize_downsample_scales_linear_align_corners",
-    "align_corners with a scales input: ONNX takes length_resized = in * scale \
-     (2.4 here, giving 22/7 = 3.142857), the executor uses the integer output size (4)",
-)];
+const CPU_KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 #[test]
 fn onnx_backend_cases_match_on_cpu() {

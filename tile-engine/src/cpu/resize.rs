@@ -22,9 +22,11 @@ fn source_coord(coord: CoordTransform, x: usize, scale: f32, in_len: usize, out_
                 0.0
             }
         }
+        // ONNX divides by the unrounded resized length `in_len * scale`
+        // (equal to `out_len` when sizes were given), not by `out_len`.
         CoordTransform::AlignCorners => {
             if out_len > 1 {
-                xf * (in_len - 1) as f32 / (out_len - 1) as f32
+                xf * (in_len - 1) as f32 / (in_len as f32 * scale - 1.0)
             } else {
                 0.0
             }
