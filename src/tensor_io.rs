@@ -98,18 +98,14 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
 }
 
 /// Decodes PNG bytes into a `[1, 3, H, W]` tensor (RGB; alpha dropped, grey expanded).
+/// Decoding (with its image-size limits) is the default model's; only the range differs.
 pub fn png_to_tensor(bytes: &[u8], range: PixelRange) -> Result<Tensor> {
-    let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
-        .context("not a valid PNG image")?
-        .to_rgb8();
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let mut data = vec![0f32; 3 * h * w];
-    for (x, y, p) in img.enumerate_pixels() {
-        for c in 0..3 {
-            data[c * h * w + y as usize * w + x as usize] = f32::from(p[c]) / 255.0 * range.scale;
-        }
+    let (w, h, rgb) = tile_engine::default_model::decode_rgb8(bytes)?;
+    let mut t = tile_engine::default_model::rgb8_to_tensor(w as usize, h as usize, &rgb)?;
+    for v in t.data_mut() {
+        *v = *v / 255.0 * range.scale;
     }
-    Ok(Tensor::new(vec![1, 3, h, w], data)?)
+    Ok(t)
 }
 
 /// Encodes a `[1, C, H, W]` tensor (C = 1 or 3) as PNG, clamping and rounding each value.
