@@ -1,109 +1,383 @@
-//! `tessera demo`: the embedded default model, run whole and tile by tile.
-//!
-//! The three-tier cluster (daemons over QUIC, planner, link emulator) is not
-//! wired into the demo yet; until it is, the demo runs everything in this
-//! process and says so. What it shows is real: the tiled runs are checked
-//! bit for bit against the untiled run, and the output against the model
-//! authors' reference image.
+//! `tessera demo`: a real three-tier cluster on loopback. One device, four
+//! edge and one cloud daemon run as child processes behind the link
+//! emulator; the coordinator in this process plans the embedded default
+//! model from the nodes' calibration, runs it against the baselines,
+//! checks the result bit for bit, slows one edge node down midway to show
+//! the plan adapting, and writes what happened to `out/`.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tile_engine::tiling::Grid;
-use tile_engine::{Executor, Tensor, default_model};
+use planner::{Cluster, Tier};
+use tessera::Backend;
+use tessera::cluster::bundle::Bundle;
+use tessera::cluster::coordinator::{Coordinator, JobRecord};
+use tessera::cluster::experiment::{self, Adaptive, PlanRun};
+use tessera::cluster::harness::{HarnessOptions, LocalCluster};
+use tessera::cluster::trace::{self, fmt_bytes};
+use tessera::cluster::wire::Msg;
+use tile_engine::{Tensor, default_model};
 
-use crate::{Backend, infer};
+/// The demo's cluster: see the links it documents.
+const CLUSTER: &str = include_str!("../examples/cluster.toml");
 
-const OUT_DIR: &str = "out";
+/// Arguments of `tessera demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Fewer requests (CI uses this).
+    #[arg(long)]
+    pub quick: bool,
+    /// Executor of every node (default: gpu if an adapter opens, else cpu).
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// Output folder.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner().with_message(msg.to_string());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+        pb.set_style(style);
+    }
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+fn bits(t: &[Tensor]) -> Vec<u32> {
+    t.iter()
+        .flat_map(|t| t.data().iter().map(|v| v.to_bits()))
+        .collect()
+}
 
 /// Runs the demo and prints what happened.
-pub fn demo() -> Result<()> {
-    let input = default_model::png_to_tensor(default_model::fixture_png())?;
-    let [_, _, h, w] = input.shape() else {
-        anyhow::bail!("embedded fixture has shape {:?}", input.shape());
-    };
-    let mut graph = default_model::graph([*h, *w])?;
-    tile_engine::passes::optimize(&mut graph)?;
-    println!("tessera demo — single process (the three-tier cluster is not wired in yet)");
-    println!(
-        "model: UpscalerJS default ×2 super-resolution (embedded), {} ops, {:.2} GFLOP per {}×{} image",
-        graph.nodes.len(),
-        graph.total_flops() as f64 / 1e9,
-        h,
-        w
-    );
-
-    let exec: Box<dyn Executor> = match infer::executor(Backend::Gpu, None, false) {
-        Ok(e) => e,
-        Err(e) => {
-            println!("no usable GPU adapter ({e:#}); using the CPU reference executor");
-            infer::executor(Backend::Cpu, None, false)?
+pub fn demo(args: &DemoArgs) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async {
+        tokio::select! {
+            r = demo_async(args) => r,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted; the node daemons were stopped"),
         }
-    };
-    println!("executor: {}", exec.name());
+    })
+}
 
-    let grids = ["1x1", "2x2", "3x3"];
-    let bar = ProgressBar::new(grids.len() as u64).with_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
-            .context("progress template")?
-            .progress_chars("=> "),
+fn pick_backend(args: &DemoArgs) -> Backend {
+    if let Some(b) = args.backend {
+        return b;
+    }
+    match tessera::exec::executor(Backend::Gpu, None, true) {
+        Ok(_) => Backend::Gpu,
+        Err(e) => {
+            println!("no usable GPU adapter ({e:#}); the nodes use the CPU executor");
+            Backend::Cpu
+        }
+    }
+}
+
+async fn demo_async(args: &DemoArgs) -> Result<()> {
+    let t_start = Instant::now();
+    let input = default_model::png_to_tensor(default_model::fixture_png())?;
+    let bundle = Bundle::from_spec("default", input.shape())?;
+    let graph = bundle.graph()?;
+    println!("tessera demo — a three-tier cluster on loopback");
+    println!(
+        "model: UpscalerJS default ×2 super-resolution (embedded, MIT), {} ops, {:.2} GFLOP per 128×128 image",
+        graph.nodes.len(),
+        graph.total_flops() as f64 / 1e9
     );
-    let mut runs: Vec<(&str, Tensor, Duration)> = Vec::new();
-    for g in grids {
-        bar.set_message(format!("grid {g}"));
-        let grid = Grid::parse(g)?;
-        let started = Instant::now();
-        let out = infer::run_graph(exec.as_ref(), &graph, input.clone(), &grid, None)?;
-        runs.push((g, out, started.elapsed()));
-        bar.inc(1);
+    println!(
+        "links (emulated in user space): device↔edge 100 Mbit/s 5 ms, edge↔edge 1 Gbit/s 1 ms, edge↔cloud 50 Mbit/s 30 ms"
+    );
+    let backend = pick_backend(args);
+    let cluster: Cluster = toml::from_str(CLUSTER).context("embedded cluster file")?;
+    let exe = std::env::current_exe().context("cannot find the tessera binary")?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let work = args.out.join("cluster");
+    let _ = std::fs::remove_dir_all(&work);
+
+    let pb = spinner(&format!(
+        "starting 6 node daemons ({backend:?} executor), calibrating"
+    ));
+    let mut local = LocalCluster::start(
+        cluster,
+        HarnessOptions {
+            exe,
+            dir: work.clone(),
+            backend,
+            compute_lock: true,
+            metrics: true,
+        },
+    )
+    .await?;
+    let endpoint = local.coordinator_endpoint()?;
+    let coord = Coordinator::connect(local.cluster.clone(), endpoint, local.addrs.clone()).await?;
+    pb.finish_and_clear();
+    let est = coord.profiler.lock().map(|p| p.estimates()).ok();
+    println!(
+        "\nnodes (child processes; certificates are throwaway, in {}):",
+        work.join("certs").display()
+    );
+    for (i, n) in coord.cluster.nodes.iter().enumerate() {
+        let rate = est.as_ref().map_or(0.0, |e| {
+            e.flops_per_s(i, tile_engine::ir::OpClass::Conv3x3) / 1e9
+        });
+        let exec = coord.peer(i).map(|p| p.executor()).unwrap_or_default();
+        println!(
+            "  {:<6} {:<6} {:<40} calibrated conv3x3 {:>6.2} GFLOP/s  metrics {}",
+            n.name,
+            n.tier.name(),
+            exec,
+            rate,
+            local.metrics[i].as_deref().unwrap_or("-")
+        );
+    }
+    let coordinator = local.coordinator_node;
+    println!(
+        "coordinator: in this process, at {} (the edge node with the best device link)",
+        coord.cluster.nodes[coordinator].name
+    );
+
+    let pb = spinner("sending the model to every node (once, by content hash)");
+    let model = coord.load_model(&bundle).await?;
+    pb.finish_and_clear();
+    println!(
+        "model sent once to each node: {} bytes, sha256 {}…",
+        bundle.encode().len(),
+        &model.hash[..12]
+    );
+
+    let (report, _) = experiment::plan_live(&coord, &model)?;
+    println!("\nplan from the calibrated estimates:\n{}", report.table());
+
+    // Warm-up, then measured runs of each plan side by side.
+    let plans = experiment::comparison_plans(&coord, &model)?;
+    let reps = if args.quick { 1 } else { 2 };
+    let total = (plans.len() * (1 + reps)) as u64;
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let mut request = 0;
+    let mut runs: BTreeMap<usize, Vec<PlanRun>> = BTreeMap::new();
+    for round in 0..=reps {
+        for (k, p) in plans.iter().enumerate() {
+            bar.set_message(format!(
+                "{} {}",
+                if round == 0 { "warm-up" } else { "run" },
+                p.name
+            ));
+            request += 1;
+            let r = experiment::run_plan(&coord, &model, &input, p, request).await?;
+            if round > 0 {
+                runs.entry(k).or_default().push(r);
+            }
+            bar.inc(1);
+        }
     }
     bar.finish_and_clear();
 
-    let (_, untiled, _) = &runs[0];
-    println!("\n{:<6} {:>10} {:>22}", "grid", "time", "equals untiled");
-    for (g, out, t) in &runs {
-        let same = bits(out) == bits(untiled);
-        println!(
-            "{:<6} {:>8.1} ms {:>22}",
-            g,
-            t.as_secs_f64() * 1e3,
-            if same { "yes, bit for bit" } else { "NO" }
-        );
-        anyhow::ensure!(same, "grid {g} changed the output: tiling is broken");
-    }
-
-    let png = default_model::tensor_to_png(untiled)?;
-    let (_, _, ours) = default_model::decode_rgb8(&png)?;
-    let (_, _, theirs) = default_model::decode_rgb8(default_model::reference_png())?;
-    let diffs: Vec<u8> = ours
-        .iter()
-        .zip(&theirs)
-        .map(|(a, b)| a.abs_diff(*b))
-        .collect();
-    let within1 = diffs.iter().filter(|&&d| d <= 1).count() as f64 / diffs.len().max(1) as f64;
-    let max = diffs.iter().copied().max().unwrap_or(0);
+    let best = |k: usize| -> Option<&PlanRun> {
+        runs.get(&k)?
+            .iter()
+            .min_by(|a, b| a.replay.makespan_s.total_cmp(&b.replay.makespan_s))
+    };
     println!(
-        "\nagainst the model authors' result.png: {:.2}% of pixel values within ±1, max difference {max}",
-        within1 * 100.0
+        "\nmeasured (wall clock on this shared 2-core machine) and replayed (each node on its own hardware, transfers on the emulated links):"
+    );
+    println!(
+        "  {:<28} {:>10} {:>12} {:>13} {:>15}",
+        "plan", "wall ms", "replayed ms", "predicted ms", "backbone bytes"
+    );
+    for (k, p) in plans.iter().enumerate() {
+        if let Some(r) = best(k) {
+            println!(
+                "  {:<28} {:>10.1} {:>12.1} {:>13} {:>15}",
+                p.name,
+                r.wall_s * 1e3,
+                r.replay.makespan_s * 1e3,
+                p.predicted_s
+                    .map_or("-".into(), |s| format!("{:.1}", s * 1e3)),
+                fmt_bytes(r.backbone_bytes(&coord))
+            );
+        }
+    }
+    let ours = best(0).context("no tessera run")?;
+    let single = best(1).context("no single-node run")?;
+    let ratio = |r: &PlanRun| r.replay.makespan_s / ours.replay.makespan_s.max(1e-12);
+    println!("\nspeedup of tessera (replayed makespan):");
+    println!("  vs single edge node: {:.2}×", ratio(single));
+    if let Some(two) = best(2) {
+        println!("  vs {}: {:.2}×", two.name, ratio(two));
+    }
+    if let Some(cloud) = best(3) {
+        let (a, b) = (cloud.backbone_bytes(&coord), ours.backbone_bytes(&coord));
+        if b == 0 {
+            println!(
+                "  backbone (edge→cloud) bytes: {} vs cloud-only {} (none at all)",
+                fmt_bytes(b),
+                fmt_bytes(a)
+            );
+        } else {
+            println!(
+                "  backbone bytes: {:.2}× fewer than cloud-only",
+                a as f64 / b as f64
+            );
+        }
+    }
+    let same = bits(&ours.outputs) == bits(&single.outputs);
+    println!(
+        "  result equals the single-node run bit for bit: {}",
+        if same { "yes" } else { "NO" }
+    );
+    if !same {
+        bail!("the cluster's output differs from the single-node run");
+    }
+    let out = ours.outputs.first().context("no output")?;
+    let png = default_model::tensor_to_png(out)?;
+    let (_, _, a) = default_model::decode_rgb8(&png)?;
+    let (_, _, b) = default_model::decode_rgb8(default_model::reference_png())?;
+    let within = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| x.abs_diff(**y) <= 1)
+        .count() as f64
+        / a.len().max(1) as f64;
+    println!(
+        "  against the model authors' result.png: {:.2}% of pixel values within ±1",
+        within * 100.0
     );
 
-    std::fs::create_dir_all(OUT_DIR).with_context(|| format!("cannot create {OUT_DIR}/"))?;
-    let write = |name: &str, bytes: &[u8]| -> Result<()> {
-        let p = Path::new(OUT_DIR).join(name);
-        std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))
-    };
-    write("input.png", default_model::fixture_png())?;
-    write("output.png", &png)?;
+    println!("\nper node, tessera run: tiles, busy time");
+    for (i, n) in coord.cluster.nodes.iter().enumerate() {
+        let mine: Vec<&JobRecord> = ours
+            .records
+            .iter()
+            .filter(|r| r.node == i && r.ok)
+            .collect();
+        let tiles = mine.iter().filter(|r| r.tile.is_some()).count();
+        let busy: u64 = mine
+            .iter()
+            .map(|r| r.end_us.saturating_sub(r.start_us))
+            .sum();
+        println!(
+            "  {:<6} {:>2} tiles  {:>8.1} ms busy",
+            n.name,
+            tiles,
+            busy as f64 / 1e3
+        );
+    }
     println!(
-        "wrote {OUT_DIR}/input.png ({w}×{h}) and {OUT_DIR}/output.png ({}×{})",
-        2 * w,
-        2 * h
+        "bytes per link, tessera run (replayed; the input's hand-over to the device excluded):"
+    );
+    let mut links: Vec<_> = ours.replay.link_bytes.iter().collect();
+    links.sort();
+    for (l, b) in links {
+        println!("  {l:<16} {}", fmt_bytes(*b));
+    }
+
+    // Midway: one edge node gets three times slower; the profiler sees it
+    // in the spans and the planner re-weights the tiles.
+    let mut adaptive = Adaptive::new(&coord, &model)?;
+    let slow = coord
+        .cluster
+        .tier_nodes(Tier::Edge)
+        .into_iter()
+        .find(|&e| e != coordinator)
+        .context("no second edge node")?;
+    let slow_name = coord.cluster.nodes[slow].name.clone();
+    println!("\nadapting: {slow_name} becomes 3× slower (throttled) from the next request");
+    if let Some(p) = coord.peer(slow) {
+        p.send(&Msg::Throttle { factor: 3.0 }).await?;
+    }
+    let mut adapt_runs = Vec::new();
+    let steps = if args.quick { 2 } else { 4 };
+    for step in 0..steps {
+        request += 1;
+        let before = experiment::shares_text(&coord, &adaptive.plan);
+        let r = experiment::run_plan(&coord, &model, &input, &adaptive.plan, request).await?;
+        let decision = adaptive.update(&coord, &model)?;
+        println!(
+            "  request {:>2}: replayed {:>7.1} ms  tiles {}  → {}",
+            step + 1,
+            r.replay.makespan_s * 1e3,
+            before,
+            decision
+        );
+        if bits(&r.outputs) != bits(&single.outputs) {
+            bail!("an adapted run changed the output");
+        }
+        adapt_runs.push(r);
+    }
+    println!("  every adapted run's output equals the single-node run bit for bit");
+    if let Some(p) = coord.peer(slow) {
+        p.send(&Msg::Throttle { factor: 1.0 }).await?;
+    }
+
+    // Node metrics, read over HTTP like Prometheus would.
+    if let Some(url) = local.metrics[slow].clone()
+        && let Some(line) = scrape(&url, "tessera_tiles_total") {
+            println!("\n{slow_name} metrics ({url}): {line}");
+        }
+
+    let out_dir = &args.out;
+    write(out_dir, "input.png", default_model::fixture_png())?;
+    write(out_dir, "output.png", &png)?;
+    write(out_dir, "plan.svg", report.svg().as_bytes())?;
+    let mut all: Vec<JobRecord> = Vec::new();
+    for r in runs.values().flatten().chain(&adapt_runs) {
+        all.extend(r.records.iter().cloned());
+    }
+    let trace_json = serde_json::to_vec_pretty(&trace::chrome_trace(&all))?;
+    write(out_dir, "trace.json", &trace_json)?;
+    let mut panels = Vec::new();
+    for (k, p) in plans.iter().enumerate() {
+        if let Some(r) = best(k) {
+            panels.push((format!("{} (replayed)", p.name), r.replay.slots.clone()));
+        }
+    }
+    if let Some(r) = adapt_runs.last() {
+        panels.push((
+            format!("tessera after adapting to a slow {slow_name} (replayed)"),
+            r.replay.slots.clone(),
+        ));
+    }
+    write(out_dir, "gantt.svg", trace::gantt_svg(&panels).as_bytes())?;
+    println!(
+        "\nwrote {0}/input.png, {0}/output.png (256×256), {0}/plan.svg, {0}/trace.json (Perfetto), {0}/gantt.svg; node logs in {1}",
+        out_dir.display(),
+        work.display()
+    );
+    coord.shutdown().await;
+    local.kill_all();
+    println!(
+        "done in {:.1} s; all node daemons stopped",
+        t_start.elapsed().as_secs_f64()
     );
     Ok(())
 }
 
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.data().iter().map(|v| v.to_bits()).collect()
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))
+}
+
+/// One metric line from a node's Prometheus endpoint.
+fn scrape(url: &str, metric: &str) -> Option<String> {
+    let hostport = url.strip_prefix("http://")?.split('/').next()?;
+    let mut s = std::net::TcpStream::connect(hostport).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|l| l.starts_with(metric))
+        .map(str::to_string)
 }

@@ -2,30 +2,13 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use tile_engine::tiling::{FusionOptions, Grid, TiledOptions};
 use tile_engine::{Executor, Graph, Tensor};
 
-use crate::{Backend, InferArgs, model};
-
-/// Opens the executor the user asked for.
-pub fn executor(
-    backend: Backend,
-    adapter: Option<String>,
-    no_autotune: bool,
-) -> Result<Box<dyn Executor>> {
-    Ok(match backend {
-        Backend::Cpu => Box::new(tile_engine::cpu::CpuExecutor),
-        Backend::Gpu => Box::new(
-            tile_engine::gpu::GpuExecutor::new(tile_engine::gpu::GpuOptions {
-                adapter,
-                no_autotune,
-                ..Default::default()
-            })
-            .context("cannot open the GPU executor (try --backend cpu)")?,
-        ),
-    })
-}
+use crate::InferArgs;
+pub use tessera::exec::executor;
+use tessera::model;
 
 /// Runs `graph` whole (1×1 grid and no fuse override) or tile by tile.
 pub fn run_graph(

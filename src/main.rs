@@ -2,15 +2,13 @@
 
 mod demo;
 mod infer;
-mod model;
-mod plan;
-mod tensor_io;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 /// Run CNN inference across a device, parallel edge GPUs and a cloud node,
 /// tile by tile, with results bit-identical to a single-node run.
@@ -23,8 +21,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the embedded default model and show what happened.
-    Demo,
+    /// Start a 1 device + 4 edge + 1 cloud cluster on loopback, run the
+    /// embedded default model on it, and show what happened.
+    Demo(demo::DemoArgs),
     /// Run a model on one input, in this process.
     Infer(InferArgs),
     /// Run a node daemon for one tier (device, edge or cloud).
@@ -33,21 +32,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Run one request on a cluster.
-    Run {
-        /// The cluster's TOML description.
-        #[arg(long)]
-        cluster: PathBuf,
-        /// The model (.onnx, a TF.js model.json, or `default`).
-        #[arg(long)]
-        model: String,
-        /// Input tensor (.npy or .png).
-        #[arg(long)]
-        input: PathBuf,
-        /// Output tensor (.npy or .png).
-        #[arg(long)]
-        output: PathBuf,
-    },
+    /// Run one request on a cluster of running node daemons.
+    Run(run::RunArgs),
     /// Print (and draw) the plan for a model on a cluster.
     Plan {
         /// The cluster's TOML description.
@@ -71,14 +57,8 @@ enum Command {
     },
 }
 
-/// Which executor runs the model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Backend {
-    /// The CPU reference executor (plain Rust, the oracle).
-    Cpu,
-    /// The wgpu executor (any Vulkan, Metal, DX12 or GL adapter).
-    Gpu,
-}
+pub use tessera::Backend;
+use tessera::plan;
 
 /// Arguments of `tessera infer`.
 #[derive(Args)]
@@ -130,13 +110,26 @@ fn main() -> ExitCode {
     }
 }
 
+fn node(config: &std::path::Path) -> Result<()> {
+    let cfg = tessera::cluster::config::NodeConfig::read(config)?;
+    if std::env::var_os(tessera::cluster::harness::WATCH_STDIN).is_some() {
+        // Started by a parent (the demo): leave when it goes, however it goes.
+        std::thread::spawn(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            std::process::exit(0);
+        });
+    }
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(tessera::cluster::node::serve(cfg))
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Demo => demo::demo(),
+        Command::Demo(args) => demo::demo(&args),
         Command::Infer(args) => infer::infer(&args),
-        Command::Node { .. } | Command::Run { .. } => {
-            anyhow::bail!("node daemons and cluster runs are not implemented yet")
-        }
+        Command::Node { config } => node(&config),
+        Command::Run(args) => run::run(&args),
         Command::Plan {
             cluster,
             model,

@@ -61,7 +61,7 @@ pub fn resnet_like(target: usize) -> anyhow::Result<Graph> {
     let body = target.saturating_sub(g.nodes.len() + tail + 3);
     let blocks = body / 3;
     let per_stage = [
-        blocks / 4 + usize::from(blocks % 4 > 0),
+        blocks / 4 + usize::from(!blocks.is_multiple_of(4)),
         blocks / 4 + usize::from(blocks % 4 > 1),
         blocks / 4 + usize::from(blocks % 4 > 2),
         blocks / 4,

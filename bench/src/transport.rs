@@ -42,7 +42,7 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
         _ => (s, 1),
     };
     let n: u64 = num.parse().with_context(|| format!("size '{s}'"))?;
-    if n == 0 || (n * mult) % 4 != 0 {
+    if n == 0 || !(n * mult).is_multiple_of(4) {
         bail!("size '{s}' must be a positive multiple of 4 bytes");
     }
     Ok(n * mult)
@@ -131,7 +131,7 @@ impl Point {
 fn tile_header(id: u32, bytes: u64) -> TileHeader {
     // 1 x C x 64 x W with W chosen so the tile has `bytes` bytes.
     let elems = (bytes / 4) as u32;
-    let (c, h) = if elems % (64 * 64) == 0 {
+    let (c, h) = if elems.is_multiple_of(64 * 64) {
         (elems / (64 * 64), 64)
     } else {
         (1, 1)

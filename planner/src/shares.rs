@@ -308,7 +308,7 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx]) -> BlockPlan {
     cands.extend(solver.strips(false, &b));
     cands.extend(solver.strips(true, &b));
     for r in 2..n {
-        if n % r == 0 && n / r >= 2 {
+        if n.is_multiple_of(r) && n / r >= 2 {
             cands.push(solver.grid(r, n / r, &b));
         }
     }

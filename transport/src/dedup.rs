@@ -30,11 +30,10 @@ impl DedupSet {
             return false;
         }
         self.order.push_back((key, result));
-        if self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
+        if self.order.len() > self.capacity
+            && let Some(old) = self.order.pop_front() {
                 self.seen.remove(&old);
             }
-        }
         true
     }
 

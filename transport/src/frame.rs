@@ -138,7 +138,7 @@ pub fn decode_prefix(bytes: &[u8], caps: &Caps) -> Result<Prefix, FrameError> {
             "{kind:?} frame carries a {payload_len}-byte payload"
         )));
     }
-    if payload_len % 4 != 0 {
+    if !payload_len.is_multiple_of(4) {
         return Err(FrameError::Inconsistent(format!(
             "payload length {payload_len} is not a multiple of 4"
         )));

@@ -101,7 +101,7 @@ impl ConvChoice {
 /// The block kernel needs whole 4-channel blocks inside a group.
 fn block_applies(conv: &crate::ir::Conv) -> bool {
     let m = conv.weight.shape().first().copied().unwrap_or(0);
-    conv.group == 1 || (conv.group > 0 && (m / conv.group) % 4 == 0)
+    conv.group == 1 || (conv.group > 0 && (m / conv.group).is_multiple_of(4))
 }
 
 /// The per-layer key of a kernel choice: node name and op parameters, never
@@ -147,7 +147,7 @@ impl P {
         self
     }
     fn done(mut self) -> Vec<u32> {
-        while self.0.len() % 4 != 0 {
+        while !self.0.len().is_multiple_of(4) {
             self.0.push(0);
         }
         self.0

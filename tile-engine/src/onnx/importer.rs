@@ -126,14 +126,13 @@ impl Importer {
     pub fn bind(&mut self, ctx: &NodeCtx<'_>, name: &str, slot: Slot) -> Result<()> {
         // A folded constant may have an empty shape with a huge dimension
         // (`[2^60, 0]`): cap dims so later shape arithmetic cannot overflow.
-        if let Slot::Const(c) = &slot {
-            if c.shape.len() > MAX_RANK || c.shape.iter().any(|&d| d > MAX_VALUE_ELEMS) {
+        if let Slot::Const(c) = &slot
+            && (c.shape.len() > MAX_RANK || c.shape.iter().any(|&d| d > MAX_VALUE_ELEMS)) {
                 return Err(Error::Limit(format!(
                     "constant '{name}' of shape {:?} is too large",
                     c.shape
                 )));
             }
-        }
         if self.env.insert(name.to_string(), slot).is_some() {
             return Err(ctx.malformed(format!("value '{name}' is defined twice")));
         }

@@ -604,7 +604,7 @@ fn reshape(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result
         .collect();
     let known: usize = dims.iter().flatten().product();
     let unknown = dims.iter().filter(|d| d.is_none()).count();
-    if unknown > 1 || known == 0 || (unknown == 1 && total % known != 0) {
+    if unknown > 1 || known == 0 || (unknown == 1 && !total.is_multiple_of(known)) {
         return Err(Error::Shape(format!(
             "layer {}: cannot reshape {total} values to {target:?}",
             cfg.layer

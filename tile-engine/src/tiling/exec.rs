@@ -159,8 +159,9 @@ fn fetch(env: &[Option<Tensor>], graph: &Graph, v: ValueId) -> Result<Tensor> {
 
 /// The sub-graph of `nodes`: its runtime inputs (values from outside, not
 /// constants) and outputs (values read after it, or graph outputs), in the
-/// original graph's ids.
-fn extract(
+/// original graph's ids. Deterministic, so a coordinator and a node daemon
+/// that hold the same graph agree on both lists.
+pub fn extract(
     graph: &Graph,
     nodes: &[NodeId],
     consumers: &[Vec<NodeId>],

@@ -32,7 +32,7 @@ mod region;
 mod stitch;
 
 pub use block::{Block, is_tileable};
-pub use exec::{TiledOptions, run_segments, run_tiled};
+pub use exec::{TiledOptions, extract, run_segments, run_tiled};
 pub use fusion::{
     BlockReport, DEFAULT_MAX_HALO_OVERHEAD, FusionOptions, Segment, choose_blocks, halo_overhead,
     report_block,

@@ -202,13 +202,12 @@ pub fn small_cnn() -> ModelProto {
     inputs.extend(inits.iter().map(|t| {
         let dims: Vec<i64> = t.dims.clone();
         let mut v = vis(t.name.as_deref().unwrap_or(""), &dims);
-        if t.data_type == Some(DataType::Int64 as i32) {
-            if let Some(type_proto::Value::TensorType(tt)) =
+        if t.data_type == Some(DataType::Int64 as i32)
+            && let Some(type_proto::Value::TensorType(tt)) =
                 v.r#type.as_mut().and_then(|t| t.value.as_mut())
             {
                 tt.elem_type = Some(DataType::Int64 as i32);
             }
-        }
         v
     }));
     let nodes = vec![

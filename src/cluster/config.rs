@@ -1,0 +1,84 @@
+//! `node.toml`: what one daemon needs to know about itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::Backend;
+
+/// A node daemon's configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's name: its certificate's name and its name in the cluster file.
+    pub name: String,
+    /// `device`, `edge` or `cloud`.
+    pub tier: planner::Tier,
+    /// QUIC listen address.
+    pub listen: SocketAddr,
+    /// Folder with `ca.pem`, `<name>.pem` and `<name>.key` (see `tessera certs`).
+    pub certs: PathBuf,
+    /// Names of the peers allowed to connect (the coordinator's included).
+    pub peers: Vec<String>,
+    /// Executor: `gpu` (default) or `cpu`.
+    #[serde(default = "default_backend")]
+    pub backend: Backend,
+    /// GPU adapter name (substring).
+    #[serde(default)]
+    pub adapter: Option<String>,
+    /// Kernel autotuning; off by default so that every node of a cluster
+    /// makes the same kernel choices and tiles stitch bit for bit.
+    #[serde(default)]
+    pub autotune: bool,
+    /// Prometheus metrics endpoint (`GET /metrics`), e.g. `127.0.0.1:9100`.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
+    /// Largest model bundle accepted, bytes.
+    #[serde(default = "default_max_model_bytes")]
+    pub max_model_bytes: u64,
+    /// Run calibration at start-up (default true).
+    #[serde(default = "yes")]
+    pub calibrate: bool,
+    /// A lock file all daemons on one machine share, taken around each job
+    /// so their compute spans do not overlap (the demo sets it; see
+    /// ARCHITECTURE.md, "dedicated-hardware makespan").
+    #[serde(default)]
+    pub compute_lock: Option<PathBuf>,
+}
+
+fn default_backend() -> Backend {
+    Backend::Gpu
+}
+
+fn default_max_model_bytes() -> u64 {
+    1 << 30
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl NodeConfig {
+    /// Reads and checks a node file; errors name the file and the field.
+    pub fn read(path: &Path) -> Result<NodeConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let cfg: NodeConfig =
+            toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        transport::certs::check_node_name(&cfg.name)
+            .with_context(|| format!("{}: field `name`", path.display()))?;
+        if cfg.peers.is_empty() {
+            bail!(
+                "{}: field `peers` is empty: nobody could connect",
+                path.display()
+            );
+        }
+        for p in &cfg.peers {
+            transport::certs::check_node_name(p)
+                .with_context(|| format!("{}: field `peers`", path.display()))?;
+        }
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,1174 @@
+//! The coordinator: connects to the node daemons, sends them the model once,
+//! turns the planner's plan into jobs, dispatches tiles by the plan's shares
+//! (idle edge nodes steal queued tiles), re-dispatches the tiles of a node
+//! that dies or stalls, stitches the results, and feeds every measured span
+//! back into the profiler.
+//!
+//! Data moves in a star around the coordinator, which sits where the
+//! planner puts it (the edge node with the best device link): device →
+//! coordinator, coordinator ⇄ edge nodes, coordinator → cloud. That is the
+//! planner's cost model, so predicted and measured runs describe the same
+//! traffic.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use planner::cost::Topology;
+use planner::{Cluster, Estimates, Prediction, Profiler, Span as PSpan, SpanKind, Tier};
+use serde::Serialize;
+use tile_engine::ir::OpClass;
+use tile_engine::tiling::{Block, Grid, paste_region};
+use tile_engine::{Graph, Tensor};
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::time::Instant;
+use transport::{Connection, Control, Endpoint, TileKind};
+
+use super::bundle::{self, Bundle};
+use super::calibrate::class_of;
+use super::inbox::Inbox;
+use super::job::{gather_inputs, plan_job};
+use super::node::now_us;
+use super::wire::{self, INPUT, MODEL_CHUNK, Msg, OUTPUT};
+use super::{ClusterError, calibrate};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One connected node as the coordinator sees it.
+pub struct Peer {
+    /// Node name.
+    pub name: String,
+    /// Index in the cluster file.
+    pub idx: usize,
+    conn: Connection,
+    inbox: Arc<Inbox>,
+    jobs: Mutex<HashMap<u64, oneshot::Sender<Msg>>>,
+    models: Mutex<HashMap<String, oneshot::Sender<Msg>>>,
+    calibration: watch::Sender<Option<Vec<(String, f64)>>>,
+    executor: Mutex<String>,
+    alive: AtomicBool,
+}
+
+impl Peer {
+    async fn start(conn: Connection, idx: usize) -> Arc<Peer> {
+        let (calibration, _) = watch::channel(None);
+        let peer = Arc::new(Peer {
+            name: conn.peer().to_string(),
+            idx,
+            conn,
+            inbox: Arc::new(Inbox::default()),
+            jobs: Mutex::new(HashMap::new()),
+            models: Mutex::new(HashMap::new()),
+            calibration,
+            executor: Mutex::new(String::new()),
+            alive: AtomicBool::new(true),
+        });
+        {
+            let p = peer.clone();
+            tokio::spawn(async move {
+                while let Some(t) = p.conn.recv_tile().await {
+                    if !p.inbox.put(t.header, t.payload.into_vec()) {
+                        tracing::warn!(peer = %p.name, "result inbox full");
+                    }
+                }
+            });
+        }
+        {
+            let p = peer.clone();
+            tokio::spawn(async move {
+                while let Some(c) = p.conn.recv_control().await {
+                    let Control::PlanUpdate(u) = c else {
+                        if let Control::Error(e) = c {
+                            tracing::warn!(peer = %p.name, "error frame: {}", e.message);
+                        }
+                        continue;
+                    };
+                    match Msg::parse(&u.body) {
+                        Ok(m) => p.dispatch(m),
+                        Err(e) => tracing::warn!(peer = %p.name, "{e}"),
+                    }
+                }
+                p.alive.store(false, Ordering::Release);
+                // Wake every waiter: their senders drop with the map entries.
+                lock(&p.jobs).clear();
+                lock(&p.models).clear();
+            });
+        }
+        peer
+    }
+
+    fn dispatch(&self, m: Msg) {
+        match &m {
+            Msg::Done { job, .. } | Msg::Failed { job, .. } => {
+                if let Some(tx) = lock(&self.jobs).remove(job) {
+                    let _ = tx.send(m);
+                } else if let Msg::Failed { message, .. } = &m {
+                    tracing::warn!(peer = %self.name, "{message}");
+                }
+            }
+            Msg::ModelState { hash, .. } => {
+                if let Some(tx) = lock(&self.models).remove(hash) {
+                    let _ = tx.send(m);
+                }
+            }
+            Msg::Calibrated { rates, executor } => {
+                *lock(&self.executor) = executor.clone();
+                self.calibration.send_replace(Some(rates.clone()));
+            }
+            other => tracing::warn!(peer = %self.name, "unexpected {other:?}"),
+        }
+    }
+
+    /// True until the connection dies or the coordinator gives up on the node.
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// The executor the node reported.
+    pub fn executor(&self) -> String {
+        lock(&self.executor).clone()
+    }
+
+    fn mark_down(&self, why: &str) {
+        if self.alive.swap(false, Ordering::AcqRel) {
+            tracing::warn!(peer = %self.name, "marked down: {why}");
+            self.conn.close(why);
+        }
+    }
+
+    /// Sends a message to the node.
+    pub async fn send(&self, m: &Msg) -> Result<(), ClusterError> {
+        m.send(&self.conn, 0).await
+    }
+}
+
+/// A model the nodes hold, with the graph the coordinator plans it by.
+pub struct LoadedModel {
+    /// Content hash.
+    pub hash: String,
+    /// The optimised graph (node ids agree with every node's copy).
+    pub graph: Arc<Graph>,
+    /// The planner's view of it.
+    pub dag: planner::ModelDag,
+}
+
+/// One fused block of an executable plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecBlock {
+    /// Graph node ids, ascending.
+    pub ops: Vec<usize>,
+    /// Grid and the node (cluster index) of each tile, row-major; `None` = run whole on `node`.
+    pub tiles: Option<(Grid, Vec<usize>)>,
+    /// Node for a whole block.
+    pub node: usize,
+}
+
+/// A plan in the form the coordinator runs: node ids per stage and nodes by cluster index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecPlan {
+    /// Name for reports (`tessera 3-tier`, `single edge`, ...).
+    pub name: String,
+    /// Device node.
+    pub device: usize,
+    /// The coordinator's location (an edge node).
+    pub coordinator: usize,
+    /// Cloud node.
+    pub cloud: usize,
+    /// Ops on the device (may be empty: the device then only uploads).
+    pub device_ops: Vec<usize>,
+    /// Edge blocks in order.
+    pub blocks: Vec<ExecBlock>,
+    /// Ops on the cloud.
+    pub cloud_ops: Vec<usize>,
+    /// The planner's predicted makespan, if it came from the planner.
+    pub predicted_s: Option<f64>,
+}
+
+impl ExecPlan {
+    /// From a planner prediction on a cluster whose node `i` is `map[i]` of the full cluster.
+    pub fn from_prediction(
+        name: &str,
+        graph: &Graph,
+        p: &Prediction,
+        topo: &Topology,
+        map: &[usize],
+    ) -> ExecPlan {
+        let at = |tier: Tier| -> Vec<usize> {
+            (0..p.labels.len())
+                .filter(|&i| p.labels[i] == tier)
+                .collect()
+        };
+        let coordinator = map[topo.coordinator];
+        let blocks = p
+            .blocks
+            .iter()
+            .map(|b| {
+                let node = b.node_times.first().map_or(coordinator, |t| map[t.node]);
+                let tiles = b.tiling.as_ref().and_then(|t| {
+                    // The planner's geometry is approximate; only blocks the
+                    // engine can tile exactly are tiled.
+                    let block = Block::new(graph, b.ops.clone()).ok()?;
+                    let [h, w] = block.output_hw(graph);
+                    let grid = Grid::with_shares(t.row_shares.clone(), t.col_shares.clone());
+                    (t.rows <= h && t.cols <= w && grid.regions(h, w).is_ok())
+                        .then(|| (grid, t.nodes.iter().map(|&n| map[n]).collect()))
+                });
+                ExecBlock {
+                    ops: b.ops.clone(),
+                    tiles,
+                    node: if b.tiling.is_some() {
+                        coordinator
+                    } else {
+                        node
+                    },
+                }
+            })
+            .collect();
+        ExecPlan {
+            name: name.to_string(),
+            device: map[topo.device],
+            coordinator,
+            cloud: map[topo.cloud],
+            device_ops: at(Tier::Device),
+            blocks,
+            cloud_ops: at(Tier::Cloud),
+            predicted_s: Some(p.makespan_s),
+        }
+    }
+
+    /// The whole model on one node (the input uploaded from the device first).
+    pub fn single_node(
+        name: &str,
+        graph: &Graph,
+        device: usize,
+        node: usize,
+        cloud: usize,
+    ) -> ExecPlan {
+        ExecPlan {
+            name: name.to_string(),
+            device,
+            coordinator: node,
+            cloud,
+            device_ops: Vec::new(),
+            blocks: vec![ExecBlock {
+                ops: (0..graph.nodes.len()).collect(),
+                tiles: None,
+                node,
+            }],
+            cloud_ops: Vec::new(),
+            predicted_s: None,
+        }
+    }
+}
+
+/// What happened to one job: the raw material of traces and replays.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobRecord {
+    /// Request number.
+    pub request: u64,
+    /// Stage: `device`, `block N`, `cloud`.
+    pub stage: String,
+    /// Stage index (device 0, blocks 1.., cloud last).
+    pub stage_idx: usize,
+    /// Node (cluster index).
+    pub node: usize,
+    /// Node name.
+    pub node_name: String,
+    /// Tile index within the block, if a tile.
+    pub tile: Option<usize>,
+    /// Bytes that only hand the request's input to the device (not part of the plan's traffic).
+    pub submit_bytes: u64,
+    /// Bytes sent to the node.
+    pub in_bytes: u64,
+    /// Bytes returned.
+    pub out_bytes: u64,
+    /// Coordinator sent the job (µs, Unix epoch).
+    pub sent_us: u64,
+    /// Node started computing.
+    pub start_us: u64,
+    /// Node finished computing.
+    pub end_us: u64,
+    /// Coordinator had all outputs.
+    pub recv_us: u64,
+    /// FLOPs.
+    pub flops: u64,
+    /// Dominant op class (wire name).
+    pub class: String,
+    /// False if the job failed or timed out (its work was discarded).
+    pub ok: bool,
+    /// True if an idle node took the tile from another node's queue.
+    pub stolen: bool,
+}
+
+/// The outputs and records of one request.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Model outputs.
+    pub outputs: Vec<Tensor>,
+    /// Every job, failed ones included.
+    pub records: Vec<JobRecord>,
+    /// Wall-clock seconds.
+    pub wall_s: f64,
+}
+
+/// How patient the coordinator is.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Fixed part of a job's deadline.
+    pub base: Duration,
+    /// A job may take this many times its predicted duration on top.
+    pub factor: f64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            base: Duration::from_secs(10),
+            factor: 6.0,
+        }
+    }
+}
+
+/// Drives a cluster of node daemons.
+pub struct Coordinator {
+    /// The cluster description (node order = indices everywhere).
+    pub cluster: Cluster,
+    endpoint: Endpoint,
+    peers: Mutex<Vec<Option<Arc<Peer>>>>,
+    addrs: Mutex<Vec<SocketAddr>>,
+    /// Online estimates.
+    pub profiler: Mutex<Profiler>,
+    next_id: AtomicU64,
+    /// Job deadlines.
+    pub timeouts: Timeouts,
+}
+
+impl Coordinator {
+    /// Connects to every node (at `addrs[i]` for node `i`: the cluster
+    /// file's address, or a link emulator in front of it).
+    pub async fn connect(
+        cluster: Cluster,
+        endpoint: Endpoint,
+        addrs: Vec<SocketAddr>,
+    ) -> Result<Coordinator, ClusterError> {
+        let profiler = Profiler::new(&cluster);
+        let c = Coordinator {
+            peers: Mutex::new(vec![None; cluster.nodes.len()]),
+            cluster,
+            endpoint,
+            addrs: Mutex::new(addrs),
+            profiler: Mutex::new(profiler),
+            next_id: AtomicU64::new(1),
+            timeouts: Timeouts::default(),
+        };
+        for i in 0..c.cluster.nodes.len() {
+            c.reconnect(i).await?;
+        }
+        Ok(c)
+    }
+
+    /// (Re)connects node `i` and waits for its calibration, which is folded into the profiler.
+    pub async fn reconnect(&self, i: usize) -> Result<Arc<Peer>, ClusterError> {
+        let name = self.cluster.nodes[i].name.clone();
+        let addr = lock(&self.addrs)[i];
+        let conn = self.endpoint.connect(addr, &name).await?;
+        let peer = Peer::start(conn, i).await;
+        let mut rx = peer.calibration.subscribe();
+        let rates = tokio::time::timeout(Duration::from_secs(120), rx.wait_for(Option::is_some))
+            .await
+            .map_err(|_| ClusterError::Node {
+                node: name.clone(),
+                why: "no calibration within 120 s".into(),
+            })?
+            .map_err(|_| ClusterError::Node {
+                node: name.clone(),
+                why: "connection closed before calibration".into(),
+            })?
+            .clone()
+            .unwrap_or_default();
+        self.calibrate_from(i, &rates)?;
+        lock(&self.peers)[i] = Some(peer.clone());
+        Ok(peer)
+    }
+
+    fn calibrate_from(&self, node: usize, rates: &[(String, f64)]) -> Result<(), ClusterError> {
+        let compute = rates
+            .iter()
+            .filter_map(|(n, r)| {
+                Some(planner::profiler::ComputeRate {
+                    node,
+                    class: class_of(n)?,
+                    flops_per_s: *r,
+                })
+            })
+            .filter(|r| r.flops_per_s.is_finite() && r.flops_per_s > 0.0)
+            .collect();
+        lock(&self.profiler)
+            .calibrate(&planner::Calibration {
+                compute,
+                links: Vec::new(),
+            })
+            .map_err(|e| ClusterError::Protocol(e.to_string()))
+    }
+
+    /// Where node `i` is reached from now on (a restarted daemon's new address).
+    pub fn set_address(&self, i: usize, addr: SocketAddr) {
+        lock(&self.addrs)[i] = addr;
+    }
+
+    /// The connected peer of node `i`, if alive.
+    pub fn peer(&self, i: usize) -> Option<Arc<Peer>> {
+        lock(&self.peers)
+            .get(i)
+            .cloned()
+            .flatten()
+            .filter(|p| p.alive())
+    }
+
+    /// Indices of nodes that are up.
+    pub fn alive(&self) -> Vec<usize> {
+        (0..self.cluster.nodes.len())
+            .filter(|&i| self.peer(i).is_some())
+            .collect()
+    }
+
+    /// Tries to bring back nodes that are down (a restarted daemon is
+    /// re-admitted after its calibration); returns the names re-admitted.
+    pub async fn readmit(&self) -> Vec<String> {
+        let mut back = Vec::new();
+        for i in 0..self.cluster.nodes.len() {
+            if self.peer(i).is_none()
+                && tokio::time::timeout(Duration::from_secs(3), self.reconnect(i))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            {
+                back.push(self.cluster.nodes[i].name.clone());
+            }
+        }
+        back
+    }
+
+    fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends the model to every live node that does not have it yet.
+    pub async fn load_model(&self, bundle: &Bundle) -> Result<LoadedModel, ClusterError> {
+        let bytes = bundle.encode();
+        let hash = bundle::hash(&bytes);
+        let graph = Arc::new(bundle.graph()?);
+        let dag = planner::ModelDag::from_graph(&graph)
+            .map_err(|e| ClusterError::Model(e.to_string()))?;
+        let chunks = wire::model_chunks(&bytes);
+        for i in self.alive() {
+            if let Some(p) = self.peer(i) {
+                self.ensure_model(&p, &hash, &bytes, &chunks).await?;
+            }
+        }
+        Ok(LoadedModel { hash, graph, dag })
+    }
+
+    async fn ensure_model(
+        &self,
+        p: &Peer,
+        hash: &str,
+        bytes: &[u8],
+        chunks: &[Vec<f32>],
+    ) -> Result<(), ClusterError> {
+        let ask = |m: Msg| async move {
+            let (tx, rx) = oneshot::channel();
+            lock(&p.models).insert(hash.to_string(), tx);
+            p.send(&m).await?;
+            tokio::time::timeout(Duration::from_secs(300), rx)
+                .await
+                .map_err(|_| ClusterError::Node {
+                    node: p.name.clone(),
+                    why: "no answer about the model".into(),
+                })?
+                .map_err(|_| ClusterError::Node {
+                    node: p.name.clone(),
+                    why: "connection closed".into(),
+                })
+        };
+        if let Msg::ModelState { loaded: true, .. } =
+            ask(Msg::HasModel { hash: hash.into() }).await?
+        {
+            return Ok(());
+        }
+        let transfer = self.id();
+        let load = Msg::LoadModel {
+            hash: hash.into(),
+            transfer,
+            bytes: bytes.len() as u64,
+        };
+        let (tx, rx) = oneshot::channel();
+        lock(&p.models).insert(hash.to_string(), tx);
+        p.send(&load).await?;
+        for (i, c) in chunks.iter().enumerate() {
+            let h = wire::tensor_header(transfer, MODEL_CHUNK, i as u32, &[c.len()]);
+            p.conn.send_tile(&h, c).await?;
+        }
+        let answer = tokio::time::timeout(Duration::from_secs(300), rx)
+            .await
+            .map_err(|_| ClusterError::Node {
+                node: p.name.clone(),
+                why: "model load timed out".into(),
+            })?
+            .map_err(|_| ClusterError::Node {
+                node: p.name.clone(),
+                why: "connection closed".into(),
+            })?;
+        match answer {
+            Msg::ModelState { loaded: true, .. } => Ok(()),
+            Msg::ModelState { error, .. } => Err(ClusterError::Node {
+                node: p.name.clone(),
+                why: format!("cannot load the model: {}", error.unwrap_or_default()),
+            }),
+            other => Err(ClusterError::Protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Current estimates restricted to `nodes` (cluster indices), with the sub-cluster.
+    pub fn sub_problem(&self, nodes: &[usize]) -> (Cluster, Estimates) {
+        let est = lock(&self.profiler).estimates();
+        let names: Vec<&str> = nodes
+            .iter()
+            .map(|&i| self.cluster.nodes[i].name.as_str())
+            .collect();
+        let cluster = Cluster {
+            nodes: nodes
+                .iter()
+                .map(|&i| self.cluster.nodes[i].clone())
+                .collect(),
+            links: self
+                .cluster
+                .links
+                .iter()
+                .filter(|l| names.contains(&l.from.as_str()) && names.contains(&l.to.as_str()))
+                .cloned()
+                .collect(),
+        };
+        let sub = Estimates {
+            throughput: nodes.iter().map(|&i| est.throughput[i]).collect(),
+            links: nodes
+                .iter()
+                .map(|&a| nodes.iter().map(|&b| est.links[a][b]).collect())
+                .collect(),
+        };
+        (cluster, sub)
+    }
+
+    /// Predicted seconds of `flops` of `class` on node `i`.
+    fn predict(&self, i: usize, class: OpClass, flops: u64) -> f64 {
+        lock(&self.profiler)
+            .estimates()
+            .compute_time(i, class, flops as f64)
+    }
+
+    fn deadline(&self, node: usize, class: OpClass, flops: u64, bytes: u64) -> Instant {
+        let t = self.timeouts.base.as_secs_f64()
+            + self.timeouts.factor * self.predict(node, class, flops)
+            + bytes as f64 / 1e6;
+        Instant::now() + Duration::from_secs_f64(t.min(3600.0))
+    }
+
+    /// Runs one job on `peer`: sends the inputs, waits for the outputs.
+    #[allow(clippy::too_many_arguments)]
+    async fn remote(
+        &self,
+        peer: &Peer,
+        model: &LoadedModel,
+        nodes: &[usize],
+        tile: Option<wire::Rect>,
+        inputs: &[Tensor],
+        out_shapes: Option<&[Vec<usize>]>,
+        class: OpClass,
+        flops: u64,
+        rec: &mut JobRecord,
+    ) -> Result<Vec<Tensor>, ClusterError> {
+        let job = self.id();
+        let (tx, rx) = oneshot::channel();
+        lock(&peer.jobs).insert(job, tx);
+        rec.sent_us = now_us();
+        let in_bytes: u64 = inputs.iter().map(|t| t.byte_len() as u64).sum();
+        let deadline = self.deadline(peer.idx, class, flops, in_bytes);
+        let gone = |why: String| ClusterError::Node {
+            node: peer.name.clone(),
+            why,
+        };
+        let result = async {
+            peer.send(&Msg::Run {
+                job,
+                model: model.hash.clone(),
+                nodes: nodes.to_vec(),
+                tile,
+                inputs: inputs.len() as u32,
+            })
+            .await?;
+            wire::send_tensors(&peer.conn, TileKind::Tile, job, INPUT, inputs).await?;
+            let answer = tokio::time::timeout_at(deadline, rx)
+                .await
+                .map_err(|_| gone(format!("job {job} timed out")))?
+                .map_err(|_| gone("connection lost".into()))?;
+            let (outputs, start_us, end_us) = match answer {
+                Msg::Done {
+                    outputs,
+                    start_us,
+                    end_us,
+                    ..
+                } => (outputs, start_us, end_us),
+                Msg::Failed { message, .. } => return Err(ClusterError::Exec(message)),
+                other => return Err(ClusterError::Protocol(format!("unexpected {other:?}"))),
+            };
+            if let Some(shapes) = out_shapes
+                && shapes.len() != outputs as usize
+            {
+                return Err(ClusterError::Protocol(format!(
+                    "job {job} returned {outputs} outputs, expected {}",
+                    shapes.len()
+                )));
+            }
+            let mut out = Vec::with_capacity(outputs as usize);
+            for i in 0..outputs {
+                let (h, data) = peer
+                    .inbox
+                    .take((job, OUTPUT, i), deadline)
+                    .await
+                    .ok_or_else(|| gone(format!("output {i} of job {job} never came")))?;
+                let shape: Vec<usize> = match out_shapes {
+                    Some(s) => s[i as usize].clone(),
+                    None => h.shape.iter().map(|&d| d as usize).collect(),
+                };
+                out.push(wire::to_tensor(&h, data, &shape)?);
+            }
+            Ok((out, start_us, end_us))
+        }
+        .await;
+        lock(&peer.jobs).remove(&job);
+        rec.recv_us = now_us();
+        match result {
+            Ok((out, start, end)) => {
+                rec.start_us = start;
+                rec.end_us = end;
+                rec.in_bytes = in_bytes;
+                rec.out_bytes = out.iter().map(|t| t.byte_len() as u64).sum();
+                rec.ok = true;
+                Ok(out)
+            }
+            Err(e) => {
+                peer.inbox.forget(job);
+                rec.ok = false;
+                Err(e)
+            }
+        }
+    }
+
+    fn dominant_class(graph: &Graph, nodes: &[usize]) -> OpClass {
+        let mut by: HashMap<usize, (OpClass, u64)> = HashMap::new();
+        for &n in nodes {
+            let c = graph.node_cost(n);
+            let e = by
+                .entry(planner::profiler::class_index(c.class))
+                .or_insert((c.class, 0));
+            e.1 += c.flops;
+        }
+        by.into_values()
+            .max_by_key(|&(_, f)| f)
+            .map_or(OpClass::Elementwise, |(c, _)| c)
+    }
+
+    fn record(
+        &self,
+        request: u64,
+        stage: &str,
+        stage_idx: usize,
+        node: usize,
+        class: OpClass,
+    ) -> JobRecord {
+        JobRecord {
+            request,
+            stage: stage.to_string(),
+            stage_idx,
+            node,
+            node_name: self.cluster.nodes[node].name.clone(),
+            tile: None,
+            submit_bytes: 0,
+            in_bytes: 0,
+            out_bytes: 0,
+            sent_us: 0,
+            start_us: 0,
+            end_us: 0,
+            recv_us: 0,
+            flops: 0,
+            class: calibrate::class_name(class).to_string(),
+            ok: false,
+            stolen: false,
+        }
+    }
+
+    /// Runs a whole segment on the first live node of `candidates`, moving
+    /// on to the next if one fails.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_whole(
+        &self,
+        request: u64,
+        model: &LoadedModel,
+        stage: &str,
+        stage_idx: usize,
+        ops: &[usize],
+        candidates: &[usize],
+        env: &mut [Option<Tensor>],
+        records: &mut Vec<JobRecord>,
+    ) -> Result<(), ClusterError> {
+        let graph = &model.graph;
+        let plan = plan_job(graph, ops, None)?;
+        let class = Self::dominant_class(graph, ops);
+        let inputs = gather_inputs(&plan, env)?;
+        let mut last = None;
+        for &n in candidates {
+            let Some(peer) = self.peer(n) else { continue };
+            let mut rec = self.record(request, stage, stage_idx, n, class);
+            rec.flops = plan.flops;
+            let r = self
+                .remote(
+                    &peer,
+                    model,
+                    ops,
+                    None,
+                    &inputs,
+                    Some(&plan.output_shapes),
+                    class,
+                    plan.flops,
+                    &mut rec,
+                )
+                .await;
+            records.push(rec);
+            match r {
+                Ok(outs) => {
+                    for (&v, t) in plan.outputs.iter().zip(outs) {
+                        env[v] = Some(t);
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    peer.mark_down(&e.to_string());
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClusterError::Node {
+            node: stage.into(),
+            why: "no live node can run this stage".into(),
+        }))
+    }
+
+    /// Runs one request by `plan`.
+    pub async fn run(
+        &self,
+        request: u64,
+        model: &LoadedModel,
+        input: Tensor,
+        plan: &ExecPlan,
+    ) -> Result<RunOutcome, ClusterError> {
+        let started = std::time::Instant::now();
+        let graph = model.graph.clone();
+        let mut env: Vec<Option<Tensor>> = vec![None; graph.values.len()];
+        let &[input_id] = graph.inputs.as_slice() else {
+            return Err(ClusterError::Model(
+                "cluster runs take models with one input".into(),
+            ));
+        };
+        if input.shape() != graph.shape(input_id) {
+            return Err(ClusterError::Protocol(format!(
+                "input has shape {:?}, the model takes {:?}",
+                input.shape(),
+                graph.shape(input_id)
+            )));
+        }
+        let submit = input.byte_len() as u64;
+        env[input_id] = Some(input);
+        let mut records = Vec::new();
+
+        // Device: its ops, or just the upload of its input.
+        let device = self.peer(plan.device).ok_or_else(|| ClusterError::Node {
+            node: self.cluster.nodes[plan.device].name.clone(),
+            why: "the device is down".into(),
+        })?;
+        if plan.device_ops.is_empty() {
+            let mut rec = self.record(request, "device", 0, plan.device, OpClass::Elementwise);
+            let t = env[input_id].clone().into_iter().collect::<Vec<_>>();
+            let r = self
+                .remote(
+                    &device,
+                    model,
+                    &[],
+                    None,
+                    &t,
+                    None,
+                    OpClass::Elementwise,
+                    0,
+                    &mut rec,
+                )
+                .await;
+            rec.submit_bytes = submit;
+            rec.in_bytes = 0;
+            records.push(rec);
+            r?;
+        } else {
+            self.run_whole(
+                request,
+                model,
+                "device",
+                0,
+                &plan.device_ops,
+                &[plan.device],
+                &mut env,
+                &mut records,
+            )
+            .await?;
+            if let Some(r) = records.last_mut() {
+                r.submit_bytes = submit;
+                r.in_bytes = 0;
+            }
+        }
+
+        for (b, block) in plan.blocks.iter().enumerate() {
+            let stage = format!("block {b}");
+            match &block.tiles {
+                None => {
+                    let mut cands = vec![block.node, plan.coordinator];
+                    cands.extend(self.cluster.tier_nodes(Tier::Edge));
+                    cands.push(plan.cloud);
+                    self.run_whole(
+                        request,
+                        model,
+                        &stage,
+                        b + 1,
+                        &block.ops,
+                        &cands,
+                        &mut env,
+                        &mut records,
+                    )
+                    .await?;
+                }
+                Some((grid, owners)) => {
+                    self.run_tiled(
+                        request,
+                        model,
+                        &stage,
+                        b + 1,
+                        block,
+                        grid,
+                        owners,
+                        &mut env,
+                        &mut records,
+                    )
+                    .await?;
+                }
+            }
+        }
+        if !plan.cloud_ops.is_empty() {
+            let stage_idx = plan.blocks.len() + 1;
+            let mut cands = vec![plan.cloud, plan.coordinator];
+            cands.extend(self.cluster.tier_nodes(Tier::Edge));
+            self.run_whole(
+                request,
+                model,
+                "cloud",
+                stage_idx,
+                &plan.cloud_ops,
+                &cands,
+                &mut env,
+                &mut records,
+            )
+            .await?;
+        }
+        let outputs = graph
+            .outputs
+            .iter()
+            .map(|&v| {
+                env[v].take().ok_or_else(|| {
+                    ClusterError::Protocol(format!(
+                        "output {} was never computed",
+                        graph.values[v].name
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RunOutcome {
+            outputs,
+            records,
+            wall_s: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Tiles of one block: each tile starts in its owner's queue; every live
+    /// edge node (owners first) runs a worker that takes from its own queue,
+    /// then steals from the back of the longest other queue. A node whose
+    /// job fails or times out is marked down and its tiles go back to the
+    /// pool; a tile's output is pasted once, from the first run that returns it.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_tiled(
+        &self,
+        request: u64,
+        model: &LoadedModel,
+        stage: &str,
+        stage_idx: usize,
+        block: &ExecBlock,
+        grid: &Grid,
+        owners: &[usize],
+        env: &mut [Option<Tensor>],
+        records: &mut Vec<JobRecord>,
+    ) -> Result<(), ClusterError> {
+        let graph = &model.graph;
+        let tb = Block::new(graph, block.ops.clone())
+            .map_err(|e| ClusterError::Protocol(format!("{stage}: {e}")))?;
+        let [h, w] = tb.output_hw(graph);
+        let regions = grid
+            .regions(h, w)
+            .map_err(|e| ClusterError::Protocol(format!("{stage}: {e}")))?;
+        let class = Self::dominant_class(graph, &block.ops);
+        // Plan every tile up front: inputs to send and output shapes.
+        let mut jobs = Vec::with_capacity(regions.len());
+        for r in &regions {
+            let rect = [r.rows.start, r.cols.start, r.rows.len(), r.cols.len()];
+            let plan = plan_job(graph, &block.ops, Some(rect))?;
+            let inputs = gather_inputs(&plan, env)?;
+            jobs.push((rect, plan, inputs));
+        }
+        let mut workers: Vec<usize> = Vec::new();
+        for &o in owners
+            .iter()
+            .chain(self.cluster.tier_nodes(Tier::Edge).iter())
+        {
+            if !workers.contains(&o) && self.peer(o).is_some() {
+                workers.push(o);
+            }
+        }
+        // Each tile starts with its planned owner, or round-robin over the
+        // live workers if the owner is down.
+        let owner_of = |t: usize| -> Option<usize> {
+            let o = owners.get(t).copied()?;
+            if workers.contains(&o) {
+                workers.iter().position(|&w| w == o)
+            } else if workers.is_empty() {
+                None
+            } else {
+                Some(t % workers.len())
+            }
+        };
+        let mut queues = vec![VecDeque::new(); workers.len()];
+        let mut orphans = VecDeque::new();
+        for t in 0..jobs.len() {
+            match owner_of(t) {
+                Some(slot) => queues[slot].push_back(t),
+                None => orphans.push_back(t),
+            }
+        }
+        let state = Mutex::new(TileState {
+            queues,
+            orphans,
+            done: vec![None; jobs.len()],
+            records: Vec::new(),
+            running: 0,
+        });
+        let changed = Notify::new();
+        let work = |slot: usize| {
+            let (state, changed, jobs) = (&state, &changed, &jobs);
+            let node = workers[slot];
+            async move {
+                let Some(peer) = self.peer(node) else { return };
+                loop {
+                    let next = {
+                        let mut s = lock(state);
+                        s.next(slot)
+                    };
+                    let Some((t, stolen)) = next else {
+                        // Nothing queued: wait for a failure to free tiles, or the end.
+                        let notified = changed.notified();
+                        tokio::pin!(notified);
+                        notified.as_mut().enable();
+                        {
+                            let s = lock(state);
+                            if s.any_waiting() {
+                                continue;
+                            }
+                            // Done, or nobody running who could fail and free a tile.
+                            if s.done.iter().all(Option::is_some) || s.running == 0 {
+                                return;
+                            }
+                        }
+                        notified.await;
+                        continue;
+                    };
+                    lock(state).running += 1;
+                    let (rect, plan, inputs) = &jobs[t];
+                    let mut rec = self.record(request, stage, stage_idx, node, class);
+                    rec.tile = Some(t);
+                    rec.flops = plan.flops;
+                    rec.stolen = stolen;
+                    let r = self
+                        .remote(
+                            &peer,
+                            model,
+                            &block.ops,
+                            Some(*rect),
+                            inputs,
+                            Some(&plan.output_shapes),
+                            class,
+                            plan.flops,
+                            &mut rec,
+                        )
+                        .await;
+                    let mut s = lock(state);
+                    s.running -= 1;
+                    s.records.push(rec);
+                    match r {
+                        Ok(outs) => {
+                            if s.done[t].is_none() {
+                                s.done[t] = Some(outs);
+                            }
+                            drop(s);
+                            changed.notify_waiters();
+                        }
+                        Err(e) => {
+                            s.orphans.push_back(t);
+                            let mine: Vec<usize> = s.queues[slot].drain(..).collect();
+                            s.orphans.extend(mine);
+                            drop(s);
+                            peer.mark_down(&e.to_string());
+                            changed.notify_waiters();
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        futures_util::future::join_all((0..workers.len()).map(work)).await;
+        let mut s = state.into_inner().unwrap_or_else(|p| p.into_inner());
+        records.append(&mut s.records);
+        // Every edge worker died with tiles left: run them anywhere alive.
+        for (t, (rect, plan, inputs)) in jobs.iter().enumerate() {
+            if s.done[t].is_some() {
+                continue;
+            }
+            let mut got = None;
+            for n in self.alive() {
+                let Some(peer) = self.peer(n) else { continue };
+                let mut rec = self.record(request, stage, stage_idx, n, class);
+                rec.tile = Some(t);
+                rec.flops = plan.flops;
+                let r = self
+                    .remote(
+                        &peer,
+                        model,
+                        &block.ops,
+                        Some(*rect),
+                        inputs,
+                        Some(&plan.output_shapes),
+                        class,
+                        plan.flops,
+                        &mut rec,
+                    )
+                    .await;
+                records.push(rec);
+                match r {
+                    Ok(o) => {
+                        got = Some(o);
+                        break;
+                    }
+                    Err(e) => peer.mark_down(&e.to_string()),
+                }
+            }
+            s.done[t] = Some(got.ok_or_else(|| ClusterError::Node {
+                node: stage.into(),
+                why: "every node failed this tile".into(),
+            })?);
+        }
+        let mut outs: Vec<Tensor> = tb
+            .outputs
+            .iter()
+            .map(|&o| Tensor::zeros(graph.shape(o).to_vec()))
+            .collect();
+        for (t, res) in s.done.into_iter().enumerate() {
+            let region = jobs[t]
+                .1
+                .out_region
+                .ok_or_else(|| ClusterError::Protocol("tile without region".into()))?;
+            for (dst, src) in outs.iter_mut().zip(res.into_iter().flatten()) {
+                paste_region(dst, &src, region)
+                    .map_err(|e| ClusterError::Protocol(e.to_string()))?;
+            }
+        }
+        for (&o, t) in tb.outputs.iter().zip(outs) {
+            env[o] = Some(t);
+        }
+        Ok(())
+    }
+
+    /// Folds a request's successful jobs into the profiler.
+    pub fn observe(&self, records: &[JobRecord]) {
+        let mut p = lock(&self.profiler);
+        for r in records
+            .iter()
+            .filter(|r| r.ok && r.flops > 0 && r.end_us > r.start_us)
+        {
+            let Some(class) = class_of(&r.class) else {
+                continue;
+            };
+            let span = PSpan {
+                node: r.node,
+                kind: SpanKind::Compute {
+                    class,
+                    flops: r.flops,
+                },
+                seconds: (r.end_us - r.start_us) as f64 / 1e6,
+            };
+            if let Err(e) = p.observe(&span) {
+                tracing::warn!("span not folded in: {e}");
+            }
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn shutdown(&self) {
+        let peers: Vec<Arc<Peer>> = lock(&self.peers).iter().flatten().cloned().collect();
+        for p in peers {
+            let _ = tokio::time::timeout(Duration::from_secs(2), p.conn.shutdown("done")).await;
+        }
+        self.endpoint.close();
+    }
+}
+
+struct TileState {
+    queues: Vec<VecDeque<usize>>,
+    orphans: VecDeque<usize>,
+    done: Vec<Option<Vec<Tensor>>>,
+    records: Vec<JobRecord>,
+    running: usize,
+}
+
+impl TileState {
+    fn any_waiting(&self) -> bool {
+        !self.orphans.is_empty() || self.queues.iter().any(|q| !q.is_empty())
+    }
+
+    /// The next tile for worker `slot`: its own queue, then orphans, then a
+    /// steal from the back of the longest queue. Second value: stolen.
+    fn next(&mut self, slot: usize) -> Option<(usize, bool)> {
+        if let Some(t) = self.queues[slot].pop_front() {
+            return Some((t, false));
+        }
+        if let Some(t) = self.orphans.pop_front() {
+            return Some((t, true));
+        }
+        let victim = (0..self.queues.len())
+            .filter(|&q| q != slot)
+            .max_by_key(|&q| self.queues[q].len())?;
+        self.queues[victim].pop_back().map(|t| (t, true))
+    }
+}

@@ -1,0 +1,280 @@
+//! Plans to compare and the measured-and-replayed run of each: what the demo
+//! shows and the cluster benchmark tabulates.
+
+use planner::cost::{PlanOptions, Topology};
+use planner::replan::{Decision, ReplanConfig, Replanner};
+use planner::{PlanReport, ReceptiveField};
+use tile_engine::Tensor;
+
+use super::ClusterError;
+use super::coordinator::{Coordinator, ExecPlan, JobRecord, LoadedModel};
+use super::trace::{self, Replay};
+
+/// One measured request.
+#[derive(Debug)]
+pub struct PlanRun {
+    /// The plan's name.
+    pub name: String,
+    /// The plan.
+    pub plan: ExecPlan,
+    /// Model outputs.
+    pub outputs: Vec<Tensor>,
+    /// Every job.
+    pub records: Vec<JobRecord>,
+    /// Wall-clock seconds on this (shared) machine.
+    pub wall_s: f64,
+    /// The dedicated-hardware replay.
+    pub replay: Replay,
+}
+
+impl PlanRun {
+    /// Bytes that crossed the edge→cloud backbone (both directions).
+    pub fn backbone_bytes(&self, c: &Coordinator) -> u64 {
+        let cloud: Vec<&str> = c
+            .cluster
+            .nodes
+            .iter()
+            .filter(|n| n.tier == planner::Tier::Cloud)
+            .map(|n| n.name.as_str())
+            .collect();
+        self.replay
+            .link_bytes
+            .iter()
+            .filter(|(lane, _)| cloud.iter().any(|c| lane.contains(c)))
+            .map(|(_, b)| *b)
+            .sum()
+    }
+}
+
+fn perr(e: planner::Error) -> ClusterError {
+    ClusterError::Protocol(format!("planner: {e}"))
+}
+
+/// The planner's report for the live nodes, with the map from its node indices to the cluster's.
+pub fn plan_live(
+    c: &Coordinator,
+    model: &LoadedModel,
+) -> Result<(PlanReport, Vec<usize>), ClusterError> {
+    let live = c.alive();
+    let (cluster, est) = c.sub_problem(&live);
+    let report = planner::plan_dag(
+        &model.dag,
+        &cluster,
+        &est,
+        &ReceptiveField,
+        PlanOptions::default(),
+    )
+    .map_err(perr)?;
+    Ok((report, live))
+}
+
+/// The plans compared: the planner's choice, the whole model on the
+/// coordinator's edge node, the best split over two tiers with one node
+/// each (device, one edge node, cloud: no edge parallelism), and cloud-only.
+pub fn comparison_plans(
+    c: &Coordinator,
+    model: &LoadedModel,
+) -> Result<Vec<ExecPlan>, ClusterError> {
+    let (report, map) = plan_live(c, model)?;
+    let g = &model.graph;
+    let topo = &report.topology;
+    let mut plans = vec![ExecPlan::from_prediction(
+        "tessera",
+        g,
+        &report.best.prediction,
+        topo,
+        &map,
+    )];
+    let (device, coord, cloud) = (map[topo.device], map[topo.coordinator], map[topo.cloud]);
+    plans.push(ExecPlan::single_node(
+        "single edge node",
+        g,
+        device,
+        coord,
+        cloud,
+    ));
+    let trio = vec![device, coord, cloud];
+    let (cl, est) = c.sub_problem(&trio);
+    let two = planner::plan_dag(
+        &model.dag,
+        &cl,
+        &est,
+        &ReceptiveField,
+        PlanOptions::default(),
+    )
+    .map_err(perr)?;
+    if let Some(best2) = two
+        .alternatives
+        .iter()
+        .filter(|p| matches!(p.strategy, "device+edge" | "device+cloud" | "edge+cloud"))
+        .min_by(|a, b| a.makespan_s().total_cmp(&b.makespan_s()))
+    {
+        plans.push(ExecPlan::from_prediction(
+            &format!("best 2-tier ({})", best2.strategy),
+            g,
+            &best2.prediction,
+            &two.topology,
+            &trio,
+        ));
+    }
+    if let Some(cloud_only) = report
+        .alternatives
+        .iter()
+        .find(|p| p.strategy == "cloud-only")
+    {
+        plans.push(ExecPlan::from_prediction(
+            "cloud-only",
+            g,
+            &cloud_only.prediction,
+            topo,
+            &map,
+        ));
+    }
+    Ok(plans)
+}
+
+/// Runs one request by `plan`, folds its spans into the profiler, and replays it.
+pub async fn run_plan(
+    c: &Coordinator,
+    model: &LoadedModel,
+    input: &Tensor,
+    plan: &ExecPlan,
+    request: u64,
+) -> Result<PlanRun, ClusterError> {
+    let out = c.run(request, model, input.clone(), plan).await?;
+    c.observe(&out.records);
+    let replay = trace::replay(&c.cluster, plan.coordinator, &out.records);
+    Ok(PlanRun {
+        name: plan.name.clone(),
+        plan: plan.clone(),
+        outputs: out.outputs,
+        records: out.records,
+        wall_s: out.wall_s,
+        replay,
+    })
+}
+
+/// The running plan and the planner's hysteresis between requests.
+pub struct Adaptive {
+    replanner: Replanner,
+    map: Vec<usize>,
+    /// The plan requests run by now.
+    pub plan: ExecPlan,
+}
+
+impl Adaptive {
+    /// Starts from the planner's choice for the live nodes.
+    pub fn new(c: &Coordinator, model: &LoadedModel) -> Result<Adaptive, ClusterError> {
+        let (report, map) = plan_live(c, model)?;
+        let plan = ExecPlan::from_prediction(
+            "tessera",
+            &model.graph,
+            &report.best.prediction,
+            &report.topology,
+            &map,
+        );
+        Ok(Adaptive {
+            replanner: Replanner::new(
+                report.best.prediction,
+                ReplanConfig::default(),
+                PlanOptions::default(),
+            ),
+            map,
+            plan,
+        })
+    }
+
+    /// After a request: re-plans in part if the estimates moved enough
+    /// (or in full if the set of live nodes changed). Returns what happened.
+    pub fn update(&mut self, c: &Coordinator, model: &LoadedModel) -> Result<String, ClusterError> {
+        let live = c.alive();
+        if live != self.map {
+            let lost: Vec<&str> = self
+                .map
+                .iter()
+                .filter(|i| !live.contains(i))
+                .map(|&i| c.cluster.nodes[i].name.as_str())
+                .collect();
+            let gained: Vec<&str> = live
+                .iter()
+                .filter(|i| !self.map.contains(i))
+                .map(|&i| c.cluster.nodes[i].name.as_str())
+                .collect();
+            *self = Adaptive::new(c, model)?;
+            return Ok(format!(
+                "nodes changed (down: {}; back: {}): full re-plan",
+                if lost.is_empty() {
+                    "-".into()
+                } else {
+                    lost.join(", ")
+                },
+                if gained.is_empty() {
+                    "-".into()
+                } else {
+                    gained.join(", ")
+                }
+            ));
+        }
+        let (cluster, est) = c.sub_problem(&live);
+        let decision = self
+            .replanner
+            .observe(&model.dag, &cluster, &est, &ReceptiveField)
+            .map_err(perr)?;
+        let topo = Topology::choose(&cluster, &est).map_err(perr)?;
+        self.plan = ExecPlan::from_prediction(
+            "tessera",
+            &model.graph,
+            self.replanner.current(),
+            &topo,
+            &self.map,
+        );
+        Ok(match decision {
+            Decision::Keep => "plan kept".into(),
+            Decision::Reweighted { gain } => {
+                format!(
+                    "tile shares re-weighted (predicted {:.0}% faster)",
+                    gain * 100.0
+                )
+            }
+            Decision::MovedCut { cut, gain } => {
+                format!("cut {cut:?} moved (predicted {:.0}% faster)", gain * 100.0)
+            }
+        })
+    }
+}
+
+/// Tile count per node name in a plan's tiled blocks, as "name ×n" strings.
+pub fn shares_text(c: &Coordinator, plan: &ExecPlan) -> String {
+    let mut parts = Vec::new();
+    for b in &plan.blocks {
+        if let Some((grid, owners)) = &b.tiles {
+            let mut by: Vec<(usize, f64)> = Vec::new();
+            let rows = &grid.row_shares;
+            let cols = &grid.col_shares;
+            for (t, &o) in owners.iter().enumerate() {
+                let (r, col) = (t / grid.cols, t % grid.cols);
+                let area =
+                    rows.get(r).copied().unwrap_or(0.0) * cols.get(col).copied().unwrap_or(0.0);
+                match by.iter_mut().find(|(n, _)| *n == o) {
+                    Some(x) => x.1 += area,
+                    None => by.push((o, area)),
+                }
+            }
+            let total: f64 = by.iter().map(|x| x.1).sum::<f64>().max(1e-12);
+            parts.push(format!(
+                "{}x{}: {}",
+                grid.rows,
+                grid.cols,
+                by.iter()
+                    .map(|(n, a)| format!("{} {:.0}%", c.cluster.nodes[*n].name, a / total * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    if parts.is_empty() {
+        "no tiled block".into()
+    } else {
+        parts.join("; ")
+    }
+}

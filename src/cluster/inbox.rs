@@ -1,0 +1,72 @@
+//! Tensors received on a connection, held until the job that needs them
+//! claims them (streams and control messages arrive in any order).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use transport::TileHeader;
+
+/// Most received tensor bytes held for jobs that have not claimed them.
+const INBOX_BYTES: usize = 2 << 30;
+
+/// A received tensor: its header and its elements.
+pub type Received = (TileHeader, Vec<f32>);
+
+/// Tensors received but not yet claimed by a job, keyed by (job, block, index).
+#[derive(Default)]
+pub struct Inbox {
+    items: Mutex<HashMap<(u64, u32, u32), Received>>,
+    bytes: AtomicUsize,
+    arrived: Notify,
+}
+
+impl Inbox {
+    /// Drops everything held for `job` (a job that was given up on).
+    pub fn forget(&self, job: u64) {
+        let mut items = lock(&self.items);
+        let before: usize = items.values().map(|x| x.1.len() * 4).sum();
+        items.retain(|k, _| k.0 != job);
+        let after: usize = items.values().map(|x| x.1.len() * 4).sum();
+        self.bytes.fetch_sub(before - after, Ordering::Relaxed);
+    }
+
+    /// Holds a tensor; false (dropped) if the inbox is full.
+    pub fn put(&self, h: TileHeader, data: Vec<f32>) -> bool {
+        let len = data.len() * 4;
+        if self.bytes.load(Ordering::Relaxed) + len > INBOX_BYTES {
+            return false;
+        }
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        let key = (h.key.request_id, h.key.block_id, h.key.tile_id);
+        lock(&self.items).insert(key, (h, data));
+        self.arrived.notify_waiters();
+        true
+    }
+
+    /// Waits for the tensor with `key` until `deadline`.
+    pub async fn take(
+        &self,
+        key: (u64, u32, u32),
+        deadline: Instant,
+    ) -> Option<Received> {
+        loop {
+            let notified = self.arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(x) = lock(&self.items).remove(&key) {
+                self.bytes.fetch_sub(x.1.len() * 4, Ordering::Relaxed);
+                return Some(x);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

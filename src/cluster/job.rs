@@ -1,0 +1,136 @@
+//! A job as both sides see it: which sub-graph (or tile of a fused block)
+//! runs, which tensors go in and come out, with what shapes. Coordinator and
+//! node derive it from the same graph and the same ids, so only ids travel.
+
+use tile_engine::ir::ValueId;
+use tile_engine::tiling::{Block, Region, Span, extract, plan_tile};
+use tile_engine::{Graph, Tensor};
+
+use super::ClusterError;
+use super::wire::Rect;
+
+/// What one job computes.
+#[derive(Clone, Debug)]
+pub struct JobPlan {
+    /// The graph the executor runs (a sub-graph, or a tile's copy of a block).
+    pub graph: Graph,
+    /// Runtime inputs, as values of the model graph, in order.
+    pub inputs: Vec<ValueId>,
+    /// For a tile: the rectangle of each NCHW input to send (`None` = whole tensor).
+    pub in_regions: Vec<Option<Region>>,
+    /// Shapes of the tensors sent (tile inputs are cut to their rectangle).
+    pub input_shapes: Vec<Vec<usize>>,
+    /// Outputs, as values of the model graph, in order.
+    pub outputs: Vec<ValueId>,
+    /// Shapes of the tensors returned.
+    pub output_shapes: Vec<Vec<usize>>,
+    /// For a tile: the output rectangle.
+    pub out_region: Option<Region>,
+    /// FLOPs (halo included for a tile).
+    pub flops: u64,
+}
+
+fn with_hw(shape: &[usize], r: Region) -> Vec<usize> {
+    let mut s = shape.to_vec();
+    if let [.., h, w] = s.as_mut_slice() {
+        *h = r.rows.len();
+        *w = r.cols.len();
+    }
+    s
+}
+
+/// Plans a job; `nodes` must be ascending ids of `graph`.
+pub fn plan_job(
+    graph: &Graph,
+    nodes: &[usize],
+    tile: Option<Rect>,
+) -> Result<JobPlan, ClusterError> {
+    if nodes.is_empty() {
+        return Err(ClusterError::Protocol(
+            "a job needs at least one node".into(),
+        ));
+    }
+    if nodes.windows(2).any(|w| w[0] >= w[1]) || nodes.iter().any(|&n| n >= graph.nodes.len()) {
+        return Err(ClusterError::Protocol(format!(
+            "job nodes must be ascending ids below {}",
+            graph.nodes.len()
+        )));
+    }
+    match tile {
+        None => {
+            let consumers = graph.consumers();
+            let (sub, inputs, outputs) = extract(graph, nodes, &consumers);
+            let flops = nodes.iter().map(|&n| graph.node_cost(n).flops).sum();
+            Ok(JobPlan {
+                graph: sub,
+                in_regions: vec![None; inputs.len()],
+                input_shapes: inputs.iter().map(|&v| graph.shape(v).to_vec()).collect(),
+                output_shapes: outputs.iter().map(|&v| graph.shape(v).to_vec()).collect(),
+                inputs,
+                outputs,
+                out_region: None,
+                flops,
+            })
+        }
+        Some([y, x, h, w]) => {
+            let block = Block::new(graph, nodes.to_vec())
+                .map_err(|e| ClusterError::Protocol(format!("not a tileable block: {e}")))?;
+            let [bh, bw] = block.output_hw(graph);
+            if h == 0 || w == 0 || y + h > bh || x + w > bw {
+                return Err(ClusterError::Protocol(format!(
+                    "tile {y},{x} {h}x{w} outside the block's {bh}x{bw} output"
+                )));
+            }
+            let out = Region::new(Span::new(y, y + h), Span::new(x, x + w));
+            let t = plan_tile(graph, &block, out)
+                .map_err(|e| ClusterError::Protocol(format!("cannot plan tile: {e}")))?;
+            let in_regions: Vec<Option<Region>> = block
+                .inputs
+                .iter()
+                .zip(&t.in_regions)
+                .map(|(&v, &r)| (graph.shape(v).len() == 4).then_some(r))
+                .collect();
+            Ok(JobPlan {
+                input_shapes: block
+                    .inputs
+                    .iter()
+                    .zip(&in_regions)
+                    .map(|(&v, r)| match r {
+                        Some(r) => with_hw(graph.shape(v), *r),
+                        None => graph.shape(v).to_vec(),
+                    })
+                    .collect(),
+                output_shapes: block
+                    .outputs
+                    .iter()
+                    .map(|&v| with_hw(graph.shape(v), out))
+                    .collect(),
+                graph: t.graph,
+                inputs: block.inputs,
+                in_regions,
+                outputs: block.outputs,
+                out_region: Some(out),
+                flops: t.flops,
+            })
+        }
+    }
+}
+
+/// Cuts the job's inputs out of the values the coordinator holds.
+pub fn gather_inputs(plan: &JobPlan, env: &[Option<Tensor>]) -> Result<Vec<Tensor>, ClusterError> {
+    plan.inputs
+        .iter()
+        .zip(&plan.in_regions)
+        .map(|(&v, r)| {
+            let t = env
+                .get(v)
+                .and_then(Option::as_ref)
+                .ok_or_else(|| ClusterError::Protocol(format!("value {v} is not computed yet")))?;
+            match r {
+                Some(r) => tile_engine::tiling::slice_region(t, *r)
+                    .map_err(|e| ClusterError::Protocol(e.to_string())),
+                None => Ok(t.clone()),
+            }
+        })
+        .collect()
+}

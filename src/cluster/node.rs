@@ -1,0 +1,496 @@
+//! `tessera node`: the daemon of one tier. It listens on QUIC with mutual
+//! TLS, caches models by content hash, runs jobs (whole segments or tiles of
+//! fused blocks) on its executor one at a time, reports calibration and
+//! per-job spans, and serves Prometheus metrics.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use tile_engine::{Graph, Tensor};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use transport::{
+    Capabilities, Connection, Control, Endpoint, EndpointConfig, Hello, Identity, TileKind,
+};
+
+use super::bundle::{self, Bundle};
+use super::config::NodeConfig;
+use super::inbox::Inbox;
+use super::job::plan_job;
+use super::metrics::{self, Metrics};
+use super::wire::{self, CHUNK_BYTES, INPUT, MODEL_CHUNK, Msg, OUTPUT};
+use super::{ClusterError, calibrate, tier_wire};
+
+/// How long a job waits for its input tensors before it fails.
+const INPUT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Microseconds since the Unix epoch: every process on a machine shares
+/// this clock, so the demo can lay all nodes' spans on one time line.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Outputs and the executor's start and end (µs, Unix epoch), or why it failed.
+type RunResult = Result<(Vec<Tensor>, u64, u64), String>;
+
+enum Work {
+    Run {
+        graph: Graph,
+        inputs: Vec<Tensor>,
+        reply: oneshot::Sender<RunResult>,
+    },
+    Calibrate {
+        reply: oneshot::Sender<Vec<(String, f64)>>,
+    },
+}
+
+/// The executor lives on its own thread (GPU executors need not be `Send`,
+/// and jobs must not stall the async runtime); jobs queue in front of it.
+#[derive(Clone)]
+struct ExecHandle {
+    tx: std::sync::mpsc::Sender<Work>,
+    name: String,
+}
+
+fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
+    let (tx, rx) = std::sync::mpsc::channel::<Work>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (backend, adapter, autotune) = (cfg.backend, cfg.adapter.clone(), cfg.autotune);
+    let lock_path = cfg.compute_lock.clone();
+    std::thread::Builder::new()
+        .name("executor".into())
+        .spawn(move || {
+            let exec = match crate::exec::executor(backend, adapter, !autotune) {
+                Ok(e) => {
+                    let _ = ready_tx.send(Ok(e.name()));
+                    e
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let lock_file = lock_path.and_then(|p| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&p)
+                    .map_err(|e| tracing::warn!("compute lock {}: {e}", p.display()))
+                    .ok()
+            });
+            let locked = |f: &mut dyn FnMut()| {
+                if let Some(l) = &lock_file {
+                    let _ = l.lock();
+                    f();
+                    let _ = l.unlock();
+                } else {
+                    f();
+                }
+            };
+            while let Ok(work) = rx.recv() {
+                match work {
+                    Work::Run {
+                        graph,
+                        inputs,
+                        reply,
+                    } => {
+                        let mut out = Err("not run".to_string());
+                        locked(&mut || {
+                            let start = now_us();
+                            out = exec
+                                .run(&graph, &inputs)
+                                .map(|o| (o, start, now_us()))
+                                .map_err(|e| e.to_string());
+                        });
+                        let _ = reply.send(out);
+                    }
+                    Work::Calibrate { reply } => {
+                        let mut rates = Vec::new();
+                        locked(&mut || rates = calibrate::calibrate(exec.as_ref()));
+                        let _ = reply.send(rates);
+                    }
+                }
+            }
+        })
+        .context("cannot start the executor thread")?;
+    let name = ready_rx
+        .recv()
+        .context("the executor thread died while starting")??;
+    Ok(ExecHandle { tx, name })
+}
+
+impl ExecHandle {
+    async fn run(
+        &self,
+        graph: Graph,
+        inputs: Vec<Tensor>,
+    ) -> RunResult {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Work::Run {
+                graph,
+                inputs,
+                reply,
+            })
+            .map_err(|_| "executor stopped".to_string())?;
+        rx.await.map_err(|_| "executor stopped".to_string())?
+    }
+
+    async fn calibrate(&self) -> Vec<(String, f64)> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Work::Calibrate { reply }).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Node {
+    name: String,
+    exec: ExecHandle,
+    models: Mutex<HashMap<String, Arc<Graph>>>,
+    metrics: Arc<Metrics>,
+    throttle: Mutex<f64>,
+    rates: Mutex<Vec<(String, f64)>>,
+    max_model_bytes: u64,
+}
+
+/// Runs a node daemon until it is killed.
+pub async fn serve(cfg: NodeConfig) -> Result<()> {
+    let identity = Identity::load(&cfg.certs, &cfg.name)
+        .with_context(|| format!("certificates for {} in {}", cfg.name, cfg.certs.display()))?;
+    let exec = start_executor(&cfg)?;
+    tracing::info!(node = %cfg.name, executor = %exec.name, "executor ready");
+    let metrics = Arc::new(Metrics::default());
+    let node = Arc::new(Node {
+        name: cfg.name.clone(),
+        exec: exec.clone(),
+        models: Mutex::new(HashMap::new()),
+        metrics: metrics.clone(),
+        throttle: Mutex::new(1.0),
+        rates: Mutex::new(Vec::new()),
+        max_model_bytes: cfg.max_model_bytes,
+    });
+    if cfg.calibrate {
+        let rates = exec.calibrate().await;
+        tracing::info!(node = %cfg.name, ?rates, "calibrated");
+        *lock(&node.rates) = rates;
+    }
+    let _metrics_task = match cfg.metrics {
+        Some(addr) => {
+            let (bound, task) = metrics::serve(addr, cfg.name.clone(), metrics.clone())
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            println!("metrics on http://{bound}/metrics");
+            Some(task)
+        }
+        None => None,
+    };
+    let gflops = lock(&node.rates)
+        .iter()
+        .find(|(n, _)| n == "conv3x3")
+        .map_or(0.0, |(_, r)| r / 1e9);
+    let hello = Hello {
+        node_id: cfg.name.clone(),
+        tier: tier_wire(cfg.tier),
+        adapter: exec.name.clone(),
+        capabilities: Capabilities {
+            gflops: gflops as f32,
+            memory_bytes: 0,
+            max_payload_bytes: transport::Caps::default().max_payload_bytes,
+            features: Vec::new(),
+        },
+    };
+    let endpoint = Endpoint::bind(
+        cfg.listen,
+        EndpointConfig::new(identity, cfg.peers.clone(), hello),
+    )
+    .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    // The demo waits for this line before it connects.
+    println!(
+        "node {} ({:?}) listening on {} with {}",
+        cfg.name,
+        cfg.tier,
+        endpoint.local_addr()?,
+        exec.name
+    );
+    while let Some(incoming) = endpoint.accept().await {
+        match incoming {
+            Ok(conn) => {
+                tracing::info!(node = %cfg.name, peer = conn.peer(), "connected");
+                tokio::spawn(handle(node.clone(), conn));
+            }
+            Err(e) => {
+                node.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %cfg.name, "refused a connection: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn handle(node: Arc<Node>, conn: Connection) {
+    let inbox = Arc::new(Inbox::default());
+    {
+        let (conn, inbox, metrics) = (conn.clone(), inbox.clone(), node.metrics.clone());
+        tokio::spawn(async move {
+            while let Some(t) = conn.recv_tile().await {
+                metrics
+                    .bytes_in
+                    .fetch_add(t.payload.as_bytes().len() as u64, Ordering::Relaxed);
+                if !inbox.put(t.header, t.payload.into_vec()) {
+                    metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = conn.peer(), "inbox full: tensor dropped");
+                }
+            }
+        });
+    }
+    let rates = lock(&node.rates).clone();
+    let hello = Msg::Calibrated {
+        rates,
+        executor: node.exec.name.clone(),
+    };
+    if let Err(e) = hello.send(&conn, 0).await {
+        tracing::warn!(peer = conn.peer(), "{e}");
+        return;
+    }
+    while let Some(c) = conn.recv_control().await {
+        match c {
+            Control::PlanUpdate(p) => match Msg::parse(&p.body) {
+                Ok(msg) => {
+                    let (node, conn, inbox) = (node.clone(), conn.clone(), inbox.clone());
+                    tokio::spawn(async move { on_message(node, conn, inbox, msg).await });
+                }
+                Err(e) => {
+                    node.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = conn.peer(), "{e}");
+                    let _ = Msg::Failed {
+                        job: 0,
+                        message: e.to_string(),
+                    }
+                    .send(&conn, 0)
+                    .await;
+                }
+            },
+            Control::Shutdown(_) => break,
+            Control::Error(e) => tracing::warn!(peer = conn.peer(), "peer error: {}", e.message),
+            Control::Profile(_) => {}
+        }
+    }
+    tracing::info!(node = %node.name, peer = conn.peer(), "connection ended");
+}
+
+async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: Msg) {
+    match msg {
+        Msg::Run {
+            job,
+            model,
+            nodes,
+            tile,
+            inputs,
+        } => {
+            if let Err(e) = run_job(&node, &conn, &inbox, job, &model, &nodes, tile, inputs).await {
+                node.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %node.name, job, "job failed: {e}");
+                let _ = Msg::Failed {
+                    job,
+                    message: e.to_string(),
+                }
+                .send(&conn, 0)
+                .await;
+            }
+        }
+        Msg::HasModel { hash } => {
+            let loaded = lock(&node.models).contains_key(&hash);
+            let _ = Msg::ModelState {
+                hash,
+                loaded,
+                error: None,
+            }
+            .send(&conn, 0)
+            .await;
+        }
+        Msg::LoadModel {
+            hash,
+            transfer,
+            bytes,
+        } => {
+            let result = load_model(&node, &inbox, &hash, transfer, bytes).await;
+            if let Err(e) = &result {
+                node.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %node.name, "model {hash}: {e}");
+            }
+            let _ = Msg::ModelState {
+                hash,
+                loaded: result.is_ok(),
+                error: result.err().map(|e| e.to_string()),
+            }
+            .send(&conn, 0)
+            .await;
+        }
+        Msg::Calibrate => {
+            let rates = node.exec.calibrate().await;
+            *lock(&node.rates) = rates.clone();
+            let _ = Msg::Calibrated {
+                rates,
+                executor: node.exec.name.clone(),
+            }
+            .send(&conn, 0)
+            .await;
+        }
+        Msg::Throttle { factor } => {
+            *lock(&node.throttle) = if factor.is_finite() {
+                factor.clamp(1.0, 100.0)
+            } else {
+                1.0
+            };
+            tracing::info!(node = %node.name, factor, "throttled");
+        }
+        other => tracing::warn!(node = %node.name, "unexpected message {other:?}"),
+    }
+}
+
+async fn load_model(
+    node: &Node,
+    inbox: &Inbox,
+    hash: &str,
+    transfer: u64,
+    bytes: u64,
+) -> Result<(), ClusterError> {
+    if lock(&node.models).contains_key(hash) {
+        return Ok(());
+    }
+    if bytes > node.max_model_bytes {
+        return Err(ClusterError::Model(format!(
+            "{bytes} bytes is over this node's max_model_bytes ({})",
+            node.max_model_bytes
+        )));
+    }
+    let len = bytes as usize;
+    let chunks = len.div_ceil(CHUNK_BYTES);
+    let mut data = Vec::with_capacity(len);
+    let deadline = Instant::now() + INPUT_TIMEOUT;
+    for i in 0..chunks {
+        let (_, f) = inbox
+            .take((transfer, MODEL_CHUNK, i as u32), deadline)
+            .await
+            .ok_or_else(|| ClusterError::Model(format!("chunk {i} of {chunks} never came")))?;
+        let want = (len - i * CHUNK_BYTES).min(CHUNK_BYTES);
+        let got: &[u8] = bytemuck::cast_slice(&f);
+        if got.len() != want.div_ceil(4) * 4 {
+            return Err(ClusterError::Model(format!(
+                "chunk {i} has {} bytes, expected {want}",
+                got.len()
+            )));
+        }
+        data.extend_from_slice(&got[..want]);
+    }
+    if bundle::hash(&data) != hash {
+        return Err(ClusterError::Model(
+            "content does not match its hash".into(),
+        ));
+    }
+    let graph = tokio::task::spawn_blocking(move || Bundle::decode(&data)?.graph())
+        .await
+        .map_err(|e| ClusterError::Model(e.to_string()))??;
+    lock(&node.models).insert(hash.to_string(), Arc::new(graph));
+    node.metrics.models.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_job(
+    node: &Node,
+    conn: &Connection,
+    inbox: &Inbox,
+    job: u64,
+    model: &str,
+    nodes: &[usize],
+    tile: Option<wire::Rect>,
+    inputs: u32,
+) -> Result<(), ClusterError> {
+    let deadline = Instant::now() + INPUT_TIMEOUT;
+    if nodes.is_empty() {
+        // No ops: the node sends its tensors on (a device whose plan part
+        // is empty still has to upload its input).
+        let mut echo = Vec::new();
+        for i in 0..inputs.min(64) {
+            let (h, data) = inbox.take((job, INPUT, i), deadline).await.ok_or_else(|| {
+                ClusterError::Protocol(format!("input {i} of job {job} never came"))
+            })?;
+            let shape: Vec<usize> = h.shape.iter().map(|&d| d as usize).collect();
+            echo.push(wire::to_tensor(&h, data, &shape)?);
+        }
+        let now = now_us();
+        let sent = wire::send_tensors(conn, TileKind::Result, job, OUTPUT, &echo).await?;
+        node.metrics.bytes_out.fetch_add(sent, Ordering::Relaxed);
+        return Msg::Done {
+            job,
+            outputs: echo.len() as u32,
+            start_us: now,
+            end_us: now,
+            flops: 0,
+        }
+        .send(conn, 0)
+        .await;
+    }
+    let graph = lock(&node.models)
+        .get(model)
+        .cloned()
+        .ok_or_else(|| ClusterError::Model(format!("model {model} is not loaded here")))?;
+    let plan = plan_job(&graph, nodes, tile)?;
+    if plan.inputs.len() != inputs as usize {
+        return Err(ClusterError::Protocol(format!(
+            "job announces {inputs} inputs, its nodes read {}",
+            plan.inputs.len()
+        )));
+    }
+    let mut tensors = Vec::with_capacity(plan.input_shapes.len());
+    for (i, shape) in plan.input_shapes.iter().enumerate() {
+        let (h, data) = inbox
+            .take((job, INPUT, i as u32), deadline)
+            .await
+            .ok_or_else(|| ClusterError::Protocol(format!("input {i} of job {job} never came")))?;
+        tensors.push(wire::to_tensor(&h, data, shape)?);
+    }
+    node.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+    let result = node.exec.run(plan.graph, tensors).await;
+    node.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+    let (outputs, start_us, mut end_us) = result.map_err(ClusterError::Exec)?;
+    let factor = *lock(&node.throttle);
+    if factor > 1.0 {
+        // A throttled node behaves like slower hardware: its job takes
+        // `factor` times as long, and reports so.
+        let extra = ((end_us - start_us) as f64 * (factor - 1.0)) as u64;
+        tokio::time::sleep(Duration::from_micros(extra)).await;
+        end_us += extra;
+    }
+    node.metrics
+        .busy_us
+        .fetch_add(end_us - start_us, Ordering::Relaxed);
+    let sent = wire::send_tensors(conn, TileKind::Result, job, OUTPUT, &outputs).await?;
+    node.metrics.bytes_out.fetch_add(sent, Ordering::Relaxed);
+    node.metrics.jobs.fetch_add(1, Ordering::Relaxed);
+    if tile.is_some() {
+        node.metrics.tiles.fetch_add(1, Ordering::Relaxed);
+    }
+    Msg::Done {
+        job,
+        outputs: outputs.len() as u32,
+        start_us,
+        end_us,
+        flops: plan.flops,
+    }
+    .send(conn, 0)
+    .await
+}

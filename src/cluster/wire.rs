@@ -1,0 +1,202 @@
+//! What coordinator and node daemons say to each other on top of the
+//! transport: job messages (JSON in `PlanUpdate` control frames, small and
+//! human-readable in logs) and tensors (tile frames: rkyv header + raw f32).
+//!
+//! Tensor frames are keyed so that streams arriving in any order can be
+//! matched to their job: `request_id` = job id, `block_id` says what the
+//! tensor is ([`INPUT`], [`OUTPUT`], [`MODEL_CHUNK`]), `tile_id` its index.
+
+use serde::{Deserialize, Serialize};
+use tile_engine::Tensor;
+use transport::{Connection, Control, DType, PlanUpdate, Region, TileHeader, TileKey, TileKind};
+
+use super::ClusterError;
+
+/// `block_id` of a job's input tensors.
+pub const INPUT: u32 = 0;
+/// `block_id` of a job's output tensors.
+pub const OUTPUT: u32 = 1;
+/// `block_id` of a model transfer's chunks (`request_id` = transfer id).
+pub const MODEL_CHUNK: u32 = 2;
+/// Model bytes per chunk frame.
+pub const CHUNK_BYTES: usize = 4 << 20;
+
+/// A rectangle of a feature map as `[top, left, height, width]`.
+pub type Rect = [usize; 4];
+
+/// One message between coordinator and node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Msg {
+    /// Coordinator → node: a model follows as `chunks` [`MODEL_CHUNK`] frames
+    /// (keyed by `transfer`) unless the node has `hash` cached already.
+    LoadModel {
+        /// SHA-256 of the encoded bundle, hex.
+        hash: String,
+        /// Transfer id keying the chunk frames.
+        transfer: u64,
+        /// Encoded bundle length in bytes.
+        bytes: u64,
+    },
+    /// Coordinator → node: asks whether `hash` is cached (answered by [`Msg::ModelState`]).
+    HasModel {
+        /// SHA-256 of the encoded bundle, hex.
+        hash: String,
+    },
+    /// Node → coordinator: whether a model is loaded (or why loading failed).
+    ModelState {
+        /// The model's hash.
+        hash: String,
+        /// True once the model is parsed and ready.
+        loaded: bool,
+        /// Why loading failed, if it did.
+        error: Option<String>,
+    },
+    /// Coordinator → node: run `nodes` of model `model` (graph node ids, in
+    /// order) on `inputs` tensors; with `tile`, run the fused block's copy
+    /// for that output rectangle (the node plans the tile itself, so only
+    /// ids travel).
+    Run {
+        /// Job id (keys the tensor frames).
+        job: u64,
+        /// Model hash.
+        model: String,
+        /// Graph node ids.
+        nodes: Vec<usize>,
+        /// Output rectangle of a tile, if the job is one.
+        tile: Option<Rect>,
+        /// Number of input tensors that follow.
+        inputs: u32,
+    },
+    /// Node → coordinator: a job finished; its outputs follow as [`OUTPUT`] frames.
+    Done {
+        /// Job id.
+        job: u64,
+        /// Output tensors sent.
+        outputs: u32,
+        /// Executor time, microseconds since the node's epoch.
+        start_us: u64,
+        /// Executor end, microseconds since the node's epoch.
+        end_us: u64,
+        /// FLOPs the job did (halo included).
+        flops: u64,
+    },
+    /// Node → coordinator: a job failed.
+    Failed {
+        /// Job id.
+        job: u64,
+        /// Why.
+        message: String,
+    },
+    /// Node → coordinator: calibration result (sent after start-up and on request).
+    Calibrated {
+        /// Measured FLOP/s per op class name (see `OpClass` names).
+        rates: Vec<(String, f64)>,
+        /// Executor name (adapter).
+        executor: String,
+    },
+    /// Coordinator → node: run the calibration again (re-admission).
+    Calibrate,
+    /// Coordinator → node: slow compute down by this factor (the demo's
+    /// stand-in for a node that gets busy; 1 = normal).
+    Throttle {
+        /// Compute takes `factor` times as long.
+        factor: f64,
+    },
+}
+
+impl Msg {
+    /// Sends the message on a connection's control stream.
+    pub async fn send(&self, conn: &Connection, epoch: u64) -> Result<(), ClusterError> {
+        let body = serde_json::to_vec(self).map_err(|e| ClusterError::Protocol(e.to_string()))?;
+        conn.send_control(Control::PlanUpdate(PlanUpdate { epoch, body }))
+            .await?;
+        Ok(())
+    }
+
+    /// Parses a control frame's body.
+    pub fn parse(body: &[u8]) -> Result<Msg, ClusterError> {
+        serde_json::from_slice(body)
+            .map_err(|e| ClusterError::Protocol(format!("bad message: {e}")))
+    }
+}
+
+/// Header of one tensor frame.
+pub fn tensor_header(job: u64, block: u32, index: u32, shape: &[usize]) -> TileHeader {
+    let shape: Vec<u32> = if shape.is_empty() {
+        vec![1]
+    } else {
+        shape.iter().map(|&d| d as u32).collect()
+    };
+    let n = shape.len();
+    let (h, w) = if n >= 2 {
+        (shape[n - 2], shape[n - 1])
+    } else {
+        (1, 1)
+    };
+    TileHeader {
+        key: TileKey {
+            request_id: job,
+            block_id: block,
+            tile_id: index,
+        },
+        region: Region { y: 0, x: 0, h, w },
+        map_hw: [h, w],
+        shape,
+        dtype: DType::F32,
+    }
+}
+
+/// Sends tensors as `block` frames of `job` (inputs or results).
+pub async fn send_tensors(
+    conn: &Connection,
+    kind: TileKind,
+    job: u64,
+    block: u32,
+    tensors: &[Tensor],
+) -> Result<u64, ClusterError> {
+    let mut bytes = 0;
+    for (i, t) in tensors.iter().enumerate() {
+        let h = tensor_header(job, block, i as u32, t.shape());
+        match kind {
+            TileKind::Tile => conn.send_tile(&h, t.data()).await?,
+            TileKind::Result => conn.send_tile_result(&h, t.data()).await?,
+        }
+        bytes += t.byte_len() as u64;
+    }
+    Ok(bytes)
+}
+
+/// Turns a received frame into a tensor of `expect` shape (the receiver
+/// knows what it asked for; the header's shape must agree).
+pub fn to_tensor(
+    header: &TileHeader,
+    data: Vec<f32>,
+    expect: &[usize],
+) -> Result<Tensor, ClusterError> {
+    let want: Vec<u32> = if expect.is_empty() {
+        vec![1]
+    } else {
+        expect.iter().map(|&d| d as u32).collect()
+    };
+    if header.shape != want {
+        return Err(ClusterError::Protocol(format!(
+            "tensor {:?} has shape {:?}, expected {:?}",
+            header.key, header.shape, expect
+        )));
+    }
+    Tensor::new(expect.to_vec(), data).map_err(|e| ClusterError::Protocol(e.to_string()))
+}
+
+/// Model bytes as f32 frames: the bundle is padded to a multiple of 4 and
+/// split into [`CHUNK_BYTES`] pieces (the receiver knows the true length).
+pub fn model_chunks(bundle: &[u8]) -> Vec<Vec<f32>> {
+    bundle
+        .chunks(CHUNK_BYTES)
+        .map(|c| {
+            let mut v = vec![0f32; c.len().div_ceil(4)];
+            bytemuck::cast_slice_mut::<f32, u8>(&mut v)[..c.len()].copy_from_slice(c);
+            v
+        })
+        .collect()
+}

@@ -1,0 +1,101 @@
+//! `tessera run`: one request on a cluster of running node daemons, with
+//! the coordinator in this process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tessera::cluster::bundle::Bundle;
+use tessera::cluster::coordinator::Coordinator;
+use tessera::cluster::experiment;
+use tessera::{model, plan};
+use transport::{Capabilities, Endpoint, EndpointConfig, Hello, Identity};
+
+/// Arguments of `tessera run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// The cluster's TOML description (node addresses are where the daemons listen).
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// Folder with the cluster CA and this coordinator's certificate (see `tessera certs`).
+    #[arg(long)]
+    pub certs: PathBuf,
+    /// The coordinator's certificate name.
+    #[arg(long, default_value = "coordinator")]
+    pub name: String,
+    /// The model (.onnx, a TF.js model.json, or `default`).
+    #[arg(long)]
+    pub model: String,
+    /// Input tensor (.npy or .png).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output tensor (.npy or .png).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// PNG pixel range for models not embedded: byte/255 × this.
+    #[arg(long)]
+    pub pixel_scale: Option<f32>,
+}
+
+/// Runs one request on the cluster.
+pub fn run(args: &RunArgs) -> Result<()> {
+    let cluster = plan::read_cluster(&args.cluster)?;
+    let kind = model::kind_of(&args.model)?;
+    let input = model::read_input(kind, &args.input, args.pixel_scale)?;
+    let bundle = Bundle::from_spec(&args.model, input.shape())?;
+    let addrs = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.address.parse::<SocketAddr>().with_context(|| {
+                format!(
+                    "{}: node {} address {}",
+                    args.cluster.display(),
+                    n.name,
+                    n.address
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let identity = Identity::load(&args.certs, &args.name)
+        .with_context(|| format!("certificate {} in {}", args.name, args.certs.display()))?;
+    let peers = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let hello = Hello {
+        node_id: args.name.clone(),
+        tier: transport::Tier::Edge,
+        adapter: "none".into(),
+        capabilities: Capabilities::default(),
+    };
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let endpoint = Endpoint::bind(
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            EndpointConfig::new(identity, peers, hello),
+        )?;
+        let coord = Coordinator::connect(cluster, endpoint, addrs)
+            .await
+            .context("cannot reach the cluster")?;
+        let loaded = coord
+            .load_model(&bundle)
+            .await
+            .context("cannot send the model")?;
+        let adaptive = experiment::Adaptive::new(&coord, &loaded)?;
+        let run = experiment::run_plan(&coord, &loaded, &input, &adaptive.plan, 1).await?;
+        coord.shutdown().await;
+        let out = run
+            .outputs
+            .first()
+            .context("the model produced no output")?;
+        model::write_output(kind, &args.output, out, args.pixel_scale)?;
+        eprintln!(
+            "{}: output {:?} in {:.1} ms wall clock ({} jobs; tiles: {})",
+            args.output.display(),
+            out.shape(),
+            run.wall_s * 1e3,
+            run.records.len(),
+            experiment::shares_text(&coord, &run.plan)
+        );
+        Ok(())
+    })
+}
