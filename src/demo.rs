@@ -152,37 +152,43 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         &model.hash[..12]
     );
 
-    let (report, _) = experiment::plan_live(&coord, &model)?;
-    println!("\nplan from the calibrated estimates:\n{}", report.table());
+    let (first, _) = experiment::plan_live(&coord, &model)?;
+    println!("\nplan from the calibrated estimates:\n{}", first.table());
 
-    // Warm-up, then measured runs of each plan side by side.
-    let plans = experiment::comparison_plans(&coord, &model)?;
+    // A warm-up round (pipelines compile, the profiler sees real spans),
+    // then the plans again from the updated estimates, measured side by side.
     let reps = if args.quick { 1 } else { 2 };
-    let total = (plans.len() * (1 + reps)) as u64;
-    let bar = ProgressBar::new(total);
+    let warm = experiment::comparison_plans(&coord, &model)?;
+    let bar = ProgressBar::new((warm.len() * (1 + reps)) as u64);
     if let Ok(style) =
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
     {
         bar.set_style(style.progress_chars("=> "));
     }
     let mut request = 0;
+    for p in &warm {
+        bar.set_message(format!("warm-up {}", p.name));
+        request += 1;
+        experiment::run_plan(&coord, &model, &input, p, request).await?;
+        bar.inc(1);
+    }
+    let (report, _) = experiment::plan_live(&coord, &model)?;
+    let plans = experiment::comparison_plans(&coord, &model)?;
     let mut runs: BTreeMap<usize, Vec<PlanRun>> = BTreeMap::new();
-    for round in 0..=reps {
+    for _ in 0..reps {
         for (k, p) in plans.iter().enumerate() {
-            bar.set_message(format!(
-                "{} {}",
-                if round == 0 { "warm-up" } else { "run" },
-                p.name
-            ));
+            bar.set_message(format!("run {}", p.name));
             request += 1;
             let r = experiment::run_plan(&coord, &model, &input, p, request).await?;
-            if round > 0 {
-                runs.entry(k).or_default().push(r);
-            }
+            runs.entry(k).or_default().push(r);
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
+    println!(
+        "plan after the warm-up round (estimates from measured spans): {}",
+        experiment::shares_text(&coord, &plans[0])
+    );
 
     let best = |k: usize| -> Option<&PlanRun> {
         runs.get(&k)?
@@ -298,18 +304,29 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         p.send(&Msg::Throttle { factor: 3.0 }).await?;
     }
     let mut adapt_runs = Vec::new();
-    let steps = if args.quick { 2 } else { 4 };
+    let steps = if args.quick { 3 } else { 5 };
+    println!(
+        "  plan before: {}",
+        experiment::shares_text(&coord, &adaptive.plan)
+    );
     for step in 0..steps {
         request += 1;
-        let before = experiment::shares_text(&coord, &adaptive.plan);
         let r = experiment::run_plan(&coord, &model, &input, &adaptive.plan, request).await?;
         let decision = adaptive.update(&coord, &model)?;
+        let changed = !decision.starts_with("plan kept");
         println!(
-            "  request {:>2}: replayed {:>7.1} ms  tiles {}  → {}",
+            "  request {:>2}: replayed {:>7.1} ms → {}{}",
             step + 1,
             r.replay.makespan_s * 1e3,
-            before,
-            decision
+            decision,
+            if changed {
+                format!(
+                    "\n              new plan: {}",
+                    experiment::shares_text(&coord, &adaptive.plan)
+                )
+            } else {
+                String::new()
+            }
         );
         if bits(&r.outputs) != bits(&single.outputs) {
             bail!("an adapted run changed the output");
@@ -323,9 +340,10 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
 
     // Node metrics, read over HTTP like Prometheus would.
     if let Some(url) = local.metrics[slow].clone()
-        && let Some(line) = scrape(&url, "tessera_tiles_total") {
-            println!("\n{slow_name} metrics ({url}): {line}");
-        }
+        && let Some(line) = scrape(&url, "tessera_tiles_total")
+    {
+        println!("\n{slow_name} metrics ({url}): {line}");
+    }
 
     let out_dir = &args.out;
     write(out_dir, "input.png", default_model::fixture_png())?;

@@ -81,8 +81,9 @@ pub struct Topology {
 
 impl Topology {
     /// Picks the coordinator (the edge node with the fastest device link,
-    /// ties to the faster node) and the cloud node (the fastest), and checks
-    /// that every link a plan may use exists.
+    /// ties to the first in the cluster file, so that a running coordinator
+    /// does not move when compute estimates change) and the cloud node (the
+    /// fastest), and checks that every link a plan may use exists.
     pub fn choose(cluster: &Cluster, est: &Estimates) -> Result<Topology> {
         cluster.validate()?;
         if est.throughput.len() != cluster.nodes.len() || est.links.len() != cluster.nodes.len() {
@@ -94,12 +95,12 @@ impl Topology {
         let edges = cluster.tier_nodes(Tier::Edge);
         let conv = tile_engine::ir::OpClass::Conv3x3;
         let mut coordinator = None;
-        let mut best = (f64::INFINITY, 0.0);
+        let mut best = f64::INFINITY;
         for &e in &edges {
             if let Ok(l) = LinkCost::between(cluster, est, device, e) {
-                let key = (l.time(1e6), -est.flops_per_s(e, conv));
-                if key.0 < best.0 || (key.0 == best.0 && key.1 < best.1) {
-                    best = key;
+                let t = l.time(1e6);
+                if t < best {
+                    best = t;
                     coordinator = Some(e);
                 }
             }

@@ -148,13 +148,14 @@ impl Replanner {
             0
         };
         if self.cut_count >= self.cfg.cut_streak
-            && let Some((cut, p)) = best_move {
-                let gain = (running.makespan_s - p.makespan_s) / base;
-                self.current = p;
-                self.cut_count = 0;
-                self.share_count = 0;
-                return Ok(Decision::MovedCut { cut, gain });
-            }
+            && let Some((cut, p)) = best_move
+        {
+            let gain = (running.makespan_s - p.makespan_s) / base;
+            self.current = p;
+            self.cut_count = 0;
+            self.share_count = 0;
+            return Ok(Decision::MovedCut { cut, gain });
+        }
         if self.share_count >= self.cfg.share_streak {
             self.current = reweighted;
             self.share_count = 0;

@@ -47,11 +47,7 @@ impl Inbox {
     }
 
     /// Waits for the tensor with `key` until `deadline`.
-    pub async fn take(
-        &self,
-        key: (u64, u32, u32),
-        deadline: Instant,
-    ) -> Option<Received> {
+    pub async fn take(&self, key: (u64, u32, u32), deadline: Instant) -> Option<Received> {
         loop {
             let notified = self.arrived.notified();
             tokio::pin!(notified);

@@ -126,11 +126,7 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
 }
 
 impl ExecHandle {
-    async fn run(
-        &self,
-        graph: Graph,
-        inputs: Vec<Tensor>,
-    ) -> RunResult {
+    async fn run(&self, graph: Graph, inputs: Vec<Tensor>) -> RunResult {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Work::Run {

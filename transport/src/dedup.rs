@@ -31,9 +31,10 @@ impl DedupSet {
         }
         self.order.push_back((key, result));
         if self.order.len() > self.capacity
-            && let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
         true
     }
 

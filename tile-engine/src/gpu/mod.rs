@@ -550,10 +550,12 @@ fn plan_storage(
     let mut roots: HashMap<ValueId, ValueId> = HashMap::new();
     for node in &graph.nodes {
         if let (Op::Reshape, Some(&src)) = (&node.op, node.inputs.first())
-            && !graph.constants.contains_key(&src) && !alias.contains_key(&src) {
-                let root = roots.get(&src).copied().unwrap_or(src);
-                roots.insert(node.output, root);
-            }
+            && !graph.constants.contains_key(&src)
+            && !alias.contains_key(&src)
+        {
+            let root = roots.get(&src).copied().unwrap_or(src);
+            roots.insert(node.output, root);
+        }
     }
     (alias, roots)
 }

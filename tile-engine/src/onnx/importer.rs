@@ -127,12 +127,13 @@ impl Importer {
         // A folded constant may have an empty shape with a huge dimension
         // (`[2^60, 0]`): cap dims so later shape arithmetic cannot overflow.
         if let Slot::Const(c) = &slot
-            && (c.shape.len() > MAX_RANK || c.shape.iter().any(|&d| d > MAX_VALUE_ELEMS)) {
-                return Err(Error::Limit(format!(
-                    "constant '{name}' of shape {:?} is too large",
-                    c.shape
-                )));
-            }
+            && (c.shape.len() > MAX_RANK || c.shape.iter().any(|&d| d > MAX_VALUE_ELEMS))
+        {
+            return Err(Error::Limit(format!(
+                "constant '{name}' of shape {:?} is too large",
+                c.shape
+            )));
+        }
         if self.env.insert(name.to_string(), slot).is_some() {
             return Err(ctx.malformed(format!("value '{name}' is defined twice")));
         }

@@ -204,11 +204,12 @@ pub(crate) fn conv(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let weight = weight_2d(ctx, &w, sp)?;
     let kernel = &w.shape[2..];
     if let Some(ks) = ctx.ints("kernel_shape").filter(|k| !k.is_empty())
-        && ctx.sizes("kernel_shape", ks, sp)? != kernel {
-            return Err(ctx.malformed(format!(
-                "kernel_shape {ks:?} differs from the weight's {kernel:?}"
-            )));
-        }
+        && ctx.sizes("kernel_shape", ks, sp)? != kernel
+    {
+        return Err(ctx.malformed(format!(
+            "kernel_shape {ks:?} differs from the weight's {kernel:?}"
+        )));
+    }
     let win = window(ctx, &xs[2..], kernel, true)?;
     let op = Op::Conv(Conv {
         weight: Arc::new(weight),

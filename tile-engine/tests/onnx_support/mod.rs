@@ -205,9 +205,9 @@ pub fn small_cnn() -> ModelProto {
         if t.data_type == Some(DataType::Int64 as i32)
             && let Some(type_proto::Value::TensorType(tt)) =
                 v.r#type.as_mut().and_then(|t| t.value.as_mut())
-            {
-                tt.elem_type = Some(DataType::Int64 as i32);
-            }
+        {
+            tt.elem_type = Some(DataType::Int64 as i32);
+        }
         v
     }));
     let nodes = vec![

@@ -1,0 +1,492 @@
+//! A real loopback cluster (1 device + 2 edge + 1 cloud `tessera node`
+//! processes, CPU executors, link emulators in front): it gives the bytes
+//! `tessera infer` gives, survives an edge node killed or stalled mid-request
+//! with a bit-identical result, refuses a foreign certificate, answers a
+//! malformed request with an error while serving others, and the demo's
+//! short mode writes files that parse.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use planner::{Cluster, Tier};
+use tessera::Backend;
+use tessera::cluster::bundle::Bundle;
+use tessera::cluster::coordinator::{Coordinator, ExecPlan, LoadedModel, Timeouts};
+use tessera::cluster::experiment::{self, Adaptive};
+use tessera::cluster::harness::{COORDINATOR, HarnessOptions, LocalCluster};
+use tessera::cluster::wire::Msg;
+use tile_engine::{Executor, Tensor};
+use transport::{Capabilities, Control, Endpoint, EndpointConfig, Hello, PlanUpdate};
+
+const SMALL: &str = r#"
+[[nodes]]
+name = "dev"
+tier = "device"
+address = "127.0.0.1:1"
+gflops = 1.0
+[[nodes]]
+name = "e0"
+tier = "edge"
+address = "127.0.0.1:1"
+gflops = 10.0
+[[nodes]]
+name = "e1"
+tier = "edge"
+address = "127.0.0.1:1"
+gflops = 10.0
+[[nodes]]
+name = "sky"
+tier = "cloud"
+address = "127.0.0.1:1"
+gflops = 10.0
+[[links]]
+from = "dev"
+to = "e0"
+bandwidth_mbps = 1000.0
+delay_ms = 1.0
+[[links]]
+from = "dev"
+to = "e1"
+bandwidth_mbps = 1000.0
+delay_ms = 1.0
+[[links]]
+from = "e0"
+to = "e1"
+bandwidth_mbps = 1000.0
+delay_ms = 1.0
+[[links]]
+from = "e0"
+to = "sky"
+bandwidth_mbps = 200.0
+delay_ms = 5.0
+[[links]]
+from = "e1"
+to = "sky"
+bandwidth_mbps = 200.0
+delay_ms = 5.0
+"#;
+
+const EXE: &str = env!("CARGO_BIN_EXE_tessera");
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tessera-cluster-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+async fn start(name: &str) -> (LocalCluster, Coordinator) {
+    let cluster: Cluster = toml::from_str(SMALL).expect("cluster toml");
+    let local = LocalCluster::start(
+        cluster,
+        HarnessOptions {
+            exe: EXE.into(),
+            dir: scratch(name),
+            backend: Backend::Cpu,
+            compute_lock: false,
+            metrics: true,
+        },
+    )
+    .await
+    .expect("cluster starts");
+    let ep = local.coordinator_endpoint().expect("endpoint");
+    let coord = Coordinator::connect(local.cluster.clone(), ep, local.addrs.clone())
+        .await
+        .expect("coordinator connects");
+    (local, coord)
+}
+
+/// A 1×3×24×24 image with varied pixel values in [0, 255].
+fn image() -> Tensor {
+    let n = 3 * 24 * 24;
+    let data = (0..n).map(|i| ((i * 37 % 251) as f32).min(255.0)).collect();
+    Tensor::new(vec![1, 3, 24, 24], data).expect("tensor")
+}
+
+fn bits(t: &[Tensor]) -> Vec<u32> {
+    t.iter()
+        .flat_map(|t| t.data().iter().map(|v| v.to_bits()))
+        .collect()
+}
+
+async fn load(coord: &Coordinator) -> LoadedModel {
+    let bundle = Bundle::from_spec("default", &[1, 3, 24, 24]).expect("bundle");
+    coord.load_model(&bundle).await.expect("model loads")
+}
+
+/// A plan that tiles the first tileable stretch of the model 1×2 over both edge nodes.
+fn two_edge_plan(local: &LocalCluster, model: &LoadedModel) -> ExecPlan {
+    let edges = local.tier(Tier::Edge);
+    let device = local.tier(Tier::Device)[0];
+    let cloud = local.tier(Tier::Cloud)[0];
+    let mut plan = ExecPlan::single_node(
+        "two edges",
+        &model.graph,
+        device,
+        local.coordinator_node,
+        cloud,
+    );
+    let mut ops = Vec::new();
+    for n in 0..model.graph.nodes.len() {
+        ops.push(n);
+        if tile_engine::tiling::Block::new(&model.graph, ops.clone()).is_err() {
+            ops.pop();
+            break;
+        }
+    }
+    assert!(
+        ops.len() > 3,
+        "the default model starts with a tileable stretch"
+    );
+    let rest: Vec<usize> = (ops.len()..model.graph.nodes.len()).collect();
+    plan.blocks = vec![tessera::cluster::coordinator::ExecBlock {
+        ops,
+        tiles: Some((tile_engine::tiling::Grid::uniform(1, 2), edges.clone())),
+        node: local.coordinator_node,
+    }];
+    if !rest.is_empty() {
+        plan.blocks.push(tessera::cluster::coordinator::ExecBlock {
+            ops: rest,
+            tiles: None,
+            node: local.coordinator_node,
+        });
+    }
+    plan
+}
+
+fn reference(model: &LoadedModel) -> Vec<Tensor> {
+    tile_engine::cpu::CpuExecutor
+        .run(&model.graph, &[image()])
+        .expect("cpu run")
+}
+
+#[test]
+fn cluster_run_gives_the_bytes_of_tessera_infer() {
+    let dir = scratch("infer");
+    let input = dir.join("in.npy");
+    let t = image();
+    tessera::tensor_io::write_tensor(&input, &t, tessera::tensor_io::PixelRange::default())
+        .expect("write npy");
+    let want = dir.join("want.npy");
+    let st = Command::new(EXE)
+        .args(["infer", "--backend", "cpu", "--model", "default", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&want)
+        .status()
+        .expect("tessera infer");
+    assert!(st.success());
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (local, coord) = start("run").await;
+        // `tessera run` against the running daemons (direct, no emulator).
+        coord.shutdown().await;
+        let mut text = String::new();
+        for n in &local.cluster.nodes {
+            text.push_str(&format!(
+                "[[nodes]]\nname = \"{}\"\ntier = \"{}\"\naddress = \"{}\"\ngflops = 10.0\n",
+                n.name,
+                n.tier.name(),
+                n.address
+            ));
+        }
+        for l in &local.cluster.links {
+            text.push_str(&format!(
+                "[[links]]\nfrom = \"{}\"\nto = \"{}\"\nbandwidth_mbps = {}\ndelay_ms = {}\n",
+                l.from, l.to, l.bandwidth_mbps, l.delay_ms
+            ));
+        }
+        let cfile = dir.join("cluster.toml");
+        std::fs::write(&cfile, text).expect("cluster file");
+        let got = dir.join("got.npy");
+        let out = Command::new(EXE)
+            .args(["run", "--model", "default", "--cluster"])
+            .arg(&cfile)
+            .arg("--certs")
+            .arg(local.dir().join("certs"))
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&got)
+            .output()
+            .expect("tessera run");
+        assert!(
+            out.status.success(),
+            "tessera run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let a = std::fs::read(&want).expect("want");
+        let b = std::fs::read(&got).expect("got");
+        assert_eq!(a, b, "tessera run and tessera infer disagree");
+    });
+}
+
+#[test]
+fn tiles_on_two_edges_equal_the_cpu_reference_and_metrics_count_them() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (local, coord) = start("tiles").await;
+        let model = load(&coord).await;
+        let plan = two_edge_plan(&local, &model);
+        let r = experiment::run_plan(&coord, &model, &image(), &plan, 1)
+            .await
+            .expect("run");
+        assert_eq!(bits(&r.outputs), bits(&reference(&model)));
+        for e in local.tier(Tier::Edge) {
+            assert!(
+                r.records
+                    .iter()
+                    .any(|x| x.node == e && x.tile.is_some() && x.ok),
+                "edge node {e} ran no tile"
+            );
+        }
+        // The model travelled once: a second load finds it cached.
+        let again = load(&coord).await;
+        assert_eq!(again.hash, model.hash);
+        let e1 = local.tier(Tier::Edge)[1];
+        let url = local.metrics[e1].clone().expect("metrics url");
+        let body = http_get(&url);
+        assert!(
+            body.contains("tessera_tiles_total{node=\"e1\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("tessera_models_loaded_total{node=\"e1\"} 1"),
+            "{body}"
+        );
+        coord.shutdown().await;
+    });
+}
+
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let hostport = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("host");
+    let mut s = std::net::TcpStream::connect(hostport).expect("connect metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("write");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read");
+    body
+}
+
+/// Kills (or stops) the non-coordinator edge node while its tile runs.
+async fn fault_mid_request(how: &str) {
+    let (mut local, mut coord) = start(how).await;
+    coord.timeouts = Timeouts {
+        base: Duration::from_secs(3),
+        factor: 4.0,
+    };
+    let model = load(&coord).await;
+    let plan = two_edge_plan(&local, &model);
+    let want = bits(&reference(&model));
+    let victim = local
+        .tier(Tier::Edge)
+        .into_iter()
+        .find(|&e| e != local.coordinator_node)
+        .expect("victim");
+    // Slow the victim so its tile is surely in flight when it dies.
+    coord
+        .peer(victim)
+        .expect("peer")
+        .send(&Msg::Throttle { factor: 40.0 })
+        .await
+        .expect("throttle");
+    let run = coord.run(7, &model, image(), &plan);
+    let fault = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        match how {
+            "kill" => local.kill(victim),
+            _ => local.signal(victim, "STOP").expect("SIGSTOP"),
+        }
+    };
+    let (out, ()) = tokio::join!(run, fault);
+    let out = out.expect("the request completes despite the fault");
+    assert_eq!(bits(&out.outputs), want, "result differs after re-dispatch");
+    assert!(
+        out.records.iter().any(|r| r.node == victim && !r.ok),
+        "the victim's job should have failed"
+    );
+    let tiles: Vec<_> = out
+        .records
+        .iter()
+        .filter(|r| r.tile.is_some() && r.ok)
+        .collect();
+    assert_eq!(tiles.len(), 2, "each tile pasted exactly once: {tiles:?}");
+    assert!(tiles.iter().all(|r| r.node != victim));
+    assert!(
+        !coord.alive().contains(&victim),
+        "the victim is marked down"
+    );
+    // The plan drops the node...
+    let adaptive = Adaptive::new(&coord, &model).expect("re-plan");
+    assert!(adaptive.plan.blocks.iter().all(|b| b.node != victim
+        && b.tiles.as_ref().is_none_or(|(_, o)| !o.contains(&victim))));
+    // ...and takes it back once it is restarted and calibrated.
+    if how != "kill" {
+        let _ = local.signal(victim, "CONT");
+    }
+    local.restart(victim).await.expect("restart");
+    coord.set_address(victim, local.addrs[victim]);
+    let back = coord.readmit().await;
+    assert!(
+        back.contains(&local.cluster.nodes[victim].name),
+        "re-admitted: {back:?}"
+    );
+    let model = load(&coord).await;
+    let r = coord
+        .run(8, &model, image(), &plan)
+        .await
+        .expect("run after re-admission");
+    assert_eq!(bits(&r.outputs), want);
+    assert!(r.records.iter().any(|x| x.node == victim && x.ok));
+    coord.shutdown().await;
+}
+
+#[test]
+fn an_edge_node_killed_mid_request_is_replaced_bit_identically() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(fault_mid_request("kill"));
+}
+
+#[test]
+fn an_edge_node_stalled_mid_request_is_replaced_bit_identically() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(fault_mid_request("stop"));
+}
+
+#[test]
+fn a_foreign_certificate_is_refused_and_a_malformed_request_gets_an_error() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (local, coord) = start("certs").await;
+        let e0 = local.tier(Tier::Edge)[0];
+        let addr = local.cluster.nodes[e0].address.parse().expect("addr");
+        let name = local.cluster.nodes[e0].name.clone();
+        let hello = Hello {
+            node_id: COORDINATOR.into(),
+            tier: transport::Tier::Edge,
+            adapter: "none".into(),
+            capabilities: Capabilities::default(),
+        };
+        // Same name, another CA: the node refuses the handshake.
+        let foreign = transport::certs::ephemeral(&[COORDINATOR.to_string(), name.clone()])
+            .expect("foreign ca")
+            .remove(0);
+        let ep = Endpoint::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            EndpointConfig::new(foreign, vec![name.clone()], hello.clone()),
+        )
+        .expect("bind");
+        let refused = match ep.connect(addr, &name).await {
+            Err(_) => true,
+            Ok(c) => tokio::time::timeout(Duration::from_secs(5), c.recv_control())
+                .await
+                .map_or(true, |m| m.is_none()),
+        };
+        assert!(refused, "a certificate from another CA was accepted");
+
+        // A second, legitimate connection sends garbage and a bogus job...
+        let id = transport::Identity::load(&local.dir().join("certs"), COORDINATOR).expect("id");
+        let ep = Endpoint::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            EndpointConfig::new(id, vec![name.clone()], hello),
+        )
+        .expect("bind");
+        let raw = ep.connect(addr, &name).await.expect("legit connect");
+        raw.send_control(Control::PlanUpdate(PlanUpdate {
+            epoch: 1,
+            body: b"{not json".to_vec(),
+        }))
+        .await
+        .expect("send garbage");
+        Msg::Run {
+            job: 99,
+            model: "nope".into(),
+            nodes: vec![3, 1],
+            tile: None,
+            inputs: 0,
+        }
+        .send(&raw, 2)
+        .await
+        .expect("send bogus job");
+        let mut failures = Vec::new();
+        while failures.len() < 2 {
+            let m = tokio::time::timeout(Duration::from_secs(10), raw.recv_control())
+                .await
+                .expect("an answer")
+                .expect("connection open");
+            if let Control::PlanUpdate(u) = m
+                && let Ok(Msg::Failed { job, message }) = Msg::parse(&u.body)
+            {
+                failures.push((job, message));
+            }
+        }
+        assert!(
+            failures
+                .iter()
+                .any(|(j, m)| *j == 0 && m.contains("bad message")),
+            "{failures:?}"
+        );
+        assert!(
+            failures
+                .iter()
+                .any(|(j, m)| *j == 99 && m.contains("not loaded")),
+            "{failures:?}"
+        );
+        // ...while the coordinator's requests keep working.
+        let model = load(&coord).await;
+        let plan = two_edge_plan(&local, &model);
+        let r = coord
+            .run(3, &model, image(), &plan)
+            .await
+            .expect("normal run");
+        assert_eq!(bits(&r.outputs), bits(&reference(&model)));
+        coord.shutdown().await;
+    });
+}
+
+#[test]
+fn the_demo_short_mode_writes_files_that_parse() {
+    let out = scratch("demo");
+    let run = Command::new(EXE)
+        .args(["demo", "--quick", "--backend", "cpu", "--out"])
+        .arg(&out)
+        .output()
+        .expect("tessera demo");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("bit for bit: yes"), "{stdout}");
+    let png = std::fs::read(out.join("output.png")).expect("output.png");
+    let (w, h, _) = tile_engine::default_model::decode_rgb8(&png).expect("png decodes");
+    assert_eq!((w, h), (256, 256));
+    let trace: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("trace.json")).expect("trace.json"))
+            .expect("trace parses");
+    assert!(
+        trace["traceEvents"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    );
+    for svg in ["plan.svg", "gantt.svg"] {
+        let text = std::fs::read_to_string(out.join(svg)).expect("svg");
+        assert!(
+            text.starts_with("<svg") && text.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+    }
+    let logs = std::fs::read_dir(Path::new(&out).join("cluster")).expect("work dir");
+    assert!(
+        logs.count() >= 6,
+        "node files and logs are kept for inspection"
+    );
+}
