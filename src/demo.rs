@@ -315,9 +315,10 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         let decision = adaptive.update(&coord, &model)?;
         let changed = !decision.starts_with("plan kept");
         println!(
-            "  request {:>2}: replayed {:>7.1} ms → {}{}",
+            "  request {:>2}: replayed {:>7.1} ms  estimated GFLOP/s {}  → {}{}",
             step + 1,
             r.replay.makespan_s * 1e3,
+            edge_rates(&coord),
             decision,
             if changed {
                 format!(
@@ -380,6 +381,26 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         t_start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The profiler's conv3x3 estimate per edge node, as `name rate` pairs.
+fn edge_rates(coord: &Coordinator) -> String {
+    let Ok(est) = coord.profiler.lock().map(|p| p.estimates()) else {
+        return String::new();
+    };
+    coord
+        .cluster
+        .tier_nodes(Tier::Edge)
+        .into_iter()
+        .map(|e| {
+            format!(
+                "{} {:.2}",
+                coord.cluster.nodes[e].name,
+                est.flops_per_s(e, tile_engine::ir::OpClass::Conv3x3) / 1e9
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {

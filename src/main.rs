@@ -110,25 +110,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn node(config: &std::path::Path) -> Result<()> {
-    let cfg = tessera::cluster::config::NodeConfig::read(config)?;
-    if std::env::var_os(tessera::cluster::harness::WATCH_STDIN).is_some() {
-        // Started by a parent (the demo): leave when it goes, however it goes.
-        std::thread::spawn(|| {
-            let mut sink = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-            std::process::exit(0);
-        });
-    }
-    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    rt.block_on(tessera::cluster::node::serve(cfg))
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => demo::demo(&args),
         Command::Infer(args) => infer::infer(&args),
-        Command::Node { config } => node(&config),
+        Command::Node { config } => tessera::cluster::node::main(&config),
         Command::Run(args) => run::run(&args),
         Command::Plan {
             cluster,

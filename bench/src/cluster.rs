@@ -1,6 +1,312 @@
-//! `cargo run -p bench --release -- cluster`.
+//! `cargo run -p bench --release -- cluster [--quick] [--backend cpu|gpu] [--out DIR]`
+//!
+//! End to end on a real loopback cluster (1 device + 4 edge + 1 cloud node
+//! daemons started from this binary, links emulated with the demo's
+//! profile): for the default model, a VGG-like and a ResNet-like model,
+//! runs the single-edge-node, best two-tier, cloud-only and tessera plans
+//! (with 1, 2 and 4 edge nodes) side by side, and reports the replayed
+//! (dedicated-hardware) makespan, speed-ups, backbone bytes and the
+//! planner's prediction error. Every plan's output is checked bit for bit
+//! against the single-node run.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use planner::Tier;
+use serde::Serialize;
+use tessera::Backend;
+use tessera::cluster::bundle::Bundle;
+use tessera::cluster::coordinator::{Coordinator, ExecPlan, LoadedModel};
+use tessera::cluster::experiment::{self, PlanRun};
+use tessera::cluster::harness::{HarnessOptions, LocalCluster};
+use tile_engine::Tensor;
+
+use crate::onnx_models;
+
+const CLUSTER: &str = include_str!("../../examples/cluster.toml");
+
+#[derive(Serialize)]
+struct Row {
+    model: String,
+    plan: String,
+    edges: usize,
+    replayed_ms: f64,
+    wall_ms: f64,
+    predicted_ms: Option<f64>,
+    prediction_error_pct: Option<f64>,
+    backbone_bytes: u64,
+    speedup_vs_single: f64,
+    speedup_vs_two_tier: f64,
+    tiles: String,
+    bit_identical: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn bits(t: &[Tensor]) -> Vec<u32> {
+    t.iter()
+        .flat_map(|t| t.data().iter().map(|v| v.to_bits()))
+        .collect()
+}
+
+fn image(hw: usize) -> Result<Tensor> {
+    let n = 3 * hw * hw;
+    let data = (0..n).map(|i| ((i * 37 % 251) as f32) / 255.0).collect();
+    Ok(Tensor::new(vec![1, 3, hw, hw], data)?)
+}
+
+/// The plans for one model: baselines on the whole cluster, tessera on 1, 2 and 4 edge nodes.
+fn plans(c: &Coordinator, m: &LoadedModel) -> Result<Vec<(usize, ExecPlan)>> {
+    let all = experiment::comparison_plans(c, m)?;
+    let device = c.cluster.tier_nodes(Tier::Device);
+    let cloud = c.cluster.tier_nodes(Tier::Cloud);
+    let edges = c.cluster.tier_nodes(Tier::Edge);
+    let mut out = Vec::new();
+    for k in [1usize, 2] {
+        let nodes: Vec<usize> = device
+            .iter()
+            .chain(&edges[..k.min(edges.len())])
+            .chain(&cloud)
+            .copied()
+            .collect();
+        let (report, map) = experiment::plan_on(c, m, &nodes)?;
+        out.push((
+            k,
+            ExecPlan::from_prediction(
+                &format!("tessera, {k} edge"),
+                &m.graph,
+                &report.best.prediction,
+                &report.topology,
+                &map,
+            ),
+        ));
+    }
+    for (i, mut p) in all.into_iter().enumerate() {
+        if i == 0 {
+            p.name = format!("tessera, {} edge", edges.len());
+            out.push((edges.len(), p));
+        } else {
+            out.push((1, p));
+        }
+    }
+    Ok(out)
+}
 
 /// Runs the cluster benchmark.
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("the cluster benchmark is not implemented yet")
+pub fn run(args: &[String]) -> Result<()> {
+    let mut quick = false;
+    let mut backend = None;
+    let mut out = PathBuf::from("out/bench-cluster");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--backend" => {
+                backend = Some(match it.next().map(String::as_str) {
+                    Some("cpu") => Backend::Cpu,
+                    Some("gpu") => Backend::Gpu,
+                    other => bail!("--backend takes cpu or gpu, got {other:?}"),
+                })
+            }
+            "--out" => out = PathBuf::from(it.next().context("--out needs a folder")?),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    let backend = backend.unwrap_or_else(|| {
+        if tessera::exec::executor(Backend::Gpu, None, true).is_ok() {
+            Backend::Gpu
+        } else {
+            Backend::Cpu
+        }
+    });
+    std::fs::create_dir_all(&out)?;
+    let reps = if quick { 1 } else { 3 };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let cluster = toml::from_str(CLUSTER).context("embedded cluster file")?;
+        let local = LocalCluster::start(
+            cluster,
+            HarnessOptions {
+                exe: std::env::current_exe()?,
+                dir: out.join("cluster"),
+                backend,
+                compute_lock: true,
+                metrics: false,
+            },
+        )
+        .await?;
+        let coord = Coordinator::connect(
+            local.cluster.clone(),
+            local.coordinator_endpoint()?,
+            local.addrs.clone(),
+        )
+        .await?;
+        let executor = coord.peer(0).map(|p| p.executor()).unwrap_or_default();
+        println!("cluster benchmark: 1 device + 4 edge + 1 cloud daemons, {executor}, demo link profile, {reps} measured run(s) per plan (median)");
+        let models_dir = out.join("models");
+        std::fs::create_dir_all(&models_dir)?;
+        let vgg = models_dir.join("vgg_like.onnx");
+        let resnet = models_dir.join("resnet_like.onnx");
+        onnx_models::write(&onnx_models::vgg_like(128), &vgg)?;
+        onnx_models::write(&onnx_models::resnet_like(128), &resnet)?;
+        let fixture = tile_engine::default_model::png_to_tensor(tile_engine::default_model::fixture_png())?;
+        let models: Vec<(&str, String, Tensor)> = vec![
+            ("default (RDN ×2, 128²)", "default".into(), fixture),
+            ("VGG-like (128²)", vgg.display().to_string(), image(128)?),
+            ("ResNet-like (128²)", resnet.display().to_string(), image(128)?),
+        ];
+        let mut rows = Vec::new();
+        let mut request = 0;
+        for (label, spec, input) in &models {
+            let bundle = Bundle::from_spec(spec, input.shape())?;
+            let m = coord.load_model(&bundle).await?;
+            // Warm-up round: pipelines compile, the profiler learns the model.
+            for (_, p) in plans(&coord, &m)? {
+                request += 1;
+                experiment::run_plan(&coord, &m, input, &p, request).await?;
+            }
+            let plans = plans(&coord, &m)?;
+            let mut runs: Vec<Vec<PlanRun>> = (0..plans.len()).map(|_| Vec::new()).collect();
+            for _ in 0..reps {
+                for (k, (_, p)) in plans.iter().enumerate() {
+                    request += 1;
+                    runs[k].push(experiment::run_plan(&coord, &m, input, p, request).await?);
+                }
+            }
+            let med = |k: usize| median(runs[k].iter().map(|r| r.replay.makespan_s).collect());
+            let idx = |prefix: &str| plans.iter().position(|(_, p)| p.name.starts_with(prefix));
+            let single = idx("single").map_or(f64::NAN, med);
+            let two = idx("best 2-tier").map_or(f64::NAN, med);
+            let reference = idx("single").and_then(|k| runs[k].first()).map(|r| bits(&r.outputs));
+            for (k, (edges, p)) in plans.iter().enumerate() {
+                let replayed = med(k);
+                let r0 = &runs[k][0];
+                rows.push(Row {
+                    model: label.to_string(),
+                    plan: p.name.clone(),
+                    edges: *edges,
+                    replayed_ms: replayed * 1e3,
+                    wall_ms: median(runs[k].iter().map(|r| r.wall_s).collect()) * 1e3,
+                    predicted_ms: p.predicted_s.map(|s| s * 1e3),
+                    prediction_error_pct: p.predicted_s.map(|s| (s - replayed) / replayed * 100.0),
+                    backbone_bytes: r0.backbone_bytes(&coord),
+                    speedup_vs_single: single / replayed,
+                    speedup_vs_two_tier: two / replayed,
+                    tiles: experiment::shares_text(&coord, p),
+                    bit_identical: reference.as_ref().is_some_and(|b| runs[k].iter().all(|r| &bits(&r.outputs) == b)),
+                });
+            }
+        }
+        coord.shutdown().await;
+        drop(local);
+        print_table(&rows);
+        if rows.iter().any(|r| !r.bit_identical) {
+            bail!("a plan's output differs from the single-node run");
+        }
+        std::fs::write(out.join("cluster.json"), serde_json::to_vec_pretty(&rows)?)?;
+        std::fs::write(out.join("cluster.svg"), svg(&rows))?;
+        println!("wrote {0}/cluster.json and {0}/cluster.svg", out.display());
+        Ok(())
+    })
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n{:<24} {:<28} {:>11} {:>9} {:>12} {:>7} {:>9} {:>9} {:>12}",
+        "model",
+        "plan",
+        "replayed ms",
+        "wall ms",
+        "predicted ms",
+        "error",
+        "vs single",
+        "vs 2-tier",
+        "backbone"
+    );
+    for r in rows {
+        println!(
+            "{:<24} {:<28} {:>11.1} {:>9.1} {:>12} {:>7} {:>8.2}× {:>8.2}× {:>12}",
+            r.model,
+            r.plan,
+            r.replayed_ms,
+            r.wall_ms,
+            r.predicted_ms.map_or("-".into(), |v| format!("{v:.1}")),
+            r.prediction_error_pct
+                .map_or("-".into(), |v| format!("{v:+.0}%")),
+            r.speedup_vs_single,
+            r.speedup_vs_two_tier,
+            tessera::cluster::trace::fmt_bytes(r.backbone_bytes),
+        );
+    }
+}
+
+fn svg(rows: &[Row]) -> String {
+    use svg::Document;
+    use svg::node::element::{Rectangle, Text};
+    let (left, width, bar) = (330.0, 520.0, 16.0);
+    let max = rows.iter().map(|r| r.replayed_ms).fold(1e-9, f64::max);
+    let mut doc = Document::new();
+    let mut y = 30.0;
+    doc = doc.add(
+        Text::new("replayed makespan per plan (ms, dedicated hardware)")
+            .set("x", 10)
+            .set("y", 18)
+            .set("font-family", "sans-serif")
+            .set("font-size", 14),
+    );
+    let mut last = String::new();
+    for r in rows {
+        if r.model != last {
+            y += 8.0;
+            doc = doc.add(
+                Text::new(r.model.clone())
+                    .set("x", 10)
+                    .set("y", y + 12.0)
+                    .set("font-family", "sans-serif")
+                    .set("font-size", 12)
+                    .set("font-weight", "bold"),
+            );
+            y += bar + 2.0;
+            last = r.model.clone();
+        }
+        let w = r.replayed_ms / max * width;
+        doc = doc
+            .add(
+                Text::new(r.plan.clone())
+                    .set("x", 20)
+                    .set("y", y + 12.0)
+                    .set("font-family", "sans-serif")
+                    .set("font-size", 11),
+            )
+            .add(
+                Rectangle::new()
+                    .set("x", left)
+                    .set("y", y + 2.0)
+                    .set("width", w.max(1.0))
+                    .set("height", bar - 4.0)
+                    .set(
+                        "fill",
+                        if r.plan.starts_with("tessera") {
+                            "#3d7be8"
+                        } else {
+                            "#999"
+                        },
+                    ),
+            )
+            .add(
+                Text::new(format!("{:.0} ms", r.replayed_ms))
+                    .set("x", left + w + 4.0)
+                    .set("y", y + 12.0)
+                    .set("font-family", "sans-serif")
+                    .set("font-size", 10),
+            );
+        y += bar + 2.0;
+    }
+    doc.set("viewBox", (0, 0, left + width + 80.0, y + 10.0))
+        .set("width", left + width + 80.0)
+        .set("height", y + 10.0)
+        .to_string()
 }

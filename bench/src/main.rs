@@ -6,6 +6,7 @@
 
 mod cluster;
 mod kernels;
+mod onnx_models;
 mod planner;
 mod tiles;
 mod transport;
@@ -26,6 +27,10 @@ fn main() -> anyhow::Result<()> {
         "transport" => transport::run(rest),
         "planner" => planner::run(rest),
         "cluster" => cluster::run(rest),
+        // The cluster benchmark starts its node daemons from this binary.
+        "node" if rest.len() == 2 && rest[0] == "--config" => {
+            tessera::cluster::node::main(std::path::Path::new(&rest[1]))
+        }
         other => {
             eprintln!("unknown benchmark '{other}'\n{USAGE}");
             std::process::exit(2);

@@ -222,12 +222,14 @@ impl<'a> Context<'a> {
         let dag = self.dag;
         let est = self.est;
         let tier_time = |tier: Tier, node: NodeIdx| -> f64 {
+            let ops = labels.iter().filter(|l| **l == tier).count();
             dag.ops
                 .iter()
                 .zip(labels)
                 .filter(|(_, l)| **l == tier)
                 .map(|(o, _)| est.compute_time(node, o.class, o.flops))
-                .sum()
+                .sum::<f64>()
+                + est.overhead(node, ops)
         };
         let (up_bytes, back_bytes) = cut_bytes(dag, labels);
         let max_tier = labels.iter().copied().max().unwrap_or(Tier::Device);

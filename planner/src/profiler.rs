@@ -123,6 +123,9 @@ pub struct Estimates {
     pub throughput: Vec<[Estimate; CLASSES]>,
     /// `links[from][to]`, `None` where the cluster has no link.
     pub links: Vec<Vec<Option<LinkEstimate>>>,
+    /// Fixed cost per op of a job on each node, seconds (dispatch, buffer
+    /// set-up): what makes a small tile slower per FLOP than a large one.
+    pub op_overhead_s: Vec<f64>,
 }
 
 impl Estimates {
@@ -134,6 +137,11 @@ impl Estimates {
     /// Mean FLOP/s of `node` for `class`.
     pub fn flops_per_s(&self, node: NodeIdx, class: OpClass) -> f64 {
         self.throughput[node][class_index(class)].mean
+    }
+
+    /// Fixed seconds a job of `ops` ops costs on `node` besides its FLOPs.
+    pub fn overhead(&self, node: NodeIdx, ops: usize) -> f64 {
+        self.op_overhead_s.get(node).copied().unwrap_or(0.0) * ops as f64
     }
 
     /// Seconds to do `flops` of `class` on `node`.
@@ -181,7 +189,13 @@ pub struct Profiler {
     cfg: EstimatorConfig,
     nodes: Vec<[Estimator; CLASSES]>,
     links: Vec<Vec<Option<LinkState>>>,
+    /// Recent jobs per node: (ops, FLOPs at the node's conv3x3-equivalent rate, seconds).
+    jobs: Vec<std::collections::VecDeque<(f64, f64, f64)>>,
+    op_overhead: Vec<f64>,
 }
+
+/// Jobs per node the overhead fit looks back on.
+const JOB_WINDOW: usize = 24;
 
 impl Profiler {
     /// Cold start from the cluster file's priors (node GFLOP/s, link figures).
@@ -218,6 +232,8 @@ impl Profiler {
             cfg: EstimatorConfig::default(),
             nodes,
             links,
+            jobs: vec![std::collections::VecDeque::new(); n],
+            op_overhead: vec![0.0; n],
         }
     }
 
@@ -306,7 +322,46 @@ impl Profiler {
                         .collect()
                 })
                 .collect(),
+            op_overhead_s: self.op_overhead.clone(),
         }
+    }
+
+    /// Folds in one finished job of `ops` ops and `flops` FLOPs (mostly of
+    /// `class`) that took `seconds` on `node`. The node's time is modelled
+    /// as `ops · overhead + flops / rate`: a least-squares fit over its
+    /// recent jobs gives the per-op overhead (once jobs of different sizes
+    /// have been seen), and the FLOP rate is observed with the overhead
+    /// taken off, so small tiles do not read as a slow node.
+    pub fn observe_job(
+        &mut self,
+        node: NodeIdx,
+        class: OpClass,
+        ops: usize,
+        flops: u64,
+        seconds: f64,
+    ) -> Result<()> {
+        positive("job duration", seconds)?;
+        let window = self
+            .jobs
+            .get_mut(node)
+            .ok_or_else(|| Error::Measurement(format!("job: unknown node {node}")))?;
+        window.push_back((ops as f64, flops as f64, seconds));
+        if window.len() > JOB_WINDOW {
+            window.pop_front();
+        }
+        if let Some(c) = fit_overhead(window) {
+            self.op_overhead[node] = c;
+        }
+        let fixed = self.op_overhead[node] * ops as f64;
+        let compute = (seconds - fixed).max(seconds * 0.2);
+        if flops > 0 {
+            self.observe(&Span {
+                node,
+                kind: SpanKind::Compute { class, flops },
+                seconds: compute,
+            })?;
+        }
+        Ok(())
     }
 
     fn link_mut(&mut self, from: NodeIdx, to: NodeIdx) -> Result<&mut LinkState> {
@@ -316,6 +371,29 @@ impl Profiler {
             .and_then(|l| l.as_mut())
             .ok_or_else(|| Error::Measurement(format!("no link from node {from} to node {to}")))
     }
+}
+
+/// Least-squares `t = c·ops + k·flops` (no intercept) over a node's recent
+/// jobs; `None` until the jobs differ enough in shape to tell `c` from `k`.
+fn fit_overhead(jobs: &std::collections::VecDeque<(f64, f64, f64)>) -> Option<f64> {
+    let (mut s11, mut s12, mut s22, mut s1t, mut s2t) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(n, f, t) in jobs {
+        // Scale FLOPs to GFLOP so the normal equations are well conditioned.
+        let f = f * 1e-9;
+        s11 += n * n;
+        s12 += n * f;
+        s22 += f * f;
+        s1t += n * t;
+        s2t += f * t;
+    }
+    let det = s11 * s22 - s12 * s12;
+    // Collinear samples (every job the same shape) cannot separate the terms.
+    if jobs.len() < 3 || det <= 1e-6 * s11 * s22 {
+        return None;
+    }
+    let c = (s1t * s22 - s2t * s12) / det;
+    let k = (s11 * s2t - s12 * s1t) / det;
+    (c.is_finite() && k > 0.0).then_some(c.max(0.0))
 }
 
 fn positive(what: &str, v: f64) -> Result<()> {

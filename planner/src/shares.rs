@@ -111,7 +111,8 @@ impl Solver<'_, '_> {
             .iter()
             .zip(&w.op_flops)
             .map(|(&o, &f)| ctx.est.compute_time(node, ctx.dag.ops[o].class, f))
-            .sum();
+            .sum::<f64>()
+            + ctx.est.overhead(node, self.ops.len());
         NodeTime {
             node,
             in_s: ctx.topo.scatter[slot].time(w.in_bytes),
@@ -183,7 +184,11 @@ impl Solver<'_, '_> {
         let mut a: Vec<f64> = self
             .slots
             .iter()
-            .map(|&k| topo.scatter[k].delay_s + topo.gather[k].delay_s)
+            .map(|&k| {
+                topo.scatter[k].delay_s
+                    + topo.gather[k].delay_s
+                    + self.ctx.est.overhead(topo.edges[k], self.ops.len())
+            })
             .collect();
         let mut best: Option<(TilePlan, Vec<NodeTime>, f64)> = None;
         for _ in 0..3 {
@@ -277,7 +282,8 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx]) -> BlockPlan {
                 ctx.est
                     .compute_time(node, dag.ops[o].class, dag.ops[o].flops)
             })
-            .sum();
+            .sum::<f64>()
+            + ctx.est.overhead(node, ops.len());
         let t = NodeTime {
             node,
             in_s: 0.0,

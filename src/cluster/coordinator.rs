@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use planner::cost::Topology;
-use planner::{Cluster, Estimates, Prediction, Profiler, Span as PSpan, SpanKind, Tier};
+use planner::{Cluster, Estimates, Prediction, Profiler, Tier};
 use serde::Serialize;
 use tile_engine::ir::OpClass;
 use tile_engine::tiling::{Block, Grid, paste_region};
@@ -298,6 +298,8 @@ pub struct JobRecord {
     pub flops: u64,
     /// Dominant op class (wire name).
     pub class: String,
+    /// Ops the job ran.
+    pub ops: usize,
     /// False if the job failed or timed out (its work was discarded).
     pub ok: bool,
     /// True if an idle node took the tile from another node's queue.
@@ -553,6 +555,7 @@ impl Coordinator {
                 .collect(),
         };
         let sub = Estimates {
+            op_overhead_s: nodes.iter().map(|&i| est.op_overhead_s[i]).collect(),
             throughput: nodes.iter().map(|&i| est.throughput[i]).collect(),
             links: nodes
                 .iter()
@@ -705,6 +708,7 @@ impl Coordinator {
             recv_us: 0,
             flops: 0,
             class: calibrate::class_name(class).to_string(),
+            ops: 0,
             ok: false,
             stolen: false,
         }
@@ -733,6 +737,7 @@ impl Coordinator {
             let Some(peer) = self.peer(n) else { continue };
             let mut rec = self.record(request, stage, stage_idx, n, class);
             rec.flops = plan.flops;
+            rec.ops = ops.len();
             let r = self
                 .remote(
                     &peer,
@@ -1010,6 +1015,7 @@ impl Coordinator {
                     let mut rec = self.record(request, stage, stage_idx, node, class);
                     rec.tile = Some(t);
                     rec.flops = plan.flops;
+                    rec.ops = block.ops.len();
                     rec.stolen = stolen;
                     let r = self
                         .remote(
@@ -1062,6 +1068,7 @@ impl Coordinator {
                 let mut rec = self.record(request, stage, stage_idx, n, class);
                 rec.tile = Some(t);
                 rec.flops = plan.flops;
+                rec.ops = block.ops.len();
                 let r = self
                     .remote(
                         &peer,
@@ -1120,15 +1127,8 @@ impl Coordinator {
             let Some(class) = class_of(&r.class) else {
                 continue;
             };
-            let span = PSpan {
-                node: r.node,
-                kind: SpanKind::Compute {
-                    class,
-                    flops: r.flops,
-                },
-                seconds: (r.end_us - r.start_us) as f64 / 1e6,
-            };
-            if let Err(e) = p.observe(&span) {
+            let seconds = (r.end_us - r.start_us) as f64 / 1e6;
+            if let Err(e) = p.observe_job(r.node, class, r.ops, r.flops, seconds) {
                 tracing::warn!("span not folded in: {e}");
             }
         }

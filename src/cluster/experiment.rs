@@ -55,8 +55,16 @@ pub fn plan_live(
     c: &Coordinator,
     model: &LoadedModel,
 ) -> Result<(PlanReport, Vec<usize>), ClusterError> {
-    let live = c.alive();
-    let (cluster, est) = c.sub_problem(&live);
+    plan_on(c, model, &c.alive())
+}
+
+/// The planner's report for a subset of the cluster's nodes (cluster indices).
+pub fn plan_on(
+    c: &Coordinator,
+    model: &LoadedModel,
+    nodes: &[usize],
+) -> Result<(PlanReport, Vec<usize>), ClusterError> {
+    let (cluster, est) = c.sub_problem(nodes);
     let report = planner::plan_dag(
         &model.dag,
         &cluster,
@@ -65,7 +73,7 @@ pub fn plan_live(
         PlanOptions::default(),
     )
     .map_err(perr)?;
-    Ok((report, live))
+    Ok((report, nodes.to_vec()))
 }
 
 /// The plans compared: the planner's choice, the whole model on the

@@ -161,6 +161,21 @@ struct Node {
     max_model_bytes: u64,
 }
 
+/// `tessera node --config FILE`: reads the file and serves until killed
+/// (or, when started by the demo's harness, until the parent goes away).
+pub fn main(config: &std::path::Path) -> Result<()> {
+    let cfg = NodeConfig::read(config)?;
+    if std::env::var_os(super::harness::WATCH_STDIN).is_some() {
+        std::thread::spawn(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            std::process::exit(0);
+        });
+    }
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(serve(cfg))
+}
+
 /// Runs a node daemon until it is killed.
 pub async fn serve(cfg: NodeConfig) -> Result<()> {
     let identity = Identity::load(&cfg.certs, &cfg.name)
