@@ -93,14 +93,20 @@ pub struct InferArgs {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Daemons log what they do; one-shot commands only their warnings.
+    let default = if matches!(cli.command, Command::Node { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -21,11 +21,23 @@ pub struct Inbox {
     items: Mutex<HashMap<(u64, u32, u32), Received>>,
     bytes: AtomicUsize,
     arrived: Notify,
+    /// Jobs given up on, newest last: their late tensors are dropped on arrival.
+    forgotten: Mutex<std::collections::VecDeque<u64>>,
 }
+
+/// Given-up jobs remembered for dropping late tensors.
+const FORGOTTEN: usize = 1024;
 
 impl Inbox {
     /// Drops everything held for `job` (a job that was given up on).
     pub fn forget(&self, job: u64) {
+        {
+            let mut f = lock(&self.forgotten);
+            f.push_back(job);
+            if f.len() > FORGOTTEN {
+                f.pop_front();
+            }
+        }
         let mut items = lock(&self.items);
         let before: usize = items.values().map(|x| x.1.len() * 4).sum();
         items.retain(|k, _| k.0 != job);
@@ -36,6 +48,9 @@ impl Inbox {
     /// Holds a tensor; false (dropped) if the inbox is full.
     pub fn put(&self, h: TileHeader, data: Vec<f32>) -> bool {
         let len = data.len() * 4;
+        if lock(&self.forgotten).contains(&h.key.request_id) {
+            return true;
+        }
         if self.bytes.load(Ordering::Relaxed) + len > INBOX_BYTES {
             return false;
         }
