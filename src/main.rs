@@ -94,11 +94,12 @@ pub struct InferArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Daemons log what they do; one-shot commands only their warnings.
+    // Daemons log what they do; one-shot commands print their own lines
+    // (RUST_LOG turns logs on for them).
     let default = if matches!(cli.command, Command::Node { .. }) {
         "info"
     } else {
-        "warn"
+        "off"
     };
     tracing_subscriber::fmt()
         .with_env_filter(
