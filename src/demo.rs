@@ -70,10 +70,21 @@ fn pick_backend(args: &DemoArgs) -> Backend {
     if let Some(b) = args.backend {
         return b;
     }
-    match tessera::exec::executor(Backend::Gpu, None, true) {
+    match tile_engine::gpu::GpuExecutor::new(tile_engine::gpu::GpuOptions {
+        no_autotune: true,
+        ..Default::default()
+    }) {
+        // Software GL compiles each kernel variant for seconds, in each of
+        // six daemons; lavapipe (Vulkan) or a real GPU does not.
+        Ok(g) if g.adapter_info().contains("Gl") && g.adapter_info().contains("llvmpipe") => {
+            println!(
+                "wgpu found only llvmpipe through GL, which compiles shaders slowly; the nodes use the CPU executor (--backend gpu forces the GPU one; installing mesa-vulkan-drivers gives lavapipe)"
+            );
+            Backend::Cpu
+        }
         Ok(_) => Backend::Gpu,
         Err(e) => {
-            println!("no usable GPU adapter ({e:#}); the nodes use the CPU executor");
+            println!("no usable GPU adapter ({e}); the nodes use the CPU executor");
             Backend::Cpu
         }
     }
@@ -157,7 +168,7 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
 
     // A warm-up round (pipelines compile, the profiler sees real spans),
     // then the plans again from the updated estimates, measured side by side.
-    let reps = if args.quick { 1 } else { 2 };
+    let reps = 1;
     let warm = experiment::comparison_plans(&coord, &model)?;
     let bar = ProgressBar::new((warm.len() * (1 + reps)) as u64);
     if let Ok(style) =
@@ -304,7 +315,7 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         p.send(&Msg::Throttle { factor: 3.0 }).await?;
     }
     let mut adapt_runs = Vec::new();
-    let steps = if args.quick { 3 } else { 5 };
+    let steps = if args.quick { 3 } else { 4 };
     println!(
         "  plan before: {}",
         experiment::shares_text(&coord, &adaptive.plan)
