@@ -260,6 +260,39 @@ fn tiles_on_two_edges_equal_the_cpu_reference_and_metrics_count_them() {
     });
 }
 
+#[test]
+fn an_idle_edge_node_steals_queued_tiles() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (local, coord) = start("steal").await;
+        let model = load(&coord).await;
+        let mut plan = two_edge_plan(&local, &model);
+        // Every tile queued on the coordinator's node; the other edge node
+        // has none and must take some from the back of that queue.
+        let owner = local.coordinator_node;
+        let grid = tile_engine::tiling::Grid::uniform(2, 3);
+        plan.blocks[0].tiles = Some((grid, vec![owner; 6]));
+        let r = coord.run(1, &model, image(), &plan).await.expect("run");
+        assert_eq!(bits(&r.outputs), bits(&reference(&model)));
+        let thief = local
+            .tier(Tier::Edge)
+            .into_iter()
+            .find(|&e| e != owner)
+            .expect("second edge");
+        let stolen: Vec<_> = r.records.iter().filter(|x| x.stolen && x.ok).collect();
+        assert!(!stolen.is_empty(), "no tile was stolen");
+        assert!(stolen.iter().all(|x| x.node == thief));
+        assert_eq!(
+            r.records
+                .iter()
+                .filter(|x| x.tile.is_some() && x.ok)
+                .count(),
+            6
+        );
+        coord.shutdown().await;
+    });
+}
+
 fn http_get(url: &str) -> String {
     use std::io::{Read, Write};
     let hostport = url
