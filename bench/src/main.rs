@@ -9,6 +9,7 @@ mod kernels;
 mod planner;
 mod tiles;
 mod transport;
+mod util;
 
 const USAGE: &str =
     "usage: cargo run -p bench --release -- <kernels|tiles|transport|planner|cluster> [args]";
