@@ -313,6 +313,8 @@ struct Report {
     driver: String,
     driver_info: String,
     mesa_shader_cache_disable: Option<String>,
+    /// `/proc/loadavg` before and after the run: lavapipe shares the CPU, so load skews it.
+    loadavg: (String, String),
     reps: usize,
     quick: bool,
     layers: Vec<Row>,
@@ -409,6 +411,13 @@ fn cold_start_without_shader_cache(a: &Args) -> anyhow::Result<Vec<ColdStart>> {
     let child: Child =
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
     Ok(child.cold_start)
+}
+
+/// The 1, 5 and 15 minute load averages ("?" where `/proc/loadavg` is missing).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -646,6 +655,7 @@ fn cold_start(
 /// Runs the kernels benchmark.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let a = parse(args)?;
+    let load_before = loadavg();
     let reps = a.reps.unwrap_or(if a.quick { 3 } else { 5 });
     let command = std::iter::once("cargo run -p bench --release -- kernels".to_string())
         .chain(args.iter().cloned())
@@ -666,6 +676,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     .context("opening the GPU executor")?;
     let info = gpu.context().info.clone();
     println!("adapter: {}", gpu.adapter_info());
+    println!("load average before: {load_before}");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut rows = Vec::new();
     if !a.cold_only {
@@ -694,6 +705,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         cold.extend(cold_start_without_shader_cache(&a)?);
     }
     print_cold(&cold);
+    let load_after = loadavg();
+    println!("load average after: {load_after}");
 
     let report = Report {
         command,
@@ -706,6 +719,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         driver: info.driver.clone(),
         driver_info: info.driver_info.clone(),
         mesa_shader_cache_disable: std::env::var("MESA_SHADER_CACHE_DISABLE").ok(),
+        loadavg: (load_before, load_after),
         reps,
         quick: a.quick,
         layers: rows,
