@@ -1,4 +1,4 @@
-//! `cargo run -p bench --release -- kernels [--quick] [--out DIR] [--reps N] [--adapter NAME] [--backend B]`
+//! `cargo run -p bench --release -- kernels [--quick] [--out DIR] [--reps N] [--only TEXT] [--adapter NAME] [--backend B]`
 //!
 //! GFLOP/s of the GPU kernels on real layer shapes (VGG-16, ResNet-50,
 //! MobileNetV2: 3×3, 1×1 and depthwise convs, a max-pool, a dense layer),
@@ -16,6 +16,8 @@
 //! whole `cpu::run` calls of the same one-layer graph (after one warm-up run,
 //! which is also the oracle the GPU outputs are checked against). Every
 //! figure is the median of `--reps` samples (default 5, 3 with `--quick`).
+//! `--only TEXT` runs just the layers whose "model layer" contains TEXT
+//! (and no cold start); `--cold-only` just the cold start.
 //! Writes `DIR/kernels.json` and `DIR/kernels.svg` (default `out/bench-kernels`).
 
 use std::path::{Path, PathBuf};
@@ -324,6 +326,7 @@ struct Report {
 struct Args {
     quick: bool,
     cold_only: bool,
+    only: Option<String>,
     out: PathBuf,
     reps: Option<usize>,
     options: GpuOptions,
@@ -333,6 +336,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
     let mut a = Args {
         quick: false,
         cold_only: false,
+        only: None,
         out: PathBuf::from("out/bench-kernels"),
         reps: None,
         options: GpuOptions::default(),
@@ -347,6 +351,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
         match arg.as_str() {
             "--quick" => a.quick = true,
             "--cold-only" => a.cold_only = true,
+            "--only" => a.only = Some(value("--only")?),
             "--out" => a.out = PathBuf::from(value("--out")?),
             "--reps" => {
                 let n: usize = value("--reps")?.parse().context("--reps")?;
@@ -356,7 +361,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
             "--adapter" => a.options.adapter = Some(value("--adapter")?),
             "--backend" => a.options.backend = Some(value("--backend")?),
             other => anyhow::bail!(
-                "unknown argument '{other}' (use --quick, --out DIR, --reps N, --adapter NAME, --backend B, --cold-only)"
+                "unknown argument '{other}' (use --quick, --out DIR, --reps N, --only TEXT, --adapter NAME, --backend B, --cold-only)"
             ),
         }
     }
@@ -682,7 +687,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if !a.cold_only {
         println!("{reps} samples per figure, medians; GFLOP/s = layer FLOPs / median time\n");
         print_header();
-        for spec in specs().iter().filter(|s| s.quick || !a.quick) {
+        let picked = |s: &Spec| match &a.only {
+            Some(t) => format!("{} {}", s.model, s.layer).contains(t.as_str()),
+            None => s.quick || !a.quick,
+        };
+        for spec in specs().iter().filter(|s| picked(s)) {
             let row = bench_layer(&gpu, spec, &mut rng, reps)?;
             print_row(&row);
             rows.push(row);
@@ -692,7 +701,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     drop(gpu);
 
     let mut cold = Vec::new();
-    for (name, g) in cold_models(a.quick)? {
+    // `--only` looks at chosen layers: no cold start.
+    let models = if a.only.is_some() {
+        Vec::new()
+    } else {
+        cold_models(a.quick)?
+    };
+    for (name, g) in models {
         let c = cold_start(&a.options, &a.out, name, &g, &mut rng, reps)?;
         anyhow::ensure!(
             c.warm_output_identical,
@@ -701,7 +716,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         );
         cold.push(c);
     }
-    if !a.cold_only && shader_cache_state() == "on" {
+    if !a.cold_only && a.only.is_none() && shader_cache_state() == "on" {
         cold.extend(cold_start_without_shader_cache(&a)?);
     }
     print_cold(&cold);
@@ -744,6 +759,9 @@ fn print_candidates(rows: &[Row]) {
 }
 
 fn print_cold(cold: &[ColdStart]) {
+    if cold.is_empty() {
+        return;
+    }
     println!(
         "\ncold start, wall-clock ms: first run of a fresh executor with an empty autotune cache, \
          of a second executor with the cache warm, and the steady state"
