@@ -15,7 +15,8 @@
 //! 0.15 s), wall-clock around submit + wait, divided by n. CPU figures are
 //! whole `cpu::run` calls of the same one-layer graph (after one warm-up run,
 //! which is also the oracle the GPU outputs are checked against). Every
-//! figure is the median of `--reps` samples (default 5, 3 with `--quick`).
+//! figure is the median of `--reps` samples (default 5, 3 with `--quick`),
+//! taken round robin over the CPU and every kernel candidate of the layer.
 //! `--only TEXT` runs just the layers whose "model layer" contains TEXT
 //! (and no cold start); `--cold-only` just the cold start.
 //! Writes `DIR/kernels.json` and `DIR/kernels.svg` (default `out/bench-kernels`).
@@ -448,20 +449,15 @@ fn rel_err(got: &[Tensor], want: &[Tensor]) -> f64 {
     diff / scale
 }
 
-/// Median GPU time (ms) of node 0 of `g` with `conv` forced (`None`: the tuned choice).
-fn gpu_median(
+/// Dispatches per GPU sample of node 0 of `g` (with `conv` forced), so one
+/// sample takes about [`SAMPLE_S`].
+fn dispatches_per_sample(
     gpu: &GpuExecutor,
     g: &Graph,
     conv: Option<ConvChoice>,
-    reps: usize,
-) -> anyhow::Result<(f64, u32)> {
+) -> anyhow::Result<u32> {
     let probe = gpu.time_node(g, 0, conv, 1)?.as_secs_f64();
-    let n = (SAMPLE_S / probe.max(1e-6)).clamp(1.0, 64.0) as u32;
-    let mut v = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        v.push(ms(gpu.time_node(g, 0, conv, n)?));
-    }
-    Ok((median(v), n))
+    Ok((SAMPLE_S / probe.max(1e-6)).clamp(1.0, 64.0) as u32)
 }
 
 /// Median wall-clock time (ms) of `f` over `reps` calls.
@@ -482,36 +478,65 @@ fn bench_layer(gpu: &GpuExecutor, spec: &Spec, rng: &mut Rng, reps: usize) -> an
     let input = [rng.tensor(g.shape(g.inputs[0]).to_vec(), 1.0)?];
     // The warm-up CPU run is also the oracle for the GPU kernels.
     let want = cpu::run(&g, &input)?;
-    let cpu_ms = time_median(reps, || Ok(cpu::run(&g, &input)?))?;
 
     let t = Instant::now();
     let choice = gpu.conv_choice(&g, node)?;
     let tune_ms = ms(t.elapsed());
     let kernel = choice.map_or_else(|| node.op.name().to_string(), label);
     let mut err = rel_err(&gpu.run(&g, &input)?, &want);
-    // Every candidate the autotuner considers, timed the same way here: the
-    // tuned and naive figures are two of these, and the rest show whether
-    // the (quick, two-dispatch) tuning picked the fastest.
-    let mut candidates = Vec::new();
-    if let Op::Conv(c) = &node.op {
-        for cand in ConvChoice::candidates(c) {
-            err = err.max(rel_err(&gpu.run_with(&g, &input, Some(cand))?, &want));
-            let (t, n) = gpu_median(gpu, &g, Some(cand), reps)?;
-            candidates.push(Candidate {
-                kernel: label(cand),
-                ms: t,
-                gflops: gflops(flops, t),
-                dispatches_per_sample: n,
-                chosen: Some(cand) == choice,
-            });
+    // Every candidate the autotuner considers is timed: the tuned and naive
+    // figures are two of these, and the rest show whether the (quick,
+    // two-dispatch) tuning picked the fastest. `None` is the executor's own
+    // choice, for layers that are not convs.
+    let variants: Vec<Option<ConvChoice>> = match &node.op {
+        Op::Conv(c) => ConvChoice::candidates(c).into_iter().map(Some).collect(),
+        _ => vec![None],
+    };
+    let mut dispatches = Vec::with_capacity(variants.len());
+    for &v in &variants {
+        if v.is_some() {
+            err = err.max(rel_err(&gpu.run_with(&g, &input, v)?, &want));
+        }
+        dispatches.push(dispatches_per_sample(gpu, &g, v)?);
+    }
+    // Round robin over the CPU and every GPU variant, so load from other
+    // processes on this shared machine falls on all of them alike.
+    let mut cpu_samples = Vec::with_capacity(reps);
+    let mut samples = vec![Vec::with_capacity(reps); variants.len()];
+    for _ in 0..reps {
+        let t = Instant::now();
+        cpu::run(&g, &input)?;
+        cpu_samples.push(ms(t.elapsed()));
+        for ((&v, &n), out) in variants.iter().zip(&dispatches).zip(&mut samples) {
+            out.push(ms(gpu.time_node(&g, 0, v, n)?));
         }
     }
-    let find = |k: &str| candidates.iter().find(|c| c.kernel == k).map(|c| c.ms);
-    let tuned_ms = match find(&kernel) {
-        Some(t) => t,
-        None => gpu_median(gpu, &g, None, reps)?.0,
-    };
-    let naive_ms = choice.and_then(|_| find(&label(NAIVE)));
+    let cpu_ms = median(cpu_samples);
+    let times: Vec<f64> = samples.into_iter().map(median).collect();
+    let mut candidates = Vec::new();
+    let (mut tuned_ms, mut naive_ms) = (times[0], None);
+    for ((&v, &n), &t) in variants.iter().zip(&dispatches).zip(&times) {
+        let Some(cand) = v else { continue };
+        if Some(cand) == choice {
+            tuned_ms = t;
+        }
+        if cand == NAIVE {
+            naive_ms = Some(t);
+        }
+        candidates.push(Candidate {
+            kernel: label(cand),
+            ms: t,
+            gflops: gflops(flops, t),
+            dispatches_per_sample: n,
+            chosen: Some(cand) == choice,
+        });
+    }
+    anyhow::ensure!(
+        choice.is_none() || candidates.iter().any(|c| c.chosen),
+        "{} {}: the tuned kernel {kernel} is not among the candidates",
+        spec.model,
+        spec.layer
+    );
     anyhow::ensure!(
         err < 1e-4,
         "{} {}: GPU output differs from the CPU reference (relative error {err:.2e})",
