@@ -884,7 +884,7 @@ fn bars(
             .set("font-weight", "bold"),
     );
     for (i, name) in series.iter().enumerate() {
-        let x = left + i as f64 * 170.0;
+        let x = left + i as f64 * 200.0;
         doc = doc
             .add(
                 Rectangle::new()
