@@ -15,9 +15,9 @@
 //!
 //! Every case is run twice, as imported and after `passes::optimize`, and
 //! compared element by element (`|got - want| <= 1e-5 + 1e-4 * |want|`).
-//! [`run_suite`] takes any [`Executor`], so the GPU executor can run the same
-//! suite. The vendored cases are exactly those in [`CASES`] (a test keeps the
-//! list equal to the folders on disk).
+//! [`run_suite`] takes any [`Executor`]: the suite runs on the CPU reference
+//! executor and on the GPU executor. The vendored cases are exactly those in
+//! [`CASES`] (a test keeps the list equal to the folders on disk).
 //!
 //! The reference model `tests/data/models/resnet_tiny.onnx` (conv-bn-relu, a
 //! residual block, max pool, global average pool, flatten, linear) was
@@ -407,30 +407,59 @@ pub fn run_suite(executor: &dyn Executor) -> Vec<Failure> {
 /// insists they still fail, so a fix has to remove them from this list.
 const CPU_KNOWN_FAILURES: &[(&str, &str)] = &[];
 
-#[test]
-fn onnx_backend_cases_match_on_cpu() {
-    let failures = run_suite(&tile_engine::cpu::CpuExecutor);
+/// Cases the GPU executor is known to get wrong, as [`CPU_KNOWN_FAILURES`].
+const GPU_KNOWN_FAILURES: &[(&str, &str)] = &[(
+    "node/test_averagepool_2d_dilations",
+    "shaders/pool.wgsl avg_pool ignores dilations (max_pool applies them): \
+     it averages the undilated window",
+)];
+
+/// Runs the suite on `executor` and fails on any case outside `known`, or
+/// any case in `known` that now passes.
+fn assert_suite(executor: &dyn Executor, known: &[(&str, &str)]) {
+    let failures = run_suite(executor);
     let is_known = |case: &str| {
         let base = case.trim_end_matches(" (optimized)");
-        CPU_KNOWN_FAILURES.iter().any(|(known, _)| *known == base)
+        known.iter().any(|(k, _)| *k == base)
     };
     let report: Vec<String> = failures
         .iter()
         .filter(|f| !is_known(&f.case))
         .map(ToString::to_string)
         .collect();
-    let fixed: Vec<&str> = CPU_KNOWN_FAILURES
+    let fixed: Vec<&str> = known
         .iter()
-        .map(|(known, _)| *known)
-        .filter(|known| !failures.iter().any(|f| f.case == *known))
+        .map(|(k, _)| *k)
+        .filter(|k| !failures.iter().any(|f| f.case == *k))
         .collect();
     assert!(
         report.is_empty() && fixed.is_empty(),
-        "{} of {} runs failed:\n{}\nknown failures that now pass (remove them from the list): {fixed:?}",
+        "{}: {} of {} runs failed:\n{}\nknown failures that now pass (remove them from the list): {fixed:?}",
+        executor.name(),
         report.len(),
         2 * CASES.len(),
         report.join("\n")
     );
+}
+
+#[test]
+fn onnx_backend_cases_match_on_cpu() {
+    assert_suite(&tile_engine::cpu::CpuExecutor, CPU_KNOWN_FAILURES);
+}
+
+/// The same suite on the wgpu executor (lavapipe in CI: `WGPU_BACKEND=vulkan`);
+/// without an adapter it fails with the adapter error, it never skips.
+/// Autotuning is off so the run neither reads nor writes the user's cache.
+#[test]
+fn onnx_backend_cases_match_on_gpu() {
+    let gpu = tile_engine::gpu::GpuExecutor::new(tile_engine::gpu::GpuOptions {
+        no_autotune: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| {
+        panic!("the GPU suite needs an adapter (e.g. lavapipe with WGPU_BACKEND=vulkan): {e}")
+    });
+    assert_suite(&gpu, GPU_KNOWN_FAILURES);
 }
 
 #[test]

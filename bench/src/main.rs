@@ -1,8 +1,9 @@
 //! Microbenchmarks: kernels, tile sizes, transport, planner and whole clusters.
 //!
 //! Each subcommand prints a table, and writes JSON and an SVG plot under
-//! `out/bench/`. Figures are ratios measured side by side in one run, since
-//! shared machines are noisy.
+//! `out/bench/` (`kernels`: `out/bench-kernels/`, or `--out DIR`). Figures
+//! are ratios measured side by side in one run, since shared machines are
+//! noisy.
 
 mod cluster;
 mod kernels;
@@ -10,6 +11,7 @@ mod onnx_models;
 mod planner;
 mod tiles;
 mod transport;
+mod util;
 
 const USAGE: &str =
     "usage: cargo run -p bench --release -- <kernels|tiles|transport|planner|cluster> [args]";

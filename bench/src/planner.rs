@@ -13,6 +13,8 @@ use planner::{Estimates, ModelDag};
 use tile_engine::Tensor;
 use tile_engine::ir::{Activation, BinaryKind, Conv, Graph, Op, Pool, PoolKind};
 
+use crate::util::median;
+
 fn conv(
     g: &mut Graph,
     name: &str,
@@ -153,11 +155,6 @@ pub fn cluster(edges: usize) -> Cluster {
     }
     nodes.push(node("cloud".into(), Tier::Cloud, 400.0));
     Cluster { nodes, links }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Runs the planner benchmark.

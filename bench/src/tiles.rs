@@ -16,38 +16,20 @@ use serde_json::json;
 use svg::Document;
 use svg::node::element::path::Data;
 use svg::node::element::{Circle, Line, Path, Rectangle, Text};
+use tile_engine::Executor;
 use tile_engine::cpu::CpuExecutor;
 use tile_engine::ir::{Activation, Conv, Graph, Op, Pool, PoolKind};
 use tile_engine::tiling::{
     Block, FusionOptions, Grid, Segment, TiledOptions, choose_blocks, peak_live_bytes,
     report_block, run_segments,
 };
-use tile_engine::{Executor, Tensor};
+
+use crate::util::{COLORS, Rng};
 
 /// VGG-16's feature extractor: channel counts, `0` for a 2×2 max-pool.
 const VGG16: [usize; 18] = [
     64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
 ];
-
-/// A deterministic pseudo-random source (xorshift), enough for weights.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn tensor(&mut self, shape: Vec<usize>, scale: f32) -> anyhow::Result<Tensor> {
-        let n = shape.iter().product();
-        Ok(Tensor::new(
-            shape,
-            (0..n).map(|_| self.next() * scale).collect(),
-        )?)
-    }
-}
 
 /// The VGG-16 conv stack on a 3×size×size input, stopping after `convs` conv layers
 /// (pools included up to that point).
@@ -361,10 +343,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     println!("\nwrote out/bench/tiles.json and out/bench/tiles.svg");
     Ok(())
 }
-
-const COLORS: [&str; 6] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
-];
 
 /// One panel: axes, grid lines, a title, series of (x, y) points.
 #[allow(clippy::too_many_arguments)]

@@ -164,6 +164,10 @@ fn act_params(a: &Activation) -> (u32, f32, f32, Option<Arc<Vec<f32>>>) {
         Activation::Identity => (0, 0.0, 0.0, None),
         Activation::Relu => (1, 0.0, 0.0, None),
         Activation::LeakyRelu { alpha } => (2, *alpha, 0.0, None),
+        // One shared slope is a leaky ReLU (same arithmetic). The shader's
+        // `arrayLength == 1` broadcast cannot see it: weight buffers are at
+        // least 16 bytes, so a 1-slope buffer reports 4 elements.
+        Activation::PRelu { slope } if slope.len() == 1 => (2, slope[0], 0.0, None),
         Activation::PRelu { slope } => (3, 0.0, 0.0, Some(slope.clone())),
         Activation::Sigmoid => (4, 0.0, 0.0, None),
         Activation::Tanh => (5, 0.0, 0.0, None),
