@@ -326,10 +326,10 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         let decision = adaptive.update(&coord, &model)?;
         let changed = !decision.starts_with("plan kept");
         println!(
-            "  request {:>2}: replayed {:>7.1} ms  estimated GFLOP/s {}  → {}{}",
+            "  request {:>2}: replayed {:>7.1} ms  est. whole-model time {}  → {}{}",
             step + 1,
             r.replay.makespan_s * 1e3,
-            edge_rates(&coord),
+            edge_rates(&coord, &model),
             decision,
             if changed {
                 format!(
@@ -394,21 +394,26 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     Ok(())
 }
 
-/// The profiler's conv3x3 estimate per edge node, as `name rate` pairs.
-fn edge_rates(coord: &Coordinator) -> String {
+/// The profiler's estimate of a whole-model pass on each edge node (its
+/// per-op overhead and FLOP rates together), as `name seconds` pairs.
+fn edge_rates(coord: &Coordinator, model: &tessera::cluster::coordinator::LoadedModel) -> String {
     let Ok(est) = coord.profiler.lock().map(|p| p.estimates()) else {
         return String::new();
     };
+    let g = &model.graph;
     coord
         .cluster
         .tier_nodes(Tier::Edge)
         .into_iter()
         .map(|e| {
-            format!(
-                "{} {:.2}",
-                coord.cluster.nodes[e].name,
-                est.flops_per_s(e, tile_engine::ir::OpClass::Conv3x3) / 1e9
-            )
+            let t: f64 = (0..g.nodes.len())
+                .map(|n| {
+                    let c = g.node_cost(n);
+                    est.compute_time(e, c.class, c.flops as f64)
+                })
+                .sum::<f64>()
+                + est.overhead(e, g.nodes.len());
+            format!("{} {:.1} s", coord.cluster.nodes[e].name, t)
         })
         .collect::<Vec<_>>()
         .join(", ")
