@@ -123,9 +123,10 @@ pub struct Estimates {
     pub throughput: Vec<[Estimate; CLASSES]>,
     /// `links[from][to]`, `None` where the cluster has no link.
     pub links: Vec<Vec<Option<LinkEstimate>>>,
-    /// Fixed cost per op of a job on each node, seconds (dispatch, buffer
-    /// set-up): what makes a small tile slower per FLOP than a large one.
-    pub op_overhead_s: Vec<f64>,
+    /// Fixed cost of a job on each node, seconds: `[per job, per op]`
+    /// (submission and read-back; dispatch and buffer set-up per op). What
+    /// makes a small tile slower per FLOP than a large one.
+    pub op_overhead_s: Vec<[f64; 2]>,
 }
 
 impl Estimates {
@@ -141,7 +142,8 @@ impl Estimates {
 
     /// Fixed seconds a job of `ops` ops costs on `node` besides its FLOPs.
     pub fn overhead(&self, node: NodeIdx, ops: usize) -> f64 {
-        self.op_overhead_s.get(node).copied().unwrap_or(0.0) * ops as f64
+        let [job, op] = self.op_overhead_s.get(node).copied().unwrap_or([0.0; 2]);
+        job + op * ops as f64
     }
 
     /// Seconds to do `flops` of `class` on `node`.
@@ -189,13 +191,8 @@ pub struct Profiler {
     cfg: EstimatorConfig,
     nodes: Vec<[Estimator; CLASSES]>,
     links: Vec<Vec<Option<LinkState>>>,
-    /// Recent jobs per node: (ops, FLOPs at the node's conv3x3-equivalent rate, seconds).
-    jobs: Vec<std::collections::VecDeque<(f64, f64, f64)>>,
-    op_overhead: Vec<f64>,
+    op_overhead: Vec<[f64; 2]>,
 }
-
-/// Jobs per node the overhead fit looks back on.
-const JOB_WINDOW: usize = 24;
 
 impl Profiler {
     /// Cold start from the cluster file's priors (node GFLOP/s, link figures).
@@ -232,8 +229,7 @@ impl Profiler {
             cfg: EstimatorConfig::default(),
             nodes,
             links,
-            jobs: vec![std::collections::VecDeque::new(); n],
-            op_overhead: vec![0.0; n],
+            op_overhead: vec![[0.0; 2]; n],
         }
     }
 
@@ -326,12 +322,26 @@ impl Profiler {
         }
     }
 
+    /// Sets a node's fixed job cost `[per job, per op]` in seconds, as its
+    /// calibration measured it (a one-op and a many-op job of negligible FLOPs).
+    pub fn set_overhead(&mut self, node: NodeIdx, overhead: [f64; 2]) -> Result<()> {
+        let slot = self
+            .op_overhead
+            .get_mut(node)
+            .ok_or_else(|| Error::Measurement(format!("overhead: unknown node {node}")))?;
+        if overhead.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return Err(Error::Measurement(format!(
+                "overhead {overhead:?} must be ≥ 0"
+            )));
+        }
+        *slot = overhead;
+        Ok(())
+    }
+
     /// Folds in one finished job of `ops` ops and `flops` FLOPs (mostly of
-    /// `class`) that took `seconds` on `node`. The node's time is modelled
-    /// as `ops · overhead + flops / rate`: a least-squares fit over its
-    /// recent jobs gives the per-op overhead (once jobs of different sizes
-    /// have been seen), and the FLOP rate is observed with the overhead
-    /// taken off, so small tiles do not read as a slow node.
+    /// `class`) that took `seconds` on `node`: the node's fixed job cost
+    /// (see [`Profiler::set_overhead`]) is taken off before the FLOP rate is
+    /// observed, so small tiles do not read as a slow node.
     pub fn observe_job(
         &mut self,
         node: NodeIdx,
@@ -341,19 +351,11 @@ impl Profiler {
         seconds: f64,
     ) -> Result<()> {
         positive("job duration", seconds)?;
-        let window = self
-            .jobs
-            .get_mut(node)
+        let [job, op] = *self
+            .op_overhead
+            .get(node)
             .ok_or_else(|| Error::Measurement(format!("job: unknown node {node}")))?;
-        window.push_back((ops as f64, flops as f64, seconds));
-        if window.len() > JOB_WINDOW {
-            window.pop_front();
-        }
-        if let Some(c) = fit_overhead(window) {
-            self.op_overhead[node] = c;
-        }
-        let fixed = self.op_overhead[node] * ops as f64;
-        let compute = (seconds - fixed).max(seconds * 0.2);
+        let compute = (seconds - job - op * ops as f64).max(seconds * 0.2);
         if flops > 0 {
             self.observe(&Span {
                 node,
@@ -373,29 +375,6 @@ impl Profiler {
     }
 }
 
-/// Least-squares `t = c·ops + k·flops` (no intercept) over a node's recent
-/// jobs; `None` until the jobs differ enough in shape to tell `c` from `k`.
-fn fit_overhead(jobs: &std::collections::VecDeque<(f64, f64, f64)>) -> Option<f64> {
-    let (mut s11, mut s12, mut s22, mut s1t, mut s2t) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for &(n, f, t) in jobs {
-        // Scale FLOPs to GFLOP so the normal equations are well conditioned.
-        let f = f * 1e-9;
-        s11 += n * n;
-        s12 += n * f;
-        s22 += f * f;
-        s1t += n * t;
-        s2t += f * t;
-    }
-    let det = s11 * s22 - s12 * s12;
-    // Collinear samples (every job the same shape) cannot separate the terms.
-    if jobs.len() < 3 || det <= 1e-6 * s11 * s22 {
-        return None;
-    }
-    let c = (s1t * s22 - s2t * s12) / det;
-    let k = (s11 * s2t - s12 * s1t) / det;
-    (c.is_finite() && k > 0.0).then_some(c.max(0.0))
-}
-
 fn positive(what: &str, v: f64) -> Result<()> {
     if v.is_finite() && v > 0.0 {
         Ok(())
@@ -403,5 +382,41 @@ fn positive(what: &str, v: f64) -> Result<()> {
         Err(Error::Measurement(format!(
             "{what} must be positive, got {v}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_jobs_do_not_read_as_a_slow_node() {
+        let cluster: crate::Cluster = toml::from_str(
+            "[[nodes]]\nname = \"d\"\ntier = \"device\"\naddress = \"x\"\ngflops = 1.0\n\
+             [[nodes]]\nname = \"e\"\ntier = \"edge\"\naddress = \"x\"\ngflops = 1.0\n\
+             [[nodes]]\nname = \"c\"\ntier = \"cloud\"\naddress = \"x\"\ngflops = 1.0\n\
+             [[links]]\nfrom = \"d\"\nto = \"e\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n\
+             [[links]]\nfrom = \"e\"\nto = \"c\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n",
+        )
+        .expect("cluster");
+        let mut p = Profiler::new(&cluster);
+        // True node: 20 ms per job + 2 GFLOP/s; jobs from tiny to large.
+        p.set_overhead(1, [0.01, 0.001]).expect("overhead");
+        assert!(p.set_overhead(1, [-1.0, 0.0]).is_err());
+        for _ in 0..3 {
+            for &f in &[1e7, 5e8, 2e9, 4e7, 1e9] {
+                let t = 0.02 + f / 2e9;
+                p.observe_job(1, OpClass::Conv3x3, 10, f as u64, t)
+                    .expect("observe");
+            }
+        }
+        let est = p.estimates();
+        let rate = est.flops_per_s(1, OpClass::Conv3x3);
+        assert!((rate / 2e9 - 1.0).abs() < 0.05, "rate {rate}");
+        let predicted = est.overhead(1, 10) + est.compute_time(1, OpClass::Conv3x3, 1e7);
+        assert!(
+            (predicted / (0.02 + 1e7 / 2e9) - 1.0).abs() < 0.1,
+            "{predicted}"
+        );
     }
 }

@@ -18,6 +18,11 @@ pub const CLASSES: [(&str, OpClass); 6] = [
     ("elementwise", OpClass::Elementwise),
 ];
 
+/// Calibration key of the fixed cost per job, seconds.
+pub const JOB_OVERHEAD: &str = "job_overhead_s";
+/// Calibration key of the fixed cost per op of a job, seconds.
+pub const OP_OVERHEAD: &str = "op_overhead_s";
+
 /// The wire name of an op class.
 pub fn class_name(class: OpClass) -> &'static str {
     CLASSES
@@ -59,6 +64,53 @@ fn conv_graph(c: usize, hw: usize, k: usize, group: usize) -> Option<Graph> {
     Some(g)
 }
 
+/// A chain of `n` tiny 1×1 convs: its time is the executor's fixed cost.
+fn chain_graph(n: usize) -> Option<Graph> {
+    let mut g = Graph::default();
+    let mut x = g.add_value("x", vec![1, 4, 4, 4]);
+    g.inputs.push(x);
+    for i in 0..n {
+        let op = Op::Conv(Conv {
+            weight: Arc::new(weights(vec![4, 4, 1, 1])),
+            bias: None,
+            strides: [1, 1],
+            pads: [0; 4],
+            dilations: [1, 1],
+            group: 1,
+            activation: Activation::Relu,
+        });
+        x = g
+            .add_node(format!("c{i}"), op, vec![x], format!("y{i}"))
+            .ok()?;
+    }
+    g.outputs.push(x);
+    Some(g)
+}
+
+/// Median seconds of `reps` timed runs after one warm-up.
+fn time(exec: &dyn Executor, graph: &Graph, reps: usize) -> Option<f64> {
+    let input = weights(graph.shape(graph.inputs[0]).to_vec());
+    let mut times = Vec::new();
+    for rep in 0..=reps {
+        let t = Instant::now();
+        exec.run(graph, std::slice::from_ref(&input)).ok()?;
+        if rep > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    times.get(times.len() / 2).copied()
+}
+
+/// The fixed cost of a job, `[per job, per op]` seconds: a 1-op and a
+/// 9-op job of negligible FLOPs.
+fn overhead(exec: &dyn Executor) -> Option<[f64; 2]> {
+    let one = time(exec, &chain_graph(1)?, 5)?;
+    let nine = time(exec, &chain_graph(9)?, 5)?;
+    let per_op = ((nine - one) / 8.0).max(0.0);
+    Some([(one - per_op).max(0.0), per_op])
+}
+
 /// Times each calibration layer (one warm-up, median of three) and returns
 /// FLOP/s per class name. Classes it does not run are left to the planner,
 /// which scales their priors by what it measured here.
@@ -69,26 +121,21 @@ pub fn calibrate(exec: &dyn Executor) -> Vec<(String, f64)> {
         ("depthwise", conv_graph(64, 32, 3, 64)),
     ];
     let mut rates = Vec::new();
+    let fixed = overhead(exec);
     for (name, graph) in cases {
         let Some(graph) = graph else { continue };
         let flops: u64 = (0..graph.nodes.len())
             .map(|n| graph.node_cost(n).flops)
             .sum();
-        let input = weights(graph.shape(graph.inputs[0]).to_vec());
-        let mut times = Vec::new();
-        for rep in 0..4 {
-            let t = Instant::now();
-            if exec.run(&graph, std::slice::from_ref(&input)).is_err() {
-                break;
-            }
-            if rep > 0 {
-                times.push(t.elapsed().as_secs_f64());
-            }
+        if let Some(t) = time(exec, &graph, 3) {
+            let [job, op] = fixed.unwrap_or([0.0; 2]);
+            let compute = (t - job - op).max(t * 0.2);
+            rates.push((name.to_string(), flops as f64 / compute.max(1e-9)));
         }
-        times.sort_by(f64::total_cmp);
-        if let Some(&median) = times.get(times.len() / 2) {
-            rates.push((name.to_string(), flops as f64 / median.max(1e-9)));
-        }
+    }
+    if let Some([job, op]) = fixed {
+        rates.push((JOB_OVERHEAD.to_string(), job));
+        rates.push((OP_OVERHEAD.to_string(), op));
     }
     rates
 }

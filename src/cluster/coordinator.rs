@@ -409,12 +409,17 @@ impl Coordinator {
             })
             .filter(|r| r.flops_per_s.is_finite() && r.flops_per_s > 0.0)
             .collect();
-        lock(&self.profiler)
-            .calibrate(&planner::Calibration {
-                compute,
-                links: Vec::new(),
-            })
-            .map_err(|e| ClusterError::Protocol(e.to_string()))
+        let get = |k: &str| rates.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        let mut p = lock(&self.profiler);
+        if let (Some(job), Some(op)) = (get(calibrate::JOB_OVERHEAD), get(calibrate::OP_OVERHEAD)) {
+            p.set_overhead(node, [job, op])
+                .map_err(|e| ClusterError::Protocol(e.to_string()))?;
+        }
+        p.calibrate(&planner::Calibration {
+            compute,
+            links: Vec::new(),
+        })
+        .map_err(|e| ClusterError::Protocol(e.to_string()))
     }
 
     /// Where node `i` is reached from now on (a restarted daemon's new address).
