@@ -1016,23 +1016,10 @@ impl Coordinator {
                         continue;
                     };
                     lock(state).running += 1;
-                    let (rect, plan, inputs) = &jobs[t];
-                    let mut rec = self.record(request, stage, stage_idx, node, class);
-                    rec.tile = Some(t);
-                    rec.flops = plan.flops;
-                    rec.ops = block.ops.len();
-                    rec.stolen = stolen;
-                    let r = self
-                        .remote(
-                            &peer,
-                            model,
-                            &block.ops,
-                            Some(*rect),
-                            inputs,
-                            Some(&plan.output_shapes),
-                            class,
-                            plan.flops,
-                            &mut rec,
+                    let (rec, r) = self
+                        .run_tile(
+                            &peer, request, model, stage, stage_idx, block, class, t, &jobs[t],
+                            stolen,
                         )
                         .await;
                     let mut s = lock(state);
@@ -1063,28 +1050,16 @@ impl Coordinator {
         let mut s = state.into_inner().unwrap_or_else(|p| p.into_inner());
         records.append(&mut s.records);
         // Every edge worker died with tiles left: run them anywhere alive.
-        for (t, (rect, plan, inputs)) in jobs.iter().enumerate() {
+        for (t, job) in jobs.iter().enumerate() {
             if s.done[t].is_some() {
                 continue;
             }
             let mut got = None;
             for n in self.alive() {
                 let Some(peer) = self.peer(n) else { continue };
-                let mut rec = self.record(request, stage, stage_idx, n, class);
-                rec.tile = Some(t);
-                rec.flops = plan.flops;
-                rec.ops = block.ops.len();
-                let r = self
-                    .remote(
-                        &peer,
-                        model,
-                        &block.ops,
-                        Some(*rect),
-                        inputs,
-                        Some(&plan.output_shapes),
-                        class,
-                        plan.flops,
-                        &mut rec,
+                let (rec, r) = self
+                    .run_tile(
+                        &peer, request, model, stage, stage_idx, block, class, t, job, false,
                     )
                     .await;
                 records.push(rec);
@@ -1122,6 +1097,43 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Runs tile `t` of a block on `peer` and records it.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_tile(
+        &self,
+        peer: &Peer,
+        request: u64,
+        model: &LoadedModel,
+        stage: &str,
+        stage_idx: usize,
+        block: &ExecBlock,
+        class: OpClass,
+        t: usize,
+        job: &TileJob,
+        stolen: bool,
+    ) -> (JobRecord, Result<Vec<Tensor>, ClusterError>) {
+        let (rect, plan, inputs) = job;
+        let mut rec = self.record(request, stage, stage_idx, peer.idx, class);
+        rec.tile = Some(t);
+        rec.flops = plan.flops;
+        rec.ops = block.ops.len();
+        rec.stolen = stolen;
+        let r = self
+            .remote(
+                peer,
+                model,
+                &block.ops,
+                Some(*rect),
+                inputs,
+                Some(&plan.output_shapes),
+                class,
+                plan.flops,
+                &mut rec,
+            )
+            .await;
+        (rec, r)
+    }
+
     /// Folds a request's successful jobs into the profiler.
     pub fn observe(&self, records: &[JobRecord]) {
         let mut p = lock(&self.profiler);
@@ -1148,6 +1160,9 @@ impl Coordinator {
         self.endpoint.close();
     }
 }
+
+/// One tile of a block: its output rectangle, its plan, and its inputs.
+type TileJob = (wire::Rect, super::job::JobPlan, Vec<Tensor>);
 
 struct TileState {
     queues: Vec<VecDeque<usize>>,
