@@ -196,7 +196,7 @@ proptest! {
     fn conv_kernels_match_cpu(p in conv_problem()) {
         let (g, inputs) = conv_graph(&p);
         let Op::Conv(c) = &g.nodes[0].op else { unreachable!() };
-        for variant in [ConvVariant::Naive, ConvVariant::Block, ConvVariant::Grouped] {
+        for variant in [ConvVariant::Naive, ConvVariant::Block, ConvVariant::Block8, ConvVariant::Grouped] {
             let choice = ConvChoice { variant, wg: 32 };
             if choice.applies(c) {
                 check(&g, &inputs, Some(choice), &format!("{variant:?} {p:?}"));
@@ -442,7 +442,12 @@ fn a_small_model_matches_cpu() {
 /// reproduces the matching rows of the untiled output bit for bit.
 #[test]
 fn a_tile_copy_of_a_conv_is_bit_identical() {
-    for variant in [ConvVariant::Block, ConvVariant::Naive, ConvVariant::Grouped] {
+    for variant in [
+        ConvVariant::Block,
+        ConvVariant::Block8,
+        ConvVariant::Naive,
+        ConvVariant::Grouped,
+    ] {
         let p = ConvProblem {
             n: 1,
             group: 1,

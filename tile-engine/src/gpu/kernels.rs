@@ -16,6 +16,8 @@ pub enum Shader {
     ConvNaive,
     /// 4 output channels x 4 pixels register-blocked conv.
     ConvBlock,
+    /// 8 output channels x 8 pixels register-blocked conv.
+    ConvBlock8,
     /// Depthwise / grouped conv, 4 pixels per invocation.
     ConvDw,
     /// Transposed conv as a gather.
@@ -44,6 +46,7 @@ impl Shader {
         match self {
             Shader::ConvNaive => include_str!("../../../shaders/conv_naive.wgsl"),
             Shader::ConvBlock => include_str!("../../../shaders/conv_block.wgsl"),
+            Shader::ConvBlock8 => include_str!("../../../shaders/conv_block8.wgsl"),
             Shader::ConvDw => include_str!("../../../shaders/conv_dw.wgsl"),
             Shader::ConvTranspose => include_str!("../../../shaders/conv_transpose.wgsl"),
             Shader::Pool => include_str!("../../../shaders/pool.wgsl"),

@@ -46,6 +46,8 @@ pub enum ConvVariant {
     Naive,
     /// 4 output channels x 4 pixels per invocation.
     Block,
+    /// 8 output channels x 8 pixels per invocation.
+    Block8,
     /// Depthwise / grouped: 4 pixels of one channel per invocation.
     Grouped,
 }
@@ -60,9 +62,12 @@ pub struct ConvChoice {
 }
 
 impl ConvChoice {
-    /// The choice without tuning: register-blocked where it applies.
+    /// The choice without tuning: register-blocked where it applies, the
+    /// larger block first.
     pub fn default_for(conv: &crate::ir::Conv) -> Self {
-        let variant = if block_applies(conv) {
+        let variant = if block8_applies(conv) {
+            ConvVariant::Block8
+        } else if block_applies(conv) {
             ConvVariant::Block
         } else {
             ConvVariant::Grouped
@@ -72,12 +77,22 @@ impl ConvChoice {
 
     /// Whether this kernel can run `conv`.
     pub fn applies(&self, conv: &crate::ir::Conv) -> bool {
-        self.variant != ConvVariant::Block || block_applies(conv)
+        match self.variant {
+            ConvVariant::Block => block_applies(conv),
+            ConvVariant::Block8 => block8_applies(conv),
+            ConvVariant::Naive | ConvVariant::Grouped => true,
+        }
     }
 
     /// The candidates autotuning times for this conv.
     pub fn candidates(conv: &crate::ir::Conv) -> Vec<Self> {
         let mut out = Vec::new();
+        if block8_applies(conv) {
+            out.extend([32, 64].map(|wg| Self {
+                variant: ConvVariant::Block8,
+                wg,
+            }));
+        }
         if block_applies(conv) {
             out.extend([32, 64, 128].map(|wg| Self {
                 variant: ConvVariant::Block,
@@ -102,6 +117,12 @@ impl ConvChoice {
 fn block_applies(conv: &crate::ir::Conv) -> bool {
     let m = conv.weight.shape().first().copied().unwrap_or(0);
     conv.group == 1 || (conv.group > 0 && (m / conv.group).is_multiple_of(4))
+}
+
+/// The 8x8 block kernel needs whole 8-channel blocks inside a group.
+fn block8_applies(conv: &crate::ir::Conv) -> bool {
+    let m = conv.weight.shape().first().copied().unwrap_or(0);
+    conv.group == 1 || (conv.group > 0 && (m / conv.group).is_multiple_of(8))
 }
 
 /// The per-layer key of a kernel choice: node name and op parameters, never
@@ -926,6 +947,32 @@ impl Lowerer<'_> {
                     self.weights
                         .tensor(&self.up, &c.weight, "conv4", pack_conv_block)?,
                     n * m4 * oh * ow4,
+                )
+            }
+            ConvVariant::Block8 => {
+                if !block8_applies(c) {
+                    return Err(Error::Unsupported(format!(
+                        "node {}: block8 conv needs 8-channel groups",
+                        node.name
+                    )));
+                }
+                geometry(&mut consts)?;
+                let m4 = m.div_ceil(4);
+                let wg = usize::try_from(choice.wg.max(1))
+                    .map_err(|_| Error::Limit(format!("WG = {}", choice.wg)))?;
+                let ow8 = ow.div_ceil(8);
+                (
+                    Shader::ConvBlock8,
+                    P(vec![])
+                        .us(&[n, ci, h, w, m, oh, ow, pt, pl, c.group, m4, ow8, oct, ocoff])?
+                        .f(alpha)
+                        .f(beta)
+                        .done(),
+                    self.weights
+                        .tensor(&self.up, &c.weight, "conv4", pack_conv_block)?,
+                    // Whole workgroups per (image, channel block pair): the
+                    // shader keeps the weight addresses workgroup-uniform.
+                    n * m4.div_ceil(2) * (oh * ow8).div_ceil(wg) * wg,
                 )
             }
             ConvVariant::Grouped => {
