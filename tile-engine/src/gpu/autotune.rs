@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 
 use super::lower::ConvChoice;
 
-/// The default cache file: `$XDG_CACHE_HOME/tessera/autotune.json`, else
-/// `$HOME/.cache/tessera/autotune.json`, else `.autotune-cache/autotune.json`.
+/// The default cache file's name. Versioned: bump it when the candidate set
+/// changes, or layers tuned before a new kernel existed keep the old choice.
+const CACHE_FILE: &str = "autotune-v2.json";
+
+/// The default cache file: `$XDG_CACHE_HOME/tessera/autotune-v2.json`, else
+/// `$HOME/.cache/tessera/autotune-v2.json`, else `.autotune-cache/autotune-v2.json`.
 pub fn default_cache_path() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
@@ -19,8 +23,8 @@ pub fn default_cache_path() -> PathBuf {
                 .map(|h| PathBuf::from(h).join(".cache"))
         });
     match base {
-        Some(b) => b.join("tessera").join("autotune.json"),
-        None => PathBuf::from(".autotune-cache").join("autotune.json"),
+        Some(b) => b.join("tessera").join(CACHE_FILE),
+        None => PathBuf::from(".autotune-cache").join(CACHE_FILE),
     }
 }
 
