@@ -165,10 +165,20 @@ impl GpuExecutor {
         if let Some(choice) = st.tuner.get(&key) {
             return Ok(Some(choice));
         }
+        // Two rounds over all candidates, each keeping its faster time: a
+        // burst of load from another process on a shared machine then has to
+        // hit the same candidate twice to decide the choice.
+        let cands = ConvChoice::candidates(c);
+        let mut times = vec![Duration::MAX; cands.len()];
+        for _ in 0..2 {
+            for (&cand, best_t) in cands.iter().zip(&mut times) {
+                let t = self.time_one(st, graph, node, Some(cand), 2)?;
+                tracing::debug!("autotune {key}: {cand:?} {t:?}");
+                *best_t = (*best_t).min(t);
+            }
+        }
         let mut best: Option<(Duration, ConvChoice)> = None;
-        for cand in ConvChoice::candidates(c) {
-            let t = self.time_one(st, graph, node, Some(cand), 2)?;
-            tracing::debug!("autotune {key}: {cand:?} {t:?}");
+        for (&cand, &t) in cands.iter().zip(&times) {
             if best.is_none_or(|(bt, _)| t < bt) {
                 best = Some((t, cand));
             }
