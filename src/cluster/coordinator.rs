@@ -411,8 +411,11 @@ impl Coordinator {
             .collect();
         let get = |k: &str| rates.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
         let mut p = lock(&self.profiler);
-        if let (Some(job), Some(op)) = (get(calibrate::JOB_OVERHEAD), get(calibrate::OP_OVERHEAD)) {
-            p.set_overhead(node, [job, op])
+        // Only the per-job part: the per-op part is the difference of two
+        // millisecond timings, and multiplied by a block's op count its noise
+        // made identical nodes look several times apart.
+        if let Some(job) = get(calibrate::JOB_OVERHEAD) {
+            p.set_overhead(node, [job, 0.0])
                 .map_err(|e| ClusterError::Protocol(e.to_string()))?;
         }
         p.calibrate(&planner::Calibration {
@@ -1137,9 +1140,12 @@ impl Coordinator {
     /// Folds a request's successful jobs into the profiler.
     pub fn observe(&self, records: &[JobRecord]) {
         let mut p = lock(&self.profiler);
+        // Jobs shorter than this are mostly fixed cost; their FLOP rate says
+        // little about the node and would drag its estimate around.
+        const MIN_OBSERVED_US: u64 = 50_000;
         for r in records
             .iter()
-            .filter(|r| r.ok && r.flops > 0 && r.end_us > r.start_us)
+            .filter(|r| r.ok && r.flops > 0 && r.end_us >= r.start_us + MIN_OBSERVED_US)
         {
             let Some(class) = class_of(&r.class) else {
                 continue;
