@@ -7,7 +7,7 @@ use tile_engine::tiling::{FusionOptions, Grid, TiledOptions};
 use tile_engine::{Executor, Graph, Tensor};
 
 use crate::InferArgs;
-pub use tessera::exec::executor;
+use tessera::exec::executor;
 use tessera::model;
 
 /// Runs `graph` whole (1×1 grid and no fuse override) or tile by tile.

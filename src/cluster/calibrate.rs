@@ -20,8 +20,6 @@ pub const CLASSES: [(&str, OpClass); 6] = [
 
 /// Calibration key of the fixed cost per job, seconds.
 pub const JOB_OVERHEAD: &str = "job_overhead_s";
-/// Calibration key of the fixed cost per op of a job, seconds.
-pub const OP_OVERHEAD: &str = "op_overhead_s";
 
 /// The wire name of an op class.
 pub fn class_name(class: OpClass) -> &'static str {
@@ -64,29 +62,6 @@ fn conv_graph(c: usize, hw: usize, k: usize, group: usize) -> Option<Graph> {
     Some(g)
 }
 
-/// A chain of `n` tiny 1×1 convs: its time is the executor's fixed cost.
-fn chain_graph(n: usize) -> Option<Graph> {
-    let mut g = Graph::default();
-    let mut x = g.add_value("x", vec![1, 4, 4, 4]);
-    g.inputs.push(x);
-    for i in 0..n {
-        let op = Op::Conv(Conv {
-            weight: Arc::new(weights(vec![4, 4, 1, 1])),
-            bias: None,
-            strides: [1, 1],
-            pads: [0; 4],
-            dilations: [1, 1],
-            group: 1,
-            activation: Activation::Relu,
-        });
-        x = g
-            .add_node(format!("c{i}"), op, vec![x], format!("y{i}"))
-            .ok()?;
-    }
-    g.outputs.push(x);
-    Some(g)
-}
-
 /// Median seconds of `reps` timed runs after one warm-up.
 fn time(exec: &dyn Executor, graph: &Graph, reps: usize) -> Option<f64> {
     let input = weights(graph.shape(graph.inputs[0]).to_vec());
@@ -102,13 +77,10 @@ fn time(exec: &dyn Executor, graph: &Graph, reps: usize) -> Option<f64> {
     times.get(times.len() / 2).copied()
 }
 
-/// The fixed cost of a job, `[per job, per op]` seconds: a 1-op and a
-/// 9-op job of negligible FLOPs.
-fn overhead(exec: &dyn Executor) -> Option<[f64; 2]> {
-    let one = time(exec, &chain_graph(1)?, 5)?;
-    let nine = time(exec, &chain_graph(9)?, 5)?;
-    let per_op = ((nine - one) / 8.0).max(0.0);
-    Some([(one - per_op).max(0.0), per_op])
+/// The fixed cost of a job, seconds: a one-op job of negligible FLOPs
+/// (submission, one dispatch, read-back).
+fn overhead(exec: &dyn Executor) -> Option<f64> {
+    time(exec, &conv_graph(4, 4, 1, 1)?, 5)
 }
 
 /// Times each calibration layer (one warm-up, median of three) and returns
@@ -128,14 +100,12 @@ pub fn calibrate(exec: &dyn Executor) -> Vec<(String, f64)> {
             .map(|n| graph.node_cost(n).flops)
             .sum();
         if let Some(t) = time(exec, &graph, 3) {
-            let [job, op] = fixed.unwrap_or([0.0; 2]);
-            let compute = (t - job - op).max(t * 0.2);
+            let compute = (t - fixed.unwrap_or(0.0)).max(t * 0.2);
             rates.push((name.to_string(), flops as f64 / compute.max(1e-9)));
         }
     }
-    if let Some([job, op]) = fixed {
+    if let Some(job) = fixed {
         rates.push((JOB_OVERHEAD.to_string(), job));
-        rates.push((OP_OVERHEAD.to_string(), op));
     }
     rates
 }

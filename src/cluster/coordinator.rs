@@ -411,9 +411,9 @@ impl Coordinator {
             .collect();
         let get = |k: &str| rates.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
         let mut p = lock(&self.profiler);
-        // Only the per-job part: the per-op part is the difference of two
-        // millisecond timings, and multiplied by a block's op count its noise
-        // made identical nodes look several times apart.
+        // Only a per-job cost: a per-op cost measured as the difference of
+        // two millisecond timings, multiplied by a block's op count, made
+        // identical nodes look several times apart.
         if let Some(job) = get(calibrate::JOB_OVERHEAD) {
             p.set_overhead(node, [job, 0.0])
                 .map_err(|e| ClusterError::Protocol(e.to_string()))?;
