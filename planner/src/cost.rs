@@ -77,6 +77,46 @@ pub struct Topology {
     pub scatter: Vec<LinkCost>,
     /// Each edge node → coordinator (aligned with `edges`).
     pub gather: Vec<LinkCost>,
+    /// The device and the cloud node as tile workers (those with links both
+    /// ways to the coordinator): they are idle while the edge part runs.
+    pub helpers: Vec<Worker>,
+}
+
+/// A node that can take tiles, with its links from and to the coordinator.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Worker {
+    /// The node.
+    pub node: NodeIdx,
+    /// Its tier.
+    pub tier: Tier,
+    /// Coordinator → node.
+    pub scatter: LinkCost,
+    /// Node → coordinator.
+    pub gather: LinkCost,
+}
+
+impl Topology {
+    /// Tile workers for a block: the edge nodes, then the device and the
+    /// cloud node where `helpers` allows their tier (`[device, cloud]`).
+    pub fn workers(&self, helpers: [bool; 2]) -> Vec<Worker> {
+        let mut v: Vec<Worker> = self
+            .edges
+            .iter()
+            .zip(self.scatter.iter().zip(&self.gather))
+            .map(|(&node, (&scatter, &gather))| Worker {
+                node,
+                tier: Tier::Edge,
+                scatter,
+                gather,
+            })
+            .collect();
+        v.extend(self.helpers.iter().copied().filter(|w| match w.tier {
+            Tier::Device => helpers[0],
+            Tier::Cloud => helpers[1],
+            Tier::Edge => false,
+        }));
+        v
+    }
 }
 
 impl Topology {
@@ -125,6 +165,17 @@ impl Topology {
             .iter()
             .map(|&e| LinkCost::between(cluster, est, e, coordinator))
             .collect::<Result<Vec<_>>>()?;
+        let helpers = [(device, Tier::Device), (cloud, Tier::Cloud)]
+            .into_iter()
+            .filter_map(|(node, tier)| {
+                Some(Worker {
+                    node,
+                    tier,
+                    scatter: LinkCost::between(cluster, est, coordinator, node).ok()?,
+                    gather: LinkCost::between(cluster, est, node, coordinator).ok()?,
+                })
+            })
+            .collect();
         Ok(Topology {
             device,
             coordinator,
@@ -134,6 +185,7 @@ impl Topology {
             cloud,
             scatter,
             gather,
+            helpers,
         })
     }
 }
@@ -145,6 +197,12 @@ pub struct PlanOptions {
     pub max_fuse_depth: usize,
     /// Rounds of re-scaling the additive edge model to the full model's edge time.
     pub calibration_rounds: usize,
+    /// Let the device (`[0]`) and the cloud node (`[1]`) take tiles of edge
+    /// blocks too, when the strategy uses their tier and the planner
+    /// predicts it pays; both off, only edge nodes tile, as in a classic
+    /// vertical split. The cloud is off by default: its tiles' feature maps
+    /// would cross the backbone, the link tessera keeps free of them.
+    pub tile_helpers: [bool; 2],
 }
 
 impl Default for PlanOptions {
@@ -152,9 +210,13 @@ impl Default for PlanOptions {
         PlanOptions {
             max_fuse_depth: 16,
             calibration_rounds: 3,
+            tile_helpers: [true, false],
         }
     }
 }
+
+/// A block's ops and the helper tiers allowed to take its tiles.
+type BlockKey = (Vec<OpIdx>, [bool; 2]);
 
 /// Everything an evaluation needs, shared by all candidates of one planning call.
 pub struct Context<'a> {
@@ -170,8 +232,8 @@ pub struct Context<'a> {
     pub halo: &'a dyn HaloModel,
     /// Knobs.
     pub opts: PlanOptions,
-    /// Solved blocks, keyed by their ops: candidates share most blocks.
-    cache: std::cell::RefCell<HashMap<Vec<OpIdx>, BlockPlan>>,
+    /// Solved blocks, keyed by their ops and helper tiers: candidates share most blocks.
+    cache: std::cell::RefCell<HashMap<BlockKey, BlockPlan>>,
 }
 
 impl<'a> Context<'a> {
@@ -194,22 +256,65 @@ impl<'a> Context<'a> {
         })
     }
 
-    fn block(&self, ops: &[OpIdx]) -> BlockPlan {
-        if let Some(b) = self.cache.borrow().get(ops) {
+    fn block(&self, ops: &[OpIdx], helpers: [bool; 2]) -> BlockPlan {
+        let key = (ops.to_vec(), helpers);
+        if let Some(b) = self.cache.borrow().get(&key) {
             return b.clone();
         }
-        let b = solve_block(self, ops);
-        self.cache.borrow_mut().insert(ops.to_vec(), b.clone());
+        let b = solve_block(self, ops, &self.topo.workers(helpers));
+        self.cache.borrow_mut().insert(key, b.clone());
         b
     }
 
-    /// Predicts the schedule of a labelling (`labels[op]`), solving each block's grid and shares.
+    /// Predicts the schedule of a labelling (`labels[op]`) with every tier
+    /// allowed to take tiles, choosing the block boundaries and solving each
+    /// block's grid and shares.
     pub fn evaluate(&self, labels: &[Tier]) -> Prediction {
-        let blocks: Vec<BlockPlan> = edge_blocks(self.dag, labels, self.opts.max_fuse_depth)
-            .iter()
-            .map(|b| self.block(b))
-            .collect();
+        self.evaluate_in(labels, [true; 3])
+    }
+
+    /// [`Context::evaluate`] for a strategy that uses only the `allowed`
+    /// tiers (`[device, edge, cloud]`): a tier outside it takes no tiles.
+    pub fn evaluate_in(&self, labels: &[Tier], allowed: [bool; 3]) -> Prediction {
+        let on = self.opts.tile_helpers;
+        let helpers = [on[0] && allowed[0], on[1] && allowed[2]];
+        let mut blocks = Vec::new();
+        for run in edge_runs(self.dag, labels) {
+            blocks.extend(self.segment(&run, helpers));
+        }
         self.assemble(labels, blocks)
+    }
+
+    /// Cuts a run of edge ops into the fused blocks with the least summed
+    /// predicted time (dynamic programming over cut points, blocks at most
+    /// `max_fuse_depth` long). Deep blocks recompute wide halos; short ones
+    /// pay a scatter and gather per block: the balance depends on the model,
+    /// the grid and the links, so it is solved rather than fixed.
+    fn segment(&self, run: &[OpIdx], helpers: [bool; 2]) -> Vec<BlockPlan> {
+        if run.len() == 1 || !self.dag.ops[run[0]].tileable() {
+            return vec![self.block(run, helpers)];
+        }
+        let depth = self.opts.max_fuse_depth.max(1);
+        let n = run.len();
+        // best[j]: least time for run[..j], with the start of its last block.
+        let mut best: Vec<(f64, usize)> = vec![(0.0, 0); n + 1];
+        for j in 1..=n {
+            best[j] = (j.saturating_sub(depth)..j)
+                .map(|i| (best[i].0 + self.block(&run[i..j], helpers).time_s, i))
+                .min_by(|x, y| x.0.total_cmp(&y.0))
+                .unwrap_or((f64::INFINITY, 0));
+        }
+        let mut cuts = vec![n];
+        while let Some(&j) = cuts.last() {
+            if j == 0 {
+                break;
+            }
+            cuts.push(best[j].1);
+        }
+        cuts.reverse();
+        cuts.windows(2)
+            .map(|w| self.block(&run[w[0]..w[1]], helpers))
+            .collect()
     }
 
     /// Re-predicts a plan under this context's estimates, keeping its cuts, grids and shares.
@@ -279,10 +384,11 @@ pub fn cut_bytes(dag: &ModelDag, labels: &[Tier]) -> (f64, f64) {
     (cuts[0], cuts[1])
 }
 
-/// Groups the edge ops (topological order) into blocks: runs of tileable
-/// ops up to `max_depth` long; each non-tileable op is a block of its own.
-pub fn edge_blocks(dag: &ModelDag, labels: &[Tier], max_depth: usize) -> Vec<Vec<OpIdx>> {
-    let mut blocks = Vec::new();
+/// Groups the edge ops (topological order) into runs of consecutive
+/// tileable ops, which [`Context::evaluate`] cuts into fused blocks; each
+/// non-tileable op is a run of its own.
+pub fn edge_runs(dag: &ModelDag, labels: &[Tier]) -> Vec<Vec<OpIdx>> {
+    let mut runs = Vec::new();
     let mut cur: Vec<OpIdx> = Vec::new();
     for (i, op) in dag.ops.iter().enumerate() {
         if labels[i] != Tier::Edge {
@@ -290,20 +396,31 @@ pub fn edge_blocks(dag: &ModelDag, labels: &[Tier], max_depth: usize) -> Vec<Vec
         }
         if !op.tileable() {
             if !cur.is_empty() {
-                blocks.push(std::mem::take(&mut cur));
+                runs.push(std::mem::take(&mut cur));
             }
-            blocks.push(vec![i]);
+            runs.push(vec![i]);
             continue;
         }
         cur.push(i);
-        if cur.len() >= max_depth.max(1) {
-            blocks.push(std::mem::take(&mut cur));
-        }
     }
     if !cur.is_empty() {
-        blocks.push(cur);
+        runs.push(cur);
     }
-    blocks
+    runs
+}
+
+/// Cuts the edge ops into blocks of at most `max_depth` consecutive tileable
+/// ops (each non-tileable op alone): the fixed grouping the additive model's
+/// halo estimate assumes.
+pub fn edge_blocks(dag: &ModelDag, labels: &[Tier], max_depth: usize) -> Vec<Vec<OpIdx>> {
+    edge_runs(dag, labels)
+        .into_iter()
+        .flat_map(|run| {
+            run.chunks(max_depth.max(1))
+                .map(<[OpIdx]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Predicted time of one edge node's tile in a block.

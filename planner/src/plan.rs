@@ -193,7 +193,7 @@ impl<'c, 'a> Planner<'c, 'a> {
                 break;
             }
             previous = Some(labels.clone());
-            let prediction = self.ctx.evaluate(&labels);
+            let prediction = self.ctx.evaluate_in(&labels, allowed);
             // Serial (non-tileable) edge ops cost the same in both models;
             // the scale applies to the tileable part only.
             let (mut tiled, mut serial) = (0.0, 0.0);

@@ -14,7 +14,7 @@
 //! column shares follow the rows' and columns' summed speeds.
 
 use crate::cluster::NodeIdx;
-use crate::cost::{BlockPlan, Context, NodeTime};
+use crate::cost::{BlockPlan, Context, NodeTime, Worker};
 use crate::dag::OpIdx;
 use crate::halo::Region;
 
@@ -97,31 +97,41 @@ pub fn waterfill(a: &[f64], b: &[f64]) -> Vec<f64> {
 struct Solver<'c, 'a> {
     ctx: &'c Context<'a>,
     ops: &'c [OpIdx],
-    /// Index into `ctx.topo.edges` of each candidate node.
-    slots: Vec<usize>,
+    /// Nodes that may take tiles, with their links.
+    slots: Vec<Worker>,
 }
+
+type Candidate = (TilePlan, Vec<NodeTime>, f64);
 
 impl Solver<'_, '_> {
     fn node_time(&self, slot: usize, region: Region) -> NodeTime {
         let ctx = self.ctx;
-        let node = ctx.topo.edges[slot];
-        let w = ctx.halo.tile_work(ctx.dag, self.ops, region);
+        let w = &self.slots[slot];
+        let work = ctx.halo.tile_work(ctx.dag, self.ops, region);
         let compute_s = self
             .ops
             .iter()
-            .zip(&w.op_flops)
-            .map(|(&o, &f)| ctx.est.compute_time(node, ctx.dag.ops[o].class, f))
+            .zip(&work.op_flops)
+            .map(|(&o, &f)| ctx.est.compute_time(w.node, ctx.dag.ops[o].class, f))
             .sum::<f64>()
-            + ctx.est.overhead(node, self.ops.len());
+            + ctx.est.overhead(w.node, self.ops.len());
         NodeTime {
-            node,
-            in_s: ctx.topo.scatter[slot].time(w.in_bytes),
+            node: w.node,
+            in_s: w.scatter.time(work.in_bytes),
             compute_s,
-            out_s: ctx.topo.gather[slot].time(w.out_bytes),
-            flops: w.op_flops.iter().sum(),
-            in_bytes: w.in_bytes,
-            out_bytes: w.out_bytes,
+            out_s: w.gather.time(work.out_bytes),
+            flops: work.op_flops.iter().sum(),
+            in_bytes: work.in_bytes,
+            out_bytes: work.out_bytes,
         }
+    }
+
+    /// Rows and columns of the block's (first) output map.
+    fn extent(&self) -> Option<[usize; 2]> {
+        let dag = self.ctx.dag;
+        crate::halo::block_outputs(dag, self.ops)
+            .into_iter()
+            .find_map(|t| dag.tensors[t].hw)
     }
 
     /// Per-share cost `b` of each slot (whole block on that node).
@@ -129,36 +139,37 @@ impl Solver<'_, '_> {
         let ctx = self.ctx;
         self.slots
             .iter()
-            .map(|&k| {
-                let node = ctx.topo.edges[k];
+            .map(|w| {
                 let compute: f64 = self
                     .ops
                     .iter()
                     .map(|&o| {
                         ctx.est
-                            .compute_time(node, ctx.dag.ops[o].class, ctx.dag.ops[o].flops)
+                            .compute_time(w.node, ctx.dag.ops[o].class, ctx.dag.ops[o].flops)
                     })
                     .sum();
-                (compute
-                    + full_in * ctx.topo.scatter[k].s_per_byte
-                    + full_out * ctx.topo.gather[k].s_per_byte)
+                (compute + full_in * w.scatter.s_per_byte + full_out * w.gather.s_per_byte)
                     .max(1e-15)
             })
             .collect()
     }
 
-    fn evaluate(&self, plan: TilePlan) -> (TilePlan, Vec<NodeTime>, f64) {
+    /// Fixed cost `a` of each slot before halos: link delays and the job's overhead.
+    fn fixed(&self) -> Vec<f64> {
+        self.slots
+            .iter()
+            .map(|w| {
+                w.scatter.delay_s + w.gather.delay_s + self.ctx.est.overhead(w.node, self.ops.len())
+            })
+            .collect()
+    }
+
+    fn evaluate(&self, plan: TilePlan) -> Candidate {
         let mut times: Vec<NodeTime> = Vec::new();
         for r in 0..plan.rows {
             for c in 0..plan.cols {
                 let node = plan.nodes[r * plan.cols + c];
-                let slot = self
-                    .ctx
-                    .topo
-                    .edges
-                    .iter()
-                    .position(|&e| e == node)
-                    .unwrap_or(0);
+                let slot = self.slots.iter().position(|w| w.node == node).unwrap_or(0);
                 let t = self.node_time(slot, plan.region(r, c));
                 match times.iter_mut().find(|x| x.node == node) {
                     // A node with several tiles runs them back to back.
@@ -179,26 +190,32 @@ impl Solver<'_, '_> {
     }
 
     /// Strips along one axis, water-filled with halo refits.
-    fn strips(&self, along_rows: bool, b: &[f64]) -> Option<(TilePlan, Vec<NodeTime>, f64)> {
-        let topo = &self.ctx.topo;
-        let mut a: Vec<f64> = self
-            .slots
-            .iter()
-            .map(|&k| {
-                topo.scatter[k].delay_s
-                    + topo.gather[k].delay_s
-                    + self.ctx.est.overhead(topo.edges[k], self.ops.len())
-            })
-            .collect();
-        let mut best: Option<(TilePlan, Vec<NodeTime>, f64)> = None;
+    fn strips(&self, along_rows: bool, b: &[f64]) -> Option<Candidate> {
+        let mut a = self.fixed();
+        let mut best: Option<Candidate> = None;
+        // Output rows (or columns) the strips divide: a share worth less
+        // than one would be a tile of nothing.
+        let extent =
+            self.extent().map_or(
+                f64::INFINITY,
+                |[h, w]| {
+                    if along_rows { h as f64 } else { w as f64 }
+                },
+            );
+        let mut excluded = vec![false; a.len()];
         for _ in 0..3 {
-            let s = waterfill(&a, b);
+            let mut s = waterfill(&a, b);
+            while let Some(i) = (0..s.len()).find(|&i| s[i] > 0.0 && s[i] * extent < 1.0) {
+                excluded[i] = true;
+                a[i] = f64::INFINITY;
+                s = waterfill(&a, b);
+            }
             let used: Vec<usize> = (0..s.len()).filter(|&i| s[i] > 1e-9).collect();
             if used.is_empty() {
                 break;
             }
             let shares: Vec<f64> = used.iter().map(|&i| s[i]).collect();
-            let nodes: Vec<NodeIdx> = used.iter().map(|&i| topo.edges[self.slots[i]]).collect();
+            let nodes: Vec<NodeIdx> = used.iter().map(|&i| self.slots[i].node).collect();
             let m = used.len();
             let plan = if along_rows {
                 TilePlan {
@@ -220,7 +237,9 @@ impl Solver<'_, '_> {
             let (plan, times, worst) = self.evaluate(plan);
             for (j, &i) in used.iter().enumerate() {
                 let t = &times[j];
-                a[i] = (t.total() - b[i] * s[i]).max(0.0);
+                if !excluded[i] {
+                    a[i] = (t.total() - b[i] * s[i]).max(0.0);
+                }
             }
             if best.as_ref().is_none_or(|x| worst < x.2) {
                 best = Some((plan, times, worst));
@@ -229,10 +248,24 @@ impl Solver<'_, '_> {
         best
     }
 
-    /// An `R×C` grid over all slots, fastest nodes first in snake order.
-    fn grid(&self, rows: usize, cols: usize, b: &[f64]) -> (TilePlan, Vec<NodeTime>, f64) {
-        let mut order: Vec<usize> = (0..self.slots.len()).collect();
+    /// An `R×C` grid over the slots `subset` (fastest first in snake order),
+    /// with row and column shares from the nodes' speeds, then re-balanced:
+    /// a row (column) whose slowest tile is late shrinks, one that is early
+    /// grows, for a few rounds, keeping the best.
+    fn grid(&self, rows: usize, cols: usize, subset: &[usize], b: &[f64]) -> Candidate {
+        let mut order = subset.to_vec();
         order.sort_by(|&i, &j| b[i].total_cmp(&b[j]));
+        // More cells than workers: the quickest take the extra cells, next
+        // to their first (snake order keeps a node's cells adjacent).
+        let sorted = order.clone();
+        for &extra in sorted
+            .iter()
+            .cycle()
+            .take((rows * cols).saturating_sub(sorted.len()))
+        {
+            let at = order.iter().position(|&x| x == extra).unwrap_or(0);
+            order.insert(at + 1, extra);
+        }
         let mut cell = vec![0usize; rows * cols];
         for (k, &i) in order.iter().enumerate() {
             let (r, c) = (k / cols, k % cols);
@@ -246,27 +279,75 @@ impl Solver<'_, '_> {
         let mut col_shares: Vec<f64> = (0..cols)
             .map(|c| (0..rows).map(|r| speed(cell[r * cols + c])).sum())
             .collect();
-        for v in [&mut row_shares, &mut col_shares] {
-            let t: f64 = v.iter().sum();
-            v.iter_mut().for_each(|x| *x /= t);
+        normalise(&mut row_shares);
+        normalise(&mut col_shares);
+        let nodes: Vec<NodeIdx> = cell.iter().map(|&i| self.slots[i].node).collect();
+        let mut best: Option<Candidate> = None;
+        for round in 0..8 {
+            let cand = self.evaluate(TilePlan {
+                rows,
+                cols,
+                row_shares: row_shares.clone(),
+                col_shares: col_shares.clone(),
+                nodes: nodes.clone(),
+            });
+            let times: Vec<f64> = nodes
+                .iter()
+                .map(|&node| {
+                    cand.1
+                        .iter()
+                        .find(|t| t.node == node)
+                        .map_or(0.0, NodeTime::total)
+                })
+                .collect();
+            let tile = |r: usize, c: usize| times[r * cols + c];
+            if best.as_ref().is_none_or(|x| cand.2 < x.2) {
+                best = Some(cand);
+            }
+            // Alternate rows and columns; damped so the halo's fixed part
+            // (which does not shrink with a share) does not make it oscillate.
+            let (shares, late): (&mut Vec<f64>, Vec<f64>) = if round % 2 == 0 {
+                let late = (0..rows)
+                    .map(|r| (0..cols).map(|c| tile(r, c)).fold(0.0, f64::max))
+                    .collect();
+                (&mut row_shares, late)
+            } else {
+                let late = (0..cols)
+                    .map(|c| (0..rows).map(|r| tile(r, c)).fold(0.0, f64::max))
+                    .collect();
+                (&mut col_shares, late)
+            };
+            let mean = late.iter().sum::<f64>() / late.len().max(1) as f64;
+            for (s, t) in shares.iter_mut().zip(&late) {
+                if *t > 0.0 {
+                    *s *= (mean / t).powf(0.7);
+                }
+            }
+            normalise(shares);
         }
-        let nodes = cell
-            .iter()
-            .map(|&i| self.ctx.topo.edges[self.slots[i]])
-            .collect();
-        self.evaluate(TilePlan {
-            rows,
-            cols,
-            row_shares,
-            col_shares,
-            nodes,
+        best.unwrap_or_else(|| {
+            self.evaluate(TilePlan {
+                rows,
+                cols,
+                row_shares,
+                col_shares,
+                nodes,
+            })
         })
     }
 }
 
+fn normalise(v: &mut [f64]) {
+    let t: f64 = v.iter().sum();
+    if t > 0.0 && t.is_finite() {
+        v.iter_mut().for_each(|x| *x /= t);
+    }
+}
+
 /// Solves one block: a serial run on the coordinator for a non-tileable op,
-/// else the best grid and shares over the edge nodes.
-pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx]) -> BlockPlan {
+/// else the best grid and shares over the `workers`: strips water-filled
+/// over all of them, and every `R×C` grid over the `k` quickest for each `k`.
+pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx], workers: &[Worker]) -> BlockPlan {
     let dag = ctx.dag;
     let (in_bytes, out_bytes) = BlockPlan::io_bytes(dag, ops);
     let flops = ops.iter().map(|&o| dag.ops[o].flops).sum();
@@ -306,16 +387,27 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx]) -> BlockPlan {
     let solver = Solver {
         ctx,
         ops,
-        slots: (0..ctx.topo.edges.len()).collect(),
+        slots: workers.to_vec(),
     };
     let b = solver.slopes(in_bytes, out_bytes);
+    let a = solver.fixed();
     let n = solver.slots.len();
     let mut cands = Vec::new();
     cands.extend(solver.strips(false, &b));
     cands.extend(solver.strips(true, &b));
-    for r in 2..n {
-        if n.is_multiple_of(r) && n / r >= 2 {
-            cands.push(solver.grid(r, n / r, &b));
+    for k in 3..=n {
+        // The k workers quickest at an equal share of the block.
+        let mut quick: Vec<usize> = (0..n).collect();
+        quick.sort_by(|&i, &j| (a[i] + b[i] / k as f64).total_cmp(&(a[j] + b[j] / k as f64)));
+        quick.truncate(k);
+        // R×C = k cells, or k + 1 with the quickest taking two (five
+        // workers have no grid of their own, and strips carry the most halo).
+        for cells in [k, k + 1] {
+            for r in 2..cells {
+                if cells.is_multiple_of(r) && cells / r >= 2 {
+                    cands.push(solver.grid(r, cells / r, &quick, &b));
+                }
+            }
         }
     }
     let (tiling, node_times, time_s) = cands
@@ -344,13 +436,14 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx]) -> BlockPlan {
 
 /// Re-times a block with its grid and shares kept (what the running plan costs under new estimates).
 pub fn retime_block(ctx: &Context<'_>, block: &BlockPlan) -> BlockPlan {
+    let workers = ctx.topo.workers([true; 2]);
     let Some(tiling) = &block.tiling else {
-        return solve_block(ctx, &block.ops);
+        return solve_block(ctx, &block.ops, &workers);
     };
     let solver = Solver {
         ctx,
         ops: &block.ops,
-        slots: (0..ctx.topo.edges.len()).collect(),
+        slots: workers,
     };
     let (tiling, node_times, time_s) = solver.evaluate(tiling.clone());
     BlockPlan {

@@ -90,8 +90,9 @@ proptest! {
                 prop_assert!(close(t.col_shares.iter().sum::<f64>(), 1.0));
                 let out: f64 = b.node_times.iter().map(|x| x.out_bytes).sum();
                 prop_assert!(close(out, b.out_bytes), "tiles produce {out} of {} bytes", b.out_bytes);
-                let agg: f64 = report.topology.edges.iter()
-                    .map(|&e| b.ops.iter().map(|&o| dag.ops[o].flops / est.flops_per_s(e, dag.ops[o].class)).sum::<f64>().recip())
+                // Every node that may take tiles (edge nodes and helpers).
+                let agg: f64 = report.topology.workers([true, true]).iter().map(|w| w.node)
+                    .map(|e| b.ops.iter().map(|&o| dag.ops[o].flops / est.flops_per_s(e, dag.ops[o].class)).sum::<f64>().recip())
                     .sum();
                 let bound = 1.0 / agg;
                 prop_assert!(b.time_s >= bound * (1.0 - 1e-9), "block {} s below the parallel bound {bound}", b.time_s);

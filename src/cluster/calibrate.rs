@@ -88,7 +88,7 @@ fn overhead(exec: &dyn Executor) -> Option<f64> {
 /// which scales their priors by what it measured here.
 pub fn calibrate(exec: &dyn Executor) -> Vec<(String, f64)> {
     let cases = [
-        ("conv3x3", conv_graph(32, 32, 3, 1)),
+        ("conv3x3", conv_graph(64, 48, 3, 1)),
         ("conv1x1", conv_graph(64, 32, 1, 1)),
         ("depthwise", conv_graph(64, 32, 3, 64)),
     ];

@@ -103,14 +103,12 @@ pub fn comparison_plans(
     ));
     let trio = vec![device, coord, cloud];
     let (cl, est) = c.sub_problem(&trio);
-    let two = planner::plan_dag(
-        &model.dag,
-        &cl,
-        &est,
-        &ReceptiveField,
-        PlanOptions::default(),
-    )
-    .map_err(perr)?;
+    // A classic vertical split: the other tier does not take tiles.
+    let vertical = PlanOptions {
+        tile_helpers: [false; 2],
+        ..PlanOptions::default()
+    };
+    let two = planner::plan_dag(&model.dag, &cl, &est, &ReceptiveField, vertical).map_err(perr)?;
     if let Some(best2) = two
         .alternatives
         .iter()

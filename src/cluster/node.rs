@@ -65,16 +65,6 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
     std::thread::Builder::new()
         .name("executor".into())
         .spawn(move || {
-            let exec = match crate::exec::executor(backend, adapter, !autotune) {
-                Ok(e) => {
-                    let _ = ready_tx.send(Ok(e.name()));
-                    e
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
             let lock_file = lock_path.and_then(|p| {
                 std::fs::OpenOptions::new()
                     .create(true)
@@ -92,6 +82,21 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                 } else {
                     f();
                 }
+            };
+            // Creating an executor compiles kernels: under the lock, so it
+            // does not steal the cores from another node's calibration.
+            let mut made = None;
+            locked(&mut || made = Some(crate::exec::executor(backend, adapter.clone(), !autotune)));
+            let exec = match made {
+                Some(Ok(e)) => {
+                    let _ = ready_tx.send(Ok(e.name()));
+                    e
+                }
+                Some(Err(e)) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+                None => return,
             };
             while let Ok(work) = rx.recv() {
                 match work {

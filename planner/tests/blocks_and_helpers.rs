@@ -1,0 +1,169 @@
+//! How the planner cuts the edge part into fused blocks (the least summed
+//! block time over every way to cut, checked against brute force) and when
+//! the device and the cloud node take tiles of an edge block.
+
+use planner::cluster::{Backend, Cluster, LinkSpec, NodeSpec, Tier};
+use planner::cost::{Context, PlanOptions};
+use planner::shares::solve_block;
+use planner::synth::{SplitMix, chain_with, random_cluster};
+use planner::{Estimates, ReceptiveField, plan_dag};
+
+/// Least summed block time over all ways to cut `0..n` into runs of at most `depth`.
+fn brute_force(ctx: &Context<'_>, n: usize, depth: usize, helpers: [bool; 2]) -> f64 {
+    let workers = ctx.topo.workers(helpers);
+    let mut best = f64::INFINITY;
+    for mask in 0u32..(1 << (n - 1)) {
+        let mut cuts = vec![0];
+        cuts.extend((1..n).filter(|i| mask & (1 << (i - 1)) != 0));
+        cuts.push(n);
+        if cuts.windows(2).any(|w| w[1] - w[0] > depth) {
+            continue;
+        }
+        let t: f64 = cuts
+            .windows(2)
+            .map(|w| solve_block(ctx, &(w[0]..w[1]).collect::<Vec<_>>(), &workers).time_s)
+            .sum();
+        best = best.min(t);
+    }
+    best
+}
+
+#[test]
+fn block_cuts_are_the_least_summed_time_of_all_cuts() {
+    let mut rng = SplitMix(7);
+    let mut split_seen = false;
+    for case in 0..40 {
+        let n = 2 + case % 6;
+        let hw = 16 << (case % 3);
+        let sizes = vec![hw; n + 1];
+        // Wide maps make block boundaries expensive, narrow ones cheap.
+        let channels = [2.0, 16.0, 64.0][case % 3];
+        let dag = chain_with(&sizes, 3 + 2 * (case % 2), channels);
+        let cluster = random_cluster(&mut rng, 1 + case % 4);
+        let est = Estimates::from_cluster(&cluster);
+        let opts = PlanOptions {
+            max_fuse_depth: 1 + case % 5,
+            ..PlanOptions::default()
+        };
+        let ctx = Context::new(&dag, &cluster, &est, &ReceptiveField, opts).expect("context");
+        let labels = vec![Tier::Edge; n];
+        let p = ctx.evaluate_in(&labels, [false, true, false]);
+        let want = brute_force(&ctx, n, opts.max_fuse_depth, [false; 2]);
+        assert!(
+            (p.edge_s - want).abs() <= 1e-9 * want.max(1e-9),
+            "case {case}: planner {} s, best cut {want} s",
+            p.edge_s
+        );
+        assert!(p.blocks.iter().all(|b| b.ops.len() <= opts.max_fuse_depth));
+        let covered: Vec<usize> = p.blocks.iter().flat_map(|b| b.ops.clone()).collect();
+        assert_eq!(covered, (0..n).collect::<Vec<_>>());
+        split_seen |= p.blocks.len() > n.div_ceil(opts.max_fuse_depth);
+    }
+    assert!(
+        split_seen,
+        "no case cut a run shorter than the depth allows"
+    );
+}
+
+fn node(name: &str, tier: Tier, gflops: f64) -> NodeSpec {
+    NodeSpec {
+        name: name.into(),
+        tier,
+        address: "127.0.0.1:0".into(),
+        backend: Backend::Gpu,
+        gflops,
+    }
+}
+
+fn link(from: &str, to: &str, mbps: f64, ms: f64) -> LinkSpec {
+    LinkSpec {
+        from: from.into(),
+        to: to.into(),
+        bandwidth_mbps: mbps,
+        delay_ms: ms,
+        jitter_ms: 0.0,
+        loss: 0.0,
+    }
+}
+
+/// A device and a cloud node as fast as the two edge nodes, on good links.
+fn even_cluster(cloud_link_mbps: f64) -> Cluster {
+    Cluster {
+        nodes: vec![
+            node("phone", Tier::Device, 10.0),
+            node("edge0", Tier::Edge, 10.0),
+            node("edge1", Tier::Edge, 10.0),
+            node("cloud", Tier::Cloud, 10.0),
+        ],
+        links: vec![
+            link("phone", "edge0", 1000.0, 1.0),
+            link("phone", "edge1", 1000.0, 1.0),
+            link("edge0", "edge1", 1000.0, 1.0),
+            link("cloud", "edge0", cloud_link_mbps, 1.0),
+            link("cloud", "edge1", cloud_link_mbps, 1.0),
+        ],
+    }
+}
+
+fn tile_nodes(report: &planner::PlanReport, strategy: &str) -> Vec<String> {
+    let plan = report
+        .alternatives
+        .iter()
+        .find(|p| p.strategy == strategy)
+        .expect("strategy");
+    let mut names: Vec<String> = plan
+        .prediction
+        .blocks
+        .iter()
+        .filter_map(|b| b.tiling.as_ref())
+        .flat_map(|t| t.nodes.iter().map(|&n| report.nodes[n].0.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn the_device_takes_tiles_when_its_tier_is_used_and_the_cloud_only_when_allowed() {
+    // A compute-heavy chain: 64 channels, 64×64, six 3×3 convs.
+    let dag = chain_with(&[64; 7], 3, 64.0);
+    let cluster = even_cluster(1000.0);
+    let est = Estimates::from_cluster(&cluster);
+    let report = plan_dag(
+        &dag,
+        &cluster,
+        &est,
+        &ReceptiveField,
+        PlanOptions::default(),
+    )
+    .expect("plan");
+    assert_eq!(
+        tile_nodes(&report, "three-tier"),
+        ["edge0", "edge1", "phone"]
+    );
+    // A strategy without the device tier leaves the device out.
+    assert_eq!(tile_nodes(&report, "edge+cloud"), ["edge0", "edge1"]);
+
+    // The cloud joins only when allowed; the classic split uses edge nodes only.
+    let both = PlanOptions {
+        tile_helpers: [true, true],
+        ..PlanOptions::default()
+    };
+    let report = plan_dag(&dag, &cluster, &est, &ReceptiveField, both).expect("plan");
+    assert_eq!(
+        tile_nodes(&report, "three-tier"),
+        ["cloud", "edge0", "edge1", "phone"]
+    );
+    let vertical = PlanOptions {
+        tile_helpers: [false; 2],
+        ..PlanOptions::default()
+    };
+    let report = plan_dag(&dag, &cluster, &est, &ReceptiveField, vertical).expect("plan");
+    assert_eq!(tile_nodes(&report, "three-tier"), ["edge0", "edge1"]);
+
+    // Behind a thin link the cloud would only slow the block down.
+    let thin = even_cluster(1.0);
+    let est = Estimates::from_cluster(&thin);
+    let report = plan_dag(&dag, &thin, &est, &ReceptiveField, both).expect("plan");
+    assert!(!tile_nodes(&report, "three-tier").contains(&"cloud".to_string()));
+}
