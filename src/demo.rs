@@ -180,7 +180,7 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     for p in &warm {
         bar.set_message(format!("warm-up {}", p.name));
         request += 1;
-        experiment::run_plan(&coord, &model, &input, p, request).await?;
+        experiment::run_plan(&coord, &model, &input, p, request, p.name == "tessera").await?;
         bar.inc(1);
     }
     let (report, _) = experiment::plan_live(&coord, &model)?;
@@ -190,7 +190,7 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         for (k, p) in plans.iter().enumerate() {
             bar.set_message(format!("run {}", p.name));
             request += 1;
-            let r = experiment::run_plan(&coord, &model, &input, p, request).await?;
+            let r = experiment::run_plan(&coord, &model, &input, p, request, k == 0).await?;
             runs.entry(k).or_default().push(r);
             bar.inc(1);
         }
@@ -291,6 +291,21 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
             busy as f64 / 1e3
         );
     }
+    println!("stages of the tessera run: replayed (predicted) ms");
+    let stages: Vec<String> = ours
+        .replay
+        .stages
+        .iter()
+        .map(|(name, s)| {
+            let predicted = name
+                .strip_prefix("block ")
+                .and_then(|b| b.parse::<usize>().ok())
+                .and_then(|b| ours.plan.blocks.get(b)?.predicted_s)
+                .map_or(String::new(), |p| format!(" ({:.1})", p * 1e3));
+            format!("{name} {:.1}{predicted}", s * 1e3)
+        })
+        .collect();
+    println!("  {}", stages.join(", "));
     println!(
         "bytes per link, tessera run (replayed; the input's hand-over to the device excluded):"
     );
@@ -322,7 +337,7 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     );
     for step in 0..steps {
         request += 1;
-        let r = experiment::run_plan(&coord, &model, &input, &adaptive.plan, request).await?;
+        let r = experiment::run_plan(&coord, &model, &input, &adaptive.plan, request, true).await?;
         let decision = adaptive.update(&coord, &model)?;
         let changed = !decision.starts_with("plan kept");
         println!(

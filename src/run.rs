@@ -81,7 +81,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             .await
             .context("cannot send the model")?;
         let adaptive = experiment::Adaptive::new(&coord, &loaded)?;
-        let run = experiment::run_plan(&coord, &loaded, &input, &adaptive.plan, 1).await?;
+        let run = experiment::run_plan(&coord, &loaded, &input, &adaptive.plan, 1, true).await?;
         coord.shutdown().await;
         let out = run
             .outputs

@@ -230,7 +230,7 @@ fn tiles_on_two_edges_equal_the_cpu_reference_and_metrics_count_them() {
         let (local, coord) = start("tiles").await;
         let model = load(&coord).await;
         let plan = two_edge_plan(&local, &model);
-        let r = experiment::run_plan(&coord, &model, &image(), &plan, 1)
+        let r = experiment::run_plan(&coord, &model, &image(), &plan, 1, true)
             .await
             .expect("run");
         assert_eq!(bits(&r.outputs), bits(&reference(&model)));

@@ -166,14 +166,14 @@ pub fn run(args: &[String]) -> Result<()> {
             // Warm-up round: pipelines compile, the profiler learns the model.
             for (_, p) in plans(&coord, &m)? {
                 request += 1;
-                experiment::run_plan(&coord, &m, input, &p, request).await?;
+                experiment::run_plan(&coord, &m, input, &p, request, p.name.starts_with("tessera")).await?;
             }
             let plans = plans(&coord, &m)?;
             let mut runs: Vec<Vec<PlanRun>> = (0..plans.len()).map(|_| Vec::new()).collect();
             for _ in 0..reps {
                 for (k, (_, p)) in plans.iter().enumerate() {
                     request += 1;
-                    runs[k].push(experiment::run_plan(&coord, &m, input, p, request).await?);
+                    runs[k].push(experiment::run_plan(&coord, &m, input, p, request, p.name.starts_with("tessera")).await?);
                 }
             }
             let med = |k: usize| median(runs[k].iter().map(|r| r.replay.makespan_s).collect());

@@ -165,6 +165,8 @@ pub struct ExecBlock {
     pub tiles: Option<(Grid, Vec<usize>)>,
     /// Node for a whole block.
     pub node: usize,
+    /// The planner's predicted time for the block, if it came from the planner.
+    pub predicted_s: Option<f64>,
 }
 
 /// A plan in the form the coordinator runs: node ids per stage and nodes by cluster index.
@@ -225,6 +227,7 @@ impl ExecPlan {
                     } else {
                         node
                     },
+                    predicted_s: Some(b.time_s),
                 }
             })
             .collect();
@@ -258,6 +261,7 @@ impl ExecPlan {
                 ops: (0..graph.nodes.len()).collect(),
                 tiles: None,
                 node,
+                predicted_s: None,
             }],
             cloud_ops: Vec::new(),
             predicted_s: None,

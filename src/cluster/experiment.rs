@@ -139,16 +139,23 @@ pub fn comparison_plans(
     Ok(plans)
 }
 
-/// Runs one request by `plan`, folds its spans into the profiler, and replays it.
+/// Runs one request by `plan`, folds its spans into the profiler if
+/// `observe`, and replays it. Baseline runs are not observed: a whole map
+/// runs faster per FLOP than a tile on some backends (lavapipe), so the
+/// node that ran the single-node baseline would look faster than its peers
+/// and be handed too large a share of the next plan's tiles.
 pub async fn run_plan(
     c: &Coordinator,
     model: &LoadedModel,
     input: &Tensor,
     plan: &ExecPlan,
     request: u64,
+    observe: bool,
 ) -> Result<PlanRun, ClusterError> {
     let out = c.run(request, model, input.clone(), plan).await?;
-    c.observe(&out.records);
+    if observe {
+        c.observe(&out.records);
+    }
     let replay = trace::replay(&c.cluster, plan.coordinator, &out.records);
     Ok(PlanRun {
         name: plan.name.clone(),

@@ -46,6 +46,8 @@ pub struct Replay {
     pub slots: Vec<Slot>,
     /// Bytes that crossed each directed link (`a→b`), the submit excluded.
     pub link_bytes: HashMap<String, u64>,
+    /// Each stage (`device`, `block N`, `cloud`) with its replayed duration, seconds.
+    pub stages: Vec<(String, f64)>,
 }
 
 /// Seconds to move `bytes` from node `a` to node `b` on the cluster's link
@@ -80,9 +82,11 @@ pub fn replay(cluster: &Cluster, coordinator: usize, records: &[JobRecord]) -> R
     let mut link_bytes: HashMap<String, u64> = HashMap::new();
     let mut slots = Vec::new();
     let mut stage_start = 0.0;
+    let mut stages = Vec::new();
     let mut i = 0;
     while i < by_stage.len() {
         let stage = by_stage[i].stage_idx;
+        let stage_name = by_stage[i].stage.clone();
         let mut stage_end = stage_start;
         while i < by_stage.len() && by_stage[i].stage_idx == stage {
             let r = by_stage[i];
@@ -129,12 +133,14 @@ pub fn replay(cluster: &Cluster, coordinator: usize, records: &[JobRecord]) -> R
             let back = transfer(r.node, c, r.out_bytes, e, &mut slots);
             stage_end = f64::max(stage_end, back);
         }
+        stages.push((stage_name, stage_end - stage_start));
         stage_start = stage_end;
     }
     Replay {
         makespan_s: stage_start,
         slots,
         link_bytes,
+        stages,
     }
 }
 
