@@ -144,12 +144,14 @@ fn two_edge_plan(local: &LocalCluster, model: &LoadedModel) -> ExecPlan {
         ops,
         tiles: Some((tile_engine::tiling::Grid::uniform(1, 2), edges.clone())),
         node: local.coordinator_node,
+        predicted_s: None,
     }];
     if !rest.is_empty() {
         plan.blocks.push(tessera::cluster::coordinator::ExecBlock {
             ops: rest,
             tiles: None,
             node: local.coordinator_node,
+            predicted_s: None,
         });
     }
     plan
