@@ -393,12 +393,12 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             args.streams,
         ),
         (
-            "loopback MTU 6000-6400, 1 stream",
+            "loopback MTU 6000-65000, 1 stream",
             LinkTuning::loopback(),
             1,
         ),
         (
-            "loopback MTU 6000-6400, N streams",
+            "loopback MTU 6000-65000, N streams",
             LinkTuning::loopback(),
             args.streams,
         ),
