@@ -385,13 +385,19 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let size = 4 << 20;
     let tiles = ((args.mib << 20) / size).clamp(8, 20_000) as u32;
     println!("\nQUIC settings at {} tiles:", human(size));
-    let variants: [(&str, LinkTuning, usize); 4] = [
+    // The previous loopback setting: datagrams small enough for GSO batches of 10.
+    let gso_sized = LinkTuning {
+        max_mtu: 6400,
+        ..LinkTuning::loopback()
+    };
+    let variants: [(&str, LinkTuning, usize); 5] = [
         ("MTU 1200-1452, 1 stream", quinn_like_defaults(), 1),
         (
             "MTU 1200-1452, N streams",
             quinn_like_defaults(),
             args.streams,
         ),
+        ("MTU 6000-6400 with GSO, N streams", gso_sized, args.streams),
         (
             "loopback MTU 6000-65000, 1 stream",
             LinkTuning::loopback(),
