@@ -385,7 +385,17 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let size = 4 << 20;
     let tiles = ((args.mib << 20) / size).clamp(8, 20_000) as u32;
     println!("\nQUIC settings at {} tiles:", human(size));
-    let variants: [(&str, LinkTuning, usize); 4] = [
+    // The earlier loopback settings: datagrams small enough for GSO batches
+    // of 10, and an ACK for every second packet.
+    let every_2nd = LinkTuning {
+        ack_every: 0,
+        ..LinkTuning::loopback()
+    };
+    let gso_sized = LinkTuning {
+        max_mtu: 6400,
+        ..every_2nd.clone()
+    };
+    let variants: [(&str, LinkTuning, usize); 6] = [
         ("MTU 1200-1452, 1 stream", quinn_like_defaults(), 1),
         (
             "MTU 1200-1452, N streams",
@@ -393,12 +403,22 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             args.streams,
         ),
         (
-            "loopback MTU 6000-6400, 1 stream",
+            "MTU 6000-6400 with GSO, ACK every 2nd, N streams",
+            gso_sized,
+            args.streams,
+        ),
+        (
+            "MTU 6000-65000, ACK every 2nd, N streams",
+            every_2nd,
+            args.streams,
+        ),
+        (
+            "loopback: MTU 6000-65000, ACK every 8th, 1 stream",
             LinkTuning::loopback(),
             1,
         ),
         (
-            "loopback MTU 6000-6400, N streams",
+            "loopback: MTU 6000-65000, ACK every 8th, N streams",
             LinkTuning::loopback(),
             args.streams,
         ),
@@ -414,7 +434,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             c,
         );
         println!(
-            "  {:<40} {:>7.0} MB/s  {:>6.2} CPU s/GiB",
+            "  {:<50} {:>7.0} MB/s  {:>6.2} CPU s/GiB",
             p.variant, p.mb_per_s, p.cpu_s_per_gib
         );
         points.push(p);
