@@ -1,7 +1,8 @@
 // Windowed and global pooling, one output element per invocation, NCHW.
-// Max pooling starts from -inf over in-bounds taps only (padding never wins);
-// average pooling divides by the in-bounds count, or with count_include_pad
-// by the window clipped to the padded input (the PyTorch/ONNX rule).
+// Both walk the dilated window. Max pooling starts from -inf over in-bounds
+// taps only (padding never wins); average pooling divides by the in-bounds
+// count, or with count_include_pad by the taps inside the padded input (the
+// PyTorch/ONNX rule).
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
@@ -57,28 +58,29 @@ fn avg_pool(@builtin(global_invocation_id) gid: vec3<u32>,
     let oy = pix / p.ow;
     let nc = i / plane;
     let base = nc * p.h * p.w;
-    let y0 = i32(oy * p.sh) - i32(p.pt);
-    let x0 = i32(ox * p.sw) - i32(p.pl);
+    // Taps walk the dilated window in (ky, kx) order, as the CPU reference
+    // does, so the sum rounds identically. With count_include_pad a tap
+    // counts when it lies inside the padded extent [-pad_begin, len + pad_end):
+    // the part of a ceil_mode window past the end padding never counts.
+    let ylo = -i32(p.pt);
+    let yhi = i32(p.h + p.pb);
+    let xlo = -i32(p.pl);
+    let xhi = i32(p.w + p.pr);
     var acc = 0.0;
     var count = 0u;
     for (var ky = 0u; ky < p.kh; ky++) {
-        let iy = y0 + i32(ky);
-        if iy < 0 || iy >= i32(p.h) {
-            continue;
-        }
+        let iy = i32(oy * p.sh + ky * p.dh) - i32(p.pt);
+        let y_in = iy >= 0 && iy < i32(p.h);
+        let y_pad = iy >= ylo && iy < yhi;
         for (var kx = 0u; kx < p.kw; kx++) {
-            let ix = x0 + i32(kx);
-            if ix < 0 || ix >= i32(p.w) {
-                continue;
+            let ix = i32(ox * p.sw + kx * p.dw) - i32(p.pl);
+            if y_in && ix >= 0 && ix < i32(p.w) {
+                acc += src[base + u32(iy) * p.w + u32(ix)];
+                count += 1u;
+            } else if p.include_pad != 0u && y_pad && ix >= xlo && ix < xhi {
+                count += 1u;
             }
-            acc += src[base + u32(iy) * p.w + u32(ix)];
-            count += 1u;
         }
-    }
-    if p.include_pad != 0u {
-        let y1 = min(y0 + i32(p.kh), i32(p.h + p.pb));
-        let x1 = min(x0 + i32(p.kw), i32(p.w + p.pr));
-        count = u32((y1 - y0) * (x1 - x0));
     }
     store_nchw(acc / f32(max(count, 1u)), nc / p.c, nc % p.c, p.c, pix, plane,
                p.oc_total, p.oc_off, 0.0, 0.0);

@@ -408,11 +408,7 @@ pub fn run_suite(executor: &dyn Executor) -> Vec<Failure> {
 const CPU_KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 /// Cases the GPU executor is known to get wrong, as [`CPU_KNOWN_FAILURES`].
-const GPU_KNOWN_FAILURES: &[(&str, &str)] = &[(
-    "node/test_averagepool_2d_dilations",
-    "shaders/pool.wgsl avg_pool ignores dilations (max_pool applies them): \
-     it averages the undilated window",
-)];
+const GPU_KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 /// Runs the suite on `executor` and fails on any case outside `known`, or
 /// any case in `known` that now passes.

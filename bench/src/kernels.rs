@@ -80,13 +80,6 @@ fn specs() -> Vec<Spec> {
     vec![
         spec(
             "vgg16",
-            "conv2_2 3x3 64->64 (@112)",
-            conv(64, 64, 3, 1, 1),
-            56,
-            true,
-        ),
-        spec(
-            "vgg16",
             "conv3_2 3x3 128->128 (@56)",
             conv(128, 128, 3, 1, 1),
             28,
@@ -105,6 +98,14 @@ fn specs() -> Vec<Spec> {
             conv(3, 64, 7, 2, 1),
             112,
             false,
+        ),
+        // Unscaled: the lavapipe target layer (3x3 conv 64->64 at 56x56).
+        spec(
+            "resnet50",
+            "res2a 3x3 64->64 @56 (target)",
+            conv(64, 64, 3, 1, 1),
+            56,
+            true,
         ),
         spec(
             "resnet50",

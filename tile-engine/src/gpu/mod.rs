@@ -165,16 +165,30 @@ impl GpuExecutor {
         if let Some(choice) = st.tuner.get(&key) {
             return Ok(Some(choice));
         }
-        // Two rounds over all candidates, each keeping its faster time: a
-        // burst of load from another process on a shared machine then has to
-        // hit the same candidate twice to decide the choice.
+        // Round robin over the candidates, each keeping its fastest time, so
+        // a burst of load from another process on a shared machine has to
+        // hit the same candidate in every round to decide the choice; odd
+        // rounds go in reverse order, so a burst at a fixed point of a round
+        // does not keep landing on the same candidate. After the first round
+        // only candidates within PRUNE of the best go on (the naive kernel,
+        // often 10x slower, is timed once), which pays for the extra rounds.
+        const ROUNDS: usize = 3;
+        const PRUNE: f64 = 1.5;
         let cands = ConvChoice::candidates(c);
         let mut times = vec![Duration::MAX; cands.len()];
-        for _ in 0..2 {
-            for (&cand, best_t) in cands.iter().zip(&mut times) {
-                let t = self.time_one(st, graph, node, Some(cand), 2)?;
-                tracing::debug!("autotune {key}: {cand:?} {t:?}");
-                *best_t = (*best_t).min(t);
+        for round in 0..ROUNDS {
+            let best_so_far = times.iter().copied().min().unwrap_or(Duration::MAX);
+            let mut order: Vec<usize> = (0..cands.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                if round > 0 && times[i].as_secs_f64() > PRUNE * best_so_far.as_secs_f64() {
+                    continue;
+                }
+                let t = self.time_one(st, graph, node, Some(cands[i]), 2)?;
+                tracing::debug!("autotune {key}: {:?} {t:?}", cands[i]);
+                times[i] = times[i].min(t);
             }
         }
         let mut best: Option<(Duration, ConvChoice)> = None;
