@@ -127,7 +127,10 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     )
     .await?;
     let endpoint = local.coordinator_endpoint()?;
-    let coord = Coordinator::connect(local.cluster.clone(), endpoint, local.addrs.clone()).await?;
+    let mut coord =
+        Coordinator::connect(local.cluster.clone(), endpoint, local.addrs.clone()).await?;
+    // Compute is serialised across the daemons (see the compute lock above).
+    coord.steal = false;
     pb.finish_and_clear();
     let est = coord.profiler.lock().map(|p| p.estimates()).ok();
     println!(

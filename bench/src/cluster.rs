@@ -138,12 +138,14 @@ pub fn run(args: &[String]) -> Result<()> {
             },
         )
         .await?;
-        let coord = Coordinator::connect(
+        let mut coord = Coordinator::connect(
             local.cluster.clone(),
             local.coordinator_endpoint()?,
             local.addrs.clone(),
         )
         .await?;
+        // Compute is serialised across the daemons by the compute lock.
+        coord.steal = false;
         let executor = coord.peer(0).map(|p| p.executor()).unwrap_or_default();
         println!("cluster benchmark: 1 device + 4 edge + 1 cloud daemons, {executor}, demo link profile, {reps} measured run(s) per plan (median)");
         let models_dir = out.join("models");

@@ -351,6 +351,11 @@ pub struct Coordinator {
     next_id: AtomicU64,
     /// Job deadlines.
     pub timeouts: Timeouts,
+    /// Idle workers take queued tiles from busy ones. Turn it off when the
+    /// nodes share one machine behind a compute lock: there a node waiting
+    /// for the lock looks busy, so the first to finish would steal tiles
+    /// that dedicated hardware would have run in parallel.
+    pub steal: bool,
 }
 
 impl Coordinator {
@@ -370,6 +375,7 @@ impl Coordinator {
             profiler: Mutex::new(profiler),
             next_id: AtomicU64::new(1),
             timeouts: Timeouts::default(),
+            steal: true,
         };
         for i in 0..c.cluster.nodes.len() {
             c.reconnect(i).await?;
@@ -987,6 +993,7 @@ impl Coordinator {
             }
         }
         let state = Mutex::new(TileState {
+            steal: self.steal,
             queues,
             orphans,
             done: vec![None; jobs.len()],
@@ -1011,7 +1018,7 @@ impl Coordinator {
                         notified.as_mut().enable();
                         {
                             let s = lock(state);
-                            if s.any_waiting() {
+                            if s.any_waiting(slot) {
                                 continue;
                             }
                             // Done, or nobody running who could fail and free a tile.
@@ -1175,6 +1182,7 @@ impl Coordinator {
 type TileJob = (wire::Rect, super::job::JobPlan, Vec<Tensor>);
 
 struct TileState {
+    steal: bool,
     queues: Vec<VecDeque<usize>>,
     orphans: VecDeque<usize>,
     done: Vec<Option<Vec<Tensor>>>,
@@ -1183,8 +1191,11 @@ struct TileState {
 }
 
 impl TileState {
-    fn any_waiting(&self) -> bool {
-        !self.orphans.is_empty() || self.queues.iter().any(|q| !q.is_empty())
+    /// Whether worker `slot` has something it may take now.
+    fn any_waiting(&self, slot: usize) -> bool {
+        !self.orphans.is_empty()
+            || !self.queues[slot].is_empty()
+            || (self.steal && self.queues.iter().any(|q| !q.is_empty()))
     }
 
     /// The next tile for worker `slot`: its own queue, then orphans, then a
@@ -1195,6 +1206,9 @@ impl TileState {
         }
         if let Some(t) = self.orphans.pop_front() {
             return Some((t, true));
+        }
+        if !self.steal {
+            return None;
         }
         let victim = (0..self.queues.len())
             .filter(|&q| q != slot)
