@@ -165,6 +165,8 @@ pub fn run(args: &[String]) -> Result<()> {
         for (label, spec, input) in &models {
             let bundle = Bundle::from_spec(spec, input.shape())?;
             let m = coord.load_model(&bundle).await?;
+            // Each model starts from the calibration, as a fresh deployment would.
+            coord.reset_estimates()?;
             // Warm-up round: pipelines compile, the profiler learns the model.
             for (_, p) in plans(&coord, &m)? {
                 request += 1;

@@ -435,6 +435,22 @@ impl Coordinator {
         .map_err(|e| ClusterError::Protocol(e.to_string()))
     }
 
+    /// Forgets every observed span and starts again from the live nodes'
+    /// start-up calibration. Observed rates are those of one model's op mix
+    /// and tile sizes; before a different model is planned they would make
+    /// the nodes that ran it look slower than those that did not.
+    pub fn reset_estimates(&self) -> Result<(), ClusterError> {
+        *lock(&self.profiler) = Profiler::new(&self.cluster);
+        for i in self.alive() {
+            let rates = self
+                .peer(i)
+                .and_then(|p| p.calibration.borrow().clone())
+                .unwrap_or_default();
+            self.calibrate_from(i, &rates)?;
+        }
+        Ok(())
+    }
+
     /// Where node `i` is reached from now on (a restarted daemon's new address).
     pub fn set_address(&self, i: usize, addr: SocketAddr) {
         lock(&self.addrs)[i] = addr;
