@@ -203,6 +203,11 @@ pub struct PlanOptions {
     /// vertical split. The cloud is off by default: its tiles' feature maps
     /// would cross the backbone, the link tessera keeps free of them.
     pub tile_helpers: [bool; 2],
+    /// Smallest tile worth running, in output pixels: below it a GPU (and
+    /// lavapipe all the more) runs far under its whole-map FLOP rate, which
+    /// the planner's per-class rates do not capture, so smaller tiles are
+    /// not proposed (a block whose map is smaller runs as one tile).
+    pub min_tile_pixels: usize,
 }
 
 impl Default for PlanOptions {
@@ -211,6 +216,7 @@ impl Default for PlanOptions {
             max_fuse_depth: 16,
             calibration_rounds: 3,
             tile_helpers: [true, false],
+            min_tile_pixels: 32 * 32,
         }
     }
 }

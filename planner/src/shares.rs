@@ -126,6 +126,21 @@ impl Solver<'_, '_> {
         }
     }
 
+    /// Output pixels of the plan's smallest tile (infinite if the map size is unknown).
+    fn smallest_tile_pixels(&self, plan: &TilePlan) -> f64 {
+        let Some([h, w]) = self.extent() else {
+            return f64::INFINITY;
+        };
+        let mut least = f64::INFINITY;
+        for r in 0..plan.rows {
+            for c in 0..plan.cols {
+                let reg = plan.region(r, c);
+                least = least.min(reg.area() * (h * w) as f64);
+            }
+        }
+        least
+    }
+
     /// Rows and columns of the block's (first) output map.
     fn extent(&self) -> Option<[usize; 2]> {
         let dag = self.ctx.dag;
@@ -395,11 +410,26 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx], workers: &[Worker]) -> Bloc
     let mut cands = Vec::new();
     cands.extend(solver.strips(false, &b));
     cands.extend(solver.strips(true, &b));
-    for k in 3..=n {
+    for k in 2..=n {
         // The k workers quickest at an equal share of the block.
         let mut quick: Vec<usize> = (0..n).collect();
         quick.sort_by(|&i, &j| (a[i] + b[i] / k as f64).total_cmp(&(a[j] + b[j] / k as f64)));
         quick.truncate(k);
+        if k < n {
+            // Strips over fewer workers: what remains when tiles over all
+            // of them would be too small.
+            let only: Vec<f64> = (0..n)
+                .map(|i| {
+                    if quick.contains(&i) {
+                        b[i]
+                    } else {
+                        f64::INFINITY
+                    }
+                })
+                .collect();
+            cands.extend(solver.strips(false, &only));
+            cands.extend(solver.strips(true, &only));
+        }
         // R×C = k cells, or k + 1 with the quickest taking two (five
         // workers have no grid of their own, and strips carry the most halo).
         for cells in [k, k + 1] {
@@ -410,8 +440,10 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx], workers: &[Worker]) -> Bloc
             }
         }
     }
+    let min_px = ctx.opts.min_tile_pixels as f64;
     let (tiling, node_times, time_s) = cands
         .into_iter()
+        .filter(|c| solver.smallest_tile_pixels(&c.0) >= min_px)
         .min_by(|x, y| x.2.total_cmp(&y.2))
         .unwrap_or_else(|| {
             let single = TilePlan {

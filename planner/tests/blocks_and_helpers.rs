@@ -125,8 +125,9 @@ fn tile_nodes(report: &planner::PlanReport, strategy: &str) -> Vec<String> {
 
 #[test]
 fn the_device_takes_tiles_when_its_tier_is_used_and_the_cloud_only_when_allowed() {
-    // A compute-heavy chain: 64 channels, 64×64, six 3×3 convs.
-    let dag = chain_with(&[64; 7], 3, 64.0);
+    // A compute-heavy chain: 64 channels, 96×96, six 3×3 convs (four
+    // workers' tiles stay above the smallest tile worth running).
+    let dag = chain_with(&[96; 7], 3, 64.0);
     let cluster = even_cluster(1000.0);
     let est = Estimates::from_cluster(&cluster);
     let report = plan_dag(
@@ -166,4 +167,33 @@ fn the_device_takes_tiles_when_its_tier_is_used_and_the_cloud_only_when_allowed(
     let est = Estimates::from_cluster(&thin);
     let report = plan_dag(&dag, &thin, &est, &ReceptiveField, both).expect("plan");
     assert!(!tile_nodes(&report, "three-tier").contains(&"cloud".to_string()));
+}
+
+#[test]
+fn no_tile_is_smaller_than_the_minimum_and_small_maps_run_as_one_tile() {
+    let cluster = even_cluster(1000.0);
+    let est = Estimates::from_cluster(&cluster);
+    for hw in [16usize, 24, 40, 64, 96] {
+        let dag = chain_with(&[hw; 5], 3, 64.0);
+        let opts = PlanOptions::default();
+        let report = plan_dag(&dag, &cluster, &est, &ReceptiveField, opts).expect("plan");
+        for alt in &report.alternatives {
+            for b in &alt.prediction.blocks {
+                let Some(t) = &b.tiling else { continue };
+                for r in 0..t.rows {
+                    for c in 0..t.cols {
+                        let px = t.region(r, c).area() * (hw * hw) as f64;
+                        assert!(
+                            t.rows * t.cols == 1 || px >= opts.min_tile_pixels as f64 - 1e-6,
+                            "{hw}²: a {px}-pixel tile in {}",
+                            alt.strategy
+                        );
+                    }
+                }
+                if hw * hw < 2 * opts.min_tile_pixels {
+                    assert_eq!((t.rows, t.cols), (1, 1), "{hw}² must not be split");
+                }
+            }
+        }
+    }
 }
