@@ -87,10 +87,7 @@ pub fn waterfill(a: &[f64], b: &[f64]) -> Vec<f64> {
     let mut s: Vec<f64> = (0..a.len())
         .map(|i| ((level - a[i]) / b[i]).max(0.0))
         .collect();
-    let total: f64 = s.iter().sum();
-    if total > 0.0 && total.is_finite() {
-        s.iter_mut().for_each(|x| *x /= total);
-    }
+    normalise(&mut s);
     s
 }
 
@@ -99,6 +96,8 @@ struct Solver<'c, 'a> {
     ops: &'c [OpIdx],
     /// Nodes that may take tiles, with their links.
     slots: Vec<Worker>,
+    /// Rows and columns of the block's (first) output map, if known.
+    extent: Option<[usize; 2]>,
 }
 
 type Candidate = (TilePlan, Vec<NodeTime>, f64);
@@ -128,7 +127,7 @@ impl Solver<'_, '_> {
 
     /// Output pixels of the plan's smallest tile (infinite if the map size is unknown).
     fn smallest_tile_pixels(&self, plan: &TilePlan) -> f64 {
-        let Some([h, w]) = self.extent() else {
+        let Some([h, w]) = self.extent else {
             return f64::INFINITY;
         };
         let mut least = f64::INFINITY;
@@ -139,14 +138,6 @@ impl Solver<'_, '_> {
             }
         }
         least
-    }
-
-    /// Rows and columns of the block's (first) output map.
-    fn extent(&self) -> Option<[usize; 2]> {
-        let dag = self.ctx.dag;
-        crate::halo::block_outputs(dag, self.ops)
-            .into_iter()
-            .find_map(|t| dag.tensors[t].hw)
     }
 
     /// Per-share cost `b` of each slot (whole block on that node).
@@ -211,7 +202,7 @@ impl Solver<'_, '_> {
         // Output rows (or columns) the strips divide: a share worth less
         // than one would be a tile of nothing.
         let extent =
-            self.extent().map_or(
+            self.extent.map_or(
                 f64::INFINITY,
                 |[h, w]| {
                     if along_rows { h as f64 } else { w as f64 }
@@ -352,6 +343,14 @@ impl Solver<'_, '_> {
     }
 }
 
+/// Rows and columns of a block's (first) output map.
+fn output_extent(ctx: &Context<'_>, ops: &[OpIdx]) -> Option<[usize; 2]> {
+    crate::halo::block_outputs(ctx.dag, ops)
+        .into_iter()
+        .find_map(|t| ctx.dag.tensors[t].hw)
+}
+
+/// Scales `v` to sum to 1 (left alone if its sum is not a positive number).
 fn normalise(v: &mut [f64]) {
     let t: f64 = v.iter().sum();
     if t > 0.0 && t.is_finite() {
@@ -403,6 +402,7 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx], workers: &[Worker]) -> Bloc
         ctx,
         ops,
         slots: workers.to_vec(),
+        extent: output_extent(ctx, ops),
     };
     let b = solver.slopes(in_bytes, out_bytes);
     let a = solver.fixed();
@@ -476,6 +476,7 @@ pub fn retime_block(ctx: &Context<'_>, block: &BlockPlan) -> BlockPlan {
         ctx,
         ops: &block.ops,
         slots: workers,
+        extent: output_extent(ctx, &block.ops),
     };
     let (tiling, node_times, time_s) = solver.evaluate(tiling.clone());
     BlockPlan {
