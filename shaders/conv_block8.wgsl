@@ -34,6 +34,20 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<vec4<f32>>;
+// The same packed weights as a texture, column = channel block, row = tap.
+// llvmpipe fetches a texel as one 16-byte load per lane; a storage vec4 in
+// a loop costs four scalar loads per lane, each behind a branch and a
+// bounds check, and on a 3x3 64->64 layer those weight loads were about
+// two thirds of the kernel's time.
+@group(0) @binding(7) var wtex: texture_2d<f32>;
+override WTEX: bool = false;
+
+fn wload(col: u32, row: u32) -> vec4<f32> {
+    if WTEX {
+        return textureLoad(wtex, vec2<u32>(col, row), 0);
+    }
+    return wt[row * p.m4 + col];
+}
 
 fn load_x(rbase: u32, row_ok: bool, ix: i32) -> f32 {
     let ok = row_ok && ix >= 0 && ix < i32(p.w);
@@ -80,8 +94,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     var a1_5 = vec4<f32>(0.0);
     var a1_6 = vec4<f32>(0.0);
     var a1_7 = vec4<f32>(0.0);
-    var wi0 = min(mb + 0u, m4 - 1u);
-    var wi1 = min(mb + 1u, m4 - 1u);
+    let col0 = min(mb + 0u, m4 - 1u);
+    let col1 = min(mb + 1u, m4 - 1u);
+    var wr = 0u;
     let ix0 = i32(ox0 * SW) - i32(p.pl);
     if KW == 3u && SW == 1u && DW == 1u {
         // Column clamps and masks depend only on the pixel, not the channel.
@@ -122,14 +137,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
                 let x7 = vec4<f32>(select(0.0, src[rb + c7], row_ok && k7));
                 let x8 = vec4<f32>(select(0.0, src[rb + c8], row_ok && k8));
                 let x9 = vec4<f32>(select(0.0, src[rb + c9], row_ok && k9));
-                let w0_0 = wt[wi0 + 0u * m4];
-                let w0_1 = wt[wi0 + 1u * m4];
-                let w0_2 = wt[wi0 + 2u * m4];
-                wi0 += 3u * m4;
-                let w1_0 = wt[wi1 + 0u * m4];
-                let w1_1 = wt[wi1 + 1u * m4];
-                let w1_2 = wt[wi1 + 2u * m4];
-                wi1 += 3u * m4;
+                let w0_0 = wload(col0, wr + 0u);
+                let w0_1 = wload(col0, wr + 1u);
+                let w0_2 = wload(col0, wr + 2u);
+                let w1_0 = wload(col1, wr + 0u);
+                let w1_1 = wload(col1, wr + 1u);
+                let w1_2 = wload(col1, wr + 2u);
+                wr += 3u;
                 a0_0 = fma(w0_0, x0, a0_0);
                 a0_1 = fma(w0_0, x1, a0_1);
                 a0_2 = fma(w0_0, x2, a0_2);
@@ -197,8 +211,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
                     let x5 = vec4<f32>(load_x(rbase, row_ok, ix + 5 * i32(SW)));
                     let x6 = vec4<f32>(load_x(rbase, row_ok, ix + 6 * i32(SW)));
                     let x7 = vec4<f32>(load_x(rbase, row_ok, ix + 7 * i32(SW)));
-                    let w0 = wt[wi0];
-                    wi0 += m4;
+                    let w0 = wload(col0, wr);
                     a0_0 = fma(w0, x0, a0_0);
                     a0_1 = fma(w0, x1, a0_1);
                     a0_2 = fma(w0, x2, a0_2);
@@ -207,8 +220,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
                     a0_5 = fma(w0, x5, a0_5);
                     a0_6 = fma(w0, x6, a0_6);
                     a0_7 = fma(w0, x7, a0_7);
-                    let w1 = wt[wi1];
-                    wi1 += m4;
+                    let w1 = wload(col1, wr);
+                    wr += 1u;
                     a1_0 = fma(w1, x0, a1_0);
                     a1_1 = fma(w1, x1, a1_1);
                     a1_2 = fma(w1, x2, a1_2);

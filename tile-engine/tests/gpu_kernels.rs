@@ -196,7 +196,7 @@ proptest! {
     fn conv_kernels_match_cpu(p in conv_problem()) {
         let (g, inputs) = conv_graph(&p);
         let Op::Conv(c) = &g.nodes[0].op else { unreachable!() };
-        for variant in [ConvVariant::Naive, ConvVariant::Block, ConvVariant::Block8, ConvVariant::Grouped] {
+        for variant in [ConvVariant::Naive, ConvVariant::Block, ConvVariant::Block8, ConvVariant::Block8Texture, ConvVariant::Grouped] {
             let choice = ConvChoice { variant, wg: 32 };
             if choice.applies(c) {
                 check(&g, &inputs, Some(choice), &format!("{variant:?} {p:?}"));
@@ -483,6 +483,7 @@ fn a_tile_copy_of_a_conv_is_bit_identical() {
     for variant in [
         ConvVariant::Block,
         ConvVariant::Block8,
+        ConvVariant::Block8Texture,
         ConvVariant::Naive,
         ConvVariant::Grouped,
     ] {
@@ -538,6 +539,53 @@ fn a_tile_copy_of_a_conv_is_bit_identical() {
                 "{variant:?} channel {m}"
             );
         }
+    }
+}
+
+/// The texture kernel only moves the weights: same accumulation order as
+/// Block8, so the same bits, and a layer tuned to either tiles the same.
+#[test]
+fn weight_texture_and_buffer_kernels_agree_bit_for_bit() {
+    for (cg, mg, k, group) in [(5, 16, 3, 1), (3, 8, 1, 2), (7, 24, 5, 1)] {
+        let p = ConvProblem {
+            n: 2,
+            group,
+            cg,
+            mg,
+            hw: [11, 13],
+            k: [k, k],
+            stride: [1, 1],
+            dil: [1, 1],
+            pads: [k / 2; 4],
+            bias: true,
+            residual: false,
+            act: 1,
+            seed: cg as u64,
+        };
+        let (g, inputs) = conv_graph(&p);
+        let run = |variant| {
+            gpu()
+                .run_with(&g, &inputs, Some(ConvChoice { variant, wg: 32 }))
+                .expect("gpu run")
+        };
+        let (buf, tex) = (run(ConvVariant::Block8), run(ConvVariant::Block8Texture));
+        assert!(
+            buf[0]
+                .data()
+                .iter()
+                .zip(tex[0].data())
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{p:?}"
+        );
+        check(
+            &g,
+            &inputs,
+            Some(ConvChoice {
+                variant: ConvVariant::Block8Texture,
+                wg: 64,
+            }),
+            "texture",
+        );
     }
 }
 

@@ -135,6 +135,11 @@ fn required_limits(adapter: &wgpu::Limits, info: &wgpu::AdapterInfo) -> Result<w
             .min(1024),
         max_compute_workgroup_size_x: adapter.max_compute_workgroup_size_x.min(1024),
         max_compute_workgroups_per_dimension: adapter.max_compute_workgroups_per_dimension,
+        // Weight textures (see `lower::WEIGHT_TEXTURE_DIM`).
+        max_texture_dimension_2d: adapter
+            .max_texture_dimension_2d
+            .min(crate::gpu::lower::WEIGHT_TEXTURE_DIM as u32)
+            .max(base.max_texture_dimension_2d),
         ..base
     })
 }

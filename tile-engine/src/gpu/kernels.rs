@@ -101,10 +101,14 @@ impl PipelineKey {
     }
 }
 
+/// The binding of the weight texture in the shared layout.
+pub const WEIGHT_TEXTURE_BINDING: u32 = 7;
+
 /// Compiled pipelines and the one bind group layout they all share.
 pub struct Pipelines {
     layout: wgpu::PipelineLayout,
-    /// Binding 0 uniform, 1..=5 read-only storage, 6 read-write storage.
+    /// Binding 0 uniform, 1..=5 read-only storage, 6 read-write storage,
+    /// 7 an unfilterable float texture (weights of the texture conv kernel).
     pub bind_group_layout: wgpu::BindGroupLayout,
     modules: Mutex<HashMap<Shader, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
@@ -138,6 +142,16 @@ impl Pipelines {
         }];
         entries.extend((1..=5).map(|b| storage(b, true)));
         entries.push(storage(6, false));
+        entries.push(wgpu::BindGroupLayoutEntry {
+            binding: WEIGHT_TEXTURE_BINDING,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Texture {
+                sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                view_dimension: wgpu::TextureViewDimension::D2,
+                multisampled: false,
+            },
+            count: None,
+        });
         let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("tessera kernels"),
             entries: &entries,

@@ -25,6 +25,9 @@ pub enum Buf {
     Value(ValueId),
     /// A weight or constant buffer.
     Gpu(Arc<wgpu::Buffer>),
+    /// Weights as a texture: bound at the texture binding, with a
+    /// placeholder buffer in this slot.
+    Tex(Arc<wgpu::TextureView>),
 }
 
 /// One kernel launch.
@@ -48,6 +51,10 @@ pub enum ConvVariant {
     Block,
     /// 8 output channels x 8 pixels per invocation.
     Block8,
+    /// Block8 reading its weights from a texture: on llvmpipe a texel fetch
+    /// is one 16-byte load per lane, a storage-buffer vec4 four scalar
+    /// loads per lane, each behind a branch.
+    Block8Texture,
     /// Depthwise / grouped: 4 pixels of one channel per invocation.
     Grouped,
 }
@@ -65,7 +72,9 @@ impl ConvChoice {
     /// The choice without tuning: register-blocked where it applies, the
     /// larger block first.
     pub fn default_for(conv: &crate::ir::Conv) -> Self {
-        let variant = if block8_applies(conv) {
+        let variant = if block8_applies(conv) && texture_fits(conv) {
+            ConvVariant::Block8Texture
+        } else if block8_applies(conv) {
             ConvVariant::Block8
         } else if block_applies(conv) {
             ConvVariant::Block
@@ -80,6 +89,7 @@ impl ConvChoice {
         match self.variant {
             ConvVariant::Block => block_applies(conv),
             ConvVariant::Block8 => block8_applies(conv),
+            ConvVariant::Block8Texture => block8_applies(conv) && texture_fits(conv),
             ConvVariant::Naive | ConvVariant::Grouped => true,
         }
     }
@@ -88,6 +98,12 @@ impl ConvChoice {
     pub fn candidates(conv: &crate::ir::Conv) -> Vec<Self> {
         let mut out = Vec::new();
         if block8_applies(conv) {
+            if texture_fits(conv) {
+                out.extend([32, 64].map(|wg| Self {
+                    variant: ConvVariant::Block8Texture,
+                    wg,
+                }));
+            }
             out.extend([32, 64].map(|wg| Self {
                 variant: ConvVariant::Block8,
                 wg,
@@ -123,6 +139,19 @@ fn block_applies(conv: &crate::ir::Conv) -> bool {
 fn block8_applies(conv: &crate::ir::Conv) -> bool {
     let m = conv.weight.shape().first().copied().unwrap_or(0);
     conv.group == 1 || (conv.group > 0 && (m / conv.group).is_multiple_of(8))
+}
+
+/// Largest weight texture side the kernels use: Vulkan's guaranteed
+/// minimum for 2-D images, so every adapter tessera runs on has it.
+pub const WEIGHT_TEXTURE_DIM: usize = 4096;
+
+/// The texture kernel holds the packed weights, `[C/group * KH * KW]` rows
+/// of `ceil(M/4)` texels, in one 2-D texture.
+fn texture_fits(conv: &crate::ir::Conv) -> bool {
+    let s = conv.weight.shape();
+    s.len() == 4
+        && s[1] * s[2] * s[3] <= WEIGHT_TEXTURE_DIM
+        && s[0].div_ceil(4) <= WEIGHT_TEXTURE_DIM
 }
 
 /// The per-layer key of a kernel choice: node name and op parameters, never
@@ -924,8 +953,10 @@ impl Lowerer<'_> {
                     .f(alpha)
                     .f(beta)
                     .done(),
-                self.weights
-                    .tensor(&self.up, &c.weight, "raw", |t| t.data().to_vec())?,
+                Buf::Gpu(
+                    self.weights
+                        .tensor(&self.up, &c.weight, "raw", |t| t.data().to_vec())?,
+                ),
                 n * m * oh * ow,
             ),
             ConvVariant::Block => {
@@ -944,19 +975,30 @@ impl Lowerer<'_> {
                         .f(alpha)
                         .f(beta)
                         .done(),
-                    self.weights
-                        .tensor(&self.up, &c.weight, "conv4", pack_conv_block)?,
+                    Buf::Gpu(
+                        self.weights
+                            .tensor(&self.up, &c.weight, "conv4", pack_conv_block)?,
+                    ),
                     n * m4 * oh * ow4,
                 )
             }
-            ConvVariant::Block8 => {
+            ConvVariant::Block8 | ConvVariant::Block8Texture => {
                 if !block8_applies(c) {
                     return Err(Error::Unsupported(format!(
                         "node {}: block8 conv needs 8-channel groups",
                         node.name
                     )));
                 }
+                // An adapter below Vulkan's 4096-texel minimum (some GL
+                // drivers) runs the same kernel from a buffer: same
+                // accumulation order, same bits.
+                let side = usize::try_from(self.up.max_texture).unwrap_or(usize::MAX);
+                let texture = choice.variant == ConvVariant::Block8Texture
+                    && texture_fits(c)
+                    && ws[1] * kh * kw <= side
+                    && m.div_ceil(4) <= side;
                 geometry(&mut consts)?;
+                consts.push(("WTEX", u32::from(texture)));
                 let m4 = m.div_ceil(4);
                 let wg = usize::try_from(choice.wg.max(1))
                     .map_err(|_| Error::Limit(format!("WG = {}", choice.wg)))?;
@@ -968,8 +1010,19 @@ impl Lowerer<'_> {
                         .f(alpha)
                         .f(beta)
                         .done(),
-                    self.weights
-                        .tensor(&self.up, &c.weight, "conv4", pack_conv_block)?,
+                    if texture {
+                        Buf::Tex(
+                            self.weights
+                                .texture(&self.up, &c.weight, m4, pack_conv_block)?,
+                        )
+                    } else {
+                        Buf::Gpu(self.weights.tensor(
+                            &self.up,
+                            &c.weight,
+                            "conv4",
+                            pack_conv_block,
+                        )?)
+                    },
                     // Whole workgroups per (image, channel block pair): the
                     // shader keeps the weight addresses workgroup-uniform.
                     n * m4.div_ceil(2) * (oh * ow8).div_ceil(wg) * wg,
@@ -984,8 +1037,10 @@ impl Lowerer<'_> {
                         .f(alpha)
                         .f(beta)
                         .done(),
-                    self.weights
-                        .tensor(&self.up, &c.weight, "raw", |t| t.data().to_vec())?,
+                    Buf::Gpu(
+                        self.weights
+                            .tensor(&self.up, &c.weight, "raw", |t| t.data().to_vec())?,
+                    ),
                     n * m * oh * ow4,
                 )
             }
@@ -1004,7 +1059,7 @@ impl Lowerer<'_> {
             params,
             bufs: [
                 self.buf_of(node.inputs[0])?,
-                Buf::Gpu(wt),
+                wt,
                 bias,
                 self.slope(&slope)?,
                 res,

@@ -56,6 +56,7 @@ pub struct GpuExecutor {
     ctx: GpuContext,
     pipelines: Pipelines,
     dummy: wgpu::Buffer,
+    dummy_texture: wgpu::TextureView,
     options: GpuOptions,
     state: Mutex<State>,
 }
@@ -72,6 +73,23 @@ impl GpuExecutor {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let dummy_texture = ctx
+            .device
+            .create_texture(&wgpu::TextureDescriptor {
+                label: Some("tessera unused texture"),
+                size: wgpu::Extent3d {
+                    width: 1,
+                    height: 1,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING,
+                view_formats: &[],
+            })
+            .create_view(&wgpu::TextureViewDescriptor::default());
         let path = if options.no_autotune {
             None
         } else {
@@ -87,6 +105,7 @@ impl GpuExecutor {
             ctx,
             pipelines,
             dummy,
+            dummy_texture,
             options,
             state: Mutex::new(State {
                 pool: BufferPool::default(),
@@ -268,6 +287,7 @@ impl GpuExecutor {
                 device: &self.ctx.device,
                 queue: &self.ctx.queue,
                 max: self.max_binding(),
+                max_texture: self.ctx.limits.max_texture_dimension_2d,
             },
             weights: &mut st.weights,
             alias,
@@ -321,7 +341,11 @@ impl GpuExecutor {
                     size: wgpu::BufferSize::new(d.params.len() as u64 * 4),
                 }),
             }];
+            let mut texture = &self.dummy_texture;
             for (i, b) in d.bufs.iter().enumerate() {
+                if let Buf::Tex(view) = b {
+                    texture = view;
+                }
                 entries.push(wgpu::BindGroupEntry {
                     binding: i as u32 + 1,
                     resource: wgpu::BindingResource::Buffer(
@@ -329,6 +353,10 @@ impl GpuExecutor {
                     ),
                 });
             }
+            entries.push(wgpu::BindGroupEntry {
+                binding: kernels::WEIGHT_TEXTURE_BINDING,
+                resource: wgpu::BindingResource::TextureView(texture),
+            });
             groups.push(device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: None,
                 layout: &self.pipelines.bind_group_layout,
@@ -379,7 +407,7 @@ impl GpuExecutor {
         roots: &HashMap<ValueId, ValueId>,
     ) -> Result<&'a wgpu::Buffer> {
         Ok(match b {
-            Buf::None => &self.dummy,
+            Buf::None | Buf::Tex(_) => &self.dummy,
             Buf::Gpu(g) => g,
             Buf::Value(v) => {
                 let r = roots.get(v).copied().unwrap_or(*v);

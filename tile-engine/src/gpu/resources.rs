@@ -76,6 +76,7 @@ enum Owner {
 #[derive(Default)]
 pub struct WeightCache {
     map: HashMap<(usize, usize, &'static str), (Owner, Arc<wgpu::Buffer>)>,
+    textures: HashMap<usize, (Owner, Arc<wgpu::TextureView>)>,
 }
 
 fn upload(
@@ -110,12 +111,14 @@ pub struct Uploader<'a> {
     pub queue: &'a wgpu::Queue,
     /// Largest storage binding.
     pub max: u64,
+    /// Largest 2-D texture side.
+    pub max_texture: u32,
 }
 
 impl WeightCache {
     /// Number of weight buffers held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + self.textures.len()
     }
 
     /// A tensor's values, packed by `pack` (named `packing`), uploaded once.
@@ -133,6 +136,70 @@ impl WeightCache {
         let b = upload(up.device, up.queue, &pack(t), up.max)?;
         self.map.insert(key, (Owner::Tensor(t.clone()), b.clone()));
         Ok(b)
+    }
+
+    /// A tensor packed by `pack` into rows of `width` RGBA32F texels,
+    /// uploaded once as a 2-D texture.
+    pub fn texture(
+        &mut self,
+        up: &Uploader<'_>,
+        t: &Arc<crate::tensor::Tensor>,
+        width: usize,
+        pack: impl FnOnce(&crate::tensor::Tensor) -> Vec<f32>,
+    ) -> Result<Arc<wgpu::TextureView>> {
+        let key = Arc::as_ptr(t) as usize;
+        if let Some((_, v)) = self.textures.get(&key) {
+            return Ok(v.clone());
+        }
+        let data = pack(t);
+        let texels = width.max(1) * 4;
+        let rows = data.len() / texels;
+        let dim = |v: usize| {
+            u32::try_from(v)
+                .ok()
+                .filter(|&v| v >= 1 && v <= up.max_texture)
+                .ok_or_else(|| {
+                    Error::Limit(format!(
+                        "a weight texture of {width} x {rows} texels exceeds the adapter's {} texel limit",
+                        up.max_texture
+                    ))
+                })
+        };
+        let size = wgpu::Extent3d {
+            width: dim(width)?,
+            height: dim(rows)?,
+            depth_or_array_layers: 1,
+        };
+        if rows * texels != data.len() {
+            return Err(Error::Shape(format!(
+                "{} packed weights are not whole rows of {width} texels",
+                data.len()
+            )));
+        }
+        let texture = up.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("tessera weight texture"),
+            size,
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        up.queue.write_texture(
+            texture.as_image_copy(),
+            bytemuck::cast_slice(&data),
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(size.width * 16),
+                rows_per_image: Some(size.height),
+            },
+            size,
+        );
+        let view = Arc::new(texture.create_view(&wgpu::TextureViewDescriptor::default()));
+        self.textures
+            .insert(key, (Owner::Tensor(t.clone()), view.clone()));
+        Ok(view)
     }
 
     /// A vector (bias, slopes) uploaded once.
