@@ -141,9 +141,10 @@ fn block8_applies(conv: &crate::ir::Conv) -> bool {
     conv.group == 1 || (conv.group > 0 && (m / conv.group).is_multiple_of(8))
 }
 
-/// Largest weight texture side the kernels use: Vulkan's guaranteed
-/// minimum for 2-D images, so every adapter tessera runs on has it.
-pub const WEIGHT_TEXTURE_DIM: usize = 4096;
+/// Largest weight texture side the kernels ask for (lavapipe and most
+/// desktop GPUs offer 16384). An adapter that grants less runs a layer
+/// whose weights do not fit as Block8 from a buffer, with the same bits.
+pub const WEIGHT_TEXTURE_DIM: usize = 16384;
 
 /// The texture kernel holds the packed weights, `[C/group * KH * KW]` rows
 /// of `ceil(M/4)` texels, in one 2-D texture.
@@ -989,9 +990,8 @@ impl Lowerer<'_> {
                         node.name
                     )));
                 }
-                // An adapter below Vulkan's 4096-texel minimum (some GL
-                // drivers) runs the same kernel from a buffer: same
-                // accumulation order, same bits.
+                // Weights larger than the adapter's texture limit run the
+                // same kernel from a buffer: same accumulation order, same bits.
                 let side = usize::try_from(self.up.max_texture).unwrap_or(usize::MAX);
                 let texture = choice.variant == ConvVariant::Block8Texture
                     && texture_fits(c)
