@@ -501,6 +501,10 @@ fn the_demo_short_mode_writes_files_that_parse() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(stdout.contains("bit for bit: yes"), "{stdout}");
+    assert!(
+        stdout.contains("vs the best two-tier split"),
+        "the demo compares against the fastest measured two-tier split: {stdout}"
+    );
     let png = std::fs::read(out.join("output.png")).expect("output.png");
     let (w, h, _) = tile_engine::default_model::decode_rgb8(&png).expect("png decodes");
     assert_eq!((w, h), (256, 256));
