@@ -52,6 +52,23 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
             let iy = i32(oy * SH + ky * DH) - i32(p.pt);
             let row_ok = iy >= 0 && iy < i32(p.h);
             let rbase = cbase + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w;
+            if KW == 3u && SW == 1u && DW == 1u {
+                // The common 3-wide stride-1 kernel: the row's 6 inputs are
+                // loaded once for all three taps (12 loads before). Same
+                // order of FMAs as the loop below, so the same bits.
+                let ix = i32(ox0) - i32(p.pl);
+                let x0 = load_x(rbase, row_ok, ix);
+                let x1 = load_x(rbase, row_ok, ix + 1);
+                let x2 = load_x(rbase, row_ok, ix + 2);
+                let x3 = load_x(rbase, row_ok, ix + 3);
+                let x4 = load_x(rbase, row_ok, ix + 4);
+                let x5 = load_x(rbase, row_ok, ix + 5);
+                let wr = wbase + ky * 3u;
+                acc = fma(vec4<f32>(x0, x1, x2, x3), vec4<f32>(wt[wr]), acc);
+                acc = fma(vec4<f32>(x1, x2, x3, x4), vec4<f32>(wt[wr + 1u]), acc);
+                acc = fma(vec4<f32>(x2, x3, x4, x5), vec4<f32>(wt[wr + 2u]), acc);
+                continue;
+            }
             for (var kx = 0u; kx < KW; kx++) {
                 let wv = wt[wbase + ky * KW + kx];
                 let ix = i32(ox0 * SW + kx * DW) - i32(p.pl);

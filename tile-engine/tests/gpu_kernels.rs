@@ -589,6 +589,45 @@ fn weight_texture_and_buffer_kernels_agree_bit_for_bit() {
     }
 }
 
+/// The depthwise kernel's 3-wide stride-1 path (row inputs loaded once for
+/// all three taps) on widths that are not whole 4-pixel blocks, both pads.
+#[test]
+fn depthwise_3x3_rows_match_cpu() {
+    for (hw, pads, dil) in [
+        ([7, 9], [1; 4], [1, 1]),
+        ([5, 6], [0, 1, 2, 0], [1, 1]),
+        ([6, 11], [1; 4], [2, 1]),
+    ] {
+        let p = ConvProblem {
+            n: 1,
+            group: 6,
+            cg: 1,
+            mg: 1,
+            hw,
+            k: [3, 3],
+            stride: [1, 1],
+            dil,
+            pads,
+            bias: true,
+            residual: false,
+            act: 2,
+            seed: 11,
+        };
+        let (g, inputs) = conv_graph(&p);
+        for wg in [32, 64] {
+            check(
+                &g,
+                &inputs,
+                Some(ConvChoice {
+                    variant: ConvVariant::Grouped,
+                    wg,
+                }),
+                &format!("{p:?}"),
+            );
+        }
+    }
+}
+
 #[test]
 fn an_unknown_adapter_is_an_error_not_a_skip() {
     let err = GpuExecutor::new(GpuOptions {
