@@ -27,11 +27,15 @@ fn strided(@builtin(global_invocation_id) gid: vec3<u32>,
     var rest = i;
     var si = p.sbase;
     var di = p.dbase;
-    for (var d = 7; d >= 0; d--) {
+    // Dims are collapsed and right-aligned by the executor: once the
+    // remaining index is 0 every outer dim contributes 0.
+    for (var d = 7; d >= 0 && rest != 0u; d--) {
         let q = d / 4;
         let r = d % 4;
-        let e = rest % p.dims[q][r];
-        rest = rest / p.dims[q][r];
+        let n = p.dims[q][r];
+        let next = rest / n;
+        let e = rest - next * n;
+        rest = next;
         si += e * p.sstr[q][r];
         di += e * p.dstr[q][r];
     }

@@ -248,14 +248,47 @@ fn nd_words(dims: &[usize], a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     if dims.len() > 8 {
         return Err(Error::Unsupported(format!("rank {} above 8", dims.len())));
     }
+    let (dims, a, b) = collapse(dims, a, b);
     let pad = 8 - dims.len();
     let mut out = vec![1; pad];
-    out.extend_from_slice(dims);
-    for s in [a, b] {
+    out.extend_from_slice(&dims);
+    for s in [&a, &b] {
         out.extend(std::iter::repeat_n(0, pad));
         out.extend_from_slice(s);
     }
     Ok(out)
+}
+
+/// The same index space with size-1 dims dropped and each dim merged into
+/// its inner neighbour where both stride lists are contiguous across them
+/// (an NCHW crop becomes [N*C, H, W], a whole copy one dim). The kernels
+/// pay two integer divisions per dim per element, which llvmpipe runs lane
+/// by lane; the loop ends once the remaining index is 0, so leading dims
+/// cost nothing.
+fn collapse(dims: &[usize], a: &[usize], b: &[usize]) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    // Built innermost first, reversed at the end.
+    let (mut d, mut sa, mut sb): (Vec<usize>, Vec<usize>, Vec<usize>) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for i in (0..dims.len()).rev() {
+        if dims[i] == 1 {
+            continue;
+        }
+        if let (Some(&dl), Some(&al), Some(&bl)) = (d.last(), sa.last(), sb.last())
+            && a[i] == al * dl
+            && b[i] == bl * dl
+        {
+            let k = d.len() - 1;
+            d[k] *= dims[i];
+            continue;
+        }
+        d.push(dims[i]);
+        sa.push(a[i]);
+        sb.push(b[i]);
+    }
+    d.reverse();
+    sa.reverse();
+    sb.reverse();
+    (d, sa, sb)
 }
 
 /// Strides of `shape` broadcast to `out` (right-aligned, 0 where broadcast).
@@ -1124,4 +1157,30 @@ fn copy_params(
         .us(&q)?
         .us(nd)
         .map(P::done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::collapse;
+
+    #[test]
+    fn index_spaces_collapse_to_their_fewest_dims() {
+        // A crop of rows 2..28 of a [1, 64, 30, 128] map: rows and columns
+        // are contiguous in both buffers, channels are not.
+        let (d, a, b) = collapse(
+            &[1, 64, 26, 128],
+            &[245_760, 3840, 128, 1],
+            &[212_992, 3328, 128, 1],
+        );
+        assert_eq!((d, a, b), (vec![64, 3328], vec![3840, 1], vec![3328, 1]));
+        // A plain copy is one dim.
+        let (d, a, b) = collapse(&[2, 3, 4], &[12, 4, 1], &[12, 4, 1]);
+        assert_eq!((d, a, b), (vec![24], vec![1], vec![1]));
+        // Broadcasting keeps the dims whose strides break the pattern.
+        let (d, a, b) = collapse(&[2, 3, 4], &[12, 4, 1], &[0, 0, 1]);
+        assert_eq!((d, a, b), (vec![6, 4], vec![4, 1], vec![0, 1]));
+        // Everything of extent 1: no dims at all (index 0 only).
+        let (d, _, _) = collapse(&[1, 1], &[1, 1], &[1, 1]);
+        assert!(d.is_empty());
+    }
 }
