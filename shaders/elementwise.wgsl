@@ -8,7 +8,9 @@ override OP: u32 = 0u;
 
 struct Params {
     total: u32, inner: u32, c: u32, _p0: u32,
-    alpha: f32, beta: f32, _p1: u32, _p2: u32,
+    // abase, bbase: where each operand starts in its buffer (a tile's crop
+    // is read in place by a binary op).
+    alpha: f32, beta: f32, abase: u32, bbase: u32,
     // Output dims, then each operand's element strides (0 where broadcast).
     dims: array<vec4<u32>, 2>,
     astr: array<vec4<u32>, 2>,
@@ -64,8 +66,8 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>,
         return;
     }
     var rest = i;
-    var ai = 0u;
-    var bi = 0u;
+    var ai = p.abase;
+    var bi = p.bbase;
     // Dims are collapsed and right-aligned by the executor: once the
     // remaining index is 0 every outer dim contributes 0.
     for (var d = 7; d >= 0 && rest != 0u; d--) {

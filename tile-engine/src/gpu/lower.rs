@@ -291,6 +291,22 @@ fn collapse(dims: &[usize], a: &[usize], b: &[usize]) -> (Vec<usize>, Vec<usize>
     (d, sa, sb)
 }
 
+/// Strides for reading a crop of shape `shape` inside its source of shape
+/// `src` (same rank), broadcast to `out` like [`broadcast_strides`].
+fn view_strides(shape: &[usize], src: &[usize], out: &[usize]) -> Vec<usize> {
+    let st = strides(src);
+    let off = out.len() - shape.len();
+    (0..out.len())
+        .map(|i| {
+            if i < off || shape[i - off] == 1 {
+                0
+            } else {
+                st[i - off]
+            }
+        })
+        .collect()
+}
+
 /// Strides of `shape` broadcast to `out` (right-aligned, 0 where broadcast).
 fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let st = strides(shape);
@@ -342,6 +358,20 @@ pub struct Lowerer<'a> {
     pub weights: &'a mut WeightCache,
     /// Values written in place into a Concat's output: value -> (concat output, channel offset).
     pub alias: &'a HashMap<ValueId, (ValueId, usize)>,
+    /// Crops never materialised: their binary consumers read the source.
+    pub views: &'a HashMap<ValueId, CropView>,
+}
+
+/// A crop read in place: element (n, c, y, x) of the crop is element
+/// `base + n*s0 + c*s1 + y*s2 + x` of `src`, whose NCHW shape is `src_shape`.
+#[derive(Debug, Clone)]
+pub struct CropView {
+    /// The cropped value.
+    pub src: ValueId,
+    /// Offset of the crop's first element in `src`.
+    pub base: usize,
+    /// Shape of `src`.
+    pub src_shape: Vec<usize>,
 }
 
 impl Lowerer<'_> {
@@ -693,12 +723,27 @@ impl Lowerer<'_> {
                 let (act, alpha, beta, slope) = act_params(activation);
                 let (inner, ch) = channel_layout(&out);
                 let total = out.iter().product::<usize>();
-                let words = nd_words(
-                    &out,
-                    &broadcast_strides(ins[0], &out),
-                    &broadcast_strides(ins[1], &out),
-                )?;
-                let params = elementwise_params(total, inner, ch, alpha, beta, &words)?;
+                // An operand that is a tile's crop is read where it lies.
+                let operand = |k: usize| -> (ValueId, usize, Vec<usize>) {
+                    let v = node.inputs[k];
+                    match self.views.get(&v) {
+                        Some(view) => (
+                            view.src,
+                            view.base,
+                            view_strides(ins[k], &view.src_shape, &out),
+                        ),
+                        None => (v, 0, broadcast_strides(ins[k], &out)),
+                    }
+                };
+                let ((a, abase, astr), (b, bbase, bstr)) = (operand(0), operand(1));
+                let words = nd_words(&out, &astr, &bstr)?;
+                let params = P(vec![])
+                    .us(&[total, inner.max(1), ch.max(1), 0])?
+                    .f(alpha)
+                    .f(beta)
+                    .us(&[abase, bbase])?
+                    .us(&words)?
+                    .done();
                 let op = match kind {
                     BinaryKind::Add => 0,
                     BinaryKind::Sub => 1,
@@ -715,8 +760,8 @@ impl Lowerer<'_> {
                     ),
                     params,
                     bufs: [
-                        self.buf_of(first)?,
-                        self.buf_of(node.inputs[1])?,
+                        self.buf_of(a)?,
+                        self.buf_of(b)?,
                         Buf::None,
                         self.slope(&slope)?,
                         Buf::None,
@@ -792,12 +837,22 @@ impl Lowerer<'_> {
             }
             Op::Crop { offset } => {
                 let [_, _, _, w] = nchw(ins[0], "input")?;
-                let words = nd_words(&out, &strides(ins[0]), &strides(&out))?;
+                let [n, c, oh, ow] = nchw(&out, "output")?;
+                // A tile's crop that feeds a channel concat writes straight
+                // into its slice of the concat's buffer (one copy, not two).
+                let (dst, oct, ocoff) = self.target(node, c);
+                let words = nd_words(&out, &strides(ins[0]), &strides(&[n, oct, oh, ow]))?;
                 let total = out.iter().product::<usize>();
                 one_copy(
                     self.buf_of(first)?,
-                    node.output,
-                    copy_params(total, offset[0] * w + offset[1], 0, [0; 8], &words)?,
+                    dst,
+                    copy_params(
+                        total,
+                        offset[0] * w + offset[1],
+                        ocoff * oh * ow,
+                        [0; 8],
+                        &words,
+                    )?,
                     total,
                 )
             }

@@ -24,7 +24,7 @@ pub use kernels::{PipelineKey, Shader};
 pub use lower::{ConvChoice, ConvVariant};
 
 use kernels::{Pipelines, lock};
-use lower::{Buf, Dispatch, Lowerer, layer_key};
+use lower::{Buf, CropView, Dispatch, Lowerer, layer_key};
 use resources::{BufferPool, Uploader, WeightCache};
 
 use crate::Executor;
@@ -229,8 +229,7 @@ impl GpuExecutor {
         conv: Option<ConvChoice>,
         reps: u32,
     ) -> Result<Duration> {
-        let no_alias = HashMap::new();
-        let dispatches = self.lower_node(st, graph, node, conv, &no_alias)?;
+        let dispatches = self.lower_node(st, graph, node, conv, &StoragePlan::default())?;
         let mut storage = HashMap::new();
         let mut result = Ok(Duration::ZERO);
         for &v in node.inputs.iter().chain([&node.output]) {
@@ -279,7 +278,7 @@ impl GpuExecutor {
         graph: &Graph,
         node: &Node,
         conv: Option<ConvChoice>,
-        alias: &HashMap<ValueId, (ValueId, usize)>,
+        plan: &StoragePlan,
     ) -> Result<Vec<Dispatch>> {
         let mut lowerer = Lowerer {
             graph,
@@ -290,7 +289,8 @@ impl GpuExecutor {
                 max_texture: self.ctx.limits.max_texture_dimension_2d,
             },
             weights: &mut st.weights,
-            alias,
+            alias: &plan.alias,
+            views: &plan.views,
         };
         let ds = lowerer.lower(node, conv).map_err(|e| match e {
             Error::Unsupported(m) | Error::Shape(m) => {
@@ -443,17 +443,18 @@ impl GpuExecutor {
             }
         }
         let mut st = lock(&self.state)?;
-        let (alias, roots) = plan_storage(graph);
+        let plan = plan_storage(graph);
+        let (alias, roots) = (&plan.alias, &plan.roots);
         let mut dispatches = Vec::new();
         for node in &graph.nodes {
-            if roots.contains_key(&node.output) {
+            if roots.contains_key(&node.output) || plan.views.contains_key(&node.output) {
                 continue; // a reshape that shares its input's buffer
             }
             let choice = match (&node.op, force) {
                 (Op::Conv(c), Some(f)) if f.applies(c) => Some(f),
                 _ => self.choose(&mut st, graph, node)?,
             };
-            dispatches.extend(self.lower_node(&mut st, graph, node, choice, &alias)?);
+            dispatches.extend(self.lower_node(&mut st, graph, node, choice, &plan)?);
         }
         // One buffer per storage root: graph inputs and node outputs that are neither aliased nor reshapes.
         let mut storage: HashMap<ValueId, Arc<wgpu::Buffer>> = HashMap::new();
@@ -464,7 +465,9 @@ impl GpuExecutor {
                 .iter()
                 .copied()
                 .chain(graph.nodes.iter().map(|n| n.output))
-                .filter(|v| !alias.contains_key(v) && !roots.contains_key(v))
+                .filter(|v| {
+                    !alias.contains_key(v) && !roots.contains_key(v) && !plan.views.contains_key(v)
+                })
                 .collect();
             for v in needs {
                 if let std::collections::hash_map::Entry::Vacant(e) = storage.entry(v) {
@@ -566,12 +569,7 @@ fn value_bytes(graph: &Graph, v: ValueId) -> Result<u64> {
 /// Decides which values share storage: producers written in place into a
 /// channel-axis Concat's output (value -> (concat output, channel offset)),
 /// and Reshapes that reuse their input's buffer (value -> root value).
-fn plan_storage(
-    graph: &Graph,
-) -> (
-    HashMap<ValueId, (ValueId, usize)>,
-    HashMap<ValueId, ValueId>,
-) {
+fn plan_storage(graph: &Graph) -> StoragePlan {
     let producers = graph.producers();
     let consumers = graph.consumers();
     let mut alias = HashMap::new();
@@ -589,7 +587,11 @@ fn plan_storage(
             let in_place = producers[v].is_some_and(|p| {
                 matches!(
                     graph.nodes[p].op,
-                    Op::Conv(_) | Op::ConvTranspose(_) | Op::Pool(_) | Op::GlobalPool(_)
+                    Op::Conv(_)
+                        | Op::ConvTranspose(_)
+                        | Op::Pool(_)
+                        | Op::GlobalPool(_)
+                        | Op::Crop { .. }
                 ) && graph.shape(v).len() == 4
             }) && consumers[v] == [ni]
                 && node.inputs.iter().filter(|&&x| x == v).count() == 1
@@ -609,5 +611,49 @@ fn plan_storage(
             roots.insert(node.output, root);
         }
     }
-    (alias, roots)
+    // A tile's crop whose only readers are binary ops is never copied: they
+    // read the cropped window where it lies.
+    let mut views = HashMap::new();
+    for (ni, node) in graph.nodes.iter().enumerate() {
+        let (Op::Crop { offset }, Some(&src)) = (&node.op, node.inputs.first()) else {
+            continue;
+        };
+        let src_shape = graph.shape(src);
+        let readers = &consumers[node.output];
+        let virtual_crop = src_shape.len() == 4
+            && !graph.constants.contains_key(&src)
+            && !alias.contains_key(&src)
+            && !alias.contains_key(&node.output)
+            && !graph.outputs.contains(&node.output)
+            && !readers.is_empty()
+            && readers
+                .iter()
+                .all(|&c| c != ni && matches!(graph.nodes[c].op, Op::Binary { .. }));
+        if virtual_crop {
+            views.insert(
+                node.output,
+                CropView {
+                    src,
+                    base: offset[0] * src_shape[3] + offset[1],
+                    src_shape: src_shape.to_vec(),
+                },
+            );
+        }
+    }
+    StoragePlan {
+        alias,
+        roots,
+        views,
+    }
+}
+
+/// Where each value lives on the GPU during one run.
+#[derive(Default)]
+struct StoragePlan {
+    /// Values written in place into a Concat's output.
+    alias: HashMap<ValueId, (ValueId, usize)>,
+    /// Reshapes sharing their input's buffer: value -> root value.
+    roots: HashMap<ValueId, ValueId>,
+    /// Crops read in place by their consumers (no buffer, no dispatch).
+    views: HashMap<ValueId, CropView>,
 }
