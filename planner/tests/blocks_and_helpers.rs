@@ -197,3 +197,41 @@ fn no_tile_is_smaller_than_the_minimum_and_small_maps_run_as_one_tile() {
         }
     }
 }
+
+#[test]
+fn strips_run_along_rows_where_column_strips_would_waste_kernel_lanes() {
+    // Three equal workers on fast links, a square map: row and column strips
+    // carry the same halo, but a 32-pixel-wide column strip fills the
+    // kernels' 8-pixel row blocks no better than a 128-wide row strip, and
+    // narrower or uneven column widths leave blocks half empty.
+    let dag = chain_with(&[100; 5], 3, 64.0);
+    let cluster = even_cluster(1000.0);
+    let est = Estimates::from_cluster(&cluster);
+    let report = plan_dag(
+        &dag,
+        &cluster,
+        &est,
+        &ReceptiveField,
+        PlanOptions::default(),
+    )
+    .expect("plan");
+    let plan = report
+        .alternatives
+        .iter()
+        .find(|p| p.strategy == "three-tier")
+        .expect("three-tier");
+    let tiled: Vec<_> = plan
+        .prediction
+        .blocks
+        .iter()
+        .filter_map(|b| b.tiling.as_ref())
+        .collect();
+    assert!(!tiled.is_empty(), "the block is tiled");
+    for t in tiled {
+        assert_eq!(
+            t.cols, 1,
+            "{}x{} tiles: strips should be rows",
+            t.rows, t.cols
+        );
+    }
+}
