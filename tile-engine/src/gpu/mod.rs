@@ -482,7 +482,7 @@ impl GpuExecutor {
                     self.ctx.queue.write_buffer(b, 0, t.as_bytes());
                 }
             }
-            let mut enc_list = vec![self.encode(&dispatches, &storage, &roots, 1)?];
+            let mut enc_list = vec![self.encode(&dispatches, &storage, roots, 1)?];
             let mut copy =
                 self.ctx
                     .device
