@@ -309,17 +309,7 @@ fn view_strides(shape: &[usize], src: &[usize], out: &[usize]) -> Vec<usize> {
 
 /// Strides of `shape` broadcast to `out` (right-aligned, 0 where broadcast).
 fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
-    let st = strides(shape);
-    let off = out.len() - shape.len();
-    (0..out.len())
-        .map(|i| {
-            if i < off || shape[i - off] == 1 {
-                0
-            } else {
-                st[i - off]
-            }
-        })
-        .collect()
+    view_strides(shape, shape, out)
 }
 
 /// Packs `[M, Cg, kh, kw]` into `[Cg*kh*kw][ceil(M/4)]` vec4 (zero-padded).
