@@ -448,7 +448,7 @@ impl GpuExecutor {
         let mut dispatches = Vec::new();
         for node in &graph.nodes {
             if roots.contains_key(&node.output) || plan.views.contains_key(&node.output) {
-                continue; // a reshape that shares its input's buffer
+                continue; // a reshape sharing its input's buffer, or a crop read in place
             }
             let choice = match (&node.op, force) {
                 (Op::Conv(c), Some(f)) if f.applies(c) => Some(f),
