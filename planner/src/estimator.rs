@@ -6,7 +6,8 @@
 //! (random-walk state, noisy observations) whose measurement noise `r` is
 //! itself learnt as an EWMA of squared innovations (as TCP learns RTTVAR),
 //! plus an innovation gate: an observation further than 4σ from the estimate
-//! is treated as a change of regime and raises the state variance to the
+//! (or off by more than a factor of 2, however noisy the past was) is
+//! treated as a change of regime and raises the state variance to the
 //! squared innovation, so that observation is taken almost whole. With the
 //! default tuning the steady gain is about 0.1, so under ±10% uniform noise
 //! the estimate stays within a few percent (the gate never fires: 4σ of that
@@ -27,6 +28,11 @@ pub struct EstimatorConfig {
     pub min_noise: f64,
     /// Innovations beyond this many standard deviations count as a change of regime.
     pub gate_sigmas: f64,
+    /// An observation more than this factor above or below the estimate is a
+    /// change of regime too, whatever noise was learnt: tiles of one node
+    /// vary by ±30 % on a shared machine, which puts 4σ beyond a 3× slowdown
+    /// in rate terms, and such a node must still be seen at once.
+    pub gate_ratio: f64,
 }
 
 impl Default for EstimatorConfig {
@@ -36,6 +42,7 @@ impl Default for EstimatorConfig {
             noise_weight: 0.1,
             min_noise: 0.02,
             gate_sigmas: 4.0,
+            gate_ratio: 2.0,
         }
     }
 }
@@ -80,11 +87,18 @@ impl Estimator {
         }
         let e = x - self.mean;
         let r = self.r.max((cfg.min_noise * self.mean).powi(2));
-        let gated = self.samples > 0 && e * e > cfg.gate_sigmas.powi(2) * (self.p + r);
+        let ratio = x / self.mean;
+        let step = self.samples > 0 && (ratio > cfg.gate_ratio || ratio * cfg.gate_ratio < 1.0);
+        let band = cfg.gate_sigmas.powi(2) * (self.p + r);
+        let gated = step || (self.samples > 0 && e * e > band);
+        if self.samples > 0 && !step {
+            // Noise is learnt from every innovation short of a step, clipped
+            // at the gate: a node noisier than the prior learns its noise in
+            // a few samples instead of having every sample taken whole.
+            self.r = (1.0 - cfg.noise_weight) * self.r + cfg.noise_weight * (e * e).min(band);
+        }
         if gated {
             self.p = self.p.max(e * e);
-        } else if self.samples > 0 {
-            self.r = (1.0 - cfg.noise_weight) * self.r + cfg.noise_weight * e * e;
         }
         let k = self.p / (self.p + r);
         self.mean += k * e;
@@ -122,6 +136,23 @@ mod tests {
         e.observe(50.0, &cfg);
         let m = e.estimate().mean;
         assert!((m - 50.0).abs() < 5.0, "after a 2× step: {m}");
+    }
+
+    #[test]
+    fn a_threefold_slowdown_is_seen_at_once_under_heavy_noise() {
+        let cfg = EstimatorConfig::default();
+        let mut e = Estimator::with_prior(100.0, 0.5);
+        // ±30 % noise: the learnt 4σ band is wider than the step below.
+        for i in 0..40 {
+            e.observe(if i % 2 == 0 { 130.0 } else { 70.0 }, &cfg);
+        }
+        assert!((e.estimate().mean - 100.0).abs() < 15.0, "{e:?}");
+        e.observe(100.0 / 3.0, &cfg);
+        let m = e.estimate().mean;
+        assert!(m < 50.0, "after one 3× slower sample: {m}");
+        e.observe(100.0 / 3.0, &cfg);
+        let m = e.estimate().mean;
+        assert!(m < 42.0, "after two: {m}");
     }
 
     #[test]
