@@ -6,7 +6,8 @@
 //! it after folding one request's spans into the profiler). The running plan
 //! is re-timed under the new estimates with its grids and shares kept; a
 //! re-weighted plan (same cuts, shares re-solved) is applied once its gain
-//! exceeds `share_gain` for `share_streak` consecutive observations; a plan
+//! exceeds `share_gain` for `share_streak` consecutive observations (at
+//! once when it exceeds `share_now`: a several-fold slowdown); a plan
 //! with one cut moved (device|edge or edge|cloud, the other kept) is applied
 //! once its gain over the re-weighted plan exceeds `cut_gain` for
 //! `cut_streak` consecutive observations. A streak resets as soon as one
@@ -29,6 +30,11 @@ pub struct ReplanConfig {
     pub share_gain: f64,
     /// Consecutive observations above `share_gain` before re-weighting.
     pub share_streak: usize,
+    /// A re-weighting predicted to gain more than this is applied at the
+    /// first observation: a node that became several times slower stalls
+    /// every request until its shares move, and noise does not predict
+    /// gains this large.
+    pub share_now: f64,
     /// Minimum relative gain of moving a cut, over the re-weighted plan.
     pub cut_gain: f64,
     /// Consecutive observations above `cut_gain` before moving a cut.
@@ -40,6 +46,7 @@ impl Default for ReplanConfig {
         ReplanConfig {
             share_gain: 0.05,
             share_streak: 2,
+            share_now: 0.10,
             cut_gain: 0.10,
             cut_streak: 3,
         }
@@ -156,7 +163,7 @@ impl Replanner {
             self.share_count = 0;
             return Ok(Decision::MovedCut { cut, gain });
         }
-        if self.share_count >= self.cfg.share_streak {
+        if self.share_count >= self.cfg.share_streak || share_gain > self.cfg.share_now {
             self.current = reweighted;
             self.share_count = 0;
             return Ok(Decision::Reweighted { gain: share_gain });
