@@ -24,7 +24,9 @@ pub enum Geometry {
         /// Padding before, `[top, left]`.
         pad: [usize; 2],
     },
-    /// Output pixel `(y, x)` reads only input pixel `(y, x)` (activations, affine, channel concat).
+    /// Output pixel `(y, x)` reads only the input pixel at the same relative
+    /// position (activations, affine, channel concat; integer nearest
+    /// up-sampling and DepthToSpace, whose input is smaller).
     Pointwise,
     /// Mixes spatial positions globally (dense, global pool, reshape, …): cannot be tiled.
     Global,
@@ -213,6 +215,14 @@ fn geometry(graph: &Graph, i: usize) -> Geometry {
         Op::Activation(_) | Op::ChannelAffine { .. } | Op::Lrn { .. } => Geometry::Pointwise,
         Op::Binary { .. } => Geometry::Pointwise,
         Op::Concat { axis: 1 } => Geometry::Pointwise,
+        // Integer nearest up-sampling reads input `o / factor` for output
+        // `o`: pointwise between maps of different sizes, which the halo
+        // model scales by. The engine decides which resizes are exact.
+        Op::Resize { .. } | Op::DepthToSpace { .. }
+            if tile_engine::tiling::is_tileable(graph, i) =>
+        {
+            Geometry::Pointwise
+        }
         _ => Geometry::Global,
     }
 }

@@ -105,3 +105,42 @@ fn baselines_match_hand_computed_costs_and_render() {
     let rects = svg.matches("<rect").count();
     assert_eq!(rects, g.nodes.len() + report.schedule().len());
 }
+
+#[test]
+fn nearest_upsampling_tiles_as_a_pointwise_op_between_two_map_sizes() {
+    let mut g = tile_engine::default_model::graph([32, 32]).expect("default model");
+    tile_engine::passes::optimize(&mut g).expect("passes");
+    let dag = planner::ModelDag::from_graph(&g).expect("dag");
+    // The whole super-resolution model is one run of tileable ops, so the
+    // planner may fuse its up-sampling tail into the block before it.
+    for op in &dag.ops {
+        assert!(op.tileable(), "{} is not tileable", op.name);
+    }
+    let at = |name: &str| {
+        dag.ops
+            .iter()
+            .position(|o| o.name == name)
+            .unwrap_or_else(|| panic!("no op {name}"))
+    };
+    let (upn3, up, sr) = (at("UPN3"), at("UPsample"), at("SR"));
+    assert_eq!(dag.tensors[dag.ops[up].output].hw, Some([64, 64]));
+    let top = planner::HaloModel::tile_work(
+        &planner::ReceptiveField,
+        &dag,
+        &[upn3, up, sr],
+        planner::halo::Region {
+            top: 0.0,
+            bottom: 0.5,
+            left: 0.0,
+            right: 1.0,
+        },
+    );
+    // SR (3×3) needs up-sampled rows 0..33, so UPsample reads UPN3 rows
+    // 0..17 (⌈33/2⌉), and UPN3 (3×3) reads rows 0..18 of its 32-row input.
+    let input = &dag.tensors[dag.ops[upn3].inputs[0]];
+    assert!((top.in_bytes - input.bytes * 18.0 / 32.0).abs() < 1e-6);
+    let per_row = |op: usize, rows: f64, of: f64| dag.ops[op].flops * rows / of;
+    assert!((top.op_flops[2] - per_row(sr, 32.0, 64.0)).abs() < 1e-6);
+    assert!((top.op_flops[1] - per_row(up, 33.0, 64.0)).abs() < 1e-6);
+    assert!((top.op_flops[0] - per_row(upn3, 17.0, 32.0)).abs() < 1e-6);
+}
