@@ -6,7 +6,7 @@
 //! (random-walk state, noisy observations) whose measurement noise `r` is
 //! itself learnt as an EWMA of squared innovations (as TCP learns RTTVAR),
 //! plus an innovation gate: an observation further than 4σ from the estimate
-//! (or off by more than a factor of 2, however noisy the past was) is
+//! (or off by more than a factor of 1.75, however noisy the past was) is
 //! treated as a change of regime and raises the state variance to the
 //! squared innovation, so that observation is taken almost whole. With the
 //! default tuning the steady gain is about 0.1, so under ±10% uniform noise
@@ -15,6 +15,9 @@
 //! and the estimate is within a few percent of the new level. Changes
 //! smaller than 4σ of the noise are followed at the Kalman gain, over ~10
 //! observations.
+
+/// Samples before the ratio gate applies.
+const SETTLE_SAMPLES: u64 = 4;
 
 /// Tuning of [`Estimator`], relative to the estimated value so one set fits
 /// GFLOP/s and milliseconds alike.
@@ -42,7 +45,7 @@ impl Default for EstimatorConfig {
             noise_weight: 0.1,
             min_noise: 0.02,
             gate_sigmas: 4.0,
-            gate_ratio: 2.0,
+            gate_ratio: 1.75,
         }
     }
 }
@@ -88,7 +91,11 @@ impl Estimator {
         let e = x - self.mean;
         let r = self.r.max((cfg.min_noise * self.mean).powi(2));
         let ratio = x / self.mean;
-        let step = self.samples > 0 && (ratio > cfg.gate_ratio || ratio * cfg.gate_ratio < 1.0);
+        // The ratio gate waits until the first samples have pulled the
+        // estimate off its prior and taught it the noise; before that, a
+        // noisy node would have every sample taken whole.
+        let step = self.samples >= SETTLE_SAMPLES
+            && (ratio > cfg.gate_ratio || ratio * cfg.gate_ratio < 1.0);
         let band = cfg.gate_sigmas.powi(2) * (self.p + r);
         let gated = step || (self.samples > 0 && e * e > band);
         if self.samples > 0 && !step {
