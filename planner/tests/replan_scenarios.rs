@@ -98,6 +98,35 @@ fn truth_of(cluster: &Cluster) -> Truth {
     }
 }
 
+/// Summed tile share of `node` in the running plan.
+fn share_of(rp: &Replanner, node: usize) -> f64 {
+    rp.current()
+        .blocks
+        .iter()
+        .filter_map(|b| b.tiling.as_ref())
+        .map(|t| t.node_share(node))
+        .sum()
+}
+
+/// A request under `truth`: its spans folded in, then one re-planning step.
+#[allow(clippy::too_many_arguments)]
+fn request(
+    dag: &ModelDag,
+    cluster: &Cluster,
+    profiler: &mut Profiler,
+    rp: &mut Replanner,
+    truth: &Truth,
+    prior: &planner::Estimates,
+    noise: f64,
+    rng: &mut SplitMix,
+) -> Decision {
+    profiler
+        .observe_all(&spans(cluster, rp, truth, prior, noise, rng))
+        .expect("spans");
+    rp.observe(dag, cluster, &profiler.estimates(), &ReceptiveField)
+        .expect("observe")
+}
+
 #[test]
 fn slowdown_of_one_edge_node_shifts_shares_within_two_requests() {
     let cluster = example_cluster();
@@ -109,47 +138,44 @@ fn slowdown_of_one_edge_node_shifts_shares_within_two_requests() {
         "the conv chain should run on the edge"
     );
     let slow = cluster.node_index("edge1").expect("edge1");
-    let share = |rp: &Replanner| -> f64 {
-        rp.current()
-            .blocks
-            .iter()
-            .filter_map(|b| b.tiling.as_ref())
-            .map(|t| t.node_share(slow))
-            .sum()
-    };
-    let before = share(&rp);
+    let before = share_of(&rp, slow);
     assert!(before > 0.1, "edge1 starts with a real share: {before}");
     let mut truth = truth_of(&cluster);
     let mut rng = SplitMix(1);
+    let (dag, cluster) = (&dag, &cluster);
     // Warm up at the true speeds.
     for _ in 0..5 {
-        profiler
-            .observe_all(&spans(&cluster, &rp, &truth, &prior, 0.02, &mut rng))
-            .expect("spans");
-        let d = rp
-            .observe(&dag, &cluster, &profiler.estimates(), &ReceptiveField)
-            .expect("observe");
+        let d = request(
+            dag,
+            cluster,
+            &mut profiler,
+            &mut rp,
+            &truth,
+            &prior,
+            0.02,
+            &mut rng,
+        );
         assert_eq!(d, Decision::Keep);
     }
     truth.speed[slow] /= 2.0;
-    let mut reweighted_at = None;
-    for request in 1..=2 {
-        profiler
-            .observe_all(&spans(&cluster, &rp, &truth, &prior, 0.02, &mut rng))
-            .expect("spans");
-        let d = rp
-            .observe(&dag, &cluster, &profiler.estimates(), &ReceptiveField)
-            .expect("observe");
-        if matches!(d, Decision::Reweighted { .. }) {
-            reweighted_at = Some(request);
-            break;
-        }
-    }
+    let reweighted_at = (1..=2).find(|_| {
+        let d = request(
+            dag,
+            cluster,
+            &mut profiler,
+            &mut rp,
+            &truth,
+            &prior,
+            0.02,
+            &mut rng,
+        );
+        matches!(d, Decision::Reweighted { .. })
+    });
     assert!(
         reweighted_at.is_some(),
         "shares did not move within 2 requests"
     );
-    let after = share(&rp);
+    let after = share_of(&rp, slow);
     assert!(
         after < before * 0.75,
         "edge1's share went {before:.3} → {after:.3}"
@@ -163,42 +189,43 @@ fn a_threefold_slowdown_under_heavy_noise_moves_shares_at_the_first_request() {
     let (mut profiler, mut rp) = start(&dag, &cluster);
     let prior = profiler.estimates();
     let slow = cluster.node_index("edge1").expect("edge1");
-    let share = |rp: &Replanner| -> f64 {
-        rp.current()
-            .blocks
-            .iter()
-            .filter_map(|b| b.tiling.as_ref())
-            .map(|t| t.node_share(slow))
-            .sum()
-    };
     let mut truth = truth_of(&cluster);
     let mut rng = SplitMix(7);
+    let (dag, cluster) = (&dag, &cluster);
     // ±25 % noise, as tiles measure on a shared machine: the profiler
     // learns it and changes nothing for it, and the 3× step must still be
     // seen at once.
     for _ in 0..8 {
-        profiler
-            .observe_all(&spans(&cluster, &rp, &truth, &prior, 0.25, &mut rng))
-            .expect("spans");
-        let d = rp
-            .observe(&dag, &cluster, &profiler.estimates(), &ReceptiveField)
-            .expect("observe");
+        let d = request(
+            dag,
+            cluster,
+            &mut profiler,
+            &mut rp,
+            &truth,
+            &prior,
+            0.25,
+            &mut rng,
+        );
         assert_eq!(d, Decision::Keep, "noise alone re-planned");
     }
-    let before = share(&rp);
+    let before = share_of(&rp, slow);
     assert!(before > 0.1, "edge1 starts with a real share: {before}");
     truth.speed[slow] /= 3.0;
-    profiler
-        .observe_all(&spans(&cluster, &rp, &truth, &prior, 0.25, &mut rng))
-        .expect("spans");
-    let d = rp
-        .observe(&dag, &cluster, &profiler.estimates(), &ReceptiveField)
-        .expect("observe");
+    let d = request(
+        dag,
+        cluster,
+        &mut profiler,
+        &mut rp,
+        &truth,
+        &prior,
+        0.25,
+        &mut rng,
+    );
     assert!(
         matches!(d, Decision::Reweighted { .. }),
         "first request after the slowdown: {d:?}"
     );
-    let after = share(&rp);
+    let after = share_of(&rp, slow);
     assert!(
         after < before * 0.6,
         "edge1's share went {before:.3} → {after:.3}"
