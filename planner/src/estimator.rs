@@ -17,7 +17,7 @@
 //! observations.
 
 /// Samples before the ratio gate applies.
-const SETTLE_SAMPLES: u64 = 4;
+const SETTLE_SAMPLES: u64 = 2;
 
 /// Tuning of [`Estimator`], relative to the estimated value so one set fits
 /// GFLOP/s and milliseconds alike.
