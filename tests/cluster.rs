@@ -295,6 +295,58 @@ fn an_idle_edge_node_steals_queued_tiles() {
     });
 }
 
+#[test]
+fn the_device_runs_its_tile_of_the_first_block_beside_its_upload() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (local, coord) = start("early").await;
+        let model = load(&coord).await;
+        let mut plan = two_edge_plan(&local, &model);
+        let device = local.tier(Tier::Device)[0];
+        let mut owners = local.tier(Tier::Edge);
+        owners.push(device);
+        plan.blocks[0].tiles = Some((tile_engine::tiling::Grid::uniform(3, 1), owners));
+        let r = experiment::run_plan(&coord, &model, &image(), &plan, 1, false)
+            .await
+            .expect("run");
+        assert_eq!(bits(&r.outputs), bits(&reference(&model)));
+        let tiles: Vec<_> = r
+            .records
+            .iter()
+            .filter(|x| x.stage == "block 0" && x.ok)
+            .collect();
+        assert_eq!(tiles.len(), 3);
+        for t in &tiles {
+            if t.node == device {
+                // The device's own image: handed over, not sent on a link.
+                assert!(t.early && t.in_bytes == 0 && t.submit_bytes > 0, "{t:?}");
+            } else {
+                assert!(!t.early && t.in_bytes > 0, "{t:?}");
+            }
+        }
+        // Replayed, the device's tile starts with the request; the edge
+        // nodes' tiles start after the upload reached the coordinator.
+        let dev = &local.cluster.nodes[device].name;
+        let coord_name = &local.cluster.nodes[local.coordinator_node].name;
+        let upload_end = r
+            .replay
+            .slots
+            .iter()
+            .filter(|s| s.lane == format!("{dev}→{coord_name}") && s.what.starts_with("device"))
+            .map(|s| s.end_s)
+            .fold(f64::NAN, f64::max);
+        assert!(upload_end > 0.0, "no upload in {:?}", r.replay.slots);
+        for s in r.replay.slots.iter().filter(|s| !s.transfer) {
+            if &s.lane == dev {
+                assert_eq!(s.start_s, 0.0, "{s:?}");
+            } else {
+                assert!(s.start_s >= upload_end, "{s:?} before the upload ended");
+            }
+        }
+        coord.shutdown().await;
+    });
+}
+
 fn http_get(url: &str) -> String {
     use std::io::{Read, Write};
     let hostport = url

@@ -446,12 +446,16 @@ pub struct NodeTime {
     pub in_bytes: f64,
     /// Output bytes of the tile.
     pub out_bytes: f64,
+    /// Seconds before the block's start at which the tile could begin: the
+    /// device's tiles of a block that reads only model inputs run on the
+    /// image the device holds while it uploads the rest.
+    pub head_start_s: f64,
 }
 
 impl NodeTime {
-    /// End-to-end time of the tile.
+    /// End-to-end time of the tile, from the block's start.
     pub fn total(&self) -> f64 {
-        self.in_s + self.compute_s + self.out_s
+        (self.in_s + self.compute_s - self.head_start_s).max(0.0) + self.out_s
     }
 }
 

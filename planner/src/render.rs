@@ -102,7 +102,7 @@ impl PlanReport {
                     Tier::Edge,
                     false,
                     format!("block {b}"),
-                    t + nt.in_s,
+                    t + nt.in_s - nt.head_start_s,
                     nt.compute_s,
                 );
                 push(
@@ -111,7 +111,7 @@ impl PlanReport {
                     Tier::Edge,
                     true,
                     format!("block {b} out"),
-                    t + nt.in_s + nt.compute_s,
+                    t + nt.total() - nt.out_s,
                     nt.out_s,
                 );
             }

@@ -13,7 +13,7 @@
 //! and every `R×C = n` with `R, C ≥ 2` over all `n` edge nodes, whose row and
 //! column shares follow the rows' and columns' summed speeds.
 
-use crate::cluster::NodeIdx;
+use crate::cluster::{NodeIdx, Tier};
 use crate::cost::{BlockPlan, Context, NodeTime, Worker};
 use crate::dag::OpIdx;
 use crate::halo::Region;
@@ -101,6 +101,9 @@ struct Solver<'c, 'a> {
     slots: Vec<Worker>,
     /// Rows and columns of the block's (first) output map, if known.
     extent: Option<[usize; 2]>,
+    /// For a block that reads only model inputs: the device's upload time
+    /// of them, which the device's own tiles need not wait for (else 0).
+    head_start_s: f64,
 }
 
 type Candidate = (TilePlan, Vec<NodeTime>, f64);
@@ -118,15 +121,27 @@ impl Solver<'_, '_> {
             .sum::<f64>()
             * self.lane_factor(region)
             + ctx.est.overhead(w.node, self.ops.len());
+        let local = self.local_input(w);
         NodeTime {
             node: w.node,
-            in_s: w.scatter.time(work.in_bytes),
+            in_s: if local {
+                0.0
+            } else {
+                w.scatter.time(work.in_bytes)
+            },
             compute_s,
             out_s: w.gather.time(work.out_bytes),
             flops: work.op_flops.iter().sum(),
             in_bytes: work.in_bytes,
             out_bytes: work.out_bytes,
+            head_start_s: if local { self.head_start_s } else { 0.0 },
         }
+    }
+
+    /// True if `w` holds the block's inputs when the request starts: the
+    /// device, for a block that reads only model inputs.
+    fn local_input(&self, w: &Worker) -> bool {
+        w.tier == Tier::Device && self.head_start_s > 0.0
     }
 
     /// Compute paid per useful pixel for a tile's width. The register-blocked
@@ -183,8 +198,12 @@ impl Solver<'_, '_> {
                             .compute_time(w.node, ctx.dag.ops[o].class, ctx.dag.ops[o].flops)
                     })
                     .sum();
-                (compute + full_in * w.scatter.s_per_byte + full_out * w.gather.s_per_byte)
-                    .max(1e-15)
+                let scatter = if self.local_input(w) {
+                    0.0
+                } else {
+                    full_in * w.scatter.s_per_byte
+                };
+                (compute + scatter + full_out * w.gather.s_per_byte).max(1e-15)
             })
             .collect()
     }
@@ -194,7 +213,12 @@ impl Solver<'_, '_> {
         self.slots
             .iter()
             .map(|w| {
-                w.scatter.delay_s + w.gather.delay_s + self.ctx.est.overhead(w.node, self.ops.len())
+                let before = if self.local_input(w) {
+                    -self.head_start_s
+                } else {
+                    w.scatter.delay_s
+                };
+                before + w.gather.delay_s + self.ctx.est.overhead(w.node, self.ops.len())
             })
             .collect()
     }
@@ -273,7 +297,13 @@ impl Solver<'_, '_> {
             for (j, &i) in used.iter().enumerate() {
                 let t = &times[j];
                 if !excluded[i] {
-                    a[i] = (t.total() - b[i] * s[i]).max(0.0);
+                    // A head start makes the fixed part negative.
+                    let floor = if self.local_input(&self.slots[i]) {
+                        -self.head_start_s
+                    } else {
+                        0.0
+                    };
+                    a[i] = (t.total() - b[i] * s[i]).max(floor);
                 }
             }
             if best.as_ref().is_none_or(|x| worst < x.2) {
@@ -380,6 +410,21 @@ fn output_extent(ctx: &Context<'_>, ops: &[OpIdx]) -> Option<[usize; 2]> {
 }
 
 /// Scales `v` to sum to 1 (left alone if its sum is not a positive number).
+/// The device's upload time of a block's inputs if they are all model
+/// inputs (which start on the device), else 0.
+fn head_start(ctx: &Context<'_>, ops: &[OpIdx]) -> f64 {
+    let inputs = crate::halo::block_inputs(ctx.dag, ops);
+    if inputs.is_empty()
+        || inputs
+            .iter()
+            .any(|&t| ctx.dag.tensors[t].producer.is_some())
+    {
+        return 0.0;
+    }
+    let bytes: f64 = inputs.iter().map(|&t| ctx.dag.tensors[t].bytes).sum();
+    ctx.topo.up.time(bytes)
+}
+
 fn normalise(v: &mut [f64]) {
     let t: f64 = v.iter().sum();
     if t > 0.0 && t.is_finite() {
@@ -416,6 +461,7 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx], workers: &[Worker]) -> Bloc
             flops,
             in_bytes,
             out_bytes,
+            head_start_s: 0.0,
         };
         return BlockPlan {
             ops: ops.to_vec(),
@@ -432,6 +478,7 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx], workers: &[Worker]) -> Bloc
         ops,
         slots: workers.to_vec(),
         extent: output_extent(ctx, ops),
+        head_start_s: head_start(ctx, ops),
     };
     let b = solver.slopes(in_bytes, out_bytes);
     let a = solver.fixed();
@@ -506,6 +553,7 @@ pub fn retime_block(ctx: &Context<'_>, block: &BlockPlan) -> BlockPlan {
         ops: &block.ops,
         slots: workers,
         extent: output_extent(ctx, &block.ops),
+        head_start_s: head_start(ctx, &block.ops),
     };
     let (tiling, node_times, time_s) = solver.evaluate(tiling.clone());
     BlockPlan {

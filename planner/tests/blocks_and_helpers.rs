@@ -235,3 +235,52 @@ fn strips_run_along_rows_where_column_strips_would_waste_kernel_lanes() {
         );
     }
 }
+
+#[test]
+fn the_device_runs_its_tiles_of_a_block_on_model_inputs_while_it_uploads() {
+    // The device on 100 Mbit/s links: its upload of the input is the
+    // head start its own tiles of the first block get.
+    let mut cluster = even_cluster(1000.0);
+    for l in &mut cluster.links {
+        if l.from == "phone" {
+            l.bandwidth_mbps = 100.0;
+            l.delay_ms = 5.0;
+        }
+    }
+    let dag = chain_with(&[96; 7], 3, 64.0);
+    let est = Estimates::from_cluster(&cluster);
+    let ctx = Context::new(
+        &dag,
+        &cluster,
+        &est,
+        &ReceptiveField,
+        PlanOptions::default(),
+    )
+    .expect("context");
+    let phone = cluster.node_index("phone").expect("phone");
+    let workers = ctx.topo.workers([true, false]);
+    let device_part = |ops: &[usize]| {
+        let b = solve_block(&ctx, ops, &workers);
+        let share = b.tiling.as_ref().expect("tiled").node_share(phone);
+        let t = *b
+            .node_times
+            .iter()
+            .find(|t| t.node == phone)
+            .expect("the device takes a tile");
+        (share, t)
+    };
+    // Ops 0..6 read the model input, which starts on the device.
+    let (first_share, first) = device_part(&[0, 1, 2, 3, 4, 5]);
+    let upload = ctx.topo.up.time(dag.tensors[dag.ops[0].inputs[0]].bytes);
+    assert_eq!(first.in_s, 0.0);
+    assert!((first.head_start_s - upload).abs() < 1e-12);
+    assert!((first.total() - ((first.compute_s - upload).max(0.0) + first.out_s)).abs() < 1e-12);
+    // Ops 1..6 read a map the coordinator gathered: no head start.
+    let (later_share, later) = device_part(&[1, 2, 3, 4, 5]);
+    assert_eq!(later.head_start_s, 0.0);
+    assert!(later.in_s > 0.0);
+    assert!(
+        first_share > later_share * 1.2,
+        "device share {first_share:.3} with the head start, {later_share:.3} without"
+    );
+}

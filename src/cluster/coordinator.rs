@@ -308,6 +308,10 @@ pub struct JobRecord {
     pub ok: bool,
     /// True if an idle node took the tile from another node's queue.
     pub stolen: bool,
+    /// True if the node held the job's inputs when the request started (the
+    /// device's tiles of a first block that reads only the model input) and
+    /// ran it while the rest of the input was uploaded.
+    pub early: bool,
 }
 
 /// The outputs and records of one request.
@@ -745,6 +749,7 @@ impl Coordinator {
             ops: 0,
             ok: false,
             stolen: false,
+            early: false,
         }
     }
 
@@ -837,26 +842,65 @@ impl Coordinator {
             node: self.cluster.nodes[plan.device].name.clone(),
             why: "the device is down".into(),
         })?;
+        let mut first_block = 0;
         if plan.device_ops.is_empty() {
             let mut rec = self.record(request, "device", 0, plan.device, OpClass::Elementwise);
             let t = env[input_id].clone().into_iter().collect::<Vec<_>>();
-            let r = self
-                .remote(
-                    &device,
+            let (up_tx, up_rx) = watch::channel(false);
+            let upload = async {
+                let r = self
+                    .remote(
+                        &device,
+                        model,
+                        &[],
+                        None,
+                        &t,
+                        None,
+                        OpClass::Elementwise,
+                        0,
+                        &mut rec,
+                    )
+                    .await;
+                if r.is_ok() {
+                    let _ = up_tx.send(true);
+                }
+                drop(up_tx);
+                r
+            };
+            // The device's tiles of a first block that reads only the model
+            // input run on the image it holds, while it uploads the rest.
+            let early = match plan.blocks.first() {
+                Some(
+                    b @ ExecBlock {
+                        tiles: Some((grid, owners)),
+                        ..
+                    },
+                ) if owners.contains(&plan.device) => Some((b, grid, owners)),
+                _ => None,
+            };
+            if let Some((block, grid, owners)) = early {
+                let tiled = self.run_tiled(
+                    request,
                     model,
-                    &[],
-                    None,
-                    &t,
-                    None,
-                    OpClass::Elementwise,
-                    0,
-                    &mut rec,
-                )
-                .await;
+                    "block 0",
+                    1,
+                    block,
+                    grid,
+                    owners,
+                    &mut env,
+                    &mut records,
+                    Some((plan.device, up_rx)),
+                );
+                let (up, tiled) = tokio::join!(upload, tiled);
+                up?;
+                tiled?;
+                first_block = 1;
+            } else {
+                upload.await?;
+            }
             rec.submit_bytes = submit;
             rec.in_bytes = 0;
             records.push(rec);
-            r?;
         } else {
             self.run_whole(
                 request,
@@ -875,7 +919,7 @@ impl Coordinator {
             }
         }
 
-        for (b, block) in plan.blocks.iter().enumerate() {
+        for (b, block) in plan.blocks.iter().enumerate().skip(first_block) {
             let stage = format!("block {b}");
             match &block.tiles {
                 None => {
@@ -905,6 +949,7 @@ impl Coordinator {
                         owners,
                         &mut env,
                         &mut records,
+                        None,
                     )
                     .await?;
                 }
@@ -950,6 +995,11 @@ impl Coordinator {
     /// then steals from the back of the longest other queue. A node whose
     /// job fails or times out is marked down and its tiles go back to the
     /// pool; a tile's output is pasted once, from the first run that returns it.
+    ///
+    /// With `early = (device, upload)`, the block is the first and the
+    /// device is still uploading the model input: if every tile reads only
+    /// model inputs, the device starts on its tiles at once (it holds the
+    /// image) and the other workers wait for the upload to arrive.
     #[allow(clippy::too_many_arguments)]
     async fn run_tiled(
         &self,
@@ -962,6 +1012,7 @@ impl Coordinator {
         owners: &[usize],
         env: &mut [Option<Tensor>],
         records: &mut Vec<JobRecord>,
+        early: Option<(usize, watch::Receiver<bool>)>,
     ) -> Result<(), ClusterError> {
         let graph = &model.graph;
         let tb = Block::new(graph, block.ops.clone())
@@ -979,6 +1030,15 @@ impl Coordinator {
             let inputs = gather_inputs(&plan, env)?;
             jobs.push((rect, plan, inputs));
         }
+        let local = jobs
+            .iter()
+            .all(|(_, p, _)| p.inputs.iter().all(|v| graph.inputs.contains(v)));
+        // Without local inputs the device waits for its own upload like the rest.
+        let device = early.as_ref().map(|(d, _)| *d);
+        let (early_node, gate) = match early {
+            Some((d, gate)) => (local.then_some(d), Some(gate)),
+            None => (None, None),
+        };
         let mut workers: Vec<usize> = Vec::new();
         for &o in owners
             .iter()
@@ -1020,8 +1080,15 @@ impl Coordinator {
         let work = |slot: usize| {
             let (state, changed, jobs) = (&state, &changed, &jobs);
             let node = workers[slot];
+            let mut gate = gate.clone().filter(|_| early_node != Some(node));
             async move {
                 let Some(peer) = self.peer(node) else { return };
+                if let Some(g) = gate.as_mut()
+                    && g.wait_for(|&arrived| arrived).await.is_err()
+                {
+                    // The upload failed: the request fails with it.
+                    return;
+                }
                 loop {
                     let next = {
                         let mut s = lock(state);
@@ -1046,12 +1113,18 @@ impl Coordinator {
                         continue;
                     };
                     lock(state).running += 1;
-                    let (rec, r) = self
+                    let (mut rec, r) = self
                         .run_tile(
                             &peer, request, model, stage, stage_idx, block, class, t, &jobs[t],
                             stolen,
                         )
                         .await;
+                    if early_node == Some(node) {
+                        // Its inputs were the device's own: handed over, not sent.
+                        rec.early = true;
+                        rec.submit_bytes = rec.in_bytes;
+                        rec.in_bytes = 0;
+                    }
                     let mut s = lock(state);
                     s.running -= 1;
                     s.records.push(rec);
@@ -1079,6 +1152,15 @@ impl Coordinator {
         futures_util::future::join_all((0..workers.len()).map(work)).await;
         let mut s = state.into_inner().unwrap_or_else(|p| p.into_inner());
         records.append(&mut s.records);
+        if let Some(g) = &gate
+            && !*g.borrow()
+        {
+            let node = device.map_or("device", |d| self.cluster.nodes[d].name.as_str());
+            return Err(ClusterError::Node {
+                node: node.to_string(),
+                why: "the device's upload of the input failed".into(),
+            });
+        }
         // Every edge worker died with tiles left: run them anywhere alive.
         for (t, job) in jobs.iter().enumerate() {
             if s.done[t].is_some() {

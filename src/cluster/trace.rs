@@ -112,7 +112,13 @@ pub fn replay(cluster: &Cluster, coordinator: usize, records: &[JobRecord]) -> R
                     });
                     e
                 };
-            let ready = transfer(c, r.node, r.in_bytes, stage_start, &mut slots);
+            // An early job ran on inputs its node held from the request's
+            // start (the device's own image), beside the upload.
+            let ready = if r.early {
+                0.0
+            } else {
+                transfer(c, r.node, r.in_bytes, stage_start, &mut slots)
+            };
             let dur = r.end_us.saturating_sub(r.start_us) as f64 / 1e6;
             let free = node_free.entry(r.node).or_insert(0.0);
             let s = ready.max(*free);
