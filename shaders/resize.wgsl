@@ -66,3 +66,31 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
     let bot = mix(src[base + y1 * p.w + x0], src[base + y1 * p.w + x1], fx);
     dst[i] = mix(top, bot, fy);
 }
+
+// Nearest up-sampling by integer factors where output `o` reads input
+// `o / factor` (every exact case tiles use; `_p0`, `_p1` hold the factors):
+// one invocation per input pixel writes its factor×factor block, so the
+// index arithmetic (integer divisions, which llvmpipe runs lane by lane)
+// is paid once per input pixel instead of per output pixel.
+@compute @workgroup_size(WG)
+fn nearest_up(@builtin(global_invocation_id) gid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    if i >= p.nc * p.h * p.w {
+        return;
+    }
+    let x = i % p.w;
+    let row = i / p.w;
+    let y = row % p.h;
+    let plane = row / p.h;
+    let v = src[i];
+    let fy = p._p0;
+    let fx = p._p1;
+    var o = (plane * p.oh + y * fy) * p.ow + x * fx;
+    for (var dy = 0u; dy < fy; dy++) {
+        for (var dx = 0u; dx < fx; dx++) {
+            dst[o + dx] = v;
+        }
+        o += p.ow;
+    }
+}

@@ -639,3 +639,40 @@ fn an_unknown_adapter_is_an_error_not_a_skip() {
     .expect("a missing adapter must fail");
     assert!(err.to_string().contains("no adapter"), "{err}");
 }
+
+#[test]
+fn integer_nearest_upsampling_matches_cpu() {
+    // The one-invocation-per-input-pixel path: integer factors whose
+    // nearest rule reads `o / factor` (TF's UpSampling2D, ONNX half_pixel
+    // with round_prefer_floor), odd extents, several planes.
+    let cases = [
+        ((2, 2), CoordTransform::Asymmetric, NearestMode::Floor),
+        ((3, 1), CoordTransform::Asymmetric, NearestMode::Floor),
+        (
+            (1, 2),
+            CoordTransform::HalfPixel,
+            NearestMode::RoundPreferFloor,
+        ),
+        (
+            (2, 3),
+            CoordTransform::HalfPixel,
+            NearestMode::RoundPreferFloor,
+        ),
+    ];
+    for (k, ((fy, fx), coord, nm)) in cases.into_iter().enumerate() {
+        let shape = [2, 3, 5, 7];
+        let out = vec![2, 3, 5 * fy, 7 * fx];
+        let op = Op::Resize {
+            mode: ResizeMode::Nearest(nm),
+            coord,
+            scales: [fy as f32, fx as f32],
+        };
+        let g = single(op, &shape, Some(out));
+        let x = random(&shape, 40 + k as u64);
+        let want = cpu::CpuExecutor
+            .run(&g, std::slice::from_ref(&x))
+            .expect("cpu");
+        let got = gpu().run(&g, &[x]).expect("gpu");
+        assert_eq!(got[0].data(), want[0].data(), "×{fy}×{fx} {coord:?} {nm:?}");
+    }
+}

@@ -939,6 +939,32 @@ impl Lowerer<'_> {
             } => {
                 let [n, ch, h, w] = nchw(ins[0], "input")?;
                 let [_, _, oh, ow] = nchw(&out, "output")?;
+                if let ResizeMode::Nearest(nm) = mode
+                    && h > 0
+                    && w > 0
+                    && oh.is_multiple_of(h)
+                    && ow.is_multiple_of(w)
+                    && scales[0] == (oh / h) as f32
+                    && scales[1] == (ow / w) as f32
+                    && crate::tiling::nearest_is_floor(*coord, *nm, oh / h)
+                    && crate::tiling::nearest_is_floor(*coord, *nm, ow / w)
+                {
+                    let params = P(vec![])
+                        .us(&[n * ch, h, w, oh, ow, 0, 0, 0])?
+                        .f(scales[0])
+                        .f(scales[1])
+                        .us(&[oh / h, ow / w])?
+                        .done();
+                    return one(
+                        Shader::Resize,
+                        "nearest_up",
+                        params,
+                        self.buf_of(first)?,
+                        node.output,
+                        n * ch * h * w,
+                        vec![("WG", 64)],
+                    );
+                }
                 let (linear, nearest) = match mode {
                     ResizeMode::Linear => (1, 0),
                     ResizeMode::Nearest(NearestMode::RoundPreferFloor) => (0, 0),

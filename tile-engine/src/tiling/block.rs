@@ -49,7 +49,7 @@ fn same(maps: AxisMap) -> InputGeom {
 /// for output `o`, which is what makes it tileable: the rule then commutes
 /// with shifting a tile by a multiple of `factor`. Evaluated with the same
 /// f32 arithmetic as the CPU executor.
-fn nearest_is_floor(coord: CoordTransform, mode: NearestMode, factor: usize) -> bool {
+pub(crate) fn nearest_is_floor(coord: CoordTransform, mode: NearestMode, factor: usize) -> bool {
     let scale = factor as f32;
     let in_len = 64usize;
     (0..4 * factor).all(|o| {

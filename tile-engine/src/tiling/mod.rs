@@ -31,6 +31,7 @@ mod plan;
 mod region;
 mod stitch;
 
+pub(crate) use block::nearest_is_floor;
 pub use block::{Block, is_tileable};
 pub use exec::{TiledOptions, extract, run_segments, run_tiled};
 pub use fusion::{
