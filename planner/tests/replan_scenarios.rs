@@ -108,74 +108,81 @@ fn share_of(rp: &Replanner, node: usize) -> f64 {
         .sum()
 }
 
-/// A request under `truth`: its spans folded in, then one re-planning step.
-#[allow(clippy::too_many_arguments)]
-fn request(
-    dag: &ModelDag,
-    cluster: &Cluster,
-    profiler: &mut Profiler,
-    rp: &mut Replanner,
-    truth: &Truth,
-    prior: &planner::Estimates,
-    noise: f64,
-    rng: &mut SplitMix,
-) -> Decision {
-    profiler
-        .observe_all(&spans(cluster, rp, truth, prior, noise, rng))
-        .expect("spans");
-    rp.observe(dag, cluster, &profiler.estimates(), &ReceptiveField)
-        .expect("observe")
+/// The example cluster running the conv chain under re-planning, against a
+/// ground truth the test changes.
+struct Sim {
+    dag: ModelDag,
+    cluster: Cluster,
+    profiler: Profiler,
+    rp: Replanner,
+    truth: Truth,
+    prior: planner::Estimates,
+    rng: SplitMix,
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        let cluster = example_cluster();
+        let dag = conv_model();
+        let (profiler, rp) = start(&dag, &cluster);
+        Sim {
+            prior: profiler.estimates(),
+            truth: truth_of(&cluster),
+            dag,
+            cluster,
+            profiler,
+            rp,
+            rng: SplitMix(seed),
+        }
+    }
+
+    /// One request with `noise` on its spans, folded in, then one re-planning step.
+    fn request(&mut self, noise: f64) -> Decision {
+        let spans = spans(
+            &self.cluster,
+            &self.rp,
+            &self.truth,
+            &self.prior,
+            noise,
+            &mut self.rng,
+        );
+        self.profiler.observe_all(&spans).expect("spans");
+        self.rp
+            .observe(
+                &self.dag,
+                &self.cluster,
+                &self.profiler.estimates(),
+                &ReceptiveField,
+            )
+            .expect("observe")
+    }
+
+    fn edge1(&self) -> usize {
+        self.cluster.node_index("edge1").expect("edge1")
+    }
 }
 
 #[test]
 fn slowdown_of_one_edge_node_shifts_shares_within_two_requests() {
-    let cluster = example_cluster();
-    let dag = conv_model();
-    let (mut profiler, mut rp) = start(&dag, &cluster);
-    let prior = profiler.estimates();
+    let mut sim = Sim::new(1);
     assert!(
-        !rp.current().blocks.is_empty(),
+        !sim.rp.current().blocks.is_empty(),
         "the conv chain should run on the edge"
     );
-    let slow = cluster.node_index("edge1").expect("edge1");
-    let before = share_of(&rp, slow);
+    let slow = sim.edge1();
+    let before = share_of(&sim.rp, slow);
     assert!(before > 0.1, "edge1 starts with a real share: {before}");
-    let mut truth = truth_of(&cluster);
-    let mut rng = SplitMix(1);
-    let (dag, cluster) = (&dag, &cluster);
     // Warm up at the true speeds.
     for _ in 0..5 {
-        let d = request(
-            dag,
-            cluster,
-            &mut profiler,
-            &mut rp,
-            &truth,
-            &prior,
-            0.02,
-            &mut rng,
-        );
-        assert_eq!(d, Decision::Keep);
+        assert_eq!(sim.request(0.02), Decision::Keep);
     }
-    truth.speed[slow] /= 2.0;
-    let reweighted_at = (1..=2).find(|_| {
-        let d = request(
-            dag,
-            cluster,
-            &mut profiler,
-            &mut rp,
-            &truth,
-            &prior,
-            0.02,
-            &mut rng,
-        );
-        matches!(d, Decision::Reweighted { .. })
-    });
+    sim.truth.speed[slow] /= 2.0;
+    let reweighted_at = (1..=2).find(|_| matches!(sim.request(0.02), Decision::Reweighted { .. }));
     assert!(
         reweighted_at.is_some(),
         "shares did not move within 2 requests"
     );
-    let after = share_of(&rp, slow);
+    let after = share_of(&sim.rp, slow);
     assert!(
         after < before * 0.75,
         "edge1's share went {before:.3} → {after:.3}"
@@ -184,48 +191,23 @@ fn slowdown_of_one_edge_node_shifts_shares_within_two_requests() {
 
 #[test]
 fn a_threefold_slowdown_under_heavy_noise_moves_shares_at_the_first_request() {
-    let cluster = example_cluster();
-    let dag = conv_model();
-    let (mut profiler, mut rp) = start(&dag, &cluster);
-    let prior = profiler.estimates();
-    let slow = cluster.node_index("edge1").expect("edge1");
-    let mut truth = truth_of(&cluster);
-    let mut rng = SplitMix(7);
-    let (dag, cluster) = (&dag, &cluster);
+    let mut sim = Sim::new(7);
+    let slow = sim.edge1();
     // ±25 % noise, as tiles measure on a shared machine: the profiler
     // learns it and changes nothing for it, and the 3× step must still be
     // seen at once.
     for _ in 0..8 {
-        let d = request(
-            dag,
-            cluster,
-            &mut profiler,
-            &mut rp,
-            &truth,
-            &prior,
-            0.25,
-            &mut rng,
-        );
-        assert_eq!(d, Decision::Keep, "noise alone re-planned");
+        assert_eq!(sim.request(0.25), Decision::Keep, "noise alone re-planned");
     }
-    let before = share_of(&rp, slow);
+    let before = share_of(&sim.rp, slow);
     assert!(before > 0.1, "edge1 starts with a real share: {before}");
-    truth.speed[slow] /= 3.0;
-    let d = request(
-        dag,
-        cluster,
-        &mut profiler,
-        &mut rp,
-        &truth,
-        &prior,
-        0.25,
-        &mut rng,
-    );
+    sim.truth.speed[slow] /= 3.0;
+    let d = sim.request(0.25);
     assert!(
         matches!(d, Decision::Reweighted { .. }),
         "first request after the slowdown: {d:?}"
     );
-    let after = share_of(&rp, slow);
+    let after = share_of(&sim.rp, slow);
     assert!(
         after < before * 0.6,
         "edge1's share went {before:.3} → {after:.3}"
