@@ -409,12 +409,14 @@ fn output_extent(ctx: &Context<'_>, ops: &[OpIdx]) -> Option<[usize; 2]> {
         .find_map(|t| ctx.dag.tensors[t].hw)
 }
 
-/// Scales `v` to sum to 1 (left alone if its sum is not a positive number).
-/// The device's upload time of a block's inputs if they are all model
-/// inputs (which start on the device), else 0.
+/// For the model's first block (it starts at op 0, so the device runs no
+/// ops before it) reading only model inputs, which start on the device:
+/// the device's upload time of them, else 0. The coordinator starts the
+/// device's tiles of such a block beside that upload.
 fn head_start(ctx: &Context<'_>, ops: &[OpIdx]) -> f64 {
     let inputs = crate::halo::block_inputs(ctx.dag, ops);
-    if inputs.is_empty()
+    if ops.first() != Some(&0)
+        || inputs.is_empty()
         || inputs
             .iter()
             .any(|&t| ctx.dag.tensors[t].producer.is_some())
@@ -425,6 +427,7 @@ fn head_start(ctx: &Context<'_>, ops: &[OpIdx]) -> f64 {
     ctx.topo.up.time(bytes)
 }
 
+/// Scales `v` to sum to 1 (left alone if its sum is not a positive number).
 fn normalise(v: &mut [f64]) {
     let t: f64 = v.iter().sum();
     if t > 0.0 && t.is_finite() {
