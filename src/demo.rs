@@ -212,7 +212,7 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         .iter()
         .filter_map(|(&k, r)| Some((k, experiment::representative(&coord, r)?)))
         .collect();
-    let best = |k: usize| -> Option<&PlanRun> { summary.get(&k) };
+    let reported = |k: usize| -> Option<&PlanRun> { summary.get(&k) };
     println!(
         "\nmeasured (wall clock on this shared 2-core machine) and replayed (each node on its own hardware, transfers on the emulated links, each job at its median over {reps} runs):"
     );
@@ -221,7 +221,7 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         "plan", "wall ms", "replayed ms", "predicted ms", "backbone bytes"
     );
     for (k, p) in plans.iter().enumerate() {
-        if let Some(r) = best(k) {
+        if let Some(r) = reported(k) {
             println!(
                 "  {:<28} {:>10.1} {:>12.1} {:>13} {:>15}",
                 p.name,
@@ -233,8 +233,8 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
             );
         }
     }
-    let ours = best(0).context("no tessera run")?;
-    let single = best(1).context("no single-node run")?;
+    let ours = reported(0).context("no tessera run")?;
+    let single = reported(1).context("no single-node run")?;
     let ratio = |r: &PlanRun| r.replay.makespan_s / ours.replay.makespan_s.max(1e-12);
     println!("\nspeedup of tessera (replayed makespan):");
     println!("  vs single edge node: {:.2}×", ratio(single));
@@ -242,7 +242,7 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     let fastest = |prefix: &str| -> Option<&PlanRun> {
         (0..plans.len())
             .filter(|&k| plans[k].name.starts_with(prefix))
-            .filter_map(best)
+            .filter_map(reported)
             .min_by(|a, b| a.replay.makespan_s.total_cmp(&b.replay.makespan_s))
     };
     if let Some(two) = fastest(experiment::TWO_TIER_PREFIX) {
@@ -405,7 +405,7 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     write(out_dir, "trace.json", &trace_json)?;
     let mut panels = Vec::new();
     for (k, p) in plans.iter().enumerate() {
-        if let Some(r) = best(k) {
+        if let Some(r) = reported(k) {
             panels.push((format!("{} (replayed)", p.name), r.replay.slots.clone()));
         }
     }
