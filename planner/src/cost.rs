@@ -447,8 +447,8 @@ pub struct NodeTime {
     /// Output bytes of the tile.
     pub out_bytes: f64,
     /// Seconds before the block's start at which the tile could begin: the
-    /// device's tiles of a block that reads only model inputs run on the
-    /// image the device holds while it uploads the rest.
+    /// device's tiles of the model's first block, when it reads only model
+    /// inputs, run on the image the device holds while it uploads the rest.
     pub head_start_s: f64,
 }
 
