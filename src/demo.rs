@@ -313,20 +313,7 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         );
     }
     println!("stages of the tessera run: replayed (predicted) ms");
-    let stages: Vec<String> = ours
-        .replay
-        .stages
-        .iter()
-        .map(|(name, s)| {
-            let predicted = name
-                .strip_prefix("block ")
-                .and_then(|b| b.parse::<usize>().ok())
-                .and_then(|b| ours.plan.blocks.get(b)?.predicted_s)
-                .map_or(String::new(), |p| format!(" ({:.1})", p * 1e3));
-            format!("{name} {:.1}{predicted}", s * 1e3)
-        })
-        .collect();
-    println!("  {}", stages.join(", "));
+    println!("  {}", experiment::stages_text(&ours.replay, &ours.plan));
     println!(
         "bytes per link, tessera run (replayed; the input's hand-over to the device excluded):"
     );
@@ -442,11 +429,11 @@ fn edge_rates(coord: &Coordinator, model: &tessera::cluster::coordinator::Loaded
         .tier_nodes(Tier::Edge)
         .into_iter()
         .map(|e| {
-            let t: f64 = (0..g.nodes.len())
-                .map(|n| {
-                    let c = g.node_cost(n);
-                    est.compute_time(e, c.class, c.flops as f64)
-                })
+            let t: f64 = model
+                .dag
+                .ops
+                .iter()
+                .map(|op| est.compute_time(e, op.class, op.flops))
                 .sum::<f64>()
                 + est.overhead(e, g.nodes.len());
             format!("{} {:.1} s", coord.cluster.nodes[e].name, t)

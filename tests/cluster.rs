@@ -263,6 +263,64 @@ fn tiles_on_two_edges_equal_the_cpu_reference_and_metrics_count_them() {
 }
 
 #[test]
+fn a_loaded_model_is_planned_by_its_profiled_op_costs() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (local, coord) = start("profile").await;
+        let model = load(&coord).await;
+        let g = &model.graph;
+        let reweighted = model
+            .dag
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(i, op)| {
+                let f = g.node_cost(*i).flops as f64;
+                (op.flops - f).abs() > 0.05 * f.max(1.0)
+            })
+            .count();
+        assert!(
+            reweighted > 0,
+            "no op's FLOPs were reweighted by the profile"
+        );
+        assert!(
+            model
+                .dag
+                .ops
+                .iter()
+                .all(|op| op.flops.is_finite() && op.flops >= 0.0)
+        );
+        // The profiled node's predicted whole-model time is near its measured one.
+        let e0 = local.tier(Tier::Edge)[0];
+        let est = coord.profiler.lock().expect("profiler").estimates();
+        let predicted: f64 = model
+            .dag
+            .ops
+            .iter()
+            .map(|op| est.compute_time(e0, op.class, op.flops))
+            .sum();
+        let device = local.tier(Tier::Device)[0];
+        let cloud = local.tier(Tier::Cloud)[0];
+        let plan = ExecPlan::single_node("e0", g, device, e0, cloud);
+        let mut measured = f64::INFINITY;
+        for request in 1..=2 {
+            let r = experiment::run_plan(&coord, &model, &image(), &plan, request, false)
+                .await
+                .expect("run");
+            for x in r.records.iter().filter(|x| x.node == e0 && x.ok) {
+                measured = measured.min((x.end_us - x.start_us) as f64 / 1e6);
+            }
+        }
+        let ratio = predicted / measured;
+        assert!(
+            (0.25..4.0).contains(&ratio),
+            "predicted {predicted} s, measured {measured} s"
+        );
+        coord.shutdown().await;
+    });
+}
+
+#[test]
 fn an_idle_edge_node_steals_queued_tiles() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {

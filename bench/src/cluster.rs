@@ -1,4 +1,4 @@
-//! `cargo run -p bench --release -- cluster [--quick] [--backend cpu|gpu] [--out DIR]`
+//! `cargo run -p bench --release -- cluster [--quick] [--backend cpu|gpu] [--model default|vgg|resnet] [--out DIR]`
 //!
 //! End to end on a real loopback cluster (1 device + 4 edge + 1 cloud node
 //! daemons started from this binary, links emulated with the demo's
@@ -40,6 +40,8 @@ struct Row {
     speedup_vs_single: f64,
     speedup_vs_two_tier: f64,
     tiles: String,
+    /// Each stage's replayed time, with the planner's prediction for blocks.
+    stages: String,
     bit_identical: bool,
 }
 
@@ -102,6 +104,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut quick = false;
     let mut backend = None;
     let mut out = PathBuf::from("out/bench-cluster");
+    let mut only: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -114,6 +117,13 @@ pub fn run(args: &[String]) -> Result<()> {
                 })
             }
             "--out" => out = PathBuf::from(it.next().context("--out needs a folder")?),
+            "--model" => {
+                only = Some(
+                    it.next()
+                        .context("--model needs default, vgg or resnet")?
+                        .to_lowercase(),
+                )
+            }
             other => bail!("unknown argument {other}"),
         }
     }
@@ -161,7 +171,13 @@ pub fn run(args: &[String]) -> Result<()> {
             ("default (RDN ×2, 128²)", "default".into(), fixture),
             ("VGG-like (128²)", vgg.display().to_string(), image(128)?),
             ("ResNet-like (128²)", resnet.display().to_string(), image(128)?),
-        ];
+        ]
+        .into_iter()
+        .filter(|(label, _, _)| only.as_ref().is_none_or(|o| label.to_lowercase().starts_with(o.as_str())))
+        .collect();
+        if models.is_empty() {
+            bail!("--model {only:?} matches none of default, vgg, resnet");
+        }
         let mut rows = Vec::new();
         let mut request = 0;
         for (label, spec, input) in &models {
@@ -185,9 +201,8 @@ pub fn run(args: &[String]) -> Result<()> {
             let runs_median = |k: usize| median(runs[k].iter().map(|r| r.replay.makespan_s).collect());
             // Each job at its median duration over the runs (the noise of
             // this shared machine would otherwise favour plans of one job).
-            let med = |k: usize| {
-                experiment::median_job_replay(&coord, &runs[k]).map_or_else(|| runs_median(k), |r| r.makespan_s)
-            };
+            let med_replay = |k: usize| experiment::median_job_replay(&coord, &runs[k]);
+            let med = |k: usize| med_replay(k).map_or_else(|| runs_median(k), |r| r.makespan_s);
             let idx = |prefix: &str| plans.iter().position(|(_, p)| p.name.starts_with(prefix));
             let single = idx("single").map_or(f64::NAN, med);
             // The best two-tier split is the fastest measured one.
@@ -212,6 +227,7 @@ pub fn run(args: &[String]) -> Result<()> {
                     speedup_vs_single: single / replayed,
                     speedup_vs_two_tier: two / replayed,
                     tiles: experiment::shares_text(&coord, p),
+                    stages: med_replay(k).map_or_else(String::new, |r| experiment::stages_text(&r, p)),
                     bit_identical: reference.as_ref().is_some_and(|b| runs[k].iter().all(|r| &bits(&r.outputs) == b)),
                 });
             }
@@ -219,6 +235,10 @@ pub fn run(args: &[String]) -> Result<()> {
         coord.shutdown().await;
         drop(local);
         print_table(&rows);
+        println!("\nstages of each tessera plan: replayed (predicted) ms");
+        for r in rows.iter().filter(|r| r.plan.starts_with("tessera")) {
+            println!("  {:<24} {:<16} {}", r.model, r.plan, r.stages);
+        }
         if rows.iter().any(|r| !r.bit_identical) {
             bail!("a plan's output differs from the single-node run");
         }

@@ -65,16 +65,73 @@ fn conv_graph(c: usize, hw: usize, k: usize, group: usize) -> Option<Graph> {
 /// Median seconds of `reps` timed runs after one warm-up.
 fn time(exec: &dyn Executor, graph: &Graph, reps: usize) -> Option<f64> {
     let input = weights(graph.shape(graph.inputs[0]).to_vec());
+    let mut times = runs(exec, graph, std::slice::from_ref(&input), 1, reps)?;
+    times.sort_by(f64::total_cmp);
+    times.get(times.len() / 2).copied()
+}
+
+/// Seconds of each of `reps` timed runs of `graph` on `inputs`, after `warm` untimed ones.
+fn runs(
+    exec: &dyn Executor,
+    graph: &Graph,
+    inputs: &[Tensor],
+    warm: usize,
+    reps: usize,
+) -> Option<Vec<f64>> {
     let mut times = Vec::new();
-    for rep in 0..=reps {
+    for rep in 0..warm + reps {
         let t = Instant::now();
-        exec.run(graph, std::slice::from_ref(&input)).ok()?;
-        if rep > 0 {
+        exec.run(graph, inputs).ok()?;
+        if rep >= warm {
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    times.sort_by(f64::total_cmp);
-    times.get(times.len() / 2).copied()
+    Some(times)
+}
+
+/// Fastest of `reps` runs of graph nodes `ops` as one job, after `warm`
+/// untimed ones, the job's fixed cost `fixed` taken off.
+fn job_seconds(
+    exec: &dyn Executor,
+    graph: &Graph,
+    ops: &[usize],
+    warm: usize,
+    reps: usize,
+    fixed: f64,
+) -> Option<f64> {
+    let job = super::job::plan_job(graph, ops, None).ok()?;
+    let inputs: Vec<Tensor> = job
+        .input_shapes
+        .iter()
+        .map(|s| weights(s.clone()))
+        .collect();
+    let t = runs(exec, &job.graph, &inputs, warm, reps)?
+        .into_iter()
+        .fold(f64::INFINITY, f64::min);
+    Some((t - fixed).max(0.0))
+}
+
+/// Seconds each node of `graph` costs on this executor, `None` where it
+/// could not run alone. The planner scales each op's FLOPs by it: a 5×5 or
+/// a small-map convolution runs at another FLOP rate than the calibration
+/// layers, and a model's own layers say by how much. Each op is timed alone
+/// (for the relative costs) and the whole graph once as one job (for the
+/// total: a lone op also pays for moving its tensors, which a fused job
+/// does not), and the op times are scaled to that total.
+pub fn profile_ops(exec: &dyn Executor, graph: &Graph) -> Vec<Option<f64>> {
+    let fixed = overhead(exec).unwrap_or(0.0);
+    let mut alone: Vec<Option<f64>> = (0..graph.nodes.len())
+        .map(|n| job_seconds(exec, graph, &[n], 1, 2, fixed))
+        .collect();
+    let all: Vec<usize> = (0..graph.nodes.len()).collect();
+    // The ops ran just before, so their kernels are warm.
+    let whole = job_seconds(exec, graph, &all, 0, 2, fixed);
+    let sum: f64 = alone.iter().flatten().sum();
+    if let Some(whole) = whole.filter(|_| alone.iter().all(Option::is_some) && sum > 0.0) {
+        let k = whole / sum;
+        alone.iter_mut().flatten().for_each(|s| *s *= k);
+    }
+    alone
 }
 
 /// The fixed cost of a job, seconds: a one-op job of negligible FLOPs
@@ -108,4 +165,38 @@ pub fn calibrate(exec: &dyn Executor) -> Vec<(String, f64)> {
         rates.push((JOB_OVERHEAD.to_string(), job));
     }
     rates
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_ranks_ops_by_their_cost() {
+        // A cheap 3→32 conv, then a 32→32 one with ~10× its FLOPs, big
+        // enough that a run takes milliseconds on the CPU executor.
+        let mut g = Graph::default();
+        let x = g.add_value("x", vec![1, 3, 160, 160]);
+        g.inputs.push(x);
+        let conv = |cin: usize, cout: usize| {
+            Op::Conv(Conv {
+                weight: Arc::new(weights(vec![cout, cin, 3, 3])),
+                bias: None,
+                strides: [1, 1],
+                pads: [1, 1, 1, 1],
+                dilations: [1, 1],
+                group: 1,
+                activation: Activation::Relu,
+            })
+        };
+        let a = g.add_node("a", conv(3, 32), vec![x], "a").expect("a");
+        let b = g.add_node("b", conv(32, 32), vec![a], "b").expect("b");
+        g.outputs.push(b);
+        let exec = tile_engine::cpu::CpuExecutor;
+        let p = profile_ops(&exec, &g);
+        let [Some(pa), Some(pb)] = p[..] else {
+            panic!("both ops profile: {p:?}");
+        };
+        assert!(pb > 2.0 * pa, "{pa} s vs {pb} s");
+    }
 }

@@ -115,6 +115,11 @@ impl Peer {
                     let _ = tx.send(m);
                 }
             }
+            Msg::ModelProfile { hash, .. } => {
+                if let Some(tx) = lock(&self.models).remove(&profile_key(hash)) {
+                    let _ = tx.send(m);
+                }
+            }
             Msg::Calibrated { rates, executor } => {
                 *lock(&self.executor) = executor.clone();
                 self.calibration.send_replace(Some(rates.clone()));
@@ -152,8 +157,31 @@ pub struct LoadedModel {
     pub hash: String,
     /// The optimised graph (node ids agree with every node's copy).
     pub graph: Arc<Graph>,
-    /// The planner's view of it.
+    /// The planner's view of it. Each op's FLOPs are scaled by what profiling
+    /// it on a node measured (see [`Coordinator::load_model`]), so they are
+    /// "work": FLOPs at the rate of the op's class.
     pub dag: planner::ModelDag,
+}
+
+impl LoadedModel {
+    /// The work of a job of graph nodes `ops` that did `flops` FLOPs (a
+    /// tile's halo included): its FLOPs weighted as the planner weights
+    /// those ops. The profiler's rates are in this unit.
+    pub fn work(&self, ops: &[usize], flops: u64) -> u64 {
+        let (real, work) = ops.iter().fold((0.0, 0.0), |(r, w), &o| {
+            let f = self.graph.node_cost(o).flops as f64;
+            (r + f, w + self.dag.ops.get(o).map_or(f, |d| d.flops))
+        });
+        if real > 0.0 {
+            (flops as f64 * work / real) as u64
+        } else {
+            flops
+        }
+    }
+}
+
+fn profile_key(hash: &str) -> String {
+    format!("profile {hash}")
 }
 
 /// One fused block of an executable plan.
@@ -300,6 +328,9 @@ pub struct JobRecord {
     pub recv_us: u64,
     /// FLOPs.
     pub flops: u64,
+    /// FLOPs weighted by the model's per-op profile ([`LoadedModel::work`]):
+    /// what the profiler's rates measure.
+    pub work: u64,
     /// Dominant op class (wire name).
     pub class: String,
     /// Ops the job ran.
@@ -360,6 +391,9 @@ pub struct Coordinator {
     /// for the lock looks busy, so the first to finish would steal tiles
     /// that dedicated hardware would have run in parallel.
     pub steal: bool,
+    /// Time each op of a model on one edge node when it is loaded and plan
+    /// by those times (else by FLOPs at each op class's calibrated rate).
+    pub profile_models: bool,
 }
 
 impl Coordinator {
@@ -380,6 +414,7 @@ impl Coordinator {
             next_id: AtomicU64::new(1),
             timeouts: Timeouts::default(),
             steal: true,
+            profile_models: true,
         };
         for i in 0..c.cluster.nodes.len() {
             c.reconnect(i).await?;
@@ -501,7 +536,7 @@ impl Coordinator {
         let bytes = bundle.encode();
         let hash = bundle::hash(&bytes);
         let graph = Arc::new(bundle.graph()?);
-        let dag = planner::ModelDag::from_graph(&graph)
+        let mut dag = planner::ModelDag::from_graph(&graph)
             .map_err(|e| ClusterError::Model(e.to_string()))?;
         let chunks = wire::model_chunks(&bytes);
         for i in self.alive() {
@@ -509,7 +544,56 @@ impl Coordinator {
                 self.ensure_model(&p, &hash, &bytes, &chunks).await?;
             }
         }
+        if self.profile_models {
+            self.profile_model(&hash, &mut dag).await;
+        }
         Ok(LoadedModel { hash, graph, dag })
+    }
+
+    /// Times each op of a loaded model alone on one edge node (the first
+    /// live one) and turns each op's FLOPs into work: its measured seconds
+    /// at that node's rate for the op's class. A 5×5 or a small-map
+    /// convolution runs at another FLOP rate than the calibration's layers,
+    /// and the planner would otherwise misjudge blocks of them; node speeds
+    /// stay per class, so the profile's relative costs carry to every node.
+    /// Without an answer the FLOPs stay as they are.
+    async fn profile_model(&self, hash: &str, dag: &mut planner::ModelDag) {
+        let edges = self.cluster.tier_nodes(planner::Tier::Edge);
+        let alive = self.alive();
+        let Some(p) = edges
+            .iter()
+            .chain(&alive)
+            .find(|i| alive.contains(i))
+            .and_then(|&i| self.peer(i))
+        else {
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        lock(&p.models).insert(profile_key(hash), tx);
+        let answer = match p.send(&Msg::ProfileModel { hash: hash.into() }).await {
+            Ok(()) => tokio::time::timeout(Duration::from_secs(600), rx).await,
+            Err(e) => {
+                tracing::warn!(peer = %p.name, "model profile not asked: {e}");
+                return;
+            }
+        };
+        let seconds = match answer {
+            Ok(Ok(Msg::ModelProfile {
+                seconds,
+                error: None,
+                ..
+            })) if seconds.len() == dag.ops.len() => seconds,
+            other => {
+                tracing::warn!(peer = %p.name, "no model profile: {other:?}");
+                return;
+            }
+        };
+        let est = lock(&self.profiler).estimates();
+        for (op, s) in dag.ops.iter_mut().zip(seconds) {
+            if let Some(s) = s.filter(|s| s.is_finite() && *s >= 0.0) {
+                op.flops = s * est.flops_per_s(p.idx, op.class);
+            }
+        }
     }
 
     async fn ensure_model(
@@ -603,16 +687,16 @@ impl Coordinator {
         (cluster, sub)
     }
 
-    /// Predicted seconds of `flops` of `class` on node `i`.
-    fn predict(&self, i: usize, class: OpClass, flops: u64) -> f64 {
+    /// Predicted seconds of `work` ([`LoadedModel::work`]) of `class` on node `i`.
+    fn predict(&self, i: usize, class: OpClass, work: u64) -> f64 {
         lock(&self.profiler)
             .estimates()
-            .compute_time(i, class, flops as f64)
+            .compute_time(i, class, work as f64)
     }
 
-    fn deadline(&self, node: usize, class: OpClass, flops: u64, bytes: u64) -> Instant {
+    fn deadline(&self, node: usize, class: OpClass, work: u64, bytes: u64) -> Instant {
         let t = self.timeouts.base.as_secs_f64()
-            + self.timeouts.factor * self.predict(node, class, flops)
+            + self.timeouts.factor * self.predict(node, class, work)
             + bytes as f64 / 1e6;
         Instant::now() + Duration::from_secs_f64(t.min(3600.0))
     }
@@ -628,7 +712,7 @@ impl Coordinator {
         inputs: &[Tensor],
         out_shapes: Option<&[Vec<usize>]>,
         class: OpClass,
-        flops: u64,
+        work: u64,
         rec: &mut JobRecord,
     ) -> Result<Vec<Tensor>, ClusterError> {
         let job = self.id();
@@ -636,7 +720,7 @@ impl Coordinator {
         lock(&peer.jobs).insert(job, tx);
         rec.sent_us = now_us();
         let in_bytes: u64 = inputs.iter().map(|t| t.byte_len() as u64).sum();
-        let deadline = self.deadline(peer.idx, class, flops, in_bytes);
+        let deadline = self.deadline(peer.idx, class, work, in_bytes);
         let gone = |why: String| ClusterError::Node {
             node: peer.name.clone(),
             why,
@@ -745,6 +829,7 @@ impl Coordinator {
             end_us: 0,
             recv_us: 0,
             flops: 0,
+            work: 0,
             class: calibrate::class_name(class).to_string(),
             ops: 0,
             ok: false,
@@ -776,6 +861,7 @@ impl Coordinator {
             let Some(peer) = self.peer(n) else { continue };
             let mut rec = self.record(request, stage, stage_idx, n, class);
             rec.flops = plan.flops;
+            rec.work = model.work(ops, plan.flops);
             rec.ops = ops.len();
             let r = self
                 .remote(
@@ -786,7 +872,7 @@ impl Coordinator {
                     &inputs,
                     Some(&plan.output_shapes),
                     class,
-                    plan.flops,
+                    rec.work,
                     &mut rec,
                 )
                 .await;
@@ -1228,6 +1314,7 @@ impl Coordinator {
         let mut rec = self.record(request, stage, stage_idx, peer.idx, class);
         rec.tile = Some(t);
         rec.flops = plan.flops;
+        rec.work = model.work(&block.ops, plan.flops);
         rec.ops = block.ops.len();
         rec.stolen = stolen;
         let r = self
@@ -1239,7 +1326,7 @@ impl Coordinator {
                 inputs,
                 Some(&plan.output_shapes),
                 class,
-                plan.flops,
+                rec.work,
                 &mut rec,
             )
             .await;
@@ -1254,13 +1341,13 @@ impl Coordinator {
         const MIN_OBSERVED_US: u64 = 50_000;
         for r in records
             .iter()
-            .filter(|r| r.ok && r.flops > 0 && r.end_us >= r.start_us + MIN_OBSERVED_US)
+            .filter(|r| r.ok && r.work > 0 && r.end_us >= r.start_us + MIN_OBSERVED_US)
         {
             let Some(class) = class_of(&r.class) else {
                 continue;
             };
             let seconds = (r.end_us - r.start_us) as f64 / 1e6;
-            if let Err(e) = p.observe_job(r.node, class, r.ops, r.flops, seconds) {
+            if let Err(e) = p.observe_job(r.node, class, r.ops, r.work, seconds) {
                 tracing::warn!("span not folded in: {e}");
             }
         }

@@ -348,3 +348,21 @@ pub fn shares_text(c: &Coordinator, plan: &ExecPlan) -> String {
         parts.join("; ")
     }
 }
+
+/// Each stage of a replay as "name ms", with the planner's prediction in
+/// brackets for blocks that have one.
+pub fn stages_text(replay: &Replay, plan: &ExecPlan) -> String {
+    replay
+        .stages
+        .iter()
+        .map(|(name, s)| {
+            let predicted = name
+                .strip_prefix("block ")
+                .and_then(|b| b.parse::<usize>().ok())
+                .and_then(|b| plan.blocks.get(b)?.predicted_s)
+                .map_or(String::new(), |p| format!(" ({:.1})", p * 1e3));
+            format!("{name} {:.1}{predicted}", s * 1e3)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

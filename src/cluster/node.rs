@@ -47,6 +47,10 @@ enum Work {
     Calibrate {
         reply: oneshot::Sender<Vec<(String, f64)>>,
     },
+    Profile {
+        graph: Arc<Graph>,
+        reply: oneshot::Sender<Vec<Option<f64>>>,
+    },
 }
 
 /// The executor lives on its own thread (GPU executors need not be `Send`,
@@ -120,6 +124,11 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                         locked(&mut || rates = calibrate::calibrate(exec.as_ref()));
                         let _ = reply.send(rates);
                     }
+                    Work::Profile { graph, reply } => {
+                        let mut seconds = Vec::new();
+                        locked(&mut || seconds = calibrate::profile_ops(exec.as_ref(), &graph));
+                        let _ = reply.send(seconds);
+                    }
                 }
             }
         })
@@ -143,6 +152,14 @@ impl ExecHandle {
         rx.await.map_err(|_| "executor stopped".to_string())?
     }
 
+    async fn profile(&self, graph: Arc<Graph>) -> Vec<Option<f64>> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Work::Profile { graph, reply }).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
     async fn calibrate(&self) -> Vec<(String, f64)> {
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Work::Calibrate { reply }).is_err() {
@@ -160,6 +177,9 @@ struct Node {
     name: String,
     exec: ExecHandle,
     models: Mutex<HashMap<String, Arc<Graph>>>,
+    /// Per-op seconds of each profiled model: a coordinator that connects
+    /// again (each `tessera run`) gets them without the runs.
+    profiles: Mutex<HashMap<String, Vec<Option<f64>>>>,
     metrics: Arc<Metrics>,
     throttle: Mutex<f64>,
     rates: Mutex<Vec<(String, f64)>>,
@@ -192,6 +212,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         name: cfg.name.clone(),
         exec: exec.clone(),
         models: Mutex::new(HashMap::new()),
+        profiles: Mutex::new(HashMap::new()),
         metrics: metrics.clone(),
         throttle: Mutex::new(1.0),
         rates: Mutex::new(Vec::new()),
@@ -360,6 +381,26 @@ async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: M
             let _ = Msg::Calibrated {
                 rates,
                 executor: node.exec.name.clone(),
+            }
+            .send(&conn, 0)
+            .await;
+        }
+        Msg::ProfileModel { hash } => {
+            let graph = lock(&node.models).get(&hash).cloned();
+            let cached = lock(&node.profiles).get(&hash).cloned();
+            let (seconds, error) = match (cached, graph) {
+                (Some(s), _) => (s, None),
+                (None, Some(g)) => {
+                    let s = node.exec.profile(g).await;
+                    lock(&node.profiles).insert(hash.clone(), s.clone());
+                    (s, None)
+                }
+                (None, None) => (Vec::new(), Some(format!("model {hash} is not loaded here"))),
+            };
+            let _ = Msg::ModelProfile {
+                hash,
+                seconds,
+                error,
             }
             .send(&conn, 0)
             .await;

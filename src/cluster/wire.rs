@@ -97,6 +97,21 @@ pub enum Msg {
     },
     /// Coordinator → node: run the calibration again (re-admission).
     Calibrate,
+    /// Coordinator → node: time each op of a loaded model alone (answered by [`Msg::ModelProfile`]).
+    ProfileModel {
+        /// The model's hash.
+        hash: String,
+    },
+    /// Node → coordinator: seconds per graph node of a model (`None` where
+    /// an op could not run alone), or why profiling failed.
+    ModelProfile {
+        /// The model's hash.
+        hash: String,
+        /// Seconds per graph node, the job's fixed cost taken off.
+        seconds: Vec<Option<f64>>,
+        /// Why there is no profile, if there is none.
+        error: Option<String>,
+    },
     /// Coordinator → node: slow compute down by this factor (the demo's
     /// stand-in for a node that gets busy; 1 = normal).
     Throttle {
