@@ -41,6 +41,15 @@ const CLASS_PRIOR_RATIO: [f64; CLASSES] = [1.0, 0.8, 0.25, 0.1, 0.5, 0.05];
 const FILE_PRIOR_REL_STD: f64 = 0.5;
 /// Relative uncertainty of a calibration measurement.
 const CALIBRATION_REL_STD: f64 = 0.1;
+/// Relative spread between the rate estimates of nodes of one kind that is
+/// put down to noise (see [`Profiler::set_kind`]): one tile's rate varies by
+/// 15–30 % run to run on a shared machine, and an estimate from a few
+/// tiles keeps a good part of that.
+const PEER_SPREAD: f64 = 0.1;
+/// Prior odds that a node of a kind really runs at another rate than its
+/// peers (throttled, busy), and the log-scale spread of such rates.
+const PEER_APART_PRIOR: f64 = 0.2;
+const PEER_APART_SPREAD: f64 = 1.0;
 /// Transfers at most this large measure delay; larger ones measure bandwidth.
 const SMALL_TRANSFER_BYTES: u64 = 16 * 1024;
 
@@ -192,19 +201,22 @@ pub struct Profiler {
     nodes: Vec<[Estimator; CLASSES]>,
     links: Vec<Vec<Option<LinkState>>>,
     op_overhead: Vec<[f64; 2]>,
+    kinds: Vec<Option<String>>,
+    /// The cluster file's throughput prior per node and class.
+    priors: Vec<[f64; CLASSES]>,
 }
 
 impl Profiler {
     /// Cold start from the cluster file's priors (node GFLOP/s, link figures).
     pub fn new(cluster: &Cluster) -> Profiler {
-        let nodes = cluster
+        let priors: Vec<[f64; CLASSES]> = cluster
             .nodes
             .iter()
-            .map(|n| {
-                std::array::from_fn(|c| {
-                    Estimator::with_prior(n.gflops * 1e9 * CLASS_PRIOR_RATIO[c], FILE_PRIOR_REL_STD)
-                })
-            })
+            .map(|n| std::array::from_fn(|c| n.gflops * 1e9 * CLASS_PRIOR_RATIO[c]))
+            .collect();
+        let nodes = priors
+            .iter()
+            .map(|p| std::array::from_fn(|c| Estimator::with_prior(p[c], FILE_PRIOR_REL_STD)))
             .collect();
         let n = cluster.nodes.len();
         let links = (0..n)
@@ -230,7 +242,77 @@ impl Profiler {
             nodes,
             links,
             op_overhead: vec![[0.0; 2]; n],
+            kinds: vec![None; n],
+            priors,
         }
+    }
+
+    /// Says that `node` is hardware of kind `kind` (an adapter name), or of
+    /// no known kind. The throughput estimates of nodes of one kind are
+    /// drawn towards their median where they differ by about as much as
+    /// their noise ([`PEER_SPREAD`] plus each estimate's own uncertainty)
+    /// and left apart where they differ by more: identical GPUs whose few
+    /// tiles happened to run 20 % apart get near-equal shares, while one
+    /// that became 1.5× or more slower keeps its own estimate.
+    pub fn set_kind(&mut self, node: NodeIdx, kind: Option<String>) -> Result<()> {
+        let slot = self
+            .kinds
+            .get_mut(node)
+            .ok_or_else(|| Error::Measurement(format!("kind: unknown node {node}")))?;
+        *slot = kind;
+        Ok(())
+    }
+
+    /// Each node's per-class estimates, drawn towards its kind's median (log
+    /// scale). A log-deviation `d` is noise around the median (std `s`: the
+    /// estimate's relative std and [`PEER_SPREAD`] together) or a real
+    /// difference (prior odds [`PEER_APART_PRIOR`], spread
+    /// [`PEER_APART_SPREAD`]); it becomes `d` times the posterior odds of
+    /// the second.
+    fn throughputs(&self) -> Vec<[Estimate; CLASSES]> {
+        let raw: Vec<[Estimate; CLASSES]> = self
+            .nodes
+            .iter()
+            .map(|n| std::array::from_fn(|c| n[c].estimate()))
+            .collect();
+        let mut out = raw.clone();
+        let mut kinds: Vec<&String> = self.kinds.iter().flatten().collect();
+        kinds.sort();
+        kinds.dedup();
+        for kind in kinds {
+            let members: Vec<NodeIdx> = (0..raw.len())
+                .filter(|&i| self.kinds[i].as_ref() == Some(kind))
+                .collect();
+            if members.len() < 2 {
+                continue;
+            }
+            for c in 0..CLASSES {
+                let mut logs: Vec<f64> = members.iter().map(|&i| raw[i][c].mean.ln()).collect();
+                logs.sort_by(f64::total_cmp);
+                let m = logs.len();
+                let centre = if m % 2 == 1 {
+                    logs[m / 2]
+                } else {
+                    0.5 * (logs[m / 2 - 1] + logs[m / 2])
+                };
+                for &i in &members {
+                    let e = raw[i][c];
+                    let d = e.mean.ln() - centre;
+                    let s = ((e.std / e.mean).powi(2) + PEER_SPREAD.powi(2)).sqrt();
+                    let density = |sd: f64| (-0.5 * (d / sd).powi(2)).exp() / sd;
+                    let apart = PEER_APART_PRIOR * density(PEER_APART_SPREAD);
+                    let noise = (1.0 - PEER_APART_PRIOR) * density(s);
+                    let mean = (centre + d * apart / (apart + noise)).exp();
+                    if mean.is_finite() && mean > 0.0 {
+                        out[i][c] = Estimate {
+                            mean,
+                            std: e.std * mean / e.mean,
+                        };
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Uses a different estimator tuning.
@@ -243,12 +325,28 @@ impl Profiler {
     /// A class the calibration did not measure keeps its prior scaled by the
     /// ratio measured on that node's other classes, if any.
     pub fn calibrate(&mut self, cal: &Calibration) -> Result<()> {
+        let mut measured: Vec<[Option<f64>; CLASSES]> = vec![[None; CLASSES]; self.nodes.len()];
         for r in &cal.compute {
             let slot = self.nodes.get_mut(r.node).ok_or_else(|| {
                 Error::Measurement(format!("calibration: unknown node {}", r.node))
             })?;
             positive("calibration throughput", r.flops_per_s)?;
             slot[class_index(r.class)] = Estimator::with_prior(r.flops_per_s, CALIBRATION_REL_STD);
+            measured[r.node][class_index(r.class)] = Some(r.flops_per_s);
+        }
+        for (node, m) in measured.iter().enumerate() {
+            // Geometric mean of measured / prior over the measured classes.
+            let logs: Vec<f64> = (0..CLASSES)
+                .filter_map(|c| Some((m[c]? / self.priors[node][c]).ln()))
+                .collect();
+            if logs.is_empty() {
+                continue;
+            }
+            let ratio = (logs.iter().sum::<f64>() / logs.len() as f64).exp();
+            for c in (0..CLASSES).filter(|&c| m[c].is_none()) {
+                self.nodes[node][c] =
+                    Estimator::with_prior(self.priors[node][c] * ratio, FILE_PRIOR_REL_STD);
+            }
         }
         for r in &cal.links {
             positive("calibration bandwidth", r.bytes_per_s)?;
@@ -299,11 +397,7 @@ impl Profiler {
     /// Current estimates with uncertainties.
     pub fn estimates(&self) -> Estimates {
         Estimates {
-            throughput: self
-                .nodes
-                .iter()
-                .map(|n| std::array::from_fn(|c| n[c].estimate()))
-                .collect(),
+            throughput: self.throughputs(),
             links: self
                 .links
                 .iter()
@@ -418,5 +512,111 @@ mod tests {
             (predicted / (0.02 + 1e7 / 2e9) - 1.0).abs() < 0.1,
             "{predicted}"
         );
+    }
+
+    #[test]
+    fn nodes_of_one_kind_share_rates_unless_far_apart() {
+        let mut toml = String::new();
+        for (n, tier) in [
+            ("d", "device"),
+            ("e0", "edge"),
+            ("e1", "edge"),
+            ("e2", "edge"),
+            ("e3", "edge"),
+            ("c", "cloud"),
+        ] {
+            toml += &format!(
+                "[[nodes]]\nname = \"{n}\"\ntier = \"{tier}\"\naddress = \"x\"\ngflops = 10.0\n"
+            );
+        }
+        for (a, b) in [
+            ("d", "e0"),
+            ("e0", "e1"),
+            ("e0", "e2"),
+            ("e0", "e3"),
+            ("e0", "c"),
+        ] {
+            toml += &format!(
+                "[[links]]\nfrom = \"{a}\"\nto = \"{b}\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n"
+            );
+        }
+        let cluster: crate::Cluster = toml::from_str(&toml).expect("cluster");
+        let mut p = Profiler::new(&cluster);
+        // One tile each on identical hardware, 12 % apart either way; node 5
+        // (the cloud) has become 3x slower.
+        let rates = [10e9, 11.2e9, 8.8e9, 10.5e9, 9.2e9, 3.3e9];
+        for (i, r) in rates.iter().enumerate() {
+            p.observe(&Span {
+                node: i,
+                kind: SpanKind::Compute {
+                    class: OpClass::Conv3x3,
+                    flops: 1_000_000_000,
+                },
+                seconds: 1e9 / r,
+            })
+            .expect("observe");
+        }
+        let spread = |p: &Profiler, nodes: &[usize]| {
+            let est = p.estimates();
+            let v: Vec<f64> = nodes
+                .iter()
+                .map(|&i| est.flops_per_s(i, OpClass::Conv3x3))
+                .collect();
+            v.iter().copied().fold(0.0, f64::max) / v.iter().copied().fold(f64::INFINITY, f64::min)
+        };
+        let before = spread(&p, &[0, 1, 2, 3, 4]);
+        assert!(before > 1.08, "raw estimates differ: {before}");
+        for i in 0..6 {
+            p.set_kind(i, Some("gpu".into())).expect("kind");
+        }
+        let after = spread(&p, &[0, 1, 2, 3, 4]);
+        assert!(after < 1.04, "peers drawn together: {before} -> {after}");
+        let est = p.estimates();
+        let slow = est.flops_per_s(5, OpClass::Conv3x3);
+        let peer = est.flops_per_s(0, OpClass::Conv3x3);
+        assert!(
+            peer / slow > 1.6,
+            "the slowed node stays apart: {peer} vs {slow}"
+        );
+        // A node of another kind is left alone.
+        p.set_kind(2, Some("other".into())).expect("kind");
+        let raw2 = p.nodes[2][0].estimate().mean;
+        assert_eq!(p.estimates().flops_per_s(2, OpClass::Conv3x3), raw2);
+    }
+
+    #[test]
+    fn classes_calibration_skips_follow_the_classes_it_measured() {
+        let cluster: crate::Cluster = toml::from_str(
+            "[[nodes]]\nname = \"d\"\ntier = \"device\"\naddress = \"x\"\ngflops = 5.0\n\
+             [[nodes]]\nname = \"e\"\ntier = \"edge\"\naddress = \"x\"\ngflops = 40.0\n\
+             [[nodes]]\nname = \"c\"\ntier = \"cloud\"\naddress = \"x\"\ngflops = 400.0\n\
+             [[links]]\nfrom = \"d\"\nto = \"e\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n\
+             [[links]]\nfrom = \"e\"\nto = \"c\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n",
+        )
+        .expect("cluster");
+        let mut p = Profiler::new(&cluster);
+        // The file says 5, 40 and 400 GFLOP/s; calibration finds them equal.
+        let compute = (0..3)
+            .map(|node| ComputeRate {
+                node,
+                class: OpClass::Conv3x3,
+                flops_per_s: 14e9,
+            })
+            .collect();
+        p.calibrate(&Calibration {
+            compute,
+            links: Vec::new(),
+        })
+        .expect("calibrate");
+        let est = p.estimates();
+        for class in [OpClass::Pool, OpClass::Elementwise, OpClass::Dense] {
+            let r: Vec<f64> = (0..3).map(|n| est.flops_per_s(n, class)).collect();
+            assert!(
+                (r[0] / r[1] - 1.0).abs() < 1e-9 && (r[2] / r[1] - 1.0).abs() < 1e-9,
+                "{class:?}: {r:?}"
+            );
+        }
+        let ratio = est.flops_per_s(1, OpClass::Elementwise) / est.flops_per_s(1, OpClass::Conv3x3);
+        assert!((ratio - CLASS_PRIOR_RATIO[5]).abs() < 1e-9, "{ratio}");
     }
 }

@@ -441,12 +441,19 @@ impl Coordinator {
             })?
             .clone()
             .unwrap_or_default();
-        self.calibrate_from(i, &rates)?;
+        self.calibrate_from(i, &rates, &peer.executor())?;
         lock(&self.peers)[i] = Some(peer.clone());
         Ok(peer)
     }
 
-    fn calibrate_from(&self, node: usize, rates: &[(String, f64)]) -> Result<(), ClusterError> {
+    /// Folds node `node`'s calibration into the profiler; nodes reporting
+    /// the same `executor` (adapter) are peers there (`Profiler::set_kind`).
+    fn calibrate_from(
+        &self,
+        node: usize,
+        rates: &[(String, f64)],
+        executor: &str,
+    ) -> Result<(), ClusterError> {
         let compute = rates
             .iter()
             .filter_map(|(n, r)| {
@@ -460,6 +467,8 @@ impl Coordinator {
             .collect();
         let get = |k: &str| rates.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
         let mut p = lock(&self.profiler);
+        p.set_kind(node, (!executor.is_empty()).then(|| executor.to_string()))
+            .map_err(|e| ClusterError::Protocol(e.to_string()))?;
         // Only a per-job cost: a per-op cost measured as the difference of
         // two millisecond timings, multiplied by a block's op count, made
         // identical nodes look several times apart.
@@ -481,11 +490,9 @@ impl Coordinator {
     pub fn reset_estimates(&self) -> Result<(), ClusterError> {
         *lock(&self.profiler) = Profiler::new(&self.cluster);
         for i in self.alive() {
-            let rates = self
-                .peer(i)
-                .and_then(|p| p.calibration.borrow().clone())
-                .unwrap_or_default();
-            self.calibrate_from(i, &rates)?;
+            let Some(peer) = self.peer(i) else { continue };
+            let rates = peer.calibration.borrow().clone().unwrap_or_default();
+            self.calibrate_from(i, &rates, &peer.executor())?;
         }
         Ok(())
     }
