@@ -460,6 +460,34 @@ impl Profiler {
         Ok(())
     }
 
+    /// Folds in a job too short to say much about the node's FLOP rate
+    /// (mostly fixed cost): what it took beyond `work` at the current rate
+    /// moves the node's per-job cost, a third of the way each time. Small
+    /// tiles pay more than the warm calibration's fixed cost (waking the
+    /// GPU, read-back of a fresh buffer), and a planner that does not know
+    /// it tiles small models that one node runs faster.
+    pub fn observe_short_job(
+        &mut self,
+        node: NodeIdx,
+        class: OpClass,
+        ops: usize,
+        work: u64,
+        seconds: f64,
+    ) -> Result<()> {
+        positive("job duration", seconds)?;
+        let rate = self
+            .nodes
+            .get(node)
+            .ok_or_else(|| Error::Measurement(format!("job: unknown node {node}")))?
+            [class_index(class)]
+        .estimate()
+        .mean;
+        let [job, op] = self.op_overhead[node];
+        let fixed = (seconds - work as f64 / rate - op * ops as f64).max(0.0);
+        self.op_overhead[node][0] = job + (fixed - job) / 3.0;
+        Ok(())
+    }
+
     fn link_mut(&mut self, from: NodeIdx, to: NodeIdx) -> Result<&mut LinkState> {
         self.links
             .get_mut(from)
@@ -618,5 +646,29 @@ mod tests {
         }
         let ratio = est.flops_per_s(1, OpClass::Elementwise) / est.flops_per_s(1, OpClass::Conv3x3);
         assert!((ratio - CLASS_PRIOR_RATIO[5]).abs() < 1e-9, "{ratio}");
+    }
+
+    #[test]
+    fn short_jobs_teach_the_fixed_cost_of_a_job() {
+        let cluster: crate::Cluster = toml::from_str(
+            "[[nodes]]\nname = \"d\"\ntier = \"device\"\naddress = \"x\"\ngflops = 10.0\n\
+             [[nodes]]\nname = \"e\"\ntier = \"edge\"\naddress = \"x\"\ngflops = 10.0\n\
+             [[nodes]]\nname = \"c\"\ntier = \"cloud\"\naddress = \"x\"\ngflops = 10.0\n\
+             [[links]]\nfrom = \"d\"\nto = \"e\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n\
+             [[links]]\nfrom = \"e\"\nto = \"c\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n",
+        )
+        .expect("cluster");
+        let mut p = Profiler::new(&cluster);
+        p.set_overhead(1, [0.0005, 0.0]).expect("overhead");
+        // True node: 8 ms per job + 10 GFLOP/s; short jobs of 1-20 MFLOP.
+        for k in 0..12u64 {
+            let work = 1_000_000 + (k % 4) * 6_000_000;
+            p.observe_short_job(1, OpClass::Conv3x3, 5, work, 0.008 + work as f64 / 1e10)
+                .expect("observe");
+        }
+        let est = p.estimates();
+        let predicted = est.overhead(1, 5) + est.compute_time(1, OpClass::Conv3x3, 1e7);
+        assert!((predicted / 0.009 - 1.0).abs() < 0.1, "{predicted}");
+        assert!(p.observe_short_job(9, OpClass::Conv3x3, 1, 1, 0.1).is_err());
     }
 }

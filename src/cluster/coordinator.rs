@@ -1348,13 +1348,19 @@ impl Coordinator {
         const MIN_OBSERVED_US: u64 = 50_000;
         for r in records
             .iter()
-            .filter(|r| r.ok && r.work > 0 && r.end_us >= r.start_us + MIN_OBSERVED_US)
+            .filter(|r| r.ok && r.work > 0 && r.end_us > r.start_us)
         {
             let Some(class) = class_of(&r.class) else {
                 continue;
             };
             let seconds = (r.end_us - r.start_us) as f64 / 1e6;
-            if let Err(e) = p.observe_job(r.node, class, r.ops, r.work, seconds) {
+            let folded = if r.end_us >= r.start_us + MIN_OBSERVED_US {
+                p.observe_job(r.node, class, r.ops, r.work, seconds)
+            } else {
+                // Shorter ones teach the node's fixed cost per job instead.
+                p.observe_short_job(r.node, class, r.ops, r.work, seconds)
+            };
+            if let Err(e) = folded {
                 tracing::warn!("span not folded in: {e}");
             }
         }
