@@ -36,6 +36,12 @@ pub struct RunArgs {
     /// PNG pixel range for models not embedded: byte/255 × this.
     #[arg(long)]
     pub pixel_scale: Option<f32>,
+    /// Plan by FLOPs at each op class's calibrated rate instead of timing
+    /// the model's ops on an edge node first (the nodes cache that profile,
+    /// so only the first run of a model pays for it: about three runs of
+    /// the model on one node).
+    #[arg(long)]
+    pub no_profile: bool,
 }
 
 /// Runs one request on the cluster.
@@ -73,9 +79,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
             SocketAddr::from(([0, 0, 0, 0], 0)),
             EndpointConfig::new(identity, peers, hello),
         )?;
-        let coord = Coordinator::connect(cluster, endpoint, addrs)
+        let mut coord = Coordinator::connect(cluster, endpoint, addrs)
             .await
             .context("cannot reach the cluster")?;
+        coord.profile_models = !args.no_profile;
         let loaded = coord
             .load_model(&bundle)
             .await
