@@ -157,13 +157,23 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         coord.cluster.nodes[coordinator].name
     );
 
-    let pb = spinner("sending the model to every node (once, by content hash)");
+    let pb = spinner(
+        "sending the model to every node (once, by content hash) and timing its ops on one edge node",
+    );
+    let loading = std::time::Instant::now();
     let model = coord.load_model(&bundle).await?;
     pb.finish_and_clear();
     println!(
-        "model sent once to each node: {} bytes, sha256 {}…",
+        "model sent once to each node: {} bytes, sha256 {}…; its {} ops timed on {} for the planner ({:.1} s with the transfer)",
         bundle.encode().len(),
-        &model.hash[..12]
+        &model.hash[..12],
+        model.dag.ops.len(),
+        coord
+            .cluster
+            .tier_nodes(Tier::Edge)
+            .first()
+            .map_or("-", |&e| coord.cluster.nodes[e].name.as_str()),
+        loading.elapsed().as_secs_f64()
     );
 
     let (first, _) = experiment::plan_live(&coord, &model)?;

@@ -578,7 +578,7 @@ impl Coordinator {
         let (tx, rx) = oneshot::channel();
         lock(&p.models).insert(profile_key(hash), tx);
         let answer = match p.send(&Msg::ProfileModel { hash: hash.into() }).await {
-            Ok(()) => tokio::time::timeout(Duration::from_secs(600), rx).await,
+            Ok(()) => tokio::time::timeout(Duration::from_secs(300), rx).await,
             Err(e) => {
                 tracing::warn!(peer = %p.name, "model profile not asked: {e}");
                 return;
