@@ -121,7 +121,7 @@ pub fn additive_model(
     edge_scale: f64,
 ) -> Result<AdditiveModel> {
     let ctx = Context::new(dag, cluster, est, halo, opts)?;
-    Ok(Planner::new(&ctx).additive(edge_scale))
+    Ok(Planner::new(&ctx).additive(edge_scale, [true; 3]))
 }
 
 /// Solves strategies for one context; reused by the re-planner.
@@ -138,11 +138,24 @@ impl<'c, 'a> Planner<'c, 'a> {
         }
     }
 
-    /// The additive model with the edge part scaled by `edge_scale`.
-    pub(crate) fn additive(&self, edge_scale: f64) -> AdditiveModel {
+    /// The additive model with the edge part scaled by `edge_scale`, for a
+    /// strategy that uses the `allowed` tiers. A tileable op's edge time is
+    /// its FLOPs (halo included) over the summed rate of every tile worker
+    /// the strategy has: the edge nodes, and the device (and the cloud) when
+    /// they help with tiles, as [`Context::evaluate_in`] lets them. Counting
+    /// the edge nodes alone made the edge part look as slow as the device
+    /// with one edge node, so the device-only plan won and tiles over the
+    /// device and that edge node were never tried.
+    pub(crate) fn additive(&self, edge_scale: f64, allowed: [bool; 3]) -> AdditiveModel {
         let ctx = self.ctx;
         let topo = &ctx.topo;
         let est = ctx.est;
+        let on = ctx.opts.tile_helpers;
+        let workers: Vec<NodeIdx> = topo
+            .workers([on[0] && allowed[0], on[1] && allowed[2]])
+            .iter()
+            .map(|w| w.node)
+            .collect();
         let unary = ctx
             .dag
             .ops
@@ -150,11 +163,7 @@ impl<'c, 'a> Planner<'c, 'a> {
             .enumerate()
             .map(|(i, o)| {
                 let edge = if o.tileable() {
-                    let agg: f64 = topo
-                        .edges
-                        .iter()
-                        .map(|&e| est.flops_per_s(e, o.class))
-                        .sum();
+                    let agg: f64 = workers.iter().map(|&e| est.flops_per_s(e, o.class)).sum();
                     o.flops * (1.0 + self.halo_factor[i]) / agg * edge_scale
                 } else {
                     est.compute_time(topo.coordinator, o.class, o.flops)
@@ -185,7 +194,7 @@ impl<'c, 'a> Planner<'c, 'a> {
             1
         };
         for _ in 0..rounds {
-            let model = self.additive(scale);
+            let model = self.additive(scale, allowed);
             let (labels, additive_cost_s) = min_cut_partition(self.ctx.dag, &model, allowed)
                 .ok_or_else(|| Error::Model(format!("strategy {name} allows no tier")))?;
             if previous.as_ref() == Some(&labels) {
@@ -221,6 +230,25 @@ impl<'c, 'a> Planner<'c, 'a> {
             match refit {
                 Some(r) if (r - 1.0).abs() > 0.01 => scale *= r,
                 _ => break,
+            }
+        }
+        // The whole model on the edge tier, its tiles over every worker, is
+        // always tried as well: the additive model only approximates tiled
+        // blocks (halos, grids, transfers), and this plan is the one a cut
+        // misjudged that way most often loses.
+        let all_edge = vec![Tier::Edge; self.ctx.dag.ops.len()];
+        if allowed[1] && previous.as_ref() != Some(&all_edge) {
+            let prediction = self.ctx.evaluate_in(&all_edge, allowed);
+            let additive_cost_s = self.additive(scale, allowed).cost(self.ctx.dag, &all_edge);
+            if best
+                .as_ref()
+                .is_none_or(|b| prediction.makespan_s < b.makespan_s())
+            {
+                best = Some(Plan {
+                    strategy: name,
+                    prediction,
+                    additive_cost_s,
+                });
             }
         }
         best.ok_or_else(|| Error::Model(format!("strategy {name}: no plan")))

@@ -144,3 +144,62 @@ fn nearest_upsampling_tiles_as_a_pointwise_op_between_two_map_sizes() {
     assert!((top.op_flops[1] - per_row(up, 33.0, 64.0)).abs() < 1e-6);
     assert!((top.op_flops[0] - per_row(upn3, 17.0, 32.0)).abs() < 1e-6);
 }
+
+/// Two 3×3 convolutions of 64 channels on a 128² map: heavy enough that
+/// splitting them over two equal nodes pays for a 100 Mbit/s upload.
+fn heavy_cnn() -> Graph {
+    let mut g = Graph::default();
+    let mut h = g.add_value("input", vec![1, 3, 128, 128]);
+    g.inputs.push(h);
+    for (i, cin) in [3, 64, 64].into_iter().enumerate() {
+        let op = Op::Conv(Conv {
+            weight: Arc::new(Tensor::zeros(vec![64, cin, 3, 3])),
+            bias: None,
+            strides: [1, 1],
+            pads: [1, 1, 1, 1],
+            dilations: [1, 1],
+            group: 1,
+            activation: Activation::Relu,
+        });
+        h = g
+            .add_node(format!("conv{i}"), op, vec![h], format!("c{i}"))
+            .expect("conv");
+    }
+    g.outputs.push(h);
+    g
+}
+
+#[test]
+fn with_one_edge_node_as_fast_as_the_device_the_two_share_the_tiles() {
+    // A device and one edge node of equal speed: the edge tier alone is no
+    // faster than the device, but the device helps with its tiles, so
+    // sending the input up to share the work beats the device-only plan.
+    let cluster: Cluster = toml::from_str(
+        "[[nodes]]\nname = \"d\"\ntier = \"device\"\naddress = \"x\"\ngflops = 10.0\n\
+         [[nodes]]\nname = \"e\"\ntier = \"edge\"\naddress = \"x\"\ngflops = 10.0\n\
+         [[nodes]]\nname = \"c\"\ntier = \"cloud\"\naddress = \"x\"\ngflops = 10.0\n\
+         [[links]]\nfrom = \"d\"\nto = \"e\"\nbandwidth_mbps = 100.0\ndelay_ms = 5.0\n\
+         [[links]]\nfrom = \"e\"\nto = \"c\"\nbandwidth_mbps = 50.0\ndelay_ms = 30.0\n",
+    )
+    .expect("cluster");
+    let est = Estimates::from_cluster(&cluster);
+    let report = plan(&heavy_cnn(), &cluster, &est).expect("plans");
+    let device_only = report
+        .alternatives
+        .iter()
+        .find(|p| p.strategy == "device-only")
+        .expect("device-only");
+    let best = &report.best.prediction;
+    assert!(
+        best.makespan_s < 0.85 * device_only.makespan_s(),
+        "best {} s vs device-only {} s",
+        best.makespan_s,
+        device_only.makespan_s()
+    );
+    let tiled = best
+        .blocks
+        .iter()
+        .filter_map(|b| b.tiling.as_ref())
+        .any(|t| t.nodes.contains(&0) && t.nodes.contains(&1));
+    assert!(tiled, "tiles over the device and the edge node: {best:?}");
+}
