@@ -200,8 +200,9 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     let (report, _) = experiment::plan_live(&coord, &model)?;
     let plans = experiment::comparison_plans(&coord, &model)?;
     let mut runs: BTreeMap<usize, Vec<PlanRun>> = BTreeMap::new();
-    for _ in 0..reps {
-        for (k, p) in plans.iter().enumerate() {
+    for round in 0..reps {
+        for k in experiment::round_order(plans.len(), round, reps) {
+            let p = &plans[k];
             bar.set_message(format!("run {}", p.name));
             request += 1;
             let r = experiment::run_plan(&coord, &model, &input, p, request, k == 0).await?;

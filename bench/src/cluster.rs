@@ -192,8 +192,9 @@ pub fn run(args: &[String]) -> Result<()> {
             }
             let plans = plans(&coord, &m)?;
             let mut runs: Vec<Vec<PlanRun>> = (0..plans.len()).map(|_| Vec::new()).collect();
-            for _ in 0..reps {
-                for (k, (_, p)) in plans.iter().enumerate() {
+            for round in 0..reps {
+                for k in experiment::round_order(plans.len(), round, reps) {
+                    let p = &plans[k].1;
                     request += 1;
                     runs[k].push(experiment::run_plan(&coord, &m, input, p, request, p.name.starts_with("tessera")).await?);
                 }
