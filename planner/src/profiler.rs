@@ -511,16 +511,36 @@ fn positive(what: &str, v: f64) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A cluster of `nodes` (name, GFLOP/s): the first is the device, the
+    /// last the cloud, the rest edge nodes; links of 100 Mbit/s and 1 ms
+    /// from the device and to the cloud and other edges, all at the first
+    /// edge node.
+    fn cluster(nodes: &[(&str, f64)]) -> crate::Cluster {
+        let last = nodes.len() - 1;
+        let mut toml = String::new();
+        for (i, (name, gflops)) in nodes.iter().enumerate() {
+            let tier = match i {
+                0 => "device",
+                i if i == last => "cloud",
+                _ => "edge",
+            };
+            toml += &format!(
+                "[[nodes]]\nname = \"{name}\"\ntier = \"{tier}\"\naddress = \"x\"\ngflops = {gflops:?}\n"
+            );
+        }
+        let hub = nodes[1].0;
+        for (i, (name, _)) in nodes.iter().enumerate().filter(|&(i, _)| i != 1) {
+            let (from, to) = if i == 0 { (*name, hub) } else { (hub, *name) };
+            toml += &format!(
+                "[[links]]\nfrom = \"{from}\"\nto = \"{to}\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n"
+            );
+        }
+        toml::from_str(&toml).expect("cluster")
+    }
+
     #[test]
     fn small_jobs_do_not_read_as_a_slow_node() {
-        let cluster: crate::Cluster = toml::from_str(
-            "[[nodes]]\nname = \"d\"\ntier = \"device\"\naddress = \"x\"\ngflops = 1.0\n\
-             [[nodes]]\nname = \"e\"\ntier = \"edge\"\naddress = \"x\"\ngflops = 1.0\n\
-             [[nodes]]\nname = \"c\"\ntier = \"cloud\"\naddress = \"x\"\ngflops = 1.0\n\
-             [[links]]\nfrom = \"d\"\nto = \"e\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n\
-             [[links]]\nfrom = \"e\"\nto = \"c\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n",
-        )
-        .expect("cluster");
+        let cluster = cluster(&[("d", 1.0), ("e", 1.0), ("c", 1.0)]);
         let mut p = Profiler::new(&cluster);
         // True node: 20 ms per job + 2 GFLOP/s; jobs from tiny to large.
         p.set_overhead(1, [0.01, 0.001]).expect("overhead");
@@ -544,31 +564,14 @@ mod tests {
 
     #[test]
     fn nodes_of_one_kind_share_rates_unless_far_apart() {
-        let mut toml = String::new();
-        for (n, tier) in [
-            ("d", "device"),
-            ("e0", "edge"),
-            ("e1", "edge"),
-            ("e2", "edge"),
-            ("e3", "edge"),
-            ("c", "cloud"),
-        ] {
-            toml += &format!(
-                "[[nodes]]\nname = \"{n}\"\ntier = \"{tier}\"\naddress = \"x\"\ngflops = 10.0\n"
-            );
-        }
-        for (a, b) in [
-            ("d", "e0"),
-            ("e0", "e1"),
-            ("e0", "e2"),
-            ("e0", "e3"),
-            ("e0", "c"),
-        ] {
-            toml += &format!(
-                "[[links]]\nfrom = \"{a}\"\nto = \"{b}\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n"
-            );
-        }
-        let cluster: crate::Cluster = toml::from_str(&toml).expect("cluster");
+        let cluster = cluster(&[
+            ("d", 10.0),
+            ("e0", 10.0),
+            ("e1", 10.0),
+            ("e2", 10.0),
+            ("e3", 10.0),
+            ("c", 10.0),
+        ]);
         let mut p = Profiler::new(&cluster);
         // One tile each on identical hardware, 12 % apart either way; node 5
         // (the cloud) has become 3x slower.
@@ -614,14 +617,7 @@ mod tests {
 
     #[test]
     fn classes_calibration_skips_follow_the_classes_it_measured() {
-        let cluster: crate::Cluster = toml::from_str(
-            "[[nodes]]\nname = \"d\"\ntier = \"device\"\naddress = \"x\"\ngflops = 5.0\n\
-             [[nodes]]\nname = \"e\"\ntier = \"edge\"\naddress = \"x\"\ngflops = 40.0\n\
-             [[nodes]]\nname = \"c\"\ntier = \"cloud\"\naddress = \"x\"\ngflops = 400.0\n\
-             [[links]]\nfrom = \"d\"\nto = \"e\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n\
-             [[links]]\nfrom = \"e\"\nto = \"c\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n",
-        )
-        .expect("cluster");
+        let cluster = cluster(&[("d", 5.0), ("e", 40.0), ("c", 400.0)]);
         let mut p = Profiler::new(&cluster);
         // The file says 5, 40 and 400 GFLOP/s; calibration finds them equal.
         let compute = (0..3)
@@ -650,14 +646,7 @@ mod tests {
 
     #[test]
     fn short_jobs_teach_the_fixed_cost_of_a_job() {
-        let cluster: crate::Cluster = toml::from_str(
-            "[[nodes]]\nname = \"d\"\ntier = \"device\"\naddress = \"x\"\ngflops = 10.0\n\
-             [[nodes]]\nname = \"e\"\ntier = \"edge\"\naddress = \"x\"\ngflops = 10.0\n\
-             [[nodes]]\nname = \"c\"\ntier = \"cloud\"\naddress = \"x\"\ngflops = 10.0\n\
-             [[links]]\nfrom = \"d\"\nto = \"e\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n\
-             [[links]]\nfrom = \"e\"\nto = \"c\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n",
-        )
-        .expect("cluster");
+        let cluster = cluster(&[("d", 10.0), ("e", 10.0), ("c", 10.0)]);
         let mut p = Profiler::new(&cluster);
         p.set_overhead(1, [0.0005, 0.0]).expect("overhead");
         // True node: 8 ms per job + 10 GFLOP/s; short jobs of 1-20 MFLOP.

@@ -13,22 +13,31 @@ fn example() -> Cluster {
     toml::from_str(&text).expect("parses")
 }
 
+/// A same-padded 3×3 convolution with ReLU and zero weights.
+fn conv3x3(cin: usize, cout: usize) -> Op {
+    Op::Conv(Conv {
+        weight: Arc::new(Tensor::zeros(vec![cout, cin, 3, 3])),
+        bias: None,
+        strides: [1, 1],
+        pads: [1, 1, 1, 1],
+        dilations: [1, 1],
+        group: 1,
+        activation: Activation::Relu,
+    })
+}
+
 fn small_cnn() -> Graph {
     let mut g = Graph::default();
     let mut h = g.add_value("input", vec![1, 16, 64, 64]);
     g.inputs.push(h);
     for i in 0..3 {
-        let op = Op::Conv(Conv {
-            weight: Arc::new(Tensor::zeros(vec![16, 16, 3, 3])),
-            bias: None,
-            strides: [1, 1],
-            pads: [1, 1, 1, 1],
-            dilations: [1, 1],
-            group: 1,
-            activation: Activation::Relu,
-        });
         h = g
-            .add_node(format!("conv{i}"), op, vec![h], format!("c{i}"))
+            .add_node(
+                format!("conv{i}"),
+                conv3x3(16, 16),
+                vec![h],
+                format!("c{i}"),
+            )
             .expect("conv");
     }
     h = g
@@ -152,17 +161,13 @@ fn heavy_cnn() -> Graph {
     let mut h = g.add_value("input", vec![1, 3, 128, 128]);
     g.inputs.push(h);
     for (i, cin) in [3, 64, 64].into_iter().enumerate() {
-        let op = Op::Conv(Conv {
-            weight: Arc::new(Tensor::zeros(vec![64, cin, 3, 3])),
-            bias: None,
-            strides: [1, 1],
-            pads: [1, 1, 1, 1],
-            dilations: [1, 1],
-            group: 1,
-            activation: Activation::Relu,
-        });
         h = g
-            .add_node(format!("conv{i}"), op, vec![h], format!("c{i}"))
+            .add_node(
+                format!("conv{i}"),
+                conv3x3(cin, 64),
+                vec![h],
+                format!("c{i}"),
+            )
             .expect("conv");
     }
     g.outputs.push(h);
