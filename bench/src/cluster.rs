@@ -127,6 +127,13 @@ pub fn run(args: &[String]) -> Result<()> {
             other => bail!("unknown argument {other}"),
         }
     }
+    if let Some(o) = &only
+        && !["default", "vgg", "resnet"]
+            .iter()
+            .any(|m| m.starts_with(o.as_str()))
+    {
+        bail!("--model {o} matches none of default, vgg, resnet");
+    }
     let backend = backend.unwrap_or_else(|| {
         if tessera::exec::executor(Backend::Gpu, None, true).is_ok() {
             Backend::Gpu
@@ -175,9 +182,7 @@ pub fn run(args: &[String]) -> Result<()> {
         .into_iter()
         .filter(|(label, _, _)| only.as_ref().is_none_or(|o| label.to_lowercase().starts_with(o.as_str())))
         .collect();
-        if models.is_empty() {
-            bail!("--model {only:?} matches none of default, vgg, resnet");
-        }
+
         let mut rows = Vec::new();
         let mut request = 0;
         for (label, spec, input) in &models {
