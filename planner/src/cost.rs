@@ -208,6 +208,11 @@ pub struct PlanOptions {
     /// the planner's per-class rates do not capture, so smaller tiles are
     /// not proposed (a block whose map is smaller runs as one tile).
     pub min_tile_pixels: usize,
+    /// A plan spread over several nodes is chosen over the best plan that
+    /// runs on one node only when it is predicted this much faster (0.1 =
+    /// 10 %): it has more jobs, transfers and tiles to be mispredicted by,
+    /// and on a small model the two are often within that error.
+    pub single_node_margin: f64,
 }
 
 impl Default for PlanOptions {
@@ -217,6 +222,7 @@ impl Default for PlanOptions {
             calibration_rounds: 3,
             tile_helpers: [true, false],
             min_tile_pixels: 32 * 32,
+            single_node_margin: 0.1,
         }
     }
 }

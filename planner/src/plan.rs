@@ -34,6 +34,23 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// True if every op runs on one node (no tiles spread over several).
+    pub fn on_one_node(&self) -> bool {
+        let p = &self.prediction;
+        let tiers = [Tier::Device, Tier::Edge, Tier::Cloud]
+            .iter()
+            .filter(|t| p.labels.contains(t))
+            .count();
+        let mut edge_nodes: Vec<NodeIdx> = p
+            .blocks
+            .iter()
+            .flat_map(|b| b.node_times.iter().map(|t| t.node))
+            .collect();
+        edge_nodes.sort_unstable();
+        edge_nodes.dedup();
+        tiers == 1 && edge_nodes.len() <= 1
+    }
+
     /// Predicted latency of one request.
     pub fn makespan_s(&self) -> f64 {
         self.prediction.makespan_s
@@ -91,11 +108,21 @@ pub fn plan_dag(
         .iter()
         .map(|&(name, allowed)| planner.solve(name, allowed))
         .collect::<Result<_>>()?;
-    let best = alternatives
-        .iter()
-        .min_by(|a, b| a.makespan_s().total_cmp(&b.makespan_s()))
-        .cloned()
-        .ok_or_else(|| Error::Model("no plan".into()))?;
+    let fastest = |single: bool| {
+        alternatives
+            .iter()
+            .filter(|p| !single || p.on_one_node())
+            .min_by(|a, b| a.makespan_s().total_cmp(&b.makespan_s()))
+    };
+    let best = match (fastest(false), fastest(true)) {
+        (Some(any), Some(one))
+            if one.makespan_s() <= any.makespan_s() * (1.0 + opts.single_node_margin) =>
+        {
+            one.clone()
+        }
+        (Some(any), _) => any.clone(),
+        (None, _) => return Err(Error::Model("no plan".into())),
+    };
     Ok(PlanReport {
         best,
         alternatives,

@@ -207,4 +207,20 @@ fn with_one_edge_node_as_fast_as_the_device_the_two_share_the_tiles() {
         .filter_map(|b| b.tiling.as_ref())
         .any(|t| t.nodes.contains(&0) && t.nodes.contains(&1));
     assert!(tiled, "tiles over the device and the edge node: {best:?}");
+    assert!(!report.best.on_one_node() && device_only.on_one_node());
+    // Asked for a 30 % predicted gain before spreading a plan over several
+    // nodes, the planner keeps the fastest one-node plan instead.
+    let dag = planner::ModelDag::from_graph(&heavy_cnn()).expect("dag");
+    let opts = planner::cost::PlanOptions {
+        single_node_margin: 0.3,
+        ..Default::default()
+    };
+    let cautious =
+        planner::plan_dag(&dag, &cluster, &est, &planner::ReceptiveField, opts).expect("plans");
+    assert!(
+        cautious.best.on_one_node(),
+        "{:?}",
+        cautious.best.prediction.labels
+    );
+    assert!(cautious.best.makespan_s() <= device_only.makespan_s());
 }
