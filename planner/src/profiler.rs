@@ -267,8 +267,8 @@ impl Profiler {
     /// scale). A log-deviation `d` is noise around the median (std `s`: the
     /// estimate's relative std and [`PEER_SPREAD`] together) or a real
     /// difference (prior odds [`PEER_APART_PRIOR`], spread
-    /// [`PEER_APART_SPREAD`]); it becomes `d` times the posterior odds of
-    /// the second.
+    /// [`PEER_APART_SPREAD`]); it becomes `d` times the posterior
+    /// probability of the second.
     fn throughputs(&self) -> Vec<[Estimate; CLASSES]> {
         let raw: Vec<[Estimate; CLASSES]> = self
             .nodes
@@ -576,16 +576,19 @@ mod tests {
         // One tile each on identical hardware, 12 % apart either way; node 5
         // (the cloud) has become 3x slower.
         let rates = [10e9, 11.2e9, 8.8e9, 10.5e9, 9.2e9, 3.3e9];
-        for (i, r) in rates.iter().enumerate() {
+        let conv = |p: &mut Profiler, node: usize, rate: f64| {
             p.observe(&Span {
-                node: i,
+                node,
                 kind: SpanKind::Compute {
                     class: OpClass::Conv3x3,
                     flops: 1_000_000_000,
                 },
-                seconds: 1e9 / r,
+                seconds: 1e9 / rate,
             })
             .expect("observe");
+        };
+        for (i, &r) in rates.iter().enumerate() {
+            conv(&mut p, i, r);
         }
         let spread = |p: &Profiler, nodes: &[usize]| {
             let est = p.estimates();
@@ -608,6 +611,23 @@ mod tests {
         assert!(
             peer / slow > 1.6,
             "the slowed node stays apart: {peer} vs {slow}"
+        );
+        // A node that was settled among its peers and becomes 3x slower is
+        // seen at its first slow sample, peers or not.
+        for _ in 0..4 {
+            for i in 0..5 {
+                conv(&mut p, i, 10e9);
+            }
+        }
+        conv(&mut p, 3, 10e9 / 3.0);
+        let est = p.estimates();
+        let (stepped, peer) = (
+            est.flops_per_s(3, OpClass::Conv3x3),
+            est.flops_per_s(0, OpClass::Conv3x3),
+        );
+        assert!(
+            peer / stepped > 2.0,
+            "a 3x step shows at once: {peer} vs {stepped}"
         );
         // A node of another kind is left alone.
         p.set_kind(2, Some("other".into())).expect("kind");
