@@ -719,7 +719,6 @@ impl Coordinator {
         inputs: &[Tensor],
         out_shapes: Option<&[Vec<usize>]>,
         class: OpClass,
-        work: u64,
         rec: &mut JobRecord,
     ) -> Result<Vec<Tensor>, ClusterError> {
         let job = self.id();
@@ -727,7 +726,7 @@ impl Coordinator {
         lock(&peer.jobs).insert(job, tx);
         rec.sent_us = now_us();
         let in_bytes: u64 = inputs.iter().map(|t| t.byte_len() as u64).sum();
-        let deadline = self.deadline(peer.idx, class, work, in_bytes);
+        let deadline = self.deadline(peer.idx, class, rec.work, in_bytes);
         let gone = |why: String| ClusterError::Node {
             node: peer.name.clone(),
             why,
@@ -879,7 +878,6 @@ impl Coordinator {
                     &inputs,
                     Some(&plan.output_shapes),
                     class,
-                    rec.work,
                     &mut rec,
                 )
                 .await;
@@ -950,7 +948,6 @@ impl Coordinator {
                         &t,
                         None,
                         OpClass::Elementwise,
-                        0,
                         &mut rec,
                     )
                     .await;
@@ -1333,7 +1330,6 @@ impl Coordinator {
                 inputs,
                 Some(&plan.output_shapes),
                 class,
-                rec.work,
                 &mut rec,
             )
             .await;
