@@ -43,21 +43,27 @@ fn weights(shape: Vec<usize>) -> Tensor {
     Tensor::new(shape, data).unwrap_or_else(|_| Tensor::zeros(vec![1]))
 }
 
-fn conv_graph(c: usize, hw: usize, k: usize, group: usize) -> Option<Graph> {
-    let mut g = Graph::default();
-    let x = g.add_value("x", vec![1, c, hw, hw]);
-    g.inputs.push(x);
+/// A same-padded `k×k` convolution with ReLU, `cin` → `cout` channels.
+fn conv_op(cin: usize, cout: usize, k: usize, group: usize) -> Op {
     let p = k / 2;
-    let op = Op::Conv(Conv {
-        weight: Arc::new(weights(vec![c, c / group, k, k])),
-        bias: Some(Arc::new(vec![0.01; c])),
+    Op::Conv(Conv {
+        weight: Arc::new(weights(vec![cout, cin / group, k, k])),
+        bias: Some(Arc::new(vec![0.01; cout])),
         strides: [1, 1],
         pads: [p, p, p, p],
         dilations: [1, 1],
         group,
         activation: Activation::Relu,
-    });
-    let y = g.add_node("calib", op, vec![x], "y").ok()?;
+    })
+}
+
+fn conv_graph(c: usize, hw: usize, k: usize, group: usize) -> Option<Graph> {
+    let mut g = Graph::default();
+    let x = g.add_value("x", vec![1, c, hw, hw]);
+    g.inputs.push(x);
+    let y = g
+        .add_node("calib", conv_op(c, c, k, group), vec![x], "y")
+        .ok()?;
     g.outputs.push(y);
     Some(g)
 }
@@ -178,19 +184,12 @@ mod tests {
         let mut g = Graph::default();
         let x = g.add_value("x", vec![1, 3, 160, 160]);
         g.inputs.push(x);
-        let conv = |cin: usize, cout: usize| {
-            Op::Conv(Conv {
-                weight: Arc::new(weights(vec![cout, cin, 3, 3])),
-                bias: None,
-                strides: [1, 1],
-                pads: [1, 1, 1, 1],
-                dilations: [1, 1],
-                group: 1,
-                activation: Activation::Relu,
-            })
-        };
-        let a = g.add_node("a", conv(3, 32), vec![x], "a").expect("a");
-        let b = g.add_node("b", conv(32, 32), vec![a], "b").expect("b");
+        let a = g
+            .add_node("a", conv_op(3, 32, 3, 1), vec![x], "a")
+            .expect("a");
+        let b = g
+            .add_node("b", conv_op(32, 32, 3, 1), vec![a], "b")
+            .expect("b");
         g.outputs.push(b);
         let exec = tile_engine::cpu::CpuExecutor;
         let p = profile_ops(&exec, &g);
