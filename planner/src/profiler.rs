@@ -46,8 +46,8 @@ const CALIBRATION_REL_STD: f64 = 0.1;
 /// 15–30 % run to run on a shared machine, and an estimate from a few
 /// tiles keeps a good part of that.
 const PEER_SPREAD: f64 = 0.1;
-/// Prior odds that a node of a kind really runs at another rate than its
-/// peers (throttled, busy), and the log-scale spread of such rates.
+/// Prior probability that a node of a kind really runs at another rate
+/// than its peers (throttled, busy), and the log-scale spread of such rates.
 const PEER_APART_PRIOR: f64 = 0.2;
 const PEER_APART_SPREAD: f64 = 1.0;
 /// Transfers at most this large measure delay; larger ones measure bandwidth.
@@ -266,7 +266,7 @@ impl Profiler {
     /// Each node's per-class estimates, drawn towards its kind's median (log
     /// scale). A log-deviation `d` is noise around the median (std `s`: the
     /// estimate's relative std and [`PEER_SPREAD`] together) or a real
-    /// difference (prior odds [`PEER_APART_PRIOR`], spread
+    /// difference (prior probability [`PEER_APART_PRIOR`], spread
     /// [`PEER_APART_SPREAD`]); it becomes `d` times the posterior
     /// probability of the second.
     fn throughputs(&self) -> Vec<[Estimate; CLASSES]> {
