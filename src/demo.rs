@@ -164,15 +164,14 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     let model = coord.load_model(&bundle).await?;
     pb.finish_and_clear();
     println!(
-        "model sent once to each node: {} bytes, sha256 {}…; its {} ops timed on {} for the planner ({:.1} s with the transfer)",
+        "model sent once to each node: {} bytes, sha256 {}…; its {} ops {} ({:.1} s with the transfer)",
         bundle.encode().len(),
         &model.hash[..12],
         model.dag.ops.len(),
-        coord
-            .cluster
-            .tier_nodes(Tier::Edge)
-            .first()
-            .map_or("-", |&e| coord.cluster.nodes[e].name.as_str()),
+        model.profiled_on.map_or_else(
+            || "not profiled: the planner uses FLOPs at calibrated rates".to_string(),
+            |n| format!("timed on {} for the planner", coord.cluster.nodes[n].name)
+        ),
         loading.elapsed().as_secs_f64()
     );
 

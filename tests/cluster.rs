@@ -292,6 +292,11 @@ fn a_loaded_model_is_planned_by_its_profiled_op_costs() {
         );
         // The profiled node's predicted whole-model time is near its measured one.
         let e0 = local.tier(Tier::Edge)[0];
+        assert_eq!(
+            model.profiled_on,
+            Some(e0),
+            "the first live edge node profiles"
+        );
         let est = coord.profiler.lock().expect("profiler").estimates();
         let predicted: f64 = model
             .dag

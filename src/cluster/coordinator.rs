@@ -161,6 +161,8 @@ pub struct LoadedModel {
     /// it on a node measured (see [`Coordinator::load_model`]), so they are
     /// "work": FLOPs at the rate of the op's class.
     pub dag: planner::ModelDag,
+    /// The node whose per-op profile the work in `dag` comes from, if any.
+    pub profiled_on: Option<usize>,
 }
 
 impl LoadedModel {
@@ -551,10 +553,17 @@ impl Coordinator {
                 self.ensure_model(&p, &hash, &bytes, &chunks).await?;
             }
         }
-        if self.profile_models {
-            self.profile_model(&hash, &mut dag).await;
-        }
-        Ok(LoadedModel { hash, graph, dag })
+        let profiled_on = if self.profile_models {
+            self.profile_model(&hash, &mut dag).await
+        } else {
+            None
+        };
+        Ok(LoadedModel {
+            hash,
+            graph,
+            dag,
+            profiled_on,
+        })
     }
 
     /// Times each op of a loaded model alone on one edge node (the first
@@ -563,25 +572,23 @@ impl Coordinator {
     /// convolution runs at another FLOP rate than the calibration's layers,
     /// and the planner would otherwise misjudge blocks of them; node speeds
     /// stay per class, so the profile's relative costs carry to every node.
-    /// Without an answer the FLOPs stay as they are.
-    async fn profile_model(&self, hash: &str, dag: &mut planner::ModelDag) {
+    /// Without an answer the FLOPs stay as they are. Returns the node that
+    /// profiled the model, if one did.
+    async fn profile_model(&self, hash: &str, dag: &mut planner::ModelDag) -> Option<usize> {
         let edges = self.cluster.tier_nodes(planner::Tier::Edge);
         let alive = self.alive();
-        let Some(p) = edges
+        let p = edges
             .iter()
             .chain(&alive)
             .find(|i| alive.contains(i))
-            .and_then(|&i| self.peer(i))
-        else {
-            return;
-        };
+            .and_then(|&i| self.peer(i))?;
         let (tx, rx) = oneshot::channel();
         lock(&p.models).insert(profile_key(hash), tx);
         let answer = match p.send(&Msg::ProfileModel { hash: hash.into() }).await {
             Ok(()) => tokio::time::timeout(Duration::from_secs(300), rx).await,
             Err(e) => {
                 tracing::warn!(peer = %p.name, "model profile not asked: {e}");
-                return;
+                return None;
             }
         };
         let seconds = match answer {
@@ -592,7 +599,7 @@ impl Coordinator {
             })) if seconds.len() == dag.ops.len() => seconds,
             other => {
                 tracing::warn!(peer = %p.name, "no model profile: {other:?}");
-                return;
+                return None;
             }
         };
         let est = lock(&self.profiler).estimates();
@@ -601,6 +608,7 @@ impl Coordinator {
                 op.flops = s * est.flops_per_s(p.idx, op.class);
             }
         }
+        Some(p.idx)
     }
 
     async fn ensure_model(
