@@ -207,8 +207,8 @@ pub fn run(args: &[String]) -> Result<()> {
             let runs_median = |k: usize| median(runs[k].iter().map(|r| r.replay.makespan_s).collect());
             // Each job at its median duration over the runs (the noise of
             // this shared machine would otherwise favour plans of one job).
-            let med_replay = |k: usize| experiment::median_job_replay(&coord, &runs[k]);
-            let med = |k: usize| med_replay(k).map_or_else(|| runs_median(k), |r| r.makespan_s);
+            let replays: Vec<_> = runs.iter().map(|r| experiment::median_job_replay(&coord, r)).collect();
+            let med = |k: usize| replays[k].as_ref().map_or_else(|| runs_median(k), |r| r.makespan_s);
             let idx = |prefix: &str| plans.iter().position(|(_, p)| p.name.starts_with(prefix));
             let single = idx("single").map_or(f64::NAN, med);
             // The best two-tier split is the fastest measured one.
@@ -233,7 +233,7 @@ pub fn run(args: &[String]) -> Result<()> {
                     speedup_vs_single: single / replayed,
                     speedup_vs_two_tier: two / replayed,
                     tiles: experiment::shares_text(&coord, p),
-                    stages: med_replay(k).map_or_else(String::new, |r| experiment::stages_text(&r, p)),
+                    stages: replays[k].as_ref().map_or_else(String::new, |r| experiment::stages_text(r, p)),
                     bit_identical: reference.as_ref().is_some_and(|b| runs[k].iter().all(|r| &bits(&r.outputs) == b)),
                 });
             }
