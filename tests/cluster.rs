@@ -565,18 +565,35 @@ fn a_foreign_certificate_is_refused_and_a_malformed_request_gets_an_error() {
         .send(&raw, 2)
         .await
         .expect("send bogus job");
+        Msg::ProfileModel {
+            hash: "nope".into(),
+        }
+        .send(&raw, 3)
+        .await
+        .expect("send bogus profile request");
         let mut failures = Vec::new();
-        while failures.len() < 2 {
+        let mut profile_error = None;
+        while failures.len() < 2 || profile_error.is_none() {
             let m = tokio::time::timeout(Duration::from_secs(10), raw.recv_control())
                 .await
                 .expect("an answer")
                 .expect("connection open");
-            if let Control::PlanUpdate(u) = m
-                && let Ok(Msg::Failed { job, message }) = Msg::parse(&u.body)
-            {
-                failures.push((job, message));
+            let Control::PlanUpdate(u) = m else { continue };
+            match Msg::parse(&u.body) {
+                Ok(Msg::Failed { job, message }) => failures.push((job, message)),
+                Ok(Msg::ModelProfile { seconds, error, .. }) => {
+                    assert!(seconds.is_empty(), "{seconds:?}");
+                    profile_error = error;
+                }
+                _ => {}
             }
         }
+        assert!(
+            profile_error
+                .as_deref()
+                .is_some_and(|e| e.contains("not loaded")),
+            "{profile_error:?}"
+        );
         assert!(
             failures
                 .iter()
