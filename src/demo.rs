@@ -161,7 +161,8 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         "sending the model to every node (once, by content hash) and timing its ops on one edge node",
     );
     let loading = std::time::Instant::now();
-    let model = coord.load_model(&bundle).await?;
+    let mut model = coord.load_model(&bundle).await?;
+    model.expect_inputs(&[&input]);
     pb.finish_and_clear();
     println!(
         "model sent once to each node: {} bytes, sha256 {}…; its {} ops {} ({:.1} s with the transfer)",

@@ -83,10 +83,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
             .await
             .context("cannot reach the cluster")?;
         coord.profile_models = !args.no_profile;
-        let loaded = coord
+        let mut loaded = coord
             .load_model(&bundle)
             .await
             .context("cannot send the model")?;
+        loaded.expect_inputs(&[&input]);
         let adaptive = experiment::Adaptive::new(&coord, &loaded)?;
         let run = experiment::run_plan(&coord, &loaded, &input, &adaptive.plan, 1, true).await?;
         coord.shutdown().await;

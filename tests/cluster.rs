@@ -363,7 +363,14 @@ fn the_device_runs_its_tile_of_the_first_block_beside_its_upload() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let (local, coord) = start("early").await;
-        let model = load(&coord).await;
+        let mut model = load(&coord).await;
+        // Plans cost the upload at what will cross the link.
+        let mut fractional = image();
+        fractional.data_mut()[0] = 0.5;
+        model.expect_inputs(&[&fractional]);
+        assert_eq!(model.dag.tensors[0].bytes, (3 * 24 * 24 * 4) as f64);
+        model.expect_inputs(&[&image()]);
+        assert_eq!(model.dag.tensors[0].bytes, (3 * 24 * 24) as f64);
         let mut plan = two_edge_plan(&local, &model);
         let device = local.tier(Tier::Device)[0];
         let mut owners = local.tier(Tier::Edge);
@@ -379,6 +386,14 @@ fn the_device_runs_its_tile_of_the_first_block_beside_its_upload() {
             .filter(|x| x.stage == "block 0" && x.ok)
             .collect();
         assert_eq!(tiles.len(), 3);
+        // The image's pixels are whole numbers 0–255: they cross the link
+        // as bytes, a quarter of their f32 size.
+        let upload = r
+            .records
+            .iter()
+            .find(|x| x.stage == "device")
+            .expect("the device's upload");
+        assert_eq!(upload.out_bytes, 3 * 24 * 24, "{upload:?}");
         for t in &tiles {
             if t.node == device {
                 // The device's own image: handed over, not sent on a link.

@@ -187,7 +187,8 @@ pub fn run(args: &[String]) -> Result<()> {
         let mut request = 0;
         for (label, spec, input) in &models {
             let bundle = Bundle::from_spec(spec, input.shape())?;
-            let m = coord.load_model(&bundle).await?;
+            let mut m = coord.load_model(&bundle).await?;
+            m.expect_inputs(&[input]);
             // Each model starts from the calibration, as a fresh deployment would.
             coord.reset_estimates()?;
             // Warm-up round: pipelines compile, the profiler learns the model.

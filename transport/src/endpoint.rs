@@ -444,6 +444,17 @@ impl Connection {
         .await
     }
 
+    /// Sends a tile or result whose payload is already encoded as the
+    /// header's `dtype` says (e.g. [`DType::U8`](crate::DType::U8) bytes, padded to a multiple of 4).
+    pub async fn send_tile_bytes(
+        &self,
+        kind: TileKind,
+        header: &TileHeader,
+        payload: &[u8],
+    ) -> Result<()> {
+        self.send(kind, header, Outgoing::Borrowed(payload)).await
+    }
+
     /// Sends a tile result (the output of a tile); see [`Connection::send_tile`].
     pub async fn send_tile_result(&self, header: &TileHeader, data: &[f32]) -> Result<()> {
         self.send(
@@ -804,7 +815,7 @@ async fn serve_stream(
         let _ = inner.send_control_header(&Header::Ack(ack)).await;
         return;
     }
-    // Validated: the shape times 4 equals payload_len, which is under the cap.
+    // Validated: payload_len is what the shape needs (a multiple of 4) and under the cap.
     let mut payload = cfg.pool.take((prefix.payload_len / 4) as usize);
     if let Err(f) = read_exact_timed(
         &mut recv,

@@ -42,12 +42,15 @@ pub struct Capabilities {
     pub features: Vec<String>,
 }
 
-/// Element type of a tile payload. Only f32 today; the field exists so the
-/// format can grow without a version bump.
+/// Element type of a tile payload.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
     /// 32-bit IEEE float, little-endian.
     F32,
+    /// Unsigned bytes: a map of whole numbers 0–255 (an image's pixels)
+    /// travels in a quarter of the f32 bytes and is widened on arrival. The
+    /// payload is zero-padded to a multiple of 4 bytes.
+    U8,
 }
 
 impl DType {
@@ -55,6 +58,7 @@ impl DType {
     pub fn size(self) -> u64 {
         match self {
             Self::F32 => 4,
+            Self::U8 => 1,
         }
     }
 }
@@ -107,9 +111,12 @@ impl TileHeader {
             .try_fold(1u64, |acc, &d| acc.checked_mul(u64::from(d)))
     }
 
-    /// Payload bytes the shape describes, or `None` on overflow.
+    /// Payload bytes the shape describes (padded to a multiple of 4, the
+    /// unit payload buffers are read in), or `None` on overflow.
     pub fn payload_bytes(&self) -> Option<u64> {
-        self.elements()?.checked_mul(self.dtype.size())
+        self.elements()?
+            .checked_mul(self.dtype.size())?
+            .checked_next_multiple_of(4)
     }
 }
 

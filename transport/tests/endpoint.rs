@@ -88,6 +88,28 @@ async fn tiles_arrive_intact_and_are_acknowledged() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_payloads_arrive_padded_and_intact() -> TestResult {
+    let (_dir, _se, _ce, sc, cc) = setup().await?;
+    // 3×5×7 = 105 bytes: not a multiple of 4, so the frame carries 108.
+    let mut hdr = header(1, 3, 5, 7);
+    hdr.dtype = transport::DType::U8;
+    assert_eq!(hdr.payload_bytes(), Some(108));
+    let mut bytes: Vec<u8> = (0..105u32).map(|i| (i * 37 % 256) as u8).collect();
+    // The unpadded length is refused before anything is sent.
+    assert!(
+        cc.send_tile_bytes(TileKind::Tile, &hdr, &bytes)
+            .await
+            .is_err()
+    );
+    bytes.resize(108, 0);
+    cc.send_tile_bytes(TileKind::Tile, &hdr, &bytes).await?;
+    let got = sc.recv_tile().await.ok_or("no tile")?;
+    assert_eq!(got.header, hdr);
+    assert_eq!(got.payload.as_bytes(), &bytes[..]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resent_tile_is_acknowledged_but_delivered_once() -> TestResult {
     let (_dir, _se, _ce, sc, cc) = setup().await?;
     let hdr = header(7, 1, 8, 8);
