@@ -83,6 +83,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
             .await
             .context("cannot reach the cluster")?;
         coord.profile_models = !args.no_profile;
+        for (i, n) in coord.cluster.nodes.iter().enumerate() {
+            if coord.peer(i).is_none() {
+                eprintln!("{}: unreachable, planning without it", n.name);
+            }
+        }
         let mut loaded = coord
             .load_model(&bundle)
             .await

@@ -440,6 +440,32 @@ fn http_get(url: &str) -> String {
     body
 }
 
+#[test]
+fn a_cloud_that_does_not_answer_is_left_down_and_planned_around() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (mut local, first) = start("nocloud").await;
+        first.shutdown().await;
+        let cloud = local.tier(Tier::Cloud)[0];
+        local.kill(cloud);
+        // A new coordinator: the cloud does not answer its handshake.
+        let ep = local.coordinator_endpoint().expect("endpoint");
+        let coord = Coordinator::connect(local.cluster.clone(), ep, local.addrs.clone())
+            .await
+            .expect("the device and the edge nodes are enough");
+        assert!(!coord.alive().contains(&cloud), "{:?}", coord.alive());
+        let model = load(&coord).await;
+        let adaptive = Adaptive::new(&coord, &model).expect("a plan without the cloud");
+        assert!(adaptive.plan.cloud_ops.is_empty(), "{:?}", adaptive.plan);
+        let r = experiment::run_plan(&coord, &model, &image(), &adaptive.plan, 1, true)
+            .await
+            .expect("run");
+        assert_eq!(bits(&r.outputs), bits(&reference(&model)));
+        assert!(r.records.iter().all(|x| x.node != cloud));
+        coord.shutdown().await;
+    });
+}
+
 /// Kills (or stops) the non-coordinator edge node while its tile runs.
 async fn fault_mid_request(how: &str) {
     let (mut local, mut coord) = start(how).await;

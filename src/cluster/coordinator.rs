@@ -389,6 +389,10 @@ impl Default for Timeouts {
     }
 }
 
+/// How long a node has to complete the handshake (a dead address would
+/// otherwise hold the coordinator for the transport's 30 s idle timeout).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Drives a cluster of node daemons.
 pub struct Coordinator {
     /// The cluster description (node order = indices everywhere).
@@ -413,7 +417,10 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Connects to every node (at `addrs[i]` for node `i`: the cluster
-    /// file's address, or a link emulator in front of it).
+    /// file's address, or a link emulator in front of it), all at once. A
+    /// node that cannot be reached is left down (plans leave it out and
+    /// [`Coordinator::readmit`] tries it again); the device and at least one
+    /// edge node must answer.
     pub async fn connect(
         cluster: Cluster,
         endpoint: Endpoint,
@@ -431,8 +438,27 @@ impl Coordinator {
             steal: true,
             profile_models: true,
         };
-        for i in 0..c.cluster.nodes.len() {
-            c.reconnect(i).await?;
+        let tries =
+            futures_util::future::join_all((0..c.cluster.nodes.len()).map(|i| c.reconnect(i)))
+                .await;
+        let mut down = Vec::new();
+        for (i, r) in tries.into_iter().enumerate() {
+            if let Err(e) = r {
+                tracing::warn!(node = %c.cluster.nodes[i].name, "left down: {e}");
+                down.push((i, e));
+            }
+        }
+        let needed = |i: usize| match c.cluster.nodes[i].tier {
+            Tier::Device => true,
+            Tier::Edge => c
+                .cluster
+                .tier_nodes(Tier::Edge)
+                .iter()
+                .all(|&e| c.peer(e).is_none()),
+            Tier::Cloud => false,
+        };
+        if let Some(pos) = down.iter().position(|(i, _)| needed(*i)) {
+            return Err(down.swap_remove(pos).1);
         }
         Ok(c)
     }
@@ -441,7 +467,12 @@ impl Coordinator {
     pub async fn reconnect(&self, i: usize) -> Result<Arc<Peer>, ClusterError> {
         let name = self.cluster.nodes[i].name.clone();
         let addr = lock(&self.addrs)[i];
-        let conn = self.endpoint.connect(addr, &name).await?;
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(addr, &name))
+            .await
+            .map_err(|_| ClusterError::Node {
+                node: name.clone(),
+                why: format!("no answer at {addr} within {} s", CONNECT_TIMEOUT.as_secs()),
+            })??;
         let peer = Peer::start(conn, i).await;
         let mut rx = peer.calibration.subscribe();
         let rates = tokio::time::timeout(Duration::from_secs(120), rx.wait_for(Option::is_some))

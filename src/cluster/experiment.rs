@@ -107,13 +107,45 @@ pub fn plan_live(
     plan_on(c, model, &c.alive())
 }
 
-/// The planner's report for a subset of the cluster's nodes (cluster indices).
+/// The planner's problem for a subset of the cluster's nodes (cluster
+/// indices): the nodes it covers (the map from its indices to the
+/// cluster's), their cluster and estimates. The planner needs a cloud node;
+/// when none is in the subset (the cloud is down), one stands in with
+/// compute a million times slower than its estimate, so no plan gives it work.
+pub fn problem(
+    c: &Coordinator,
+    nodes: &[usize],
+) -> (Vec<usize>, planner::Cluster, planner::Estimates) {
+    let mut nodes = nodes.to_vec();
+    let stand_in = c
+        .cluster
+        .tier_nodes(planner::Tier::Cloud)
+        .first()
+        .copied()
+        .filter(|_| {
+            !nodes
+                .iter()
+                .any(|&i| c.cluster.nodes[i].tier == planner::Tier::Cloud)
+        });
+    if let Some(cloud) = stand_in {
+        nodes.push(cloud);
+        nodes.sort_unstable();
+    }
+    let (cluster, mut est) = c.sub_problem(&nodes);
+    if let Some(at) = stand_in.and_then(|cloud| nodes.iter().position(|&i| i == cloud)) {
+        est.scale_node(at, 1e-6);
+    }
+    (nodes, cluster, est)
+}
+
+/// The planner's report for a subset of the cluster's nodes (cluster
+/// indices; see [`problem`]), with the map from its node indices to the cluster's.
 pub fn plan_on(
     c: &Coordinator,
     model: &LoadedModel,
     nodes: &[usize],
 ) -> Result<(PlanReport, Vec<usize>), ClusterError> {
-    let (cluster, est) = c.sub_problem(nodes);
+    let (map, cluster, est) = problem(c, nodes);
     let report = planner::plan_dag(
         &model.dag,
         &cluster,
@@ -122,7 +154,7 @@ pub fn plan_on(
         PlanOptions::default(),
     )
     .map_err(perr)?;
-    Ok((report, nodes.to_vec()))
+    Ok((report, map))
 }
 
 /// The two-tier strategies a classic split chooses from.
@@ -228,6 +260,8 @@ pub async fn run_plan(
 pub struct Adaptive {
     replanner: Replanner,
     map: Vec<usize>,
+    /// The live nodes the plan was made for.
+    alive: Vec<usize>,
     /// The plan requests run by now.
     pub plan: ExecPlan,
 }
@@ -250,6 +284,7 @@ impl Adaptive {
                 PlanOptions::default(),
             ),
             map,
+            alive: c.alive(),
             plan,
         })
     }
@@ -258,16 +293,16 @@ impl Adaptive {
     /// (or in full if the set of live nodes changed). Returns what happened.
     pub fn update(&mut self, c: &Coordinator, model: &LoadedModel) -> Result<String, ClusterError> {
         let live = c.alive();
-        if live != self.map {
+        if live != self.alive {
             let lost: Vec<&str> = self
-                .map
+                .alive
                 .iter()
                 .filter(|i| !live.contains(i))
                 .map(|&i| c.cluster.nodes[i].name.as_str())
                 .collect();
             let gained: Vec<&str> = live
                 .iter()
-                .filter(|i| !self.map.contains(i))
+                .filter(|i| !self.alive.contains(i))
                 .map(|&i| c.cluster.nodes[i].name.as_str())
                 .collect();
             *self = Adaptive::new(c, model)?;
@@ -285,7 +320,7 @@ impl Adaptive {
                 }
             ));
         }
-        let (cluster, est) = c.sub_problem(&live);
+        let (_, cluster, est) = problem(c, &live);
         let decision = self
             .replanner
             .observe(&model.dag, &cluster, &est, &ReceptiveField)
