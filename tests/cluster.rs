@@ -441,27 +441,31 @@ fn http_get(url: &str) -> String {
 }
 
 #[test]
-fn a_cloud_that_does_not_answer_is_left_down_and_planned_around() {
+fn a_device_and_cloud_that_do_not_answer_are_left_down_and_planned_around() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let (mut local, first) = start("nocloud").await;
         first.shutdown().await;
+        let device = local.tier(Tier::Device)[0];
         let cloud = local.tier(Tier::Cloud)[0];
+        local.kill(device);
         local.kill(cloud);
-        // A new coordinator: the cloud does not answer its handshake.
+        // A new coordinator: neither answers its handshake.
         let ep = local.coordinator_endpoint().expect("endpoint");
         let coord = Coordinator::connect(local.cluster.clone(), ep, local.addrs.clone())
             .await
-            .expect("the device and the edge nodes are enough");
-        assert!(!coord.alive().contains(&cloud), "{:?}", coord.alive());
+            .expect("the edge nodes are enough");
+        assert_eq!(coord.alive(), local.tier(Tier::Edge));
         let model = load(&coord).await;
-        let adaptive = Adaptive::new(&coord, &model).expect("a plan without the cloud");
-        assert!(adaptive.plan.cloud_ops.is_empty(), "{:?}", adaptive.plan);
-        let r = experiment::run_plan(&coord, &model, &image(), &adaptive.plan, 1, true)
+        let adaptive = Adaptive::new(&coord, &model).expect("a plan over the edge nodes");
+        let plan = &adaptive.plan;
+        assert!(plan.cloud_ops.is_empty() && plan.device_ops.is_empty(), "{plan:?}");
+        // The input starts at the coordinator: nothing waits for the device.
+        let r = experiment::run_plan(&coord, &model, &image(), plan, 1, true)
             .await
             .expect("run");
         assert_eq!(bits(&r.outputs), bits(&reference(&model)));
-        assert!(r.records.iter().all(|x| x.node != cloud));
+        assert!(r.records.iter().all(|x| x.node != cloud && x.node != device));
         coord.shutdown().await;
     });
 }

@@ -419,8 +419,9 @@ impl Coordinator {
     /// Connects to every node (at `addrs[i]` for node `i`: the cluster
     /// file's address, or a link emulator in front of it), all at once. A
     /// node that cannot be reached is left down (plans leave it out and
-    /// [`Coordinator::readmit`] tries it again); the device and at least one
-    /// edge node must answer.
+    /// [`Coordinator::readmit`] tries it again; a device left out of the
+    /// plan is skipped, the coordinator holds the input); at least one edge
+    /// node must answer.
     pub async fn connect(
         cluster: Cluster,
         endpoint: Endpoint,
@@ -448,14 +449,12 @@ impl Coordinator {
                 down.push((i, e));
             }
         }
-        let needed = |i: usize| match c.cluster.nodes[i].tier {
-            Tier::Device => true,
-            Tier::Edge => c
-                .cluster
-                .tier_nodes(Tier::Edge)
-                .iter()
-                .all(|&e| c.peer(e).is_none()),
-            Tier::Cloud => false,
+        let needed = |i: usize| {
+            c.cluster.nodes[i].tier == Tier::Edge
+                && c.cluster
+                    .tier_nodes(Tier::Edge)
+                    .iter()
+                    .all(|&e| c.peer(e).is_none())
         };
         if let Some(pos) = down.iter().position(|(i, _)| needed(*i)) {
             return Err(down.swap_remove(pos).1);
@@ -984,20 +983,35 @@ impl Coordinator {
         env[input_id] = Some(input);
         let mut records = Vec::new();
 
-        // Device: its ops, or just the upload of its input.
-        let device = self.peer(plan.device).ok_or_else(|| ClusterError::Node {
-            node: self.cluster.nodes[plan.device].name.clone(),
-            why: "the device is down".into(),
-        })?;
+        // Device: its ops, or just the upload of its input. A device that is
+        // down and has no part in the plan is skipped: the input is here.
+        let device_tiles = plan.blocks.iter().any(|b| {
+            b.tiles
+                .as_ref()
+                .is_some_and(|(_, owners)| owners.contains(&plan.device))
+        });
+        let needs_device = !plan.device_ops.is_empty() || device_tiles;
         let mut first_block = 0;
-        if plan.device_ops.is_empty() {
+        let device = match self.peer(plan.device) {
+            Some(d) => Some(d),
+            None if needs_device => {
+                return Err(ClusterError::Node {
+                    node: self.cluster.nodes[plan.device].name.clone(),
+                    why: "the device is down".into(),
+                });
+            }
+            None => None,
+        };
+        if let Some(device) = &device
+            && plan.device_ops.is_empty()
+        {
             let mut rec = self.record(request, "device", 0, plan.device, OpClass::Elementwise);
             let t = env[input_id].clone().into_iter().collect::<Vec<_>>();
             let (up_tx, up_rx) = watch::channel(false);
             let upload = async {
                 let r = self
                     .remote(
-                        &device,
+                        device,
                         model,
                         &[],
                         None,
@@ -1047,7 +1061,7 @@ impl Coordinator {
             rec.submit_bytes = submit;
             rec.in_bytes = 0;
             records.push(rec);
-        } else {
+        } else if !plan.device_ops.is_empty() {
             self.run_whole(
                 request,
                 model,

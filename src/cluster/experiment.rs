@@ -109,31 +109,32 @@ pub fn plan_live(
 
 /// The planner's problem for a subset of the cluster's nodes (cluster
 /// indices): the nodes it covers (the map from its indices to the
-/// cluster's), their cluster and estimates. The planner needs a cloud node;
-/// when none is in the subset (the cloud is down), one stands in with
-/// compute a million times slower than its estimate, so no plan gives it work.
+/// cluster's), their cluster and estimates. The planner needs a device and
+/// a cloud node; for a tier with none in the subset (down), one of the
+/// cluster's stands in with compute a million times slower than its
+/// estimate, so no plan gives it work (a device left out of the plan is
+/// skipped: the coordinator holds the input).
 pub fn problem(
     c: &Coordinator,
     nodes: &[usize],
 ) -> (Vec<usize>, planner::Cluster, planner::Estimates) {
     let mut nodes = nodes.to_vec();
-    let stand_in = c
-        .cluster
-        .tier_nodes(planner::Tier::Cloud)
-        .first()
-        .copied()
-        .filter(|_| {
-            !nodes
-                .iter()
-                .any(|&i| c.cluster.nodes[i].tier == planner::Tier::Cloud)
-        });
-    if let Some(cloud) = stand_in {
-        nodes.push(cloud);
-        nodes.sort_unstable();
+    let mut stand_ins = Vec::new();
+    for tier in [planner::Tier::Device, planner::Tier::Cloud] {
+        if nodes.iter().any(|&i| c.cluster.nodes[i].tier == tier) {
+            continue;
+        }
+        if let Some(&n) = c.cluster.tier_nodes(tier).first() {
+            nodes.push(n);
+            stand_ins.push(n);
+        }
     }
+    nodes.sort_unstable();
     let (cluster, mut est) = c.sub_problem(&nodes);
-    if let Some(at) = stand_in.and_then(|cloud| nodes.iter().position(|&i| i == cloud)) {
-        est.scale_node(at, 1e-6);
+    for n in stand_ins {
+        if let Some(at) = nodes.iter().position(|&i| i == n) {
+            est.scale_node(at, 1e-6);
+        }
     }
     (nodes, cluster, est)
 }
