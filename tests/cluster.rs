@@ -459,13 +459,20 @@ fn a_device_and_cloud_that_do_not_answer_are_left_down_and_planned_around() {
         let model = load(&coord).await;
         let adaptive = Adaptive::new(&coord, &model).expect("a plan over the edge nodes");
         let plan = &adaptive.plan;
-        assert!(plan.cloud_ops.is_empty() && plan.device_ops.is_empty(), "{plan:?}");
+        assert!(
+            plan.cloud_ops.is_empty() && plan.device_ops.is_empty(),
+            "{plan:?}"
+        );
         // The input starts at the coordinator: nothing waits for the device.
         let r = experiment::run_plan(&coord, &model, &image(), plan, 1, true)
             .await
             .expect("run");
         assert_eq!(bits(&r.outputs), bits(&reference(&model)));
-        assert!(r.records.iter().all(|x| x.node != cloud && x.node != device));
+        assert!(
+            r.records
+                .iter()
+                .all(|x| x.node != cloud && x.node != device)
+        );
         coord.shutdown().await;
     });
 }

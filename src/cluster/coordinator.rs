@@ -180,9 +180,7 @@ impl LoadedModel {
             flops
         }
     }
-}
 
-impl LoadedModel {
     /// Makes plans cost the model's inputs as `inputs` cross a link: a map
     /// of whole numbers 0–255 (an image) as bytes, anything else as f32
     /// (see [`wire::send_tensors`]). Call it with a request's inputs before

@@ -193,10 +193,7 @@ pub async fn send_tensors(
 
 /// Bytes [`send_tensors`] puts on the wire for `t`.
 pub fn wire_bytes(t: &Tensor) -> u64 {
-    if t.data()
-        .iter()
-        .all(|&v| f32::from(v as u8).to_bits() == v.to_bits())
-    {
+    if t.data().iter().all(|&v| is_byte(v)) {
         t.data().len().next_multiple_of(4) as u64
     } else {
         t.byte_len() as u64
@@ -209,14 +206,18 @@ pub fn wire_bytes(t: &Tensor) -> u64 {
 pub fn as_bytes(data: &[f32]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(data.len().next_multiple_of(4));
     for &v in data {
-        let b = v as u8;
-        if f32::from(b).to_bits() != v.to_bits() {
+        if !is_byte(v) {
             return None;
         }
-        out.push(b);
+        out.push(v as u8);
     }
     out.resize(data.len().next_multiple_of(4), 0);
     Some(out)
+}
+
+/// True if `v` is a whole number 0–255, bit for bit (`-0.0` is not).
+fn is_byte(v: f32) -> bool {
+    f32::from(v as u8).to_bits() == v.to_bits()
 }
 
 /// Turns a received frame into a tensor of `expect` shape (the receiver
