@@ -193,31 +193,30 @@ pub async fn send_tensors(
 
 /// Bytes [`send_tensors`] puts on the wire for `t`.
 pub fn wire_bytes(t: &Tensor) -> u64 {
-    if t.data().iter().all(|&v| is_byte(v)) {
-        t.data().len().next_multiple_of(4) as u64
-    } else {
-        t.byte_len() as u64
+    let mut h = tensor_header(0, INPUT, 0, t.shape());
+    if all_bytes(t.data()) {
+        h.dtype = DType::U8;
     }
+    h.payload_bytes().unwrap_or(t.byte_len() as u64)
 }
 
 /// The values as bytes (zero-padded to a multiple of 4) if every one is a
 /// whole number 0–255 bit for bit (so not `-0.0`); `None` otherwise, which
-/// the first fractional value of a feature map decides at once.
+/// the first fractional value of a feature map decides at once, before
+/// anything is allocated.
 pub fn as_bytes(data: &[f32]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(data.len().next_multiple_of(4));
-    for &v in data {
-        if !is_byte(v) {
-            return None;
-        }
-        out.push(v as u8);
+    if !all_bytes(data) {
+        return None;
     }
+    let mut out: Vec<u8> = data.iter().map(|&v| v as u8).collect();
     out.resize(data.len().next_multiple_of(4), 0);
     Some(out)
 }
 
-/// True if `v` is a whole number 0–255, bit for bit (`-0.0` is not).
-fn is_byte(v: f32) -> bool {
-    f32::from(v as u8).to_bits() == v.to_bits()
+/// True if every value is a whole number 0–255, bit for bit (`-0.0` is not).
+fn all_bytes(data: &[f32]) -> bool {
+    data.iter()
+        .all(|&v| f32::from(v as u8).to_bits() == v.to_bits())
 }
 
 /// Turns a received frame into a tensor of `expect` shape (the receiver
