@@ -5,7 +5,8 @@
 // at a time, cost more than the FMAs, so the block is sized to cut loads.
 // Kernel size, stride and dilation are pipeline constants. A 3-wide stride-1
 // kernel (the common 3x3) reads each input row window (10 columns) once and
-// reuses it for all three taps; other shapes load per tap.
+// reuses it for all three taps, a 5-wide one a 12-column window for its
+// five; other shapes load per tap.
 // Each (image, channel block pair) gets whole workgroups of pixel blocks, so
 // the channel blocks, and with them the weight addresses, are uniform across
 // a workgroup. Invocations past the last pixel block compute a clamped block
@@ -192,6 +193,145 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
                 a1_5 = fma(w1_2, x7, a1_5);
                 a1_6 = fma(w1_2, x8, a1_6);
                 a1_7 = fma(w1_2, x9, a1_7);
+            }
+        }
+    } else if KW == 5u && SW == 1u && DW == 1u {
+        // The same for a 5-wide kernel (UPN1 of the default model): a
+        // 12-column window feeds all five taps, 12 loads per row instead of 40.
+        let wl = i32(p.w) - 1;
+        let c0 = u32(clamp(ix0 + 0, 0, wl));
+        let k0 = ix0 + 0 >= 0 && ix0 + 0 <= wl;
+        let c1 = u32(clamp(ix0 + 1, 0, wl));
+        let k1 = ix0 + 1 >= 0 && ix0 + 1 <= wl;
+        let c2 = u32(clamp(ix0 + 2, 0, wl));
+        let k2 = ix0 + 2 >= 0 && ix0 + 2 <= wl;
+        let c3 = u32(clamp(ix0 + 3, 0, wl));
+        let k3 = ix0 + 3 >= 0 && ix0 + 3 <= wl;
+        let c4 = u32(clamp(ix0 + 4, 0, wl));
+        let k4 = ix0 + 4 >= 0 && ix0 + 4 <= wl;
+        let c5 = u32(clamp(ix0 + 5, 0, wl));
+        let k5 = ix0 + 5 >= 0 && ix0 + 5 <= wl;
+        let c6 = u32(clamp(ix0 + 6, 0, wl));
+        let k6 = ix0 + 6 >= 0 && ix0 + 6 <= wl;
+        let c7 = u32(clamp(ix0 + 7, 0, wl));
+        let k7 = ix0 + 7 >= 0 && ix0 + 7 <= wl;
+        let c8 = u32(clamp(ix0 + 8, 0, wl));
+        let k8 = ix0 + 8 >= 0 && ix0 + 8 <= wl;
+        let c9 = u32(clamp(ix0 + 9, 0, wl));
+        let k9 = ix0 + 9 >= 0 && ix0 + 9 <= wl;
+        let c10 = u32(clamp(ix0 + 10, 0, wl));
+        let k10 = ix0 + 10 >= 0 && ix0 + 10 <= wl;
+        let c11 = u32(clamp(ix0 + 11, 0, wl));
+        let k11 = ix0 + 11 >= 0 && ix0 + 11 <= wl;
+        for (var ci = 0u; ci < cg; ci++) {
+            let cbase = (n * p.c + g * cg + ci) * hw;
+            for (var ky = 0u; ky < KH; ky++) {
+                let iy = i32(oy * SH + ky * DH) - i32(p.pt);
+                let row_ok = iy >= 0 && iy < i32(p.h);
+                let rb = cbase + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w;
+                let x0 = vec4<f32>(select(0.0, src[rb + c0], row_ok && k0));
+                let x1 = vec4<f32>(select(0.0, src[rb + c1], row_ok && k1));
+                let x2 = vec4<f32>(select(0.0, src[rb + c2], row_ok && k2));
+                let x3 = vec4<f32>(select(0.0, src[rb + c3], row_ok && k3));
+                let x4 = vec4<f32>(select(0.0, src[rb + c4], row_ok && k4));
+                let x5 = vec4<f32>(select(0.0, src[rb + c5], row_ok && k5));
+                let x6 = vec4<f32>(select(0.0, src[rb + c6], row_ok && k6));
+                let x7 = vec4<f32>(select(0.0, src[rb + c7], row_ok && k7));
+                let x8 = vec4<f32>(select(0.0, src[rb + c8], row_ok && k8));
+                let x9 = vec4<f32>(select(0.0, src[rb + c9], row_ok && k9));
+                let x10 = vec4<f32>(select(0.0, src[rb + c10], row_ok && k10));
+                let x11 = vec4<f32>(select(0.0, src[rb + c11], row_ok && k11));
+                let w0_0 = wload(col0, wr + 0u);
+                let w1_0 = wload(col1, wr + 0u);
+                let w0_1 = wload(col0, wr + 1u);
+                let w1_1 = wload(col1, wr + 1u);
+                let w0_2 = wload(col0, wr + 2u);
+                let w1_2 = wload(col1, wr + 2u);
+                let w0_3 = wload(col0, wr + 3u);
+                let w1_3 = wload(col1, wr + 3u);
+                let w0_4 = wload(col0, wr + 4u);
+                let w1_4 = wload(col1, wr + 4u);
+                wr += 5u;
+                a0_0 = fma(w0_0, x0, a0_0);
+                a0_1 = fma(w0_0, x1, a0_1);
+                a0_2 = fma(w0_0, x2, a0_2);
+                a0_3 = fma(w0_0, x3, a0_3);
+                a0_4 = fma(w0_0, x4, a0_4);
+                a0_5 = fma(w0_0, x5, a0_5);
+                a0_6 = fma(w0_0, x6, a0_6);
+                a0_7 = fma(w0_0, x7, a0_7);
+                a1_0 = fma(w1_0, x0, a1_0);
+                a1_1 = fma(w1_0, x1, a1_1);
+                a1_2 = fma(w1_0, x2, a1_2);
+                a1_3 = fma(w1_0, x3, a1_3);
+                a1_4 = fma(w1_0, x4, a1_4);
+                a1_5 = fma(w1_0, x5, a1_5);
+                a1_6 = fma(w1_0, x6, a1_6);
+                a1_7 = fma(w1_0, x7, a1_7);
+                a0_0 = fma(w0_1, x1, a0_0);
+                a0_1 = fma(w0_1, x2, a0_1);
+                a0_2 = fma(w0_1, x3, a0_2);
+                a0_3 = fma(w0_1, x4, a0_3);
+                a0_4 = fma(w0_1, x5, a0_4);
+                a0_5 = fma(w0_1, x6, a0_5);
+                a0_6 = fma(w0_1, x7, a0_6);
+                a0_7 = fma(w0_1, x8, a0_7);
+                a1_0 = fma(w1_1, x1, a1_0);
+                a1_1 = fma(w1_1, x2, a1_1);
+                a1_2 = fma(w1_1, x3, a1_2);
+                a1_3 = fma(w1_1, x4, a1_3);
+                a1_4 = fma(w1_1, x5, a1_4);
+                a1_5 = fma(w1_1, x6, a1_5);
+                a1_6 = fma(w1_1, x7, a1_6);
+                a1_7 = fma(w1_1, x8, a1_7);
+                a0_0 = fma(w0_2, x2, a0_0);
+                a0_1 = fma(w0_2, x3, a0_1);
+                a0_2 = fma(w0_2, x4, a0_2);
+                a0_3 = fma(w0_2, x5, a0_3);
+                a0_4 = fma(w0_2, x6, a0_4);
+                a0_5 = fma(w0_2, x7, a0_5);
+                a0_6 = fma(w0_2, x8, a0_6);
+                a0_7 = fma(w0_2, x9, a0_7);
+                a1_0 = fma(w1_2, x2, a1_0);
+                a1_1 = fma(w1_2, x3, a1_1);
+                a1_2 = fma(w1_2, x4, a1_2);
+                a1_3 = fma(w1_2, x5, a1_3);
+                a1_4 = fma(w1_2, x6, a1_4);
+                a1_5 = fma(w1_2, x7, a1_5);
+                a1_6 = fma(w1_2, x8, a1_6);
+                a1_7 = fma(w1_2, x9, a1_7);
+                a0_0 = fma(w0_3, x3, a0_0);
+                a0_1 = fma(w0_3, x4, a0_1);
+                a0_2 = fma(w0_3, x5, a0_2);
+                a0_3 = fma(w0_3, x6, a0_3);
+                a0_4 = fma(w0_3, x7, a0_4);
+                a0_5 = fma(w0_3, x8, a0_5);
+                a0_6 = fma(w0_3, x9, a0_6);
+                a0_7 = fma(w0_3, x10, a0_7);
+                a1_0 = fma(w1_3, x3, a1_0);
+                a1_1 = fma(w1_3, x4, a1_1);
+                a1_2 = fma(w1_3, x5, a1_2);
+                a1_3 = fma(w1_3, x6, a1_3);
+                a1_4 = fma(w1_3, x7, a1_4);
+                a1_5 = fma(w1_3, x8, a1_5);
+                a1_6 = fma(w1_3, x9, a1_6);
+                a1_7 = fma(w1_3, x10, a1_7);
+                a0_0 = fma(w0_4, x4, a0_0);
+                a0_1 = fma(w0_4, x5, a0_1);
+                a0_2 = fma(w0_4, x6, a0_2);
+                a0_3 = fma(w0_4, x7, a0_3);
+                a0_4 = fma(w0_4, x8, a0_4);
+                a0_5 = fma(w0_4, x9, a0_5);
+                a0_6 = fma(w0_4, x10, a0_6);
+                a0_7 = fma(w0_4, x11, a0_7);
+                a1_0 = fma(w1_4, x4, a1_0);
+                a1_1 = fma(w1_4, x5, a1_1);
+                a1_2 = fma(w1_4, x6, a1_2);
+                a1_3 = fma(w1_4, x7, a1_3);
+                a1_4 = fma(w1_4, x8, a1_4);
+                a1_5 = fma(w1_4, x9, a1_5);
+                a1_6 = fma(w1_4, x10, a1_6);
+                a1_7 = fma(w1_4, x11, a1_7);
             }
         }
     } else {

@@ -1,7 +1,8 @@
 //! `cargo run -p bench --release -- kernels [--quick] [--out DIR] [--reps N] [--only TEXT] [--adapter NAME] [--backend B]`
 //!
 //! GFLOP/s of the GPU kernels on real layer shapes (VGG-16, ResNet-50,
-//! MobileNetV2: 3×3, 1×1 and depthwise convs, a max-pool, a dense layer),
+//! MobileNetV2, the default model's 5×5: 3×3, 5×5, 1×1 and depthwise convs,
+//! a max-pool, a dense layer),
 //! spatially scaled down so a whole run takes minutes on lavapipe. Each layer
 //! is timed with the autotuned kernel, with the naive one-output-per-invocation
 //! conv kernel, and on the CPU reference executor, all in the same run, in a
@@ -78,6 +79,13 @@ fn specs() -> Vec<Spec> {
         quick,
     };
     vec![
+        spec(
+            "rdn-x2",
+            "UPN1 5x5 64->64 (@128)",
+            conv(64, 64, 5, 1, 1),
+            64,
+            false,
+        ),
         spec(
             "vgg16",
             "conv3_2 3x3 128->128 (@56)",

@@ -589,6 +589,60 @@ fn weight_texture_and_buffer_kernels_agree_bit_for_bit() {
     }
 }
 
+/// The 8x8 kernel's 5-wide stride-1 path (one 12-column row window for all
+/// five taps) against the CPU and, bit for bit, the 4x4 kernel, which loads
+/// per tap in the same accumulation order: widths that are not whole 8-pixel
+/// blocks, asymmetric pads, a row dilation, a residual input.
+#[test]
+fn conv_5_wide_rows_match_cpu_and_the_4x4_kernel_bit_for_bit() {
+    for (hw, pads, dil, residual) in [
+        ([9, 13], [2; 4], [1, 1], false),
+        ([6, 7], [0, 2, 1, 0], [1, 1], true),
+        ([11, 17], [2, 1, 2, 3], [2, 1], false),
+        ([5, 21], [2, 0, 2, 0], [1, 1], true),
+    ] {
+        let p = ConvProblem {
+            n: 1,
+            group: 1,
+            cg: 5,
+            mg: 16,
+            hw,
+            k: [5, 5],
+            stride: [1, 1],
+            dil,
+            pads,
+            bias: true,
+            residual,
+            act: 1,
+            seed: 23,
+        };
+        let (g, inputs) = conv_graph(&p);
+        let run = |variant| {
+            gpu()
+                .run_with(&g, &inputs, Some(ConvChoice { variant, wg: 32 }))
+                .expect("gpu run")
+        };
+        let reference = run(ConvVariant::Block);
+        for variant in [ConvVariant::Block8, ConvVariant::Block8Texture] {
+            let got = run(variant);
+            assert!(
+                got[0]
+                    .data()
+                    .iter()
+                    .zip(reference[0].data())
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{variant:?} {p:?}"
+            );
+            check(
+                &g,
+                &inputs,
+                Some(ConvChoice { variant, wg: 64 }),
+                &format!("{variant:?} {p:?}"),
+            );
+        }
+    }
+}
+
 /// The depthwise kernel's 3-wide stride-1 path (row inputs loaded once for
 /// all three taps) on widths that are not whole 4-pixel blocks, both pads.
 #[test]
