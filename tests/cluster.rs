@@ -125,7 +125,7 @@ fn two_edge_plan(local: &LocalCluster, model: &LoadedModel) -> ExecPlan {
         &model.graph,
         device,
         local.coordinator_node,
-        cloud,
+        Some(cloud),
     );
     let mut ops = Vec::new();
     for n in 0..model.graph.nodes.len() {
@@ -306,7 +306,7 @@ fn a_loaded_model_is_planned_by_its_profiled_op_costs() {
             .sum();
         let device = local.tier(Tier::Device)[0];
         let cloud = local.tier(Tier::Cloud)[0];
-        let plan = ExecPlan::single_node("e0", g, device, e0, cloud);
+        let plan = ExecPlan::single_node("e0", g, device, e0, Some(cloud));
         let mut measured = f64::INFINITY;
         for request in 1..=2 {
             let r = experiment::run_plan(&coord, &model, &image(), &plan, request, false)
@@ -473,6 +473,66 @@ fn a_device_and_cloud_that_do_not_answer_are_left_down_and_planned_around() {
                 .iter()
                 .all(|x| x.node != cloud && x.node != device)
         );
+        coord.shutdown().await;
+    });
+}
+
+/// A cluster file with no cloud node: the planner keeps to the device and
+/// edge tiers, and the run gives the reference bits. Before, the planner
+/// refused such a cluster ("no cloud node").
+#[test]
+fn a_cluster_without_a_cloud_node_plans_and_runs_on_the_device_and_edges() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut cluster: Cluster = toml::from_str(SMALL).expect("cluster toml");
+        cluster.nodes.retain(|n| n.tier != Tier::Cloud);
+        cluster.links.retain(|l| l.from != "sky" && l.to != "sky");
+        let local = LocalCluster::start(
+            cluster,
+            HarnessOptions {
+                exe: EXE.into(),
+                dir: scratch("cloudless"),
+                backend: Backend::Cpu,
+                compute_lock: false,
+                metrics: false,
+            },
+        )
+        .await
+        .expect("cluster starts");
+        let ep = local.coordinator_endpoint().expect("endpoint");
+        let coord = Coordinator::connect(local.cluster.clone(), ep, local.addrs.clone())
+            .await
+            .expect("coordinator connects");
+        let model = load(&coord).await;
+        let (report, _) = experiment::plan_live(&coord, &model).expect("a plan without a cloud");
+        assert!(report.topology.cloud.is_none());
+        assert!(
+            report
+                .alternatives
+                .iter()
+                .all(|p| !p.strategy.contains("cloud")
+                    && !p.prediction.labels.contains(&Tier::Cloud)),
+            "{:?}",
+            report
+                .alternatives
+                .iter()
+                .map(|p| p.strategy)
+                .collect::<Vec<_>>()
+        );
+        let adaptive = Adaptive::new(&coord, &model).expect("adaptive plan");
+        assert_eq!(adaptive.plan.cloud, None);
+        let r = experiment::run_plan(&coord, &model, &image(), &adaptive.plan, 1, true)
+            .await
+            .expect("run");
+        assert_eq!(bits(&r.outputs), bits(&reference(&model)));
+        // The baselines a demo compares against exist without a cloud too.
+        let names: Vec<String> = experiment::comparison_plans(&coord, &model)
+            .expect("comparison plans")
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert!(names.iter().any(|n| n == "single edge node"), "{names:?}");
+        assert!(names.iter().all(|n| !n.contains("cloud")), "{names:?}");
         coord.shutdown().await;
     });
 }

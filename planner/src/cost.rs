@@ -67,12 +67,13 @@ pub struct Topology {
     pub coordinator: NodeIdx,
     /// All edge nodes (the coordinator included), in cluster order.
     pub edges: Vec<NodeIdx>,
-    /// The cloud node used.
-    pub cloud: NodeIdx,
+    /// The cloud node used; `None` for a cluster without one (plans then
+    /// keep to the device and edge tiers).
+    pub cloud: Option<NodeIdx>,
     /// Device → coordinator.
     pub up: LinkCost,
-    /// Coordinator → cloud.
-    pub back: LinkCost,
+    /// Coordinator → cloud (`None` without a cloud node).
+    pub back: Option<LinkCost>,
     /// Coordinator → each edge node (aligned with `edges`).
     pub scatter: Vec<LinkCost>,
     /// Each edge node → coordinator (aligned with `edges`).
@@ -155,8 +156,7 @@ impl Topology {
             .max_by(|&a, &b| {
                 est.flops_per_s(a, conv)
                     .total_cmp(&est.flops_per_s(b, conv))
-            })
-            .ok_or_else(|| Error::Cluster("no cloud node".into()))?;
+            });
         let scatter = edges
             .iter()
             .map(|&e| LinkCost::between(cluster, est, coordinator, e))
@@ -165,22 +165,28 @@ impl Topology {
             .iter()
             .map(|&e| LinkCost::between(cluster, est, e, coordinator))
             .collect::<Result<Vec<_>>>()?;
-        let helpers = [(device, Tier::Device), (cloud, Tier::Cloud)]
-            .into_iter()
-            .filter_map(|(node, tier)| {
-                Some(Worker {
-                    node,
-                    tier,
-                    scatter: LinkCost::between(cluster, est, coordinator, node).ok()?,
-                    gather: LinkCost::between(cluster, est, node, coordinator).ok()?,
-                })
+        let helpers = [
+            Some((device, Tier::Device)),
+            cloud.map(|c| (c, Tier::Cloud)),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|(node, tier)| {
+            Some(Worker {
+                node,
+                tier,
+                scatter: LinkCost::between(cluster, est, coordinator, node).ok()?,
+                gather: LinkCost::between(cluster, est, node, coordinator).ok()?,
             })
-            .collect();
+        })
+        .collect();
         Ok(Topology {
             device,
             coordinator,
             up: LinkCost::between(cluster, est, device, coordinator)?,
-            back: LinkCost::between(cluster, est, coordinator, cloud)?,
+            back: cloud
+                .map(|c| LinkCost::between(cluster, est, coordinator, c))
+                .transpose()?,
             edges,
             cloud,
             scatter,
@@ -355,14 +361,19 @@ impl<'a> Context<'a> {
         } else {
             0.0
         };
-        let back_s = if max_tier >= Tier::Cloud {
-            self.topo.back.time(back_bytes)
-        } else {
-            0.0
+        // Labels on a cloud tier the cluster lacks are never a plan.
+        let back_s = match (max_tier >= Tier::Cloud, self.topo.back) {
+            (false, _) => 0.0,
+            (true, Some(back)) => back.time(back_bytes),
+            (true, None) => f64::INFINITY,
         };
         let edge_s = blocks.iter().map(|b| b.time_s).sum();
         let device_s = tier_time(Tier::Device, self.topo.device);
-        let cloud_s = tier_time(Tier::Cloud, self.topo.cloud);
+        let cloud_s = match self.topo.cloud {
+            Some(cloud) => tier_time(Tier::Cloud, cloud),
+            None if labels.contains(&Tier::Cloud) => f64::INFINITY,
+            None => 0.0,
+        };
         let stages = [device_s, up_s, edge_s, back_s, cloud_s];
         Prediction {
             labels: labels.to_vec(),

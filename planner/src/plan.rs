@@ -104,8 +104,10 @@ pub fn plan_dag(
     }
     let ctx = Context::new(dag, cluster, est, halo, opts)?;
     let planner = Planner::new(&ctx);
+    // A cluster without a cloud node has only the strategies that leave it out.
     let alternatives: Vec<Plan> = STRATEGIES
         .iter()
+        .filter(|(_, allowed)| ctx.topo.cloud.is_some() || !allowed[2])
         .map(|&(name, allowed)| planner.solve(name, allowed))
         .collect::<Result<_>>()?;
     let fastest = |single: bool| {
@@ -198,14 +200,21 @@ impl<'c, 'a> Planner<'c, 'a> {
                 [
                     est.compute_time(topo.device, o.class, o.flops),
                     edge,
-                    est.compute_time(topo.cloud, o.class, o.flops),
+                    topo.cloud
+                        .map_or(f64::INFINITY, |c| est.compute_time(c, o.class, o.flops)),
                 ]
             })
             .collect();
+        // Without a cloud node no op can be labelled cloud (infinite unary
+        // cost), so the backbone's figures never count.
+        let back = topo.back.unwrap_or(crate::cost::LinkCost {
+            s_per_byte: 0.0,
+            delay_s: 0.0,
+        });
         AdditiveModel {
             unary,
-            s_per_byte: [topo.up.s_per_byte, topo.back.s_per_byte],
-            delay: [topo.up.delay_s, topo.back.delay_s],
+            s_per_byte: [topo.up.s_per_byte, back.s_per_byte],
+            delay: [topo.up.delay_s, back.delay_s],
         }
     }
 

@@ -43,7 +43,10 @@ impl PlanReport {
         let topo = &self.topology;
         let dev = node_name(self, topo.device).to_string();
         let coord = node_name(self, topo.coordinator).to_string();
-        let cloud = node_name(self, topo.cloud).to_string();
+        let cloud = topo
+            .cloud
+            .map_or("no cloud", |c| node_name(self, c))
+            .to_string();
         let mut slots = Vec::new();
         let mut t = 0.0;
         let push = |slots: &mut Vec<Slot>,
@@ -151,7 +154,7 @@ impl PlanReport {
             ms(p.makespan_s),
             ms(p.period_s),
             node_name(self, self.topology.coordinator),
-            node_name(self, self.topology.cloud),
+            self.topology.cloud.map_or("none", |c| node_name(self, c)),
         );
         let _ = writeln!(
             s,

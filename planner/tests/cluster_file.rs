@@ -45,3 +45,24 @@ fn unknown_fields_and_bad_values_are_rejected() {
     let c: Cluster = toml::from_str(&two_devices).expect("parses");
     assert!(matches!(c.validate(), Err(Error::Cluster(m)) if m.contains("device")));
 }
+
+/// The example without its cloud node (and its links) is a valid cluster:
+/// plans keep to the device and edge tiers. Without edge nodes it is not.
+#[test]
+fn a_cluster_without_a_cloud_node_plans_device_and_edge_only() {
+    let mut c: Cluster = toml::from_str(&example()).expect("parses");
+    c.nodes.retain(|n| n.tier != Tier::Cloud);
+    c.links.retain(|l| l.from != "cloud" && l.to != "cloud");
+    c.validate().expect("a cloud node is optional");
+    let graph = tile_engine::default_model::graph([32, 32]).expect("default model");
+    let report = planner::plan(&graph, &c, &Estimates::from_cluster(&c)).expect("plans");
+    assert_eq!(report.topology.cloud, None);
+    let strategies: Vec<&str> = report.alternatives.iter().map(|p| p.strategy).collect();
+    assert_eq!(strategies, ["device+edge", "device-only", "edge-only"]);
+    assert!(!report.best.prediction.labels.contains(&Tier::Cloud));
+    assert!(report.best.makespan_s().is_finite());
+    assert!(report.table().contains("cloud none"), "{}", report.table());
+
+    c.nodes.retain(|n| n.tier != Tier::Edge);
+    assert!(matches!(c.validate(), Err(Error::Cluster(m)) if m.contains("no edge node")));
+}

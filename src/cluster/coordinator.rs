@@ -219,8 +219,8 @@ pub struct ExecPlan {
     pub device: usize,
     /// The coordinator's location (an edge node).
     pub coordinator: usize,
-    /// Cloud node.
-    pub cloud: usize,
+    /// Cloud node (`None` for a cluster without one).
+    pub cloud: Option<usize>,
     /// Ops on the device (may be empty: the device then only uploads).
     pub device_ops: Vec<usize>,
     /// Edge blocks in order.
@@ -276,7 +276,7 @@ impl ExecPlan {
             name: name.to_string(),
             device: map[topo.device],
             coordinator,
-            cloud: map[topo.cloud],
+            cloud: topo.cloud.map(|c| map[c]),
             device_ops: at(Tier::Device),
             blocks,
             cloud_ops: at(Tier::Cloud),
@@ -290,7 +290,7 @@ impl ExecPlan {
         graph: &Graph,
         device: usize,
         node: usize,
-        cloud: usize,
+        cloud: Option<usize>,
     ) -> ExecPlan {
         ExecPlan {
             name: name.to_string(),
@@ -1083,7 +1083,7 @@ impl Coordinator {
                 None => {
                     let mut cands = vec![block.node, plan.coordinator];
                     cands.extend(self.cluster.tier_nodes(Tier::Edge));
-                    cands.push(plan.cloud);
+                    cands.extend(plan.cloud);
                     self.run_whole(
                         request,
                         model,
@@ -1115,7 +1115,8 @@ impl Coordinator {
         }
         if !plan.cloud_ops.is_empty() {
             let stage_idx = plan.blocks.len() + 1;
-            let mut cands = vec![plan.cloud, plan.coordinator];
+            let mut cands: Vec<usize> = plan.cloud.into_iter().collect();
+            cands.push(plan.coordinator);
             cands.extend(self.cluster.tier_nodes(Tier::Edge));
             self.run_whole(
                 request,

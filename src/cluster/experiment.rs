@@ -109,32 +109,28 @@ pub fn plan_live(
 
 /// The planner's problem for a subset of the cluster's nodes (cluster
 /// indices): the nodes it covers (the map from its indices to the
-/// cluster's), their cluster and estimates. The planner needs a device and
-/// a cloud node; for a tier with none in the subset (down), one of the
-/// cluster's stands in with compute a million times slower than its
-/// estimate, so no plan gives it work (a device left out of the plan is
-/// skipped: the coordinator holds the input).
+/// cluster's), their cluster and estimates. A cloud node that is down is
+/// simply left out (the planner plans without a cloud tier); the planner
+/// needs a device, so a down device stands in with compute a million times
+/// slower than its estimate and no plan gives it work (a device left out of
+/// the plan is skipped: the coordinator holds the input).
 pub fn problem(
     c: &Coordinator,
     nodes: &[usize],
 ) -> (Vec<usize>, planner::Cluster, planner::Estimates) {
     let mut nodes = nodes.to_vec();
-    let mut stand_ins = Vec::new();
-    for tier in [planner::Tier::Device, planner::Tier::Cloud] {
-        if nodes.iter().any(|&i| c.cluster.nodes[i].tier == tier) {
-            continue;
-        }
-        if let Some(&n) = c.cluster.tier_nodes(tier).first() {
-            nodes.push(n);
-            stand_ins.push(n);
-        }
-    }
+    let device = planner::Tier::Device;
+    let stand_in = c
+        .cluster
+        .tier_nodes(device)
+        .first()
+        .copied()
+        .filter(|_| !nodes.iter().any(|&i| c.cluster.nodes[i].tier == device));
+    nodes.extend(stand_in);
     nodes.sort_unstable();
     let (cluster, mut est) = c.sub_problem(&nodes);
-    for n in stand_ins {
-        if let Some(at) = nodes.iter().position(|&i| i == n) {
-            est.scale_node(at, 1e-6);
-        }
+    if let Some(at) = stand_in.and_then(|n| nodes.iter().position(|&i| i == n)) {
+        est.scale_node(at, 1e-6);
     }
     (nodes, cluster, est)
 }
@@ -182,7 +178,8 @@ pub fn comparison_plans(
         topo,
         &map,
     )];
-    let (device, coord, cloud) = (map[topo.device], map[topo.coordinator], map[topo.cloud]);
+    let (device, coord) = (map[topo.device], map[topo.coordinator]);
+    let cloud = topo.cloud.map(|c| map[c]);
     plans.push(ExecPlan::single_node(
         "single edge node",
         g,
@@ -190,7 +187,8 @@ pub fn comparison_plans(
         coord,
         cloud,
     ));
-    let trio = vec![device, coord, cloud];
+    // Without a cloud node the two-tier baseline is device+edge alone.
+    let trio: Vec<usize> = [device, coord].into_iter().chain(cloud).collect();
     let (cl, est) = c.sub_problem(&trio);
     // A classic vertical split: the other tier does not take tiles.
     let vertical = PlanOptions {
