@@ -91,7 +91,7 @@ pub struct LinkSpec {
     pub loss: f64,
 }
 
-/// A whole cluster: one device, one or more edge nodes, one or more cloud nodes.
+/// A whole cluster: one device, one or more edge nodes, and any number of cloud nodes (none included).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {

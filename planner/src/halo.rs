@@ -39,6 +39,9 @@ impl Region {
 pub struct TileWork {
     /// FLOPs of each block op for this tile (halo recomputation included), in block order.
     pub op_flops: Vec<f64>,
+    /// Rows and columns of each block op's output the tile computes (halo
+    /// included; `[0, 0]` where the map size is unknown), in block order.
+    pub op_extent: Vec<[usize; 2]>,
     /// Bytes of the block's input maps the tile needs (its halo included).
     pub in_bytes: f64,
     /// Bytes of the block's outputs the tile produces (no halo).
@@ -151,6 +154,7 @@ impl HaloModel for ReceptiveField {
             }
         }
         let mut op_flops = vec![0.0; block.len()];
+        let mut op_extent = vec![[0, 0]; block.len()];
         for (j, &o) in block.iter().enumerate().rev() {
             let op = &dag.ops[o];
             let Some(&(_, r, c)) = need.iter().find(|e| e.0 == op.output) else {
@@ -160,6 +164,7 @@ impl HaloModel for ReceptiveField {
                 continue;
             };
             op_flops[j] = op.flops * ((r.1 - r.0) * (c.1 - c.0)) as f64 / (h * w).max(1) as f64;
+            op_extent[j] = [r.1 - r.0, c.1 - c.0];
             for &i in &op.inputs {
                 let Some([hi, wi]) = dag.tensors[i].hw else {
                     continue;
@@ -192,6 +197,7 @@ impl HaloModel for ReceptiveField {
         }
         TileWork {
             op_flops,
+            op_extent,
             in_bytes,
             out_bytes,
         }

@@ -13,10 +13,11 @@
 //! and every `R×C = n` with `R, C ≥ 2` over all `n` edge nodes, whose row and
 //! column shares follow the rows' and columns' summed speeds.
 
-use crate::cluster::{NodeIdx, Tier};
+use crate::cluster::{Backend, NodeIdx, Tier};
 use crate::cost::{BlockPlan, Context, NodeTime, Worker};
 use crate::dag::OpIdx;
 use crate::halo::Region;
+use tile_engine::ir::OpClass;
 
 /// Grid and shares of one tiled block.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,8 +92,31 @@ pub fn waterfill(a: &[f64], b: &[f64]) -> Vec<f64> {
     s
 }
 
-/// Output pixels of a row one kernel invocation computes (see `lane_factor`).
-const LANE_BLOCK: f64 = 8.0;
+/// Output pixels of a row one invocation of the GPU conv kernel computes.
+const LANE_BLOCK: usize = 8;
+/// Invocations per workgroup of the GPU conv kernel (its default).
+const WORKGROUP: usize = 64;
+
+/// Work the GPU conv kernel does per useful output pixel of a `[rows, cols]`
+/// map: rows are computed in blocks of 8 pixels (a partly filled last block
+/// costs a whole one) and each channel block gets whole workgroups of 64
+/// pixel blocks (a partly filled last workgroup too, counted here as half
+/// a workgroup on average). A tile pays this
+/// relative to the whole map, whose padding the per-op profile already
+/// holds: a 44×65 tile of a 5×5 layer launches 25 % more work than it
+/// keeps (19 % as counted here), which is why 2-D grids of narrow tiles ran 20-35 % under the
+/// whole map's FLOP rate on lavapipe while row strips of the full width did not.
+fn kernel_padding(class: OpClass, [rows, cols]: [usize; 2]) -> f64 {
+    if !matches!(class, OpClass::Conv3x3 | OpClass::Conv1x1) || rows == 0 || cols == 0 {
+        return 1.0;
+    }
+    // The last workgroup is counted half full on average: a tile's rows move
+    // with its share, and a step there would make the shares' optimum jump
+    // (and the re-planner see gains in noise). Row blocks are exact.
+    let blocks = (rows * cols.div_ceil(LANE_BLOCK)) as f64;
+    let launched = blocks + (WORKGROUP as f64 - 1.0) / 2.0;
+    launched * LANE_BLOCK as f64 / (rows * cols) as f64
+}
 
 struct Solver<'c, 'a> {
     ctx: &'c Context<'a>,
@@ -113,13 +137,23 @@ impl Solver<'_, '_> {
         let ctx = self.ctx;
         let w = &self.slots[slot];
         let work = ctx.halo.tile_work(ctx.dag, self.ops, region);
+        let gpu = ctx.cluster.nodes.get(w.node).map(|n| n.backend) == Some(Backend::Gpu);
         let compute_s = self
             .ops
             .iter()
             .zip(&work.op_flops)
-            .map(|(&o, &f)| ctx.est.compute_time(w.node, ctx.dag.ops[o].class, f))
+            .zip(&work.op_extent)
+            .map(|((&o, &f), &extent)| {
+                let op = &ctx.dag.ops[o];
+                let padding = match ctx.dag.tensors[op.output].hw {
+                    Some(whole) if gpu => {
+                        kernel_padding(op.class, extent) / kernel_padding(op.class, whole)
+                    }
+                    _ => 1.0,
+                };
+                ctx.est.compute_time(w.node, op.class, f * padding)
+            })
             .sum::<f64>()
-            * self.lane_factor(region)
             + ctx.est.overhead(w.node, self.ops.len());
         let local = self.local_input(w);
         NodeTime {
@@ -142,31 +176,6 @@ impl Solver<'_, '_> {
     /// device, for a block that reads only model inputs.
     fn local_input(&self, w: &Worker) -> bool {
         w.tier == Tier::Device && self.head_start_s > 0.0
-    }
-
-    /// Compute paid per useful pixel for a tile's width. The register-blocked
-    /// kernels compute 8 output pixels of a row per invocation, so a tile
-    /// narrower than the map pays for a partly filled last block in every
-    /// row (half a block on average, since halo columns change the width
-    /// from layer to layer), a full-width tile only for the map's own
-    /// remainder. Measured on lavapipe, one 3x3 64->64 conv at 128x128:
-    /// five column strips took 1.22x the whole map's time, five row strips 1.08x.
-    fn lane_factor(&self, region: Region) -> f64 {
-        let Some([_, w]) = self.extent else {
-            return 1.0;
-        };
-        let w = w as f64;
-        let width = (region.right - region.left) * w;
-        if width <= 0.0 {
-            return 1.0;
-        }
-        let full = region.left <= 0.0 && region.right >= 1.0;
-        let waste = if full {
-            (w / LANE_BLOCK).ceil() * LANE_BLOCK - w
-        } else {
-            LANE_BLOCK / 2.0
-        };
-        (width + waste) / width
     }
 
     /// Output pixels of the plan's smallest tile (infinite if the map size is unknown).
@@ -570,6 +579,28 @@ pub fn retime_block(ctx: &Context<'_>, block: &BlockPlan) -> BlockPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conv_padding_counts_partial_row_blocks_and_half_a_workgroup() {
+        let pad = |rows: usize, cols: usize| {
+            let blocks = (rows * cols.div_ceil(8)) as f64;
+            (blocks + 31.5) * 8.0 / (rows * cols) as f64
+        };
+        // Full 128-wide rows: whole 8-pixel blocks, only the workgroup term.
+        let strip = kernel_padding(OpClass::Conv3x3, [38, 128]);
+        assert!((strip - (608.0 + 31.5) / 608.0).abs() < 1e-12, "{strip}");
+        // A 44×65 tile: 9 blocks per row, 72 pixels computed for 65.
+        let narrow = kernel_padding(OpClass::Conv1x1, [44, 65]);
+        assert!((narrow - pad(44, 65)).abs() < 1e-12, "{narrow}");
+        let whole = kernel_padding(OpClass::Conv3x3, [128, 128]);
+        assert!(
+            narrow / whole > 1.13 && strip / whole < 1.04,
+            "{narrow} {strip} {whole}"
+        );
+        // Other kernels, or a map of unknown size: no padding.
+        assert_eq!(kernel_padding(OpClass::Elementwise, [44, 65]), 1.0);
+        assert_eq!(kernel_padding(OpClass::Conv3x3, [0, 0]), 1.0);
+    }
 
     #[test]
     fn waterfill_balances_affine_times() {
