@@ -77,7 +77,11 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 async fn start(name: &str) -> (LocalCluster, Coordinator) {
-    let cluster: Cluster = toml::from_str(SMALL).expect("cluster toml");
+    start_cluster(name, toml::from_str(SMALL).expect("cluster toml")).await
+}
+
+/// Starts `cluster`'s daemons (CPU executors, metrics on) and connects a coordinator.
+async fn start_cluster(name: &str, cluster: Cluster) -> (LocalCluster, Coordinator) {
     let local = LocalCluster::start(
         cluster,
         HarnessOptions {
@@ -487,22 +491,7 @@ fn a_cluster_without_a_cloud_node_plans_and_runs_on_the_device_and_edges() {
         let mut cluster: Cluster = toml::from_str(SMALL).expect("cluster toml");
         cluster.nodes.retain(|n| n.tier != Tier::Cloud);
         cluster.links.retain(|l| l.from != "sky" && l.to != "sky");
-        let local = LocalCluster::start(
-            cluster,
-            HarnessOptions {
-                exe: EXE.into(),
-                dir: scratch("cloudless"),
-                backend: Backend::Cpu,
-                compute_lock: false,
-                metrics: false,
-            },
-        )
-        .await
-        .expect("cluster starts");
-        let ep = local.coordinator_endpoint().expect("endpoint");
-        let coord = Coordinator::connect(local.cluster.clone(), ep, local.addrs.clone())
-            .await
-            .expect("coordinator connects");
+        let (_local, coord) = start_cluster("cloudless", cluster).await;
         let model = load(&coord).await;
         let (report, _) = experiment::plan_live(&coord, &model).expect("a plan without a cloud");
         assert!(report.topology.cloud.is_none());
