@@ -643,6 +643,53 @@ fn conv_5_wide_rows_match_cpu_and_the_4x4_kernel_bit_for_bit() {
     }
 }
 
+/// Copies whose innermost collapsed dim is a multiple of 4 and contiguous
+/// (a crop of whole rows, a channel concat, a reshape) move 4 elements per
+/// invocation; others one. Both give the CPU's bits exactly.
+#[test]
+fn strided_copies_by_four_and_by_one_are_exact() {
+    let bits = |t: &[Tensor]| -> Vec<u32> {
+        t.iter()
+            .flat_map(|t| t.data().iter().map(|v| v.to_bits()))
+            .collect()
+    };
+    let exact = |g: &Graph, inputs: &[Tensor], what: &str| {
+        let want = cpu::run(g, inputs).expect("cpu reference");
+        let got = gpu().run(g, inputs).expect("gpu run");
+        assert_eq!(bits(&got), bits(&want), "{what}");
+    };
+    let x = random(&[2, 3, 6, 8], 41);
+    // Rows 2..6 of 8-wide rows: [6, 32] after collapsing, 32 = 4 × 8.
+    let crop = single(
+        Op::Crop { offset: [2, 0] },
+        &[2, 3, 6, 8],
+        Some(vec![2, 3, 4, 8]),
+    );
+    exact(&crop, std::slice::from_ref(&x), "crop of whole rows");
+    // Columns 1..7: rows of 6, not a multiple of 4.
+    let cols = single(
+        Op::Crop { offset: [0, 1] },
+        &[2, 3, 6, 8],
+        Some(vec![2, 3, 6, 6]),
+    );
+    exact(&cols, std::slice::from_ref(&x), "crop of columns");
+    let reshape = single(Op::Reshape, &[2, 3, 6, 8], Some(vec![2, 144]));
+    exact(&reshape, std::slice::from_ref(&x), "reshape");
+    let mut g = Graph::default();
+    let a = g.add_value("a", vec![2, 3, 6, 8]);
+    let b = g.add_value("b", vec![2, 5, 6, 8]);
+    g.inputs.extend([a, b]);
+    let y = g
+        .add_node("cat", Op::Concat { axis: 1 }, vec![a, b, a], "y")
+        .expect("concat");
+    g.outputs.push(y);
+    exact(
+        &g,
+        &[x.clone(), random(&[2, 5, 6, 8], 43)],
+        "channel concat",
+    );
+}
+
 /// The depthwise kernel's 3-wide stride-1 path (row inputs loaded once for
 /// all three taps) on widths that are not whole 4-pixel blocks, both pads.
 #[test]

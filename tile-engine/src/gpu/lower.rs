@@ -772,19 +772,13 @@ impl Lowerer<'_> {
                     }
                     let words = nd_words(s, &strides(s), &ost)?;
                     let total = s.iter().product::<usize>();
-                    ds.push(Dispatch {
-                        key: PipelineKey::new(Shader::Copy, "strided", vec![("WG", 64)]),
-                        params: copy_params(total, 0, here * ost[*axis], [0; 8], &words)?,
-                        bufs: [
-                            self.buf_of(v)?,
-                            Buf::None,
-                            Buf::None,
-                            Buf::None,
-                            Buf::None,
-                            Buf::Value(node.output),
-                        ],
-                        threads: threads(total)?,
-                    });
+                    ds.push(strided_copy(
+                        self.buf_of(v)?,
+                        node.output,
+                        total,
+                        [0, here * ost[*axis]],
+                        &words,
+                    )?);
                 }
                 Ok(ds)
             }
@@ -792,38 +786,26 @@ impl Lowerer<'_> {
                 // Aliased by the executor when possible; a copy otherwise.
                 let total = out.iter().product::<usize>();
                 let words = nd_words(&[total], &[1], &[1])?;
-                Ok(vec![Dispatch {
-                    key: PipelineKey::new(Shader::Copy, "strided", vec![("WG", 64)]),
-                    params: copy_params(total, 0, 0, [0; 8], &words)?,
-                    bufs: [
-                        self.buf_of(first)?,
-                        Buf::None,
-                        Buf::None,
-                        Buf::None,
-                        Buf::None,
-                        Buf::Value(node.output),
-                    ],
-                    threads: threads(total)?,
-                }])
+                Ok(vec![strided_copy(
+                    self.buf_of(first)?,
+                    node.output,
+                    total,
+                    [0, 0],
+                    &words,
+                )?])
             }
             Op::Transpose { perm } => {
                 let ist = strides(ins[0]);
                 let sst: Vec<usize> = perm.iter().map(|&p| ist[p]).collect();
                 let words = nd_words(&out, &sst, &strides(&out))?;
                 let total = out.iter().product::<usize>();
-                Ok(vec![Dispatch {
-                    key: PipelineKey::new(Shader::Copy, "strided", vec![("WG", 64)]),
-                    params: copy_params(total, 0, 0, [0; 8], &words)?,
-                    bufs: [
-                        self.buf_of(first)?,
-                        Buf::None,
-                        Buf::None,
-                        Buf::None,
-                        Buf::None,
-                        Buf::Value(node.output),
-                    ],
-                    threads: threads(total)?,
-                }])
+                Ok(vec![strided_copy(
+                    self.buf_of(first)?,
+                    node.output,
+                    total,
+                    [0, 0],
+                    &words,
+                )?])
             }
             Op::Crop { offset } => {
                 let [_, _, _, w] = nchw(ins[0], "input")?;
@@ -833,18 +815,13 @@ impl Lowerer<'_> {
                 let (dst, oct, ocoff) = self.target(node, c);
                 let words = nd_words(&out, &strides(ins[0]), &strides(&[n, oct, oh, ow]))?;
                 let total = out.iter().product::<usize>();
-                one_copy(
+                Ok(vec![strided_copy(
                     self.buf_of(first)?,
                     dst,
-                    copy_params(
-                        total,
-                        offset[0] * w + offset[1],
-                        ocoff * oh * ow,
-                        [0; 8],
-                        &words,
-                    )?,
                     total,
-                )
+                    [offset[0] * w + offset[1], ocoff * oh * ow],
+                    &words,
+                )?])
             }
             Op::DepthToSpace { blocksize, mode } => {
                 let [n, ch, h, w] = nchw(ins[0], "input")?;
@@ -858,12 +835,13 @@ impl Lowerer<'_> {
                 };
                 let words = nd_words(&dims, &sst, &strides(&dims))?;
                 let total = out.iter().product::<usize>();
-                one_copy(
+                Ok(vec![strided_copy(
                     self.buf_of(first)?,
                     node.output,
-                    copy_params(total, 0, 0, [0; 8], &words)?,
                     total,
-                )
+                    [0, 0],
+                    &words,
+                )?])
             }
             Op::Pad { pads, value } => {
                 let [n, ch, h, w] = nchw(ins[0], "input")?;
@@ -1174,10 +1152,28 @@ impl Lowerer<'_> {
     }
 }
 
-fn one_copy(src: Buf, dst: ValueId, params: Vec<u32>, total: usize) -> Result<Vec<Dispatch>> {
-    Ok(vec![Dispatch {
-        key: PipelineKey::new(Shader::Copy, "strided", vec![("WG", 64)]),
-        params,
+/// A strided copy of `total` elements over the index space `words` (see
+/// [`nd_words`]) from `src` to `dst`, starting at `base` = [source,
+/// destination] offsets. Where the innermost dim is a multiple of 4 and
+/// contiguous in both buffers, one invocation moves 4 elements
+/// (`strided4`): the index arithmetic, two integer divisions per dim that
+/// llvmpipe runs lane by lane, is paid once per 4 elements.
+fn strided_copy(
+    src: Buf,
+    dst: ValueId,
+    total: usize,
+    base: [usize; 2],
+    words: &[usize],
+) -> Result<Dispatch> {
+    let by4 = words.len() == 24 && words[7].is_multiple_of(4) && words[15] == 1 && words[23] == 1;
+    let (entry, invocations) = if by4 {
+        ("strided4", total / 4)
+    } else {
+        ("strided", total)
+    };
+    Ok(Dispatch {
+        key: PipelineKey::new(Shader::Copy, entry, vec![("WG", 64)]),
+        params: copy_params(total, base[0], base[1], [0; 8], words)?,
         bufs: [
             src,
             Buf::None,
@@ -1186,8 +1182,8 @@ fn one_copy(src: Buf, dst: ValueId, params: Vec<u32>, total: usize) -> Result<Ve
             Buf::None,
             Buf::Value(dst),
         ],
-        threads: threads(total)?,
-    }])
+        threads: threads(invocations)?,
+    })
 }
 
 /// (inner, channels) for "channel = (i / inner) % channels" (dim 1).
