@@ -17,13 +17,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 
-@compute @workgroup_size(WG)
-fn strided(@builtin(global_invocation_id) gid: vec3<u32>,
-           @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_id(gid, nwg);
-    if i >= p.total {
-        return;
-    }
+// Source and destination offsets of element `i` of the index space.
+fn offsets(i: u32) -> vec2<u32> {
     var rest = i;
     var si = p.sbase;
     var di = p.dbase;
@@ -39,7 +34,18 @@ fn strided(@builtin(global_invocation_id) gid: vec3<u32>,
         si += e * p.sstr[q][r];
         di += e * p.dstr[q][r];
     }
-    dst[di] = src[si];
+    return vec2<u32>(si, di);
+}
+
+@compute @workgroup_size(WG)
+fn strided(@builtin(global_invocation_id) gid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    if i >= p.total {
+        return;
+    }
+    let o = offsets(i);
+    dst[o.y] = src[o.x];
 }
 
 // `strided` for 4 consecutive elements per invocation: the executor picks
@@ -52,23 +58,11 @@ fn strided4(@builtin(global_invocation_id) gid: vec3<u32>,
     if i >= p.total {
         return;
     }
-    var rest = i;
-    var si = p.sbase;
-    var di = p.dbase;
-    for (var d = 7; d >= 0 && rest != 0u; d--) {
-        let q = d / 4;
-        let r = d % 4;
-        let n = p.dims[q][r];
-        let next = rest / n;
-        let e = rest - next * n;
-        rest = next;
-        si += e * p.sstr[q][r];
-        di += e * p.dstr[q][r];
-    }
-    dst[di] = src[si];
-    dst[di + 1u] = src[si + 1u];
-    dst[di + 2u] = src[si + 2u];
-    dst[di + 3u] = src[si + 3u];
+    let o = offsets(i);
+    dst[o.y] = src[o.x];
+    dst[o.y + 1u] = src[o.x + 1u];
+    dst[o.y + 2u] = src[o.x + 2u];
+    dst[o.y + 3u] = src[o.x + 3u];
 }
 
 @compute @workgroup_size(WG)
