@@ -100,12 +100,12 @@ const WORKGROUP: usize = 64;
 /// Work the GPU conv kernel does per useful output pixel of a `[rows, cols]`
 /// map: rows are computed in blocks of 8 pixels (a partly filled last block
 /// costs a whole one) and each channel block gets whole workgroups of 64
-/// pixel blocks (a partly filled last workgroup too, counted here as half
-/// a workgroup on average). A tile pays this
-/// relative to the whole map, whose padding the per-op profile already
-/// holds: a 44×65 tile of a 5×5 layer launches 25 % more work than it
-/// keeps (19 % as counted here), which is why 2-D grids of narrow tiles ran 20-35 % under the
-/// whole map's FLOP rate on lavapipe while row strips of the full width did not.
+/// pixel blocks (a partly filled last workgroup too, counted here as half a
+/// workgroup on average). A tile pays this relative to the whole map, whose
+/// padding the per-op profile already holds: a 44×65 tile of a 5×5 layer
+/// launches 25 % more work than it keeps (19 % as counted here), which is
+/// why 2-D grids of narrow tiles ran 20–35 % under the whole map's FLOP rate
+/// on lavapipe while row strips of the full width did not.
 fn kernel_padding(class: OpClass, [rows, cols]: [usize; 2]) -> f64 {
     if !matches!(class, OpClass::Conv3x3 | OpClass::Conv1x1) || rows == 0 || cols == 0 {
         return 1.0;
