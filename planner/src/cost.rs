@@ -214,6 +214,12 @@ pub struct PlanOptions {
     /// the planner's per-class rates do not capture, so smaller tiles are
     /// not proposed (a block whose map is smaller runs as one tile).
     pub min_tile_pixels: usize,
+    /// Seconds each fused block after the first of a run is charged when
+    /// the run is cut: a cut adds a gather, stitch, slice and scatter round
+    /// at the coordinator whose small jobs the block estimate undercounts
+    /// (the cut after UPN3 in the default model: predicted 6.0–6.5 ms,
+    /// replayed 8.0–9.6 ms in four runs), so a cut must win by more than it.
+    pub block_round_s: f64,
     /// A plan spread over several nodes is chosen over the best plan that
     /// runs on one node only when it is predicted this much faster (0.1 =
     /// 10 %): it has more jobs, transfers and tiles to be mispredicted by,
@@ -228,6 +234,7 @@ impl Default for PlanOptions {
             calibration_rounds: 3,
             tile_helpers: [true, false],
             min_tile_pixels: 32 * 32,
+            block_round_s: 0.003,
             single_node_margin: 0.1,
         }
     }
@@ -318,7 +325,13 @@ impl<'a> Context<'a> {
         let mut best: Vec<(f64, usize)> = vec![(0.0, 0); n + 1];
         for j in 1..=n {
             best[j] = (j.saturating_sub(depth)..j)
-                .map(|i| (best[i].0 + self.block(&run[i..j], helpers).time_s, i))
+                .map(|i| {
+                    let round = if i > 0 { self.opts.block_round_s } else { 0.0 };
+                    (
+                        best[i].0 + self.block(&run[i..j], helpers).time_s + round,
+                        i,
+                    )
+                })
                 .min_by(|x, y| x.0.total_cmp(&y.0))
                 .unwrap_or((f64::INFINITY, 0));
         }
