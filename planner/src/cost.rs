@@ -217,8 +217,9 @@ pub struct PlanOptions {
     /// Seconds each fused block after the first of a run is charged when
     /// the run is cut: a cut adds a gather, stitch, slice and scatter round
     /// at the coordinator whose small jobs the block estimate undercounts
-    /// (the cut after UPN3 in the default model: predicted 6.0–6.5 ms,
-    /// replayed 8.0–9.6 ms in four runs), so a cut must win by more than it.
+    /// (the cut after UPN3 in the default model, five runs: predicted 6.0,
+    /// 6.3, 6.5, 13.1 ms, replayed 9.6, 8.0, 8.9, 19.9 ms: 1.7–6.8 ms
+    /// more), so a cut must win by more than it.
     pub block_round_s: f64,
     /// A plan spread over several nodes is chosen over the best plan that
     /// runs on one node only when it is predicted this much faster (0.1 =
@@ -234,7 +235,7 @@ impl Default for PlanOptions {
             calibration_rounds: 3,
             tile_helpers: [true, false],
             min_tile_pixels: 32 * 32,
-            block_round_s: 0.003,
+            block_round_s: 0.005,
             single_node_margin: 0.1,
         }
     }

@@ -45,7 +45,7 @@ fn block_cuts_are_the_least_summed_time_and_rounds_of_all_cuts() {
         let opts = PlanOptions {
             max_fuse_depth: 1 + case % 5,
             // Every other case without the charge for a block's round.
-            block_round_s: [0.0, 0.003][case % 2],
+            block_round_s: [0.0, 0.005][case % 2],
             ..PlanOptions::default()
         };
         let ctx = Context::new(&dag, &cluster, &est, &ReceptiveField, opts).expect("context");
