@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use planner::profiler::{Span, SpanKind};
 use planner::{Cluster, Tier};
 use tessera::Backend;
 use tessera::cluster::bundle::Bundle;
@@ -325,6 +326,45 @@ fn a_loaded_model_is_planned_by_its_profiled_op_costs() {
             (0.25..4.0).contains(&ratio),
             "predicted {predicted} s, measured {measured} s"
         );
+        // Work is in units of the calibration, whatever was learnt since:
+        // with e0 learnt three times slower (as another model's spans might
+        // teach it), the same model (its profile cached on e0) loads with
+        // the same work per op.
+        let mut classes = Vec::new();
+        for op in &model.dag.ops {
+            if !classes.contains(&op.class) {
+                classes.push(op.class);
+            }
+        }
+        {
+            let mut p = coord.profiler.lock().expect("profiler");
+            for &class in &classes {
+                let rate = p.estimates().flops_per_s(e0, class);
+                for _ in 0..30 {
+                    let span = Span {
+                        node: e0,
+                        kind: SpanKind::Compute {
+                            class,
+                            flops: 1_000_000_000,
+                        },
+                        seconds: 3e9 / rate,
+                    };
+                    p.observe(&span).expect("span");
+                }
+                let learnt = p.estimates().flops_per_s(e0, class);
+                assert!(learnt < 0.7 * rate, "{class:?}: {rate} -> {learnt}");
+            }
+        }
+        let again = load(&coord).await;
+        for (a, b) in model.dag.ops.iter().zip(&again.dag.ops) {
+            assert!(
+                (a.flops - b.flops).abs() <= 1e-9 * a.flops.max(1.0),
+                "{}: work {} at the first load, {} after learning",
+                a.name,
+                a.flops,
+                b.flops
+            );
+        }
         coord.shutdown().await;
     });
 }
