@@ -521,20 +521,9 @@ impl Coordinator {
             })?
             .clone()
             .unwrap_or_default();
-        self.calibrate_from(i, &rates, &peer.executor())?;
+        fold_calibration(&mut lock(&self.profiler), i, &rates, &peer.executor())?;
         lock(&self.peers)[i] = Some(peer.clone());
         Ok(peer)
-    }
-
-    /// Folds node `node`'s calibration into the profiler; nodes reporting
-    /// the same `executor` (adapter) are peers there (`Profiler::set_kind`).
-    fn calibrate_from(
-        &self,
-        node: usize,
-        rates: &[(String, f64)],
-        executor: &str,
-    ) -> Result<(), ClusterError> {
-        fold_calibration(&mut lock(&self.profiler), node, rates, executor)
     }
 
     /// A profiler that knows only the live nodes' start-up calibration.
