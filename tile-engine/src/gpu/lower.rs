@@ -1186,6 +1186,53 @@ fn strided_copy(
     })
 }
 
+/// Fewest elements per contiguous run, and most runs, for which a strided
+/// copy is recorded as buffer copies instead of a shader dispatch.
+const MIN_RUN: usize = 256;
+const MAX_RUNS: usize = 1024;
+
+impl Dispatch {
+    /// A strided copy whose innermost dim is contiguous in both buffers, as
+    /// `(source, destination, length)` element runs: lavapipe moves those
+    /// with `memcpy`, several times faster than a copy shader moves them
+    /// (a tile's crops and concats, a whole map's concat inputs). `None`
+    /// for any other dispatch, or runs too short or too many to pay.
+    pub fn copy_runs(&self) -> Option<Vec<[usize; 3]>> {
+        if self.key.shader != Shader::Copy || !matches!(self.key.entry, "strided" | "strided4") {
+            return None;
+        }
+        let p = &self.params;
+        let (total, sbase, dbase) = (
+            *p.first()? as usize,
+            *p.get(1)? as usize,
+            *p.get(2)? as usize,
+        );
+        let nd = p.get(12..36)?;
+        let (dims, sstr, dstr) = (&nd[..8], &nd[8..16], &nd[16..]);
+        let run = dims[7] as usize;
+        if total == 0 || run < MIN_RUN || sstr[7] != 1 || dstr[7] != 1 || total % run != 0 {
+            return None;
+        }
+        let count = total / run;
+        if count > MAX_RUNS {
+            return None;
+        }
+        let mut runs = Vec::with_capacity(count);
+        for k in 0..count {
+            let (mut rest, mut s, mut d) = (k, sbase, dbase);
+            for i in (0..7).rev() {
+                let n = dims[i] as usize;
+                let e = rest % n.max(1);
+                rest /= n.max(1);
+                s += e * sstr[i] as usize;
+                d += e * dstr[i] as usize;
+            }
+            runs.push([s, d, run]);
+        }
+        Some(runs)
+    }
+}
+
 /// (inner, channels) for "channel = (i / inner) % channels" (dim 1).
 fn channel_layout(shape: &[usize]) -> (usize, usize) {
     if shape.len() >= 2 {
@@ -1228,7 +1275,7 @@ fn copy_params(
 
 #[cfg(test)]
 mod tests {
-    use super::collapse;
+    use super::{Buf, collapse, nd_words, strided_copy};
 
     #[test]
     fn index_spaces_collapse_to_their_fewest_dims() {
@@ -1249,5 +1296,33 @@ mod tests {
         // Everything of extent 1: no dims at all (index 0 only).
         let (d, _, _) = collapse(&[1, 1], &[1, 1], &[1, 1]);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn long_contiguous_copies_become_buffer_runs_and_short_ones_stay_shaders() {
+        // Rows 2..28 of a [1, 64, 30, 128] map into channels 4.. of a
+        // 68-channel concat: one run of 26 rows per channel.
+        let words = nd_words(
+            &[1, 64, 26, 128],
+            &[245_760, 3840, 128, 1],
+            &[226_304, 3328, 128, 1],
+        )
+        .expect("rank 4");
+        let total = 64 * 26 * 128;
+        let d = strided_copy(Buf::None, 0, total, [2 * 128, 4 * 3328], &words).expect("copy");
+        let runs = d.copy_runs().expect("long rows are runs");
+        assert_eq!(runs.len(), 64);
+        assert_eq!(runs[0], [256, 4 * 3328, 3328]);
+        assert_eq!(runs[63], [63 * 3840 + 256, 67 * 3328, 3328]);
+        assert_eq!(runs.iter().map(|r| r[2]).sum::<usize>(), total);
+        // Columns 1..9 of each row: runs of 8 elements are left to the shader.
+        let words =
+            nd_words(&[1, 4, 16, 8], &[2048, 512, 32, 1], &[512, 128, 8, 1]).expect("rank 4");
+        let d = strided_copy(Buf::None, 0, 4 * 16 * 8, [1, 0], &words).expect("copy");
+        assert_eq!(d.copy_runs(), None);
+        // A transpose (innermost stride not 1) is never a run.
+        let words = nd_words(&[64, 512], &[1, 64], &[512, 1]).expect("rank 2");
+        let d = strided_copy(Buf::None, 0, 64 * 512, [0, 0], &words).expect("copy");
+        assert_eq!(d.copy_runs(), None);
     }
 }

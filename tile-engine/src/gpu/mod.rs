@@ -367,17 +367,50 @@ impl GpuExecutor {
         for d in dispatches {
             pipes.push(self.pipelines.get(device, &d.key)?);
         }
+        // Copies of long contiguous runs between two distinct buffers are
+        // recorded as buffer copies, between compute passes.
+        let mut copies = Vec::with_capacity(dispatches.len());
+        for d in dispatches {
+            let runs = match (d.copy_runs(), &d.bufs[0], &d.bufs[5]) {
+                (Some(runs), src, dst) => {
+                    let (src, dst) = (
+                        self.binding(src, storage, roots)?,
+                        self.binding(dst, storage, roots)?,
+                    );
+                    (src != dst).then_some((runs, src, dst))
+                }
+                _ => None,
+            };
+            copies.push(runs);
+        }
         let max_dim = self.ctx.limits.max_compute_workgroups_per_dimension.max(1);
         let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("tessera block"),
         });
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("tessera block"),
-                timestamp_writes: None,
-            });
+            let mut pass: Option<wgpu::ComputePass<'static>> = None;
             for _ in 0..reps {
-                for ((d, g), p) in dispatches.iter().zip(&groups).zip(&pipes) {
+                for (((d, g), p), copy) in dispatches.iter().zip(&groups).zip(&pipes).zip(&copies) {
+                    if let Some((runs, src, dst)) = copy {
+                        drop(pass.take());
+                        for &[s, t, n] in runs {
+                            enc.copy_buffer_to_buffer(
+                                src,
+                                s as u64 * 4,
+                                dst,
+                                t as u64 * 4,
+                                n as u64 * 4,
+                            );
+                        }
+                        continue;
+                    }
+                    let pass = pass.get_or_insert_with(|| {
+                        enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: Some("tessera block"),
+                            timestamp_writes: None,
+                        })
+                        .forget_lifetime()
+                    });
                     let wg = d.key.workgroup_size().max(1);
                     let n = d.threads.div_ceil(wg);
                     if n == 0 {
