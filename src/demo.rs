@@ -183,19 +183,30 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     // tessera's plan once more from what it saw (one tile's span is noisy:
     // a single fast one once handed an edge node 26 % of the rows against
     // its peers' 17–21 %), then the plans again from the updated estimates,
-    // measured side by side, three rounds (the quick mode: no second
+    // measured side by side, five rounds (the quick mode: no second
     // warm-up, one round).
-    let reps = if args.quick { 1 } else { 3 };
+    let reps = if args.quick {
+        1
+    } else {
+        experiment::MEASURED_RUNS
+    };
     let second_warm = usize::from(!args.quick);
     let warm = experiment::comparison_plans(&coord, &model)?;
-    let bar = ProgressBar::new((warm.len() * (1 + reps) + second_warm) as u64);
+    let measured = experiment::twins(&warm)
+        .iter()
+        .filter(|t| t.is_none())
+        .count();
+    let bar = ProgressBar::new((measured * (1 + reps) + second_warm) as u64);
     if let Ok(style) =
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
     {
         bar.set_style(style.progress_chars("=> "));
     }
     let mut request = 0;
-    for p in &warm {
+    for (p, twin) in warm.iter().zip(experiment::twins(&warm)) {
+        if twin.is_some() {
+            continue;
+        }
         bar.set_message(format!("warm-up {}", p.name));
         request += 1;
         experiment::run_plan(&coord, &model, &input, p, request, p.name == "tessera").await?;
@@ -212,9 +223,13 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     }
     let (report, _) = experiment::plan_live(&coord, &model)?;
     let plans = experiment::comparison_plans(&coord, &model)?;
+    let twins = experiment::twins(&plans);
     let mut runs: BTreeMap<usize, Vec<PlanRun>> = BTreeMap::new();
     for round in 0..reps {
         for k in experiment::round_order(plans.len(), round, reps) {
+            if twins[k].is_some() {
+                continue;
+            }
             let p = &plans[k];
             bar.set_message(format!("run {}", p.name));
             request += 1;
@@ -224,6 +239,12 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    for (k, twin) in twins.iter().enumerate() {
+        if let Some(r) = twin.and_then(|j| runs.get(&j)) {
+            let same = experiment::runs_as(&plans[k], r);
+            runs.insert(k, same);
+        }
+    }
     println!(
         "plan after the warm-up round (estimates from measured spans): {}",
         experiment::shares_text(&coord, &plans[0])
@@ -247,13 +268,17 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     for (k, p) in plans.iter().enumerate() {
         if let Some(r) = reported(k) {
             println!(
-                "  {:<28} {:>10.1} {:>12.1} {:>13} {:>15}",
+                "  {:<28} {:>10.1} {:>12.1} {:>13} {:>15}{}",
                 p.name,
                 r.wall_s * 1e3,
                 r.replay.makespan_s * 1e3,
                 p.predicted_s
                     .map_or("-".into(), |s| format!("{:.1}", s * 1e3)),
-                fmt_bytes(r.backbone_bytes(&coord))
+                fmt_bytes(r.backbone_bytes(&coord)),
+                twins[k].map_or(String::new(), |j| format!(
+                    "  (the same jobs as {}: measured once)",
+                    plans[j].name
+                ))
             );
         }
     }

@@ -1,4 +1,4 @@
-//! `cargo run -p bench --release -- cluster [--quick] [--backend cpu|gpu] [--model default|vgg|resnet] [--out DIR]`
+//! `cargo run -p bench --release -- cluster [--quick] [--reps N] [--backend cpu|gpu] [--model default|vgg|resnet] [--out DIR]`
 //!
 //! End to end on a real loopback cluster (1 device + 4 edge + 1 cloud node
 //! daemons started from this binary, links emulated with the demo's
@@ -9,7 +9,9 @@
 //! nodes) side by side, and reports the replayed
 //! (dedicated-hardware) makespan, speed-ups, backbone bytes and the
 //! planner's prediction error. Every plan's output is checked bit for bit
-//! against the single-node run.
+//! against the single-node run. Each plan runs `--reps` times (default
+//! [`experiment::MEASURED_RUNS`]); a plan with the same jobs as an earlier
+//! one is measured once.
 
 use std::path::PathBuf;
 
@@ -19,7 +21,7 @@ use serde::Serialize;
 use tessera::Backend;
 use tessera::cluster::bundle::Bundle;
 use tessera::cluster::coordinator::{Coordinator, ExecPlan, LoadedModel};
-use tessera::cluster::experiment::{self, PlanRun};
+use tessera::cluster::experiment::{self, MEASURED_RUNS, PlanRun};
 use tessera::cluster::harness::{HarnessOptions, LocalCluster};
 use tile_engine::Tensor;
 
@@ -44,6 +46,8 @@ struct Row {
     /// Each stage's replayed time, with the planner's prediction for blocks.
     stages: String,
     bit_identical: bool,
+    /// The earlier plan with the same jobs, whose runs this row reports.
+    same_jobs_as: Option<String>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -103,6 +107,7 @@ fn plans(c: &Coordinator, m: &LoadedModel) -> Result<Vec<(usize, ExecPlan)>> {
 /// Runs the cluster benchmark.
 pub fn run(args: &[String]) -> Result<()> {
     let mut quick = false;
+    let mut reps: Option<usize> = None;
     let mut backend = None;
     let mut out = PathBuf::from("out/bench-cluster");
     let mut only: Option<String> = None;
@@ -110,6 +115,15 @@ pub fn run(args: &[String]) -> Result<()> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--reps" => {
+                reps = Some(
+                    it.next()
+                        .context("--reps needs a count")?
+                        .parse::<usize>()
+                        .context("--reps takes a whole number")?
+                        .max(1),
+                )
+            }
             "--backend" => {
                 backend = Some(match it.next().map(String::as_str) {
                     Some("cpu") => Backend::Cpu,
@@ -143,7 +157,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     });
     std::fs::create_dir_all(&out)?;
-    let reps = if quick { 1 } else { 3 };
+    let reps = reps.unwrap_or(if quick { 1 } else { MEASURED_RUNS });
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let cluster = toml::from_str(CLUSTER).context("embedded cluster file")?;
@@ -195,7 +209,12 @@ pub fn run(args: &[String]) -> Result<()> {
             // Warm-up round: pipelines compile, the profiler learns the model;
             // then tessera's plans once more from what it saw (one tile's
             // span is noisy), as the demo does.
-            for (_, p) in plans(&coord, &m)? {
+            let warm = plans(&coord, &m)?;
+            let warm_twins = experiment::twins(&warm.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>());
+            for ((_, p), twin) in warm.into_iter().zip(warm_twins) {
+                if twin.is_some() {
+                    continue;
+                }
                 request += 1;
                 experiment::run_plan(&coord, &m, input, &p, request, p.name.starts_with("tessera")).await?;
             }
@@ -206,12 +225,22 @@ pub fn run(args: &[String]) -> Result<()> {
                 }
             }
             let plans = plans(&coord, &m)?;
+            // Plans with the same jobs as an earlier one are measured once.
+            let twins = experiment::twins(&plans.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>());
             let mut runs: Vec<Vec<PlanRun>> = (0..plans.len()).map(|_| Vec::new()).collect();
             for round in 0..reps {
                 for k in experiment::round_order(plans.len(), round, reps) {
+                    if twins[k].is_some() {
+                        continue;
+                    }
                     let p = &plans[k].1;
                     request += 1;
                     runs[k].push(experiment::run_plan(&coord, &m, input, p, request, p.name.starts_with("tessera")).await?);
+                }
+            }
+            for (k, twin) in twins.iter().enumerate() {
+                if let Some(j) = *twin {
+                    runs[k] = experiment::runs_as(&plans[k].1, &runs[j]);
                 }
             }
             let runs_median = |k: usize| median(runs[k].iter().map(|r| r.replay.makespan_s).collect());
@@ -246,6 +275,7 @@ pub fn run(args: &[String]) -> Result<()> {
                     tiles: experiment::shares_text(&coord, p),
                     stages: replays[k].as_ref().map_or_else(String::new, |r| experiment::stages_text(r, p)),
                     bit_identical: reference.as_ref().is_some_and(|b| runs[k].iter().all(|r| &bits(&r.outputs) == b)),
+                    same_jobs_as: twins[k].map(|j| plans[j].1.name.clone()),
                 });
             }
         }
@@ -282,7 +312,7 @@ fn print_table(rows: &[Row]) {
     );
     for r in rows {
         println!(
-            "{:<24} {:<28} {:>11.1} {:>11.1} {:>9.1} {:>12} {:>7} {:>8.2}× {:>8.2}× {:>12}",
+            "{:<24} {:<28} {:>11.1} {:>11.1} {:>9.1} {:>12} {:>7} {:>8.2}× {:>8.2}× {:>12}{}",
             r.model,
             r.plan,
             r.replayed_ms,
@@ -294,6 +324,9 @@ fn print_table(rows: &[Row]) {
             r.speedup_vs_single,
             r.speedup_vs_two_tier,
             tessera::cluster::trace::fmt_bytes(r.backbone_bytes),
+            r.same_jobs_as
+                .as_ref()
+                .map_or(String::new(), |j| format!("  (= {j}, measured once)")),
         );
     }
 }
