@@ -192,10 +192,8 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     };
     let second_warm = usize::from(!args.quick);
     let warm = experiment::comparison_plans(&coord, &model)?;
-    let measured = experiment::twins(&warm)
-        .iter()
-        .filter(|t| t.is_none())
-        .count();
+    let warm_twins = experiment::twins(&warm);
+    let measured = warm_twins.iter().filter(|t| t.is_none()).count();
     let bar = ProgressBar::new((measured * (1 + reps) + second_warm) as u64);
     if let Ok(style) =
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
@@ -203,7 +201,7 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         bar.set_style(style.progress_chars("=> "));
     }
     let mut request = 0;
-    for (p, twin) in warm.iter().zip(experiment::twins(&warm)) {
+    for (p, twin) in warm.iter().zip(warm_twins) {
         if twin.is_some() {
             continue;
         }

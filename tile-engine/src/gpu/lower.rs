@@ -1201,6 +1201,9 @@ impl Dispatch {
         if self.key.shader != Shader::Copy || !matches!(self.key.entry, "strided" | "strided4") {
             return None;
         }
+        // The words `copy_params` wrote: total, bases, a spare word, 8 words
+        // for the pad kernel, then dims, source strides and destination
+        // strides, 8 each.
         let p = &self.params;
         let (total, sbase, dbase) = (
             *p.first()? as usize,
