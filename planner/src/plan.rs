@@ -185,12 +185,30 @@ impl<'c, 'a> Planner<'c, 'a> {
             .iter()
             .map(|w| w.node)
             .collect();
+        // Without a cloud node no op can be labelled cloud (infinite unary
+        // cost), so the backbone's figures never count.
+        let back = topo.back.unwrap_or(crate::cost::LinkCost {
+            s_per_byte: 0.0,
+            delay_s: 0.0,
+        });
         let unary = ctx
             .dag
             .ops
             .iter()
             .enumerate()
             .map(|(i, o)| {
+                // A model output ends at the coordinator (see `cut_bytes`):
+                // from the device it goes up, from the cloud it comes back,
+                // which depends on its producer's tier alone.
+                let out = &ctx.dag.tensors[o.output];
+                let (up_out, back_out) = if out.is_output {
+                    (
+                        out.bytes * topo.up.s_per_byte,
+                        back.delay_s + out.bytes * back.s_per_byte,
+                    )
+                } else {
+                    (0.0, 0.0)
+                };
                 let edge = if o.tileable() {
                     let agg: f64 = workers.iter().map(|&e| est.flops_per_s(e, o.class)).sum();
                     o.flops * (1.0 + self.halo_factor[i]) / agg * edge_scale
@@ -198,19 +216,14 @@ impl<'c, 'a> Planner<'c, 'a> {
                     est.compute_time(topo.coordinator, o.class, o.flops)
                 };
                 [
-                    est.compute_time(topo.device, o.class, o.flops),
+                    est.compute_time(topo.device, o.class, o.flops) + up_out,
                     edge,
-                    topo.cloud
-                        .map_or(f64::INFINITY, |c| est.compute_time(c, o.class, o.flops)),
+                    topo.cloud.map_or(f64::INFINITY, |c| {
+                        est.compute_time(c, o.class, o.flops) + back_out
+                    }),
                 ]
             })
             .collect();
-        // Without a cloud node no op can be labelled cloud (infinite unary
-        // cost), so the backbone's figures never count.
-        let back = topo.back.unwrap_or(crate::cost::LinkCost {
-            s_per_byte: 0.0,
-            delay_s: 0.0,
-        });
         AdditiveModel {
             unary,
             s_per_byte: [topo.up.s_per_byte, back.s_per_byte],

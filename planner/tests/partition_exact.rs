@@ -100,3 +100,51 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_model_output_pays_its_trip_to_the_coordinator_in_the_additive_model() {
+    // The coordinator gathers the outputs: the op that produces one pays
+    // the output's upload when on the device and its trip back over the
+    // backbone (delay included) when on the cloud; nothing else changes.
+    let dag = planner::synth::chain(&[32, 32, 32], 3);
+    let out = dag
+        .tensors
+        .iter()
+        .position(|t| t.is_output)
+        .expect("an output");
+    let last = dag.tensors[out].producer.expect("produced by an op");
+    let bytes = dag.tensors[out].bytes;
+    let mut plain = dag.clone();
+    plain.tensors[out].is_output = false;
+    let cluster = random_cluster(&mut SplitMix(7), 2);
+    let est = Estimates::from_cluster(&cluster);
+    let model = |d: &planner::ModelDag| {
+        additive_model(
+            d,
+            &cluster,
+            &est,
+            &ReceptiveField,
+            PlanOptions::default(),
+            1.0,
+        )
+        .expect("model")
+    };
+    let (with, without) = (model(&dag), model(&plain));
+    assert!(bytes > 0.0 && with.s_per_byte[0] > 0.0 && with.s_per_byte[1] > 0.0);
+    for op in 0..dag.ops.len() {
+        let (w, o) = (with.unary[op], without.unary[op]);
+        if op == last {
+            assert!(
+                close(w[0] - o[0], bytes * with.s_per_byte[0]),
+                "{w:?} {o:?}"
+            );
+            assert_eq!(w[1], o[1]);
+            assert!(
+                close(w[2] - o[2], with.delay[1] + bytes * with.s_per_byte[1]),
+                "{w:?} {o:?}"
+            );
+        } else {
+            assert_eq!(w, o, "op {op}");
+        }
+    }
+}
