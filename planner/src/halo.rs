@@ -46,6 +46,11 @@ pub struct TileWork {
     pub in_bytes: f64,
     /// Bytes of the block's outputs the tile produces (no halo).
     pub out_bytes: f64,
+    /// Elements the tile's crops move through a copy kernel: where an op
+    /// reads fewer columns of a map than a sibling made the tile compute,
+    /// the executor copies its part out row by row (a crop of whole rows is
+    /// one `memcpy` per channel and is not counted).
+    pub copy_elements: f64,
 }
 
 /// Geometry source for tile work. `block` lists tileable ops in topological order.
@@ -155,6 +160,8 @@ impl HaloModel for ReceptiveField {
         }
         let mut op_flops = vec![0.0; block.len()];
         let mut op_extent = vec![[0, 0]; block.len()];
+        // What each op reads of each input, before the hull over its readers.
+        let mut reads: Vec<(TensorIdx, Span1, Span1)> = Vec::new();
         for (j, &o) in block.iter().enumerate().rev() {
             let op = &dag.ops[o];
             let Some(&(_, r, c)) = need.iter().find(|e| e.0 == op.output) else {
@@ -180,7 +187,21 @@ impl HaloModel for ReceptiveField {
                     ),
                     Geometry::Pointwise | Geometry::Global => (scale(r, h, hi), scale(c, w, wi)),
                 };
+                reads.push((i, ri, ci));
                 merge(&mut need, i, ri, ci);
+            }
+        }
+        let mut copy_elements = 0.0;
+        for &(t, r, c) in &reads {
+            let (Some([h, w]), Some(&(_, _, hull_c))) =
+                (dag.tensors[t].hw, need.iter().find(|e| e.0 == t))
+            else {
+                continue;
+            };
+            if c != hull_c {
+                let elements = dag.tensors[t].bytes / 4.0;
+                copy_elements +=
+                    elements * ((r.1 - r.0) * (c.1 - c.0)) as f64 / (h * w).max(1) as f64;
             }
         }
         let mut in_bytes = 0.0;
@@ -200,6 +221,7 @@ impl HaloModel for ReceptiveField {
             op_extent,
             in_bytes,
             out_bytes,
+            copy_elements,
         }
     }
 }

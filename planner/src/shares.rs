@@ -155,6 +155,14 @@ impl Solver<'_, '_> {
                 ctx.est.compute_time(w.node, op.class, f * padding)
             })
             .sum::<f64>()
+            // A crop kernel moves elements about as fast as an elementwise
+            // op (a CPU executor copies rows with memcpy: not counted).
+            + if gpu {
+                ctx.est
+                    .compute_time(w.node, OpClass::Elementwise, work.copy_elements)
+            } else {
+                0.0
+            }
             + ctx.est.overhead(w.node, self.ops.len());
         let local = self.local_input(w);
         NodeTime {

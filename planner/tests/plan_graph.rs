@@ -230,3 +230,60 @@ fn with_one_edge_node_as_fast_as_the_device_the_two_share_the_tiles() {
     );
     assert!(cautious.best.makespan_s() <= device_only.makespan_s());
 }
+
+#[test]
+fn a_tile_narrower_than_its_maps_pays_for_the_crops_the_engine_inserts() {
+    use tile_engine::tiling::{Block, Grid, plan_tiles};
+    let mut g = tile_engine::default_model::graph([32, 32]).expect("default model");
+    tile_engine::passes::optimize(&mut g).expect("passes");
+    let dag = planner::ModelDag::from_graph(&g).expect("dag");
+    let ops: Vec<usize> = (0..dag.ops.len()).collect();
+    let block = Block::new(&g, ops.clone()).expect("block");
+    let [h, w] = block.output_hw(&g);
+    // Elements the engine's crops copy with rows narrower than their source
+    // (the residual branches of the dense blocks), per tile.
+    let engine_copies = |grid: &str| -> Vec<(planner::halo::Region, f64)> {
+        let tiles = plan_tiles(&g, &block, &Grid::parse(grid).expect("grid")).expect("tiles");
+        tiles
+            .iter()
+            .map(|t| {
+                let narrow: usize = t
+                    .graph
+                    .nodes
+                    .iter()
+                    .filter(|n| matches!(n.op, Op::Crop { .. }))
+                    .filter(|n| t.graph.shape(n.inputs[0])[3] != t.graph.shape(n.output)[3])
+                    // Up-sampling computes whole pixel pairs, so SR's input
+                    // is cropped by a column the halo model does not see.
+                    .filter(|n| !n.name.starts_with("SR/"))
+                    .map(|n| t.graph.shape(n.output).iter().product::<usize>())
+                    .sum();
+                let r = t.out_region;
+                let region = planner::halo::Region {
+                    top: r.rows.start as f64 / h as f64,
+                    bottom: r.rows.end as f64 / h as f64,
+                    left: r.cols.start as f64 / w as f64,
+                    right: r.cols.end as f64 / w as f64,
+                };
+                (region, narrow as f64)
+            })
+            .collect()
+    };
+    let model = |region| {
+        planner::HaloModel::tile_work(&planner::ReceptiveField, &dag, &ops, region).copy_elements
+    };
+    // Row strips crop whole rows (a memcpy per channel): nothing counted.
+    for (region, engine) in engine_copies("4x1") {
+        assert_eq!(engine, 0.0);
+        assert_eq!(model(region), 0.0);
+    }
+    // A 2-D grid's tiles copy their residual branches row by row.
+    for (region, engine) in engine_copies("2x2") {
+        assert!(engine > 0.0);
+        let predicted = model(region);
+        assert!(
+            (predicted - engine).abs() <= 0.02 * engine,
+            "{region:?}: model {predicted} vs engine {engine} elements"
+        );
+    }
+}

@@ -95,6 +95,30 @@ fn runs(
     Some(times)
 }
 
+/// `steps` crops in a row, each one row and one column off a `c`-channel
+/// `side`×`side` map: what a 2-D tile's residual branches do, and an
+/// elementwise op's cost per element (the planner prices a tile's crops at
+/// the elementwise rate). Chained so the transfers are paid once.
+fn crop_graph(c: usize, side: usize, steps: usize) -> Option<Graph> {
+    let mut g = Graph::default();
+    let mut x = g.add_value("x", vec![1, c, side, side]);
+    g.inputs.push(x);
+    for k in 1..=steps {
+        let s = side.checked_sub(k)?;
+        x = g
+            .add_node_with_shape(
+                format!("crop{k}"),
+                Op::Crop { offset: [1, 1] },
+                vec![x],
+                format!("c{k}"),
+                vec![1, c, s, s],
+            )
+            .ok()?;
+    }
+    g.outputs.push(x);
+    Some(g)
+}
+
 /// Fastest of `reps` runs of graph nodes `ops` as one job, after `warm`
 /// untimed ones, the job's fixed cost `fixed` taken off.
 fn job_seconds(
@@ -154,6 +178,7 @@ pub fn calibrate(exec: &dyn Executor) -> Vec<(String, f64)> {
         ("conv3x3", conv_graph(64, 48, 3, 1)),
         ("conv1x1", conv_graph(64, 32, 1, 1)),
         ("depthwise", conv_graph(64, 32, 3, 64)),
+        ("elementwise", crop_graph(64, 72, 6)),
     ];
     let mut rates = Vec::new();
     let fixed = overhead(exec);
