@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use planner::{Cluster, Tier};
 use tessera::Backend;
 use tessera::cluster::bundle::Bundle;
-use tessera::cluster::coordinator::{Coordinator, JobRecord};
+use tessera::cluster::coordinator::{Coordinator, ExecPlan, JobRecord};
 use tessera::cluster::experiment::{self, Adaptive, PlanRun};
 use tessera::cluster::harness::{HarnessOptions, LocalCluster};
 use tessera::cluster::trace::{self, fmt_bytes};
@@ -201,48 +201,47 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         bar.set_style(style.progress_chars("=> "));
     }
     let mut request = 0;
-    for (p, twin) in warm.iter().zip(warm_twins) {
-        if twin.is_some() {
-            continue;
-        }
-        bar.set_message(format!("warm-up {}", p.name));
-        request += 1;
-        experiment::run_plan(&coord, &model, &input, p, request, p.name == "tessera").await?;
+    let tick = |p: &ExecPlan, what: &str| {
+        bar.set_message(format!("{what} {}", p.name));
         bar.inc(1);
-    }
+    };
+    experiment::measure(
+        &coord,
+        &model,
+        &input,
+        &warm,
+        1,
+        &mut request,
+        |k| warm[k].name == "tessera",
+        |p| tick(p, "warm-up"),
+    )
+    .await?;
     if second_warm > 0 {
         let again = experiment::comparison_plans(&coord, &model)?;
         if let Some(p) = again.first() {
-            bar.set_message("warm-up tessera again");
+            tick(p, "warm-up again:");
             request += 1;
             experiment::run_plan(&coord, &model, &input, p, request, true).await?;
-            bar.inc(1);
         }
     }
     let (report, _) = experiment::plan_live(&coord, &model)?;
     let plans = experiment::comparison_plans(&coord, &model)?;
     let twins = experiment::twins(&plans);
-    let mut runs: BTreeMap<usize, Vec<PlanRun>> = BTreeMap::new();
-    for round in 0..reps {
-        for k in experiment::round_order(plans.len(), round, reps) {
-            if twins[k].is_some() {
-                continue;
-            }
-            let p = &plans[k];
-            bar.set_message(format!("run {}", p.name));
-            request += 1;
-            let r = experiment::run_plan(&coord, &model, &input, p, request, k == 0).await?;
-            runs.entry(k).or_default().push(r);
-            bar.inc(1);
-        }
-    }
+    let runs: BTreeMap<usize, Vec<PlanRun>> = experiment::measure(
+        &coord,
+        &model,
+        &input,
+        &plans,
+        reps,
+        &mut request,
+        |k| k == 0,
+        |p| tick(p, "run"),
+    )
+    .await?
+    .into_iter()
+    .enumerate()
+    .collect();
     bar.finish_and_clear();
-    for (k, twin) in twins.iter().enumerate() {
-        if let Some(r) = twin.and_then(|j| runs.get(&j)) {
-            let same = experiment::runs_as(&plans[k], r);
-            runs.insert(k, same);
-        }
-    }
     println!(
         "plan after the warm-up round (estimates from measured spans): {}",
         experiment::shares_text(&coord, &plans[0])

@@ -21,7 +21,7 @@ use serde::Serialize;
 use tessera::Backend;
 use tessera::cluster::bundle::Bundle;
 use tessera::cluster::coordinator::{Coordinator, ExecPlan, LoadedModel};
-use tessera::cluster::experiment::{self, MEASURED_RUNS, PlanRun};
+use tessera::cluster::experiment::{self, MEASURED_RUNS};
 use tessera::cluster::harness::{HarnessOptions, LocalCluster};
 use tile_engine::Tensor;
 
@@ -209,40 +209,20 @@ pub fn run(args: &[String]) -> Result<()> {
             // Warm-up round: pipelines compile, the profiler learns the model;
             // then tessera's plans once more from what it saw (one tile's
             // span is noisy), as the demo does.
-            let warm = plans(&coord, &m)?;
-            let warm_twins = experiment::twins(&warm.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>());
-            for ((_, p), twin) in warm.into_iter().zip(warm_twins) {
-                if twin.is_some() {
-                    continue;
-                }
-                request += 1;
-                experiment::run_plan(&coord, &m, input, &p, request, p.name.starts_with("tessera")).await?;
-            }
+            let warm: Vec<_> = plans(&coord, &m)?.into_iter().map(|(_, p)| p).collect();
+            let tessera = |p: &tessera::cluster::coordinator::ExecPlan| p.name.starts_with("tessera");
+            experiment::measure(&coord, &m, input, &warm, 1, &mut request, |k| tessera(&warm[k]), |_| {}).await?;
             if !quick {
-                for (_, p) in plans(&coord, &m)?.into_iter().filter(|(_, p)| p.name.starts_with("tessera")) {
+                for (_, p) in plans(&coord, &m)?.into_iter().filter(|(_, p)| tessera(p)) {
                     request += 1;
                     experiment::run_plan(&coord, &m, input, &p, request, true).await?;
                 }
             }
             let plans = plans(&coord, &m)?;
             // Plans with the same jobs as an earlier one are measured once.
-            let twins = experiment::twins(&plans.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>());
-            let mut runs: Vec<Vec<PlanRun>> = (0..plans.len()).map(|_| Vec::new()).collect();
-            for round in 0..reps {
-                for k in experiment::round_order(plans.len(), round, reps) {
-                    if twins[k].is_some() {
-                        continue;
-                    }
-                    let p = &plans[k].1;
-                    request += 1;
-                    runs[k].push(experiment::run_plan(&coord, &m, input, p, request, p.name.starts_with("tessera")).await?);
-                }
-            }
-            for (k, twin) in twins.iter().enumerate() {
-                if let Some(j) = *twin {
-                    runs[k] = experiment::runs_as(&plans[k].1, &runs[j]);
-                }
-            }
+            let execs: Vec<_> = plans.iter().map(|(_, p)| p.clone()).collect();
+            let twins = experiment::twins(&execs);
+            let runs = experiment::measure(&coord, &m, input, &execs, reps, &mut request, |k| tessera(&execs[k]), |_| {}).await?;
             let runs_median = |k: usize| median(runs[k].iter().map(|r| r.replay.makespan_s).collect());
             // Each job at its median duration over the runs (the noise of
             // this shared machine would otherwise favour plans of one job).

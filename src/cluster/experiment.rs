@@ -475,6 +475,43 @@ pub fn round_order(n: usize, round: usize, rounds: usize) -> Vec<usize> {
     (start..n).chain(0..start).collect()
 }
 
+/// Runs every plan of `plans` `rounds` times, each round in [`round_order`];
+/// a plan with the same jobs as an earlier one (see [`twins`]) is not run,
+/// and gets its twin's runs under its own name. `request` numbers the
+/// requests; `observe(k)` says whether plan `k`'s spans feed the profiler
+/// (see [`run_plan`]); `before(plan)` is told of each run as it starts.
+/// Returns each plan's runs, in plan order.
+#[allow(clippy::too_many_arguments)]
+pub async fn measure(
+    c: &Coordinator,
+    model: &LoadedModel,
+    input: &Tensor,
+    plans: &[ExecPlan],
+    rounds: usize,
+    request: &mut u64,
+    observe: impl Fn(usize) -> bool,
+    mut before: impl FnMut(&ExecPlan),
+) -> Result<Vec<Vec<PlanRun>>, ClusterError> {
+    let twin = twins(plans);
+    let mut runs: Vec<Vec<PlanRun>> = plans.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for k in round_order(plans.len(), round, rounds) {
+            if twin[k].is_some() {
+                continue;
+            }
+            before(&plans[k]);
+            *request += 1;
+            runs[k].push(run_plan(c, model, input, &plans[k], *request, observe(k)).await?);
+        }
+    }
+    for (k, j) in twin.iter().enumerate() {
+        if let Some(j) = *j {
+            runs[k] = runs_as(&plans[k], &runs[j]);
+        }
+    }
+    Ok(runs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
