@@ -104,51 +104,56 @@ fn plans(c: &Coordinator, m: &LoadedModel) -> Result<Vec<(usize, ExecPlan)>> {
     Ok(out)
 }
 
+/// Arguments of `bench cluster`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// One measured run per plan and no second warm-up.
+    #[arg(long)]
+    quick: bool,
+    /// Measured runs per plan (default 5, 1 with --quick).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    reps: Option<u64>,
+    /// Executor of the node daemons (default: the GPU if an adapter is found).
+    #[arg(long, value_enum)]
+    backend: Option<BackendArg>,
+    /// Only this model.
+    #[arg(long, value_enum)]
+    model: Option<ModelArg>,
+    /// Folder for cluster.json and cluster.svg.
+    #[arg(long, value_name = "DIR", default_value = "out/bench-cluster")]
+    out: PathBuf,
+}
+
+/// `--backend` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum BackendArg {
+    /// The CPU reference executor.
+    Cpu,
+    /// The wgpu executor.
+    Gpu,
+}
+
+/// `--model` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ModelArg {
+    /// The embedded RDN ×2 super-resolution model.
+    Default,
+    /// The VGG-16-like model.
+    Vgg,
+    /// The ResNet-like model.
+    Resnet,
+}
+
 /// Runs the cluster benchmark.
-pub fn run(args: &[String]) -> Result<()> {
-    let mut quick = false;
-    let mut reps: Option<usize> = None;
-    let mut backend = None;
-    let mut out = PathBuf::from("out/bench-cluster");
-    let mut only: Option<String> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => quick = true,
-            "--reps" => {
-                reps = Some(
-                    it.next()
-                        .context("--reps needs a count")?
-                        .parse::<usize>()
-                        .context("--reps takes a whole number")?
-                        .max(1),
-                )
-            }
-            "--backend" => {
-                backend = Some(match it.next().map(String::as_str) {
-                    Some("cpu") => Backend::Cpu,
-                    Some("gpu") => Backend::Gpu,
-                    other => bail!("--backend takes cpu or gpu, got {other:?}"),
-                })
-            }
-            "--out" => out = PathBuf::from(it.next().context("--out needs a folder")?),
-            "--model" => {
-                only = Some(
-                    it.next()
-                        .context("--model needs default, vgg or resnet")?
-                        .to_lowercase(),
-                )
-            }
-            other => bail!("unknown argument {other}"),
-        }
-    }
-    if let Some(o) = &only
-        && !["default", "vgg", "resnet"]
-            .iter()
-            .any(|m| m.starts_with(o.as_str()))
-    {
-        bail!("--model {o} matches none of default, vgg, resnet");
-    }
+pub fn run(args: Args) -> Result<()> {
+    let quick = args.quick;
+    let out = args.out;
+    let only = args.model.map(|m| format!("{m:?}").to_lowercase());
+    let reps = args.reps.map(|r| r as usize);
+    let backend = args.backend.map(|b| match b {
+        BackendArg::Cpu => Backend::Cpu,
+        BackendArg::Gpu => Backend::Gpu,
+    });
     let backend = backend.unwrap_or_else(|| {
         if tessera::exec::executor(Backend::Gpu, None, true).is_ok() {
             Backend::Gpu

@@ -333,49 +333,40 @@ struct Report {
     cold_start: Vec<ColdStart>,
 }
 
-struct Args {
+/// Arguments of `bench kernels`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Fewer layers and samples.
+    #[arg(long)]
     quick: bool,
+    /// Only the cold start.
+    #[arg(long)]
     cold_only: bool,
+    /// Only the layers whose "model layer" contains TEXT (and no cold start).
+    #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+    /// Folder for kernels.json and kernels.svg.
+    #[arg(long, value_name = "DIR", default_value = "out/bench-kernels")]
     out: PathBuf,
-    reps: Option<usize>,
-    options: GpuOptions,
+    /// Samples per figure (default 5, 3 with --quick).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    reps: Option<u64>,
+    /// Adapter whose name contains NAME.
+    #[arg(long, value_name = "NAME")]
+    adapter: Option<String>,
+    /// wgpu backend (vulkan, gl, metal, dx12).
+    #[arg(long, value_name = "B")]
+    backend: Option<String>,
 }
 
-fn parse(args: &[String]) -> anyhow::Result<Args> {
-    let mut a = Args {
-        quick: false,
-        cold_only: false,
-        only: None,
-        out: PathBuf::from("out/bench-kernels"),
-        reps: None,
-        options: GpuOptions::default(),
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |what: &str| {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{what} needs a value"))
-        };
-        match arg.as_str() {
-            "--quick" => a.quick = true,
-            "--cold-only" => a.cold_only = true,
-            "--only" => a.only = Some(value("--only")?),
-            "--out" => a.out = PathBuf::from(value("--out")?),
-            "--reps" => {
-                let n: usize = value("--reps")?.parse().context("--reps")?;
-                anyhow::ensure!(n > 0, "--reps must be at least 1");
-                a.reps = Some(n);
-            }
-            "--adapter" => a.options.adapter = Some(value("--adapter")?),
-            "--backend" => a.options.backend = Some(value("--backend")?),
-            other => anyhow::bail!(
-                "unknown argument '{other}' (use --quick, --out DIR, --reps N, --only TEXT, --adapter NAME, --backend B, --cold-only)"
-            ),
+impl Args {
+    fn options(&self) -> GpuOptions {
+        GpuOptions {
+            adapter: self.adapter.clone(),
+            backend: self.backend.clone(),
+            ..GpuOptions::default()
         }
     }
-    Ok(a)
 }
 
 /// "off" when `MESA_SHADER_CACHE_DISABLE` disables Mesa's on-disk shader cache, else "on".
@@ -402,10 +393,10 @@ fn cold_start_without_shader_cache(a: &Args) -> anyhow::Result<Vec<ColdStart>> {
     if let Some(r) = a.reps {
         cmd.args(["--reps", &r.to_string()]);
     }
-    if let Some(ad) = &a.options.adapter {
+    if let Some(ad) = &a.adapter {
         cmd.args(["--adapter", ad]);
     }
-    if let Some(b) = &a.options.backend {
+    if let Some(b) = &a.backend {
         cmd.args(["--backend", b]);
     }
     let out = cmd
@@ -692,12 +683,11 @@ fn cold_start(
 }
 
 /// Runs the kernels benchmark.
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let a = parse(args)?;
+pub fn run(a: Args) -> anyhow::Result<()> {
     let load_before = loadavg();
-    let reps = a.reps.unwrap_or(if a.quick { 3 } else { 5 });
-    let command = std::iter::once("cargo run -p bench --release -- kernels".to_string())
-        .chain(args.iter().cloned())
+    let reps = a.reps.map_or(if a.quick { 3 } else { 5 }, |r| r as usize);
+    let command = std::iter::once("cargo run -p bench --release --".to_string())
+        .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
     // A cache private to this run, so every layer is tuned here and now.
@@ -710,7 +700,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let gpu = GpuExecutor::new(GpuOptions {
         cache_path: Some(layer_cache),
         no_autotune: false,
-        ..a.options.clone()
+        ..a.options()
     })
     .context("opening the GPU executor")?;
     let info = gpu.context().info.clone();
@@ -742,7 +732,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         cold_models(a.quick)?
     };
     for (name, g) in models {
-        let c = cold_start(&a.options, &a.out, name, &g, &mut rng, reps)?;
+        let c = cold_start(&a.options(), &a.out, name, &g, &mut rng, reps)?;
         anyhow::ensure!(
             c.warm_output_identical,
             "{}: the warm-cache executor's output differs from the first executor's",

@@ -13,29 +13,41 @@ mod tiles;
 mod transport;
 mod util;
 
-const USAGE: &str =
-    "usage: cargo run -p bench --release -- <kernels|tiles|transport|planner|cluster> [args]";
+use clap::Parser;
+
+/// tessera's microbenchmarks.
+#[derive(Parser, Debug)]
+#[command(
+    name = "bench",
+    about = "tessera's microbenchmarks: kernels, tiles, transport, planner, cluster"
+)]
+enum Bench {
+    /// GFLOP/s of the GPU kernels on real layer shapes, and the cold start.
+    Kernels(kernels::Args),
+    /// Tile-size sweep: peak memory, halo FLOPs and latency per grid.
+    Tiles(tiles::Args),
+    /// Tiles over QUIC, plain TCP and the link emulator.
+    Transport(transport::Args),
+    /// Planning time of a 200-op DAG on an 8-node cluster.
+    Planner(planner::Args),
+    /// Whole-cluster plans side by side on a loopback cluster.
+    Cluster(cluster::Args),
+    /// A node daemon (the cluster benchmark starts its nodes from this binary).
+    #[command(hide = true)]
+    Node {
+        /// The node's TOML file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(which) = args.first() else {
-        eprintln!("{USAGE}");
-        std::process::exit(2);
-    };
-    let rest = &args[1..];
-    match which.as_str() {
-        "kernels" => kernels::run(rest),
-        "tiles" => tiles::run(rest),
-        "transport" => transport::run(rest),
-        "planner" => planner::run(rest),
-        "cluster" => cluster::run(rest),
-        // The cluster benchmark starts its node daemons from this binary.
-        "node" if rest.len() == 2 && rest[0] == "--config" => {
-            tessera::cluster::node::main(std::path::Path::new(&rest[1]))
-        }
-        other => {
-            eprintln!("unknown benchmark '{other}'\n{USAGE}");
-            std::process::exit(2);
-        }
+    match Bench::parse() {
+        Bench::Kernels(a) => kernels::run(a),
+        Bench::Tiles(a) => tiles::run(a),
+        Bench::Transport(a) => transport::run(a),
+        Bench::Planner(a) => planner::run(a),
+        Bench::Cluster(a) => cluster::run(a),
+        Bench::Node { config } => tessera::cluster::node::main(&config),
     }
 }

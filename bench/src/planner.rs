@@ -157,16 +157,17 @@ pub fn cluster(edges: usize) -> Cluster {
     Cluster { nodes, links }
 }
 
+/// Arguments of `bench planner`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Timed planning runs.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    iters: usize,
+}
+
 /// Runs the planner benchmark.
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let iters: usize = match args.iter().position(|a| a == "--iters") {
-        Some(i) => args
-            .get(i + 1)
-            .context("--iters needs a number")?
-            .parse()
-            .context("--iters")?,
-        None => 50,
-    };
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let iters = args.iters;
     let graph = resnet_like(200)?;
     let c8 = cluster(6);
     c8.validate()?;

@@ -168,34 +168,23 @@ fn describe(g: &Graph, segs: &[Segment]) -> Vec<String> {
         .collect()
 }
 
+/// Arguments of `bench tiles`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Input side N of the timed runs (3×N×N).
+    #[arg(long, value_name = "N", default_value_t = 112)]
+    size: usize,
+    /// Largest grid G×G swept (at most 8).
+    #[arg(long, value_name = "G", default_value_t = 8)]
+    max_grid: usize,
+    /// Skip the timed runs (geometry only).
+    #[arg(long)]
+    no_latency: bool,
+}
+
 /// Runs the tiles benchmark.
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let mut size = 112usize;
-    let mut max_grid = 8usize;
-    let mut latency = true;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--size" => {
-                size = it
-                    .next()
-                    .context("--size needs a value")?
-                    .parse()
-                    .context("--size")?
-            }
-            "--max-grid" => {
-                max_grid = it
-                    .next()
-                    .context("--max-grid needs a value")?
-                    .parse()
-                    .context("--max-grid")?
-            }
-            "--no-latency" => latency = false,
-            other => anyhow::bail!(
-                "unknown argument '{other}' (use --size N, --max-grid G, --no-latency)"
-            ),
-        }
-    }
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (size, max_grid, latency) = (args.size, args.max_grid, !args.no_latency);
     let max_grid = max_grid.clamp(1, 8);
 
     // 1. Halo overhead of VGG-16's first 8 conv layers as one block, 224×224.

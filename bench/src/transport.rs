@@ -25,13 +25,27 @@ use transport::{
     LinkTuning, Region, Tier, TileHeader, TileKey, TileKind,
 };
 
-#[derive(Debug, Clone)]
-struct Args {
+/// Arguments of `bench transport`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Tile sizes, comma-separated (K and M suffixes).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_size,
+          default_value = "64K,256K,1M,4M,16M")]
     sizes: Vec<u64>,
+    /// MiB moved per size and transport.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     mib: u64,
+    /// QUIC streams in flight.
+    #[arg(long, default_value_t = 4)]
     streams: usize,
+    /// Alternating QUIC/TCP rounds per size.
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Bandwidth of the emulated link, Mbit/s.
+    #[arg(long, default_value_t = 200.0)]
     link_mbps: f64,
+    /// JSON report path (the SVG goes beside it).
+    #[arg(long, value_name = "FILE", default_value = "out/bench/transport.json")]
     out: PathBuf,
 }
 
@@ -47,44 +61,6 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
         bail!("size '{s}' must be a positive multiple of 4 bytes");
     }
     Ok(n * mult)
-}
-
-fn parse_args(args: &[String]) -> anyhow::Result<Args> {
-    let mut a = Args {
-        sizes: ["64K", "256K", "1M", "4M", "16M"]
-            .iter()
-            .map(|s| parse_size(s))
-            .collect::<Result<_, _>>()?,
-        mib: 256,
-        streams: 4,
-        rounds: 3,
-        link_mbps: 200.0,
-        out: PathBuf::from("out/bench/transport.json"),
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--sizes" => {
-                a.sizes = val()?
-                    .split(',')
-                    .map(parse_size)
-                    .collect::<Result<_, _>>()?
-            }
-            "--mib" => a.mib = val()?.parse().context("--mib")?,
-            "--streams" => a.streams = val()?.parse().context("--streams")?,
-            "--rounds" => a.rounds = val()?.parse().context("--rounds")?,
-            "--link-mbps" => a.link_mbps = val()?.parse().context("--link-mbps")?,
-            "--out" => a.out = PathBuf::from(val()?),
-            other => {
-                bail!("unknown flag '{other}' (see the doc comment of bench/src/transport.rs)")
-            }
-        }
-    }
-    if a.streams == 0 || a.rounds == 0 || a.mib == 0 || a.link_mbps <= 0.0 {
-        bail!("--streams, --rounds, --mib and --link-mbps must be positive");
-    }
-    Ok(a)
 }
 
 /// Process CPU time (user + system, all threads).
@@ -356,8 +332,10 @@ fn quinn_like_defaults() -> LinkTuning {
 }
 
 /// Runs the transport benchmark.
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let args = parse_args(args)?;
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.streams == 0 || args.rounds == 0 || args.link_mbps <= 0.0 {
+        bail!("--streams, --rounds and --link-mbps must be positive");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -2,10 +2,19 @@
 //! in wgpu): `cargo run -p transport --release --example transport_bench -- [args]`.
 //! Same code as `cargo run -p bench --release -- transport`.
 
+use clap::Parser;
+
 #[path = "../../bench/src/transport.rs"]
 mod transport_bench;
 
+/// Tiles over QUIC, plain TCP and the link emulator.
+#[derive(Parser, Debug)]
+#[command(name = "transport_bench")]
+struct Cli {
+    #[command(flatten)]
+    args: transport_bench::Args,
+}
+
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    transport_bench::run(&args)
+    transport_bench::run(Cli::parse().args)
 }
