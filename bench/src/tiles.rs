@@ -1,11 +1,13 @@
-//! `cargo run -p bench --release -- tiles [--size N] [--max-grid G] [--no-latency]`
+//! `cargo run -p bench --release -- tiles [--size N] [--max-grid G] [--no-latency] [--backend cpu|gpu] [--reps N]`
 //!
 //! Tile-size sweep on a VGG-16 conv stack (13 convs + 5 max-pools, random
 //! weights): for grids 1×1 … G×G and several fused depths, the per-tile peak
 //! memory, halo FLOP overhead and bytes per tile (analytic, exact, from the
-//! tile geometry at 3×224×224), and the latency of tiled runs on the CPU
-//! executor at 3×N×N (default 112, wall-clock, tiles run one after another)
-//! with a bit-exactness check against the untiled run. Writes
+//! tile geometry at 3×224×224), and the latency of tiled runs at 3×N×N
+//! (default 112; wall-clock, tiles run one after another, the median of
+//! `--reps` runs taken round robin over the grids) on the CPU executor or,
+//! with `--backend gpu`, on the wgpu executor, for square grids and row
+//! strips, with a bit-exactness check against the untiled run. Writes
 //! `out/bench/tiles.json` and `out/bench/tiles.svg`.
 
 use std::sync::Arc;
@@ -180,6 +182,12 @@ pub struct Args {
     /// Skip the timed runs (geometry only).
     #[arg(long)]
     no_latency: bool,
+    /// Executor of the timed runs.
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: crate::cluster::BackendArg,
+    /// Timed runs per grid (the median is reported).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    reps: u64,
 }
 
 /// Runs the tiles benchmark.
@@ -243,10 +251,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("untiled peak: {:.2} MiB", mib(peak_live_bytes(&model)));
 
-    // 3. Latency on the CPU executor at a smaller input.
+    // 3. Latency at a smaller input.
     let mut lat = Vec::new();
     let mut untiled_ms = 0.0;
+    let backend = match args.backend {
+        crate::cluster::BackendArg::Cpu => tessera::Backend::Cpu,
+        crate::cluster::BackendArg::Gpu => tessera::Backend::Gpu,
+    };
+    let executor_name = format!("{backend:?}").to_uppercase();
     if latency {
+        let exec = tessera::exec::executor(backend, None, true)?;
         let small = vgg16_convs(size, 13)?;
         let mut rng = Rng(42);
         let input = rng.tensor(
@@ -258,54 +272,98 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .context("input")?,
             1.0,
         )?;
-        let t0 = Instant::now();
+        // The reference is the CPU executor's untiled run.
         let reference = CpuExecutor.run(&small, std::slice::from_ref(&input))?;
-        untiled_ms = t0.elapsed().as_secs_f64() * 1e3;
-        println!(
-            "\nlatency, CPU executor, 3x{size}x{size}, wall-clock, tiles sequential; untiled {untiled_ms:.0} ms"
-        );
         println!(
             "{:>9} {:>5} {:>10} {:>13}",
             "fuse", "grid", "ms", "bit-identical"
         );
         let opts = TiledOptions::default();
+        // (fuse label, grid): the untiled run first, then square grids and
+        // row strips under the chooser's blocks and one block of everything.
+        let mut cases: Vec<(String, Grid, Vec<Segment>)> = Vec::new();
         for f in fuse_settings()
             .into_iter()
             .filter(|f| f.label == "auto" || f.label == "fuse all")
         {
             let segs = choose_blocks(&small, &f.options);
             for n in [1, 2, 3, 4].into_iter().filter(|&n| n <= max_grid) {
+                cases.push((f.label.clone(), Grid::uniform(n, n), segs.clone()));
+            }
+            for n in [2, 4].into_iter().filter(|&n| n <= max_grid) {
+                cases.push((f.label.clone(), Grid::uniform(n, 1), segs.clone()));
+            }
+        }
+        let untiled = |exec: &dyn Executor| -> anyhow::Result<(f64, Vec<tile_engine::Tensor>)> {
+            let t0 = Instant::now();
+            let out = exec.run(&small, std::slice::from_ref(&input))?;
+            Ok((t0.elapsed().as_secs_f64() * 1e3, out))
+        };
+        // One warm-up of everything (pipelines compile), then rounds.
+        untiled(exec.as_ref())?;
+        let mut untiled_samples = Vec::new();
+        let mut samples = vec![Vec::new(); cases.len()];
+        let mut outputs = vec![Vec::new(); cases.len()];
+        for round in 0..=args.reps {
+            let (ms, _) = untiled(exec.as_ref())?;
+            if round > 0 {
+                untiled_samples.push(ms);
+            }
+            for (k, (_, grid, segs)) in cases.iter().enumerate() {
                 let t0 = Instant::now();
                 let out = run_segments(
-                    &CpuExecutor,
+                    exec.as_ref(),
                     &small,
                     std::slice::from_ref(&input),
-                    &segs,
-                    &Grid::uniform(n, n),
+                    segs,
+                    grid,
                     opts.clamp_grid,
                 )?;
-                let ms = t0.elapsed().as_secs_f64() * 1e3;
-                let same = out.len() == reference.len()
-                    && out.iter().zip(&reference).all(|(a, b)| {
-                        a.data()
-                            .iter()
-                            .zip(b.data())
-                            .all(|(x, y)| x.to_bits() == y.to_bits())
-                    });
-                println!(
-                    "{:>9} {:>5} {:>10.0} {:>13}",
-                    f.label,
-                    format!("{n}x{n}"),
-                    ms,
-                    if same { "yes" } else { "NO" }
-                );
-                anyhow::ensure!(
-                    same,
-                    "tiled output differs from untiled ({} at {n}x{n})",
-                    f.label
-                );
-                lat.push(json!({"fuse": f.label, "grid": n, "ms": ms, "bit_identical": same}));
+                if round > 0 {
+                    samples[k].push(t0.elapsed().as_secs_f64() * 1e3);
+                }
+                outputs[k] = out;
             }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        untiled_ms = median(&mut untiled_samples);
+        println!(
+            "\nlatency, {executor_name} executor, 3x{size}x{size}, wall-clock, tiles sequential, median of {}; untiled {untiled_ms:.0} ms",
+            args.reps
+        );
+        println!(
+            "{:>9} {:>5} {:>10} {:>10} {:>13}",
+            "fuse", "grid", "ms", "/ untiled", "bit-identical"
+        );
+        for (k, (label, grid, _)) in cases.iter().enumerate() {
+            let ms = median(&mut samples[k]);
+            let out = &outputs[k];
+            let same = out.len() == reference.len()
+                && out.iter().zip(&reference).all(|(a, b)| {
+                    a.data()
+                        .iter()
+                        .zip(b.data())
+                        .all(|(x, y)| x.to_bits() == y.to_bits())
+                });
+            println!(
+                "{:>9} {:>5} {:>10.0} {:>10.2} {:>13}",
+                label,
+                format!("{}x{}", grid.rows, grid.cols),
+                ms,
+                ms / untiled_ms,
+                if same { "yes" } else { "NO" }
+            );
+            anyhow::ensure!(
+                same,
+                "tiled output differs from the CPU reference ({label} at {}x{})",
+                grid.rows,
+                grid.cols
+            );
+            let entry = json!({"fuse": label, "rows": grid.rows, "cols": grid.cols, "ms": ms, "bit_identical": same});
+            lat.push(entry);
         }
     }
 
@@ -314,6 +372,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "model": "VGG-16 conv stack (13 conv + 5 max-pool), random weights",
         "analytic_input": [1, 3, 224, 224],
         "latency_input": [1, 3, size, size],
+        "latency_executor": executor_name,
+        "latency_reps": args.reps,
         "max_halo_overhead_default": tile_engine::tiling::DEFAULT_MAX_HALO_OVERHEAD,
         "first8_one_block": first8_rows,
         "first8_chooser": describe(&first8, &auto8),
@@ -327,7 +387,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&report)?,
     )
     .context("writing out/bench/tiles.json")?;
-    let doc = plot(&points, &lat, untiled_ms, max_grid, size);
+    let doc = plot(&points, &lat, untiled_ms, max_grid, size, &executor_name);
     svg::save("out/bench/tiles.svg", &doc).context("writing out/bench/tiles.svg")?;
     println!("\nwrote out/bench/tiles.json and out/bench/tiles.svg");
     Ok(())
@@ -478,6 +538,7 @@ fn plot(
     untiled_ms: f64,
     max_grid: usize,
     size: usize,
+    executor: &str,
 ) -> Document {
     let mut doc = Document::new()
         .set("viewBox", (0, 0, 860, 380))
@@ -531,8 +592,8 @@ fn plot(
         .map(|l| {
             let pts = lat
                 .iter()
-                .filter(|v| v["fuse"].as_str() == Some(l))
-                .filter_map(|v| Some((v["grid"].as_f64()?, v["ms"].as_f64()?)))
+                .filter(|v| v["fuse"].as_str() == Some(l) && v["rows"] == v["cols"])
+                .filter_map(|v| Some((v["rows"].as_f64()?, v["ms"].as_f64()?)))
                 .collect();
             (l.clone(), pts)
         })
@@ -551,7 +612,7 @@ fn plot(
     panel(
         doc,
         430.0,
-        &format!("Latency, CPU executor @{size} (wall-clock)"),
+        &format!("Latency, {executor} executor @{size} (wall-clock)"),
         "ms",
         xmax,
         ymax,
