@@ -114,10 +114,10 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     reps: Option<u64>,
     /// Executor of the node daemons (default: the GPU if an adapter is found).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     backend: Option<BackendArg>,
     /// Only this model.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     model: Option<ModelArg>,
     /// Folder for cluster.json and cluster.svg.
     #[arg(long, value_name = "DIR", default_value = "out/bench-cluster")]
@@ -131,6 +131,15 @@ pub enum BackendArg {
     Cpu,
     /// The wgpu executor.
     Gpu,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Backend {
+        match b {
+            BackendArg::Cpu => Backend::Cpu,
+            BackendArg::Gpu => Backend::Gpu,
+        }
+    }
 }
 
 /// `--model` values.
@@ -148,12 +157,13 @@ pub enum ModelArg {
 pub fn run(args: Args) -> Result<()> {
     let quick = args.quick;
     let out = args.out;
-    let only = args.model.map(|m| format!("{m:?}").to_lowercase());
-    let reps = args.reps.map(|r| r as usize);
-    let backend = args.backend.map(|b| match b {
-        BackendArg::Cpu => Backend::Cpu,
-        BackendArg::Gpu => Backend::Gpu,
+    let only = args.model.map(|m| match m {
+        ModelArg::Default => "default",
+        ModelArg::Vgg => "vgg",
+        ModelArg::Resnet => "resnet",
     });
+    let reps = args.reps.map(|r| r as usize);
+    let backend = args.backend.map(Backend::from);
     let backend = backend.unwrap_or_else(|| {
         if tessera::exec::executor(Backend::Gpu, None, true).is_ok() {
             Backend::Gpu
@@ -200,7 +210,7 @@ pub fn run(args: Args) -> Result<()> {
             ("ResNet-like (128²)", resnet.display().to_string(), image(128)?),
         ]
         .into_iter()
-        .filter(|(label, _, _)| only.as_ref().is_none_or(|o| label.to_lowercase().starts_with(o.as_str())))
+        .filter(|(label, _, _)| only.is_none_or(|o| label.to_lowercase().starts_with(o)))
         .collect();
 
         let mut rows = Vec::new();
@@ -215,7 +225,7 @@ pub fn run(args: Args) -> Result<()> {
             // then tessera's plans once more from what it saw (one tile's
             // span is noisy), as the demo does.
             let warm: Vec<_> = plans(&coord, &m)?.into_iter().map(|(_, p)| p).collect();
-            let tessera = |p: &tessera::cluster::coordinator::ExecPlan| p.name.starts_with("tessera");
+            let tessera = |p: &ExecPlan| p.name.starts_with("tessera");
             experiment::measure(&coord, &m, input, &warm, 1, &mut request, |k| tessera(&warm[k]), |_| {}).await?;
             if !quick {
                 for (_, p) in plans(&coord, &m)?.into_iter().filter(|(_, p)| tessera(p)) {

@@ -7,7 +7,8 @@
 //! (default 112; wall-clock, tiles run one after another, the median of
 //! `--reps` runs taken round robin over the grids) on the CPU executor or,
 //! with `--backend gpu`, on the wgpu executor, for square grids and row
-//! strips, with a bit-exactness check against the untiled run. Writes
+//! strips, each run checked bit for bit against the untiled run on the
+//! same executor. Writes
 //! `out/bench/tiles.json` and `out/bench/tiles.svg`.
 
 use std::sync::Arc;
@@ -18,8 +19,6 @@ use serde_json::json;
 use svg::Document;
 use svg::node::element::path::Data;
 use svg::node::element::{Circle, Line, Path, Rectangle, Text};
-use tile_engine::Executor;
-use tile_engine::cpu::CpuExecutor;
 use tile_engine::ir::{Activation, Conv, Graph, Op, Pool, PoolKind};
 use tile_engine::tiling::{
     Block, FusionOptions, Grid, Segment, TiledOptions, choose_blocks, peak_live_bytes,
@@ -183,7 +182,7 @@ pub struct Args {
     #[arg(long)]
     no_latency: bool,
     /// Executor of the timed runs.
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "cpu")]
     backend: crate::cluster::BackendArg,
     /// Timed runs per grid (the median is reported).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
@@ -254,10 +253,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // 3. Latency at a smaller input.
     let mut lat = Vec::new();
     let mut untiled_ms = 0.0;
-    let backend = match args.backend {
-        crate::cluster::BackendArg::Cpu => tessera::Backend::Cpu,
-        crate::cluster::BackendArg::Gpu => tessera::Backend::Gpu,
-    };
+    let backend = tessera::Backend::from(args.backend);
     let executor_name = format!("{backend:?}").to_uppercase();
     if latency {
         let exec = tessera::exec::executor(backend, None, true)?;
@@ -272,15 +268,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .context("input")?,
             1.0,
         )?;
-        // The reference is the CPU executor's untiled run.
-        let reference = CpuExecutor.run(&small, std::slice::from_ref(&input))?;
-        println!(
-            "{:>9} {:>5} {:>10} {:>13}",
-            "fuse", "grid", "ms", "bit-identical"
-        );
         let opts = TiledOptions::default();
-        // (fuse label, grid): the untiled run first, then square grids and
-        // row strips under the chooser's blocks and one block of everything.
+        // Square grids and row strips, under the chooser's blocks and under
+        // one block of everything.
         let mut cases: Vec<(String, Grid, Vec<Segment>)> = Vec::new();
         for f in fuse_settings()
             .into_iter()
@@ -294,35 +284,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 cases.push((f.label.clone(), Grid::uniform(n, 1), segs.clone()));
             }
         }
-        let untiled = |exec: &dyn Executor| -> anyhow::Result<(f64, Vec<tile_engine::Tensor>)> {
-            let t0 = Instant::now();
-            let out = exec.run(&small, std::slice::from_ref(&input))?;
-            Ok((t0.elapsed().as_secs_f64() * 1e3, out))
+        // The untiled run on the same executor is the reference: tiled ==
+        // untiled bit for bit is the engine's invariant on any executor (a
+        // GPU's fused multiply-adds may round otherwise than the CPU's).
+        let inputs = std::slice::from_ref(&input);
+        let reference = exec.run(&small, inputs)?;
+        let bits = |out: &[tile_engine::Tensor]| -> Vec<u32> {
+            out.iter()
+                .flat_map(|t| t.data().iter().map(|x| x.to_bits()))
+                .collect()
         };
-        // One warm-up of everything (pipelines compile), then rounds.
-        untiled(exec.as_ref())?;
+        let want = bits(&reference);
+        // Round 0 warms every case up (pipelines compile); each round starts
+        // at another case, so a slow spell of the machine does not keep
+        // falling on the same one. Index 0 is the untiled run.
         let mut untiled_samples = Vec::new();
         let mut samples = vec![Vec::new(); cases.len()];
-        let mut outputs = vec![Vec::new(); cases.len()];
-        for round in 0..=args.reps {
-            let (ms, _) = untiled(exec.as_ref())?;
-            if round > 0 {
-                untiled_samples.push(ms);
-            }
-            for (k, (_, grid, segs)) in cases.iter().enumerate() {
+        let mut same = vec![true; cases.len()];
+        let rounds = args.reps as usize + 1;
+        for round in 0..rounds {
+            for k in tessera::cluster::experiment::round_order(cases.len() + 1, round, rounds) {
                 let t0 = Instant::now();
-                let out = run_segments(
-                    exec.as_ref(),
-                    &small,
-                    std::slice::from_ref(&input),
-                    segs,
-                    grid,
-                    opts.clamp_grid,
-                )?;
-                if round > 0 {
-                    samples[k].push(t0.elapsed().as_secs_f64() * 1e3);
+                let out = match k.checked_sub(1).map(|c| &cases[c]) {
+                    None => exec.run(&small, inputs)?,
+                    Some((_, grid, segs)) => {
+                        run_segments(exec.as_ref(), &small, inputs, segs, grid, opts.clamp_grid)?
+                    }
+                };
+                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                if let Some(c) = k.checked_sub(1) {
+                    same[c] &= bits(&out) == want;
+                    if round > 0 {
+                        samples[c].push(ms);
+                    }
+                } else if round > 0 {
+                    untiled_samples.push(ms);
                 }
-                outputs[k] = out;
             }
         }
         let median = |v: &mut Vec<f64>| {
@@ -340,14 +337,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         for (k, (label, grid, _)) in cases.iter().enumerate() {
             let ms = median(&mut samples[k]);
-            let out = &outputs[k];
-            let same = out.len() == reference.len()
-                && out.iter().zip(&reference).all(|(a, b)| {
-                    a.data()
-                        .iter()
-                        .zip(b.data())
-                        .all(|(x, y)| x.to_bits() == y.to_bits())
-                });
+            let same = same[k];
             println!(
                 "{:>9} {:>5} {:>10.0} {:>10.2} {:>13}",
                 label,
@@ -358,7 +348,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
             anyhow::ensure!(
                 same,
-                "tiled output differs from the CPU reference ({label} at {}x{})",
+                "tiled output differs from the untiled run ({label} at {}x{})",
                 grid.rows,
                 grid.cols
             );

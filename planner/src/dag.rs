@@ -61,8 +61,11 @@ impl DagOp {
 pub struct DagTensor {
     /// Name for reports.
     pub name: String,
-    /// Size in bytes.
+    /// Size in bytes (as it crosses a link: a model input may travel as
+    /// bytes, see the coordinator's `expect_inputs`).
     pub bytes: f64,
+    /// Elements (f32 on an executor, whatever `bytes` says).
+    pub elements: f64,
     /// `[H, W]` for NCHW maps, `None` otherwise.
     pub hw: Option<[usize; 2]>,
     /// Producing op; `None` for model inputs (which start on the device).
@@ -93,10 +96,11 @@ impl ModelDag {
         let mut tensors = Vec::new();
         let add = |v: usize, producer: Option<OpIdx>, tensors: &mut Vec<DagTensor>| {
             let shape = graph.shape(v);
-            let bytes = shape.iter().map(|&d| d as f64).product::<f64>() * 4.0;
+            let elements = shape.iter().map(|&d| d as f64).product::<f64>();
             tensors.push(DagTensor {
                 name: graph.values[v].name.clone(),
-                bytes,
+                bytes: elements * 4.0,
+                elements,
                 hw: (shape.len() == 4).then(|| [shape[2], shape[3]]),
                 producer,
                 consumers: Vec::new(),

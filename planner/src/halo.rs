@@ -47,9 +47,9 @@ pub struct TileWork {
     /// Bytes of the block's outputs the tile produces (no halo).
     pub out_bytes: f64,
     /// Elements the tile's crops move through a copy kernel: where an op
-    /// reads fewer columns of a map than a sibling made the tile compute,
-    /// the executor copies its part out row by row (a crop of whole rows is
-    /// one `memcpy` per channel and is not counted).
+    /// (or the block's output) needs fewer columns of a map than a sibling
+    /// made the tile compute, the executor copies its part out row by row
+    /// (a crop of whole rows is one `memcpy` per channel and is not counted).
     pub copy_elements: f64,
 }
 
@@ -148,6 +148,10 @@ impl HaloModel for ReceptiveField {
             }
         }
         let mut out_bytes = 0.0;
+        // What each op reads of each input, and the tile of each block
+        // output, before the hull over all of a map's readers: where one is
+        // narrower than the hull, the engine crops it out.
+        let mut reads: Vec<(TensorIdx, Span1, Span1)> = Vec::new();
         for t in block_outputs(dag, block) {
             let tensor = &dag.tensors[t];
             if let Some([h, w]) = tensor.hw {
@@ -155,13 +159,12 @@ impl HaloModel for ReceptiveField {
                 let c = frac_span(region.left, region.right, w);
                 out_bytes +=
                     tensor.bytes * ((r.1 - r.0) * (c.1 - c.0)) as f64 / (h * w).max(1) as f64;
+                reads.push((t, r, c));
                 merge(&mut need, t, r, c);
             }
         }
         let mut op_flops = vec![0.0; block.len()];
         let mut op_extent = vec![[0, 0]; block.len()];
-        // What each op reads of each input, before the hull over its readers.
-        let mut reads: Vec<(TensorIdx, Span1, Span1)> = Vec::new();
         for (j, &o) in block.iter().enumerate().rev() {
             let op = &dag.ops[o];
             let Some(&(_, r, c)) = need.iter().find(|e| e.0 == op.output) else {
@@ -199,9 +202,8 @@ impl HaloModel for ReceptiveField {
                 continue;
             };
             if c != hull_c {
-                let elements = dag.tensors[t].bytes / 4.0;
-                copy_elements +=
-                    elements * ((r.1 - r.0) * (c.1 - c.0)) as f64 / (h * w).max(1) as f64;
+                copy_elements += dag.tensors[t].elements * ((r.1 - r.0) * (c.1 - c.0)) as f64
+                    / (h * w).max(1) as f64;
             }
         }
         let mut in_bytes = 0.0;

@@ -13,6 +13,7 @@ fn map(name: String, hw: usize, producer: Option<usize>) -> DagTensor {
     DagTensor {
         name,
         bytes: CHANNELS * (hw * hw) as f64 * 4.0,
+        elements: CHANNELS * (hw * hw) as f64,
         hw: Some([hw, hw]),
         producer,
         consumers: Vec::new(),
@@ -30,6 +31,7 @@ pub fn chain(sizes: &[usize], k: usize) -> ModelDag {
 pub fn chain_with(sizes: &[usize], k: usize, channels: f64) -> ModelDag {
     let map = |name: String, hw: usize, producer| DagTensor {
         bytes: channels * (hw * hw) as f64 * 4.0,
+        elements: channels * (hw * hw) as f64,
         ..map(name, hw, producer)
     };
     let mut tensors = vec![map("input".into(), sizes[0], None)];

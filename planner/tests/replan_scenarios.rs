@@ -231,6 +231,7 @@ fn stem_and_heavy_tail() -> ModelDag {
         tensors.push(DagTensor {
             name: format!("fc{k}"),
             bytes: 16384.0,
+            elements: 4096.0,
             hw: None,
             producer: Some(ops.len()),
             consumers: vec![],

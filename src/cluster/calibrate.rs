@@ -98,7 +98,10 @@ fn runs(
 /// `steps` crops in a row, each one row and one column off a `c`-channel
 /// `side`×`side` map: what a 2-D tile's residual branches do, and an
 /// elementwise op's cost per element (the planner prices a tile's crops at
-/// the elementwise rate). Chained so the transfers are paid once.
+/// the elementwise rate). It becomes the node's elementwise rate: a loaded
+/// model's own elementwise ops are priced by their profiled seconds in
+/// these units, so for them the rate cancels, and on a CPU node the
+/// planner counts no crop copies. Chained so the transfers are paid once.
 fn crop_graph(c: usize, side: usize, steps: usize) -> Option<Graph> {
     let mut g = Graph::default();
     let mut x = g.add_value("x", vec![1, c, side, side]);

@@ -385,6 +385,9 @@ pub struct JobRecord {
     pub class: String,
     /// Ops the job ran.
     pub ops: usize,
+    /// Elements the tile's crops copied row by row
+    /// ([`tile_engine::tiling::row_copy_elements`]), which its span includes.
+    pub row_copies: u64,
     /// False if the job failed or timed out (its work was discarded).
     pub ok: bool,
     /// True if an idle node took the tile from another node's queue.
@@ -907,6 +910,7 @@ impl Coordinator {
             work: 0,
             class: calibrate::class_name(class).to_string(),
             ops: 0,
+            row_copies: 0,
             ok: false,
             stolen: false,
             early: false,
@@ -1405,6 +1409,7 @@ impl Coordinator {
         rec.flops = plan.flops;
         rec.work = model.work(&block.ops, plan.flops);
         rec.ops = block.ops.len();
+        rec.row_copies = plan.row_copy_elements;
         rec.stolen = stolen;
         let r = self
             .remote(
@@ -1435,11 +1440,24 @@ impl Coordinator {
                 continue;
             };
             let seconds = (r.end_us - r.start_us) as f64 / 1e6;
+            // The planner prices a tile's row copies at the elementwise rate
+            // on top of its ops; counted as work of the job's class here, so
+            // the span's copy time does not lower the class's rate as well.
+            let gpu = self.cluster.nodes.get(r.node).map(|n| n.backend)
+                == Some(planner::cluster::Backend::Gpu);
+            let est = p.estimates();
+            let copies = if gpu {
+                r.row_copies as f64 * est.flops_per_s(r.node, class)
+                    / est.flops_per_s(r.node, OpClass::Elementwise).max(1e-9)
+            } else {
+                0.0
+            };
+            let work = r.work + copies as u64;
             let folded = if r.end_us >= r.start_us + MIN_OBSERVED_US {
-                p.observe_job(r.node, class, r.ops, r.work, seconds)
+                p.observe_job(r.node, class, r.ops, work, seconds)
             } else {
                 // Shorter ones teach the node's fixed cost per job instead.
-                p.observe_short_job(r.node, class, r.ops, r.work, seconds)
+                p.observe_short_job(r.node, class, r.ops, work, seconds)
             };
             if let Err(e) = folded {
                 tracing::warn!("span not folded in: {e}");

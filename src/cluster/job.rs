@@ -28,6 +28,9 @@ pub struct JobPlan {
     pub out_region: Option<Region>,
     /// FLOPs (halo included for a tile).
     pub flops: u64,
+    /// Elements the tile's crops copy with rows narrower than their source
+    /// ([`tile_engine::tiling::row_copy_elements`]; 0 for a sub-graph).
+    pub row_copy_elements: u64,
 }
 
 fn with_hw(shape: &[usize], r: Region) -> Vec<usize> {
@@ -70,6 +73,7 @@ pub fn plan_job(
                 outputs,
                 out_region: None,
                 flops,
+                row_copy_elements: 0,
             })
         }
         Some([y, x, h, w]) => {
@@ -84,6 +88,7 @@ pub fn plan_job(
             let out = Region::new(Span::new(y, y + h), Span::new(x, x + w));
             let t = plan_tile(graph, &block, out)
                 .map_err(|e| ClusterError::Protocol(format!("cannot plan tile: {e}")))?;
+            let copies = tile_engine::tiling::row_copy_elements(&t.graph);
             let in_regions: Vec<Option<Region>> = block
                 .inputs
                 .iter()
@@ -111,6 +116,7 @@ pub fn plan_job(
                 outputs: block.outputs,
                 out_region: Some(out),
                 flops: t.flops,
+                row_copy_elements: copies,
             })
         }
     }

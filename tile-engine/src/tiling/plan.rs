@@ -139,6 +139,23 @@ fn backward(graph: &Graph, block: &Block, out: Region) -> Result<Regions> {
     Ok(Regions { value, read })
 }
 
+/// Elements `g`'s crops copy with rows narrower than their source: the GPU
+/// executor moves those through a copy kernel, where a crop of whole rows is
+/// one `memcpy` per channel (a 2-D tile's residual branches, not a strip's).
+pub fn row_copy_elements(g: &Graph) -> u64 {
+    g.nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Crop { .. }))
+        .filter(|n| {
+            let width = |v| g.shape(v).last().copied();
+            n.inputs
+                .first()
+                .is_some_and(|&i| width(i) != width(n.output))
+        })
+        .map(|n| g.shape(n.output).iter().product::<usize>() as u64)
+        .sum()
+}
+
 /// Peak bytes of live runtime tensors when `g`'s nodes run in order and each
 /// value is freed after its last reader (inputs included, graph outputs kept
 /// to the end, constants and op weights excluded).
