@@ -107,7 +107,7 @@ const SIMD_LANES: usize = 8;
 /// holds: a 44×65 tile computes 72 columns for 65, which is why 2-D grids of
 /// narrow tiles ran 20–35 % under the whole map's FLOP rate on lavapipe while
 /// row strips of the full width did not.
-fn kernel_padding(class: OpClass, [rows, cols]: [usize; 2]) -> f64 {
+pub fn kernel_padding(class: OpClass, [rows, cols]: [usize; 2]) -> f64 {
     if !matches!(class, OpClass::Conv3x3 | OpClass::Conv1x1) || rows == 0 || cols == 0 {
         return 1.0;
     }

@@ -1407,7 +1407,12 @@ impl Coordinator {
         let mut rec = self.record(request, stage, stage_idx, peer.idx, class);
         rec.tile = Some(t);
         rec.flops = plan.flops;
-        rec.work = model.work(&block.ops, plan.flops);
+        // A GPU tile's span includes its kernel padding, which the planner
+        // prices on top of the ops' work: count it as work, so the learnt
+        // rate does not also absorb it.
+        let gpu = self.cluster.nodes.get(peer.idx).map(|n| n.backend)
+            == Some(planner::cluster::Backend::Gpu);
+        rec.work = model.work(&block.ops, if gpu { plan.padded_flops } else { plan.flops });
         rec.ops = block.ops.len();
         rec.row_copies = plan.row_copy_elements;
         rec.stolen = stolen;

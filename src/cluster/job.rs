@@ -31,6 +31,10 @@ pub struct JobPlan {
     /// Elements the tile's crops copy with rows narrower than their source
     /// ([`tile_engine::tiling::row_copy_elements`]; 0 for a sub-graph).
     pub row_copy_elements: u64,
+    /// FLOPs with each conv weighted by the GPU kernel's padding on the
+    /// tile against the whole map's ([`planner::shares::kernel_padding`]):
+    /// the work a GPU tile's span measures, as the planner prices it.
+    pub padded_flops: u64,
 }
 
 fn with_hw(shape: &[usize], r: Region) -> Vec<usize> {
@@ -74,6 +78,7 @@ pub fn plan_job(
                 out_region: None,
                 flops,
                 row_copy_elements: 0,
+                padded_flops: flops,
             })
         }
         Some([y, x, h, w]) => {
@@ -89,6 +94,7 @@ pub fn plan_job(
             let t = plan_tile(graph, &block, out)
                 .map_err(|e| ClusterError::Protocol(format!("cannot plan tile: {e}")))?;
             let copies = tile_engine::tiling::row_copy_elements(&t.graph);
+            let padded = padded_flops(graph, &t.graph);
             let in_regions: Vec<Option<Region>> = block
                 .inputs
                 .iter()
@@ -117,9 +123,37 @@ pub fn plan_job(
                 out_region: Some(out),
                 flops: t.flops,
                 row_copy_elements: copies,
+                padded_flops: padded,
             })
         }
     }
+}
+
+/// FLOPs of `tile`'s nodes (a tile's copy of nodes of `model`, under their
+/// names), each weighted by the kernel's padding on its tile extent against
+/// the whole map's. Inserted crops have no node of that name and no FLOPs.
+fn padded_flops(model: &Graph, tile: &Graph) -> u64 {
+    let whole: std::collections::HashMap<&str, usize> = model
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.output))
+        .collect();
+    let hw = |g: &Graph, v| match g.shape(v) {
+        [.., h, w] => [*h, *w],
+        _ => [0, 0],
+    };
+    (0..tile.nodes.len())
+        .map(|i| {
+            let n = &tile.nodes[i];
+            let cost = tile.node_cost(i);
+            let Some(&out) = whole.get(n.name.as_str()) else {
+                return 0.0;
+            };
+            let pad = planner::shares::kernel_padding(cost.class, hw(tile, n.output))
+                / planner::shares::kernel_padding(cost.class, hw(model, out));
+            cost.flops as f64 * pad
+        })
+        .sum::<f64>() as u64
 }
 
 /// Cuts the job's inputs out of the values the coordinator holds.
@@ -139,4 +173,36 @@ pub fn gather_inputs(plan: &JobPlan, env: &[Option<Tensor>]) -> Result<Vec<Tenso
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_job;
+
+    #[test]
+    fn a_tile_counts_its_kernel_padding_and_its_row_copies() {
+        let mut g = tile_engine::default_model::graph([32, 32]).expect("default model");
+        tile_engine::passes::optimize(&mut g).expect("passes");
+        let ops: Vec<usize> = (0..g.nodes.len()).collect();
+        // The output is 64×64; rects are [row, col, rows, cols].
+        let whole = plan_job(&g, &ops, Some([0, 0, 64, 64])).expect("whole");
+        assert_eq!(whole.padded_flops, whole.flops);
+        assert_eq!(whole.row_copy_elements, 0);
+        // A strip of the full width: whole 8-pixel row blocks, as the map;
+        // only the last SIMD chunk weighs more on fewer rows.
+        let strip = plan_job(&g, &ops, Some([16, 0, 16, 64])).expect("strip");
+        let ratio = strip.padded_flops as f64 / strip.flops as f64;
+        assert!((1.0..1.04).contains(&ratio), "strip padding {ratio}");
+        let strip_ratio = ratio;
+        assert_eq!(strip.row_copy_elements, 0);
+        // A 2-D tile 27 columns wide: its convs run partial row blocks, and
+        // its residual branches are cropped row by row.
+        let tile = plan_job(&g, &ops, Some([16, 21, 16, 27])).expect("tile");
+        let ratio = tile.padded_flops as f64 / tile.flops as f64;
+        assert!(
+            ratio > strip_ratio + 0.05,
+            "2-D tile padding {ratio} vs a strip's {strip_ratio}"
+        );
+        assert!(tile.row_copy_elements > 0);
+    }
 }
