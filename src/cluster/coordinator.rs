@@ -385,8 +385,9 @@ pub struct JobRecord {
     pub class: String,
     /// Ops the job ran.
     pub ops: usize,
-    /// Elements the tile's crops copied row by row
-    /// ([`tile_engine::tiling::row_copy_elements`]), which its span includes.
+    /// Elements a GPU tile's crops copied row by row
+    /// ([`tile_engine::tiling::row_copy_elements`]), which its span includes
+    /// (0 elsewhere: a CPU executor's crops are `memcpy`s).
     pub row_copies: u64,
     /// False if the job failed or timed out (its work was discarded).
     pub ok: bool,
@@ -1407,14 +1408,19 @@ impl Coordinator {
         let mut rec = self.record(request, stage, stage_idx, peer.idx, class);
         rec.tile = Some(t);
         rec.flops = plan.flops;
-        // A GPU tile's span includes its kernel padding, which the planner
-        // prices on top of the ops' work: count it as work, so the learnt
-        // rate does not also absorb it.
+        // A GPU tile's span includes its kernel padding and its row-by-row
+        // crop copies, which the planner prices on top of the ops' work:
+        // both are recorded as work, so the learnt rate does not absorb them.
         let gpu = self.cluster.nodes.get(peer.idx).map(|n| n.backend)
             == Some(planner::cluster::Backend::Gpu);
-        rec.work = model.work(&block.ops, if gpu { plan.padded_flops } else { plan.flops });
+        let flops = if gpu {
+            rec.row_copies = tile_engine::tiling::row_copy_elements(&plan.graph);
+            super::job::padded_flops(&model.graph, &plan.graph)
+        } else {
+            plan.flops
+        };
+        rec.work = model.work(&block.ops, flops);
         rec.ops = block.ops.len();
-        rec.row_copies = plan.row_copy_elements;
         rec.stolen = stolen;
         let r = self
             .remote(
@@ -1448,16 +1454,14 @@ impl Coordinator {
             // The planner prices a tile's row copies at the elementwise rate
             // on top of its ops; counted as work of the job's class here, so
             // the span's copy time does not lower the class's rate as well.
-            let gpu = self.cluster.nodes.get(r.node).map(|n| n.backend)
-                == Some(planner::cluster::Backend::Gpu);
-            let est = p.estimates();
-            let copies = if gpu {
-                r.row_copies as f64 * est.flops_per_s(r.node, class)
-                    / est.flops_per_s(r.node, OpClass::Elementwise).max(1e-9)
+            let work = if r.row_copies > 0 {
+                let est = p.estimates();
+                let copies = r.row_copies as f64 * est.flops_per_s(r.node, class)
+                    / est.flops_per_s(r.node, OpClass::Elementwise).max(1e-9);
+                r.work + copies as u64
             } else {
-                0.0
+                r.work
             };
-            let work = r.work + copies as u64;
             let folded = if r.end_us >= r.start_us + MIN_OBSERVED_US {
                 p.observe_job(r.node, class, r.ops, work, seconds)
             } else {

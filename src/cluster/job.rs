@@ -28,13 +28,6 @@ pub struct JobPlan {
     pub out_region: Option<Region>,
     /// FLOPs (halo included for a tile).
     pub flops: u64,
-    /// Elements the tile's crops copy with rows narrower than their source
-    /// ([`tile_engine::tiling::row_copy_elements`]; 0 for a sub-graph).
-    pub row_copy_elements: u64,
-    /// FLOPs with each conv weighted by the GPU kernel's padding on the
-    /// tile against the whole map's ([`planner::shares::kernel_padding`]):
-    /// the work a GPU tile's span measures, as the planner prices it.
-    pub padded_flops: u64,
 }
 
 fn with_hw(shape: &[usize], r: Region) -> Vec<usize> {
@@ -77,8 +70,6 @@ pub fn plan_job(
                 outputs,
                 out_region: None,
                 flops,
-                row_copy_elements: 0,
-                padded_flops: flops,
             })
         }
         Some([y, x, h, w]) => {
@@ -93,8 +84,6 @@ pub fn plan_job(
             let out = Region::new(Span::new(y, y + h), Span::new(x, x + w));
             let t = plan_tile(graph, &block, out)
                 .map_err(|e| ClusterError::Protocol(format!("cannot plan tile: {e}")))?;
-            let copies = tile_engine::tiling::row_copy_elements(&t.graph);
-            let padded = padded_flops(graph, &t.graph);
             let in_regions: Vec<Option<Region>> = block
                 .inputs
                 .iter()
@@ -122,17 +111,17 @@ pub fn plan_job(
                 outputs: block.outputs,
                 out_region: Some(out),
                 flops: t.flops,
-                row_copy_elements: copies,
-                padded_flops: padded,
             })
         }
     }
 }
 
 /// FLOPs of `tile`'s nodes (a tile's copy of nodes of `model`, under their
-/// names), each weighted by the kernel's padding on its tile extent against
-/// the whole map's. Inserted crops have no node of that name and no FLOPs.
-fn padded_flops(model: &Graph, tile: &Graph) -> u64 {
+/// names), each weighted by the GPU kernel's padding on its tile extent
+/// against the whole map's ([`planner::shares::kernel_padding`]): the work a
+/// GPU tile's span measures, as the planner prices it. Inserted crops have
+/// no node of that name and no FLOPs.
+pub fn padded_flops(model: &Graph, tile: &Graph) -> u64 {
     let whole: std::collections::HashMap<&str, usize> = model
         .nodes
         .iter()
@@ -177,7 +166,8 @@ pub fn gather_inputs(plan: &JobPlan, env: &[Option<Tensor>]) -> Result<Vec<Tenso
 
 #[cfg(test)]
 mod tests {
-    use super::plan_job;
+    use super::{padded_flops, plan_job};
+    use tile_engine::tiling::row_copy_elements;
 
     #[test]
     fn a_tile_counts_its_kernel_padding_and_its_row_copies() {
@@ -186,23 +176,23 @@ mod tests {
         let ops: Vec<usize> = (0..g.nodes.len()).collect();
         // The output is 64×64; rects are [row, col, rows, cols].
         let whole = plan_job(&g, &ops, Some([0, 0, 64, 64])).expect("whole");
-        assert_eq!(whole.padded_flops, whole.flops);
-        assert_eq!(whole.row_copy_elements, 0);
+        assert_eq!(padded_flops(&g, &whole.graph), whole.flops);
+        assert_eq!(row_copy_elements(&whole.graph), 0);
         // A strip of the full width: whole 8-pixel row blocks, as the map;
         // only the last SIMD chunk weighs more on fewer rows.
         let strip = plan_job(&g, &ops, Some([16, 0, 16, 64])).expect("strip");
-        let ratio = strip.padded_flops as f64 / strip.flops as f64;
+        let ratio = padded_flops(&g, &strip.graph) as f64 / strip.flops as f64;
         assert!((1.0..1.04).contains(&ratio), "strip padding {ratio}");
         let strip_ratio = ratio;
-        assert_eq!(strip.row_copy_elements, 0);
+        assert_eq!(row_copy_elements(&strip.graph), 0);
         // A 2-D tile 27 columns wide: its convs run partial row blocks, and
         // its residual branches are cropped row by row.
         let tile = plan_job(&g, &ops, Some([16, 21, 16, 27])).expect("tile");
-        let ratio = tile.padded_flops as f64 / tile.flops as f64;
+        let ratio = padded_flops(&g, &tile.graph) as f64 / tile.flops as f64;
         assert!(
             ratio > strip_ratio + 0.05,
             "2-D tile padding {ratio} vs a strip's {strip_ratio}"
         );
-        assert!(tile.row_copy_elements > 0);
+        assert!(row_copy_elements(&tile.graph) > 0);
     }
 }
