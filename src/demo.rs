@@ -17,7 +17,7 @@ use planner::{Cluster, Tier};
 use tessera::Backend;
 use tessera::cluster::bundle::Bundle;
 use tessera::cluster::coordinator::{Coordinator, ExecPlan, JobRecord};
-use tessera::cluster::experiment::{self, Adaptive, PlanRun};
+use tessera::cluster::experiment::{self, Adaptive, PlanRun, RunStep};
 use tessera::cluster::harness::{HarnessOptions, LocalCluster};
 use tessera::cluster::trace::{self, fmt_bytes};
 use tessera::cluster::wire::Msg;
@@ -201,9 +201,10 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         bar.set_style(style.progress_chars("=> "));
     }
     let mut request = 0;
-    let tick = |p: &ExecPlan, what: &str| {
-        bar.set_message(format!("{what} {}", p.name));
-        bar.inc(1);
+    // The bar counts finished runs; its message names the one running.
+    let tick = |p: &ExecPlan, what: &str, step: RunStep| match step {
+        RunStep::Started => bar.set_message(format!("{what} {}", p.name)),
+        RunStep::Finished => bar.inc(1),
     };
     experiment::measure(
         &coord,
@@ -213,15 +214,16 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         1,
         &mut request,
         |k| warm[k].name == "tessera",
-        |p| tick(p, "warm-up"),
+        |p, step| tick(p, "warm-up", step),
     )
     .await?;
     if second_warm > 0 {
         let again = experiment::comparison_plans(&coord, &model)?;
         if let Some(p) = again.first() {
-            tick(p, "warm-up again:");
+            tick(p, "warm-up again:", RunStep::Started);
             request += 1;
             experiment::run_plan(&coord, &model, &input, p, request, true).await?;
+            tick(p, "warm-up again:", RunStep::Finished);
         }
     }
     let (report, _) = experiment::plan_live(&coord, &model)?;
@@ -235,7 +237,7 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         reps,
         &mut request,
         |k| k == 0,
-        |p| tick(p, "run"),
+        |p, step| tick(p, "run", step),
     )
     .await?
     .into_iter()

@@ -226,7 +226,7 @@ pub fn run(args: Args) -> Result<()> {
             // span is noisy), as the demo does.
             let warm: Vec<_> = plans(&coord, &m)?.into_iter().map(|(_, p)| p).collect();
             let tessera = |p: &ExecPlan| p.name.starts_with("tessera");
-            experiment::measure(&coord, &m, input, &warm, 1, &mut request, |k| tessera(&warm[k]), |_| {}).await?;
+            experiment::measure(&coord, &m, input, &warm, 1, &mut request, |k| tessera(&warm[k]), |_, _| {}).await?;
             if !quick {
                 for (_, p) in plans(&coord, &m)?.into_iter().filter(|(_, p)| tessera(p)) {
                     request += 1;
@@ -237,7 +237,7 @@ pub fn run(args: Args) -> Result<()> {
             // Plans with the same jobs as an earlier one are measured once.
             let execs: Vec<_> = plans.iter().map(|(_, p)| p.clone()).collect();
             let twins = experiment::twins(&execs);
-            let runs = experiment::measure(&coord, &m, input, &execs, reps, &mut request, |k| tessera(&execs[k]), |_| {}).await?;
+            let runs = experiment::measure(&coord, &m, input, &execs, reps, &mut request, |k| tessera(&execs[k]), |_, _| {}).await?;
             let runs_median = |k: usize| median(runs[k].iter().map(|r| r.replay.makespan_s).collect());
             // Each job at its median duration over the runs (the noise of
             // this shared machine would otherwise favour plans of one job).
@@ -392,4 +392,40 @@ fn svg(rows: &[Row]) -> String {
         .set("width", left + width + 80.0)
         .set("height", y + 10.0)
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Args, BackendArg, ModelArg};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn flags_land_in_their_fields_whatever_their_case() {
+        let cli = Cli::try_parse_from([
+            "cluster",
+            "--model",
+            "ResNet",
+            "--backend",
+            "GPU",
+            "--reps",
+            "3",
+        ])
+        .expect("valid flags");
+        let a = cli.args;
+        assert!(matches!(a.model, Some(ModelArg::Resnet)), "{:?}", a.model);
+        assert!(
+            matches!(a.backend, Some(BackendArg::Gpu)),
+            "{:?}",
+            a.backend
+        );
+        assert_eq!(a.reps, Some(3));
+        assert!(!a.quick);
+        assert_eq!(a.out, std::path::Path::new("out/bench-cluster"));
+    }
 }

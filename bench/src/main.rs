@@ -51,3 +51,51 @@ fn main() -> anyhow::Result<()> {
         Bench::Node { config } => tessera::cluster::node::main(&config),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Bench;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Bench::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_parses_its_documented_flags() {
+        for argv in [
+            "bench kernels --quick --reps 2 --only conv --backend vulkan",
+            "bench tiles --backend GPU --reps 5 --size 64 --max-grid 4 --no-latency",
+            "bench transport --sizes 64K,1M --rounds 2",
+            "bench planner",
+            "bench cluster --model VGG --backend cpu --reps 3 --quick --out x",
+        ] {
+            let parsed = Bench::try_parse_from(argv.split(' '));
+            assert!(
+                parsed.is_ok(),
+                "{argv}: {}",
+                parsed.err().map(|e| e.to_string()).unwrap_or_default()
+            );
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        for (argv, flag) in [
+            ("bench cluster --reps 0", "--reps"),
+            ("bench cluster --model vgx", "--model"),
+            ("bench tiles --backend tpu", "--backend"),
+            ("bench kernels --reps 0", "--reps"),
+            ("bench transport --sizes 12Q", "--sizes"),
+            ("bench transport --sizes 99999999999999999M", "--sizes"),
+            ("bench planner --bogus", "--bogus"),
+        ] {
+            let err = Bench::try_parse_from(argv.split(' '))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(flag), "{argv}: {err:?}");
+        }
+    }
+}

@@ -57,10 +57,10 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
         _ => (s, 1),
     };
     let n: u64 = num.parse().with_context(|| format!("size '{s}'"))?;
-    if n == 0 || !(n * mult).is_multiple_of(4) {
-        bail!("size '{s}' must be a positive multiple of 4 bytes");
+    match n.checked_mul(mult) {
+        Some(bytes) if bytes > 0 && bytes.is_multiple_of(4) => Ok(bytes),
+        _ => bail!("size '{s}' must be a positive multiple of 4 bytes"),
     }
-    Ok(n * mult)
 }
 
 /// Process CPU time (user + system, all threads).

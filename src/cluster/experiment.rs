@@ -475,12 +475,21 @@ pub fn round_order(n: usize, round: usize, rounds: usize) -> Vec<usize> {
     (start..n).chain(0..start).collect()
 }
 
+/// Where a run of [`measure`] is, for a progress display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunStep {
+    /// The run is about to start.
+    Started,
+    /// The run has finished.
+    Finished,
+}
+
 /// Runs every plan of `plans` `rounds` times, each round in [`round_order`];
 /// a plan with the same jobs as an earlier one (see [`twins`]) is not run,
 /// and gets its twin's runs under its own name. `request` numbers the
 /// requests; `observe(k)` says whether plan `k`'s spans feed the profiler
-/// (see [`run_plan`]); `before(plan)` is told of each run as it starts.
-/// Returns each plan's runs, in plan order.
+/// (see [`run_plan`]); `progress(plan, step)` is told of each run as it
+/// starts and as it ends. Returns each plan's runs, in plan order.
 #[allow(clippy::too_many_arguments)]
 pub async fn measure(
     c: &Coordinator,
@@ -490,7 +499,7 @@ pub async fn measure(
     rounds: usize,
     request: &mut u64,
     observe: impl Fn(usize) -> bool,
-    mut before: impl FnMut(&ExecPlan),
+    mut progress: impl FnMut(&ExecPlan, RunStep),
 ) -> Result<Vec<Vec<PlanRun>>, ClusterError> {
     let twin = twins(plans);
     let mut runs: Vec<Vec<PlanRun>> = plans.iter().map(|_| Vec::new()).collect();
@@ -499,9 +508,10 @@ pub async fn measure(
             if twin[k].is_some() {
                 continue;
             }
-            before(&plans[k]);
+            progress(&plans[k], RunStep::Started);
             *request += 1;
             runs[k].push(run_plan(c, model, input, &plans[k], *request, observe(k)).await?);
+            progress(&plans[k], RunStep::Finished);
         }
     }
     for (k, j) in twin.iter().enumerate() {
