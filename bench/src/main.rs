@@ -67,6 +67,7 @@ mod tests {
         for argv in [
             "bench kernels --quick --reps 2 --only conv --backend vulkan",
             "bench tiles --backend GPU --reps 5 --size 64 --max-grid 4 --no-latency",
+            "bench tiles --model default --grids 1x1,5x1,3×2",
             "bench transport --sizes 64K,1M --rounds 2",
             "bench planner",
             "bench cluster --model VGG --backend cpu --reps 3 --quick --out x",
@@ -86,6 +87,8 @@ mod tests {
             ("bench cluster --reps 0", "--reps"),
             ("bench cluster --model vgx", "--model"),
             ("bench tiles --backend tpu", "--backend"),
+            ("bench tiles --grids 2x2,0x1", "--grids"),
+            ("bench tiles --size 0", "--size"),
             ("bench kernels --reps 0", "--reps"),
             ("bench transport --sizes 12Q", "--sizes"),
             ("bench transport --sizes 99999999999999999M", "--sizes"),

@@ -1,15 +1,17 @@
-//! `cargo run -p bench --release -- tiles [--size N] [--max-grid G] [--no-latency] [--backend cpu|gpu] [--reps N]`
+//! `cargo run -p bench --release -- tiles [--model M] [--size N] [--max-grid G] [--grids LIST] [--no-latency] [--backend cpu|gpu] [--reps N]`
 //!
-//! Tile-size sweep on a VGG-16 conv stack (13 convs + 5 max-pools, random
-//! weights): for grids 1×1 … G×G and several fused depths, the per-tile peak
-//! memory, halo FLOP overhead and bytes per tile (analytic, exact, from the
-//! tile geometry at 3×224×224), and the latency of tiled runs at 3×N×N
-//! (default 112; wall-clock, tiles run one after another, the median of
-//! `--reps` runs taken round robin over the grids) on the CPU executor or,
-//! with `--backend gpu`, on the wgpu executor, for square grids and row
-//! strips, each run checked bit for bit against the untiled run on the
-//! same executor. Writes
-//! `out/bench/tiles.json` and `out/bench/tiles.svg`.
+//! Tile-size sweep on a model (`--model`: an ONNX file, a TF.js model.json
+//! or `default`; without it a VGG-16 conv stack of 13 convs + 5 max-pools
+//! with random weights): for grids 1×1 … G×G and several fused depths, the
+//! per-tile peak memory, halo FLOP overhead and bytes per tile (analytic,
+//! exact, from the tile geometry; the VGG stack at 3×224×224), and the
+//! latency of tiled runs (the VGG stack at 3×N×N, default 112; wall-clock,
+//! tiles run one after another, the median of `--reps` runs taken round
+//! robin over the grids) on the CPU executor or, with `--backend gpu`, on
+//! the wgpu executor, for the `--grids` given (default: square grids and
+//! row strips), each run checked bit for bit against the untiled run on
+//! the same executor. Writes `out/bench/tiles.json` and
+//! `out/bench/tiles.svg`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -172,12 +174,23 @@ fn describe(g: &Graph, segs: &[Segment]) -> Vec<String> {
 /// Arguments of `bench tiles`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Input side N of the timed runs (3×N×N).
-    #[arg(long, value_name = "N", default_value_t = 112)]
-    size: usize,
-    /// Largest grid G×G swept (at most 8).
+    /// The model swept: an .onnx file, a TF.js model.json or `default` (the
+    /// embedded super-resolution model); without it, a VGG-16 conv stack
+    /// with random weights.
+    #[arg(long, value_name = "MODEL")]
+    model: Option<String>,
+    /// Input side N of the timed runs (3×N×N): 112 for the VGG stack, 128
+    /// for `default`, 224 for a TF.js model; an ONNX model runs at the shape
+    /// it declares.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    size: Option<u64>,
+    /// Largest grid G×G swept in the memory and halo table (at most 8).
     #[arg(long, value_name = "G", default_value_t = 8)]
     max_grid: usize,
+    /// Grids timed, comma-separated RxC (default: 1x1 to 4x4 up to
+    /// --max-grid, and 2x1 and 4x1 row strips).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_grid)]
+    grids: Vec<Grid>,
     /// Skip the timed runs (geometry only).
     #[arg(long)]
     no_latency: bool,
@@ -189,41 +202,116 @@ pub struct Args {
     reps: u64,
 }
 
+fn parse_grid(s: &str) -> Result<Grid, String> {
+    Grid::parse(s).map_err(|e| e.to_string())
+}
+
+/// What the sweep runs on: the graph of the memory and halo table and the
+/// graph of the timed runs (the same graph for a user's model).
+struct Subject {
+    /// Long name, for the report.
+    name: String,
+    /// Short label, for plot titles.
+    label: String,
+    analytic: Graph,
+    timed: Graph,
+}
+
+fn shape_text(g: &Graph) -> String {
+    g.inputs
+        .first()
+        .map(|&i| {
+            g.shape(i)
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join("x")
+        })
+        .unwrap_or_default()
+}
+
+fn subject(args: &Args) -> anyhow::Result<Subject> {
+    let size = args.size.map(|s| s as usize);
+    let Some(spec) = &args.model else {
+        return Ok(Subject {
+            name: "VGG-16 conv stack (13 conv + 5 max-pool), random weights".into(),
+            label: "VGG-16 convs".into(),
+            analytic: vgg16_convs(224, 13)?,
+            timed: vgg16_convs(size.unwrap_or(112), 13)?,
+        });
+    };
+    let side = match tessera::model::kind_of(spec)? {
+        tessera::model::ModelKind::Onnx => None,
+        tessera::model::ModelKind::Default => Some(size.unwrap_or(128)),
+        tessera::model::ModelKind::Tfjs => Some(size.unwrap_or(224)),
+    };
+    let shape = side.map_or_else(Vec::new, |s| vec![1, 3, s, s]);
+    let g = tessera::model::load(spec, &shape)?;
+    let file = std::path::Path::new(spec)
+        .file_name()
+        .map_or_else(|| spec.clone(), |f| f.to_string_lossy().into_owned());
+    Ok(Subject {
+        name: spec.clone(),
+        label: file,
+        analytic: g.clone(),
+        timed: g,
+    })
+}
+
+/// The grids timed by default: square grids up to 4×4 and two row strips.
+fn default_grids(max_grid: usize) -> Vec<Grid> {
+    let square = (1..=4).map(|n| Grid::uniform(n, n));
+    let strips = [2, 4].into_iter().map(|n| Grid::uniform(n, 1));
+    square
+        .chain(strips)
+        .filter(|g| g.rows.max(g.cols) <= max_grid)
+        .collect()
+}
+
 /// Runs the tiles benchmark.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (size, max_grid, latency) = (args.size, args.max_grid, !args.no_latency);
-    let max_grid = max_grid.clamp(1, 8);
+    let (max_grid, latency) = (args.max_grid.clamp(1, 8), !args.no_latency);
+    let subject = subject(&args)?;
 
-    // 1. Halo overhead of VGG-16's first 8 conv layers as one block, 224×224.
-    let first8 = vgg16_convs(224, 8)?;
-    let block8 = Block::new(&first8, (0..first8.nodes.len()).collect())?;
-    println!("VGG-16 first 8 conv layers (+3 pools) as one fused block, 3x224x224:");
-    println!(
-        "{:>6} {:>10} {:>14} {:>14}",
-        "grid", "halo %", "tile peak MiB", "in/tile MiB"
-    );
+    // 1. For the VGG stack: the halo overhead of its first 8 conv layers as
+    // one block, 224×224 (what the fusion chooser's threshold is set by).
     let mut first8_rows = Vec::new();
-    for n in 1..=max_grid {
-        let r = report_block(&first8, &block8, &Grid::uniform(n, n))?;
+    let mut first8_chooser = Vec::new();
+    if args.model.is_none() {
+        let first8 = vgg16_convs(224, 8)?;
+        let block8 = Block::new(&first8, (0..first8.nodes.len()).collect())?;
+        println!("VGG-16 first 8 conv layers (+3 pools) as one fused block, 3x224x224:");
         println!(
-            "{:>6} {:>10.2} {:>14.2} {:>14.3}",
-            r.grid,
-            r.halo_overhead_pct,
-            mib(r.tile_peak_bytes),
-            mib(r.max_in_bytes)
+            "{:>6} {:>10} {:>14} {:>14}",
+            "grid", "halo %", "tile peak MiB", "in/tile MiB"
         );
-        first8_rows.push(r);
+        for n in 1..=max_grid {
+            let r = report_block(&first8, &block8, &Grid::uniform(n, n))?;
+            println!(
+                "{:>6} {:>10.2} {:>14.2} {:>14.3}",
+                r.grid,
+                r.halo_overhead_pct,
+                mib(r.tile_peak_bytes),
+                mib(r.max_in_bytes)
+            );
+            first8_rows.push(r);
+        }
+        let auto8 = choose_blocks(&first8, &FusionOptions::default());
+        first8_chooser = describe(&first8, &auto8);
+        println!(
+            "chooser (max {:.0}% halo at 2x2): {}\n",
+            tile_engine::tiling::DEFAULT_MAX_HALO_OVERHEAD * 100.0,
+            first8_chooser.join(" ")
+        );
     }
-    let auto8 = choose_blocks(&first8, &FusionOptions::default());
-    println!(
-        "chooser (max {:.0}% halo at 2x2): {}",
-        tile_engine::tiling::DEFAULT_MAX_HALO_OVERHEAD * 100.0,
-        describe(&first8, &auto8).join(" ")
-    );
 
-    // 2. Whole conv stack: memory and overhead per fused depth and grid.
-    let model = vgg16_convs(224, 13)?;
-    println!("\nVGG-16 conv stack, 3x224x224, analytic (exact bytes of live tensors):");
+    // 2. The whole model: memory and overhead per fused depth and grid.
+    let model = &subject.analytic;
+    let analytic_shape = shape_text(model);
+    println!(
+        "{}, {analytic_shape}, analytic (exact bytes of live tensors):",
+        subject.name
+    );
     println!(
         "{:>9} {:>5} {:>7} {:>14} {:>9} {:>8} {:>12}",
         "fuse", "grid", "blocks", "tile peak MiB", "saving %", "halo %", "in/tile MiB"
@@ -231,10 +319,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut points = Vec::new();
     let mut chosen = Vec::new();
     for f in fuse_settings() {
-        let segs = choose_blocks(&model, &f.options);
-        chosen.push(json!({"fuse": f.label, "blocks": describe(&model, &segs)}));
+        let segs = choose_blocks(model, &f.options);
+        chosen.push(json!({"fuse": f.label, "blocks": describe(model, &segs)}));
         for n in 1..=max_grid {
-            let p = analyse(&model, &segs, &f.label, n)?;
+            let p = analyse(model, &segs, &f.label, n)?;
             println!(
                 "{:>9} {:>5} {:>7} {:>14.2} {:>9.1} {:>8.2} {:>12.3}",
                 p.fuse,
@@ -248,26 +336,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             points.push(p);
         }
     }
-    println!("untiled peak: {:.2} MiB", mib(peak_live_bytes(&model)));
+    println!("untiled peak: {:.2} MiB", mib(peak_live_bytes(model)));
 
-    // 3. Latency at a smaller input.
+    // 3. Latency of the timed graph.
+    let small = &subject.timed;
+    let timed_shape = shape_text(small);
+    let grids = if args.grids.is_empty() {
+        default_grids(max_grid)
+    } else {
+        args.grids.clone()
+    };
     let mut lat = Vec::new();
     let mut untiled_ms = 0.0;
     let backend = tessera::Backend::from(args.backend);
     let executor_name = format!("{backend:?}").to_uppercase();
     if latency {
         let exec = tessera::exec::executor(backend, None, true)?;
-        let small = vgg16_convs(size, 13)?;
         let mut rng = Rng(42);
-        let input = rng.tensor(
-            small
-                .inputs
-                .iter()
-                .map(|&i| small.shape(i).to_vec())
-                .next()
-                .context("input")?,
-            1.0,
-        )?;
+        let inputs = small
+            .inputs
+            .iter()
+            .map(|&i| rng.tensor(small.shape(i).to_vec(), 1.0))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let opts = TiledOptions::default();
         // Square grids and row strips, under the chooser's blocks and under
         // one block of everything.
@@ -276,19 +366,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .into_iter()
             .filter(|f| f.label == "auto" || f.label == "fuse all")
         {
-            let segs = choose_blocks(&small, &f.options);
-            for n in [1, 2, 3, 4].into_iter().filter(|&n| n <= max_grid) {
-                cases.push((f.label.clone(), Grid::uniform(n, n), segs.clone()));
-            }
-            for n in [2, 4].into_iter().filter(|&n| n <= max_grid) {
-                cases.push((f.label.clone(), Grid::uniform(n, 1), segs.clone()));
+            let segs = choose_blocks(small, &f.options);
+            for grid in &grids {
+                cases.push((f.label.clone(), grid.clone(), segs.clone()));
             }
         }
         // The untiled run on the same executor is the reference: tiled ==
         // untiled bit for bit is the engine's invariant on any executor (a
         // GPU's fused multiply-adds may round otherwise than the CPU's).
-        let inputs = std::slice::from_ref(&input);
-        let reference = exec.run(&small, inputs)?;
+        let inputs = inputs.as_slice();
+        let reference = exec.run(small, inputs)?;
         let bits = |out: &[tile_engine::Tensor]| -> Vec<u32> {
             out.iter()
                 .flat_map(|t| t.data().iter().map(|x| x.to_bits()))
@@ -306,9 +393,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             for k in tessera::cluster::experiment::round_order(cases.len() + 1, round, rounds) {
                 let t0 = Instant::now();
                 let out = match k.checked_sub(1).map(|c| &cases[c]) {
-                    None => exec.run(&small, inputs)?,
+                    None => exec.run(small, inputs)?,
                     Some((_, grid, segs)) => {
-                        run_segments(exec.as_ref(), &small, inputs, segs, grid, opts.clamp_grid)?
+                        run_segments(exec.as_ref(), small, inputs, segs, grid, opts.clamp_grid)?
                     }
                 };
                 let ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -328,7 +415,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         untiled_ms = median(&mut untiled_samples);
         println!(
-            "\nlatency, {executor_name} executor, 3x{size}x{size}, wall-clock, tiles sequential, median of {}; untiled {untiled_ms:.0} ms",
+            "\nlatency, {executor_name} executor, {timed_shape}, wall-clock, tiles sequential, median of {}; untiled {untiled_ms:.1} ms",
             args.reps
         );
         println!(
@@ -339,7 +426,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let ms = median(&mut samples[k]);
             let same = same[k];
             println!(
-                "{:>9} {:>5} {:>10.0} {:>10.2} {:>13}",
+                "{:>9} {:>5} {:>10.1} {:>10.2} {:>13}",
                 label,
                 format!("{}x{}", grid.rows, grid.cols),
                 ms,
@@ -359,14 +446,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     std::fs::create_dir_all("out/bench").context("creating out/bench")?;
     let report = json!({
-        "model": "VGG-16 conv stack (13 conv + 5 max-pool), random weights",
-        "analytic_input": [1, 3, 224, 224],
-        "latency_input": [1, 3, size, size],
+        "model": subject.name,
+        "analytic_input": model.inputs.first().map(|&i| model.shape(i).to_vec()),
+        "latency_input": small.inputs.first().map(|&i| small.shape(i).to_vec()),
         "latency_executor": executor_name,
         "latency_reps": args.reps,
         "max_halo_overhead_default": tile_engine::tiling::DEFAULT_MAX_HALO_OVERHEAD,
         "first8_one_block": first8_rows,
-        "first8_chooser": describe(&first8, &auto8),
+        "first8_chooser": first8_chooser,
         "sweep": points,
         "chosen_blocks": chosen,
         "latency_untiled_ms": untiled_ms,
@@ -377,7 +464,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&report)?,
     )
     .context("writing out/bench/tiles.json")?;
-    let doc = plot(&points, &lat, untiled_ms, max_grid, size, &executor_name);
+    let titles = [
+        format!("{} @{analytic_shape}", subject.label),
+        format!("{executor_name} executor @{timed_shape}"),
+    ];
+    let doc = plot(&points, &lat, untiled_ms, max_grid, &titles);
     svg::save("out/bench/tiles.svg", &doc).context("writing out/bench/tiles.svg")?;
     println!("\nwrote out/bench/tiles.json and out/bench/tiles.svg");
     Ok(())
@@ -435,7 +526,7 @@ fn panel(
     }
     for n in 1..=xmax {
         doc = doc.add(
-            Text::new(format!("{n}x{n}"))
+            Text::new(n.to_string())
                 .set("x", sx(n as f64))
                 .set("y", top + h + 16.0)
                 .set("font-size", 11)
@@ -444,7 +535,7 @@ fn panel(
     }
     doc = doc
         .add(
-            Text::new("grid (tiles per side)")
+            Text::new("tiles per side (N×N grids; strips N×1)")
                 .set("x", x0 + 50.0 + (w - 70.0) / 2.0)
                 .set("y", top + h + 34.0)
                 .set("font-size", 12)
@@ -527,8 +618,7 @@ fn plot(
     lat: &[serde_json::Value],
     untiled_ms: f64,
     max_grid: usize,
-    size: usize,
-    executor: &str,
+    titles: &[String; 2],
 ) -> Document {
     let mut doc = Document::new()
         .set("viewBox", (0, 0, 860, 380))
@@ -562,7 +652,7 @@ fn plot(
     doc = panel(
         doc,
         0.0,
-        "Per-tile peak memory, VGG-16 convs @224",
+        &format!("Per-tile peak memory, {}", titles[0]),
         "MiB (live tensors)",
         max_grid,
         untiled * 1.05,
@@ -577,16 +667,31 @@ fn plot(
             lat_labels.push(f.to_string());
         }
     }
+    // Square grids and row strips are plotted by tiles per side; other
+    // shapes are in the table and the JSON only.
     let series: Vec<(String, Vec<(f64, f64)>)> = lat_labels
         .iter()
-        .map(|l| {
-            let pts = lat
-                .iter()
-                .filter(|v| v["fuse"].as_str() == Some(l) && v["rows"] == v["cols"])
-                .filter_map(|v| Some((v["rows"].as_f64()?, v["ms"].as_f64()?)))
-                .collect();
-            (l.clone(), pts)
+        .flat_map(|l| {
+            let pick = |strips: bool| -> Vec<(f64, f64)> {
+                lat.iter()
+                    .filter(|v| v["fuse"].as_str() == Some(l.as_str()))
+                    .filter(|v| {
+                        let (r, c) = (v["rows"].as_u64(), v["cols"].as_u64());
+                        if strips {
+                            c == Some(1) && r > Some(1)
+                        } else {
+                            r == c
+                        }
+                    })
+                    .filter_map(|v| Some((v["rows"].as_f64()?, v["ms"].as_f64()?)))
+                    .collect()
+            };
+            [
+                (l.clone(), pick(false)),
+                (format!("{l}, Nx1 strips"), pick(true)),
+            ]
         })
+        .filter(|(_, pts)| !pts.is_empty())
         .collect();
     let ymax = series
         .iter()
@@ -602,11 +707,52 @@ fn plot(
     panel(
         doc,
         430.0,
-        &format!("Latency, {executor} executor @{size} (wall-clock)"),
+        &format!("Latency, {} (wall-clock)", titles[1]),
         "ms",
         xmax,
         ymax,
         &series,
         Some((untiled_ms, "untiled")),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Args, default_grids, subject};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(argv: &[&str]) -> Args {
+        Cli::try_parse_from(std::iter::once("tiles").chain(argv.iter().copied()))
+            .expect("valid flags")
+            .args
+    }
+
+    #[test]
+    fn a_named_model_is_swept_at_its_own_size() {
+        let s = subject(&args(&["--model", "default", "--size", "32"])).expect("default model");
+        assert_eq!(s.timed.shape(s.timed.inputs[0]), &[1, 3, 32, 32]);
+        assert_eq!(s.analytic.nodes.len(), s.timed.nodes.len());
+        let vgg = subject(&args(&[])).expect("vgg");
+        assert_eq!(
+            vgg.analytic.shape(vgg.analytic.inputs[0]),
+            &[1, 3, 224, 224]
+        );
+        assert_eq!(vgg.timed.shape(vgg.timed.inputs[0]), &[1, 3, 112, 112]);
+        assert!(subject(&args(&["--model", "no-such.onnx"])).is_err());
+    }
+
+    #[test]
+    fn grids_given_replace_the_default_ones() {
+        let a = args(&["--grids", "5x1,2x3"]);
+        let shapes: Vec<_> = a.grids.iter().map(|g| (g.rows, g.cols)).collect();
+        assert_eq!(shapes, [(5, 1), (2, 3)]);
+        let d: Vec<_> = default_grids(3).iter().map(|g| (g.rows, g.cols)).collect();
+        assert_eq!(d, [(1, 1), (2, 2), (3, 3), (2, 1)]);
+    }
 }
