@@ -143,6 +143,15 @@ pub fn plan_on(
     nodes: &[usize],
 ) -> Result<(PlanReport, Vec<usize>), ClusterError> {
     let (map, cluster, est) = problem(c, nodes);
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        tracing::debug!(
+            node = %n.name,
+            conv3x3_gflops = est.flops_per_s(i, tile_engine::ir::OpClass::Conv3x3) / 1e9,
+            elementwise_gflops = est.flops_per_s(i, tile_engine::ir::OpClass::Elementwise) / 1e9,
+            job_ms = est.overhead(i, 0) * 1e3,
+            "estimates planned from"
+        );
+    }
     let report = planner::plan_dag(
         &model.dag,
         &cluster,
