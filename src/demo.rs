@@ -180,21 +180,23 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     println!("\nplan from the calibrated estimates:\n{}", first.table());
 
     // A warm-up round (pipelines compile, the profiler sees real spans),
-    // tessera's plan once more from what it saw (one tile's span is noisy:
-    // a single fast one once handed an edge node 26 % of the rows against
-    // its peers' 17–21 %), then the plans again from the updated estimates,
-    // measured side by side, five rounds (the quick mode: no second
-    // warm-up, one round).
+    // tessera's plan re-made from what it saw and run again, twice, then
+    // the plans again from the updated estimates, measured side by side
+    // (the quick mode: no extra warm-up, one round).
     let reps = if args.quick {
         1
     } else {
         experiment::MEASURED_RUNS
     };
-    let second_warm = usize::from(!args.quick);
+    let extra_warm = if args.quick {
+        0
+    } else {
+        experiment::EXTRA_WARMUPS
+    };
     let warm = experiment::comparison_plans(&coord, &model)?;
     let warm_twins = experiment::twins(&warm);
     let measured = warm_twins.iter().filter(|t| t.is_none()).count();
-    let bar = ProgressBar::new((measured * (1 + reps) + second_warm) as u64);
+    let bar = ProgressBar::new((measured * (1 + reps) + extra_warm) as u64);
     if let Ok(style) =
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
     {
@@ -217,7 +219,7 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
         |p, step| tick(p, "warm-up", step),
     )
     .await?;
-    if second_warm > 0 {
+    for _ in 0..extra_warm {
         let again = experiment::comparison_plans(&coord, &model)?;
         if let Some(p) = again.first() {
             tick(p, "warm-up again:", RunStep::Started);

@@ -21,7 +21,7 @@ use serde::Serialize;
 use tessera::Backend;
 use tessera::cluster::bundle::Bundle;
 use tessera::cluster::coordinator::{Coordinator, ExecPlan, LoadedModel};
-use tessera::cluster::experiment::{self, MEASURED_RUNS};
+use tessera::cluster::experiment::{self, EXTRA_WARMUPS, MEASURED_RUNS};
 use tessera::cluster::harness::{HarnessOptions, LocalCluster};
 use tile_engine::Tensor;
 
@@ -110,7 +110,7 @@ pub struct Args {
     /// One measured run per plan and no second warm-up.
     #[arg(long)]
     quick: bool,
-    /// Measured runs per plan (default 5, 1 with --quick).
+    /// Measured runs per plan (default 7, 1 with --quick).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     reps: Option<u64>,
     /// Executor of the node daemons (default: the GPU if an adapter is found).
@@ -222,12 +222,12 @@ pub fn run(args: Args) -> Result<()> {
             // Each model starts from the calibration, as a fresh deployment would.
             coord.reset_estimates()?;
             // Warm-up round: pipelines compile, the profiler learns the model;
-            // then tessera's plans once more from what it saw (one tile's
-            // span is noisy), as the demo does.
+            // then tessera's plans re-made from what it saw and run again
+            // (one tile's span is noisy), as the demo does.
             let warm: Vec<_> = plans(&coord, &m)?.into_iter().map(|(_, p)| p).collect();
             let tessera = |p: &ExecPlan| p.name.starts_with("tessera");
             experiment::measure(&coord, &m, input, &warm, 1, &mut request, |k| tessera(&warm[k]), |_, _| {}).await?;
-            if !quick {
+            for _ in 0..if quick { 0 } else { EXTRA_WARMUPS } {
                 for (_, p) in plans(&coord, &m)?.into_iter().filter(|(_, p)| tessera(p)) {
                     request += 1;
                     experiment::run_plan(&coord, &m, input, &p, request, true).await?;

@@ -237,12 +237,21 @@ pub fn comparison_plans(
 }
 
 /// Measured runs of each compared plan in the demo and the benchmark. A
-/// tile's span varies by ±15 % from run to run on a shared 2-core machine;
-/// the median of five runs per job takes most of that out of a makespan
-/// set by the slowest of five tiles (four edge nodes' runs of the default
-/// model, per run: 157.5, 150.6, 144.5, 120.2, 135.0 ms replayed; the
-/// median-job replay of the first three 150.6 ms, of all five 137.3 ms).
-pub const MEASURED_RUNS: usize = 5;
+/// tile's span varies by ±15–25 % from run to run on a shared 2-core
+/// machine, and a makespan is set by the slowest of five tiles, so noise
+/// only ever lengthens it: each job's median over the runs takes most of
+/// that out (four edge nodes' runs of the default model, per run: 157.5,
+/// 150.6, 144.5, 120.2, 135.0 ms replayed; the median-job replay of the
+/// first three 150.6 ms, of all five 137.3 ms). Seven runs leave less of
+/// it than five.
+pub const MEASURED_RUNS: usize = 7;
+
+/// Runs of tessera's own plan after the warm-up round, each re-made from
+/// the estimates the previous runs left, so its shares come from three
+/// spans of each node rather than one or two (a single span is ±15–25 %
+/// off, and once handed an edge node 26 % of the rows against its peers'
+/// 17–21 %).
+pub const EXTRA_WARMUPS: usize = 2;
 
 /// One job-level step of a plan, in a form where equal steps are the same
 /// work: a one-tile grid is its owner running the block whole.
