@@ -39,8 +39,15 @@ pub fn class_index(class: OpClass) -> usize {
 const CLASS_PRIOR_RATIO: [f64; CLASSES] = [1.0, 0.8, 0.25, 0.1, 0.5, 0.05];
 /// Relative uncertainty of a cluster-file prior.
 const FILE_PRIOR_REL_STD: f64 = 0.5;
-/// Relative uncertainty of a calibration measurement.
+/// Relative uncertainty of a link calibration measurement.
 const CALIBRATION_REL_STD: f64 = 0.1;
+/// Relative uncertainty of a node's start-up compute calibration: a few
+/// layers of about 10 ms each. On a shared machine the same node's 3×3 conv
+/// rate measured 14–27 GFLOP/s in runs minutes apart, and six identical
+/// daemons calibrated at 13–25 GFLOP/s in one demo; a tighter prior kept
+/// such a spread as real (identical peers got 15–23 % of the rows) and
+/// let it outweigh the first measured spans.
+const COMPUTE_CALIBRATION_REL_STD: f64 = 0.25;
 /// Relative spread between the rate estimates of nodes of one kind that is
 /// put down to noise (see [`Profiler::set_kind`]): one tile's rate varies by
 /// 15–30 % run to run on a shared machine, and an estimate from a few
@@ -331,7 +338,8 @@ impl Profiler {
                 Error::Measurement(format!("calibration: unknown node {}", r.node))
             })?;
             positive("calibration throughput", r.flops_per_s)?;
-            slot[class_index(r.class)] = Estimator::with_prior(r.flops_per_s, CALIBRATION_REL_STD);
+            slot[class_index(r.class)] =
+                Estimator::with_prior(r.flops_per_s, COMPUTE_CALIBRATION_REL_STD);
             measured[r.node][class_index(r.class)] = Some(r.flops_per_s);
         }
         for (node, m) in measured.iter().enumerate() {
@@ -633,6 +641,49 @@ mod tests {
         p.set_kind(2, Some("other".into())).expect("kind");
         let raw2 = p.nodes[2][0].estimate().mean;
         assert_eq!(p.estimates().flops_per_s(2, OpClass::Conv3x3), raw2);
+    }
+
+    #[test]
+    fn calibrations_of_identical_peers_are_drawn_together_unless_far_apart() {
+        let cluster = cluster(&[
+            ("d", 10.0),
+            ("e0", 10.0),
+            ("e1", 10.0),
+            ("e2", 10.0),
+            ("e3", 10.0),
+            ("e4", 10.0),
+            ("c", 10.0),
+        ]);
+        let mut p = Profiler::new(&cluster);
+        // One demo's start-up calibrations of six identical daemons, and a
+        // seventh node 3x below their median.
+        let rates = [22.4e9, 13.4e9, 22.1e9, 15.0e9, 22.4e9, 22.2e9, 7.0e9];
+        let compute = rates
+            .iter()
+            .enumerate()
+            .map(|(node, &flops_per_s)| ComputeRate {
+                node,
+                class: OpClass::Conv3x3,
+                flops_per_s,
+            })
+            .collect();
+        p.calibrate(&Calibration {
+            compute,
+            links: Vec::new(),
+        })
+        .expect("calibrate");
+        for i in 0..rates.len() {
+            p.set_kind(i, Some("gpu".into())).expect("kind");
+        }
+        let est = p.estimates();
+        let r: Vec<f64> = (0..rates.len())
+            .map(|i| est.flops_per_s(i, OpClass::Conv3x3))
+            .collect();
+        let peers = &r[..6];
+        let spread = peers.iter().copied().fold(0.0, f64::max)
+            / peers.iter().copied().fold(f64::INFINITY, f64::min);
+        assert!(spread < 1.25, "1.67x apart raw, drawn to {spread}: {r:?}");
+        assert!(r[0] / r[6] > 2.5, "the slow node stays apart: {r:?}");
     }
 
     #[test]
