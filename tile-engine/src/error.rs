@@ -24,12 +24,14 @@ pub enum Error {
     #[error("gpu: {0}")]
     Gpu(String),
     /// File-system errors, with the path that failed.
-    #[error("{path}: {source}")]
+    // The cause is in the message and not also a `source()`, or a
+    // chain-printing caller (anyhow's `{:#}`) would repeat it.
+    #[error("{path}: {error}")]
     Io {
         /// The file that could not be read or written.
         path: String,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 

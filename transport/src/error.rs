@@ -105,12 +105,14 @@ pub enum Error {
     #[error(transparent)]
     Frame(#[from] FrameError),
     /// File-system errors, with the path that failed.
-    #[error("{path}: {source}")]
+    // The cause is in the message and not also a `source()`, or a
+    // chain-printing caller (anyhow's `{:#}`) would repeat it.
+    #[error("{path}: {error}")]
     Io {
         /// The file or address that failed.
         path: String,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Certificate generation or loading failed.
     #[error("certificate: {0}")]
@@ -145,13 +147,32 @@ pub enum Error {
 
 impl Error {
     /// An [`Error::Io`] naming `path`.
-    pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<String>, error: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 }
 
 /// Result alias for the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_file_error_names_its_cause_once_in_a_printed_chain() {
+        let e = Error::io("certs/x.pem", std::io::Error::other("no such file"));
+        assert_eq!(e.to_string(), "certs/x.pem: no such file");
+        // What anyhow's `{:#}` prints: the message, then each source's.
+        let mut chain = e.to_string();
+        let mut cur = std::error::Error::source(&e);
+        while let Some(s) = cur {
+            chain += &format!(": {s}");
+            cur = s.source();
+        }
+        assert_eq!(chain.matches("no such file").count(), 1, "{chain}");
+    }
+}

@@ -44,9 +44,9 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Graph> {
 
 /// Reads and imports an ONNX model file.
 pub fn load_file(path: &Path) -> Result<Graph> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+    let bytes = std::fs::read(path).map_err(|error| Error::Io {
         path: path.display().to_string(),
-        source,
+        error,
     })?;
     load_bytes(&bytes)
 }

@@ -64,7 +64,7 @@ pub fn load_from_memory_with_input(
 fn load_path(model_json: &Path, input_shape: Option<&[usize]>) -> Result<Graph> {
     let io = |path: &Path| {
         let path = path.display().to_string();
-        move |source| Error::Io { path, source }
+        move |error| Error::Io { path, error }
     };
     let len = std::fs::metadata(model_json).map_err(io(model_json))?.len();
     if len > MAX_MODEL_JSON_BYTES as u64 {
