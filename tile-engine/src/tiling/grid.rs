@@ -40,7 +40,11 @@ impl Grid {
 
     /// Parses `"RxC"` (also `"R×C"` or `"RXC"`) into a uniform grid.
     pub fn parse(s: &str) -> Result<Self> {
-        let bad = || Error::InvalidInput(format!("grid '{s}' is not of the form RxC (e.g. 3x3)"));
+        let bad = || {
+            Error::InvalidInput(format!(
+                "grid '{s}' is not of the form RxC with R, C ≥ 1 (e.g. 3x3)"
+            ))
+        };
         let (r, c) = s.split_once(['x', 'X', '×']).ok_or_else(bad)?;
         let rows: usize = r.trim().parse().map_err(|_| bad())?;
         let cols: usize = c.trim().parse().map_err(|_| bad())?;
