@@ -64,8 +64,9 @@ fn range(pixel_scale: Option<f32>) -> PixelRange {
 }
 
 /// Loads the model for an input of `input_shape` (models with a dynamic
-/// spatial size, like the default one, are instantiated for it), then runs
-/// the IR passes.
+/// spatial size, like the default one, are instantiated for it; an empty
+/// shape takes the one an ONNX or TF.js file declares), then runs the IR
+/// passes.
 pub fn load(spec: &str, input_shape: &[usize]) -> Result<Graph> {
     let kind = kind_of(spec)?;
     if kind != ModelKind::Default && !Path::new(spec).is_file() {
@@ -86,8 +87,12 @@ pub fn load(spec: &str, input_shape: &[usize]) -> Result<Graph> {
         }
         ModelKind::Tfjs => {
             let path = Path::new(spec);
-            tile_engine::tfjs::load_dir_with_input(path, input_shape)
-                .with_context(|| spec.to_string())?
+            if input_shape.is_empty() {
+                tile_engine::tfjs::load_dir(path)
+            } else {
+                tile_engine::tfjs::load_dir_with_input(path, input_shape)
+            }
+            .with_context(|| spec.to_string())?
         }
     };
     tile_engine::passes::optimize(&mut graph)
@@ -95,18 +100,24 @@ pub fn load(spec: &str, input_shape: &[usize]) -> Result<Graph> {
     Ok(graph)
 }
 
-/// Loads a model for planning: the default model at its fixture's size,
-/// other models at the input shape they declare.
+/// Loads a model for planning or benchmarking: the default model at its
+/// fixture's size, other models at the input shape they declare (a TF.js
+/// model with a free spatial size at 224×224).
 pub fn load_for_planning(spec: &str) -> Result<Graph> {
     let shape = match kind_of(spec)? {
         ModelKind::Default => {
             let t = default_model::png_to_tensor(default_model::fixture_png())?;
             t.shape().to_vec()
         }
-        // ONNX files declare static shapes; a TF.js model with a dynamic one
-        // is planned for a 224×224 RGB image.
         ModelKind::Onnx => Vec::new(),
-        ModelKind::Tfjs => vec![1, 3, 224, 224],
+        // A TF.js model runs at the shape it declares; one with a free
+        // spatial size is planned for a 224×224 RGB image.
+        ModelKind::Tfjs => {
+            return load(spec, &[]).or_else(|declared| {
+                load(spec, &[1, 3, 224, 224])
+                    .map_err(|e| declared.context(format!("nor at 1x3x224x224: {e:#}")))
+            });
+        }
     };
     load(spec, &shape)
 }

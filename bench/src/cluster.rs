@@ -107,10 +107,10 @@ fn plans(c: &Coordinator, m: &LoadedModel) -> Result<Vec<(usize, ExecPlan)>> {
 /// Arguments of `bench cluster`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// One measured run per plan and no second warm-up.
+    /// One measured run per plan and no extra warm-up runs.
     #[arg(long)]
     quick: bool,
-    /// Measured runs per plan (default 7, 1 with --quick).
+    /// Measured runs per plan (default: as many as the demo, 1 with --quick).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     reps: Option<u64>,
     /// Executor of the node daemons (default: the GPU if an adapter is found).
@@ -227,7 +227,8 @@ pub fn run(args: Args) -> Result<()> {
             let warm: Vec<_> = plans(&coord, &m)?.into_iter().map(|(_, p)| p).collect();
             let tessera = |p: &ExecPlan| p.name.starts_with("tessera");
             experiment::measure(&coord, &m, input, &warm, 1, &mut request, |k| tessera(&warm[k]), |_, _| {}).await?;
-            for _ in 0..if quick { 0 } else { EXTRA_WARMUPS } {
+            let extra_warm = if quick { 0 } else { EXTRA_WARMUPS };
+            for _ in 0..extra_warm {
                 for (_, p) in plans(&coord, &m)?.into_iter().filter(|(_, p)| tessera(p)) {
                     request += 1;
                     experiment::run_plan(&coord, &m, input, &p, request, true).await?;

@@ -23,11 +23,11 @@ use svg::node::element::path::Data;
 use svg::node::element::{Circle, Line, Path, Rectangle, Text};
 use tile_engine::ir::{Activation, Conv, Graph, Op, Pool, PoolKind};
 use tile_engine::tiling::{
-    Block, FusionOptions, Grid, Segment, TiledOptions, choose_blocks, peak_live_bytes,
+    Block, FusionOptions, Grid, Segment, TiledOptions, choose_blocks, extract, peak_live_bytes,
     report_block, run_segments,
 };
 
-use crate::util::{COLORS, Rng};
+use crate::util::{COLORS, Rng, median};
 
 /// VGG-16's feature extractor: channel counts, `0` for a 2×2 max-pool.
 const VGG16: [usize; 18] = [
@@ -130,15 +130,23 @@ fn analyse(g: &Graph, segs: &[Segment], fuse: &str, n: usize) -> anyhow::Result<
     let grid = Grid::uniform(n, n);
     let (mut tiled, mut untiled, mut peak, mut inb, mut outb, mut blocks) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0);
+    let consumers = g.consumers();
     for s in segs {
-        if let Segment::Tiled(b) = s {
-            let r = report_block(g, b, &grid)?;
-            tiled += r.tiled_flops;
-            untiled += r.untiled_flops;
-            peak = peak.max(r.tile_peak_bytes);
-            inb = inb.max(r.max_in_bytes);
-            outb = outb.max(r.max_out_bytes);
-            blocks += 1;
+        match s {
+            Segment::Tiled(b) => {
+                let r = report_block(g, b, &grid)?;
+                tiled += r.tiled_flops;
+                untiled += r.untiled_flops;
+                peak = peak.max(r.tile_peak_bytes);
+                inb = inb.max(r.max_in_bytes);
+                outb = outb.max(r.max_out_bytes);
+                blocks += 1;
+            }
+            // A part that is not tiled runs whole: its peak counts too.
+            Segment::Whole(nodes) => {
+                let (sub, _, _) = extract(g, nodes, &consumers);
+                peak = peak.max(peak_live_bytes(&sub));
+            }
         }
     }
     let whole = peak_live_bytes(g);
@@ -149,7 +157,11 @@ fn analyse(g: &Graph, segs: &[Segment], fuse: &str, n: usize) -> anyhow::Result<
         tile_peak_bytes: peak,
         untiled_peak_bytes: whole,
         memory_saving_pct: 100.0 * (1.0 - peak as f64 / whole as f64),
-        halo_overhead_pct: 100.0 * (tiled as f64 / untiled.max(1) as f64 - 1.0),
+        halo_overhead_pct: if untiled == 0 {
+            0.0
+        } else {
+            100.0 * (tiled as f64 / untiled as f64 - 1.0)
+        },
         max_in_bytes_per_tile: inb,
         max_out_bytes_per_tile: outb,
     })
@@ -179,16 +191,18 @@ pub struct Args {
     /// with random weights.
     #[arg(long, value_name = "MODEL")]
     model: Option<String>,
-    /// Input side N of the timed runs (3×N×N): 112 for the VGG stack, 128
-    /// for `default`, 224 for a TF.js model; an ONNX model runs at the shape
-    /// it declares.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Input side N (3×N×N): of the timed runs of the VGG stack (default
+    /// 112, at least 32), and of the whole sweep of `default` (default 128)
+    /// or of a TF.js model with a free spatial size (default: the shape it
+    /// declares, else 224); refused for an ONNX model, which runs at the
+    /// shape it declares.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=16384))]
     size: Option<u64>,
     /// Largest grid G×G swept in the memory and halo table (at most 8).
     #[arg(long, value_name = "G", default_value_t = 8)]
     max_grid: usize,
-    /// Grids timed, comma-separated RxC (default: 1x1 to 4x4 up to
-    /// --max-grid, and 2x1 and 4x1 row strips).
+    /// Grids timed, comma-separated RxC, each side at most 64 (default:
+    /// 1x1 to 4x4 up to --max-grid, and 2x1 and 4x1 row strips).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_grid)]
     grids: Vec<Grid>,
     /// Skip the timed runs (geometry only).
@@ -198,12 +212,19 @@ pub struct Args {
     #[arg(long, value_enum, ignore_case = true, default_value = "cpu")]
     backend: crate::cluster::BackendArg,
     /// Timed runs per grid (the median is reported).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     reps: u64,
 }
 
+/// Largest side of a timed grid (the plot draws a tick per tile per side).
+const MAX_GRID_SIDE: usize = 64;
+
 fn parse_grid(s: &str) -> Result<Grid, String> {
-    Grid::parse(s).map_err(|e| e.to_string())
+    let g = Grid::parse(s).map_err(|e| e.to_string())?;
+    if g.rows.max(g.cols) > MAX_GRID_SIDE {
+        return Err(format!("grid '{s}' has a side over {MAX_GRID_SIDE}"));
+    }
+    Ok(g)
 }
 
 /// What the sweep runs on: the graph of the memory and halo table and the
@@ -219,7 +240,7 @@ struct Subject {
 
 fn shape_text(g: &Graph) -> String {
     g.inputs
-        .first()
+        .iter()
         .map(|&i| {
             g.shape(i)
                 .iter()
@@ -227,7 +248,8 @@ fn shape_text(g: &Graph) -> String {
                 .collect::<Vec<_>>()
                 .join("x")
         })
-        .unwrap_or_default()
+        .collect::<Vec<_>>()
+        .join(" + ")
 }
 
 fn subject(args: &Args) -> anyhow::Result<Subject> {
@@ -240,19 +262,27 @@ fn subject(args: &Args) -> anyhow::Result<Subject> {
             timed: vgg16_convs(size.unwrap_or(112), 13)?,
         });
     };
-    let side = match tessera::model::kind_of(spec)? {
-        tessera::model::ModelKind::Onnx => None,
-        tessera::model::ModelKind::Default => Some(size.unwrap_or(128)),
-        tessera::model::ModelKind::Tfjs => Some(size.unwrap_or(224)),
+    let kind = tessera::model::kind_of(spec)?;
+    let g = match (kind, size) {
+        (tessera::model::ModelKind::Onnx, Some(_)) => {
+            anyhow::bail!("--size: an ONNX model runs at the input shape it declares")
+        }
+        (tessera::model::ModelKind::Default, None) => {
+            tessera::model::load(spec, &[1, 3, 128, 128])?
+        }
+        (_, None) => tessera::model::load_for_planning(spec)?,
+        (_, Some(n)) => tessera::model::load(spec, &[1, 3, n, n])?,
     };
-    let shape = side.map_or_else(Vec::new, |s| vec![1, 3, s, s]);
-    let g = tessera::model::load(spec, &shape)?;
-    let file = std::path::Path::new(spec)
-        .file_name()
-        .map_or_else(|| spec.clone(), |f| f.to_string_lossy().into_owned());
+    // `model.json` says little in a title: a TF.js model is named by its folder.
+    let path = std::path::Path::new(spec);
+    let named = if kind == tessera::model::ModelKind::Tfjs {
+        path.parent().and_then(|p| p.file_name())
+    } else {
+        path.file_name()
+    };
     Ok(Subject {
         name: spec.clone(),
-        label: file,
+        label: named.map_or_else(|| spec.clone(), |f| f.to_string_lossy().into_owned()),
         analytic: g.clone(),
         timed: g,
     })
@@ -337,6 +367,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     println!("untiled peak: {:.2} MiB", mib(peak_live_bytes(model)));
+    if points.iter().all(|p| p.blocks == 0) {
+        println!("no part of this model is tileable: every grid runs it whole");
+    }
 
     // 3. Latency of the timed graph.
     let small = &subject.timed;
@@ -409,11 +442,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
         }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        untiled_ms = median(&mut untiled_samples);
+        untiled_ms = median(untiled_samples);
         println!(
             "\nlatency, {executor_name} executor, {timed_shape}, wall-clock, tiles sequential, median of {}; untiled {untiled_ms:.1} ms",
             args.reps
@@ -423,7 +452,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "fuse", "grid", "ms", "/ untiled", "bit-identical"
         );
         for (k, (label, grid, _)) in cases.iter().enumerate() {
-            let ms = median(&mut samples[k]);
+            let ms = median(std::mem::take(&mut samples[k]));
             let same = same[k];
             println!(
                 "{:>9} {:>5} {:>10.1} {:>10.2} {:>13}",
@@ -447,8 +476,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all("out/bench").context("creating out/bench")?;
     let report = json!({
         "model": subject.name,
-        "analytic_input": model.inputs.first().map(|&i| model.shape(i).to_vec()),
-        "latency_input": small.inputs.first().map(|&i| small.shape(i).to_vec()),
+        "analytic_inputs": model.inputs.iter().map(|&i| model.shape(i).to_vec()).collect::<Vec<_>>(),
+        "latency_inputs": small.inputs.iter().map(|&i| small.shape(i).to_vec()).collect::<Vec<_>>(),
         "latency_executor": executor_name,
         "latency_reps": args.reps,
         "max_halo_overhead_default": tile_engine::tiling::DEFAULT_MAX_HALO_OVERHEAD,
@@ -480,7 +509,7 @@ fn panel(
     mut doc: Document,
     x0: f64,
     title: &str,
-    ylabel: &str,
+    [xlabel, ylabel]: [&str; 2],
     xmax: usize,
     ymax: f64,
     series: &[(String, Vec<(f64, f64)>)],
@@ -535,7 +564,7 @@ fn panel(
     }
     doc = doc
         .add(
-            Text::new("tiles per side (N×N grids; strips N×1)")
+            Text::new(xlabel)
                 .set("x", x0 + 50.0 + (w - 70.0) / 2.0)
                 .set("y", top + h + 34.0)
                 .set("font-size", 12)
@@ -653,7 +682,7 @@ fn plot(
         doc,
         0.0,
         &format!("Per-tile peak memory, {}", titles[0]),
-        "MiB (live tensors)",
+        ["tiles per side (N×N grid)", "MiB (live tensors)"],
         max_grid,
         untiled * 1.05,
         &mem,
@@ -672,8 +701,10 @@ fn plot(
     let series: Vec<(String, Vec<(f64, f64)>)> = lat_labels
         .iter()
         .flat_map(|l| {
+            // In order along x, whatever order --grids gave.
             let pick = |strips: bool| -> Vec<(f64, f64)> {
-                lat.iter()
+                let mut pts: Vec<(f64, f64)> = lat
+                    .iter()
                     .filter(|v| v["fuse"].as_str() == Some(l.as_str()))
                     .filter(|v| {
                         let (r, c) = (v["rows"].as_u64(), v["cols"].as_u64());
@@ -684,7 +715,9 @@ fn plot(
                         }
                     })
                     .filter_map(|v| Some((v["rows"].as_f64()?, v["ms"].as_f64()?)))
-                    .collect()
+                    .collect();
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                pts
             };
             [
                 (l.clone(), pick(false)),
@@ -708,7 +741,7 @@ fn plot(
         doc,
         430.0,
         &format!("Latency, {} (wall-clock)", titles[1]),
-        "ms",
+        ["tiles per side (N×N grids; strips N×1)", "ms"],
         xmax,
         ymax,
         &series,
@@ -735,15 +768,30 @@ mod tests {
 
     #[test]
     fn a_named_model_is_swept_at_its_own_size() {
-        let s = subject(&args(&["--model", "default", "--size", "32"])).expect("default model");
-        assert_eq!(s.timed.shape(s.timed.inputs[0]), &[1, 3, 32, 32]);
-        assert_eq!(s.analytic.nodes.len(), s.timed.nodes.len());
-        let vgg = subject(&args(&[])).expect("vgg");
+        let shape = |argv: &[&str]| {
+            let s = subject(&args(argv)).expect("subject");
+            (
+                s.analytic.shape(s.analytic.inputs[0]).to_vec(),
+                s.timed.shape(s.timed.inputs[0]).to_vec(),
+            )
+        };
+        let vgg = shape(&[]);
+        assert_eq!(vgg, (vec![1, 3, 224, 224], vec![1, 3, 112, 112]));
         assert_eq!(
-            vgg.analytic.shape(vgg.analytic.inputs[0]),
-            &[1, 3, 224, 224]
+            shape(&["--model", "default", "--size", "32"]).1,
+            [1, 3, 32, 32]
         );
-        assert_eq!(vgg.timed.shape(vgg.timed.inputs[0]), &[1, 3, 112, 112]);
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        // An ONNX model runs at the shape it declares, and nothing else.
+        let onnx = format!("{root}/tests/data/models/resnet8.onnx");
+        assert_eq!(shape(&["--model", &onnx]).1, [1, 3, 64, 64]);
+        let err = subject(&args(&["--model", &onnx, "--size", "32"])).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("--size")));
+        // A TF.js model with a fixed, non-square input runs at that shape.
+        let tfjs = format!("{root}/tile-engine/tests/tfjs_fixtures/dag/model.json");
+        let (a, t) = shape(&["--model", &tfjs]);
+        assert_eq!(a, t);
+        assert_ne!(t[2], t[3], "{t:?}");
         assert!(subject(&args(&["--model", "no-such.onnx"])).is_err());
     }
 
@@ -754,5 +802,6 @@ mod tests {
         assert_eq!(shapes, [(5, 1), (2, 3)]);
         let d: Vec<_> = default_grids(3).iter().map(|g| (g.rows, g.cols)).collect();
         assert_eq!(d, [(1, 1), (2, 2), (3, 3), (2, 1)]);
+        assert!(Cli::try_parse_from(["tiles", "--grids", "65x1"]).is_err());
     }
 }
