@@ -121,3 +121,21 @@ pub fn load_for_planning(spec: &str) -> Result<Graph> {
     };
     load(spec, &shape)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::load_for_planning;
+
+    #[test]
+    fn a_tfjs_model_is_planned_at_the_shape_it_declares() {
+        let fixtures = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tile-engine/tests/tfjs_fixtures"
+        );
+        // Keras NHWC [null, 13, 17, 3] and [null, 7, 6, 2], in IR layout.
+        for (name, want) in [("dag", [1, 3, 13, 17]), ("classifier", [1, 2, 7, 6])] {
+            let g = load_for_planning(&format!("{fixtures}/{name}/model.json")).expect(name);
+            assert_eq!(g.shape(g.inputs[0]), want, "{name}");
+        }
+    }
+}
