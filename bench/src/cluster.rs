@@ -398,27 +398,12 @@ fn svg(rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::{Args, BackendArg, ModelArg};
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    use crate::util::parse_args;
 
     #[test]
     fn flags_land_in_their_fields_whatever_their_case() {
-        let cli = Cli::try_parse_from([
-            "cluster",
-            "--model",
-            "ResNet",
-            "--backend",
-            "GPU",
-            "--reps",
-            "3",
-        ])
-        .expect("valid flags");
-        let a = cli.args;
+        let a: Args = parse_args(&["--model", "ResNet", "--backend", "GPU", "--reps", "3"])
+            .expect("valid flags");
         assert!(matches!(a.model, Some(ModelArg::Resnet)), "{:?}", a.model);
         assert!(
             matches!(a.backend, Some(BackendArg::Gpu)),

@@ -752,18 +752,10 @@ fn plot(
 #[cfg(test)]
 mod tests {
     use super::{Args, default_grids, subject};
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    use crate::util::parse_args;
 
     fn args(argv: &[&str]) -> Args {
-        Cli::try_parse_from(std::iter::once("tiles").chain(argv.iter().copied()))
-            .expect("valid flags")
-            .args
+        parse_args(argv).expect("valid flags")
     }
 
     #[test]
@@ -802,6 +794,6 @@ mod tests {
         assert_eq!(shapes, [(5, 1), (2, 3)]);
         let d: Vec<_> = default_grids(3).iter().map(|g| (g.rows, g.cols)).collect();
         assert_eq!(d, [(1, 1), (2, 2), (3, 3), (2, 1)]);
-        assert!(Cli::try_parse_from(["tiles", "--grids", "65x1"]).is_err());
+        assert!(parse_args::<Args>(&["--grids", "65x1"]).is_err());
     }
 }

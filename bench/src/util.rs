@@ -54,3 +54,12 @@ pub fn write_report(
     println!("\nwrote {} and {}", jp.display(), sp.display());
     Ok(())
 }
+
+/// Parses one benchmark's flags (`argv` without the program name), as clap
+/// does for the binary: for tests of a subcommand's `Args`.
+#[cfg(test)]
+pub fn parse_args<A: clap::Args>(argv: &[&str]) -> Result<A, clap::Error> {
+    let cmd = A::augment_args(clap::Command::new("bench"));
+    let m = cmd.try_get_matches_from(std::iter::once("bench").chain(argv.iter().copied()))?;
+    <A as clap::FromArgMatches>::from_arg_matches(&m)
+}
