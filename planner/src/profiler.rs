@@ -546,6 +546,16 @@ mod tests {
         toml::from_str(&toml).expect("cluster")
     }
 
+    /// A device, `edges` edge nodes and a cloud node, all of one 10 GFLOP/s prior.
+    fn identical(edges: usize) -> crate::Cluster {
+        let names: Vec<String> = std::iter::once("d".to_string())
+            .chain((0..edges).map(|i| format!("e{i}")))
+            .chain(std::iter::once("c".to_string()))
+            .collect();
+        let nodes: Vec<(&str, f64)> = names.iter().map(|n| (n.as_str(), 10.0)).collect();
+        cluster(&nodes)
+    }
+
     #[test]
     fn small_jobs_do_not_read_as_a_slow_node() {
         let cluster = cluster(&[("d", 1.0), ("e", 1.0), ("c", 1.0)]);
@@ -572,14 +582,7 @@ mod tests {
 
     #[test]
     fn nodes_of_one_kind_share_rates_unless_far_apart() {
-        let cluster = cluster(&[
-            ("d", 10.0),
-            ("e0", 10.0),
-            ("e1", 10.0),
-            ("e2", 10.0),
-            ("e3", 10.0),
-            ("c", 10.0),
-        ]);
+        let cluster = identical(4);
         let mut p = Profiler::new(&cluster);
         // One tile each on identical hardware, 12 % apart either way; node 5
         // (the cloud) has become 3x slower.
@@ -645,15 +648,7 @@ mod tests {
 
     #[test]
     fn calibrations_of_identical_peers_are_drawn_together_unless_far_apart() {
-        let cluster = cluster(&[
-            ("d", 10.0),
-            ("e0", 10.0),
-            ("e1", 10.0),
-            ("e2", 10.0),
-            ("e3", 10.0),
-            ("e4", 10.0),
-            ("c", 10.0),
-        ]);
+        let cluster = identical(5);
         let mut p = Profiler::new(&cluster);
         // One demo's start-up calibrations of six identical daemons, and a
         // seventh node 3x below their median.
