@@ -252,7 +252,7 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     );
 
     // Each plan's replay puts every job at its median duration over the
-    // runs: a tile's time varies by ±20 % from run to run on this machine,
+    // runs: a tile's time varies by ±15–25 % from run to run on this machine,
     // and the slowest of five noisy tiles would otherwise set the makespan.
     let summary: BTreeMap<usize, PlanRun> = runs
         .iter()

@@ -47,7 +47,7 @@ impl PlanRun {
 }
 
 /// The replay of runs of one plan with each job's compute at its median
-/// over the runs: on this shared machine a job's duration varies by ±20 %
+/// over the runs: on this shared machine a job's duration varies by ±15–25 %
 /// from run to run, and a makespan is set by its slowest tile, so a
 /// replay of one run (or the median of runs' makespans) carries the worst
 /// of several tiles' noise where a single-node plan carries one job's.
