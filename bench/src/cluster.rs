@@ -115,31 +115,13 @@ pub struct Args {
     reps: Option<u64>,
     /// Executor of the node daemons (default: the GPU if an adapter is found).
     #[arg(long, value_enum, ignore_case = true)]
-    backend: Option<BackendArg>,
+    backend: Option<Backend>,
     /// Only this model.
     #[arg(long, value_enum, ignore_case = true)]
     model: Option<ModelArg>,
     /// Folder for cluster.json and cluster.svg.
     #[arg(long, value_name = "DIR", default_value = "out/bench-cluster")]
     out: PathBuf,
-}
-
-/// `--backend` values.
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum BackendArg {
-    /// The CPU reference executor.
-    Cpu,
-    /// The wgpu executor.
-    Gpu,
-}
-
-impl From<BackendArg> for Backend {
-    fn from(b: BackendArg) -> Backend {
-        match b {
-            BackendArg::Cpu => Backend::Cpu,
-            BackendArg::Gpu => Backend::Gpu,
-        }
-    }
 }
 
 /// `--model` values.
@@ -163,8 +145,7 @@ pub fn run(args: Args) -> Result<()> {
         ModelArg::Resnet => "resnet",
     });
     let reps = args.reps.map(|r| r as usize);
-    let backend = args.backend.map(Backend::from);
-    let backend = backend.unwrap_or_else(|| {
+    let backend = args.backend.unwrap_or_else(|| {
         if tessera::exec::executor(Backend::Gpu, None, true).is_ok() {
             Backend::Gpu
         } else {
@@ -397,7 +378,7 @@ fn svg(rows: &[Row]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Args, BackendArg, ModelArg};
+    use super::{Args, Backend, ModelArg};
     use crate::util::parse_args;
 
     #[test]
@@ -405,11 +386,7 @@ mod tests {
         let a: Args = parse_args(&["--model", "ResNet", "--backend", "GPU", "--reps", "3"])
             .expect("valid flags");
         assert!(matches!(a.model, Some(ModelArg::Resnet)), "{:?}", a.model);
-        assert!(
-            matches!(a.backend, Some(BackendArg::Gpu)),
-            "{:?}",
-            a.backend
-        );
+        assert!(matches!(a.backend, Some(Backend::Gpu)), "{:?}", a.backend);
         assert_eq!(a.reps, Some(3));
         assert!(!a.quick);
         assert_eq!(a.out, std::path::Path::new("out/bench-cluster"));

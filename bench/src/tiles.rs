@@ -210,7 +210,7 @@ pub struct Args {
     no_latency: bool,
     /// Executor of the timed runs.
     #[arg(long, value_enum, ignore_case = true, default_value = "cpu")]
-    backend: crate::cluster::BackendArg,
+    backend: tessera::Backend,
     /// Timed runs per grid (the median is reported).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     reps: u64,
@@ -381,7 +381,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut lat = Vec::new();
     let mut untiled_ms = 0.0;
-    let backend = tessera::Backend::from(args.backend);
+    let backend = args.backend;
     let executor_name = format!("{backend:?}").to_uppercase();
     if latency {
         let exec = tessera::exec::executor(backend, None, true)?;
