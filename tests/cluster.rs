@@ -237,6 +237,7 @@ fn tiles_on_two_edges_equal_the_cpu_reference_and_metrics_count_them() {
         let (local, coord) = start("tiles").await;
         let model = load(&coord).await;
         let plan = two_edge_plan(&local, &model);
+        let before = coord.profiler.lock().expect("profiler").estimates();
         let r = experiment::run_plan(&coord, &model, &image(), &plan, 1, true)
             .await
             .expect("run");
@@ -249,6 +250,24 @@ fn tiles_on_two_edges_equal_the_cpu_reference_and_metrics_count_them() {
                 "edge node {e} ran no tile"
             );
         }
+        // A node's first run of a block is cold (kernels compiled, weights
+        // uploaded) and teaches the profiler nothing; the next one is warm.
+        let ran: Vec<_> = r.records.iter().filter(|x| x.ok && x.ops > 0).collect();
+        assert!(!ran.is_empty() && ran.iter().all(|x| x.cold), "{ran:?}");
+        assert_eq!(coord.profiler.lock().expect("profiler").estimates(), before);
+        let again = experiment::run_plan(&coord, &model, &image(), &plan, 2, false)
+            .await
+            .expect("second run");
+        assert_eq!(bits(&again.outputs), bits(&reference(&model)));
+        let tiles: Vec<_> = again
+            .records
+            .iter()
+            .filter(|x| x.ok && x.tile.is_some())
+            .collect();
+        assert!(
+            !tiles.is_empty() && tiles.iter().all(|x| !x.cold),
+            "{tiles:?}"
+        );
         // The model travelled once: a second load finds it cached.
         let again = load(&coord).await;
         assert_eq!(again.hash, model.hash);
@@ -256,7 +275,7 @@ fn tiles_on_two_edges_equal_the_cpu_reference_and_metrics_count_them() {
         let url = local.metrics[e1].clone().expect("metrics url");
         let body = http_get(&url);
         assert!(
-            body.contains("tessera_tiles_total{node=\"e1\"} 1"),
+            body.contains("tessera_tiles_total{node=\"e1\"} 2"),
             "{body}"
         );
         assert!(

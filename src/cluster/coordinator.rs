@@ -397,6 +397,9 @@ pub struct JobRecord {
     /// device's tiles of a first block that reads only the model input) and
     /// ran it while the rest of the input was uploaded.
     pub early: bool,
+    /// True if the node ran these ops for the first time (kernels compiled,
+    /// weights uploaded): the span is not folded into the profiler.
+    pub cold: bool,
 }
 
 /// The outputs and records of one request.
@@ -815,13 +818,14 @@ impl Coordinator {
                 .await
                 .map_err(|_| gone(format!("job {job} timed out")))?
                 .map_err(|_| gone("connection lost".into()))?;
-            let (outputs, start_us, end_us) = match answer {
+            let (outputs, start_us, end_us, cold) = match answer {
                 Msg::Done {
                     outputs,
                     start_us,
                     end_us,
+                    cold,
                     ..
-                } => (outputs, start_us, end_us),
+                } => (outputs, start_us, end_us, cold),
                 Msg::Failed { message, .. } => return Err(ClusterError::Exec(message)),
                 other => return Err(ClusterError::Protocol(format!("unexpected {other:?}"))),
             };
@@ -848,15 +852,16 @@ impl Coordinator {
                 out_bytes += h.payload_bytes().unwrap_or(0);
                 out.push(wire::to_tensor(&h, data, &shape)?);
             }
-            Ok((out, start_us, end_us, in_bytes, out_bytes))
+            Ok((out, start_us, end_us, cold, in_bytes, out_bytes))
         }
         .await;
         lock(&peer.jobs).remove(&job);
         rec.recv_us = now_us();
         match result {
-            Ok((out, start, end, in_bytes, out_bytes)) => {
+            Ok((out, start, end, cold, in_bytes, out_bytes)) => {
                 rec.start_us = start;
                 rec.end_us = end;
+                rec.cold = cold;
                 // What crossed the link: a byte-encoded map counts a quarter.
                 rec.in_bytes = in_bytes;
                 rec.out_bytes = out_bytes;
@@ -915,6 +920,7 @@ impl Coordinator {
             ok: false,
             stolen: false,
             early: false,
+            cold: false,
         }
     }
 
@@ -1437,7 +1443,11 @@ impl Coordinator {
         (rec, r)
     }
 
-    /// Folds a request's successful jobs into the profiler.
+    /// Folds a request's successful warm jobs into the profiler. A cold
+    /// job is left out: a node's first run of a block took 2–2.5× its later
+    /// runs on lavapipe (kernels compiled, weights uploaded), and folded in
+    /// it left the estimates 25 % slow after three more runs, so every
+    /// prediction was that much too long.
     pub fn observe(&self, records: &[JobRecord]) {
         let mut p = lock(&self.profiler);
         // Jobs shorter than this are mostly fixed cost; their FLOP rate says
@@ -1445,7 +1455,7 @@ impl Coordinator {
         const MIN_OBSERVED_US: u64 = 50_000;
         for r in records
             .iter()
-            .filter(|r| r.ok && r.work > 0 && r.end_us > r.start_us)
+            .filter(|r| r.ok && !r.cold && r.work > 0 && r.end_us > r.start_us)
         {
             let Some(class) = class_of(&r.class) else {
                 continue;

@@ -3,7 +3,7 @@
 //! fused blocks) on its executor one at a time, reports calibration and
 //! per-job spans, and serves Prometheus metrics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -184,6 +184,9 @@ struct Node {
     throttle: Mutex<f64>,
     rates: Mutex<Vec<(String, f64)>>,
     max_model_bytes: u64,
+    /// (model hash, op ids) sets this process has run once: a first run
+    /// pays one-off costs and is reported cold.
+    warm: Mutex<HashSet<(String, Vec<usize>)>>,
 }
 
 /// `tessera node --config FILE`: reads the file and serves until killed
@@ -217,6 +220,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         throttle: Mutex::new(1.0),
         rates: Mutex::new(Vec::new()),
         max_model_bytes: cfg.max_model_bytes,
+        warm: Mutex::new(HashSet::new()),
     });
     if cfg.calibrate {
         let rates = exec.calibrate().await;
@@ -497,6 +501,7 @@ async fn run_job(
             start_us: now,
             end_us: now,
             flops: 0,
+            cold: false,
         }
         .send(conn, 0)
         .await;
@@ -524,6 +529,7 @@ async fn run_job(
     let result = node.exec.run(plan.graph, tensors).await;
     node.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
     let (outputs, start_us, mut end_us) = result.map_err(ClusterError::Exec)?;
+    let cold = lock(&node.warm).insert((model.to_string(), nodes.to_vec()));
     let factor = *lock(&node.throttle);
     if factor > 1.0 {
         // A throttled node behaves like slower hardware: its job takes
@@ -547,6 +553,7 @@ async fn run_job(
         start_us,
         end_us,
         flops: plan.flops,
+        cold,
     }
     .send(conn, 0)
     .await

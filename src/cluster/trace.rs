@@ -180,7 +180,7 @@ pub fn chrome_trace(records: &[JobRecord]) -> serde_json::Value {
             events.push(json!({
                 "name": what, "cat": "compute", "ph": "X", "pid": 1, "tid": r.node_name,
                 "ts": r.start_us.saturating_sub(t0), "dur": r.end_us - r.start_us,
-                "args": {"flops": r.flops, "class": r.class, "ok": r.ok, "stolen": r.stolen},
+                "args": {"flops": r.flops, "class": r.class, "ok": r.ok, "stolen": r.stolen, "cold": r.cold},
             }));
         }
         if r.recv_us > r.sent_us {

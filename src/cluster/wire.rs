@@ -80,6 +80,10 @@ pub enum Msg {
         end_us: u64,
         /// FLOPs the job did (halo included).
         flops: u64,
+        /// True for the first run of these ops on this node: it paid
+        /// one-off costs (kernels compiled, weights uploaded, kernel
+        /// choices timed), so its span says little about the node's speed.
+        cold: bool,
     },
     /// Node → coordinator: a job failed.
     Failed {
