@@ -103,6 +103,15 @@ async fn start_cluster(name: &str, cluster: Cluster) -> (LocalCluster, Coordinat
 }
 
 /// A 1×3×24×24 image with varied pixel values in [0, 255].
+/// Whether `text` names one of the cluster's nodes (`node NAME: …`).
+fn names_a_node(local: &LocalCluster, text: &str) -> bool {
+    local
+        .cluster
+        .nodes
+        .iter()
+        .any(|n| text.contains(&format!("node {}:", n.name)))
+}
+
 fn image() -> Tensor {
     let n = 3 * 24 * 24;
     let data = (0..n).map(|i| ((i * 37 % 251) as f32).min(255.0)).collect();
@@ -775,6 +784,44 @@ fn a_foreign_certificate_is_refused_and_a_malformed_request_gets_an_error() {
             .expect("normal run");
         assert_eq!(bits(&r.outputs), bits(&reference(&model)));
         coord.shutdown().await;
+
+        // A certificate of the cluster's CA that no node lists as a peer:
+        // refused at once, by name, not after the calibration timeout.
+        let other = local.cluster.nodes[local.tier(Tier::Edge)[1]].name.clone();
+        let id = transport::Identity::load(&local.dir().join("certs"), &other).expect("id");
+        let names: Vec<String> = local.cluster.nodes.iter().map(|n| n.name.clone()).collect();
+        let hello = Hello {
+            node_id: other.clone(),
+            tier: transport::Tier::Edge,
+            adapter: "none".into(),
+            capabilities: Capabilities::default(),
+        };
+        let ep = Endpoint::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            EndpointConfig::new(id, names, hello),
+        )
+        .expect("bind");
+        let addrs = local
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| n.address.parse().expect("addr"))
+            .collect();
+        let started = std::time::Instant::now();
+        let refused = Coordinator::connect(local.cluster.clone(), ep, addrs).await;
+        let Err(e) = refused else {
+            panic!("a coordinator no node lists was accepted");
+        };
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "refused after {:?}: {e}",
+            started.elapsed()
+        );
+        let e = e.to_string();
+        assert!(
+            e.contains("allow-listed") && names_a_node(&local, &e),
+            "{e}"
+        );
     });
 }
 

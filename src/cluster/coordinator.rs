@@ -434,6 +434,8 @@ impl Default for Timeouts {
 /// How long a node has to complete the handshake (a dead address would
 /// otherwise hold the coordinator for the transport's 30 s idle timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connected node may take to report its start-up calibration.
+const CALIBRATION_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Drives a cluster of node daemons.
 pub struct Coordinator {
@@ -513,14 +515,29 @@ impl Coordinator {
             .map_err(|_| ClusterError::Node {
                 node: name.clone(),
                 why: format!("no answer at {addr} within {} s", CONNECT_TIMEOUT.as_secs()),
-            })??;
+            })?
+            .map_err(|e| ClusterError::Node {
+                node: name.clone(),
+                why: e.to_string(),
+            })?;
         let peer = Peer::start(conn, i).await;
         let mut rx = peer.calibration.subscribe();
-        let rates = tokio::time::timeout(Duration::from_secs(120), rx.wait_for(Option::is_some))
-            .await
+        // A node that refuses this coordinator's certificate (valid, but not
+        // among its peers) closes the connection after the handshake; the
+        // wait ends there, not at the calibration timeout.
+        let calibrated = tokio::select! {
+            r = tokio::time::timeout(CALIBRATION_TIMEOUT, rx.wait_for(Option::is_some)) => r,
+            why = peer.conn.closed() => {
+                return Err(ClusterError::Node {
+                    node: name,
+                    why: format!("closed the connection before its calibration: {why}"),
+                });
+            }
+        };
+        let rates = calibrated
             .map_err(|_| ClusterError::Node {
                 node: name.clone(),
-                why: "no calibration within 120 s".into(),
+                why: format!("no calibration within {} s", CALIBRATION_TIMEOUT.as_secs()),
             })?
             .map_err(|_| ClusterError::Node {
                 node: name.clone(),
