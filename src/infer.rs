@@ -40,13 +40,8 @@ pub fn infer(args: &InferArgs) -> Result<()> {
     let grid = Grid::parse(&args.grid)?;
     let input = model::read_input(kind, &args.input, args.pixel_scale)?;
     let graph = model::load(&args.model, input.shape())?;
-    if graph.inputs.len() != 1 {
-        bail!(
-            "{}: the model has {} inputs; tessera infer feeds exactly one",
-            args.model,
-            graph.inputs.len()
-        );
-    }
+    model::check_io(&args.model, &graph, &input)?;
+    tessera::tensor_io::format_of(&args.output)?;
     let exec = executor(args.backend, args.adapter.clone(), args.no_autotune)?;
     let started = Instant::now();
     let output = run_graph(exec.as_ref(), &graph, input, &grid, args.fuse)?;

@@ -100,6 +100,27 @@ pub fn load(spec: &str, input_shape: &[usize]) -> Result<Graph> {
     Ok(graph)
 }
 
+/// Checks that `graph` (loaded from `spec`) takes `input` as its one input
+/// and gives one output: what `tessera infer` and `tessera run` read and
+/// write. Run before any work, so a wrong file fails at once and says why.
+pub fn check_io(spec: &str, graph: &Graph, input: &Tensor) -> Result<()> {
+    if graph.inputs.len() != 1 {
+        bail!(
+            "{spec}: the model has {} inputs; tessera feeds exactly one",
+            graph.inputs.len()
+        );
+    }
+    if graph.outputs.len() != 1 {
+        bail!(
+            "{spec}: the model has {} outputs; tessera writes models with exactly one",
+            graph.outputs.len()
+        );
+    }
+    graph
+        .check_inputs(std::slice::from_ref(input))
+        .with_context(|| spec.to_string())
+}
+
 /// Loads a model for planning or benchmarking: the default model at its
 /// fixture's size, other models at the input shape they declare (a TF.js
 /// model with a free spatial size at 224×224).

@@ -49,6 +49,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let cluster = plan::read_cluster(&args.cluster)?;
     let kind = model::kind_of(&args.model)?;
     let input = model::read_input(kind, &args.input, args.pixel_scale)?;
+    // Checked here, before any node is contacted: a wrong input or output
+    // would otherwise surface as a node's error about the model bundle.
+    let graph = model::load(&args.model, input.shape())?;
+    model::check_io(&args.model, &graph, &input)?;
+    tessera::tensor_io::format_of(&args.output)?;
     let bundle = Bundle::from_spec(&args.model, input.shape())?;
     let addrs = cluster
         .nodes

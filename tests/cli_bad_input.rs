@@ -1,5 +1,5 @@
-//! Bad input to `tessera infer` gives a one-line error naming the problem and
-//! a non-zero exit, never a panic.
+//! Bad input to `tessera infer` (and `tessera run`) gives a one-line error
+//! naming the problem and a non-zero exit, never a panic.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,13 +25,17 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Runs `tessera infer` on the CPU and returns its stderr, asserting failure.
 fn infer_fails(model: &str, input: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["infer", "--backend", "cpu", "--model", model, "--input"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(["infer", "--backend", "cpu", "--model", model, "--input"])
         .arg(input)
         .arg("--output")
-        .arg(scratch("out.npy"))
-        .output()
-        .expect("run tessera");
+        .arg(scratch("out.npy"));
+    fails(cmd)
+}
+
+/// Runs `cmd` and returns its stderr, asserting a one-line error and exit 1.
+fn fails(mut cmd: Command) -> String {
+    let out = cmd.output().expect("run tessera");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         !out.status.success(),
@@ -118,4 +122,29 @@ fn npy_of_the_wrong_dtype() {
 fn missing_input_file() {
     let e = infer_fails(MODEL, Path::new("/no/such/input.npy"));
     assert!(e.contains("/no/such/input.npy"), "{e}");
+}
+
+#[test]
+fn run_checks_its_input_and_output_before_contacting_the_cluster() {
+    // Nothing listens at the cluster file's addresses: a check that waited
+    // for the nodes would fail with "cannot reach the cluster" instead.
+    let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster.toml");
+    let run = |input: &Path, output: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.args(["run", "--cluster", cluster, "--certs", "/no/such/certs"])
+            .args(["--name", "coordinator", "--model", MODEL, "--input"])
+            .arg(input)
+            .arg("--output")
+            .arg(scratch(output));
+        fails(cmd)
+    };
+    let x = scratch("run-small.npy");
+    write_npy(&x, &[1, 3, 32, 32], false);
+    let e = run(&x, "out.npy");
+    assert!(
+        e.contains("expected shape [1, 3, 64, 64]") && e.contains("[1, 3, 32, 32]"),
+        "{e}"
+    );
+    let e = run(Path::new(INPUT), "out.txt");
+    assert!(e.contains("out.txt") && e.contains(".npy or .png"), "{e}");
 }

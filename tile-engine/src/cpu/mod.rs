@@ -47,7 +47,7 @@ impl crate::Executor for CpuExecutor {
 /// so peak memory follows the graph's widest cut, not its total size.
 pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     graph.validate()?;
-    check_inputs(graph, inputs)?;
+    graph.check_inputs(inputs)?;
 
     let n_values = graph.values.len();
     let mut last_use: Vec<Option<usize>> = vec![None; n_values];
@@ -110,29 +110,6 @@ pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
                 })
         })
         .collect()
-}
-
-/// Checks the caller's tensors against the graph's declared inputs.
-fn check_inputs(graph: &Graph, inputs: &[Tensor]) -> Result<()> {
-    if inputs.len() != graph.inputs.len() {
-        return Err(Error::InvalidInput(format!(
-            "the model takes {} input(s), got {}",
-            graph.inputs.len(),
-            inputs.len()
-        )));
-    }
-    for (&v, t) in graph.inputs.iter().zip(inputs) {
-        let value = &graph.values[v];
-        if t.shape() != value.shape.as_slice() {
-            return Err(Error::InvalidInput(format!(
-                "input {}: expected shape {:?}, got {:?}",
-                value.name,
-                value.shape,
-                t.shape()
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Prefixes an error with the node that raised it.

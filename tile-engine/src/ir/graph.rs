@@ -50,6 +50,29 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// Checks a caller's tensors against the graph's declared inputs (count and shapes).
+    pub fn check_inputs(&self, inputs: &[Tensor]) -> Result<()> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::InvalidInput(format!(
+                "the model takes {} input(s), got {}",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        for (&v, t) in self.inputs.iter().zip(inputs) {
+            let value = &self.values[v];
+            if t.shape() != value.shape.as_slice() {
+                return Err(Error::InvalidInput(format!(
+                    "input {}: expected shape {:?}, got {:?}",
+                    value.name,
+                    value.shape,
+                    t.shape()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Adds a value and returns its id.
     pub fn add_value(&mut self, name: impl Into<String>, shape: Vec<usize>) -> ValueId {
         self.values.push(Value {
