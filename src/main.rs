@@ -95,11 +95,12 @@ pub struct InferArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Daemons log what they do; one-shot commands print their own lines
-    // (RUST_LOG turns logs on for them).
+    // and the engine's warnings about the model they were given (RUST_LOG
+    // turns the rest on).
     let default = if matches!(cli.command, Command::Node { .. }) {
         "info"
     } else {
-        "off"
+        "tile_engine=warn"
     };
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -718,3 +718,31 @@ fn rank6_pixel_shuffle_transpose_is_lowered() {
     assert_eq!(ops(&g), vec!["reshape", "transpose", "reshape"]);
     assert_eq!(g.shape(g.outputs[0]), &[1, 3, 4, 2, 5, 2]);
 }
+
+#[test]
+fn a_wrong_output_annotation_yields_to_the_computed_shape() {
+    // ceil_mode with a window that would start in the bottom padding: the
+    // last row is dropped (7 rows, pads 1, k 2, s 2 → 4), as onnxruntime
+    // computes; `onnx.shape_inference` annotates 5.
+    let n = node(
+        "MaxPool",
+        "mp",
+        &["x"],
+        &["y"],
+        vec![
+            attr("kernel_shape", A::Is(vec![2, 2])),
+            attr("strides", A::Is(vec![2, 2])),
+            attr("pads", A::Is(vec![1, 1, 1, 1])),
+            attr("ceil_mode", A::I(1)),
+        ],
+    );
+    let m = model(
+        13,
+        vec![n],
+        vec![],
+        vec![vis("x", &[1, 2, 7, 8])],
+        vec![vis("y", &[1, 2, 5, 5])],
+    );
+    let g = load(&m);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 2, 4, 5]);
+}

@@ -411,11 +411,16 @@ pub(crate) fn import(model: &ModelProto, file_len: usize) -> Result<Graph> {
                     .zip(shape)
                     .all(|(d, &s)| d.is_none_or(|d| d == s as i64));
             // A declared rank-0 output with an inferred shape is an exporter
-            // leaving the shape out, not a mismatch.
+            // leaving the shape out, not a mismatch. Any other mismatch is
+            // reported but not refused, as onnxruntime does: the shapes the
+            // ops compute are the ones that count, and annotations written
+            // by `onnx.shape_inference` can be wrong (a MaxPool with
+            // ceil_mode whose last window would start in the padding is
+            // annotated one row too tall).
             if !fits && !dims.is_empty() {
-                return Err(Error::Shape(format!(
-                    "graph output '{name}' is declared {dims:?} but computes {shape:?}"
-                )));
+                tracing::warn!(
+                    "graph output '{name}' is declared {dims:?} but computes {shape:?}; using the computed shape"
+                );
             }
         }
         imp.graph.outputs.push(v);
