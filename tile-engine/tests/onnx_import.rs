@@ -746,3 +746,121 @@ fn a_wrong_output_annotation_yields_to_the_computed_shape() {
     let g = load(&m);
     assert_eq!(g.shape(g.outputs[0]), &[1, 2, 4, 5]);
 }
+
+#[test]
+fn a_mean_or_max_over_h_and_w_is_a_global_pool() {
+    let x: Vec<f32> = (0..2 * 3 * 4).map(|i| (i * 7 % 11) as f32).collect();
+    let input = tile_engine::Tensor::new(vec![1, 2, 3, 4], x.clone()).expect("tensor");
+    let mean = |c: usize| x[c * 12..(c + 1) * 12].iter().sum::<f32>() / 12.0;
+    let max = |c: usize| {
+        x[c * 12..(c + 1) * 12]
+            .iter()
+            .copied()
+            .fold(f32::MIN, f32::max)
+    };
+    // (op, opset, axes as attribute or input, keepdims, expected ops, shape, values)
+    type Case = (
+        &'static str,
+        i64,
+        bool,
+        i64,
+        Vec<&'static str>,
+        Vec<usize>,
+        Vec<f32>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "ReduceMean",
+            13,
+            false,
+            1,
+            vec!["globalpool"],
+            vec![1, 2, 1, 1],
+            vec![mean(0), mean(1)],
+        ),
+        (
+            "ReduceMean",
+            13,
+            false,
+            0,
+            vec!["globalpool", "reshape"],
+            vec![1, 2],
+            vec![mean(0), mean(1)],
+        ),
+        (
+            "ReduceMean",
+            18,
+            true,
+            1,
+            vec!["globalpool"],
+            vec![1, 2, 1, 1],
+            vec![mean(0), mean(1)],
+        ),
+        (
+            "ReduceMax",
+            13,
+            false,
+            0,
+            vec!["globalpool", "reshape"],
+            vec![1, 2],
+            vec![max(0), max(1)],
+        ),
+    ];
+    for (op, opset, axes_input, keepdims, want_ops, want_shape, want) in cases {
+        let (inputs, attrs, inits) = if axes_input {
+            (
+                vec!["x", "axes"],
+                vec![attr("keepdims", A::I(keepdims))],
+                vec![ti("axes", &[2], &[-1, 2])],
+            )
+        } else {
+            (
+                vec!["x"],
+                vec![
+                    attr("axes", A::Is(vec![-1, 2])),
+                    attr("keepdims", A::I(keepdims)),
+                ],
+                vec![],
+            )
+        };
+        let n = node(op, "r", &inputs, &["y"], attrs);
+        let g = load(&model(
+            opset,
+            vec![n],
+            inits,
+            vec![vis("x", &[1, 2, 3, 4])],
+            vec![vi("y", &[])],
+        ));
+        assert_eq!(ops(&g), want_ops, "{op} opset {opset} keepdims {keepdims}");
+        assert_eq!(g.shape(g.outputs[0]), want_shape.as_slice());
+        let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+        let got = y[0].data();
+        for (a, b) in got.iter().zip(&want) {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{op}: {got:?} vs {want:?}"
+            );
+        }
+    }
+    // Over the channels it is refused by name, not mis-imported.
+    let n = node(
+        "ReduceMean",
+        "r",
+        &["x"],
+        &["y"],
+        vec![attr("axes", A::Is(vec![1]))],
+    );
+    let m = model(
+        13,
+        vec![n],
+        vec![],
+        vec![vis("x", &[1, 2, 3, 4])],
+        vec![vi("y", &[])],
+    );
+    match load_bytes(&bytes(&m)) {
+        Err(Error::Unsupported(e)) => {
+            assert!(e.contains("ReduceMean") && e.contains("H and W"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -441,6 +441,7 @@ fn import_node(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         "ConvTranspose" => ops_conv::conv_transpose(imp, ctx),
         "MaxPool" | "AveragePool" => ops_conv::pool(imp, ctx),
         "GlobalAveragePool" | "GlobalMaxPool" => ops_conv::global_pool(imp, ctx),
+        "ReduceMean" | "ReduceMax" => ops_conv::reduce_spatial(imp, ctx),
         "Gemm" => ops_math::gemm(imp, ctx),
         "MatMul" => ops_math::matmul(imp, ctx),
         "Relu" | "LeakyRelu" | "Sigmoid" | "Tanh" | "HardSigmoid" | "HardSwish" | "Clip"

@@ -362,6 +362,66 @@ pub(crate) fn global_pool(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     imp.emit_out(ctx, Op::GlobalPool(kind), vec![x])
 }
 
+/// `ReduceMean` / `ReduceMax` over H and W of an NCHW map: a global pool,
+/// reshaped to `[N, C]` without `keepdims` (squeeze-and-excitation blocks
+/// and classifier heads exported from PyTorch use these for
+/// `x.mean((2, 3))`). Other axes are not supported.
+pub(crate) fn reduce_spatial(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let input = ctx.req_input(0)?;
+    let shape = imp.shape_of(ctx, input)?;
+    // Opset 18 moved `axes` from an attribute to an optional input.
+    let axes: Option<Vec<i64>> = if imp.opset >= 18 {
+        imp.opt_const(ctx, 1, "axes")?.map(|c| c.to_i64())
+    } else {
+        ctx.ints("axes").map(<[i64]>::to_vec)
+    };
+    let keepdims = ctx.int("keepdims", 1)? != 0;
+    let axes = match axes {
+        Some(a) if !a.is_empty() => a,
+        _ => {
+            return Err(ctx.unsupported(
+                "only a reduction over H and W (axes [2, 3]) is supported; this one has no axes",
+            ));
+        }
+    };
+    let mut axes = axes
+        .iter()
+        .map(|&a| ctx.axis(a, shape.len()))
+        .collect::<Result<Vec<_>>>()?;
+    axes.sort_unstable();
+    if shape.len() != 4 || axes != [2, 3] {
+        return Err(ctx.unsupported(format!(
+            "only a reduction over H and W of an NCHW map is supported, not axes {axes:?} of a rank-{} tensor",
+            shape.len()
+        )));
+    }
+    let x = imp.runtime(ctx, input)?;
+    let kind = if ctx.op == "ReduceMax" {
+        PoolKind::Max
+    } else {
+        PoolKind::Average {
+            count_include_pad: false,
+        }
+    };
+    if keepdims {
+        return imp.emit_out(ctx, Op::GlobalPool(kind), vec![x]);
+    }
+    let out = ctx.output()?.to_string();
+    let pooled = imp.emit(
+        ctx.name.clone(),
+        Op::GlobalPool(kind),
+        vec![x],
+        format!("{out}/pooled"),
+    )?;
+    let v = imp.reshape(
+        format!("{}/squeeze", ctx.name),
+        pooled,
+        out,
+        vec![shape[0], shape[1]],
+    )?;
+    imp.bind_out(ctx, v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
