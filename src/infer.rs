@@ -38,6 +38,7 @@ pub fn run_graph(
 pub fn infer(args: &InferArgs) -> Result<()> {
     let kind = model::kind_of(&args.model)?;
     let grid = Grid::parse(&args.grid)?;
+    model::check_pixel_scale(kind, &args.input, &args.output, args.pixel_scale)?;
     let input = model::read_input(kind, &args.input, args.pixel_scale)?;
     let graph = model::load(&args.model, input.shape())?;
     model::check_io(&args.model, &graph, &input)?;

@@ -76,7 +76,7 @@ pub struct InferArgs {
     #[arg(long, default_value = "1x1")]
     pub grid: String,
     /// Fuse at most N layers per block (default: chosen from the halo overhead).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub fuse: Option<usize>,
     /// Executor.
     #[arg(long, value_enum, default_value_t = Backend::Gpu)]

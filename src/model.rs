@@ -59,6 +59,32 @@ pub fn write_output(
     tensor_io::write_tensor(path, t, range(pixel_scale))
 }
 
+/// Checks `--pixel-scale` against what it applies to: a positive scale, a
+/// PNG on at least one side, and a model other than the embedded one
+/// (whose pixel convention is fixed). A scale that would be ignored is
+/// refused, so a user does not believe it was used.
+pub fn check_pixel_scale(
+    kind: ModelKind,
+    input: &Path,
+    output: &Path,
+    pixel_scale: Option<f32>,
+) -> Result<()> {
+    let Some(scale) = pixel_scale else {
+        return Ok(());
+    };
+    if !(scale.is_finite() && scale > 0.0) {
+        bail!("--pixel-scale {scale}: expected a positive number");
+    }
+    if kind == ModelKind::Default {
+        bail!("--pixel-scale does not apply to the default model, whose PNGs are RGB in [0, 255]");
+    }
+    let png = |p: &Path| tensor_io::format_of(p).is_ok_and(|f| f == Format::Png);
+    if !png(input) && !png(output) {
+        bail!("--pixel-scale applies to PNG images; neither --input nor --output is a .png");
+    }
+    Ok(())
+}
+
 fn range(pixel_scale: Option<f32>) -> PixelRange {
     pixel_scale.map_or_else(PixelRange::default, |scale| PixelRange { scale })
 }

@@ -48,6 +48,7 @@ pub struct RunArgs {
 pub fn run(args: &RunArgs) -> Result<()> {
     let cluster = plan::read_cluster(&args.cluster)?;
     let kind = model::kind_of(&args.model)?;
+    model::check_pixel_scale(kind, &args.input, &args.output, args.pixel_scale)?;
     let input = model::read_input(kind, &args.input, args.pixel_scale)?;
     // Checked here, before any node is contacted: a wrong input or output
     // would otherwise surface as a node's error about the model bundle.

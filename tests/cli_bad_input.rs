@@ -148,3 +148,21 @@ fn run_checks_its_input_and_output_before_contacting_the_cluster() {
     let e = run(Path::new(INPUT), "out.txt");
     assert!(e.contains("out.txt") && e.contains(".npy or .png"), "{e}");
 }
+
+#[test]
+fn a_pixel_scale_that_would_be_ignored_is_refused() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args([
+        "infer",
+        "--backend",
+        "cpu",
+        "--model",
+        MODEL,
+        "--input",
+        INPUT,
+    ])
+    .args(["--pixel-scale", "255", "--output"])
+    .arg(scratch("scaled.npy"));
+    let e = fails(cmd);
+    assert!(e.contains("--pixel-scale") && e.contains("PNG"), "{e}");
+}

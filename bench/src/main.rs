@@ -89,6 +89,7 @@ mod tests {
             ("bench tiles --backend tpu", "--backend"),
             ("bench tiles --grids 2x2,0x1", "--grids"),
             ("bench tiles --size 0", "--size"),
+            ("bench tiles --max-grid 9", "--max-grid"),
             ("bench kernels --reps 0", "--reps"),
             ("bench transport --sizes 12Q", "--sizes"),
             ("bench transport --sizes 99999999999999999M", "--sizes"),
