@@ -109,7 +109,10 @@ pub fn load(spec: &str, input_shape: &[usize]) -> Result<Graph> {
         }
         ModelKind::Onnx => {
             let path = Path::new(spec);
-            tile_engine::onnx::load_file(path).with_context(|| spec.to_string())?
+            // The input's batch fills a symbolic batch dimension.
+            let batch = input_shape.first().copied().unwrap_or(1).max(1);
+            tile_engine::onnx::load_file_with_batch(path, batch)
+                .with_context(|| spec.to_string())?
         }
         ModelKind::Tfjs => {
             let path = Path::new(spec);

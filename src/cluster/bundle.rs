@@ -148,7 +148,8 @@ impl Bundle {
                     .files
                     .first()
                     .ok_or_else(|| ClusterError::Model("empty ONNX bundle".into()))?;
-                tile_engine::onnx::load_bytes(bytes).map_err(err)?
+                let batch = self.input_shape.first().copied().unwrap_or(1).max(1);
+                tile_engine::onnx::load_bytes_with_batch(bytes, batch).map_err(err)?
             }
             Format::Tfjs => {
                 let (_, json) = self

@@ -864,3 +864,26 @@ fn a_mean_or_max_over_h_and_w_is_a_global_pool() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_symbolic_batch_takes_the_batch_asked_for_and_a_fixed_one_stays() {
+    // Flatten keeps the batch: its output shape shows the batch used.
+    let m = |x: tile_engine::onnx::proto::ValueInfoProto| {
+        bytes(&model(
+            13,
+            vec![node("Flatten", "f", &["x"], &["y"], vec![])],
+            vec![],
+            vec![x],
+            vec![vi("y", &[])],
+        ))
+    };
+    let symbolic = m(vi("x", &[None, Some(2), Some(3), Some(4)]));
+    let g = tile_engine::onnx::load_bytes_with_batch(&symbolic, 3).expect("batch 3");
+    assert_eq!(g.shape(g.inputs[0]), &[3, 2, 3, 4]);
+    assert_eq!(g.shape(g.outputs[0]), &[3, 24]);
+    let g = load_bytes(&symbolic).expect("default batch");
+    assert_eq!(g.shape(g.inputs[0]), &[1, 2, 3, 4]);
+    let fixed = m(vis("x", &[1, 2, 3, 4]));
+    let g = tile_engine::onnx::load_bytes_with_batch(&fixed, 3).expect("fixed");
+    assert_eq!(g.shape(g.inputs[0]), &[1, 2, 3, 4]);
+}

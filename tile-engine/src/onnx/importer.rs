@@ -233,7 +233,7 @@ impl Importer {
     }
 }
 
-fn value_info_shape(vi: &ValueInfoProto) -> Result<(String, Vec<usize>)> {
+fn value_info_shape(vi: &ValueInfoProto, batch: usize) -> Result<(String, Vec<usize>)> {
     let name = vi.name.clone().unwrap_or_default();
     let tt = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(type_proto::Value::TensorType(tt)) => tt,
@@ -269,8 +269,8 @@ fn value_info_shape(vi: &ValueInfoProto) -> Result<(String, Vec<usize>)> {
                     "graph input '{name}': dimension {i} is {v}"
                 )));
             }
-            // A symbolic batch dimension runs with batch 1.
-            _ if i == 0 => 1,
+            // A symbolic batch dimension takes the batch asked for (1 by default).
+            _ if i == 0 => batch,
             Some(D::DimParam(p)) => {
                 return Err(Error::Unsupported(format!(
                     "graph input '{name}': dimension {i} is symbolic ('{p}'); tessera needs static shapes (only the batch dimension may be symbolic)"
@@ -328,7 +328,8 @@ fn default_opset(model: &ModelProto) -> Result<i64> {
 }
 
 /// Builds the IR graph of a decoded model. `file_len` sizes the folding budget.
-pub(crate) fn import(model: &ModelProto, file_len: usize) -> Result<Graph> {
+/// A symbolic first dimension of a graph input becomes `batch`.
+pub(crate) fn import(model: &ModelProto, file_len: usize, batch: usize) -> Result<Graph> {
     let ir_version = model
         .ir_version
         .ok_or_else(|| Error::Malformed("no ir_version: not an ONNX model".into()))?;
@@ -374,7 +375,7 @@ pub(crate) fn import(model: &ModelProto, file_len: usize) -> Result<Graph> {
         if imp.env.contains_key(name) {
             continue;
         }
-        let (name, shape) = value_info_shape(vi)?;
+        let (name, shape) = value_info_shape(vi, batch)?;
         let v = imp.graph.add_value(name.clone(), shape);
         imp.graph.inputs.push(v);
         imp.env.insert(name, Slot::Runtime(v));

@@ -4,7 +4,8 @@
 //! Accepted: IR version 3 and later, default-domain opsets 7 to 21 (22–25
 //! too: they only added element types to the ops imported here). Graph
 //! inputs must be float32 with static shapes, except that a symbolic first
-//! (batch) dimension is fixed to 1. Initializers that old exporters also list
+//! (batch) dimension is fixed to 1 or to the batch the caller asks for
+//! ([`load_bytes_with_batch`]). Initializers that old exporters also list
 //! as graph inputs are constants, not runtime inputs; unused initializers are
 //! dropped. Tensors with external data are refused.
 //!
@@ -35,18 +36,33 @@ use prost::Message;
 use crate::error::{Error, Result};
 use crate::ir::Graph;
 
-/// Decodes an ONNX model from bytes and imports it into the IR.
+/// Decodes an ONNX model from bytes and imports it into the IR (a symbolic
+/// batch dimension as 1).
 pub fn load_bytes(bytes: &[u8]) -> Result<Graph> {
-    let model = proto::ModelProto::decode(bytes)
-        .map_err(|e| Error::Malformed(format!("not a valid ONNX protobuf: {e}")))?;
-    importer::import(&model, bytes.len())
+    load_bytes_with_batch(bytes, 1)
 }
 
-/// Reads and imports an ONNX model file.
+/// Like [`load_bytes`], with a symbolic batch dimension of the inputs set
+/// to `batch` (a fixed one is kept as declared).
+pub fn load_bytes_with_batch(bytes: &[u8], batch: usize) -> Result<Graph> {
+    if batch == 0 {
+        return Err(Error::InvalidInput("batch 0".into()));
+    }
+    let model = proto::ModelProto::decode(bytes)
+        .map_err(|e| Error::Malformed(format!("not a valid ONNX protobuf: {e}")))?;
+    importer::import(&model, bytes.len(), batch)
+}
+
+/// Reads and imports an ONNX model file (a symbolic batch dimension as 1).
 pub fn load_file(path: &Path) -> Result<Graph> {
+    load_file_with_batch(path, 1)
+}
+
+/// Like [`load_file`], with a symbolic batch dimension set to `batch`.
+pub fn load_file_with_batch(path: &Path, batch: usize) -> Result<Graph> {
     let bytes = std::fs::read(path).map_err(|error| Error::Io {
         path: path.display().to_string(),
         error,
     })?;
-    load_bytes(&bytes)
+    load_bytes_with_batch(&bytes, batch)
 }
