@@ -57,6 +57,8 @@ OPS = {
     "Sub", "Mul", "Div", "Sum", "Max", "Min", "Concat", "Flatten", "Reshape",
     "Transpose", "Squeeze", "Unsqueeze", "Softmax", "LRN", "Dropout", "Identity",
     "Pad", "Resize", "Upsample", "DepthToSpace", "Constant",
+    # Added at stop 22: activations a new-user review found refused.
+    "Elu", "Selu", "Softplus", "Erf",
 }
 
 # Ops whose every input is a runtime tensor; for every other op only input 0 is.

@@ -8,7 +8,7 @@
 // Invocations per workgroup (1-D); tuned per layer.
 override WG: u32 = 64u;
 // Activation: 0 identity, 1 relu, 2 leaky relu, 3 prelu, 4 sigmoid, 5 tanh,
-// 6 clip, 7 hard sigmoid, 8 hard swish.
+// 6 clip, 7 hard sigmoid, 8 hard swish, 9 elu, 10 selu, 11 softplus, 12 erf.
 override ACT: u32 = 0u;
 // Fused bias add in the store.
 override HAS_BIAS: bool = false;
@@ -34,8 +34,21 @@ fn activate(x: f32, c: u32, alpha: f32, beta: f32) -> f32 {
         case 6u: { return min(max(x, alpha), beta); }
         case 7u: { return clamp(alpha * x + beta, 0.0, 1.0); }
         case 8u: { return x * clamp(x / 6.0 + 0.5, 0.0, 1.0); }
+        case 9u: { return select(x, alpha * (exp(x) - 1.0), x < 0.0); }
+        case 10u: { return select(beta * x, beta * (alpha * exp(x) - alpha), x <= 0.0); }
+        case 11u: { return log(exp(x) + 1.0); }
+        case 12u: { return erf_as(x); }
         default: { return x; }
     }
+}
+
+// erf by Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7), as on the CPU.
+fn erf_as(x: f32) -> f32 {
+    let a = abs(x);
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let poly = t * (0.2548296 + t * (-0.28449674 + t * (1.4214138 + t * (-1.4531521 + t * 1.0614054))));
+    let y = 1.0 - poly * exp(-a * a);
+    return select(y, -y, x < 0.0);
 }
 
 // The store of every producing kernel: bias, residual, activation, and a

@@ -225,6 +225,10 @@ fn act_params(a: &Activation) -> (u32, f32, f32, Option<Arc<Vec<f32>>>) {
         Activation::Clip { min, max } => (6, *min, *max, None),
         Activation::HardSigmoid { alpha, beta } => (7, *alpha, *beta, None),
         Activation::HardSwish => (8, 0.0, 0.0, None),
+        Activation::Elu { alpha } => (9, *alpha, 0.0, None),
+        Activation::Selu { alpha, gamma } => (10, *alpha, *gamma, None),
+        Activation::Softplus => (11, 0.0, 0.0, None),
+        Activation::Erf => (12, 0.0, 0.0, None),
     }
 }
 

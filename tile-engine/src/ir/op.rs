@@ -43,6 +43,34 @@ pub enum Activation {
     },
     /// `x * max(0, min(1, x / 6 + 1/2))`
     HardSwish,
+    /// `x < 0 ? alpha * (exp(x) - 1) : x`
+    Elu {
+        /// Scale of the negative part.
+        alpha: f32,
+    },
+    /// `gamma * (x <= 0 ? alpha * exp(x) - alpha : x)`
+    Selu {
+        /// Scale of the negative part.
+        alpha: f32,
+        /// Overall scale.
+        gamma: f32,
+    },
+    /// `ln(exp(x) + 1)`
+    Softplus,
+    /// The error function, by Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7;
+    /// WGSL has no `erf`, and both executors use this formula).
+    Erf,
+}
+
+/// `erf(x)` by Abramowitz and Stegun 7.1.26, the formula the WGSL kernels use.
+pub fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let y = 1.0 - poly * (-a * a).exp();
+    if x < 0.0 { -y } else { y }
 }
 
 impl Activation {
@@ -67,6 +95,22 @@ impl Activation {
             Activation::Clip { min, max } => x.max(*min).min(*max),
             Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Activation::Elu { alpha } => {
+                if x < 0.0 {
+                    alpha * (x.exp() - 1.0)
+                } else {
+                    x
+                }
+            }
+            Activation::Selu { alpha, gamma } => {
+                if x <= 0.0 {
+                    gamma * (alpha * x.exp() - alpha)
+                } else {
+                    gamma * x
+                }
+            }
+            Activation::Softplus => (x.exp() + 1.0).ln(),
+            Activation::Erf => erf(x),
         }
     }
 

@@ -280,6 +280,15 @@ pub(crate) fn activation(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         "Sigmoid" => Activation::Sigmoid,
         "Tanh" => Activation::Tanh,
         "HardSwish" => Activation::HardSwish,
+        "Softplus" => Activation::Softplus,
+        "Erf" => Activation::Erf,
+        "Elu" => Activation::Elu {
+            alpha: ctx.float("alpha", 1.0)?,
+        },
+        "Selu" => Activation::Selu {
+            alpha: ctx.float("alpha", 1.673_263_2)?,
+            gamma: ctx.float("gamma", 1.050_701)?,
+        },
         "LeakyRelu" => Activation::LeakyRelu {
             alpha: ctx.float("alpha", 0.01)?,
         },

@@ -174,6 +174,13 @@ pub(crate) fn activation(name: &str) -> Option<Act> {
         "relu6" => Activation::Clip { min: 0.0, max: 6.0 },
         "sigmoid" => Activation::Sigmoid,
         "tanh" => Activation::Tanh,
+        // Keras' elu and selu use the same constants as ONNX's defaults.
+        "elu" => Activation::Elu { alpha: 1.0 },
+        "selu" => Activation::Selu {
+            alpha: 1.673_263_2,
+            gamma: 1.050_701,
+        },
+        "softplus" => Activation::Softplus,
         // Keras 2 and TF.js both define hard_sigmoid as clip(0.2x + 0.5, 0, 1).
         "hard_sigmoid" | "hardSigmoid" => Activation::HardSigmoid {
             alpha: 0.2,
