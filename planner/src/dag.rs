@@ -216,7 +216,9 @@ fn geometry(graph: &Graph, i: usize) -> Geometry {
             window([w[2].max(1), w[3].max(1)], c.strides, c.dilations, c.pads)
         }
         Op::Pool(p) => window(p.kernel, p.strides, p.dilations, p.pads),
-        Op::Activation(_) | Op::ChannelAffine { .. } | Op::Lrn { .. } => Geometry::Pointwise,
+        Op::Activation(_) | Op::ChannelAffine { .. } | Op::Lrn { .. } | Op::ChannelSlice { .. } => {
+            Geometry::Pointwise
+        }
         Op::Binary { .. } => Geometry::Pointwise,
         Op::Concat { axis: 1 } => Geometry::Pointwise,
         // Integer nearest up-sampling reads input `o / factor` for output

@@ -70,7 +70,7 @@ fn check(g: &Graph, inputs: &[Tensor], conv: Option<ConvChoice>, what: &str) {
 }
 
 fn activation(k: u8, channels: usize) -> Activation {
-    match k % 9 {
+    match k % 13 {
         0 => Activation::Identity,
         1 => Activation::Relu,
         2 => Activation::LeakyRelu { alpha: 0.1 },
@@ -87,7 +87,14 @@ fn activation(k: u8, channels: usize) -> Activation {
             alpha: 0.2,
             beta: 0.5,
         },
-        _ => Activation::HardSwish,
+        8 => Activation::HardSwish,
+        9 => Activation::Elu { alpha: 0.7 },
+        10 => Activation::Selu {
+            alpha: 1.673_263_2,
+            gamma: 1.050_701,
+        },
+        11 => Activation::Softplus,
+        _ => Activation::Erf,
     }
 }
 
@@ -126,7 +133,7 @@ fn conv_problem() -> impl Strategy<Value = ConvProblem> {
             [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
             any::<bool>(),
             any::<bool>(),
-            0u8..9,
+            0u8..13,
             any::<u64>(),
         ),
     )
@@ -253,7 +260,7 @@ proptest! {
     }
 
     #[test]
-    fn dense_and_matmul_match_cpu(n in 1usize..=5, k in 1usize..=9, m in 1usize..=9, act in 0u8..9, seed in any::<u64>()) {
+    fn dense_and_matmul_match_cpu(n in 1usize..=5, k in 1usize..=9, m in 1usize..=9, act in 0u8..13, seed in any::<u64>()) {
         let op = Op::Dense {
             weight: Arc::new(random(&[k, m], seed ^ 5)),
             bias: Some(Arc::new((0..m).map(|i| i as f32 * 0.05).collect())),
@@ -271,7 +278,7 @@ proptest! {
     }
 
     #[test]
-    fn elementwise_ops_match_cpu(shape in [1usize..=2, 1usize..=4, 1usize..=5, 1usize..=5], act in 0u8..9, kind in 0u8..6, seed in any::<u64>()) {
+    fn elementwise_ops_match_cpu(shape in [1usize..=2, 1usize..=4, 1usize..=5, 1usize..=5], act in 0u8..13, kind in 0u8..6, seed in any::<u64>()) {
         let x = random(&shape, seed);
         check(&single(Op::Activation(activation(act, shape[1])), &shape, None), std::slice::from_ref(&x), None, "activation");
         let scale = Arc::new((0..shape[1]).map(|c| 1.0 + c as f32).collect());
@@ -299,6 +306,8 @@ proptest! {
         let crop = vec![shape[0], shape[1], shape[2] - shape[2] / 2, shape[3] - shape[3] / 3];
         check(&single(Op::Crop { offset: [shape[2] / 2, shape[3] / 3] }, &shape, Some(crop)), one, None, "crop");
         check(&single(Op::Reshape, &shape, Some(vec![shape[0], shape[1] * shape[2] * shape[3]])), one, None, "reshape");
+        let (start, len) = (shape[1] / 2, shape[1] - shape[1] / 2);
+        check(&single(Op::ChannelSlice { start, len }, &shape, None), one, None, "channelslice");
         let d2s_shape = [shape[0], shape[1] * 4, shape[2], shape[3]];
         for mode in [DepthToSpaceMode::Dcr, DepthToSpaceMode::Crd] {
             check(&single(Op::DepthToSpace { blocksize: 2, mode }, &d2s_shape, None), &[random(&d2s_shape, seed)], None, "depthtospace");

@@ -887,3 +887,85 @@ fn a_symbolic_batch_takes_the_batch_asked_for_and_a_fixed_one_stays() {
     let g = tile_engine::onnx::load_bytes_with_batch(&fixed, 3).expect("fixed");
     assert_eq!(g.shape(g.inputs[0]), &[1, 2, 3, 4]);
 }
+
+#[test]
+fn split_and_slice_of_a_runtime_map_cut_channels_or_rows() {
+    let x: Vec<f32> = (0..6 * 4 * 3).map(|i| i as f32).collect();
+    let input = tile_engine::Tensor::new(vec![1, 6, 4, 3], x.clone()).expect("tensor");
+    let plane = 12;
+    // Split along C at opset 13 (sizes as an input): two channel slices.
+    let n = node(
+        "Split",
+        "s",
+        &["x", "sizes"],
+        &["a", "b"],
+        vec![attr("axis", A::I(1))],
+    );
+    let m = model(
+        13,
+        vec![n, node("Add", "y", &["a", "b"], &["y"], vec![])],
+        vec![ti("sizes", &[2], &[3, 3])],
+        vec![vis("x", &[1, 6, 4, 3])],
+        vec![vi("y", &[])],
+    );
+    let g = load(&m);
+    assert_eq!(ops(&g), vec!["channelslice", "channelslice", "binary"]);
+    let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+    let want: Vec<f32> = (0..3 * plane).map(|i| x[i] + x[i + 3 * plane]).collect();
+    assert_eq!(y[0].data(), want.as_slice());
+    // Split along H into unequal parts (opset 11, sizes as an attribute): crops.
+    let n = node(
+        "Split",
+        "s",
+        &["x"],
+        &["a", "y"],
+        vec![attr("axis", A::I(2)), attr("split", A::Is(vec![1, 3]))],
+    );
+    let m = model(
+        11,
+        vec![n],
+        vec![],
+        vec![vis("x", &[1, 6, 4, 3])],
+        vec![vi("y", &[])],
+    );
+    let g = load(&m);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 6, 3, 3]);
+    let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+    let want: Vec<f32> = (0..6)
+        .flat_map(|c| x[c * plane + 3..(c + 1) * plane].to_vec())
+        .collect();
+    assert_eq!(y[0].data(), want.as_slice());
+    // Slice of channels 1..4: one channel slice.
+    let n = node("Slice", "s", &["x", "st", "en", "ax"], &["y"], vec![]);
+    let m = model(
+        13,
+        vec![n],
+        vec![
+            ti("st", &[1], &[1]),
+            ti("en", &[1], &[4]),
+            ti("ax", &[1], &[1]),
+        ],
+        vec![vis("x", &[1, 6, 4, 3])],
+        vec![vi("y", &[])],
+    );
+    let g = load(&m);
+    assert_eq!(ops(&g), vec!["channelslice"]);
+    let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+    assert_eq!(y[0].data(), &x[plane..4 * plane]);
+    // Parts that do not add up are a malformed model, not a panic.
+    let n = node(
+        "Split",
+        "s",
+        &["x"],
+        &["a", "y"],
+        vec![attr("axis", A::I(1)), attr("split", A::Is(vec![2, 2]))],
+    );
+    let m = model(
+        11,
+        vec![n],
+        vec![],
+        vec![vis("x", &[1, 6, 4, 3])],
+        vec![vi("y", &[])],
+    );
+    assert!(matches!(load_bytes(&bytes(&m)), Err(Error::Malformed(_))));
+}

@@ -76,6 +76,18 @@ pub(super) fn crop(x: &Tensor, offset: [usize; 2], out_shape: &[usize]) -> Resul
     Tensor::new(out_shape.to_vec(), out)
 }
 
+/// Channels `start .. start + len` of an NCHW map.
+pub(super) fn channel_slice(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    let s = x.shape();
+    let (c, plane) = (s[1], s[2] * s[3]);
+    let mut out = Vec::with_capacity(s[0] * len * plane);
+    for n in 0..s[0] {
+        let from = (n * c + start) * plane;
+        out.extend_from_slice(&x.data()[from..from + len * plane]);
+    }
+    Tensor::new(vec![s[0], len, s[2], s[3]], out)
+}
+
 /// DepthToSpace: DCR reads channel `(i * b + j) * C' + c`, CRD reads `c * b² + i * b + j`
 /// for output `(c, y * b + i, x * b + j)`.
 pub(super) fn depth_to_space(

@@ -175,6 +175,7 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor], out_shape: &[usize]) -> Result<Tenso
             scales,
         } => resize::resize(x, *mode, *coord, *scales, out_shape),
         Op::Crop { offset } => layout::crop(x, *offset, out_shape),
+        Op::ChannelSlice { start, len } => layout::channel_slice(x, *start, *len),
         Op::DepthToSpace { blocksize, mode } => {
             layout::depth_to_space(x, *blocksize, *mode, out_shape)
         }

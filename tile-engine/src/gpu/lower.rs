@@ -827,6 +827,18 @@ impl Lowerer<'_> {
                     &words,
                 )?])
             }
+            Op::ChannelSlice { start, .. } => {
+                let [_, _, h, w] = nchw(ins[0], "input")?;
+                let words = nd_words(&out, &strides(ins[0]), &strides(&out))?;
+                let total = out.iter().product::<usize>();
+                Ok(vec![strided_copy(
+                    self.buf_of(first)?,
+                    node.output,
+                    total,
+                    [start * h * w, 0],
+                    &words,
+                )?])
+            }
             Op::DepthToSpace { blocksize, mode } => {
                 let [n, ch, h, w] = nchw(ins[0], "input")?;
                 let b = *blocksize;

@@ -365,6 +365,14 @@ pub enum Op {
         /// Channel order.
         mode: DepthToSpaceMode,
     },
+    /// Channels `start .. start + len` of an NCHW map (ONNX Split and Slice
+    /// along the channels).
+    ChannelSlice {
+        /// First channel.
+        start: usize,
+        /// Number of channels.
+        len: usize,
+    },
 }
 
 impl Op {
@@ -394,6 +402,7 @@ impl Op {
             Op::Resize { .. } => "resize",
             Op::Crop { .. } => "crop",
             Op::DepthToSpace { .. } => "depthtospace",
+            Op::ChannelSlice { .. } => "channelslice",
         }
     }
 }

@@ -321,6 +321,19 @@ pub fn infer(op: &Op, inputs: &[&[usize]]) -> R<Vec<usize>> {
             }
             Ok(vec![x[0], x[1] / (b * b), x[2] * b, x[3] * b])
         }
+        Op::ChannelSlice { start, len } => {
+            arity(inputs, 1)?;
+            let x = nchw(inputs[0], "input")?;
+            if *len == 0 || start + len > x[1] {
+                return Err(format!(
+                    "channels {start}..{} outside the {} of {:?}",
+                    start + len,
+                    x[1],
+                    inputs[0]
+                ));
+            }
+            Ok(vec![x[0], *len, x[2], x[3]])
+        }
         Op::Reshape | Op::Resize { .. } | Op::Crop { .. } => {
             Err("output shape must be given explicitly".into())
         }

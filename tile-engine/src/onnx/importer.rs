@@ -460,6 +460,7 @@ fn import_node(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         "Gather" => ops_shape::gather(imp, ctx),
         "Cast" => ops_shape::cast(imp, ctx),
         "Slice" => ops_shape::slice(imp, ctx),
+        "Split" => ops_shape::split(imp, ctx),
         "ConstantOfShape" => ops_shape::constant_of_shape(imp, ctx),
         "Range" => ops_shape::range(imp, ctx),
         "Concat" => ops_shape::concat(imp, ctx),

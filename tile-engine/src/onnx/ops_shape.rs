@@ -251,15 +251,20 @@ pub(crate) fn slice(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
             if out_shape == shape {
                 return imp.bind_out(ctx, v);
             }
-            let spatial_only = r == 4
-                && per_axis[..2]
-                    .iter()
-                    .zip(&shape[..2])
-                    .all(|(p, &d)| p.0 == 0 && p.2 == d)
-                && per_axis[2..].iter().all(|p| p.1 == 1);
+            let whole = |a: usize| per_axis[a].0 == 0 && per_axis[a].2 == shape[a];
+            let channels_only = r == 4 && whole(0) && whole(2) && whole(3) && per_axis[1].1 == 1;
+            if channels_only {
+                let op = Op::ChannelSlice {
+                    start: per_axis[1].0 as usize,
+                    len: per_axis[1].2,
+                };
+                return imp.emit_out(ctx, op, vec![v]);
+            }
+            let spatial_only =
+                r == 4 && whole(0) && whole(1) && per_axis[2..].iter().all(|p| p.1 == 1);
             if !spatial_only {
                 return Err(ctx.unsupported(
-                    "slicing a runtime tensor is supported only along H and W of an NCHW map with step 1",
+                    "slicing a runtime tensor is supported only along C, or along H and W, of an NCHW map with step 1",
                 ));
             }
             let op = Op::Crop {
@@ -270,6 +275,90 @@ pub(crate) fn slice(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
             imp.bind_out(ctx, o)
         }
     }
+}
+
+/// `Split` of a runtime NCHW map along C (into channel slices) or along H
+/// or W (into crops); sizes from the `split` attribute (opset < 13) or
+/// input, else `num_outputs` (opset 18) or one part per output, equal but
+/// for a smaller last one.
+pub(crate) fn split(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let input = ctx.req_input(0)?;
+    let shape = imp.shape_of(ctx, input)?;
+    let axis = ctx.axis(ctx.int("axis", 0)?, shape.len())?;
+    let outs: Vec<&str> = ctx.node.output.iter().map(String::as_str).collect();
+    if outs.is_empty() {
+        return Err(ctx.malformed("has no output"));
+    }
+    let given: Option<Vec<i64>> = if imp.opset < 13 {
+        ctx.ints("split").map(<[i64]>::to_vec)
+    } else {
+        imp.opt_const(ctx, 1, "split")?.map(|c| c.to_i64())
+    };
+    let d = shape[axis];
+    let sizes: Vec<usize> = match given {
+        Some(s) => {
+            if s.len() != outs.len() || s.iter().any(|&x| x < 0) {
+                return Err(ctx.malformed(format!(
+                    "split {s:?} does not give one size ≥ 0 per output ({})",
+                    outs.len()
+                )));
+            }
+            s.iter().map(|&x| x as usize).collect()
+        }
+        None => {
+            let k = outs.len();
+            let part = d.div_ceil(k);
+            (0..k)
+                .map(|i| part.min(d.saturating_sub(i * part)))
+                .collect()
+        }
+    };
+    if sizes.iter().sum::<usize>() != d {
+        return Err(ctx.malformed(format!(
+            "parts {sizes:?} do not add up to dimension {axis} ({d})"
+        )));
+    }
+    let x = match imp.slot(ctx, input)? {
+        Slot::Runtime(v) if shape.len() == 4 && (1..=3).contains(&axis) => v,
+        _ => {
+            return Err(
+                ctx.unsupported("only a split of a runtime NCHW map along C, H or W is supported")
+            );
+        }
+    };
+    let mut start = 0;
+    for (i, (&name, &len)) in outs.iter().zip(&sizes).enumerate() {
+        let here = start;
+        start += len;
+        if name.is_empty() {
+            continue;
+        }
+        if len == 0 {
+            return Err(ctx.unsupported(format!("output {i} would be empty")));
+        }
+        let node_name = format!("{}/{i}", ctx.name);
+        let v = if axis == 1 {
+            imp.emit(
+                node_name,
+                Op::ChannelSlice { start: here, len },
+                vec![x],
+                name.to_string(),
+            )?
+        } else {
+            let mut out_shape = shape.clone();
+            out_shape[axis] = len;
+            let offset = if axis == 2 { [here, 0] } else { [0, here] };
+            imp.emit_shaped(
+                node_name,
+                Op::Crop { offset },
+                vec![x],
+                name.to_string(),
+                out_shape,
+            )?
+        };
+        imp.bind(ctx, name, Slot::Runtime(v))?;
+    }
+    Ok(())
 }
 
 /// `ConstantOfShape`.

@@ -120,7 +120,7 @@ pub(crate) fn node_geom(graph: &Graph, node: NodeId) -> Option<NodeGeom> {
             p.dilations,
             p.ceil_mode,
         )],
-        Op::Activation(_) | Op::ChannelAffine { .. } | Op::Lrn { .. } => {
+        Op::Activation(_) | Op::ChannelAffine { .. } | Op::Lrn { .. } | Op::ChannelSlice { .. } => {
             vec![same(AxisMap::Identity)]
         }
         Op::Softmax { axis: 1 } => vec![same(AxisMap::Identity)],
