@@ -2,7 +2,8 @@
 // `strided`: dst[dbase + sum e_d * dstr_d] = src[sbase + sum e_d * sstr_d]
 // over an index space of up to 8 dims: transpose, crop, depth-to-space,
 // a concat input copied into its slice, and reshape copies.
-// `pad`: constant padding of an NCHW map.
+// `pad`: constant padding of an NCHW map; `border_pad`: reflect (REFLECT)
+// or edge padding.
 
 struct Params {
     total: u32, sbase: u32, dbase: u32, _p0: u32,
@@ -86,4 +87,40 @@ fn pad(@builtin(global_invocation_id) gid: vec3<u32>,
         v = src[(nc * h + u32(iy)) * w + u32(ix)];
     }
     dst[i] = v;
+}
+
+// Reflect (mirrored without the edge) or edge padding; 1 = reflect.
+override REFLECT: u32 = 0u;
+
+// The input index a padded position `i` of an axis of length `n` reads.
+fn border_index(i: i32, n: i32) -> u32 {
+    var j = i;
+    if REFLECT == 1u {
+        if j < 0 {
+            j = -j;
+        }
+        if j >= n {
+            j = 2 * n - 2 - j;
+        }
+    }
+    return u32(clamp(j, 0, n - 1));
+}
+
+@compute @workgroup_size(WG)
+fn border_pad(@builtin(global_invocation_id) gid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    if i >= p.total {
+        return;
+    }
+    let h = p.q0.y;
+    let w = p.q0.z;
+    let oh = p.q0.w;
+    let ow = p.q1.x;
+    let ox = i % ow;
+    let oy = (i / ow) % oh;
+    let nc = i / (ow * oh);
+    let iy = border_index(i32(oy) - i32(p.q1.y), i32(h));
+    let ix = border_index(i32(ox) - i32(p.q1.z), i32(w));
+    dst[i] = src[(nc * h + iy) * w + ix];
 }

@@ -8,7 +8,7 @@
 //! reference implementation) and the ready-made `pytorch-converted` /
 //! `pytorch-operator` cases that use only those ops. The script lists every
 //! excluded case with its reason (1-D/3-D spatial, non-float types, training
-//! mode, non-constant Pad, cubic/antialiased Resize, tensors of rank > 5).
+//! mode, wrap Pad, cubic/antialiased Resize, tensors of rank > 5).
 //! Graph inputs that feed weight or shape slots (Conv's W, Reshape's shape,
 //! ...) are frozen into initializers by the script, as exporters emit them.
 //! The data are ONNX's, Apache-2.0: see `tests/data/LICENSE-onnx`.
@@ -264,6 +264,8 @@ const CASES: &[&str] = &[
     "pytorch-converted/test_PReLU_3d_multiparam",
     "pytorch-converted/test_PixelShuffle",
     "pytorch-converted/test_ReLU",
+    "pytorch-converted/test_ReflectionPad2d",
+    "pytorch-converted/test_ReplicationPad2d",
     "pytorch-converted/test_SELU",
     "pytorch-converted/test_Sigmoid",
     "pytorch-converted/test_Softmax",
@@ -280,6 +282,7 @@ const CASES: &[&str] = &[
     "pytorch-operator/test_operator_max",
     "pytorch-operator/test_operator_min",
     "pytorch-operator/test_operator_mm",
+    "pytorch-operator/test_operator_pad",
     "pytorch-operator/test_operator_selu",
     "pytorch-operator/test_operator_view",
 ];

@@ -13,8 +13,8 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use tile_engine::Executor;
 use tile_engine::gpu::{ConvChoice, ConvVariant, GpuExecutor, GpuOptions};
 use tile_engine::ir::{
-    Activation, BinaryKind, Conv, ConvTranspose, CoordTransform, DepthToSpaceMode, Graph,
-    NearestMode, Op, Pool, PoolKind, ResizeMode,
+    Activation, BinaryKind, BorderMode, Conv, ConvTranspose, CoordTransform, DepthToSpaceMode,
+    Graph, NearestMode, Op, Pool, PoolKind, ResizeMode,
 };
 use tile_engine::{Tensor, cpu};
 
@@ -302,6 +302,10 @@ proptest! {
         let x = random(&shape, seed);
         let one = std::slice::from_ref(&x);
         check(&single(Op::Pad { pads, value: 0.25 }, &shape, None), one, None, "pad");
+        check(&single(Op::BorderPad { pads, mode: BorderMode::Edge }, &shape, None), one, None, "edge pad");
+        // Reflect pads stay shorter than their axis.
+        let fit = [pads[0].min(shape[2] - 1), pads[1].min(shape[3] - 1), pads[2].min(shape[2] - 1), pads[3].min(shape[3] - 1)];
+        check(&single(Op::BorderPad { pads: fit, mode: BorderMode::Reflect }, &shape, None), one, None, "reflect pad");
         check(&single(Op::Transpose { perm: vec![0, 2, 3, 1] }, &shape, None), one, None, "transpose");
         let crop = vec![shape[0], shape[1], shape[2] - shape[2] / 2, shape[3] - shape[3] / 3];
         check(&single(Op::Crop { offset: [shape[2] / 2, shape[3] / 3] }, &shape, Some(crop)), one, None, "crop");

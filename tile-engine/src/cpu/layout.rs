@@ -2,7 +2,7 @@
 
 use super::elementwise::Odometer;
 use crate::error::Result;
-use crate::ir::DepthToSpaceMode;
+use crate::ir::{BorderMode, DepthToSpaceMode};
 use crate::tensor::Tensor;
 
 /// Concatenation along `axis`.
@@ -59,6 +59,42 @@ pub(super) fn pad(x: &Tensor, pads: [usize; 4], value: f32, out_shape: &[usize])
         }
     }
     Tensor::new(out_shape.to_vec(), out)
+}
+
+/// Reflect or edge padding of H and W.
+pub(super) fn border_pad(
+    x: &Tensor,
+    pads: [usize; 4],
+    mode: BorderMode,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let s = x.shape();
+    let (h, w) = (s[2], s[3]);
+    let (oh, ow) = (out_shape[2], out_shape[3]);
+    let mut out = Vec::with_capacity(out_shape.iter().product());
+    for p in 0..s[0] * s[1] {
+        for oy in 0..oh {
+            let iy = border_index(oy as i64 - pads[0] as i64, h, mode);
+            for ox in 0..ow {
+                let ix = border_index(ox as i64 - pads[1] as i64, w, mode);
+                out.push(x.data()[(p * h + iy) * w + ix]);
+            }
+        }
+    }
+    Tensor::new(out_shape.to_vec(), out)
+}
+
+/// The input index a padded position `i` of an axis of length `n` reads
+/// (shape inference guarantees a reflect pad < n, an edge pad n ≥ 1).
+fn border_index(i: i64, n: usize, mode: BorderMode) -> usize {
+    let n = n as i64;
+    let j = match mode {
+        BorderMode::Reflect if i < 0 => -i,
+        BorderMode::Reflect if i >= n => 2 * n - 2 - i,
+        BorderMode::Edge => i.clamp(0, n - 1),
+        BorderMode::Reflect => i,
+    };
+    j.clamp(0, n - 1) as usize
 }
 
 /// Spatial crop: `out[n, c, y, x] = in[n, c, y + offset[0], x + offset[1]]`.

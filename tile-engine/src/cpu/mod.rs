@@ -169,6 +169,7 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor], out_shape: &[usize]) -> Result<Tenso
             bias,
         } => Ok(norm::lrn(x, *size, *alpha, *beta, *bias)),
         Op::Pad { pads, value } => layout::pad(x, *pads, *value, out_shape),
+        Op::BorderPad { pads, mode } => layout::border_pad(x, *pads, *mode, out_shape),
         Op::Resize {
             mode,
             coord,

@@ -11,8 +11,8 @@ use super::kernels::{PipelineKey, Shader};
 use super::resources::{Uploader, WeightCache};
 use crate::error::{Error, Result};
 use crate::ir::{
-    Activation, BinaryKind, CoordTransform, DepthToSpaceMode, Graph, NearestMode, Node, Op,
-    PoolKind, ResizeMode, ValueId,
+    Activation, BinaryKind, BorderMode, CoordTransform, DepthToSpaceMode, Graph, NearestMode, Node,
+    Op, PoolKind, ResizeMode, ValueId,
 };
 use crate::tensor::Tensor;
 
@@ -876,6 +876,31 @@ impl Lowerer<'_> {
                 let params = copy_params(total, 0, 0, q, &[1; 24])?;
                 Ok(vec![Dispatch {
                     key: PipelineKey::new(Shader::Copy, "pad", vec![("WG", 64)]),
+                    params,
+                    bufs: [
+                        self.buf_of(first)?,
+                        Buf::None,
+                        Buf::None,
+                        Buf::None,
+                        Buf::None,
+                        Buf::Value(node.output),
+                    ],
+                    threads: threads(total)?,
+                }])
+            }
+            Op::BorderPad { pads, mode } => {
+                let [n, ch, h, w] = nchw(ins[0], "input")?;
+                let [_, _, oh, ow] = nchw(&out, "output")?;
+                let total = out.iter().product::<usize>();
+                let q = [n * ch, h, w, oh, ow, pads[0], pads[1], 0];
+                let params = copy_params(total, 0, 0, q, &[1; 24])?;
+                let reflect = u32::from(*mode == BorderMode::Reflect);
+                Ok(vec![Dispatch {
+                    key: PipelineKey::new(
+                        Shader::Copy,
+                        "border_pad",
+                        vec![("WG", 64), ("REFLECT", reflect)],
+                    ),
                     params,
                     bufs: [
                         self.buf_of(first)?,

@@ -13,7 +13,7 @@ mod shape;
 pub use cost::{OpClass, OpCost};
 pub use graph::{Graph, Node, NodeId, Value, ValueId};
 pub use op::{
-    Activation, BinaryKind, Conv, ConvTranspose, CoordTransform, DepthToSpaceMode, NearestMode, Op,
-    Pool, PoolKind, ResizeMode,
+    Activation, BinaryKind, BorderMode, Conv, ConvTranspose, CoordTransform, DepthToSpaceMode,
+    NearestMode, Op, Pool, PoolKind, ResizeMode,
 };
 pub use shape::{broadcast, check_explicit, infer, window_out};

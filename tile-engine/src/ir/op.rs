@@ -264,6 +264,15 @@ pub enum DepthToSpaceMode {
     Crd,
 }
 
+/// Where [`Op::BorderPad`] reads a padded position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BorderMode {
+    /// Mirrored without repeating the edge (`-1` reads `1`).
+    Reflect,
+    /// The nearest edge element.
+    Edge,
+}
+
 /// One operator. Inputs and outputs are the owning [`crate::ir::Node`]'s value lists.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -342,6 +351,14 @@ pub enum Op {
         /// Fill value.
         value: f32,
     },
+    /// Reflect or edge padding of H and W of an NCHW map (not tiled: a
+    /// tile's border would mirror its own rows, not the map's).
+    BorderPad {
+        /// `[top, left, bottom, right]`.
+        pads: [usize; 4],
+        /// What a padded position reads.
+        mode: BorderMode,
+    },
     /// Resize / Upsample over H and W of an NCHW map; the output size is the output value's shape.
     Resize {
         /// Interpolation.
@@ -399,6 +416,7 @@ impl Op {
             Op::Softmax { .. } => "softmax",
             Op::Lrn { .. } => "lrn",
             Op::Pad { .. } => "pad",
+            Op::BorderPad { .. } => "borderpad",
             Op::Resize { .. } => "resize",
             Op::Crop { .. } => "crop",
             Op::DepthToSpace { .. } => "depthtospace",

@@ -1,6 +1,6 @@
 //! Shape inference: the output shape of each op from its input shapes.
 
-use super::op::{Op, Pool};
+use super::op::{BorderMode, Op, Pool};
 
 type R<T> = std::result::Result<T, String>;
 
@@ -297,6 +297,24 @@ pub fn infer(op: &Op, inputs: &[&[usize]]) -> R<Vec<usize>> {
             }
             nchw(inputs[0], "input")?;
             Ok(inputs[0].to_vec())
+        }
+        Op::BorderPad { pads, mode } => {
+            arity(inputs, 1)?;
+            let x = nchw(inputs[0], "input")?;
+            // Reflect mirrors without the edge: a pad must be shorter than the axis.
+            let limit = |d: usize| match mode {
+                BorderMode::Reflect => d.saturating_sub(1),
+                BorderMode::Edge => usize::MAX * usize::from(d > 0),
+            };
+            if pads[0].max(pads[2]) > limit(x[2]) || pads[1].max(pads[3]) > limit(x[3]) {
+                return Err(format!("{mode:?} pads {pads:?} do not fit {:?}", inputs[0]));
+            }
+            Ok(vec![
+                x[0],
+                x[1],
+                x[2] + pads[0] + pads[2],
+                x[3] + pads[1] + pads[3],
+            ])
         }
         Op::Pad { pads, .. } => {
             arity(inputs, 1)?;

@@ -9,7 +9,8 @@ use super::importer::{Importer, Slot};
 use super::value::ConstValue;
 use crate::error::{Error, Result};
 use crate::ir::{
-    Activation, BinaryKind, CoordTransform, DepthToSpaceMode, NearestMode, Op, ResizeMode, ValueId,
+    Activation, BinaryKind, BorderMode, CoordTransform, DepthToSpaceMode, NearestMode, Op,
+    ResizeMode, ValueId,
 };
 use crate::tensor::{Tensor, checked_numel};
 
@@ -503,12 +504,20 @@ pub(crate) fn lrn(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     imp.emit_out(ctx, op, vec![x])
 }
 
-/// `Pad` (constant mode) of H and W of an NCHW map → `Op::Pad`.
+/// `Pad` of H and W of an NCHW map → `Op::Pad` (constant mode) or
+/// `Op::BorderPad` (reflect, edge).
 pub(crate) fn pad(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let mode = ctx.string("mode", "constant")?;
-    if mode != "constant" {
-        return Err(ctx.unsupported(format!("mode '{mode}' (only 'constant')")));
-    }
+    let border = match mode.as_str() {
+        "constant" => None,
+        "reflect" => Some(BorderMode::Reflect),
+        "edge" => Some(BorderMode::Edge),
+        _ => {
+            return Err(ctx.unsupported(format!(
+                "mode '{mode}' (only 'constant', 'reflect' and 'edge')"
+            )));
+        }
+    };
     let x_name = ctx.req_input(0)?;
     let xs = imp.shape_of(ctx, x_name)?;
     let r = xs.len();
@@ -558,7 +567,11 @@ pub(crate) fn pad(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         ctx.size("pad", end[2])?,
         ctx.size("pad", end[3])?,
     ];
-    imp.emit_out(ctx, Op::Pad { pads, value }, vec![x])
+    let op = match border {
+        None => Op::Pad { pads, value },
+        Some(mode) => Op::BorderPad { pads, mode },
+    };
+    imp.emit_out(ctx, op, vec![x])
 }
 
 /// `Resize` (opset 10, 11, 13+) and `Upsample` (7–9) of H and W → `Op::Resize`.
