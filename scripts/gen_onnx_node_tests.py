@@ -58,7 +58,7 @@ OPS = {
     "Transpose", "Squeeze", "Unsqueeze", "Softmax", "LRN", "Dropout", "Identity",
     "Pad", "Resize", "Upsample", "DepthToSpace", "Constant",
     # Added at stop 22: activations a new-user review found refused.
-    "Elu", "Selu", "Softplus", "Erf",
+    "Elu", "Selu", "Softplus", "Erf", "InstanceNormalization",
 }
 
 # Ops whose every input is a runtime tensor; for every other op only input 0 is.
@@ -68,7 +68,7 @@ ALL_RUNTIME = {"Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Concat", "MatMu
 SPATIAL = {
     "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool",
     "GlobalMaxPool", "LRN", "Resize", "Upsample", "DepthToSpace",
-    "BatchNormalization", "Pad",
+    "BatchNormalization", "Pad", "InstanceNormalization",
 }
 
 # Cases excluded by name, with the reason (checked before the generic rules).

@@ -1,5 +1,8 @@
 // Softmax over one axis: one invocation per (outer, inner) position makes
 // three ordered passes (max, sum of exp, normalise) along the axis.
+// `instance_norm`: one workgroup of 64 per (image, channel) plane reduces
+// its mean and variance in workgroup memory, then normalises
+// (params: outer = planes, len = plane size, inner = channels, eps bits).
 
 struct Params {
     outer: u32, len: u32, inner: u32, _p0: u32,
@@ -7,6 +10,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
+// instance_norm: scales, then biases.
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -26,5 +31,50 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
     }
     for (var k = 0u; k < p.len; k++) {
         dst[base + k * p.inner] = exp(src[base + k * p.inner] - mx) / sum;
+    }
+}
+
+var<workgroup> part: array<f32, 64>;
+
+// Sum of `part` over the workgroup, left in part[0].
+fn reduce64(li: u32) {
+    for (var off = 32u; off > 0u; off = off >> 1u) {
+        if li < off {
+            part[li] += part[li + off];
+        }
+        workgroupBarrier();
+    }
+}
+
+@compute @workgroup_size(64)
+fn instance_norm(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(local_invocation_index) li: u32,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let plane = wid.x + wid.y * nwg.x;
+    if plane >= p.outer {
+        return;
+    }
+    let base = plane * p.len;
+    var s = 0.0;
+    for (var k = li; k < p.len; k += 64u) {
+        s += src[base + k];
+    }
+    part[li] = s;
+    workgroupBarrier();
+    reduce64(li);
+    let mean = part[0] / f32(p.len);
+    workgroupBarrier();
+    var v = 0.0;
+    for (var k = li; k < p.len; k += 64u) {
+        let d = src[base + k] - mean;
+        v += d * d;
+    }
+    part[li] = v;
+    workgroupBarrier();
+    reduce64(li);
+    let inv = 1.0 / sqrt(part[0] / f32(p.len) + bitcast<f32>(p._p0));
+    let c = plane % p.inner;
+    for (var k = li; k < p.len; k += 64u) {
+        dst[base + k] = (src[base + k] - mean) * inv * wt[c] + wt[p.inner + c];
     }
 }

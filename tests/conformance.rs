@@ -129,6 +129,8 @@ const CASES: &[&str] = &[
     "node/test_hardswish",
     "node/test_hardswish_expanded",
     "node/test_identity",
+    "node/test_instancenorm_example",
+    "node/test_instancenorm_epsilon",
     "node/test_leakyrelu_example",
     "node/test_leakyrelu",
     "node/test_leakyrelu_default",
@@ -284,6 +286,7 @@ const CASES: &[&str] = &[
     "pytorch-operator/test_operator_mm",
     "pytorch-operator/test_operator_pad",
     "pytorch-operator/test_operator_selu",
+    "pytorch-operator/test_operator_symbolic_override",
     "pytorch-operator/test_operator_view",
 ];
 

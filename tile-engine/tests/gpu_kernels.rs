@@ -790,3 +790,22 @@ fn integer_nearest_upsampling_matches_cpu() {
         assert_eq!(got[0].data(), want[0].data(), "×{fy}×{fx} {coord:?} {nm:?}");
     }
 }
+
+#[test]
+fn instance_norm_matches_cpu_on_planes_larger_than_a_workgroup() {
+    for shape in [[2, 3, 17, 23], [1, 5, 1, 1], [1, 2, 64, 64]] {
+        let c = shape[1];
+        let op = Op::InstanceNorm {
+            scale: Arc::new((0..c).map(|i| 0.5 + i as f32).collect()),
+            bias: Arc::new((0..c).map(|i| i as f32 * -0.25).collect()),
+            epsilon: 1e-5,
+        };
+        let x = random(&shape, 11);
+        check(
+            &single(op, &shape, None),
+            std::slice::from_ref(&x),
+            None,
+            "instancenorm",
+        );
+    }
+}

@@ -162,6 +162,11 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor], out_shape: &[usize]) -> Result<Tenso
         Op::Reshape => Tensor::new(out_shape.to_vec(), x.data().to_vec()),
         Op::Transpose { perm } => layout::transpose(x, perm, out_shape),
         Op::Softmax { axis } => Ok(norm::softmax(x, *axis)),
+        Op::InstanceNorm {
+            scale,
+            bias,
+            epsilon,
+        } => Ok(norm::instance_norm(x, scale, bias, *epsilon)),
         Op::Lrn {
             size,
             alpha,

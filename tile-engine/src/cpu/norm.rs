@@ -57,3 +57,22 @@ pub(super) fn lrn(x: &Tensor, size: usize, alpha: f32, beta: f32, bias: f32) -> 
     y.data_mut().copy_from_slice(&out);
     y
 }
+
+/// Instance normalisation of an NCHW map: per plane, `(x - mean) /
+/// sqrt(var + epsilon) * scale[c] + bias[c]`, the statistics in f32 as
+/// ONNX Runtime computes them.
+pub(super) fn instance_norm(x: &Tensor, scale: &[f32], bias: &[f32], epsilon: f32) -> Tensor {
+    let s = x.shape();
+    let (c, hw) = (s[1], s[2] * s[3]);
+    let mut y = x.clone();
+    for (p, plane) in y.data_mut().chunks_mut(hw.max(1)).enumerate() {
+        let ch = p % c;
+        let mean = plane.iter().sum::<f32>() / hw as f32;
+        let var = plane.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / hw as f32;
+        let inv = 1.0 / (var + epsilon).sqrt();
+        for v in plane {
+            *v = (*v - mean) * inv * scale[ch] + bias[ch];
+        }
+    }
+    y
+}

@@ -928,6 +928,30 @@ impl Lowerer<'_> {
                     vec![("WG", 64)],
                 )
             }
+            Op::InstanceNorm {
+                scale,
+                bias,
+                epsilon,
+            } => {
+                let [n, ch, h, w] = nchw(ins[0], "input")?;
+                let planes = n * ch;
+                let params = P(vec![]).us(&[planes, h * w, ch])?.f(*epsilon).done();
+                let wt = self.weights.pair(&self.up, scale, bias)?;
+                Ok(vec![Dispatch {
+                    // One workgroup of 64 per plane (the kernel's reduction size).
+                    key: PipelineKey::new(Shader::Softmax, "instance_norm", vec![("WG", 64)]),
+                    params,
+                    bufs: [
+                        self.buf_of(first)?,
+                        Buf::Gpu(wt),
+                        Buf::None,
+                        Buf::None,
+                        Buf::None,
+                        Buf::Value(node.output),
+                    ],
+                    threads: threads(planes * 64)?,
+                }])
+            }
             Op::Lrn {
                 size,
                 alpha,

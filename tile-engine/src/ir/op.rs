@@ -344,6 +344,17 @@ pub enum Op {
         /// Additive bias.
         bias: f32,
     },
+    /// Instance normalisation of an NCHW map: each (image, channel) plane
+    /// to zero mean and unit variance, then `scale[c] * x + bias[c]` (a
+    /// statistic of the whole plane: never tiled).
+    InstanceNorm {
+        /// Per-channel scale.
+        scale: Arc<Vec<f32>>,
+        /// Per-channel bias.
+        bias: Arc<Vec<f32>>,
+        /// Added to the variance.
+        epsilon: f32,
+    },
     /// Constant padding of an NCHW map (only H and W padded after import).
     Pad {
         /// `[top, left, bottom, right]`.
@@ -415,6 +426,7 @@ impl Op {
             Op::Transpose { .. } => "transpose",
             Op::Softmax { .. } => "softmax",
             Op::Lrn { .. } => "lrn",
+            Op::InstanceNorm { .. } => "instancenorm",
             Op::Pad { .. } => "pad",
             Op::BorderPad { .. } => "borderpad",
             Op::Resize { .. } => "resize",

@@ -290,6 +290,19 @@ pub fn infer(op: &Op, inputs: &[&[usize]]) -> R<Vec<usize>> {
             }
             Ok(inputs[0].to_vec())
         }
+        Op::InstanceNorm { scale, bias, .. } => {
+            arity(inputs, 1)?;
+            let x = nchw(inputs[0], "input")?;
+            if scale.len() != x[1] || bias.len() != x[1] || x[2] * x[3] == 0 {
+                return Err(format!(
+                    "{} scales and {} biases for {:?}",
+                    scale.len(),
+                    bias.len(),
+                    inputs[0]
+                ));
+            }
+            Ok(inputs[0].to_vec())
+        }
         Op::Lrn { size, .. } => {
             arity(inputs, 1)?;
             if *size == 0 {

@@ -489,6 +489,34 @@ pub(crate) fn softmax(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     finish(imp, ctx, y, first_new)
 }
 
+/// `InstanceNormalization` of an NCHW map → `Op::InstanceNorm`.
+pub(crate) fn instance_norm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let x_name = ctx.req_input(0)?;
+    let xs = imp.shape_of(ctx, x_name)?;
+    if xs.len() != 4 {
+        return Err(ctx.unsupported(format!(
+            "only an NCHW (rank-4) input is supported, not {xs:?}"
+        )));
+    }
+    let scale = imp.req_const(ctx, 1, "scale")?.to_f32();
+    let bias = imp.req_const(ctx, 2, "B")?.to_f32();
+    if scale.len() != xs[1] || bias.len() != xs[1] {
+        return Err(ctx.malformed(format!(
+            "{} scales and {} biases for {} channels",
+            scale.len(),
+            bias.len(),
+            xs[1]
+        )));
+    }
+    let op = Op::InstanceNorm {
+        scale: Arc::new(scale),
+        bias: Arc::new(bias),
+        epsilon: ctx.float("epsilon", 1e-5)?,
+    };
+    let x = imp.runtime(ctx, x_name)?;
+    imp.emit_out(ctx, op, vec![x])
+}
+
 /// `LRN` → `Op::Lrn`.
 pub(crate) fn lrn(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let size = ctx
