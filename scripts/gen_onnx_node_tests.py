@@ -58,7 +58,7 @@ OPS = {
     "Transpose", "Squeeze", "Unsqueeze", "Softmax", "LRN", "Dropout", "Identity",
     "Pad", "Resize", "Upsample", "DepthToSpace", "Constant",
     # Added at stop 22: activations a new-user review found refused.
-    "Elu", "Selu", "Softplus", "Erf", "InstanceNormalization",
+    "Elu", "Selu", "Softplus", "Erf", "InstanceNormalization", "Gelu", "Mish",
 }
 
 # Ops whose every input is a runtime tensor; for every other op only input 0 is.

@@ -8,7 +8,8 @@
 // Invocations per workgroup (1-D); tuned per layer.
 override WG: u32 = 64u;
 // Activation: 0 identity, 1 relu, 2 leaky relu, 3 prelu, 4 sigmoid, 5 tanh,
-// 6 clip, 7 hard sigmoid, 8 hard swish, 9 elu, 10 selu, 11 softplus, 12 erf.
+// 6 clip, 7 hard sigmoid, 8 hard swish, 9 elu, 10 selu, 11 softplus, 12 erf,
+// 13 gelu, 14 gelu (tanh approximation), 15 mish.
 override ACT: u32 = 0u;
 // Fused bias add in the store.
 override HAS_BIAS: bool = false;
@@ -36,10 +37,18 @@ fn activate(x: f32, c: u32, alpha: f32, beta: f32) -> f32 {
         case 8u: { return x * clamp(x / 6.0 + 0.5, 0.0, 1.0); }
         case 9u: { return select(x, alpha * (exp(x) - 1.0), x < 0.0); }
         case 10u: { return select(beta * x, beta * (alpha * exp(x) - alpha), x <= 0.0); }
-        case 11u: { return log(exp(x) + 1.0); }
+        case 11u: { return softplus(x); }
         case 12u: { return erf_as(x); }
+        case 13u: { return 0.5 * x * (1.0 + erf_as(x * 0.70710677)); }
+        case 14u: { return 0.5 * x * (1.0 + tanh(0.7978846 * (x + 0.044715 * x * x * x))); }
+        case 15u: { return x * tanh(softplus(x)); }
         default: { return x; }
     }
+}
+
+// ln(1 + exp(x)) without overflow above x ≈ 88, as on the CPU.
+fn softplus(x: f32) -> f32 {
+    return max(x, 0.0) + log(1.0 + exp(-abs(x)));
 }
 
 // erf by Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7), as on the CPU.

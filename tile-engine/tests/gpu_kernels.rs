@@ -70,7 +70,7 @@ fn check(g: &Graph, inputs: &[Tensor], conv: Option<ConvChoice>, what: &str) {
 }
 
 fn activation(k: u8, channels: usize) -> Activation {
-    match k % 13 {
+    match k % 16 {
         0 => Activation::Identity,
         1 => Activation::Relu,
         2 => Activation::LeakyRelu { alpha: 0.1 },
@@ -94,7 +94,10 @@ fn activation(k: u8, channels: usize) -> Activation {
             gamma: 1.050_701,
         },
         11 => Activation::Softplus,
-        _ => Activation::Erf,
+        12 => Activation::Erf,
+        13 => Activation::Gelu { tanh: false },
+        14 => Activation::Gelu { tanh: true },
+        _ => Activation::Mish,
     }
 }
 
@@ -133,7 +136,7 @@ fn conv_problem() -> impl Strategy<Value = ConvProblem> {
             [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
             any::<bool>(),
             any::<bool>(),
-            0u8..13,
+            0u8..16,
             any::<u64>(),
         ),
     )
@@ -260,7 +263,7 @@ proptest! {
     }
 
     #[test]
-    fn dense_and_matmul_match_cpu(n in 1usize..=5, k in 1usize..=9, m in 1usize..=9, act in 0u8..13, seed in any::<u64>()) {
+    fn dense_and_matmul_match_cpu(n in 1usize..=5, k in 1usize..=9, m in 1usize..=9, act in 0u8..16, seed in any::<u64>()) {
         let op = Op::Dense {
             weight: Arc::new(random(&[k, m], seed ^ 5)),
             bias: Some(Arc::new((0..m).map(|i| i as f32 * 0.05).collect())),
@@ -278,7 +281,7 @@ proptest! {
     }
 
     #[test]
-    fn elementwise_ops_match_cpu(shape in [1usize..=2, 1usize..=4, 1usize..=5, 1usize..=5], act in 0u8..13, kind in 0u8..6, seed in any::<u64>()) {
+    fn elementwise_ops_match_cpu(shape in [1usize..=2, 1usize..=4, 1usize..=5, 1usize..=5], act in 0u8..16, kind in 0u8..6, seed in any::<u64>()) {
         let x = random(&shape, seed);
         check(&single(Op::Activation(activation(act, shape[1])), &shape, None), std::slice::from_ref(&x), None, "activation");
         let scale = Arc::new((0..shape[1]).map(|c| 1.0 + c as f32).collect());
@@ -807,5 +810,29 @@ fn instance_norm_matches_cpu_on_planes_larger_than_a_workgroup() {
             None,
             "instancenorm",
         );
+    }
+}
+
+#[test]
+fn softplus_and_mish_stay_finite_where_exp_overflows() {
+    let xs = [-100.0f32, -1.0, 0.0, 1.0, 20.0, 80.0, 90.0, 100.0];
+    let x = Tensor::new(vec![1, 1, 1, xs.len()], xs.to_vec()).expect("tensor");
+    for (act, f) in [
+        (
+            Activation::Softplus,
+            (|v: f64| v.exp().ln_1p()) as fn(f64) -> f64,
+        ),
+        (Activation::Mish, |v: f64| v * v.exp().ln_1p().tanh()),
+    ] {
+        let g = single(Op::Activation(act.clone()), x.shape(), None);
+        let cpu = cpu::run(&g, std::slice::from_ref(&x)).expect("cpu");
+        for (got, &v) in cpu[0].data().iter().zip(&xs) {
+            let want = f(f64::from(v));
+            assert!(
+                (f64::from(*got) - want).abs() <= 1e-5 * (want.abs() + 1.0),
+                "{act:?}({v}): {got} vs {want}"
+            );
+        }
+        check(&g, std::slice::from_ref(&x), None, "softplus/mish");
     }
 }

@@ -969,3 +969,25 @@ fn split_and_slice_of_a_runtime_map_cut_channels_or_rows() {
     );
     assert!(matches!(load_bytes(&bytes(&m)), Err(Error::Malformed(_))));
 }
+
+#[test]
+fn a_slice_that_reverses_the_channels_is_not_the_identity() {
+    let n = node("Slice", "s", &["x", "st", "en", "ax", "sp"], &["y"], vec![]);
+    let m = model(
+        13,
+        vec![n],
+        vec![
+            ti("st", &[1], &[-1]),
+            ti("en", &[1], &[-100]),
+            ti("ax", &[1], &[1]),
+            ti("sp", &[1], &[-1]),
+        ],
+        vec![vis("x", &[1, 6, 4, 3])],
+        vec![vi("y", &[])],
+    );
+    // Not supported at run time: refused by name rather than passed through.
+    match load_bytes(&bytes(&m)) {
+        Err(Error::Unsupported(e)) => assert!(e.contains("Slice"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}

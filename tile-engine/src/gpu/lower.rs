@@ -229,6 +229,9 @@ fn act_params(a: &Activation) -> (u32, f32, f32, Option<Arc<Vec<f32>>>) {
         Activation::Selu { alpha, gamma } => (10, *alpha, *gamma, None),
         Activation::Softplus => (11, 0.0, 0.0, None),
         Activation::Erf => (12, 0.0, 0.0, None),
+        Activation::Gelu { tanh: false } => (13, 0.0, 0.0, None),
+        Activation::Gelu { tanh: true } => (14, 0.0, 0.0, None),
+        Activation::Mish => (15, 0.0, 0.0, None),
     }
 }
 

@@ -55,11 +55,25 @@ pub enum Activation {
         /// Overall scale.
         gamma: f32,
     },
-    /// `ln(exp(x) + 1)`
+    /// `ln(exp(x) + 1)`, computed as `max(x, 0) + ln(1 + exp(-|x|))` so
+    /// that it does not overflow above x ≈ 88.
     Softplus,
     /// The error function, by Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7;
     /// WGSL has no `erf`, and both executors use this formula).
     Erf,
+    /// `x / 2 * (1 + erf(x / sqrt 2))`, or with `tanh` its tanh approximation
+    /// `x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))`.
+    Gelu {
+        /// The tanh approximation.
+        tanh: bool,
+    },
+    /// `x * tanh(ln(1 + exp(x)))`
+    Mish,
+}
+
+/// `ln(1 + exp(x))` without overflow, the formula the WGSL kernels use.
+fn softplus(x: f32) -> f32 {
+    x.max(0.0) + (1.0 + (-x.abs()).exp()).ln()
 }
 
 /// `erf(x)` by Abramowitz and Stegun 7.1.26, the formula the WGSL kernels use.
@@ -109,8 +123,15 @@ impl Activation {
                     gamma * x
                 }
             }
-            Activation::Softplus => (x.exp() + 1.0).ln(),
+            Activation::Softplus => softplus(x),
             Activation::Erf => erf(x),
+            Activation::Gelu { tanh: false } => {
+                0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+            }
+            Activation::Gelu { tanh: true } => {
+                0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh())
+            }
+            Activation::Mish => x * softplus(x).tanh(),
         }
     }
 

@@ -283,6 +283,12 @@ pub(crate) fn activation(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         "HardSwish" => Activation::HardSwish,
         "Softplus" => Activation::Softplus,
         "Erf" => Activation::Erf,
+        "Mish" => Activation::Mish,
+        "Gelu" => match ctx.string("approximate", "none")?.as_str() {
+            "none" => Activation::Gelu { tanh: false },
+            "tanh" => Activation::Gelu { tanh: true },
+            other => return Err(ctx.unsupported(format!("approximate '{other}'"))),
+        },
         "Elu" => Activation::Elu {
             alpha: ctx.float("alpha", 1.0)?,
         },

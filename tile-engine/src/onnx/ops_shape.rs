@@ -248,7 +248,8 @@ pub(crate) fn slice(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
             imp.bind_const(ctx, out)
         }
         Slot::Runtime(v) => {
-            if out_shape == shape {
+            // The same shape is the identity only when no axis is reversed.
+            if out_shape == shape && per_axis.iter().all(|p| p.1 > 0 || p.2 <= 1) {
                 return imp.bind_out(ctx, v);
             }
             let whole = |a: usize| per_axis[a].0 == 0 && per_axis[a].2 == shape[a];
