@@ -12,9 +12,10 @@ const INPUT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/data/models/resnet8.input.npy"
 );
-const ELU: &str = concat!(
+/// One Hardmax node (`hardmax_7`), an op the importer does not take.
+const UNSUPPORTED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/models/unsupported_elu.onnx"
+    "/tests/data/models/unsupported_hardmax.onnx"
 );
 
 fn scratch(name: &str) -> PathBuf {
@@ -93,10 +94,10 @@ fn truncated_model_file() {
 
 #[test]
 fn unsupported_op_names_op_and_node() {
-    let x = scratch("elu_in.npy");
+    let x = scratch("hardmax_in.npy");
     write_npy(&x, &[1, 3, 4, 4], false);
-    let e = infer_fails(ELU, &x);
-    assert!(e.contains("'Elu'") && e.contains("'elu_7'"), "{e}");
+    let e = infer_fails(UNSUPPORTED, &x);
+    assert!(e.contains("'Hardmax'") && e.contains("'hardmax_7'"), "{e}");
 }
 
 #[test]
