@@ -66,6 +66,16 @@ fn strided4(@builtin(global_invocation_id) gid: vec3<u32>,
     dst[o.y + 3u] = src[o.x + 3u];
 }
 
+// Output element `i` of a padded map: (plane, input row, input column),
+// the row and column before any border rule (negative in the top/left pad).
+fn pad_source(i: u32) -> vec3<i32> {
+    let oh = p.q0.w;
+    let ow = p.q1.x;
+    let ox = i % ow;
+    let oy = (i / ow) % oh;
+    return vec3<i32>(i32(i / (ow * oh)), i32(oy) - i32(p.q1.y), i32(ox) - i32(p.q1.z));
+}
+
 @compute @workgroup_size(WG)
 fn pad(@builtin(global_invocation_id) gid: vec3<u32>,
        @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -73,18 +83,12 @@ fn pad(@builtin(global_invocation_id) gid: vec3<u32>,
     if i >= p.total {
         return;
     }
-    let h = p.q0.y;
-    let w = p.q0.z;
-    let oh = p.q0.w;
-    let ow = p.q1.x;
-    let ox = i % ow;
-    let oy = (i / ow) % oh;
-    let nc = i / (ow * oh);
-    let iy = i32(oy) - i32(p.q1.y);
-    let ix = i32(ox) - i32(p.q1.z);
+    let h = i32(p.q0.y);
+    let w = i32(p.q0.z);
+    let s = pad_source(i);
     var v = bitcast<f32>(p.q1.w);
-    if iy >= 0 && iy < i32(h) && ix >= 0 && ix < i32(w) {
-        v = src[(nc * h + u32(iy)) * w + u32(ix)];
+    if s.y >= 0 && s.y < h && s.z >= 0 && s.z < w {
+        v = src[u32((s.x * h + s.y) * w + s.z)];
     }
     dst[i] = v;
 }
@@ -115,12 +119,8 @@ fn border_pad(@builtin(global_invocation_id) gid: vec3<u32>,
     }
     let h = p.q0.y;
     let w = p.q0.z;
-    let oh = p.q0.w;
-    let ow = p.q1.x;
-    let ox = i % ow;
-    let oy = (i / ow) % oh;
-    let nc = i / (ow * oh);
-    let iy = border_index(i32(oy) - i32(p.q1.y), i32(h));
-    let ix = border_index(i32(ox) - i32(p.q1.z), i32(w));
-    dst[i] = src[(nc * h + iy) * w + ix];
+    let s = pad_source(i);
+    let iy = border_index(s.y, i32(h));
+    let ix = border_index(s.z, i32(w));
+    dst[i] = src[(u32(s.x) * h + iy) * w + ix];
 }

@@ -862,59 +862,25 @@ impl Lowerer<'_> {
                     &words,
                 )?])
             }
-            Op::Pad { pads, value } => {
-                let [n, ch, h, w] = nchw(ins[0], "input")?;
-                let [_, _, oh, ow] = nchw(&out, "output")?;
-                let total = out.iter().product::<usize>();
-                let q = [
-                    n * ch,
-                    h,
-                    w,
-                    oh,
-                    ow,
-                    pads[0],
-                    pads[1],
-                    value.to_bits() as usize,
-                ];
-                let params = copy_params(total, 0, 0, q, &[1; 24])?;
-                Ok(vec![Dispatch {
-                    key: PipelineKey::new(Shader::Copy, "pad", vec![("WG", 64)]),
-                    params,
-                    bufs: [
-                        self.buf_of(first)?,
-                        Buf::None,
-                        Buf::None,
-                        Buf::None,
-                        Buf::None,
-                        Buf::Value(node.output),
-                    ],
-                    threads: threads(total)?,
-                }])
-            }
+            Op::Pad { pads, value } => self.pad(
+                node,
+                first,
+                [ins[0], &out],
+                *pads,
+                value.to_bits() as usize,
+                PipelineKey::new(Shader::Copy, "pad", vec![("WG", 64)]),
+            ),
             Op::BorderPad { pads, mode } => {
-                let [n, ch, h, w] = nchw(ins[0], "input")?;
-                let [_, _, oh, ow] = nchw(&out, "output")?;
-                let total = out.iter().product::<usize>();
-                let q = [n * ch, h, w, oh, ow, pads[0], pads[1], 0];
-                let params = copy_params(total, 0, 0, q, &[1; 24])?;
                 let reflect = u32::from(*mode == BorderMode::Reflect);
-                Ok(vec![Dispatch {
-                    key: PipelineKey::new(
-                        Shader::Copy,
-                        "border_pad",
-                        vec![("WG", 64), ("REFLECT", reflect)],
-                    ),
-                    params,
-                    bufs: [
-                        self.buf_of(first)?,
-                        Buf::None,
-                        Buf::None,
-                        Buf::None,
-                        Buf::None,
-                        Buf::Value(node.output),
-                    ],
-                    threads: threads(total)?,
-                }])
+                let consts = vec![("WG", 64), ("REFLECT", reflect)];
+                self.pad(
+                    node,
+                    first,
+                    [ins[0], &out],
+                    *pads,
+                    0,
+                    PipelineKey::new(Shader::Copy, "border_pad", consts),
+                )
             }
             Op::Softmax { axis } => {
                 let s = ins[0];
@@ -1040,6 +1006,37 @@ impl Lowerer<'_> {
                 )
             }
         }
+    }
+
+    /// A `copy.wgsl` padding kernel (`pad` or `border_pad`) from `src` of
+    /// shape `shapes[0]` into `node`'s output of shape `shapes[1]`; `fill`
+    /// is the constant's bits.
+    fn pad(
+        &mut self,
+        node: &Node,
+        src: ValueId,
+        shapes: [&[usize]; 2],
+        pads: [usize; 4],
+        fill: usize,
+        key: PipelineKey,
+    ) -> Result<Vec<Dispatch>> {
+        let [n, ch, h, w] = nchw(shapes[0], "input")?;
+        let [_, _, oh, ow] = nchw(shapes[1], "output")?;
+        let total = shapes[1].iter().product::<usize>();
+        let q = [n * ch, h, w, oh, ow, pads[0], pads[1], fill];
+        Ok(vec![Dispatch {
+            key,
+            params: copy_params(total, 0, 0, q, &[1; 24])?,
+            bufs: [
+                self.buf_of(src)?,
+                Buf::None,
+                Buf::None,
+                Buf::None,
+                Buf::None,
+                Buf::Value(node.output),
+            ],
+            threads: threads(total)?,
+        }])
     }
 
     fn conv(
