@@ -768,43 +768,12 @@ fn a_mean_or_max_over_h_and_w_is_a_global_pool() {
         Vec<usize>,
         Vec<f32>,
     );
+    #[rustfmt::skip]
     let cases: Vec<Case> = vec![
-        (
-            "ReduceMean",
-            13,
-            false,
-            1,
-            vec!["globalpool"],
-            vec![1, 2, 1, 1],
-            vec![mean(0), mean(1)],
-        ),
-        (
-            "ReduceMean",
-            13,
-            false,
-            0,
-            vec!["globalpool", "reshape"],
-            vec![1, 2],
-            vec![mean(0), mean(1)],
-        ),
-        (
-            "ReduceMean",
-            18,
-            true,
-            1,
-            vec!["globalpool"],
-            vec![1, 2, 1, 1],
-            vec![mean(0), mean(1)],
-        ),
-        (
-            "ReduceMax",
-            13,
-            false,
-            0,
-            vec!["globalpool", "reshape"],
-            vec![1, 2],
-            vec![max(0), max(1)],
-        ),
+        ("ReduceMean", 13, false, 1, vec!["globalpool"], vec![1, 2, 1, 1], vec![mean(0), mean(1)]),
+        ("ReduceMean", 13, false, 0, vec!["globalpool", "reshape"], vec![1, 2], vec![mean(0), mean(1)]),
+        ("ReduceMean", 18, true, 1, vec!["globalpool"], vec![1, 2, 1, 1], vec![mean(0), mean(1)]),
+        ("ReduceMax", 13, false, 0, vec!["globalpool", "reshape"], vec![1, 2], vec![max(0), max(1)]),
     ];
     for (op, opset, axes_input, keepdims, want_ops, want_shape, want) in cases {
         let (inputs, attrs, inits) = if axes_input {

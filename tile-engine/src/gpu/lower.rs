@@ -701,20 +701,14 @@ impl Lowerer<'_> {
                 let (inner, ch) = channel_layout(&out);
                 let total = out.iter().product::<usize>();
                 let params = elementwise_params(total, inner, ch, 0.0, 0.0, &[0; 24])?;
-                let wt = self.weights.pair(&self.up, scale, shift)?;
-                Ok(vec![Dispatch {
-                    key: PipelineKey::new(Shader::Elementwise, "affine", vec![("WG", 64)]),
+                self.paired(
+                    PipelineKey::new(Shader::Elementwise, "affine", vec![("WG", 64)]),
                     params,
-                    bufs: [
-                        self.buf_of(first)?,
-                        Buf::Gpu(wt),
-                        Buf::None,
-                        Buf::None,
-                        Buf::None,
-                        Buf::Value(node.output),
-                    ],
-                    threads: threads(total)?,
-                }])
+                    first,
+                    [scale, shift],
+                    node.output,
+                    total,
+                )
             }
             Op::Binary { kind, activation } => {
                 let (act, alpha, beta, slope) = act_params(activation);
@@ -905,21 +899,15 @@ impl Lowerer<'_> {
                 let [n, ch, h, w] = nchw(ins[0], "input")?;
                 let planes = n * ch;
                 let params = P(vec![]).us(&[planes, h * w, ch])?.f(*epsilon).done();
-                let wt = self.weights.pair(&self.up, scale, bias)?;
-                Ok(vec![Dispatch {
-                    // One workgroup of 64 per plane (the kernel's reduction size).
-                    key: PipelineKey::new(Shader::Softmax, "instance_norm", vec![("WG", 64)]),
+                // One workgroup of 64 per plane (the kernel's reduction size).
+                self.paired(
+                    PipelineKey::new(Shader::Softmax, "instance_norm", vec![("WG", 64)]),
                     params,
-                    bufs: [
-                        self.buf_of(first)?,
-                        Buf::Gpu(wt),
-                        Buf::None,
-                        Buf::None,
-                        Buf::None,
-                        Buf::Value(node.output),
-                    ],
-                    threads: threads(planes * 64)?,
-                }])
+                    first,
+                    [scale, bias],
+                    node.output,
+                    planes * 64,
+                )
             }
             Op::Lrn {
                 size,
@@ -1006,6 +994,33 @@ impl Lowerer<'_> {
                 )
             }
         }
+    }
+
+    /// One dispatch reading `src` and a per-channel pair of weight vectors
+    /// (uploaded once, as one buffer: the first, then the second).
+    fn paired(
+        &mut self,
+        key: PipelineKey,
+        params: Vec<u32>,
+        src: ValueId,
+        pair: [&Arc<Vec<f32>>; 2],
+        dst: ValueId,
+        invocations: usize,
+    ) -> Result<Vec<Dispatch>> {
+        let wt = self.weights.pair(&self.up, pair[0], pair[1])?;
+        Ok(vec![Dispatch {
+            key,
+            params,
+            bufs: [
+                self.buf_of(src)?,
+                Buf::Gpu(wt),
+                Buf::None,
+                Buf::None,
+                Buf::None,
+                Buf::Value(dst),
+            ],
+            threads: threads(invocations)?,
+        }])
     }
 
     /// A `copy.wgsl` padding kernel (`pad` or `border_pad`) from `src` of
