@@ -882,22 +882,23 @@ fn split_and_slice_of_a_runtime_map_cut_channels_or_rows() {
     let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
     let want: Vec<f32> = (0..3 * plane).map(|i| x[i] + x[i + 3 * plane]).collect();
     assert_eq!(y[0].data(), want.as_slice());
-    // Split along H into unequal parts (opset 11, sizes as an attribute): crops.
-    let n = node(
-        "Split",
-        "s",
-        &["x"],
-        &["a", "y"],
-        vec![attr("axis", A::I(2)), attr("split", A::Is(vec![1, 3]))],
-    );
-    let m = model(
-        11,
-        vec![n],
-        vec![],
-        vec![vis("x", &[1, 6, 4, 3])],
-        vec![vi("y", &[])],
-    );
-    let g = load(&m);
+    // One node over x [1, 6, 4, 3] whose output y is the graph's.
+    let one = |opset, n, inits| {
+        model(
+            opset,
+            vec![n],
+            inits,
+            vec![vis("x", &[1, 6, 4, 3])],
+            vec![vi("y", &[])],
+        )
+    };
+    // An opset-11 Split into a and y, sizes as an attribute.
+    let split11 = |axis: i64, sizes: Vec<i64>| {
+        let attrs = vec![attr("axis", A::I(axis)), attr("split", A::Is(sizes))];
+        one(11, node("Split", "s", &["x"], &["a", "y"], attrs), vec![])
+    };
+    // Split along H into unequal parts: crops.
+    let g = load(&split11(2, vec![1, 3]));
     assert_eq!(g.shape(g.outputs[0]), &[1, 6, 3, 3]);
     let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
     let want: Vec<f32> = (0..6)
@@ -906,36 +907,17 @@ fn split_and_slice_of_a_runtime_map_cut_channels_or_rows() {
     assert_eq!(y[0].data(), want.as_slice());
     // Slice of channels 1..4: one channel slice.
     let n = node("Slice", "s", &["x", "st", "en", "ax"], &["y"], vec![]);
-    let m = model(
-        13,
-        vec![n],
-        vec![
-            ti("st", &[1], &[1]),
-            ti("en", &[1], &[4]),
-            ti("ax", &[1], &[1]),
-        ],
-        vec![vis("x", &[1, 6, 4, 3])],
-        vec![vi("y", &[])],
-    );
-    let g = load(&m);
+    let bounds = vec![
+        ti("st", &[1], &[1]),
+        ti("en", &[1], &[4]),
+        ti("ax", &[1], &[1]),
+    ];
+    let g = load(&one(13, n, bounds));
     assert_eq!(ops(&g), vec!["channelslice"]);
     let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
     assert_eq!(y[0].data(), &x[plane..4 * plane]);
     // Parts that do not add up are a malformed model, not a panic.
-    let n = node(
-        "Split",
-        "s",
-        &["x"],
-        &["a", "y"],
-        vec![attr("axis", A::I(1)), attr("split", A::Is(vec![2, 2]))],
-    );
-    let m = model(
-        11,
-        vec![n],
-        vec![],
-        vec![vis("x", &[1, 6, 4, 3])],
-        vec![vi("y", &[])],
-    );
+    let m = split11(1, vec![2, 2]);
     assert!(matches!(load_bytes(&bytes(&m)), Err(Error::Malformed(_))));
 }
 
