@@ -59,6 +59,7 @@ OPS = {
     "Pad", "Resize", "Upsample", "DepthToSpace", "Constant",
     # Added at stop 22: activations a new-user review found refused.
     "Elu", "Selu", "Softplus", "Erf", "InstanceNormalization", "Gelu", "Mish",
+    "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal",
 }
 
 # Ops whose every input is a runtime tensor; for every other op only input 0 is.

@@ -9,7 +9,8 @@
 override WG: u32 = 64u;
 // Activation: 0 identity, 1 relu, 2 leaky relu, 3 prelu, 4 sigmoid, 5 tanh,
 // 6 clip, 7 hard sigmoid, 8 hard swish, 9 elu, 10 selu, 11 softplus, 12 erf,
-// 13 gelu, 14 gelu (tanh approximation), 15 mish.
+// 13 gelu, 14 gelu (tanh approximation), 15 mish, 16 abs, 17 neg, 18 exp,
+// 19 log, 20 sqrt, 21 reciprocal.
 override ACT: u32 = 0u;
 // Fused bias add in the store.
 override HAS_BIAS: bool = false;
@@ -42,6 +43,12 @@ fn activate(x: f32, c: u32, alpha: f32, beta: f32) -> f32 {
         case 13u: { return 0.5 * x * (1.0 + erf_as(x * 0.70710677)); }
         case 14u: { return 0.5 * x * (1.0 + tanh(0.7978846 * (x + 0.044715 * x * x * x))); }
         case 15u: { return x * tanh(softplus(x)); }
+        case 16u: { return abs(x); }
+        case 17u: { return -x; }
+        case 18u: { return exp(x); }
+        case 19u: { return log(x); }
+        case 20u: { return sqrt(x); }
+        case 21u: { return 1.0 / x; }
         default: { return x; }
     }
 }

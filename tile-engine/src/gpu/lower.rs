@@ -232,6 +232,12 @@ fn act_params(a: &Activation) -> (u32, f32, f32, Option<Arc<Vec<f32>>>) {
         Activation::Gelu { tanh: false } => (13, 0.0, 0.0, None),
         Activation::Gelu { tanh: true } => (14, 0.0, 0.0, None),
         Activation::Mish => (15, 0.0, 0.0, None),
+        Activation::Abs => (16, 0.0, 0.0, None),
+        Activation::Neg => (17, 0.0, 0.0, None),
+        Activation::Exp => (18, 0.0, 0.0, None),
+        Activation::Log => (19, 0.0, 0.0, None),
+        Activation::Sqrt => (20, 0.0, 0.0, None),
+        Activation::Reciprocal => (21, 0.0, 0.0, None),
     }
 }
 

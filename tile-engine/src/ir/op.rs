@@ -69,6 +69,18 @@ pub enum Activation {
     },
     /// `x * tanh(ln(1 + exp(x)))`
     Mish,
+    /// `|x|`
+    Abs,
+    /// `-x`
+    Neg,
+    /// `exp(x)`
+    Exp,
+    /// `ln(x)`
+    Log,
+    /// `sqrt(x)`
+    Sqrt,
+    /// `1 / x`
+    Reciprocal,
 }
 
 /// `ln(1 + exp(x))` without overflow, the formula the WGSL kernels use.
@@ -132,6 +144,12 @@ impl Activation {
                 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh())
             }
             Activation::Mish => x * softplus(x).tanh(),
+            Activation::Abs => x.abs(),
+            Activation::Neg => -x,
+            Activation::Exp => x.exp(),
+            Activation::Log => x.ln(),
+            Activation::Sqrt => x.sqrt(),
+            Activation::Reciprocal => 1.0 / x,
         }
     }
 

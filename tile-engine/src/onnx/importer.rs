@@ -446,9 +446,8 @@ fn import_node(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         "Gemm" => ops_math::gemm(imp, ctx),
         "MatMul" => ops_math::matmul(imp, ctx),
         "Relu" | "LeakyRelu" | "Sigmoid" | "Tanh" | "HardSigmoid" | "HardSwish" | "Clip"
-        | "PRelu" | "Elu" | "Selu" | "Softplus" | "Erf" | "Gelu" | "Mish" => {
-            ops_math::activation(imp, ctx)
-        }
+        | "PRelu" | "Elu" | "Selu" | "Softplus" | "Erf" | "Gelu" | "Mish" | "Abs" | "Neg"
+        | "Exp" | "Log" | "Sqrt" | "Reciprocal" => ops_math::activation(imp, ctx),
         "BatchNormalization" => ops_math::batch_norm(imp, ctx),
         "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Sum" => ops_math::binary(imp, ctx),
         "Softmax" => ops_math::softmax(imp, ctx),

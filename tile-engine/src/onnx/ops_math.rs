@@ -284,6 +284,12 @@ pub(crate) fn activation(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         "Softplus" => Activation::Softplus,
         "Erf" => Activation::Erf,
         "Mish" => Activation::Mish,
+        "Abs" => Activation::Abs,
+        "Neg" => Activation::Neg,
+        "Exp" => Activation::Exp,
+        "Log" => Activation::Log,
+        "Sqrt" => Activation::Sqrt,
+        "Reciprocal" => Activation::Reciprocal,
         "Gelu" => match ctx.string("approximate", "none")?.as_str() {
             "none" => Activation::Gelu { tanh: false },
             "tanh" => Activation::Gelu { tanh: true },
