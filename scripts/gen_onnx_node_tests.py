@@ -59,7 +59,7 @@ OPS = {
     "Pad", "Resize", "Upsample", "DepthToSpace", "Constant",
     # Added at stop 22: activations a new-user review found refused.
     "Elu", "Selu", "Softplus", "Erf", "InstanceNormalization", "Gelu", "Mish",
-    "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal",
+    "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "LayerNormalization",
 }
 
 # Ops whose every input is a runtime tensor; for every other op only input 0 is.
@@ -155,6 +155,22 @@ def freeze_parameters(model: onnx.ModelProto, inputs: list[np.ndarray]):
     return [np.asarray(values[n]) for n in runtime_names if n not in param]
 
 
+def drop_statistics_outputs(model: onnx.ModelProto, outputs: list) -> list:
+    """Drops LayerNormalization's Mean and InvStdDev outputs (training
+    statistics, which the IR does not produce) from the node, the graph and
+    the expected outputs; Y does not depend on them. Returns the outputs kept."""
+    dropped = set()
+    for node in model.graph.node:
+        if node.op_type == "LayerNormalization" and len(node.output) > 1:
+            dropped.update(o for o in node.output[1:] if o)
+            del node.output[1:]
+    keep = [i for i, o in enumerate(model.graph.output) if o.name not in dropped]
+    kept_vi = [model.graph.output[i] for i in keep]
+    del model.graph.output[:]
+    model.graph.output.extend(kept_vi)
+    return [outputs[i] for i in keep]
+
+
 def select(name: str, model: onnx.ModelProto, inputs, outputs):
     """Returns (model, inputs, outputs) for a case in scope, or a reason string."""
     if name in EXCLUDED:
@@ -172,6 +188,7 @@ def select(name: str, model: onnx.ModelProto, inputs, outputs):
         if reason:
             return reason
     model = onnx.ModelProto.FromString(model.SerializeToString())
+    outputs = drop_statistics_outputs(model, list(outputs))
     frozen = freeze_parameters(model, list(inputs))
     if isinstance(frozen, str):
         return frozen

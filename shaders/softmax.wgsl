@@ -1,5 +1,7 @@
 // Softmax over one axis: one invocation per (outer, inner) position makes
 // three ordered passes (max, sum of exp, normalise) along the axis.
+// `layer_norm`: one invocation per row (outer = rows, len = row length,
+// eps bits) makes three ordered passes, as the CPU does.
 // `instance_norm`: one workgroup of 64 per (image, channel) plane reduces
 // its mean and variance in workgroup memory, then normalises
 // (params: outer = planes, len = plane size, inner = channels, eps bits).
@@ -10,7 +12,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
-// instance_norm: scales, then biases.
+// instance_norm, layer_norm: scales, then biases.
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -76,5 +78,29 @@ fn instance_norm(@builtin(workgroup_id) wid: vec3<u32>,
     let c = plane % p.inner;
     for (var k = li; k < p.len; k += 64u) {
         dst[base + k] = (src[base + k] - mean) * inv * wt[c] + wt[p.inner + c];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn layer_norm(@builtin(global_invocation_id) gid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    if i >= p.outer {
+        return;
+    }
+    let base = i * p.len;
+    var s = 0.0;
+    for (var k = 0u; k < p.len; k++) {
+        s += src[base + k];
+    }
+    let mean = s / f32(p.len);
+    var v = 0.0;
+    for (var k = 0u; k < p.len; k++) {
+        let d = src[base + k] - mean;
+        v += d * d;
+    }
+    let inv = 1.0 / sqrt(v / f32(p.len) + bitcast<f32>(p._p0));
+    for (var k = 0u; k < p.len; k++) {
+        dst[base + k] = (src[base + k] - mean) * inv * wt[k] + wt[p.len + k];
     }
 }

@@ -844,3 +844,24 @@ fn softplus_and_mish_stay_finite_where_exp_overflows() {
         check(&g, std::slice::from_ref(&x), None, "softplus/mish");
     }
 }
+
+#[test]
+fn layer_norm_matches_cpu_from_every_axis() {
+    let shape = [2, 3, 5, 7];
+    let x = random(&shape, 13);
+    for axis in 1..4 {
+        let len: usize = shape[axis..].iter().product();
+        let op = Op::LayerNorm {
+            axis,
+            scale: Arc::new((0..len).map(|i| 0.5 + 0.01 * i as f32).collect()),
+            bias: Arc::new((0..len).map(|i| i as f32 * -0.02).collect()),
+            epsilon: 1e-5,
+        };
+        check(
+            &single(op, &shape, None),
+            std::slice::from_ref(&x),
+            None,
+            "layernorm",
+        );
+    }
+}

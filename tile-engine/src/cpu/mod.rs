@@ -167,6 +167,12 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor], out_shape: &[usize]) -> Result<Tenso
             bias,
             epsilon,
         } => Ok(norm::instance_norm(x, scale, bias, *epsilon)),
+        Op::LayerNorm {
+            axis,
+            scale,
+            bias,
+            epsilon,
+        } => Ok(norm::layer_norm(x, *axis, scale, bias, *epsilon)),
         Op::Lrn {
             size,
             alpha,

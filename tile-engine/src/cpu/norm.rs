@@ -76,3 +76,25 @@ pub(super) fn instance_norm(x: &Tensor, scale: &[f32], bias: &[f32], epsilon: f3
     }
     y
 }
+
+/// Layer normalisation over the dims from `axis` on: per row, `(x - mean)
+/// / sqrt(var + epsilon) * scale[k] + bias[k]`, the statistics in f32.
+pub(super) fn layer_norm(
+    x: &Tensor,
+    axis: usize,
+    scale: &[f32],
+    bias: &[f32],
+    epsilon: f32,
+) -> Tensor {
+    let len: usize = x.shape()[axis..].iter().product();
+    let mut y = x.clone();
+    for row in y.data_mut().chunks_mut(len.max(1)) {
+        let mean = row.iter().sum::<f32>() / len as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / len as f32;
+        let inv = 1.0 / (var + epsilon).sqrt();
+        for (k, v) in row.iter_mut().enumerate() {
+            *v = (*v - mean) * inv * scale[k] + bias[k];
+        }
+    }
+    y
+}

@@ -897,6 +897,24 @@ impl Lowerer<'_> {
                     vec![("WG", 64)],
                 )
             }
+            Op::LayerNorm {
+                axis,
+                scale,
+                bias,
+                epsilon,
+            } => {
+                let len: usize = ins[0][*axis..].iter().product();
+                let rows: usize = ins[0][..*axis].iter().product();
+                let params = P(vec![]).us(&[rows, len, 1])?.f(*epsilon).done();
+                self.paired(
+                    PipelineKey::new(Shader::Softmax, "layer_norm", vec![("WG", 64)]),
+                    params,
+                    first,
+                    [scale, bias],
+                    node.output,
+                    rows,
+                )
+            }
             Op::InstanceNorm {
                 scale,
                 bias,

@@ -394,6 +394,19 @@ pub enum Op {
         /// Added to the variance.
         epsilon: f32,
     },
+    /// Layer normalisation over the trailing dims from `axis` on: each
+    /// row of those dims to zero mean and unit variance, then
+    /// `scale[k] * x + bias[k]` (statistics of whole rows: never tiled).
+    LayerNorm {
+        /// First normalised dim.
+        axis: usize,
+        /// Scale per element of a row.
+        scale: Arc<Vec<f32>>,
+        /// Bias per element of a row.
+        bias: Arc<Vec<f32>>,
+        /// Added to the variance.
+        epsilon: f32,
+    },
     /// Constant padding of an NCHW map (only H and W padded after import).
     Pad {
         /// `[top, left, bottom, right]`.
@@ -466,6 +479,7 @@ impl Op {
             Op::Softmax { .. } => "softmax",
             Op::Lrn { .. } => "lrn",
             Op::InstanceNorm { .. } => "instancenorm",
+            Op::LayerNorm { .. } => "layernorm",
             Op::Pad { .. } => "pad",
             Op::BorderPad { .. } => "borderpad",
             Op::Resize { .. } => "resize",

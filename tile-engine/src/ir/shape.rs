@@ -290,6 +290,21 @@ pub fn infer(op: &Op, inputs: &[&[usize]]) -> R<Vec<usize>> {
             }
             Ok(inputs[0].to_vec())
         }
+        Op::LayerNorm {
+            axis, scale, bias, ..
+        } => {
+            arity(inputs, 1)?;
+            let x = inputs[0];
+            let len: usize = x.get(*axis..).map_or(0, |d| d.iter().product());
+            if *axis >= x.len() || len == 0 || scale.len() != len || bias.len() != len {
+                return Err(format!(
+                    "layer norm from axis {axis} of {x:?} with {} scales and {} biases",
+                    scale.len(),
+                    bias.len()
+                ));
+            }
+            Ok(x.to_vec())
+        }
         Op::InstanceNorm { scale, bias, .. } => {
             arity(inputs, 1)?;
             let x = nchw(inputs[0], "input")?;

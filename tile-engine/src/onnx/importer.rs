@@ -453,6 +453,7 @@ fn import_node(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         "Softmax" => ops_math::softmax(imp, ctx),
         "LRN" => ops_math::lrn(imp, ctx),
         "InstanceNormalization" => ops_math::instance_norm(imp, ctx),
+        "LayerNormalization" => ops_math::layer_norm(imp, ctx),
         "Dropout" | "Identity" => ops_shape::identity(imp, ctx),
         "Pad" => ops_math::pad(imp, ctx),
         "Resize" | "Upsample" => ops_math::resize(imp, ctx),

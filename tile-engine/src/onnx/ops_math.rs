@@ -501,6 +501,40 @@ pub(crate) fn softmax(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     finish(imp, ctx, y, first_new)
 }
 
+/// `LayerNormalization` (opset 17) → `Op::LayerNorm`; scale and bias must
+/// be constants of the normalised dims' shape (a scalar broadcasts).
+pub(crate) fn layer_norm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    if ctx.node.output.iter().skip(1).any(|o| !o.is_empty()) {
+        return Err(ctx.unsupported("the Mean and InvStdDev outputs (training)"));
+    }
+    let x_name = ctx.req_input(0)?;
+    let xs = imp.shape_of(ctx, x_name)?;
+    let axis = ctx.axis(ctx.int("axis", -1)?, xs.len())?;
+    let len: usize = xs[axis..].iter().product();
+    let widen = |v: Vec<f32>, what: &str| -> Result<Vec<f32>> {
+        match v.len() {
+            n if n == len => Ok(v),
+            1 => Ok(vec![v[0]; len]),
+            n => Err(ctx.unsupported(format!(
+                "{what} of {n} values for rows of {len} (only the full shape or a scalar)"
+            ))),
+        }
+    };
+    let scale = widen(imp.req_const(ctx, 1, "Scale")?.to_f32(), "Scale")?;
+    let bias = match ctx.input(2) {
+        Some(_) => widen(imp.req_const(ctx, 2, "B")?.to_f32(), "B")?,
+        None => vec![0.0; len],
+    };
+    let op = Op::LayerNorm {
+        axis,
+        scale: Arc::new(scale),
+        bias: Arc::new(bias),
+        epsilon: ctx.float("epsilon", 1e-5)?,
+    };
+    let x = imp.runtime(ctx, x_name)?;
+    imp.emit_out(ctx, op, vec![x])
+}
+
 /// `InstanceNormalization` of an NCHW map → `Op::InstanceNorm`.
 pub(crate) fn instance_norm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let x_name = ctx.req_input(0)?;
