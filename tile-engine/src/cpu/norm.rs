@@ -58,18 +58,24 @@ pub(super) fn lrn(x: &Tensor, size: usize, alpha: f32, beta: f32, bias: f32) -> 
     y
 }
 
+/// Mean and `1 / sqrt(variance + epsilon)` of `row`, in f32 as ONNX Runtime
+/// computes them.
+fn moments(row: &[f32], epsilon: f32) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + epsilon).sqrt())
+}
+
 /// Instance normalisation of an NCHW map: per plane, `(x - mean) /
-/// sqrt(var + epsilon) * scale[c] + bias[c]`, the statistics in f32 as
-/// ONNX Runtime computes them.
+/// sqrt(var + epsilon) * scale[c] + bias[c]`.
 pub(super) fn instance_norm(x: &Tensor, scale: &[f32], bias: &[f32], epsilon: f32) -> Tensor {
     let s = x.shape();
     let (c, hw) = (s[1], s[2] * s[3]);
     let mut y = x.clone();
     for (p, plane) in y.data_mut().chunks_mut(hw.max(1)).enumerate() {
         let ch = p % c;
-        let mean = plane.iter().sum::<f32>() / hw as f32;
-        let var = plane.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / hw as f32;
-        let inv = 1.0 / (var + epsilon).sqrt();
+        let (mean, inv) = moments(plane, epsilon);
         for v in plane {
             *v = (*v - mean) * inv * scale[ch] + bias[ch];
         }
@@ -78,7 +84,7 @@ pub(super) fn instance_norm(x: &Tensor, scale: &[f32], bias: &[f32], epsilon: f3
 }
 
 /// Layer normalisation over the dims from `axis` on: per row, `(x - mean)
-/// / sqrt(var + epsilon) * scale[k] + bias[k]`, the statistics in f32.
+/// / sqrt(var + epsilon) * scale[k] + bias[k]`.
 pub(super) fn layer_norm(
     x: &Tensor,
     axis: usize,
@@ -89,9 +95,7 @@ pub(super) fn layer_norm(
     let len: usize = x.shape()[axis..].iter().product();
     let mut y = x.clone();
     for row in y.data_mut().chunks_mut(len.max(1)) {
-        let mean = row.iter().sum::<f32>() / len as f32;
-        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / len as f32;
-        let inv = 1.0 / (var + epsilon).sqrt();
+        let (mean, inv) = moments(row, epsilon);
         for (k, v) in row.iter_mut().enumerate() {
             *v = (*v - mean) * inv * scale[k] + bias[k];
         }
