@@ -942,3 +942,49 @@ fn a_slice_that_reverses_the_channels_is_not_the_identity() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn normalisations_with_parameters_of_the_wrong_length_are_refused() {
+    let x = vis("x", &[1, 3, 4, 5]);
+    let y = vi("y", &[]);
+    // InstanceNormalization: one scale and bias per channel.
+    let n = node(
+        "InstanceNormalization",
+        "n",
+        &["x", "s", "b"],
+        &["y"],
+        vec![],
+    );
+    let inits = vec![tf("s", &[2], &[1.0, 1.0]), tf("b", &[3], &[0.0; 3])];
+    let m = model(13, vec![n], inits, vec![x.clone()], vec![y.clone()]);
+    assert!(matches!(load_bytes(&bytes(&m)), Err(Error::Malformed(_))));
+    // LayerNormalization over the last axis: 5 values (or one), not 3.
+    let n = node("LayerNormalization", "n", &["x", "s"], &["y"], vec![]);
+    let m = model(
+        17,
+        vec![n],
+        vec![tf("s", &[3], &[1.0; 3])],
+        vec![x.clone()],
+        vec![y.clone()],
+    );
+    assert!(matches!(load_bytes(&bytes(&m)), Err(Error::Unsupported(_))));
+    // A scalar scale broadcasts; a missing bias is zero.
+    let n = node("LayerNormalization", "n", &["x", "s"], &["y"], vec![]);
+    let g = load(&model(
+        17,
+        vec![n],
+        vec![tf("s", &[1], &[2.0])],
+        vec![x],
+        vec![y],
+    ));
+    let Op::LayerNorm {
+        axis, scale, bias, ..
+    } = &g.nodes[0].op
+    else {
+        panic!("{:?}", g.nodes[0].op)
+    };
+    assert_eq!(
+        (*axis, scale.as_slice(), bias.as_slice()),
+        (3, &[2.0; 5][..], &[0.0; 5][..])
+    );
+}
