@@ -110,7 +110,7 @@ pub fn load(spec: &str, input_shape: &[usize]) -> Result<Graph> {
         ModelKind::Onnx => {
             let path = Path::new(spec);
             // The input's batch fills a symbolic batch dimension.
-            let batch = input_shape.first().copied().unwrap_or(1).max(1);
+            let batch = tile_engine::onnx::batch_of(input_shape);
             tile_engine::onnx::load_file_with_batch(path, batch)
                 .with_context(|| spec.to_string())?
         }

@@ -148,7 +148,7 @@ impl Bundle {
                     .files
                     .first()
                     .ok_or_else(|| ClusterError::Model("empty ONNX bundle".into()))?;
-                let batch = self.input_shape.first().copied().unwrap_or(1).max(1);
+                let batch = tile_engine::onnx::batch_of(&self.input_shape);
                 tile_engine::onnx::load_bytes_with_batch(bytes, batch).map_err(err)?
             }
             Format::Tfjs => {

@@ -53,6 +53,13 @@ pub fn load_bytes_with_batch(bytes: &[u8], batch: usize) -> Result<Graph> {
     importer::import(&model, bytes.len(), batch)
 }
 
+/// The batch a symbolic batch dimension takes for a caller's input of
+/// `input_shape`: its first dim (1 for an empty shape or a batch of 0,
+/// which the input check then refuses).
+pub fn batch_of(input_shape: &[usize]) -> usize {
+    input_shape.first().copied().unwrap_or(1).max(1)
+}
+
 /// Reads and imports an ONNX model file (a symbolic batch dimension as 1).
 pub fn load_file(path: &Path) -> Result<Graph> {
     load_file_with_batch(path, 1)
