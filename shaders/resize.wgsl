@@ -26,17 +26,11 @@ fn source_coord(x: u32, scale: f32, in_len: u32, out_len: u32) -> f32 {
     }
 }
 
-// nearest: 0 round_prefer_floor, 1 round_prefer_ceil, 2 floor, 3 ceil.
-fn nearest_index(x: f32, in_len: u32) -> u32 {
-    var r: f32;
-    switch p.nearest {
-        case 0u: { r = ceil(x - 0.5); }
-        case 1u: { r = floor(x + 0.5); }
-        case 2u: { r = floor(x); }
-        default: { r = ceil(x); }
-    }
-    return u32(clamp(r, 0.0, f32(in_len - 1u)));
-}
+// Nearest: the source row of each output row, then the source column of
+// each output column, computed on the host exactly as the CPU executor does
+// (a GPU's `/` need not round exactly, and a half-pixel tie such as
+// 3.5 / 3.5 - 0.5 then picks the other pixel).
+@group(0) @binding(2) var<storage, read> taps: array<u32>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -51,7 +45,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
     let sy = source_coord(oy, p.scale_h, p.h, p.oh);
     let sx = source_coord(ox, p.scale_w, p.w, p.ow);
     if p.linear == 0u {
-        dst[i] = src[base + nearest_index(sy, p.h) * p.w + nearest_index(sx, p.w)];
+        dst[i] = src[base + taps[oy] * p.w + taps[p.oh + ox]];
         return;
     }
     let cy = clamp(sy, 0.0, f32(p.h - 1u));

@@ -20,6 +20,7 @@ mod linalg;
 mod norm;
 mod pool;
 mod resize;
+pub(crate) use resize::nearest_taps;
 
 use std::borrow::Cow;
 

@@ -59,7 +59,11 @@ fn linear_taps(
 }
 
 /// Per output position along one axis: the nearest source index under `mode`.
-fn nearest_taps(
+/// Source index along one axis of each output index of a nearest resize:
+/// the GPU reads the same table, so both executors pick the same pixels
+/// whatever a GPU's division rounds (NVIDIA's `/` is not exactly rounded,
+/// and half-pixel ties like 3.5 / 3.5 - 0.5 then fell on the other side).
+pub(crate) fn nearest_taps(
     coord: CoordTransform,
     mode: NearestMode,
     scale: f32,

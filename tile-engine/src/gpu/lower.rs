@@ -996,18 +996,18 @@ impl Lowerer<'_> {
                     ResizeMode::Nearest(NearestMode::Floor) => (0, 2),
                     ResizeMode::Nearest(NearestMode::Ceil) => (0, 3),
                 };
-                let coord = match coord {
+                let coord_code = match coord {
                     CoordTransform::HalfPixel => 0,
                     CoordTransform::PytorchHalfPixel => 1,
                     CoordTransform::AlignCorners => 2,
                     CoordTransform::Asymmetric => 3,
                 };
                 let params = P(vec![])
-                    .us(&[n * ch, h, w, oh, ow, linear, coord, nearest])?
+                    .us(&[n * ch, h, w, oh, ow, linear, coord_code, nearest])?
                     .f(scales[0])
                     .f(scales[1])
                     .done();
-                one(
+                let mut ds = one(
                     Shader::Resize,
                     "main",
                     params,
@@ -1015,7 +1015,22 @@ impl Lowerer<'_> {
                     node.output,
                     n * ch * oh * ow,
                     vec![("WG", 64)],
-                )
+                )?;
+                if let ResizeMode::Nearest(nm) = mode {
+                    // Rows then columns: the source index of each output
+                    // index, as the CPU executor computes it.
+                    let taps: Vec<u32> = crate::cpu::nearest_taps(*coord, *nm, scales[0], h, oh)
+                        .into_iter()
+                        .chain(crate::cpu::nearest_taps(*coord, *nm, scales[1], w, ow))
+                        .map(|i| {
+                            u32::try_from(i).map_err(|_| Error::Limit(format!("resize index {i}")))
+                        })
+                        .collect::<Result<_>>()?;
+                    for d in &mut ds {
+                        d.bufs[1] = Buf::Gpu(self.weights.table(&self.up, &taps)?);
+                    }
+                }
+                Ok(ds)
             }
         }
     }

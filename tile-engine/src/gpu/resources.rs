@@ -77,6 +77,8 @@ enum Owner {
 pub struct WeightCache {
     map: HashMap<(usize, usize, &'static str), (Owner, Arc<wgpu::Buffer>)>,
     textures: HashMap<usize, (Owner, Arc<wgpu::TextureView>)>,
+    /// Index tables derived from an op's shapes (no shared weight to key on), by content.
+    tables: HashMap<Vec<u32>, Arc<wgpu::Buffer>>,
 }
 
 fn upload(
@@ -85,7 +87,16 @@ fn upload(
     data: &[f32],
     max: u64,
 ) -> Result<Arc<wgpu::Buffer>> {
-    let bytes = (data.len() as u64 * 4).max(16);
+    upload_bytes(device, queue, bytemuck::cast_slice(data), max)
+}
+
+fn upload_bytes(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    data: &[u8],
+    max: u64,
+) -> Result<Arc<wgpu::Buffer>> {
+    let bytes = (data.len() as u64).max(16);
     if bytes > max {
         return Err(Error::Limit(format!(
             "weights of {bytes} bytes exceed the adapter's storage binding limit of {max}"
@@ -99,7 +110,7 @@ fn upload(
             | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     });
-    queue.write_buffer(&buffer, 0, bytemuck::cast_slice(data));
+    queue.write_buffer(&buffer, 0, data);
     Ok(Arc::new(buffer))
 }
 
@@ -118,7 +129,7 @@ pub struct Uploader<'a> {
 impl WeightCache {
     /// Number of weight buffers held.
     pub fn len(&self) -> usize {
-        self.map.len() + self.textures.len()
+        self.map.len() + self.textures.len() + self.tables.len()
     }
 
     /// A tensor's values, packed by `pack` (named `packing`), uploaded once.
@@ -210,6 +221,16 @@ impl WeightCache {
         }
         let b = upload(up.device, up.queue, v, up.max)?;
         self.map.insert(key, (Owner::Vec(v.clone()), b.clone()));
+        Ok(b)
+    }
+
+    /// A table of `u32` indices, uploaded once per distinct content.
+    pub fn table(&mut self, up: &Uploader<'_>, data: &[u32]) -> Result<Arc<wgpu::Buffer>> {
+        if let Some(b) = self.tables.get(data) {
+            return Ok(b.clone());
+        }
+        let b = upload_bytes(up.device, up.queue, bytemuck::cast_slice(data), up.max)?;
+        self.tables.insert(data.to_vec(), b.clone());
         Ok(b)
     }
 
