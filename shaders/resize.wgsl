@@ -3,7 +3,7 @@
 
 struct Params {
     nc: u32, h: u32, w: u32, oh: u32,
-    ow: u32, linear: u32, coord: u32, nearest: u32,
+    ow: u32, linear: u32, coord: u32, _p2: u32,
     scale_h: f32, scale_w: f32, _p0: u32, _p1: u32,
 }
 
@@ -42,12 +42,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
     let ox = i % p.ow;
     let oy = (i / p.ow) % p.oh;
     let base = (i / (p.ow * p.oh)) * p.h * p.w;
-    let sy = source_coord(oy, p.scale_h, p.h, p.oh);
-    let sx = source_coord(ox, p.scale_w, p.w, p.ow);
     if p.linear == 0u {
         dst[i] = src[base + taps[oy] * p.w + taps[p.oh + ox]];
         return;
     }
+    let sy = source_coord(oy, p.scale_h, p.h, p.oh);
+    let sx = source_coord(ox, p.scale_w, p.w, p.ow);
     let cy = clamp(sy, 0.0, f32(p.h - 1u));
     let cx = clamp(sx, 0.0, f32(p.w - 1u));
     let y0 = u32(floor(cy));

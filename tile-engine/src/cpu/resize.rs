@@ -58,11 +58,10 @@ fn linear_taps(
         .collect()
 }
 
-/// Per output position along one axis: the nearest source index under `mode`.
-/// Source index along one axis of each output index of a nearest resize:
-/// the GPU reads the same table, so both executors pick the same pixels
-/// whatever a GPU's division rounds (NVIDIA's `/` is not exactly rounded,
-/// and half-pixel ties like 3.5 / 3.5 - 0.5 then fell on the other side).
+/// Per output position along one axis: the nearest source index under
+/// `mode`. The GPU executor reads this same table, so both pick the same
+/// pixels whatever a GPU's division rounds (NVIDIA's `/` is not exactly
+/// rounded, and half-pixel ties such as 3.5 / 3.5 - 0.5 fell the other way).
 pub(crate) fn nearest_taps(
     coord: CoordTransform,
     mode: NearestMode,

@@ -11,8 +11,8 @@ use super::kernels::{PipelineKey, Shader};
 use super::resources::{Uploader, WeightCache};
 use crate::error::{Error, Result};
 use crate::ir::{
-    Activation, BinaryKind, BorderMode, CoordTransform, DepthToSpaceMode, Graph, NearestMode, Node,
-    Op, PoolKind, ResizeMode, ValueId,
+    Activation, BinaryKind, BorderMode, CoordTransform, DepthToSpaceMode, Graph, Node, Op,
+    PoolKind, ResizeMode, ValueId,
 };
 use crate::tensor::Tensor;
 
@@ -989,13 +989,7 @@ impl Lowerer<'_> {
                         vec![("WG", 64)],
                     );
                 }
-                let (linear, nearest) = match mode {
-                    ResizeMode::Linear => (1, 0),
-                    ResizeMode::Nearest(NearestMode::RoundPreferFloor) => (0, 0),
-                    ResizeMode::Nearest(NearestMode::RoundPreferCeil) => (0, 1),
-                    ResizeMode::Nearest(NearestMode::Floor) => (0, 2),
-                    ResizeMode::Nearest(NearestMode::Ceil) => (0, 3),
-                };
+                let linear = usize::from(matches!(mode, ResizeMode::Linear));
                 let coord_code = match coord {
                     CoordTransform::HalfPixel => 0,
                     CoordTransform::PytorchHalfPixel => 1,
@@ -1003,7 +997,7 @@ impl Lowerer<'_> {
                     CoordTransform::Asymmetric => 3,
                 };
                 let params = P(vec![])
-                    .us(&[n * ch, h, w, oh, ow, linear, coord_code, nearest])?
+                    .us(&[n * ch, h, w, oh, ow, linear, coord_code, 0])?
                     .f(scales[0])
                     .f(scales[1])
                     .done();
