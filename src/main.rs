@@ -95,12 +95,13 @@ pub struct InferArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Daemons log what they do; one-shot commands print their own lines
-    // and the engine's warnings about the model they were given (RUST_LOG
-    // turns the rest on).
-    let default = if matches!(cli.command, Command::Node { .. }) {
-        "info"
-    } else {
-        "tile_engine=warn"
+    // and the engine's warnings about the model they were given, `run` the
+    // coordinator's too (RUST_LOG turns the rest on).
+    let default = match cli.command {
+        Command::Node { .. } => "info",
+        // The coordinator's own warnings (a block tiled across executors).
+        Command::Run { .. } => "tile_engine=warn,tessera=warn",
+        _ => "tile_engine=warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(

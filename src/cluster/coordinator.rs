@@ -457,6 +457,8 @@ pub struct Coordinator {
     /// Time each op of a model on one edge node when it is loaded and plan
     /// by those times (else by FLOPs at each op class's calibrated rate).
     pub profile_models: bool,
+    /// Whether the warning about a block tiled across different executors was given.
+    warned_mixed: AtomicBool,
 }
 
 impl Coordinator {
@@ -482,6 +484,7 @@ impl Coordinator {
             timeouts: Timeouts::default(),
             steal: true,
             profile_models: true,
+            warned_mixed: AtomicBool::new(false),
         };
         let tries =
             futures_util::future::join_all((0..c.cluster.nodes.len()).map(|i| c.reconnect(i)))
@@ -582,6 +585,22 @@ impl Coordinator {
             .cloned()
             .flatten()
             .filter(|p| p.alive())
+    }
+
+    /// The executors (as the nodes reported them) of the nodes sharing a
+    /// tiled block of `plan`, when they are not all the same.
+    fn mixed_executors(&self, plan: &ExecPlan) -> Option<Vec<String>> {
+        plan.blocks.iter().find_map(|b| {
+            let (_, owners) = b.tiles.as_ref()?;
+            let mut kinds: Vec<String> = owners
+                .iter()
+                .filter_map(|&n| self.peer(n))
+                .map(|p| p.executor())
+                .collect();
+            kinds.sort();
+            kinds.dedup();
+            (kinds.len() > 1).then_some(kinds)
+        })
     }
 
     /// Indices of nodes that are up.
@@ -1020,6 +1039,18 @@ impl Coordinator {
                 input.shape(),
                 graph.shape(input_id)
             )));
+        }
+        if let Some(kinds) = self.mixed_executors(plan)
+            && !self.warned_mixed.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "tiles of one block run on different executors ({}): transcendental \
+                 activations (sigmoid, tanh, exp, ...) can differ in their last bits \
+                 between executors, so the output may differ from a single-node run's \
+                 by a few ULP; give the nodes that share blocks the same backend and \
+                 adapter for bit-identical results",
+                kinds.join(", ")
+            );
         }
         let submit = input.byte_len() as u64;
         env[input_id] = Some(input);
