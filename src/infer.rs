@@ -30,7 +30,7 @@ pub fn run_graph(
     let n = outputs.len();
     match <[Tensor; 1]>::try_from(outputs) {
         Ok([out]) => Ok(out),
-        Err(_) => bail!("the model has {n} outputs; tessera infer writes models with exactly one"),
+        Err(_) => bail!("the model has {n} outputs; tessera infer runs models with exactly one"),
     }
 }
 

@@ -141,7 +141,7 @@ pub fn check_io(spec: &str, graph: &Graph, input: &Tensor) -> Result<()> {
     }
     if graph.outputs.len() != 1 {
         bail!(
-            "{spec}: the model has {} outputs; tessera writes models with exactly one",
+            "{spec}: the model has {} outputs; tessera runs models with exactly one",
             graph.outputs.len()
         );
     }

@@ -49,6 +49,8 @@ struct State {
     pool: BufferPool,
     weights: WeightCache,
     tuner: autotune::Autotuner,
+    /// Whether this executor has said it is tuning (a first run can pause for seconds).
+    told_tuning: bool,
 }
 
 /// Runs graphs on one GPU adapter through wgpu.
@@ -111,6 +113,7 @@ impl GpuExecutor {
                 pool: BufferPool::default(),
                 weights: WeightCache::default(),
                 tuner,
+                told_tuning: false,
             }),
         })
     }
@@ -183,6 +186,19 @@ impl GpuExecutor {
         let key = layer_key(graph, node);
         if let Some(choice) = st.tuner.get(&key) {
             return Ok(Some(choice));
+        }
+        if !st.told_tuning {
+            st.told_tuning = true;
+            let cache = self
+                .options
+                .cache_path
+                .clone()
+                .unwrap_or_else(default_cache_path);
+            tracing::warn!(
+                "timing kernel candidates for each new conv layer shape on {} (a first run can take seconds; choices are kept in {})",
+                self.ctx.info.name,
+                cache.display()
+            );
         }
         // Round robin over the candidates, each keeping its fastest time, so
         // a burst of load from another process on a shared machine has to
