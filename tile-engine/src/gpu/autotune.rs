@@ -58,6 +58,11 @@ impl Autotuner {
         }
     }
 
+    /// The cache file the choices are written to (`None`: kept in memory only).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
     /// The recorded choice for a layer key.
     pub fn get(&self, key: &str) -> Option<ConvChoice> {
         self.memo.get(key).copied()

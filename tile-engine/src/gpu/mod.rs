@@ -189,15 +189,13 @@ impl GpuExecutor {
         }
         if !st.told_tuning {
             st.told_tuning = true;
-            let cache = self
-                .options
-                .cache_path
-                .clone()
-                .unwrap_or_else(default_cache_path);
+            let kept = st
+                .tuner
+                .path()
+                .map_or_else(|| "memory".to_string(), |p| p.display().to_string());
             tracing::warn!(
-                "timing kernel candidates for each new conv layer shape on {} (a first run can take seconds; choices are kept in {})",
+                "timing kernel candidates for each new conv layer shape on {} (a first run can take seconds; choices are kept in {kept})",
                 self.ctx.info.name,
-                cache.display()
             );
         }
         // Round robin over the candidates, each keeping its fastest time, so
