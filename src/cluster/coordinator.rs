@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use planner::cost::Topology;
+use planner::profiler::{CLASSES, class_index};
 use planner::{Cluster, Estimates, Prediction, Profiler, Tier};
 use serde::Serialize;
 use tile_engine::ir::OpClass;
@@ -167,18 +168,21 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// The work of a job of graph nodes `ops` that did `flops` FLOPs (a
-    /// tile's halo included): its FLOPs weighted as the planner weights
-    /// those ops. The profiler's rates are in this unit.
-    pub fn work(&self, ops: &[usize], flops: u64) -> u64 {
-        let (real, work) = ops.iter().fold((0.0, 0.0), |(r, w), &o| {
-            let f = self.graph.node_cost(o).flops as f64;
-            (r + f, w + self.dag.ops.get(o).map_or(f, |d| d.flops))
-        });
-        if real > 0.0 {
-            (flops as f64 * work / real) as u64
-        } else {
-            flops
+    /// tile's halo included), by op class (indexed as
+    /// [`planner::profiler::ALL_CLASSES`]): its FLOPs weighted as the
+    /// planner weights those ops. The profiler's rates are in this unit, and
+    /// each class's part runs at its own rate.
+    pub fn class_work(&self, ops: &[usize], flops: u64) -> [u64; CLASSES] {
+        let mut real = 0.0;
+        let mut work = [0.0; CLASSES];
+        for &o in ops {
+            let c = self.graph.node_cost(o);
+            let f = c.flops as f64;
+            real += f;
+            work[class_index(c.class)] += self.dag.ops.get(o).map_or(f, |d| d.flops);
         }
+        let scale = if real > 0.0 { flops as f64 / real } else { 0.0 };
+        work.map(|w| (w * scale) as u64)
     }
 
     /// Makes plans cost the model's inputs as `inputs` cross a link: a map
@@ -378,9 +382,11 @@ pub struct JobRecord {
     pub recv_us: u64,
     /// FLOPs.
     pub flops: u64,
-    /// FLOPs weighted by the model's per-op profile ([`LoadedModel::work`]):
+    /// FLOPs weighted by the model's per-op profile ([`LoadedModel::class_work`]):
     /// what the profiler's rates measure.
     pub work: u64,
+    /// `work` by op class (indexed as [`planner::profiler::ALL_CLASSES`]).
+    pub class_work: [u64; CLASSES],
     /// Dominant op class (wire name).
     pub class: String,
     /// Ops the job ran.
@@ -950,6 +956,7 @@ impl Coordinator {
             recv_us: 0,
             flops: 0,
             work: 0,
+            class_work: [0; CLASSES],
             class: calibrate::class_name(class).to_string(),
             ops: 0,
             row_copies: 0,
@@ -983,7 +990,8 @@ impl Coordinator {
             let Some(peer) = self.peer(n) else { continue };
             let mut rec = self.record(request, stage, stage_idx, n, class);
             rec.flops = plan.flops;
-            rec.work = model.work(ops, plan.flops);
+            rec.class_work = model.class_work(ops, plan.flops);
+            rec.work = rec.class_work.iter().sum();
             rec.ops = ops.len();
             let r = self
                 .remote(
@@ -1473,7 +1481,8 @@ impl Coordinator {
         } else {
             plan.flops
         };
-        rec.work = model.work(&block.ops, flops);
+        rec.class_work = model.class_work(&block.ops, flops);
+        rec.work = rec.class_work.iter().sum();
         rec.ops = block.ops.len();
         rec.stolen = stolen;
         let r = self
@@ -1498,9 +1507,6 @@ impl Coordinator {
     /// prediction was that much too long.
     pub fn observe(&self, records: &[JobRecord]) {
         let mut p = lock(&self.profiler);
-        // Jobs shorter than this are mostly fixed cost; their FLOP rate says
-        // little about the node and would drag its estimate around.
-        const MIN_OBSERVED_US: u64 = 50_000;
         for r in records
             .iter()
             .filter(|r| r.ok && !r.cold && r.work > 0 && r.end_us > r.start_us)
@@ -1508,25 +1514,12 @@ impl Coordinator {
             let Some(class) = class_of(&r.class) else {
                 continue;
             };
+            // A GPU tile's row copies run at the elementwise rate, as the
+            // planner prices them on top of the ops' work.
+            let mut work = r.class_work;
+            work[class_index(OpClass::Elementwise)] += r.row_copies;
             let seconds = (r.end_us - r.start_us) as f64 / 1e6;
-            // The planner prices a tile's row copies at the elementwise rate
-            // on top of its ops; counted as work of the job's class here, so
-            // the span's copy time does not lower the class's rate as well.
-            let work = if r.row_copies > 0 {
-                let est = p.estimates();
-                let copies = r.row_copies as f64 * est.flops_per_s(r.node, class)
-                    / est.flops_per_s(r.node, OpClass::Elementwise).max(1e-9);
-                r.work + copies as u64
-            } else {
-                r.work
-            };
-            let folded = if r.end_us >= r.start_us + MIN_OBSERVED_US {
-                p.observe_job(r.node, class, r.ops, work, seconds)
-            } else {
-                // Shorter ones teach the node's fixed cost per job instead.
-                p.observe_short_job(r.node, class, r.ops, work, seconds)
-            };
-            if let Err(e) = folded {
+            if let Err(e) = p.observe_mixed_job(r.node, class, r.ops, &work, seconds) {
                 tracing::warn!("span not folded in: {e}");
             }
         }
