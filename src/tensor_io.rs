@@ -55,13 +55,10 @@ pub fn npy_from_bytes(bytes: &[u8]) -> Result<Tensor> {
     let expected = npyz::DType::Plain("<f4".parse().context("dtype literal")?);
     ensure!(
         dtype == expected,
-        "expected float32 ('<f4') data, found dtype {}",
+        "expected float32 ('<f4') data, found dtype {} (save it with `a.astype(numpy.float32)`)",
         dtype.descr()
     );
-    ensure!(
-        npy.order() == npyz::Order::C,
-        "Fortran-ordered arrays are not supported"
-    );
+    let fortran = npy.order() == npyz::Order::Fortran;
     let shape: Vec<usize> = npy
         .shape()
         .iter()
@@ -75,7 +72,37 @@ pub fn npy_from_bytes(bytes: &[u8]) -> Result<Tensor> {
         bytes.len()
     );
     let data: Vec<f32> = npy.into_vec().context("truncated .npy data")?;
+    let data = if fortran {
+        fortran_to_c(&shape, &data)
+    } else {
+        data
+    };
     Ok(Tensor::new(shape, data)?)
+}
+
+/// Reorders values stored in Fortran (column-major) order into C order:
+/// NumPy writes a transposed or `asfortranarray` array that way.
+fn fortran_to_c(shape: &[usize], data: &[f32]) -> Vec<f32> {
+    // Column-major strides: the first axis varies fastest.
+    let mut strides = vec![1usize; shape.len()];
+    for k in 1..shape.len() {
+        strides[k] = strides[k - 1] * shape[k - 1];
+    }
+    let mut index = vec![0usize; shape.len()];
+    let mut out = Vec::with_capacity(data.len());
+    for _ in 0..data.len() {
+        let at: usize = index.iter().zip(&strides).map(|(i, s)| i * s).sum();
+        out.push(data[at]);
+        // Next C-order index: the last axis varies fastest.
+        for k in (0..shape.len()).rev() {
+            index[k] += 1;
+            if index[k] < shape[k] {
+                break;
+            }
+            index[k] = 0;
+        }
+    }
+    out
 }
 
 /// Writes a tensor as float32 `.npy`.
@@ -182,6 +209,39 @@ mod tests {
         assert_eq!(back.shape(), t.shape());
         let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&back), bits(&t));
+    }
+
+    #[test]
+    fn fortran_ordered_npy_is_read_in_c_order() {
+        use npyz::WriterBuilder;
+        // Value 100·i + 10·j + k at index (i, j, k), stored first axis fastest.
+        let shape = [2u64, 3, 4];
+        let mut stored = Vec::new();
+        for k in 0..4 {
+            for j in 0..3 {
+                for i in 0..2 {
+                    stored.push((100 * i + 10 * j + k) as f32);
+                }
+            }
+        }
+        let mut buf = Vec::new();
+        let mut w = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .order(npyz::Order::Fortran)
+            .shape(&shape)
+            .writer(&mut buf)
+            .begin_nd()
+            .expect("writer");
+        w.extend(stored).expect("extend");
+        w.finish().expect("finish");
+        let t = npy_from_bytes(&buf).expect("read");
+        assert_eq!(t.shape(), &[2, 3, 4]);
+        let c_order: Vec<f32> = (0..2)
+            .flat_map(|i| {
+                (0..3).flat_map(move |j| (0..4).map(move |k| (100 * i + 10 * j + k) as f32))
+            })
+            .collect();
+        assert_eq!(t.data(), c_order.as_slice());
     }
 
     #[test]
