@@ -78,6 +78,7 @@ pub fn run_segments(
         env[v] = Some(t.clone());
     }
     let consumers = graph.consumers();
+    let mut told_clamped = false;
     for seg in segments {
         match seg {
             Segment::Whole(nodes) => {
@@ -94,7 +95,16 @@ pub fn run_segments(
             Segment::Tiled(block) => {
                 let [h, w] = block.output_hw(graph);
                 let grid = if clamp_grid {
-                    grid.clamped(h, w)
+                    let clamped = grid.clamped(h, w);
+                    if clamped != *grid && !told_clamped {
+                        // Tiles of a pixel or two are mostly halo: the run
+                        // is correct but can be many times slower.
+                        told_clamped = true;
+                        tracing::warn!(
+                            "grid {grid} is larger than a block's {h}×{w} output map: that block runs as {clamped}"
+                        );
+                    }
+                    clamped
                 } else {
                     grid.clone()
                 };
