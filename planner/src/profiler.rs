@@ -533,8 +533,15 @@ impl Profiler {
         .estimate()
         .mean;
         let [job, op] = self.op_overhead[node];
-        let fixed = (seconds - work as f64 / rate - op * ops as f64).max(0.0);
-        self.op_overhead[node][0] = job + (fixed - job) / 3.0;
+        let fixed = seconds - work as f64 / rate - op * ops as f64;
+        self.op_overhead[node][0] = job + (fixed.max(0.0) - job) / 3.0;
+        if fixed < 0.0 && work > 0 {
+            // Faster than its work at the current rate alone: the rate is
+            // low, and a fixed cost, which cannot go below zero, cannot make
+            // up for it (a ResNet-like model's 40 ms jobs, after one slow
+            // span over the line, were predicted 36 % long for good).
+            return self.observe_job(node, class, ops, work, seconds);
+        }
         Ok(())
     }
 
@@ -793,6 +800,28 @@ mod tests {
             p.observe_mixed_job(9, OpClass::Conv3x3, 1, &work, 0.1)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn short_jobs_faster_than_the_rate_allows_raise_the_rate() {
+        let cluster = cluster(&[("d", 20.0), ("e", 20.0), ("c", 20.0)]);
+        let mut p = Profiler::new(&cluster);
+        p.set_overhead(1, [0.0, 0.0]).expect("overhead");
+        // Two slow long spans (contention) halve the estimate...
+        for _ in 0..2 {
+            p.observe_job(1, OpClass::Conv3x3, 5, 1_200_000_000, 0.12)
+                .expect("slow");
+        }
+        let low = p.estimates().flops_per_s(1, OpClass::Conv3x3);
+        assert!(low < 14e9, "{low}");
+        // ...then short jobs at the true 20 GFLOP/s must bring it back.
+        for _ in 0..8 {
+            p.observe_short_job(1, OpClass::Conv3x3, 5, 600_000_000, 0.03)
+                .expect("short");
+        }
+        let est = p.estimates();
+        let predicted = est.overhead(1, 5) + est.compute_time(1, OpClass::Conv3x3, 6e8);
+        assert!((predicted / 0.03 - 1.0).abs() < 0.15, "{predicted}");
     }
 
     #[test]
