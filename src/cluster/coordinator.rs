@@ -167,22 +167,29 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// The work of a job of graph nodes `ops` that did `flops` FLOPs (a
-    /// tile's halo included), by op class (indexed as
-    /// [`planner::profiler::ALL_CLASSES`]): its FLOPs weighted as the
-    /// planner weights those ops. The profiler's rates are in this unit, and
-    /// each class's part runs at its own rate.
-    pub fn class_work(&self, ops: &[usize], flops: u64) -> [u64; CLASSES] {
-        let mut real = 0.0;
+    /// The work of a job of graph nodes `ops` whose copy of them did
+    /// `flops[c]` FLOPs of each op class `c` (a tile's halo and, on a GPU,
+    /// kernel padding included; see [`super::job::class_flops`]), by class:
+    /// each class's FLOPs weighted as the planner weights those ops. The
+    /// profiler's rates are in this unit, and each class's part runs at its
+    /// own rate.
+    pub fn class_work(&self, ops: &[usize], flops: &[u64; CLASSES]) -> [u64; CLASSES] {
+        let mut real = [0.0; CLASSES];
         let mut work = [0.0; CLASSES];
         for &o in ops {
             let c = self.graph.node_cost(o);
             let f = c.flops as f64;
-            real += f;
-            work[class_index(c.class)] += self.dag.ops.get(o).map_or(f, |d| d.flops);
+            let i = class_index(c.class);
+            real[i] += f;
+            work[i] += self.dag.ops.get(o).map_or(f, |d| d.flops);
         }
-        let scale = if real > 0.0 { flops as f64 / real } else { 0.0 };
-        work.map(|w| (w * scale) as u64)
+        std::array::from_fn(|i| {
+            if real[i] > 0.0 {
+                (work[i] * flops[i] as f64 / real[i]) as u64
+            } else {
+                0
+            }
+        })
     }
 
     /// Makes plans cost the model's inputs as `inputs` cross a link: a map
@@ -990,7 +997,8 @@ impl Coordinator {
             let Some(peer) = self.peer(n) else { continue };
             let mut rec = self.record(request, stage, stage_idx, n, class);
             rec.flops = plan.flops;
-            rec.class_work = model.class_work(ops, plan.flops);
+            let flops = super::job::class_flops(graph, &plan.graph, false);
+            rec.class_work = model.class_work(ops, &flops);
             rec.work = rec.class_work.iter().sum();
             rec.ops = ops.len();
             let r = self
@@ -1475,13 +1483,11 @@ impl Coordinator {
         // both are recorded as work, so the learnt rate does not absorb them.
         let gpu = self.cluster.nodes.get(peer.idx).map(|n| n.backend)
             == Some(planner::cluster::Backend::Gpu);
-        let flops = if gpu {
+        if gpu {
             rec.row_copies = tile_engine::tiling::row_copy_elements(&plan.graph);
-            super::job::padded_flops(&model.graph, &plan.graph)
-        } else {
-            plan.flops
-        };
-        rec.class_work = model.class_work(&block.ops, flops);
+        }
+        let flops = super::job::class_flops(&model.graph, &plan.graph, gpu);
+        rec.class_work = model.class_work(&block.ops, &flops);
         rec.work = rec.class_work.iter().sum();
         rec.ops = block.ops.len();
         rec.stolen = stolen;

@@ -2,6 +2,7 @@
 //! runs, which tensors go in and come out, with what shapes. Coordinator and
 //! node derive it from the same graph and the same ids, so only ids travel.
 
+use planner::profiler::{CLASSES, class_index};
 use tile_engine::ir::ValueId;
 use tile_engine::tiling::{Block, Region, Span, extract, plan_tile};
 use tile_engine::{Graph, Tensor};
@@ -117,11 +118,13 @@ pub fn plan_job(
 }
 
 /// FLOPs of `tile`'s nodes (a tile's copy of nodes of `model`, under their
-/// names), each weighted by the GPU kernel's padding on its tile extent
-/// against the whole map's ([`planner::shares::kernel_padding`]): the work a
-/// GPU tile's span measures, as the planner prices it. Inserted crops have
-/// no node of that name and no FLOPs.
-pub fn padded_flops(model: &Graph, tile: &Graph) -> u64 {
+/// names) by op class (indexed as [`planner::profiler::ALL_CLASSES`]). With
+/// `padded` (a GPU tile) each is weighted by the GPU kernel's padding on its
+/// tile extent against the whole map's
+/// ([`planner::shares::kernel_padding`]): the work a GPU tile's span
+/// measures, as the planner prices it, op by op. Inserted crops have no node
+/// of that name and no FLOPs.
+pub fn class_flops(model: &Graph, tile: &Graph, padded: bool) -> [u64; CLASSES] {
     let whole: std::collections::HashMap<&str, usize> = model
         .nodes
         .iter()
@@ -131,18 +134,21 @@ pub fn padded_flops(model: &Graph, tile: &Graph) -> u64 {
         [.., h, w] => [*h, *w],
         _ => [0, 0],
     };
-    (0..tile.nodes.len())
-        .map(|i| {
-            let n = &tile.nodes[i];
-            let cost = tile.node_cost(i);
-            let Some(&out) = whole.get(n.name.as_str()) else {
-                return 0.0;
-            };
-            let pad = planner::shares::kernel_padding(cost.class, hw(tile, n.output))
-                / planner::shares::kernel_padding(cost.class, hw(model, out));
-            cost.flops as f64 * pad
-        })
-        .sum::<f64>() as u64
+    let mut by_class = [0.0; CLASSES];
+    for (i, n) in tile.nodes.iter().enumerate() {
+        let cost = tile.node_cost(i);
+        let Some(&out) = whole.get(n.name.as_str()) else {
+            continue;
+        };
+        let pad = if padded {
+            planner::shares::kernel_padding(cost.class, hw(tile, n.output))
+                / planner::shares::kernel_padding(cost.class, hw(model, out))
+        } else {
+            1.0
+        };
+        by_class[class_index(cost.class)] += cost.flops as f64 * pad;
+    }
+    by_class.map(|f| f as u64)
 }
 
 /// Cuts the job's inputs out of the values the coordinator holds.
@@ -166,7 +172,14 @@ pub fn gather_inputs(plan: &JobPlan, env: &[Option<Tensor>]) -> Result<Vec<Tenso
 
 #[cfg(test)]
 mod tests {
-    use super::{padded_flops, plan_job};
+    use super::{class_flops, plan_job};
+    use planner::profiler::class_index;
+    use tile_engine::Graph;
+    use tile_engine::ir::OpClass;
+
+    fn padded_flops(model: &Graph, tile: &Graph) -> u64 {
+        class_flops(model, tile, true).iter().sum()
+    }
     use tile_engine::tiling::row_copy_elements;
 
     #[test]
@@ -194,5 +207,19 @@ mod tests {
             "2-D tile padding {ratio} vs a strip's {strip_ratio}"
         );
         assert!(row_copy_elements(&tile.graph) > 0);
+        // Padding is priced op by op, as the planner prices it: only the
+        // conv classes carry it, other classes' FLOPs stay as they are.
+        let plain = class_flops(&g, &tile.graph, false);
+        let padded = class_flops(&g, &tile.graph, true);
+        let (conv, elem) = (
+            class_index(OpClass::Conv3x3),
+            class_index(OpClass::Elementwise),
+        );
+        assert!(plain[elem] > 0, "{plain:?}");
+        assert_eq!(padded[elem], plain[elem]);
+        assert!(
+            padded[conv] as f64 > plain[conv] as f64 * 1.05,
+            "{padded:?} {plain:?}"
+        );
     }
 }
