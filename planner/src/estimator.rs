@@ -170,10 +170,7 @@ mod tests {
         // Deterministic ±10% pseudo-noise.
         let mut s: u64 = 12345;
         for i in 0..500 {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let u = (s >> 11) as f64 / (1u64 << 53) as f64;
+            let u = crate::testutil::uniform(&mut s);
             e.observe(100.0 * (0.9 + 0.2 * u), &cfg);
             if i > 20 {
                 worst = worst.max((e.estimate().mean - 100.0).abs());

@@ -32,4 +32,12 @@ pub use profiler::{Calibration, Estimates, Profiler, Span, SpanKind};
 #[cfg(test)]
 pub(crate) mod testutil {
     pub use crate::synth::chain;
+
+    /// Deterministic pseudo-noise: the next value in [0, 1) of a 64-bit LCG.
+    pub fn uniform(state: &mut u64) -> f64 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*state >> 11) as f64 / (1u64 << 53) as f64
+    }
 }

@@ -846,10 +846,7 @@ mod tests {
         // their work at the true rate, which must not read as a faster node.
         let mut s: u64 = 7;
         for _ in 0..60 {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let u = (s >> 11) as f64 / (1u64 << 53) as f64;
+            let u = crate::testutil::uniform(&mut s);
             let seconds = (0.0002 + 6e8 / prior) * (0.92 + 0.16 * u);
             p.observe_short_job(1, OpClass::Conv3x3, 5, 600_000_000, seconds)
                 .expect("short");
