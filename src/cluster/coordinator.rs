@@ -389,10 +389,9 @@ pub struct JobRecord {
     pub recv_us: u64,
     /// FLOPs.
     pub flops: u64,
-    /// FLOPs weighted by the model's per-op profile ([`LoadedModel::class_work`]):
+    /// FLOPs weighted by the model's per-op profile, by op class (indexed as
+    /// [`planner::profiler::ALL_CLASSES`]; see [`LoadedModel::class_work`]):
     /// what the profiler's rates measure.
-    pub work: u64,
-    /// `work` by op class (indexed as [`planner::profiler::ALL_CLASSES`]).
     pub class_work: [u64; CLASSES],
     /// Dominant op class (wire name).
     pub class: String,
@@ -413,6 +412,13 @@ pub struct JobRecord {
     /// True if the node ran these ops for the first time (kernels compiled,
     /// weights uploaded): the span is not folded into the profiler.
     pub cold: bool,
+}
+
+impl JobRecord {
+    /// The job's work over all op classes.
+    pub fn work(&self) -> u64 {
+        self.class_work.iter().sum()
+    }
 }
 
 /// The outputs and records of one request.
@@ -847,7 +853,7 @@ impl Coordinator {
         lock(&peer.jobs).insert(job, tx);
         rec.sent_us = now_us();
         let f32_bytes: u64 = inputs.iter().map(|t| t.byte_len() as u64).sum();
-        let deadline = self.deadline(peer.idx, class, rec.work, f32_bytes);
+        let deadline = self.deadline(peer.idx, class, rec.work(), f32_bytes);
         let gone = |why: String| ClusterError::Node {
             node: peer.name.clone(),
             why,
@@ -962,7 +968,6 @@ impl Coordinator {
             end_us: 0,
             recv_us: 0,
             flops: 0,
-            work: 0,
             class_work: [0; CLASSES],
             class: calibrate::class_name(class).to_string(),
             ops: 0,
@@ -999,7 +1004,6 @@ impl Coordinator {
             rec.flops = plan.flops;
             let flops = super::job::class_flops(graph, &plan.graph, false);
             rec.class_work = model.class_work(ops, &flops);
-            rec.work = rec.class_work.iter().sum();
             rec.ops = ops.len();
             let r = self
                 .remote(
@@ -1488,7 +1492,6 @@ impl Coordinator {
         }
         let flops = super::job::class_flops(&model.graph, &plan.graph, gpu);
         rec.class_work = model.class_work(&block.ops, &flops);
-        rec.work = rec.class_work.iter().sum();
         rec.ops = block.ops.len();
         rec.stolen = stolen;
         let r = self
@@ -1515,7 +1518,7 @@ impl Coordinator {
         let mut p = lock(&self.profiler);
         for r in records
             .iter()
-            .filter(|r| r.ok && !r.cold && r.work > 0 && r.end_us > r.start_us)
+            .filter(|r| r.ok && !r.cold && r.work() > 0 && r.end_us > r.start_us)
         {
             let Some(class) = class_of(&r.class) else {
                 continue;

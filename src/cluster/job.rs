@@ -176,11 +176,11 @@ mod tests {
     use planner::profiler::class_index;
     use tile_engine::Graph;
     use tile_engine::ir::OpClass;
+    use tile_engine::tiling::row_copy_elements;
 
     fn padded_flops(model: &Graph, tile: &Graph) -> u64 {
         class_flops(model, tile, true).iter().sum()
     }
-    use tile_engine::tiling::row_copy_elements;
 
     #[test]
     fn a_tile_counts_its_kernel_padding_and_its_row_copies() {
