@@ -109,9 +109,8 @@ pub fn load(spec: &str, input_shape: &[usize]) -> Result<Graph> {
         }
         ModelKind::Onnx => {
             let path = Path::new(spec);
-            // The input's batch fills a symbolic batch dimension.
-            let batch = tile_engine::onnx::batch_of(input_shape);
-            tile_engine::onnx::load_file_with_batch(path, batch)
+            // The input's shape sizes the model's symbolic dimensions.
+            tile_engine::onnx::load_file_for_input(path, input_shape)
                 .with_context(|| spec.to_string())?
         }
         ModelKind::Tfjs => {
@@ -151,15 +150,20 @@ pub fn check_io(spec: &str, graph: &Graph, input: &Tensor) -> Result<()> {
 }
 
 /// Loads a model for planning or benchmarking: the default model at its
-/// fixture's size, other models at the input shape they declare (a TF.js
-/// model with a free spatial size at 224×224).
+/// fixture's size, other models at the input shape they declare (one with a
+/// free spatial size at 224×224).
 pub fn load_for_planning(spec: &str) -> Result<Graph> {
     let shape = match kind_of(spec)? {
         ModelKind::Default => {
             let t = default_model::png_to_tensor(default_model::fixture_png())?;
             t.shape().to_vec()
         }
-        ModelKind::Onnx => Vec::new(),
+        // An ONNX model with a symbolic height or width is planned for a
+        // 224×224 image, as a TF.js one is.
+        ModelKind::Onnx => std::fs::read(spec)
+            .ok()
+            .and_then(|bytes| tile_engine::onnx::planning_shape(&bytes))
+            .unwrap_or_default(),
         // A TF.js model runs at the shape it declares; one with a free
         // spatial size is planned for a 224×224 RGB image.
         ModelKind::Tfjs => {

@@ -193,9 +193,8 @@ pub struct Args {
     model: Option<String>,
     /// Input side N (3×N×N): of the timed runs of the VGG stack (default
     /// 112, at least 32), and of the whole sweep of `default` (default 128)
-    /// or of a TF.js model with a free spatial size (default: the shape it
-    /// declares, else 224); refused for an ONNX model, which runs at the
-    /// shape it declares.
+    /// or of a TF.js or ONNX model with a free spatial size (default: the
+    /// shape it declares, else 224); refused for a model whose size is fixed.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=16384))]
     size: Option<u64>,
     /// Largest grid G×G swept in the memory and halo table (at most 8).
@@ -264,14 +263,20 @@ fn subject(args: &Args) -> anyhow::Result<Subject> {
     };
     let kind = tessera::model::kind_of(spec)?;
     let g = match (kind, size) {
-        (tessera::model::ModelKind::Onnx, Some(_)) => {
-            anyhow::bail!("--size: an ONNX model runs at the input shape it declares")
-        }
         (tessera::model::ModelKind::Default, None) => {
             tessera::model::load(spec, &[1, 3, 128, 128])?
         }
         (_, None) => tessera::model::load_for_planning(spec)?,
-        (_, Some(n)) => tessera::model::load(spec, &[1, 3, n, n])?,
+        (_, Some(n)) => {
+            // An ONNX file keeps the sizes it fixes: only a symbolic height
+            // and width take `--size`, and a size that would be ignored is refused.
+            let g = tessera::model::load(spec, &[1, 3, n, n])?;
+            let input = g.inputs.first().map(|&v| g.shape(v).to_vec());
+            if !input.as_deref().is_some_and(|s| s.ends_with(&[n, n])) {
+                anyhow::bail!("--size {n}: the model's input is fixed at {input:?}");
+            }
+            g
+        }
     };
     // `model.json` says little in a title: a TF.js model is named by its folder.
     let path = std::path::Path::new(spec);
@@ -774,11 +779,14 @@ mod tests {
             [1, 3, 32, 32]
         );
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-        // An ONNX model runs at the shape it declares, and nothing else.
+        // An ONNX model with fixed sizes runs at the shape it declares, and nothing else.
         let onnx = format!("{root}/tests/data/models/resnet8.onnx");
         assert_eq!(shape(&["--model", &onnx]).1, [1, 3, 64, 64]);
         let err = subject(&args(&["--model", &onnx, "--size", "32"])).err();
-        assert!(err.is_some_and(|e| e.to_string().contains("--size")));
+        assert!(err.is_some_and(|e| {
+            e.to_string()
+                .contains("--size 32: the model's input is fixed")
+        }));
         // A TF.js model with a fixed, non-square input runs at that shape.
         let tfjs = format!("{root}/tile-engine/tests/tfjs_fixtures/dag/model.json");
         let (a, t) = shape(&["--model", &tfjs]);

@@ -148,8 +148,7 @@ impl Bundle {
                     .files
                     .first()
                     .ok_or_else(|| ClusterError::Model("empty ONNX bundle".into()))?;
-                let batch = tile_engine::onnx::batch_of(&self.input_shape);
-                tile_engine::onnx::load_bytes_with_batch(bytes, batch).map_err(err)?
+                tile_engine::onnx::load_bytes_for_input(bytes, &self.input_shape).map_err(err)?
             }
             Format::Tfjs => {
                 let (_, json) = self

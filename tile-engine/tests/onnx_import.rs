@@ -847,14 +847,67 @@ fn a_symbolic_batch_takes_the_batch_asked_for_and_a_fixed_one_stays() {
         ))
     };
     let symbolic = m(vi("x", &[None, Some(2), Some(3), Some(4)]));
-    let g = tile_engine::onnx::load_bytes_with_batch(&symbolic, 3).expect("batch 3");
+    let g = tile_engine::onnx::load_bytes_for_input(&symbolic, &[3, 2, 3, 4]).expect("batch 3");
     assert_eq!(g.shape(g.inputs[0]), &[3, 2, 3, 4]);
     assert_eq!(g.shape(g.outputs[0]), &[3, 24]);
     let g = load_bytes(&symbolic).expect("default batch");
     assert_eq!(g.shape(g.inputs[0]), &[1, 2, 3, 4]);
     let fixed = m(vis("x", &[1, 2, 3, 4]));
-    let g = tile_engine::onnx::load_bytes_with_batch(&fixed, 3).expect("fixed");
+    let g = tile_engine::onnx::load_bytes_for_input(&fixed, &[3, 2, 3, 4]).expect("fixed");
     assert_eq!(g.shape(g.inputs[0]), &[1, 2, 3, 4]);
+}
+
+#[test]
+fn symbolic_height_and_width_take_the_input_size() {
+    // The small CNN (global pool, then a reshape whose target a folded
+    // Shape subgraph computes) with batch, height and width left open.
+    let mut m = small_cnn();
+    let g = m.graph.as_mut().expect("graph");
+    let x = g
+        .input
+        .iter_mut()
+        .find(|v| v.name.as_deref() == Some("x"))
+        .expect("x");
+    *x = vi("x", &[None, Some(3), None, None]);
+    let open = bytes(&m);
+    let g = tile_engine::onnx::load_bytes_for_input(&open, &[2, 3, 20, 12]).expect("20x12");
+    assert_eq!(g.shape(g.inputs[0]), &[2, 3, 20, 12]);
+    assert_eq!(g.shape(g.outputs[0]), &[2, 10]);
+    // The same numbers as the model declared at that size.
+    *m.graph
+        .as_mut()
+        .and_then(|g| g.input.iter_mut().find(|v| v.name.as_deref() == Some("x")))
+        .expect("x") = vis("x", &[2, 3, 20, 12]);
+    let fixed = tile_engine::onnx::load_bytes(&bytes(&m)).expect("fixed");
+    let input =
+        tile_engine::Tensor::new(vec![2, 3, 20, 12], weights(2 * 3 * 20 * 12, 9)).expect("input");
+    let run = |g: &Graph| tile_engine::cpu::run(g, std::slice::from_ref(&input)).expect("run");
+    assert_eq!(run(&g)[0].data(), run(&fixed)[0].data());
+    // Without an input of the same rank, an open height has no size.
+    for shape in [&[][..], &[1, 3, 20][..]] {
+        match tile_engine::onnx::load_bytes_for_input(&open, shape) {
+            Err(Error::Unsupported(e)) => {
+                assert!(
+                    e.contains("dimension 2 is symbolic") && e.contains("rank 4"),
+                    "{e}"
+                )
+            }
+            other => panic!("{shape:?}: {other:?}"),
+        }
+    }
+    match tile_engine::onnx::load_bytes_for_input(&open, &[1, 3, 0, 5]) {
+        Err(Error::InvalidInput(e)) => assert!(e.contains("dimension 2 would be 0"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // Planning without an input: batch 1, a 224×224 image.
+    assert_eq!(
+        tile_engine::onnx::planning_shape(&open),
+        Some(vec![1, 3, 224, 224])
+    );
+    assert_eq!(
+        tile_engine::onnx::planning_shape(&bytes(&m)),
+        Some(vec![2, 3, 20, 12])
+    );
 }
 
 #[test]

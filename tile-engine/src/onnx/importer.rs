@@ -233,7 +233,10 @@ impl Importer {
     }
 }
 
-fn value_info_shape(vi: &ValueInfoProto, batch: usize) -> Result<(String, Vec<usize>)> {
+/// Sizes for a graph input's symbolic dimensions: those of the caller's
+/// input at the same positions, when it has the graph input's rank; without
+/// one, a symbolic batch is 1 and any other symbolic dimension is refused.
+fn value_info_shape(vi: &ValueInfoProto, fill: &[usize]) -> Result<(String, Vec<usize>)> {
     let name = vi.name.clone().unwrap_or_default();
     let tt = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(type_proto::Value::TensorType(tt)) => tt,
@@ -269,16 +272,30 @@ fn value_info_shape(vi: &ValueInfoProto, batch: usize) -> Result<(String, Vec<us
                     "graph input '{name}': dimension {i} is {v}"
                 )));
             }
-            // A symbolic batch dimension takes the batch asked for (1 by default).
-            _ if i == 0 => batch,
+            _ if fill.len() == dims.dim.len() => match fill[i] {
+                0 => {
+                    return Err(Error::InvalidInput(format!(
+                        "graph input '{name}': dimension {i} would be 0 from the input's shape {fill:?}"
+                    )));
+                }
+                v if v as i64 > MAX_DIM => {
+                    return Err(Error::Limit(format!(
+                        "graph input '{name}': dimension {i} of {v} is too large"
+                    )));
+                }
+                v => v,
+            },
+            _ if i == 0 => 1,
             Some(D::DimParam(p)) => {
                 return Err(Error::Unsupported(format!(
-                    "graph input '{name}': dimension {i} is symbolic ('{p}'); tessera needs static shapes (only the batch dimension may be symbolic)"
+                    "graph input '{name}': dimension {i} is symbolic ('{p}') and no input of rank {} gives its size",
+                    dims.dim.len()
                 )));
             }
             None => {
                 return Err(Error::Unsupported(format!(
-                    "graph input '{name}': dimension {i} has no size; tessera needs static shapes"
+                    "graph input '{name}': dimension {i} has no size and no input of rank {} gives it",
+                    dims.dim.len()
                 )));
             }
         };
@@ -328,8 +345,9 @@ fn default_opset(model: &ModelProto) -> Result<i64> {
 }
 
 /// Builds the IR graph of a decoded model. `file_len` sizes the folding budget.
-/// A symbolic first dimension of a graph input becomes `batch`.
-pub(crate) fn import(model: &ModelProto, file_len: usize, batch: usize) -> Result<Graph> {
+/// Symbolic dimensions of the graph inputs are sized from `fill` (see
+/// [`value_info_shape`]).
+pub(crate) fn import(model: &ModelProto, file_len: usize, fill: &[usize]) -> Result<Graph> {
     let ir_version = model
         .ir_version
         .ok_or_else(|| Error::Malformed("no ir_version: not an ONNX model".into()))?;
@@ -375,7 +393,7 @@ pub(crate) fn import(model: &ModelProto, file_len: usize, batch: usize) -> Resul
         if imp.env.contains_key(name) {
             continue;
         }
-        let (name, shape) = value_info_shape(vi, batch)?;
+        let (name, shape) = value_info_shape(vi, fill)?;
         let v = imp.graph.add_value(name.clone(), shape);
         imp.graph.inputs.push(v);
         imp.env.insert(name, Slot::Runtime(v));

@@ -3,9 +3,9 @@
 //!
 //! Accepted: IR version 3 and later, default-domain opsets 7 to 21 (22–25
 //! too: they only added element types to the ops imported here). Graph
-//! inputs must be float32 with static shapes, except that a symbolic first
-//! (batch) dimension is fixed to 1 or to the batch the caller asks for
-//! ([`load_bytes_with_batch`]). Initializers that old exporters also list
+//! inputs must be float32; their symbolic dimensions take the sizes of the
+//! caller's input ([`load_bytes_for_input`]; without one, a symbolic batch
+//! is 1 and other symbolic dimensions are refused). Initializers that old exporters also list
 //! as graph inputs are constants, not runtime inputs; unused initializers are
 //! dropped. Tensors with external data are refused.
 //!
@@ -37,39 +37,69 @@ use crate::error::{Error, Result};
 use crate::ir::Graph;
 
 /// Decodes an ONNX model from bytes and imports it into the IR (a symbolic
-/// batch dimension as 1).
+/// batch dimension as 1; any other symbolic dimension is refused).
 pub fn load_bytes(bytes: &[u8]) -> Result<Graph> {
-    load_bytes_with_batch(bytes, 1)
+    load_bytes_for_input(bytes, &[])
 }
 
-/// Like [`load_bytes`], with a symbolic batch dimension of the inputs set
-/// to `batch` (a fixed one is kept as declared).
-pub fn load_bytes_with_batch(bytes: &[u8], batch: usize) -> Result<Graph> {
-    if batch == 0 {
-        return Err(Error::InvalidInput("batch 0".into()));
-    }
+/// Like [`load_bytes`], for a caller's input of `input_shape`: each
+/// symbolic dimension of the graph input (a batch, or the height and width
+/// of a fully convolutional model) takes the input's size at its position,
+/// where the ranks agree; dimensions the file fixes are kept as declared.
+pub fn load_bytes_for_input(bytes: &[u8], input_shape: &[usize]) -> Result<Graph> {
     let model = proto::ModelProto::decode(bytes)
         .map_err(|e| Error::Malformed(format!("not a valid ONNX protobuf: {e}")))?;
-    importer::import(&model, bytes.len(), batch)
+    importer::import(&model, bytes.len(), input_shape)
 }
 
-/// The batch a symbolic batch dimension takes for a caller's input of
-/// `input_shape`: its first dim (1 for an empty shape or a batch of 0,
-/// which the input check then refuses).
-pub fn batch_of(input_shape: &[usize]) -> usize {
-    input_shape.first().copied().unwrap_or(1).max(1)
+/// The shape a model is planned at when no input is given: its graph
+/// input's declared dims, a symbolic batch as 1 and, for an NCHW image
+/// input, a symbolic height or width as 224 (what TF.js models with a free
+/// spatial size are planned at too). `None` when the file has no single
+/// tensor input or leaves some other dimension open.
+pub fn planning_shape(bytes: &[u8]) -> Option<Vec<usize>> {
+    use proto::tensor_shape_proto::dimension::Value as D;
+    let model = proto::ModelProto::decode(bytes).ok()?;
+    let g = model.graph.as_ref()?;
+    let constants: std::collections::HashSet<&str> = g
+        .initializer
+        .iter()
+        .filter_map(|i| i.name.as_deref())
+        .collect();
+    let mut inputs = g
+        .input
+        .iter()
+        .filter(|vi| !constants.contains(vi.name.as_deref().unwrap_or_default()));
+    let vi = inputs.next()?;
+    if inputs.next().is_some() {
+        return None;
+    }
+    let dims = match vi.r#type.as_ref()?.value.as_ref()? {
+        proto::type_proto::Value::TensorType(tt) => &tt.shape.as_ref()?.dim,
+        _ => return None,
+    };
+    let rank = dims.len();
+    dims.iter()
+        .enumerate()
+        .map(|(i, d)| match d.value {
+            Some(D::DimValue(v)) => usize::try_from(v).ok(),
+            _ if i == 0 => Some(1),
+            _ if rank == 4 && i >= 2 => Some(224),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Reads and imports an ONNX model file (a symbolic batch dimension as 1).
 pub fn load_file(path: &Path) -> Result<Graph> {
-    load_file_with_batch(path, 1)
+    load_file_for_input(path, &[])
 }
 
-/// Like [`load_file`], with a symbolic batch dimension set to `batch`.
-pub fn load_file_with_batch(path: &Path, batch: usize) -> Result<Graph> {
+/// Like [`load_file`], for a caller's input of `input_shape` (see [`load_bytes_for_input`]).
+pub fn load_file_for_input(path: &Path, input_shape: &[usize]) -> Result<Graph> {
     let bytes = std::fs::read(path).map_err(|error| Error::Io {
         path: path.display().to_string(),
         error,
     })?;
-    load_bytes_with_batch(&bytes, batch)
+    load_bytes_for_input(&bytes, input_shape)
 }

@@ -1,0 +1,127 @@
+//! A model exported with a symbolic batch, height and width (what
+//! `torch.onnx.export` writes with `dynamic_axes`) runs at the size of the
+//! input it is given, through the same commands as a model with fixed
+//! shapes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use prost::Message;
+use tile_engine::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
+use tile_engine::onnx::proto::{ModelProto, TypeProto, type_proto};
+
+const MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/models/resnet8.onnx"
+);
+/// The model's declared input, `[1, 3, 64, 64]`.
+const INPUT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/models/resnet8.input.npy"
+);
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli_dynamic_shapes");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir.join(name)
+}
+
+/// resnet8 with its input's batch, height and width made symbolic.
+fn open_model() -> PathBuf {
+    let bytes = std::fs::read(MODEL).expect("model");
+    let mut m = ModelProto::decode(bytes.as_slice()).expect("decode");
+    let g = m.graph.as_mut().expect("graph");
+    let x = g.input.first_mut().expect("an input");
+    let Some(TypeProto {
+        value: Some(type_proto::Value::TensorType(tt)),
+        ..
+    }) = x.r#type.as_mut()
+    else {
+        panic!("not a tensor input")
+    };
+    let dims = &mut tt.shape.as_mut().expect("shape").dim;
+    assert_eq!(dims.len(), 4);
+    for (i, p) in [(0, "N"), (2, "H"), (3, "W")] {
+        dims[i].value = Some(Dim::DimParam(p.into()));
+    }
+    let path = scratch("resnet8_dynamic.onnx");
+    std::fs::write(&path, m.encode_to_vec()).expect("write");
+    path
+}
+
+fn tessera(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .output()
+        .expect("run tessera");
+    assert!(
+        out.status.success(),
+        "tessera {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn infer(model: &Path, input: &Path, output: &Path) {
+    let s = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    tessera(&[
+        "infer",
+        "--backend",
+        "cpu",
+        "--model",
+        &s(model),
+        "--input",
+        &s(input),
+        "--output",
+        &s(output),
+    ]);
+}
+
+fn write_npy(path: &Path, shape: &[u64]) {
+    use npyz::WriterBuilder;
+    let n: u64 = shape.iter().product();
+    let mut w = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(std::fs::File::create(path).expect("create"))
+        .begin_nd()
+        .expect("writer");
+    w.extend((0..n).map(|i| ((i * 7919) % 255) as f32 / 255.0))
+        .expect("write");
+    w.finish().expect("finish");
+}
+
+fn npy_shape(path: &Path) -> Vec<u64> {
+    let bytes = std::fs::read(path).expect("read output");
+    npyz::NpyFile::new(bytes.as_slice())
+        .expect("npy")
+        .shape()
+        .to_vec()
+}
+
+#[test]
+fn symbolic_dims_take_the_input_size() {
+    let open = open_model();
+    // At the declared size: the same bytes as the model with fixed shapes.
+    let (a, b) = (scratch("open.npy"), scratch("fixed.npy"));
+    infer(&open, Path::new(INPUT), &a);
+    infer(Path::new(MODEL), Path::new(INPUT), &b);
+    assert_eq!(std::fs::read(&a).expect("a"), std::fs::read(&b).expect("b"));
+    // At another batch and size (the fixed model refuses this input).
+    let other = scratch("other.input.npy");
+    write_npy(&other, &[2, 3, 40, 56]);
+    let c = scratch("other.npy");
+    infer(&open, &other, &c);
+    assert_eq!(npy_shape(&c), [2, 10]);
+    // Planned without an input: at batch 1, 224×224.
+    let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster.toml");
+    let out = tessera(&[
+        "plan",
+        "--cluster",
+        cluster,
+        "--model",
+        open.to_str().expect("utf-8"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("makespan"), "{text}");
+}
