@@ -60,6 +60,8 @@ OPS = {
     # Added at stop 22: activations a new-user review found refused.
     "Elu", "Selu", "Softplus", "Erf", "InstanceNormalization", "Gelu", "Mish",
     "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "LayerNormalization",
+    # Added at stop 24: classifier heads exported with log_softmax.
+    "LogSoftmax",
 }
 
 # Ops whose every input is a runtime tensor; for every other op only input 0 is.

@@ -1,10 +1,14 @@
 // Softmax over one axis: one invocation per (outer, inner) position makes
-// three ordered passes (max, sum of exp, normalise) along the axis.
+// three ordered passes (max, sum of exp, normalise) along the axis; with
+// LOG = 1 the last pass writes its logarithm, x - max - log(sum), which
+// stays finite where exp(x - max) / sum underflows.
 // `layer_norm`: one invocation per row (outer = rows, len = row length,
 // eps bits) makes three ordered passes, as the CPU does.
 // `instance_norm`: one workgroup of 64 per (image, channel) plane reduces
 // its mean and variance in workgroup memory, then normalises
 // (params: outer = planes, len = plane size, inner = channels, eps bits).
+
+override LOG: u32 = 0u;
 
 struct Params {
     outer: u32, len: u32, inner: u32, _p0: u32,
@@ -30,6 +34,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
     var sum = 0.0;
     for (var k = 0u; k < p.len; k++) {
         sum += exp(src[base + k * p.inner] - mx);
+    }
+    if LOG == 1u {
+        let ln_sum = log(sum);
+        for (var k = 0u; k < p.len; k++) {
+            dst[base + k * p.inner] = (src[base + k * p.inner] - mx) - ln_sum;
+        }
+        return;
     }
     for (var k = 0u; k < p.len; k++) {
         dst[base + k * p.inner] = exp(src[base + k * p.inner] - mx) / sum;

@@ -374,6 +374,19 @@ fn softmax_is_max_subtracted() -> R {
 }
 
 #[test]
+fn log_softmax_stays_finite_where_the_softmax_underflows() -> R {
+    let x = [0f32, -200., 1000., 1000., 0., 3f32.ln()];
+    let y = run1(Op::LogSoftmax { axis: 1 }, t(&[3, 2], &x), None)?;
+    // exp(-200) underflows f32, so log(softmax) would be -inf.
+    let ln2 = 2f32.ln();
+    let want = [0., -200., -ln2, -ln2, -(4f32.ln()), 3f32.ln() - 4f32.ln()];
+    for (got, want) in y.data().iter().zip(want) {
+        assert!((got - want).abs() < 1e-6, "{:?}", y.data());
+    }
+    Ok(())
+}
+
+#[test]
 fn lrn_onnx_window() -> R {
     // size 2: window [c, c + 1].
     let op = Op::Lrn {

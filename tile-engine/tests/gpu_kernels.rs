@@ -305,6 +305,7 @@ proptest! {
         g.outputs.push(y);
         check(&g, std::slice::from_ref(&x), None, "binary");
         check(&single(Op::Softmax { axis: 1 }, &shape, None), std::slice::from_ref(&x), None, "softmax");
+        check(&single(Op::LogSoftmax { axis: 1 }, &shape, None), std::slice::from_ref(&x), None, "logsoftmax");
         check(&single(Op::Lrn { size: 3, alpha: 1e-2, beta: 0.75, bias: 1.0 }, &shape, None), std::slice::from_ref(&x), None, "lrn");
     }
 

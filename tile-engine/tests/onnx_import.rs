@@ -197,6 +197,21 @@ fn softmax_legacy_coerces_to_2d() {
     );
     let g = load_single(11, n, vec![], &[2, 3, 4]);
     assert_eq!(g.nodes[0].op, Op::Softmax { axis: 2 });
+    // LogSoftmax follows the same rules.
+    let lsm = || {
+        node(
+            "LogSoftmax",
+            "lsm",
+            &["x"],
+            &["y"],
+            vec![attr("axis", A::I(1))],
+        )
+    };
+    let g = load_single(11, lsm(), vec![], &[2, 3, 4]);
+    assert_eq!(ops(&g), vec!["reshape", "logsoftmax", "reshape"]);
+    assert_eq!(g.nodes[1].op, Op::LogSoftmax { axis: 1 });
+    let g = load_single(13, lsm(), vec![], &[2, 3, 4]);
+    assert_eq!(g.nodes[0].op, Op::LogSoftmax { axis: 1 });
 }
 
 #[test]

@@ -162,7 +162,8 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor], out_shape: &[usize]) -> Result<Tenso
         Op::Concat { axis } => layout::concat(inputs, *axis, out_shape),
         Op::Reshape => Tensor::new(out_shape.to_vec(), x.data().to_vec()),
         Op::Transpose { perm } => layout::transpose(x, perm, out_shape),
-        Op::Softmax { axis } => Ok(norm::softmax(x, *axis)),
+        Op::Softmax { axis } => Ok(norm::softmax(x, *axis, false)),
+        Op::LogSoftmax { axis } => Ok(norm::softmax(x, *axis, true)),
         Op::InstanceNorm {
             scale,
             bias,

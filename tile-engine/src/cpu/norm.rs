@@ -3,7 +3,8 @@
 use crate::tensor::Tensor;
 
 /// Softmax over `axis`, max-subtracted; sums run in ascending position.
-pub(super) fn softmax(x: &Tensor, axis: usize) -> Tensor {
+/// With `log`, its logarithm as `x - max - ln(sum)`.
+pub(super) fn softmax(x: &Tensor, axis: usize, log: bool) -> Tensor {
     let s = x.shape();
     let len = s[axis];
     let inner: usize = s[axis + 1..].iter().product();
@@ -16,12 +17,17 @@ pub(super) fn softmax(x: &Tensor, axis: usize) -> Tensor {
             let max = (0..len).fold(f32::NEG_INFINITY, |m, k| m.max(d[at(k)]));
             let mut sum = 0.0f32;
             for k in 0..len {
-                let e = (d[at(k)] - max).exp();
-                d[at(k)] = e;
-                sum += e;
+                sum += (d[at(k)] - max).exp();
             }
-            for k in 0..len {
-                d[at(k)] /= sum;
+            if log {
+                let ln_sum = sum.ln();
+                for k in 0..len {
+                    d[at(k)] = (d[at(k)] - max) - ln_sum;
+                }
+            } else {
+                for k in 0..len {
+                    d[at(k)] = (d[at(k)] - max).exp() / sum;
+                }
             }
         }
     }

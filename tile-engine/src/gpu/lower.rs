@@ -882,7 +882,8 @@ impl Lowerer<'_> {
                     PipelineKey::new(Shader::Copy, "border_pad", consts),
                 )
             }
-            Op::Softmax { axis } => {
+            Op::Softmax { axis } | Op::LogSoftmax { axis } => {
+                let log = u32::from(matches!(node.op, Op::LogSoftmax { .. }));
                 let s = ins[0];
                 let outer: usize = s[..*axis].iter().product();
                 let inner: usize = s[*axis + 1..].iter().product();
@@ -894,7 +895,7 @@ impl Lowerer<'_> {
                     self.buf_of(first)?,
                     node.output,
                     outer * inner,
-                    vec![("WG", 64)],
+                    vec![("WG", 64), ("LOG", log)],
                 )
             }
             Op::LayerNorm {

@@ -84,7 +84,7 @@ impl Graph {
                 (OpClass::Dense, 2 * out * k, 0)
             }
             Op::Lrn { size, .. } => (OpClass::Elementwise, out * (*size as u64 + 4), 0),
-            Op::Softmax { .. } => (OpClass::Elementwise, out * 4, 0),
+            Op::Softmax { .. } | Op::LogSoftmax { .. } => (OpClass::Elementwise, out * 4, 0),
             Op::Resize { .. } => (OpClass::Elementwise, out * 4, 0),
             _ => (OpClass::Elementwise, out, 0),
         };

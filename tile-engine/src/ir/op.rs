@@ -372,6 +372,12 @@ pub enum Op {
         /// Axis (non-negative).
         axis: usize,
     },
+    /// Log of the softmax over `axis`, as `x - max - ln(Σ exp(x - max))`
+    /// (finite where the softmax itself underflows to 0).
+    LogSoftmax {
+        /// Axis (non-negative).
+        axis: usize,
+    },
     /// Local response normalisation across channels.
     Lrn {
         /// Window size (channels).
@@ -477,6 +483,7 @@ impl Op {
             Op::Reshape => "reshape",
             Op::Transpose { .. } => "transpose",
             Op::Softmax { .. } => "softmax",
+            Op::LogSoftmax { .. } => "logsoftmax",
             Op::Lrn { .. } => "lrn",
             Op::InstanceNorm { .. } => "instancenorm",
             Op::LayerNorm { .. } => "layernorm",

@@ -283,7 +283,7 @@ pub fn infer(op: &Op, inputs: &[&[usize]]) -> R<Vec<usize>> {
             }
             Ok(perm.iter().map(|&p| x[p]).collect())
         }
-        Op::Softmax { axis } => {
+        Op::Softmax { axis } | Op::LogSoftmax { axis } => {
             arity(inputs, 1)?;
             if *axis >= inputs[0].len() {
                 return Err(format!("axis {axis} out of range for {:?}", inputs[0]));

@@ -469,9 +469,16 @@ fn legacy_broadcast(
     )
 }
 
-/// `Softmax`: opset ≥ 13 along one axis; earlier opsets flatten to 2-D at
-/// `axis` first (Reshape + Softmax(axis 1) + Reshape).
-pub(crate) fn softmax(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+/// `Softmax` and `LogSoftmax` (`log`): opset ≥ 13 along one axis; earlier
+/// opsets flatten to 2-D at `axis` first (Reshape + Softmax(axis 1) + Reshape).
+pub(crate) fn softmax(imp: &mut Importer, ctx: &NodeCtx<'_>, log: bool) -> Result<()> {
+    let op = |axis| {
+        if log {
+            Op::LogSoftmax { axis }
+        } else {
+            Op::Softmax { axis }
+        }
+    };
     let first_new = imp.graph.values.len();
     let x = imp.runtime(ctx, ctx.req_input(0)?)?;
     let xs = imp.graph.shape(x).to_vec();
@@ -480,7 +487,7 @@ pub(crate) fn softmax(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let axis = ctx.axis(ctx.int("axis", if legacy { 1 } else { -1 })?, r)?;
     if !legacy || axis + 1 == r {
         // Coercing to 2-D at the last axis is a no-op.
-        return imp.emit_out(ctx, Op::Softmax { axis }, vec![x]);
+        return imp.emit_out(ctx, op(axis), vec![x]);
     }
     let out = ctx.output()?.to_string();
     let rows: usize = xs[..axis].iter().product();
@@ -493,7 +500,7 @@ pub(crate) fn softmax(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     )?;
     let y2 = imp.emit(
         ctx.name.clone(),
-        Op::Softmax { axis: 1 },
+        op(1),
         vec![x2],
         format!("{out}/softmax2d"),
     )?;
