@@ -60,9 +60,13 @@ OPS = {
     # Added at stop 22: activations a new-user review found refused.
     "Elu", "Selu", "Softplus", "Erf", "InstanceNormalization", "Gelu", "Mish",
     "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "LayerNormalization",
-    # Added at stop 24: classifier heads exported with log_softmax.
-    "LogSoftmax",
+    # Added at stop 24: classifier heads exported with log_softmax; channel
+    # reductions and powers (spatial attention, channels-first layer norms).
+    "LogSoftmax", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "Pow",
 }
+
+# Constant exponents the importer rewrites Pow for.
+POW_EXPONENTS = {0.5, -0.5, 1.0, -1.0, 2.0, 3.0}
 
 # Ops whose every input is a runtime tensor; for every other op only input 0 is.
 ALL_RUNTIME = {"Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Concat", "MatMul"}
@@ -122,6 +126,32 @@ def attr_reason(node: onnx.NodeProto) -> str | None:
         return "MaxPool with an Indices output (int64)"
     if op == "BatchNormalization" and len([o for o in node.output if o]) > 1:
         return "BatchNormalization with running-statistics outputs (training)"
+    return None
+
+
+def constant_operand_reason(model: onnx.ModelProto, node: onnx.NodeProto, rank) -> str | None:
+    """Why a reduction's axes or a power's exponent (frozen into initializers
+    by then) put the case out of scope, if they do."""
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    op = node.op_type
+    if op.startswith("Reduce"):
+        axes = attr(node, "axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = inits.get(node.input[1])
+        if axes is None or len(axes) == 0:
+            return f"{op} over every axis (only over C, or H and W, is in scope)"
+        if rank is None:
+            return f"{op} of a tensor of unknown rank"
+        axes = sorted({int(a) % rank for a in np.asarray(axes).ravel()})
+        if axes == [1] and rank >= 2:
+            return None
+        if axes == [2, 3] and rank == 4 and op in ("ReduceMean", "ReduceMax"):
+            return None
+        return f"{op} over axes {axes} of a rank-{rank} tensor (only over C, or H and W, is in scope)"
+    if op == "Pow":
+        e = inits.get(node.input[1])
+        if e is None or e.size != 1 or float(e.ravel()[0]) not in POW_EXPONENTS:
+            return "Pow by a runtime, non-scalar or general exponent (only 0.5, ±1, 2, 3 are in scope)"
     return None
 
 
@@ -215,6 +245,10 @@ def select(name: str, model: onnx.ModelProto, inputs, outputs):
             rank = ranks.get(node.input[0])
             if rank != 4:
                 return f"{node.op_type} on a rank-{rank} tensor (only 2-D spatial NCHW is in scope)"
+        rank = ranks.get(node.input[0]) if node.input else None
+        reason = constant_operand_reason(model, node, rank)
+        if reason:
+            return reason
     size = len(model.SerializeToString()) + sum(t.nbytes for t in list(frozen) + outputs)
     if size > MAX_CASE_BYTES:
         return f"{size} bytes (over the {MAX_CASE_BYTES} byte budget)"

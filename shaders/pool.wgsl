@@ -86,6 +86,39 @@ fn avg_pool(@builtin(global_invocation_id) gid: vec3<u32>,
                p.oc_total, p.oc_off, 0.0, 0.0);
 }
 
+// Reduction across channels: one invocation per (n, position), channels in
+// ascending order; KIND 0 mean, 1 max, 2 min, 3 sum (params: n, c, h = the
+// plane's size).
+override KIND: u32 = 0u;
+
+@compute @workgroup_size(WG)
+fn channel_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    let plane = p.h;
+    if i >= p.n * plane {
+        return;
+    }
+    let b = i / plane;
+    let pix = i % plane;
+    let base = b * p.c * plane + pix;
+    var acc = src[base];
+    for (var k = 1u; k < p.c; k++) {
+        let v = src[base + k * plane];
+        if KIND == 1u {
+            acc = max(acc, v);
+        } else if KIND == 2u {
+            acc = min(acc, v);
+        } else {
+            acc += v;
+        }
+    }
+    if KIND == 0u {
+        acc = acc / f32(p.c);
+    }
+    store_nchw(acc, b, 0u, 1u, pix, plane, p.oc_total, p.oc_off, 0.0, 0.0);
+}
+
 // Global pooling: one invocation per (n, c), reducing the plane in row-major order.
 @compute @workgroup_size(WG)
 fn global_max(@builtin(global_invocation_id) gid: vec3<u32>,

@@ -14,7 +14,7 @@ use tile_engine::Executor;
 use tile_engine::gpu::{ConvChoice, ConvVariant, GpuExecutor, GpuOptions};
 use tile_engine::ir::{
     Activation, BinaryKind, BorderMode, Conv, ConvTranspose, CoordTransform, DepthToSpaceMode,
-    Graph, NearestMode, Op, Pool, PoolKind, ResizeMode,
+    Graph, NearestMode, Op, Pool, PoolKind, ReduceKind, ResizeMode,
 };
 use tile_engine::{Tensor, cpu};
 
@@ -306,6 +306,9 @@ proptest! {
         check(&g, std::slice::from_ref(&x), None, "binary");
         check(&single(Op::Softmax { axis: 1 }, &shape, None), std::slice::from_ref(&x), None, "softmax");
         check(&single(Op::LogSoftmax { axis: 1 }, &shape, None), std::slice::from_ref(&x), None, "logsoftmax");
+        for kind in [ReduceKind::Mean, ReduceKind::Max, ReduceKind::Min, ReduceKind::Sum] {
+            check(&single(Op::ChannelReduce(kind), &shape, None), std::slice::from_ref(&x), None, "channelreduce");
+        }
         check(&single(Op::Lrn { size: 3, alpha: 1e-2, beta: 0.75, bias: 1.0 }, &shape, None), std::slice::from_ref(&x), None, "lrn");
     }
 

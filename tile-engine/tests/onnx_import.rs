@@ -826,13 +826,13 @@ fn a_mean_or_max_over_h_and_w_is_a_global_pool() {
             );
         }
     }
-    // Over the channels it is refused by name, not mis-imported.
+    // Over C and H together it is refused by name, not mis-imported.
     let n = node(
         "ReduceMean",
         "r",
         &["x"],
         &["y"],
-        vec![attr("axes", A::Is(vec![1]))],
+        vec![attr("axes", A::Is(vec![1, 2]))],
     );
     let m = model(
         13,
@@ -870,6 +870,118 @@ fn a_symbolic_batch_takes_the_batch_asked_for_and_a_fixed_one_stays() {
     let fixed = m(vis("x", &[1, 2, 3, 4]));
     let g = tile_engine::onnx::load_bytes_for_input(&fixed, &[3, 2, 3, 4]).expect("fixed");
     assert_eq!(g.shape(g.inputs[0]), &[1, 2, 3, 4]);
+}
+
+#[test]
+fn reductions_over_channels_become_channel_reduce() {
+    use tile_engine::ir::ReduceKind;
+    // x[0, c, i] = c * 10 + i - 7 over 3 channels and 2×2 positions.
+    let x: Vec<f32> = (0..3)
+        .flat_map(|c| (0..4).map(move |i| (c * 10 + i) as f32 - 7.0))
+        .collect();
+    let input = tile_engine::Tensor::new(vec![1, 3, 2, 2], x.clone()).expect("input");
+    let at = |c: usize, i: usize| x[c * 4 + i];
+    let over = |f: fn(f32, f32) -> f32| -> Vec<f32> {
+        (0..4).map(|i| f(f(at(0, i), at(1, i)), at(2, i))).collect()
+    };
+    let sum = over(|a, b| a + b);
+    /// (op, opset, axes as an input, keepdims, kind, output shape, values)
+    type Case = (
+        &'static str,
+        i64,
+        bool,
+        i64,
+        ReduceKind,
+        Vec<usize>,
+        Vec<f32>,
+    );
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        ("ReduceMean", 13, false, 1, ReduceKind::Mean, vec![1, 1, 2, 2], sum.iter().map(|s| s / 3.0).collect()),
+        ("ReduceMax", 18, true, 1, ReduceKind::Max, vec![1, 1, 2, 2], over(f32::max)),
+        ("ReduceMin", 13, false, 0, ReduceKind::Min, vec![1, 2, 2], over(f32::min)),
+        ("ReduceSum", 13, true, 1, ReduceKind::Sum, vec![1, 1, 2, 2], sum.clone()),
+        ("ReduceSum", 11, false, 0, ReduceKind::Sum, vec![1, 2, 2], sum.clone()),
+    ];
+    for (op, opset, axes_input, keepdims, kind, want_shape, want) in cases {
+        let keep = attr("keepdims", A::I(keepdims));
+        let (inputs, attrs, inits) = if axes_input {
+            (vec!["x", "axes"], vec![keep], vec![ti("axes", &[1], &[-3])])
+        } else {
+            (vec!["x"], vec![attr("axes", A::Is(vec![1])), keep], vec![])
+        };
+        let g = load(&model(
+            opset,
+            vec![node(op, "r", &inputs, &["y"], attrs)],
+            inits,
+            vec![vis("x", &[1, 3, 2, 2])],
+            vec![vi("y", &[])],
+        ));
+        assert_eq!(g.nodes[0].op, Op::ChannelReduce(kind), "{op}");
+        assert_eq!(g.shape(g.outputs[0]), want_shape.as_slice(), "{op}");
+        let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+        assert_eq!(y[0].data(), want.as_slice(), "{op} opset {opset}");
+    }
+}
+
+#[test]
+fn pow_by_a_constant_scalar_becomes_products_or_roots() {
+    let input =
+        tile_engine::Tensor::new(vec![1, 1, 1, 4], vec![0.25, 2.0, 9.0, -3.0]).expect("input");
+    let cases: Vec<(f32, Vec<&str>, Vec<f32>)> = vec![
+        (2.0, vec!["binary"], vec![0.0625, 4.0, 81.0, 9.0]),
+        (
+            3.0,
+            vec!["binary", "binary"],
+            vec![0.015625, 8.0, 729.0, -27.0],
+        ),
+        (
+            0.5,
+            vec!["activation"],
+            vec![0.5, 2f32.sqrt(), 3.0, f32::NAN],
+        ),
+        (
+            -1.0,
+            vec!["activation"],
+            vec![4.0, 0.5, 1.0 / 9.0, -1.0 / 3.0],
+        ),
+        (
+            -0.5,
+            vec!["activation", "activation"],
+            vec![2.0, 2f32.sqrt().recip(), 1.0 / 3.0, f32::NAN],
+        ),
+        (1.0, vec![], vec![0.25, 2.0, 9.0, -3.0]),
+    ];
+    for (e, want_ops, want) in cases {
+        let g = load(&model(
+            13,
+            vec![node("Pow", "p", &["x", "e"], &["y"], vec![])],
+            vec![tf("e", &[], &[e])],
+            vec![vis("x", &[1, 1, 1, 4])],
+            vec![vi("y", &[])],
+        ));
+        assert_eq!(ops(&g), want_ops, "exponent {e}");
+        let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+        for (a, b) in y[0].data().iter().zip(&want) {
+            assert!(
+                (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "exponent {e}: {:?} vs {want:?}",
+                y[0].data()
+            );
+        }
+    }
+    // Any other power is refused by name.
+    let m = model(
+        13,
+        vec![node("Pow", "p", &["x", "e"], &["y"], vec![])],
+        vec![tf("e", &[], &[1.5])],
+        vec![vis("x", &[1, 1, 1, 4])],
+        vec![vi("y", &[])],
+    );
+    match load_bytes(&bytes(&m)) {
+        Err(Error::Unsupported(e)) => assert!(e.contains("Pow") && e.contains("1.5"), "{e}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

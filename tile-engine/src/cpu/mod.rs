@@ -140,6 +140,7 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor], out_shape: &[usize]) -> Result<Tenso
         Op::ConvTranspose(c) => conv::conv_transpose(c, x, out_shape),
         Op::Pool(p) => pool::pool(p, x, out_shape),
         Op::GlobalPool(kind) => pool::global_pool(*kind, x, out_shape),
+        Op::ChannelReduce(kind) => pool::channel_reduce(*kind, x, out_shape),
         Op::Dense {
             weight,
             bias,

@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::ir::{Pool, PoolKind};
+use crate::ir::{Pool, PoolKind, ReduceKind};
 use crate::tensor::Tensor;
 
 /// One axis of a pooling window: in-bounds tap positions and the divisor count.
@@ -124,6 +124,28 @@ fn window(
 }
 
 /// Global max / average over every axis after the first two.
+/// Reduction across channels at each position, channels in ascending order
+/// (a mean is the sum divided by the count, as the GPU kernel computes it).
+pub(super) fn channel_reduce(kind: ReduceKind, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+    let s = x.shape();
+    let (n, c) = (s[0], s[1]);
+    let plane: usize = s[2..].iter().product();
+    let xd = x.data();
+    let mut out = vec![0.0f32; n * plane];
+    for (i, o) in out.iter_mut().enumerate() {
+        let (b, p) = (i / plane, i % plane);
+        let at = |k: usize| xd[(b * c + k) * plane + p];
+        let rest = 1..c;
+        *o = match kind {
+            ReduceKind::Max => rest.fold(at(0), |m, k| m.max(at(k))),
+            ReduceKind::Min => rest.fold(at(0), |m, k| m.min(at(k))),
+            ReduceKind::Sum => rest.fold(at(0), |a, k| a + at(k)),
+            ReduceKind::Mean => rest.fold(at(0), |a, k| a + at(k)) / c as f32,
+        };
+    }
+    Tensor::new(out_shape.to_vec(), out)
+}
+
 pub(super) fn global_pool(kind: PoolKind, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
     let s = x.shape();
     let inner: usize = s[2..].iter().product();

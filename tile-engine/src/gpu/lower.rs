@@ -12,7 +12,7 @@ use super::resources::{Uploader, WeightCache};
 use crate::error::{Error, Result};
 use crate::ir::{
     Activation, BinaryKind, BorderMode, CoordTransform, DepthToSpaceMode, Graph, Node, Op,
-    PoolKind, ResizeMode, ValueId,
+    PoolKind, ReduceKind, ResizeMode, ValueId,
 };
 use crate::tensor::Tensor;
 
@@ -543,6 +543,31 @@ impl Lowerer<'_> {
                     dst,
                     n * ch * oh * ow,
                     vec![("WG", 64)],
+                )
+            }
+            Op::ChannelReduce(kind) => {
+                let s = ins[0];
+                let (n, ch, plane) = (s[0], s[1], s[2..].iter().product::<usize>());
+                let (dst, oct, ocoff) = self.target(node, 1);
+                let kind = match kind {
+                    ReduceKind::Mean => 0,
+                    ReduceKind::Max => 1,
+                    ReduceKind::Min => 2,
+                    ReduceKind::Sum => 3,
+                };
+                let params = P(vec![])
+                    .us(&[
+                        n, ch, plane, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, oct, ocoff,
+                    ])?
+                    .done();
+                one(
+                    Shader::Pool,
+                    "channel_reduce",
+                    params,
+                    Buf::Value(first),
+                    dst,
+                    n * plane,
+                    vec![("WG", 64), ("KIND", kind)],
                 )
             }
             Op::GlobalPool(kind) => {

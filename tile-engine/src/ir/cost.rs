@@ -74,6 +74,7 @@ impl Graph {
             Op::GlobalPool(PoolKind::Max | PoolKind::Average { .. }) => {
                 (OpClass::Pool, prod(self.shape(n.inputs[0])), 0)
             }
+            Op::ChannelReduce(_) => (OpClass::Elementwise, prod(self.shape(n.inputs[0])), 0),
             Op::Dense { weight, .. } => {
                 let k = weight.shape()[0] as u64;
                 (OpClass::Dense, 2 * out * k, prod(weight.shape()))

@@ -14,6 +14,6 @@ pub use cost::{OpClass, OpCost};
 pub use graph::{Graph, Node, NodeId, Value, ValueId};
 pub use op::{
     Activation, BinaryKind, BorderMode, Conv, ConvTranspose, CoordTransform, DepthToSpaceMode,
-    NearestMode, Op, Pool, PoolKind, ResizeMode,
+    NearestMode, Op, Pool, PoolKind, ReduceKind, ResizeMode,
 };
 pub use shape::{broadcast, check_explicit, infer, window_out};

@@ -211,6 +211,19 @@ pub enum PoolKind {
     },
 }
 
+/// How a reduction across channels combines its values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceKind {
+    /// The sum divided by the channel count.
+    Mean,
+    /// The largest value.
+    Max,
+    /// The smallest value.
+    Min,
+    /// The sum.
+    Sum,
+}
+
 /// Windowed 2-D pooling, NCHW.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pool {
@@ -324,6 +337,9 @@ pub enum Op {
     Pool(Pool),
     /// Global max / average pooling to `[N, C, 1, 1]`. Inputs: `[x]`.
     GlobalPool(PoolKind),
+    /// Reduction across the channels of each position, `[N, C, …]` to
+    /// `[N, 1, …]`, in ascending channel order. Inputs: `[x]`.
+    ChannelReduce(ReduceKind),
     /// Dense layer `y = activation(x · W + b)` for `x: [N, K]`, `W: [K, M]`.
     /// (Gemm with a constant B and MatMul with a constant rank-2 right side.)
     Dense {
@@ -474,6 +490,7 @@ impl Op {
             }) => "maxpool",
             Op::Pool(_) => "avgpool",
             Op::GlobalPool(_) => "globalpool",
+            Op::ChannelReduce(_) => "channelreduce",
             Op::Dense { .. } => "dense",
             Op::MatMul => "matmul",
             Op::Activation(_) => "activation",

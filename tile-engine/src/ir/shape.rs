@@ -186,6 +186,16 @@ pub fn infer(op: &Op, inputs: &[&[usize]]) -> R<Vec<usize>> {
             out.extend(std::iter::repeat_n(1, x.len() - 2));
             Ok(out)
         }
+        Op::ChannelReduce(_) => {
+            arity(inputs, 1)?;
+            let x = inputs[0];
+            if x.len() < 2 || x[1] == 0 {
+                return Err(format!("needs rank ≥ 2 and channels, got {x:?}"));
+            }
+            let mut out = x.to_vec();
+            out[1] = 1;
+            Ok(out)
+        }
         Op::Dense { weight, bias, .. } => {
             arity(inputs, 1)?;
             let [k, m] = match weight.shape() {

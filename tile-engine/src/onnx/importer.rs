@@ -460,7 +460,7 @@ fn import_node(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         "ConvTranspose" => ops_conv::conv_transpose(imp, ctx),
         "MaxPool" | "AveragePool" => ops_conv::pool(imp, ctx),
         "GlobalAveragePool" | "GlobalMaxPool" => ops_conv::global_pool(imp, ctx),
-        "ReduceMean" | "ReduceMax" => ops_conv::reduce_spatial(imp, ctx),
+        "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceSum" => ops_conv::reduce(imp, ctx),
         "Gemm" => ops_math::gemm(imp, ctx),
         "MatMul" => ops_math::matmul(imp, ctx),
         "Relu" | "LeakyRelu" | "Sigmoid" | "Tanh" | "HardSigmoid" | "HardSwish" | "Clip"
@@ -468,6 +468,7 @@ fn import_node(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         | "Exp" | "Log" | "Sqrt" | "Reciprocal" => ops_math::activation(imp, ctx),
         "BatchNormalization" => ops_math::batch_norm(imp, ctx),
         "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Sum" => ops_math::binary(imp, ctx),
+        "Pow" => ops_math::pow(imp, ctx),
         "Softmax" => ops_math::softmax(imp, ctx, false),
         "LogSoftmax" => ops_math::softmax(imp, ctx, true),
         "LRN" => ops_math::lrn(imp, ctx),

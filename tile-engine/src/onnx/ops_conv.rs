@@ -8,7 +8,7 @@ use super::attrs::NodeCtx;
 use super::importer::Importer;
 use super::value::ConstValue;
 use crate::error::Result;
-use crate::ir::{Activation, Conv, ConvTranspose, Op, Pool, PoolKind, ValueId};
+use crate::ir::{Activation, Conv, ConvTranspose, Op, Pool, PoolKind, ReduceKind, ValueId};
 use crate::tensor::Tensor;
 
 /// How `auto_pad` asks for padding.
@@ -365,12 +365,17 @@ pub(crate) fn global_pool(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
 /// `ReduceMean` / `ReduceMax` over H and W of an NCHW map: a global pool,
 /// reshaped to `[N, C]` without `keepdims` (squeeze-and-excitation blocks
 /// and classifier heads exported from PyTorch use these for
-/// `x.mean((2, 3))`). Other axes are not supported.
-pub(crate) fn reduce_spatial(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+/// `x.mean((2, 3))`). `ReduceMean`, `ReduceMax`, `ReduceMin` and
+/// `ReduceSum` over the channel axis alone (`x.mean(1, keepdim=True)` in
+/// spatial attention and channels-first layer norms) become
+/// [`Op::ChannelReduce`]. Other axes are not supported.
+pub(crate) fn reduce(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let input = ctx.req_input(0)?;
     let shape = imp.shape_of(ctx, input)?;
-    // Opset 18 moved `axes` from an attribute to an optional input.
-    let axes: Option<Vec<i64>> = if imp.opset >= 18 {
+    // Opset 18 moved `axes` from an attribute to an optional input
+    // (ReduceSum already at opset 13).
+    let axes_input = if ctx.op == "ReduceSum" { 13 } else { 18 };
+    let axes: Option<Vec<i64>> = if imp.opset >= axes_input {
         imp.opt_const(ctx, 1, "axes")?.map(|c| c.to_i64())
     } else {
         ctx.ints("axes").map(<[i64]>::to_vec)
@@ -380,7 +385,7 @@ pub(crate) fn reduce_spatial(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()
         Some(a) if !a.is_empty() => a,
         _ => {
             return Err(ctx.unsupported(
-                "only a reduction over H and W (axes [2, 3]) is supported; this one has no axes",
+                "only a reduction over H and W (axes [2, 3]) or over C (axis 1) is supported; this one has no axes",
             ));
         }
     };
@@ -389,9 +394,34 @@ pub(crate) fn reduce_spatial(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()
         .map(|&a| ctx.axis(a, shape.len()))
         .collect::<Result<Vec<_>>>()?;
     axes.sort_unstable();
-    if shape.len() != 4 || axes != [2, 3] {
+    axes.dedup();
+    if axes == [1] && shape.len() >= 2 {
+        let kind = match ctx.op {
+            "ReduceMean" => ReduceKind::Mean,
+            "ReduceMax" => ReduceKind::Max,
+            "ReduceMin" => ReduceKind::Min,
+            _ => ReduceKind::Sum,
+        };
+        let x = imp.runtime(ctx, input)?;
+        if keepdims {
+            return imp.emit_out(ctx, Op::ChannelReduce(kind), vec![x]);
+        }
+        let out = ctx.output()?.to_string();
+        let reduced = imp.emit(
+            ctx.name.clone(),
+            Op::ChannelReduce(kind),
+            vec![x],
+            format!("{out}/reduced"),
+        )?;
+        let mut squeezed = shape.clone();
+        squeezed.remove(1);
+        let v = imp.reshape(format!("{}/squeeze", ctx.name), reduced, out, squeezed)?;
+        return imp.bind_out(ctx, v);
+    }
+    let spatial = matches!(ctx.op, "ReduceMean" | "ReduceMax");
+    if shape.len() != 4 || axes != [2, 3] || !spatial {
         return Err(ctx.unsupported(format!(
-            "only a reduction over H and W of an NCHW map is supported, not axes {axes:?} of a rank-{} tensor",
+            "only a reduction over C, or (ReduceMean and ReduceMax) over H and W, of an NCHW map is supported, not axes {axes:?} of a rank-{} tensor",
             shape.len()
         )));
     }

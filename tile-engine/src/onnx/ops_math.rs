@@ -436,6 +436,68 @@ pub(crate) fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     finish(imp, ctx, cur, first_new)
 }
 
+/// `Pow` by a constant scalar exponent, rewritten into the ops that compute
+/// it exactly or to within an ulp: 1 (identity), 2 and 3 (products, as
+/// numpy squares), 0.5 (`Sqrt`), -1 (`Reciprocal`), -0.5 (both). These are
+/// what exported models use (variances, RMS and L2 norms); a general power
+/// needs `exp(b·ln a)`, which is wrong for negative bases, so it is refused.
+pub(crate) fn pow(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let first_new = imp.graph.values.len();
+    let x_name = ctx.req_input(0)?;
+    let e = imp.req_const(ctx, 1, "exponent")?;
+    let xs = imp.shape_of(ctx, x_name)?;
+    let exponent = match e.to_f32().as_slice() {
+        [v] if e.shape.len() <= xs.len() => *v,
+        _ => {
+            return Err(ctx.unsupported(format!(
+                "only a scalar exponent is supported, not one of shape {:?}",
+                e.shape
+            )));
+        }
+    };
+    let x = imp.runtime(ctx, x_name)?;
+    let out = ctx.output()?.to_string();
+    let act = |imp: &mut Importer, a: Activation, v: ValueId, tag: &str| {
+        imp.emit(
+            format!("{}/{tag}", ctx.name),
+            Op::Activation(a),
+            vec![v],
+            format!("{out}/{tag}"),
+        )
+    };
+    let mul = |imp: &mut Importer, a: ValueId, b: ValueId, tag: &str| {
+        imp.emit(
+            format!("{}/{tag}", ctx.name),
+            binary_op(BinaryKind::Mul),
+            vec![a, b],
+            format!("{out}/{tag}"),
+        )
+    };
+    let y = match exponent {
+        1.0 => x,
+        2.0 => mul(imp, x, x, "square")?,
+        3.0 => {
+            let sq = mul(imp, x, x, "square")?;
+            mul(imp, sq, x, "cube")?
+        }
+        0.5 => act(imp, Activation::Sqrt, x, "sqrt")?,
+        -1.0 => act(imp, Activation::Reciprocal, x, "reciprocal")?,
+        -0.5 => {
+            let r = act(imp, Activation::Sqrt, x, "sqrt")?;
+            act(imp, Activation::Reciprocal, r, "reciprocal")?
+        }
+        other => {
+            return Err(ctx.unsupported(format!(
+                "exponent {other}; only 0.5, -0.5, 1, -1, 2 and 3 are supported"
+            )));
+        }
+    };
+    if y == x {
+        return imp.bind_out(ctx, x);
+    }
+    finish(imp, ctx, y, first_new)
+}
+
 /// Opset < 7 `broadcast = 1` with `axis`: B's dims line up with A's from
 /// `axis` on, not from the end. Trailing ones make that numpy broadcasting.
 fn legacy_broadcast(

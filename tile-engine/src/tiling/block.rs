@@ -123,7 +123,9 @@ pub(crate) fn node_geom(graph: &Graph, node: NodeId) -> Option<NodeGeom> {
         Op::Activation(_) | Op::ChannelAffine { .. } | Op::Lrn { .. } | Op::ChannelSlice { .. } => {
             vec![same(AxisMap::Identity)]
         }
-        Op::Softmax { axis: 1 } | Op::LogSoftmax { axis: 1 } => vec![same(AxisMap::Identity)],
+        Op::Softmax { axis: 1 } | Op::LogSoftmax { axis: 1 } | Op::ChannelReduce(_) => {
+            vec![same(AxisMap::Identity)]
+        }
         Op::Concat { axis: 1 } => {
             for &i in &n.inputs {
                 if hw(graph.shape(i))? != [oh, ow] {

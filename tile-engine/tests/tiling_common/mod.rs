@@ -8,8 +8,8 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tile_engine::ir::{
-    Activation, BinaryKind, Conv, CoordTransform, NearestMode, Pool, PoolKind, ResizeMode,
-    window_out,
+    Activation, BinaryKind, Conv, CoordTransform, NearestMode, Pool, PoolKind, ReduceKind,
+    ResizeMode, window_out,
 };
 use tile_engine::tiling::{FusionOptions, Grid, TiledOptions, run_tiled};
 use tile_engine::{Executor, Graph, Op, Tensor, ValueId};
@@ -223,6 +223,22 @@ impl Gen {
         }
     }
 
+    /// CBAM-style spatial attention: the channels' mean and max, a 3×3 conv
+    /// of the two, a sigmoid, and the input scaled by it.
+    pub fn attention(&mut self, x: ValueId) -> Option<ValueId> {
+        let mean = self.add("mean_c", Op::ChannelReduce(ReduceKind::Mean), vec![x])?;
+        let max = self.add("max_c", Op::ChannelReduce(ReduceKind::Max), vec![x])?;
+        let cat = self.add("att_cat", Op::Concat { axis: 1 }, vec![mean, max])?;
+        let conv = conv_op(&mut self.rng, 2, 1, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]);
+        let y = self.add("att_conv", conv, vec![cat])?;
+        let s = self.add("att_sig", Op::Activation(Activation::Sigmoid), vec![y])?;
+        let mul = Op::Binary {
+            kind: BinaryKind::Mul,
+            activation: Activation::Identity,
+        };
+        self.add("att_mul", mul, vec![x, s])
+    }
+
     /// Constant padding with asymmetric pads.
     pub fn pad(&mut self, x: ValueId) -> Option<ValueId> {
         let pads = [0; 4].map(|_| self.rng.random_range(0..=2));
@@ -255,7 +271,7 @@ impl Gen {
     /// Appends `layers` random layers (failed draws, e.g. a window larger than the map, are skipped).
     pub fn stack(&mut self, mut x: ValueId, layers: usize, dag: bool) -> ValueId {
         for _ in 0..layers {
-            let pick = self.rng.random_range(0..if dag { 8 } else { 4 });
+            let pick = self.rng.random_range(0..if dag { 9 } else { 4 });
             let y = match pick {
                 0 | 1 => self.conv(x),
                 2 => self.pool(x),
@@ -263,7 +279,8 @@ impl Gen {
                 4 => self.residual(x),
                 5 => self.inception(x),
                 6 => self.pad(x),
-                _ => self.upsample(x),
+                7 => self.upsample(x),
+                _ => self.attention(x),
             };
             if let Some(y) = y {
                 x = y;
