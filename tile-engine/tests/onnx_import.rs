@@ -1102,6 +1102,91 @@ fn split_and_slice_of_a_runtime_map_cut_channels_or_rows() {
 }
 
 #[test]
+fn strided_spatial_slices_pick_every_step_th_pixel() {
+    // YOLOv5's Focus: the four 2×2 phases of x, concatenated on C; plus an
+    // odd crop with steps 3 and 2 that ends before the map does.
+    let (c, h, w) = (2usize, 8usize, 6usize);
+    let x: Vec<f32> = (0..c * h * w).map(|i| i as f32).collect();
+    let input = tile_engine::Tensor::new(vec![1, c, h, w], x.clone()).expect("input");
+    let at = |ch: usize, y: usize, xx: usize| x[(ch * h + y) * w + xx];
+    let phase = |i: usize, dy: i64, dx: i64| {
+        (
+            node(
+                "Slice",
+                &format!("s{i}"),
+                &["x", &format!("st{i}"), "en", "ax", "sp"],
+                &[&format!("p{i}")],
+                vec![],
+            ),
+            ti(&format!("st{i}"), &[2], &[dy, dx]),
+        )
+    };
+    let (mut nodes, mut inits) = (Vec::new(), Vec::new());
+    for (i, (dy, dx)) in [(0, 0), (1, 0), (0, 1), (1, 1)].into_iter().enumerate() {
+        let (n, st) = phase(i, dy, dx);
+        nodes.push(n);
+        inits.push(st);
+    }
+    nodes.push(node(
+        "Concat",
+        "cat",
+        &["p0", "p1", "p2", "p3"],
+        &["y"],
+        vec![attr("axis", A::I(1))],
+    ));
+    inits.extend([
+        ti("en", &[2], &[i64::MAX, i64::MAX]),
+        ti("ax", &[2], &[2, 3]),
+        ti("sp", &[2], &[2, 2]),
+    ]);
+    let g = load(&model(
+        13,
+        nodes,
+        inits,
+        vec![vis("x", &[1, c as i64, h as i64, w as i64])],
+        vec![vi("y", &[])],
+    ));
+    assert_eq!(g.shape(g.outputs[0]), &[1, 4 * c, 4, 3]);
+    let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+    let mut want = Vec::new();
+    for (dy, dx) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+        for ch in 0..c {
+            for yy in (dy..h).step_by(2) {
+                for xx in (dx..w).step_by(2) {
+                    want.push(at(ch, yy, xx));
+                }
+            }
+        }
+    }
+    assert_eq!(y[0].data(), want.as_slice());
+    // Rows 1, 4 (1..6 by 3) and columns 2, 4 (2..5 by 2).
+    let n = node("Slice", "s", &["x", "st", "en", "ax", "sp"], &["y"], vec![]);
+    let inits = vec![
+        ti("st", &[2], &[1, 2]),
+        ti("en", &[2], &[6, 5]),
+        ti("ax", &[2], &[2, 3]),
+        ti("sp", &[2], &[3, 2]),
+    ];
+    let g = load(&model(
+        13,
+        vec![n],
+        inits,
+        vec![vis("x", &[1, c as i64, h as i64, w as i64])],
+        vec![vi("y", &[])],
+    ));
+    assert_eq!(ops(&g), vec!["crop", "maxpool"]);
+    let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+    let want: Vec<f32> = (0..c)
+        .flat_map(|ch| {
+            [1, 4]
+                .into_iter()
+                .flat_map(move |yy| [2, 4].map(|xx| at(ch, yy, xx)))
+        })
+        .collect();
+    assert_eq!(y[0].data(), want.as_slice());
+}
+
+#[test]
 fn a_slice_that_reverses_the_channels_is_not_the_identity() {
     let n = node("Slice", "s", &["x", "st", "en", "ax", "sp"], &["y"], vec![]);
     let m = model(

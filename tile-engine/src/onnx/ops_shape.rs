@@ -10,7 +10,7 @@ use super::fold;
 use super::importer::{Importer, Slot};
 use super::value::{ConstValue, Data, MAX_RANK, decode_tensor, dims_to_shape};
 use crate::error::Result;
-use crate::ir::Op;
+use crate::ir::{Op, Pool, PoolKind};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::tensor::checked_numel;
 
@@ -189,8 +189,10 @@ fn slice_axis(dim: usize, start: i64, end: i64, step: i64) -> (i64, i64, usize) 
     (s, step, len as usize)
 }
 
-/// `Slice`: folds constants; on runtime NCHW maps an H/W slice with step 1
-/// becomes a `Crop`.
+/// `Slice`: folds constants; on runtime NCHW maps an H/W slice becomes a
+/// `Crop`, followed where a step is above 1 by a 1×1 max pool of that stride
+/// (which picks each strided element exactly: YOLOv5's Focus layer and
+/// other space-to-depth rewrites slice `x[..., ::2, ::2]`).
 pub(crate) fn slice(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let input = ctx.req_input(0)?;
     let shape = imp.shape_of(ctx, input)?;
@@ -262,18 +264,44 @@ pub(crate) fn slice(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
                 return imp.emit_out(ctx, op, vec![v]);
             }
             let spatial_only =
-                r == 4 && whole(0) && whole(1) && per_axis[2..].iter().all(|p| p.1 == 1);
+                r == 4 && whole(0) && whole(1) && per_axis[2..].iter().all(|p| p.1 > 0 && p.2 > 0);
             if !spatial_only {
                 return Err(ctx.unsupported(
-                    "slicing a runtime tensor is supported only along C, or along H and W, of an NCHW map with step 1",
+                    "slicing a runtime tensor is supported only along C with step 1, or along H and W with a positive step, of an NCHW map",
                 ));
             }
-            let op = Op::Crop {
-                offset: [per_axis[2].0 as usize, per_axis[3].0 as usize],
-            };
             let out = ctx.output()?.to_string();
-            let o = imp.emit_shaped(ctx.name.clone(), op, vec![v], out, out_shape)?;
-            imp.bind_out(ctx, o)
+            let [(top, sh, h), (left, sw, w)] = [per_axis[2], per_axis[3]];
+            // The rows and columns from the first picked to the last.
+            let cover = |step: i64, len: usize| (len - 1) * step as usize + 1;
+            let (ch, cw) = (cover(sh, h), cover(sw, w));
+            let mut cropped = v;
+            if [top, left] != [0, 0] || [ch, cw] != [shape[2], shape[3]] {
+                let mut crop_shape = shape.clone();
+                crop_shape[2..].copy_from_slice(&[ch, cw]);
+                let op = Op::Crop {
+                    offset: [top as usize, left as usize],
+                };
+                let name = if [sh, sw] == [1, 1] {
+                    out.clone()
+                } else {
+                    format!("{out}/crop")
+                };
+                cropped = imp.emit_shaped(ctx.name.clone(), op, vec![v], name, crop_shape)?;
+            }
+            if [sh, sw] != [1, 1] {
+                let op = Op::Pool(Pool {
+                    kind: PoolKind::Max,
+                    kernel: [1, 1],
+                    strides: [sh as usize, sw as usize],
+                    pads: [0; 4],
+                    dilations: [1, 1],
+                    ceil_mode: false,
+                });
+                let name = format!("{}/stride", ctx.name);
+                cropped = imp.emit_shaped(name, op, vec![cropped], out, out_shape)?;
+            }
+            imp.bind_out(ctx, cropped)
         }
     }
 }
