@@ -63,6 +63,7 @@ OPS = {
     # Added at stop 24: classifier heads exported with log_softmax; channel
     # reductions and powers (spatial attention, channels-first layer norms).
     "LogSoftmax", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "Pow",
+    "GroupNormalization",
 }
 
 # Constant exponents the importer rewrites Pow for.
@@ -75,7 +76,7 @@ ALL_RUNTIME = {"Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Concat", "MatMu
 SPATIAL = {
     "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool",
     "GlobalMaxPool", "LRN", "Resize", "Upsample", "DepthToSpace",
-    "BatchNormalization", "Pad", "InstanceNormalization",
+    "BatchNormalization", "Pad", "InstanceNormalization", "GroupNormalization",
 }
 
 # Cases excluded by name, with the reason (checked before the generic rules).

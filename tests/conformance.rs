@@ -130,6 +130,8 @@ const CASES: &[&str] = &[
     "node/test_globalaveragepool_precomputed",
     "node/test_globalmaxpool",
     "node/test_globalmaxpool_precomputed",
+    "node/test_group_normalization_example",
+    "node/test_group_normalization_epsilon",
     "node/test_hardsigmoid_example",
     "node/test_hardsigmoid",
     "node/test_hardsigmoid_default",

@@ -1209,6 +1209,78 @@ fn a_slice_that_reverses_the_channels_is_not_the_identity() {
 }
 
 #[test]
+fn pytorchs_group_norm_export_equals_group_normalization() {
+    // torch.nn.GroupNorm(2, 4) before opset 18: Reshape to [N, 2, -1],
+    // InstanceNormalization of that rank-3 tensor, Reshape back, Mul, Add.
+    let (gamma, beta) = ([0.5f32, -1.0, 2.0, 1.5], [0.1f32, 0.2, -0.3, 0.0]);
+    let decomposed = model(
+        13,
+        vec![
+            node("Reshape", "r1", &["x", "s1"], &["g"], vec![]),
+            node(
+                "InstanceNormalization",
+                "in",
+                &["g", "one", "zero"],
+                &["n"],
+                vec![],
+            ),
+            node("Reshape", "r2", &["n", "s2"], &["b"], vec![]),
+            node("Mul", "mul", &["b", "gamma"], &["m"], vec![]),
+            node("Add", "add", &["m", "beta"], &["y"], vec![]),
+        ],
+        vec![
+            ti("s1", &[3], &[0, 2, -1]),
+            tf("one", &[2], &[1.0, 1.0]),
+            tf("zero", &[2], &[0.0, 0.0]),
+            ti("s2", &[4], &[1, 4, 3, 5]),
+            tf("gamma", &[4, 1, 1], &gamma),
+            tf("beta", &[4, 1, 1], &beta),
+        ],
+        vec![vis("x", &[1, 4, 3, 5])],
+        vec![vi("y", &[])],
+    );
+    let opset21 = model(
+        21,
+        vec![node(
+            "GroupNormalization",
+            "gn",
+            &["x", "gamma", "beta"],
+            &["y"],
+            vec![attr("num_groups", A::I(2))],
+        )],
+        vec![tf("gamma", &[4], &gamma), tf("beta", &[4], &beta)],
+        vec![vis("x", &[1, 4, 3, 5])],
+        vec![vi("y", &[])],
+    );
+    let input = tile_engine::Tensor::new(vec![1, 4, 3, 5], weights(60, 11)).expect("input");
+    let run = |m| {
+        let g = load(&m);
+        tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run")
+    };
+    let (a, b) = (run(decomposed), run(opset21));
+    assert_eq!(a[0].shape(), &[1, 4, 3, 5]);
+    for (x, y) in a[0].data().iter().zip(b[0].data()) {
+        assert!((x - y).abs() <= 1e-6 * y.abs().max(1.0), "{x} vs {y}");
+    }
+    // Each group of two channels has mean 0 and variance 1 before the affine.
+    let plane = 15;
+    for g in 0..2 {
+        let v: Vec<f64> = (0..2 * plane)
+            .map(|i| {
+                let ch = 2 * g + i / plane;
+                f64::from((b[0].data()[ch * plane + i % plane] - beta[ch]) / gamma[ch])
+            })
+            .collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        assert!(
+            mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3,
+            "group {g}: {mean} {var}"
+        );
+    }
+}
+
+#[test]
 fn normalisations_with_parameters_of_the_wrong_length_are_refused() {
     let x = vis("x", &[1, 3, 4, 5]);
     let y = vi("y", &[]);

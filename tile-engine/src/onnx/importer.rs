@@ -472,6 +472,7 @@ fn import_node(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         "Softmax" => ops_math::softmax(imp, ctx, false),
         "LogSoftmax" => ops_math::softmax(imp, ctx, true),
         "LRN" => ops_math::lrn(imp, ctx),
+        "GroupNormalization" => ops_math::group_norm(imp, ctx),
         "InstanceNormalization" => ops_math::instance_norm(imp, ctx),
         "LayerNormalization" => ops_math::layer_norm(imp, ctx),
         "Dropout" | "Identity" => ops_shape::identity(imp, ctx),

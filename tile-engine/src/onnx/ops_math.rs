@@ -606,11 +606,12 @@ pub(crate) fn layer_norm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
 
 /// `InstanceNormalization` of an NCHW map → `Op::InstanceNorm`.
 pub(crate) fn instance_norm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let first_new = imp.graph.values.len();
     let x_name = ctx.req_input(0)?;
     let xs = imp.shape_of(ctx, x_name)?;
-    if xs.len() != 4 {
+    if xs.len() < 3 {
         return Err(ctx.unsupported(format!(
-            "only an NCHW (rank-4) input is supported, not {xs:?}"
+            "only an input with channels and at least one spatial axis is supported, not {xs:?}"
         )));
     }
     let scale = imp.req_const(ctx, 1, "scale")?.to_f32();
@@ -623,13 +624,114 @@ pub(crate) fn instance_norm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()>
             xs[1]
         )));
     }
+    let epsilon = ctx.float("epsilon", 1e-5)?;
+    let x = imp.runtime(ctx, x_name)?;
+    let y = normalise_planes(imp, ctx, x, scale, bias, epsilon)?;
+    finish(imp, ctx, y, first_new)
+}
+
+/// `Op::InstanceNorm` of each `[n, c]` plane of `x` (any rank ≥ 3: the
+/// trailing axes are one plane, as ONNX defines it), as a rank-4 map.
+/// PyTorch exports `GroupNorm` before opset 18 as a Reshape to
+/// `[N, groups, -1]` and an InstanceNormalization of that rank-3 tensor.
+fn normalise_planes(
+    imp: &mut Importer,
+    ctx: &NodeCtx<'_>,
+    x: ValueId,
+    scale: Vec<f32>,
+    bias: Vec<f32>,
+    epsilon: f32,
+) -> Result<ValueId> {
+    let xs = imp.graph.shape(x).to_vec();
+    let out = ctx.output()?.to_string();
+    let plane: usize = xs[2..].iter().product();
+    let nchw = vec![xs[0], xs[1], plane, 1];
+    let flat = if xs.len() == 4 {
+        x
+    } else {
+        imp.reshape(
+            format!("{}/planes", ctx.name),
+            x,
+            format!("{out}/planes"),
+            nchw,
+        )?
+    };
     let op = Op::InstanceNorm {
         scale: Arc::new(scale),
         bias: Arc::new(bias),
-        epsilon: ctx.float("epsilon", 1e-5)?,
+        epsilon,
     };
+    let y = imp.emit(ctx.name.clone(), op, vec![flat], format!("{out}/norm"))?;
+    imp.reshape(format!("{}/back", ctx.name), y, format!("{out}/shaped"), xs)
+}
+
+/// `GroupNormalization` (opsets 18 and 21): each group of `C / num_groups`
+/// channels normalised together, then a per-channel affine. Opset 18 gives
+/// one scale and bias per group, opset 21 one per channel.
+pub(crate) fn group_norm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let first_new = imp.graph.values.len();
+    let x_name = ctx.req_input(0)?;
+    let xs = imp.shape_of(ctx, x_name)?;
+    if xs.len() < 3 {
+        return Err(ctx.unsupported(format!(
+            "only an input with channels and at least one spatial axis is supported, not {xs:?}"
+        )));
+    }
+    let groups = ctx
+        .int_opt("num_groups")?
+        .ok_or_else(|| ctx.malformed("missing attribute 'num_groups'"))?;
+    let c = xs[1];
+    let groups = match usize::try_from(groups) {
+        Ok(g) if g > 0 && c % g == 0 => g,
+        _ => {
+            return Err(ctx.malformed(format!("num_groups {groups} does not divide {c} channels")));
+        }
+    };
+    let scale = imp.req_const(ctx, 1, "scale")?.to_f32();
+    let bias = imp.req_const(ctx, 2, "bias")?.to_f32();
+    let per = if scale.len() == c && bias.len() == c {
+        1
+    } else if scale.len() == groups && bias.len() == groups && imp.opset < 21 {
+        c / groups
+    } else {
+        return Err(ctx.malformed(format!(
+            "{} scales and {} biases for {c} channels in {groups} groups",
+            scale.len(),
+            bias.len()
+        )));
+    };
+    let epsilon = ctx.float("epsilon", 1e-5)?;
+    let out = ctx.output()?.to_string();
     let x = imp.runtime(ctx, x_name)?;
-    imp.emit_out(ctx, op, vec![x])
+    let mut grouped = vec![xs[0], groups, c / groups];
+    grouped.extend_from_slice(&xs[2..]);
+    let g = imp.reshape(
+        format!("{}/groups", ctx.name),
+        x,
+        format!("{out}/groups"),
+        grouped,
+    )?;
+    let ones = vec![1.0; groups];
+    let zeros = vec![0.0; groups];
+    let normed = normalise_planes(imp, ctx, g, ones, zeros, epsilon)?;
+    let back = imp.reshape(
+        format!("{}/channels", ctx.name),
+        normed,
+        format!("{out}/channels"),
+        xs,
+    )?;
+    let expand = |v: Vec<f32>| (0..c).map(|ch| v[ch / per]).collect::<Vec<_>>();
+    let op = Op::ChannelAffine {
+        scale: Arc::new(expand(scale)),
+        shift: Arc::new(expand(bias)),
+    };
+    let y = imp.emit(
+        format!("{}/affine", ctx.name),
+        op,
+        vec![back],
+        format!("{out}/affine"),
+    )?;
+    finish(imp, ctx, y, first_new)
 }
 
 /// `LRN` → `Op::Lrn`.
