@@ -10,8 +10,10 @@
 //! robin over the grids) on the CPU executor or, with `--backend gpu`, on
 //! the wgpu executor, for the `--grids` given (default: square grids and
 //! row strips), each run checked bit for bit against the untiled run on
-//! the same executor. Writes `out/bench/tiles.json` and
-//! `out/bench/tiles.svg`.
+//! the same executor. For a model that is one tileable block it also
+//! prints what a halo exchange at the best cut would save against row
+//! strips that recompute their neighbours' rows (geometry only). Writes
+//! `out/bench/tiles.json` and `out/bench/tiles.svg`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,8 +25,8 @@ use svg::node::element::path::Data;
 use svg::node::element::{Circle, Line, Path, Rectangle, Text};
 use tile_engine::ir::{Activation, Conv, Graph, Op, Pool, PoolKind};
 use tile_engine::tiling::{
-    Block, FusionOptions, Grid, Segment, TiledOptions, choose_blocks, extract, peak_live_bytes,
-    report_block, run_segments,
+    Block, FusionOptions, Grid, Segment, TiledOptions, choose_blocks, extract, halo_flops,
+    peak_live_bytes, plan_tiles, report_block, run_segments,
 };
 
 use crate::util::{COLORS, Rng, median};
@@ -165,6 +167,77 @@ fn analyse(g: &Graph, segs: &[Segment], fuse: &str, n: usize) -> anyhow::Result<
         max_in_bytes_per_tile: inb,
         max_out_bytes_per_tile: outb,
     })
+}
+
+/// What a halo exchange between neighbouring row strips would save, for a
+/// model that is one tileable block: the FLOP overhead of `n` strips of the
+/// whole model as one block (each strip recomputes its neighbours' rows),
+/// against the best cut into two blocks where the strips hand their rows
+/// across the cut to their neighbours instead (each block tiled on its own
+/// output, so nothing before the cut is recomputed), and the bytes that
+/// exchange moves per boundary. Geometry only, exact; a bound on what an
+/// exchange could give, before its transfers.
+fn exchange_table(model: &Graph, max_grid: usize) -> anyhow::Result<Vec<serde_json::Value>> {
+    let n_nodes = model.nodes.len();
+    let Ok(all) = Block::new(model, (0..n_nodes).collect()) else {
+        return Ok(Vec::new());
+    };
+    println!(
+        "\nrow strips with a halo exchange at one cut (geometry only; the model is one tileable block):"
+    );
+    println!(
+        "{:>6} {:>14} {:>18} {:>14} {:>18}",
+        "strips", "one block %", "best cut before", "exchange %", "KiB per boundary"
+    );
+    let mut rows = Vec::new();
+    for n in 2..=max_grid.max(2) {
+        let grid = Grid::uniform(n, 1);
+        let (t, w) = halo_flops(model, &all, &grid)?;
+        let one = 100.0 * (t as f64 / w as f64 - 1.0);
+        let mut best: Option<(f64, usize, f64)> = None;
+        for k in 1..n_nodes {
+            let (Ok(a), Ok(b)) = (
+                Block::new(model, (0..k).collect()),
+                Block::new(model, (k..n_nodes).collect()),
+            ) else {
+                continue;
+            };
+            let (Ok((ta, wa)), Ok(tiles_b)) =
+                (halo_flops(model, &a, &grid), plan_tiles(model, &b, &grid))
+            else {
+                continue;
+            };
+            let (tb, wb) = (tiles_b.iter().map(|t| t.flops).sum::<u64>(), b.flops(model));
+            let pct = 100.0 * ((ta + tb) as f64 / (wa + wb) as f64 - 1.0);
+            // Rows a strip holds twice are rows it got from a neighbour.
+            let mut bytes = 0u64;
+            for (i, &v) in b.inputs.iter().enumerate() {
+                let s = model.shape(v);
+                if s.len() != 4 {
+                    continue;
+                }
+                let held: usize = tiles_b.iter().map(|t| t.in_regions[i].area()).sum();
+                let extra = held.saturating_sub(s[2] * s[3]);
+                bytes += (extra * s[0] * s[1] * 4) as u64;
+            }
+            let per_boundary = bytes as f64 / (n - 1) as f64 / 1024.0;
+            if best.is_none_or(|(p, _, _)| pct < p) {
+                best = Some((pct, k, per_boundary));
+            }
+        }
+        let Some((pct, k, kib)) = best else { continue };
+        let cut = &model.nodes[k].name;
+        println!(
+            "{:>6} {:>14.1} {:>18} {:>14.1} {:>18.1}",
+            format!("{n}x1"),
+            one,
+            cut,
+            pct,
+            kib
+        );
+        rows.push(json!({"strips": n, "one_block_halo_pct": one, "cut_before": cut, "exchange_halo_pct": pct, "kib_per_boundary": kib}));
+    }
+    Ok(rows)
 }
 
 fn mib(b: u64) -> f64 {
@@ -375,6 +448,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if points.iter().all(|p| p.blocks == 0) {
         println!("no part of this model is tileable: every grid runs it whole");
     }
+    let exchange = exchange_table(model, max_grid)?;
 
     // 3. Latency of the timed graph.
     let small = &subject.timed;
@@ -490,6 +564,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "first8_chooser": first8_chooser,
         "sweep": points,
         "chosen_blocks": chosen,
+        "halo_exchange": exchange,
         "latency_untiled_ms": untiled_ms,
         "latency": lat,
     });
