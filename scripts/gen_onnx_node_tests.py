@@ -63,7 +63,7 @@ OPS = {
     # Added at stop 24: classifier heads exported with log_softmax; channel
     # reductions and powers (spatial attention, channels-first layer norms).
     "LogSoftmax", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "Pow",
-    "GroupNormalization",
+    "GroupNormalization", "Expand",
 }
 
 # Constant exponents the importer rewrites Pow for.

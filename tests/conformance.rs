@@ -102,6 +102,8 @@ const CASES: &[&str] = &[
     "node/test_erf",
     "node/test_exp_example",
     "node/test_exp",
+    "node/test_expand_dim_changed",
+    "node/test_expand_dim_unchanged",
     "node/test_flatten_axis0",
     "node/test_flatten_axis1",
     "node/test_flatten_axis2",

@@ -984,6 +984,117 @@ fn pow_by_a_constant_scalar_becomes_products_or_roots() {
     }
 }
 
+/// The values of a model whose output is folded to a constant by the importer.
+fn folded(
+    nodes: Vec<tile_engine::onnx::proto::NodeProto>,
+    inits: Vec<tile_engine::onnx::proto::TensorProto>,
+) -> Vec<f32> {
+    // A runtime input the graph never reads: the output is all constants.
+    let g = load(&model(
+        13,
+        nodes,
+        inits,
+        vec![vis("unused", &[1])],
+        vec![vi("y", &[])],
+    ));
+    let t = g
+        .constants
+        .get(&g.outputs[0])
+        .expect("the output is a folded constant");
+    t.data().to_vec()
+}
+
+#[test]
+fn shape_arithmetic_rounds_compares_and_selects_on_constants() {
+    let halves = || vec![tf("x", &[5], &[-1.5, -0.5, 0.5, 1.5, 2.5])];
+    let un = |op: &str| folded(vec![node(op, "u", &["x"], &["y"], vec![])], halves());
+    assert_eq!(un("Floor"), [-2.0, -1.0, 0.0, 1.0, 2.0]);
+    assert_eq!(un("Ceil"), [-1.0, -0.0, 1.0, 2.0, 3.0]);
+    // Round: half to even, as ONNX (and numpy) define it.
+    assert_eq!(un("Round"), [-2.0, -0.0, 0.0, 2.0, 2.0]);
+    // Mod: the divisor's sign by default, the dividend's with fmod = 1.
+    let ints = || {
+        vec![
+            ti("a", &[4], &[7, -7, 7, -7]),
+            ti("b", &[4], &[3, 3, -3, -3]),
+        ]
+    };
+    let m = |fmod| {
+        folded(
+            vec![node(
+                "Mod",
+                "m",
+                &["a", "b"],
+                &["y"],
+                vec![attr("fmod", A::I(fmod))],
+            )],
+            ints(),
+        )
+    };
+    assert_eq!(m(0), [1.0, 2.0, -2.0, -1.0]);
+    assert_eq!(m(1), [1.0, -1.0, 1.0, -1.0]);
+    // Comparisons broadcast and give 0/1; Where picks by them:
+    // Where(Less(a, b), a, b) is the smaller of each pair.
+    let pairs = || vec![ti("a", &[3], &[1, 5, 3]), ti("b", &[1], &[3])];
+    let cmp = |op: &str| folded(vec![node(op, "c", &["a", "b"], &["y"], vec![])], pairs());
+    assert_eq!(cmp("Less"), [1.0, 0.0, 0.0]);
+    assert_eq!(cmp("LessOrEqual"), [1.0, 0.0, 1.0]);
+    assert_eq!(cmp("Greater"), [0.0, 1.0, 0.0]);
+    assert_eq!(cmp("GreaterOrEqual"), [0.0, 1.0, 1.0]);
+    assert_eq!(cmp("Equal"), [0.0, 0.0, 1.0]);
+    let min = folded(
+        vec![
+            node("Less", "l", &["a", "b"], &["c"], vec![]),
+            node("Not", "n", &["c"], &["nc"], vec![]),
+            node("Xor", "x", &["c", "nc"], &["all"], vec![]),
+            node("And", "and", &["all", "c"], &["c2"], vec![]),
+            node("Where", "w", &["c2", "a", "b"], &["y"], vec![]),
+        ],
+        pairs(),
+    );
+    assert_eq!(min, [1.0, 3.0, 3.0]);
+    // On a feature map they are refused by name.
+    let m = model(
+        13,
+        vec![node("Floor", "f", &["x"], &["y"], vec![])],
+        vec![],
+        vec![vis("x", &[1, 2, 3, 4])],
+        vec![vi("y", &[])],
+    );
+    match load_bytes(&bytes(&m)) {
+        Err(Error::Unsupported(e)) => {
+            assert!(e.contains("Floor") && e.contains("constants"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn expand_broadcasts_a_runtime_map() {
+    // [1, 1, 2, 2] to [1, 3, 2, 2] (F.normalize's norm expanded to x).
+    let m = model(
+        13,
+        vec![node("Expand", "e", &["x", "s"], &["y"], vec![])],
+        vec![ti("s", &[4], &[1, 3, 2, 2])],
+        vec![vis("x", &[1, 1, 2, 2])],
+        vec![vi("y", &[])],
+    );
+    let g = load(&m);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 3, 2, 2]);
+    let input = tile_engine::Tensor::new(vec![1, 1, 2, 2], vec![1.0, -2.0, 3.0, -0.0]).expect("x");
+    let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+    assert_eq!(y[0].data(), [1.0, -2.0, 3.0, 0.0].repeat(3).as_slice());
+    // Expanding to the same shape is the identity.
+    let m = model(
+        13,
+        vec![node("Expand", "e", &["x", "s"], &["y"], vec![])],
+        vec![ti("s", &[2], &[2, 1])],
+        vec![vis("x", &[1, 1, 2, 2])],
+        vec![vi("y", &[])],
+    );
+    assert!(load(&m).nodes.is_empty());
+}
+
 #[test]
 fn symbolic_height_and_width_take_the_input_size() {
     // The small CNN (global pool, then a reshape whose target a folded

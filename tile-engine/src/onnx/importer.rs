@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::attrs::{MAX_DIM, NodeCtx};
 use super::proto::{ModelProto, ValueInfoProto, tensor_proto::DataType, type_proto};
 use super::value::{ConstValue, MAX_RANK, decode_tensor};
-use super::{ops_conv, ops_math, ops_shape};
+use super::{ops_conv, ops_logic, ops_math, ops_shape};
 use crate::error::{Error, Result};
 use crate::ir::{Graph, Op, ValueId};
 use crate::tensor::checked_numel;
@@ -469,6 +469,11 @@ fn import_node(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         "BatchNormalization" => ops_math::batch_norm(imp, ctx),
         "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Sum" => ops_math::binary(imp, ctx),
         "Pow" => ops_math::pow(imp, ctx),
+        "Floor" | "Ceil" | "Round" | "Not" => ops_logic::unary(imp, ctx),
+        "Equal" | "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" | "And" | "Or" | "Xor"
+        | "Mod" => ops_logic::binary(imp, ctx),
+        "Where" => ops_logic::where_(imp, ctx),
+        "Expand" => ops_logic::expand(imp, ctx),
         "Softmax" => ops_math::softmax(imp, ctx, false),
         "LogSoftmax" => ops_math::softmax(imp, ctx, true),
         "LRN" => ops_math::lrn(imp, ctx),

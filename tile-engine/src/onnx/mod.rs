@@ -18,6 +18,7 @@ mod attrs;
 mod fold;
 mod importer;
 mod ops_conv;
+mod ops_logic;
 mod ops_math;
 mod ops_shape;
 mod value;

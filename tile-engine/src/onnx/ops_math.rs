@@ -154,7 +154,7 @@ pub(crate) fn gemm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     finish(imp, ctx, cur, first_new)
 }
 
-fn binary_op(kind: BinaryKind) -> Op {
+pub(crate) fn binary_op(kind: BinaryKind) -> Op {
     Op::Binary {
         kind,
         activation: Activation::Identity,
