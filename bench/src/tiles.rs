@@ -345,8 +345,8 @@ fn subject(args: &Args) -> anyhow::Result<Subject> {
             // and width take `--size`, and a size that would be ignored is refused.
             let g = tessera::model::load(spec, &[1, 3, n, n])?;
             let input = g.inputs.first().map(|&v| g.shape(v).to_vec());
-            if !input.as_deref().is_some_and(|s| s.ends_with(&[n, n])) {
-                anyhow::bail!("--size {n}: the model's input is fixed at {input:?}");
+            if let Some(s) = input.filter(|s| !s.ends_with(&[n, n])) {
+                anyhow::bail!("--size {n}: the model's input is fixed at {s:?}");
             }
             g
         }

@@ -221,6 +221,10 @@ fn geometry(graph: &Graph, i: usize) -> Geometry {
         }
         Op::Binary { .. } => Geometry::Pointwise,
         Op::Concat { axis: 1 } => Geometry::Pointwise,
+        // Across the channels of each position: the tiler fuses these too.
+        Op::ChannelReduce(_) | Op::Softmax { axis: 1 } | Op::LogSoftmax { axis: 1 } => {
+            Geometry::Pointwise
+        }
         // Integer nearest up-sampling reads input `o / factor` for output
         // `o`: pointwise between maps of different sizes, which the halo
         // model scales by. The engine decides which resizes are exact.

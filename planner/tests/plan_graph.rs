@@ -290,3 +290,46 @@ fn a_tile_narrower_than_its_maps_pays_for_the_crops_the_engine_inserts() {
         );
     }
 }
+
+#[test]
+fn the_planner_tiles_what_the_engine_tiles() {
+    use tile_engine::ir::{BinaryKind, ReduceKind};
+    // A conv, CBAM spatial attention, then softmaxes across channels: every
+    // op maps a pixel to the same pixel, so the engine fuses them all and
+    // the planner must cost them as one tileable run, not cut it.
+    let mut g = Graph::default();
+    let x = g.add_value("input", vec![1, 8, 32, 32]);
+    g.inputs.push(x);
+    let c = g
+        .add_node("conv", conv3x3(8, 8), vec![x], "c")
+        .expect("conv");
+    let mean = g
+        .add_node("mean", Op::ChannelReduce(ReduceKind::Mean), vec![c], "m")
+        .expect("mean");
+    let max = g
+        .add_node("max", Op::ChannelReduce(ReduceKind::Max), vec![c], "mx")
+        .expect("max");
+    let cat = g
+        .add_node("cat", Op::Concat { axis: 1 }, vec![mean, max], "cat")
+        .expect("cat");
+    let att = g
+        .add_node("att", conv3x3(2, 1), vec![cat], "att")
+        .expect("att");
+    let mul = Op::Binary {
+        kind: BinaryKind::Mul,
+        activation: Activation::Identity,
+    };
+    let y = g.add_node("mul", mul, vec![c, att], "y").expect("mul");
+    let s = g
+        .add_node("sm", Op::Softmax { axis: 1 }, vec![y], "s")
+        .expect("softmax");
+    let l = g
+        .add_node("lsm", Op::LogSoftmax { axis: 1 }, vec![s], "l")
+        .expect("log softmax");
+    g.outputs.push(l);
+    let dag = planner::ModelDag::from_graph(&g).expect("dag");
+    for (i, op) in dag.ops.iter().enumerate() {
+        assert!(tile_engine::tiling::is_tileable(&g, i), "{}", op.name);
+        assert!(op.tileable(), "the planner cuts at {}", op.name);
+    }
+}

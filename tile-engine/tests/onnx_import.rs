@@ -922,6 +922,31 @@ fn reductions_over_channels_become_channel_reduce() {
         let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
         assert_eq!(y[0].data(), want.as_slice(), "{op} opset {opset}");
     }
+    // No axes: the identity with noop_with_empty_axes, else refused as a
+    // reduction over every axis.
+    for (noop, want) in [(1, Ok(())), (0, Err("every axis"))] {
+        let m = model(
+            13,
+            vec![
+                node(
+                    "ReduceSum",
+                    "r",
+                    &["x"],
+                    &["s"],
+                    vec![attr("noop_with_empty_axes", A::I(noop))],
+                ),
+                node("Relu", "relu", &["s"], &["y"], vec![]),
+            ],
+            vec![],
+            vec![vis("x", &[1, 3, 2, 2])],
+            vec![vi("y", &[])],
+        );
+        match (load_bytes(&bytes(&m)), want) {
+            (Ok(g), Ok(())) => assert_eq!(ops(&g), vec!["activation"]),
+            (Err(Error::Unsupported(e)), Err(w)) => assert!(e.contains(w), "{e}"),
+            (other, _) => panic!("noop {noop}: {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -969,6 +994,39 @@ fn pow_by_a_constant_scalar_becomes_products_or_roots() {
                 y[0].data()
             );
         }
+    }
+    // A power of a constant is folded, whatever the exponent: here a conv
+    // weight squared and then raised to 1.5, which must stay a weight.
+    let m = model(
+        13,
+        vec![
+            node("Pow", "sq", &["w", "two"], &["w2"], vec![]),
+            node("Pow", "p15", &["w2", "e"], &["w3"], vec![]),
+            node("Conv", "c", &["x", "w3"], &["y"], vec![]),
+        ],
+        vec![
+            tf("w", &[1, 1, 1, 1], &[-2.0]),
+            tf("two", &[], &[2.0]),
+            tf("e", &[], &[1.5]),
+        ],
+        vec![vis("x", &[1, 1, 1, 4])],
+        vec![vi("y", &[])],
+    );
+    let g = load(&m);
+    assert_eq!(ops(&g), vec!["conv"]);
+    let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+    assert_eq!(y[0].data(), [2.0, 16.0, 72.0, -24.0]);
+    // A one-element exponent of higher rank would raise the output's rank.
+    let m = model(
+        13,
+        vec![node("Pow", "p", &["x", "e"], &["y"], vec![])],
+        vec![tf("e", &[1, 1, 1, 1, 1], &[2.0])],
+        vec![vis("x", &[1, 1, 1, 4])],
+        vec![vi("y", &[])],
+    );
+    match load_bytes(&bytes(&m)) {
+        Err(Error::Unsupported(e)) => assert!(e.contains("raise the rank-4"), "{e}"),
+        other => panic!("{other:?}"),
     }
     // Any other power is refused by name.
     let m = model(

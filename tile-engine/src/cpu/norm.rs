@@ -16,17 +16,22 @@ pub(super) fn softmax(x: &Tensor, axis: usize, log: bool) -> Tensor {
             let at = |k: usize| (o * len + k) * inner + i;
             let max = (0..len).fold(f32::NEG_INFINITY, |m, k| m.max(d[at(k)]));
             let mut sum = 0.0f32;
-            for k in 0..len {
-                sum += (d[at(k)] - max).exp();
-            }
             if log {
+                for k in 0..len {
+                    sum += (d[at(k)] - max).exp();
+                }
                 let ln_sum = sum.ln();
                 for k in 0..len {
                     d[at(k)] = (d[at(k)] - max) - ln_sum;
                 }
             } else {
                 for k in 0..len {
-                    d[at(k)] = (d[at(k)] - max).exp() / sum;
+                    let e = (d[at(k)] - max).exp();
+                    d[at(k)] = e;
+                    sum += e;
+                }
+                for k in 0..len {
+                    d[at(k)] /= sum;
                 }
             }
         }

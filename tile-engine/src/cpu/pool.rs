@@ -123,7 +123,6 @@ fn window(
     }
 }
 
-/// Global max / average over every axis after the first two.
 /// Reduction across channels at each position, channels in ascending order
 /// (a mean is the sum divided by the count, as the GPU kernel computes it).
 pub(super) fn channel_reduce(kind: ReduceKind, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
@@ -146,6 +145,7 @@ pub(super) fn channel_reduce(kind: ReduceKind, x: &Tensor, out_shape: &[usize]) 
     Tensor::new(out_shape.to_vec(), out)
 }
 
+/// Global max / average over every axis after the first two.
 pub(super) fn global_pool(kind: PoolKind, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
     let s = x.shape();
     let inner: usize = s[2..].iter().product();

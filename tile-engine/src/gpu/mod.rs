@@ -638,6 +638,7 @@ fn plan_storage(graph: &Graph) -> StoragePlan {
                         | Op::ConvTranspose(_)
                         | Op::Pool(_)
                         | Op::GlobalPool(_)
+                        | Op::ChannelReduce(_)
                         | Op::Crop { .. }
                 ) && graph.shape(v).len() == 4
             }) && consumers[v] == [ni]

@@ -278,7 +278,7 @@ fn value_info_shape(vi: &ValueInfoProto, fill: &[usize]) -> Result<(String, Vec<
                         "graph input '{name}': dimension {i} would be 0 from the input's shape {fill:?}"
                     )));
                 }
-                v if v as i64 > MAX_DIM => {
+                v if i64::try_from(v).map_or(true, |v| v > MAX_DIM) => {
                     return Err(Error::Limit(format!(
                         "graph input '{name}': dimension {i} of {v} is too large"
                     )));

@@ -1,4 +1,5 @@
-//! Windowed ops: Conv, ConvTranspose, MaxPool/AveragePool, global pooling.
+//! Windowed ops: Conv, ConvTranspose, MaxPool/AveragePool, global pooling
+//! and the reductions that map onto it or run across channels.
 //! `auto_pad`, `output_shape` and 1-D variants are resolved here so the IR
 //! only ever sees explicit 2-D geometry.
 
@@ -383,9 +384,14 @@ pub(crate) fn reduce(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let keepdims = ctx.int("keepdims", 1)? != 0;
     let axes = match axes {
         Some(a) if !a.is_empty() => a,
+        // No axes: the identity where the node says so, else every axis.
+        _ if ctx.int("noop_with_empty_axes", 0)? != 0 => {
+            let slot = imp.slot(ctx, input)?;
+            return imp.bind(ctx, ctx.output()?, slot);
+        }
         _ => {
             return Err(ctx.unsupported(
-                "only a reduction over H and W (axes [2, 3]) or over C (axis 1) is supported; this one has no axes",
+                "it reduces over every axis (no axes given); only a reduction over H and W (axes [2, 3]) or over C (axis 1) is supported",
             ));
         }
     };

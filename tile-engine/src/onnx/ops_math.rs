@@ -1,5 +1,6 @@
-//! Arithmetic ops: Gemm/MatMul, activations, BatchNormalization, broadcast
-//! binaries, Softmax, LRN, Pad, Resize/Upsample, DepthToSpace.
+//! Arithmetic ops: Gemm/MatMul, activations, BatchNormalization, Instance-
+//! and GroupNormalization, broadcast binaries, Pow, Softmax and LogSoftmax,
+//! LRN, Pad, Resize/Upsample, DepthToSpace.
 
 use std::sync::Arc;
 
@@ -441,13 +442,38 @@ pub(crate) fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
 /// numpy squares), 0.5 (`Sqrt`), -1 (`Reciprocal`), -0.5 (both). These are
 /// what exported models use (variances, RMS and L2 norms); a general power
 /// needs `exp(b·ln a)`, which is wrong for negative bases, so it is refused.
+/// (Via `Sqrt`, `(-0)^0.5` is -0 and `(-inf)^0.5` NaN, as numpy's fast path
+/// gives, where C's `pow` gives +0 and +inf.) Constants are folded with `powf`.
 pub(crate) fn pow(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let first_new = imp.graph.values.len();
     let x_name = ctx.req_input(0)?;
     let e = imp.req_const(ctx, 1, "exponent")?;
+    if let Some(base) = imp.konst(x_name) {
+        let shape = fold::broadcast_shape(&base.shape, &e.shape).ok_or_else(|| {
+            ctx.malformed(format!(
+                "cannot broadcast {:?} with {:?}",
+                base.shape, e.shape
+            ))
+        })?;
+        imp.charge(checked_numel(&shape)?)?;
+        let (ib, ie) = (
+            fold::broadcast_indices(&shape, &base.shape),
+            fold::broadcast_indices(&shape, &e.shape),
+        );
+        let (b, p) = (base.to_f32(), e.to_f32());
+        let v = ib.iter().zip(&ie).map(|(&i, &j)| b[i].powf(p[j])).collect();
+        return imp.bind_const(ctx, ConstValue::f32(shape, v));
+    }
     let xs = imp.shape_of(ctx, x_name)?;
     let exponent = match e.to_f32().as_slice() {
         [v] if e.shape.len() <= xs.len() => *v,
+        [_] => {
+            return Err(ctx.unsupported(format!(
+                "an exponent of rank {} would raise the rank-{} input's rank",
+                e.shape.len(),
+                xs.len()
+            )));
+        }
         _ => {
             return Err(ctx.unsupported(format!(
                 "only a scalar exponent is supported, not one of shape {:?}",
