@@ -63,7 +63,7 @@ OPS = {
     # Added at stop 24: classifier heads exported with log_softmax; channel
     # reductions and powers (spatial attention, channels-first layer norms).
     "LogSoftmax", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "Pow",
-    "GroupNormalization", "Expand",
+    "GroupNormalization", "Expand", "ReduceL2",
 }
 
 # Constant exponents the importer rewrites Pow for.
@@ -146,7 +146,7 @@ def constant_operand_reason(model: onnx.ModelProto, node: onnx.NodeProto, rank) 
         axes = sorted({int(a) % rank for a in np.asarray(axes).ravel()})
         if axes == [1] and rank >= 2:
             return None
-        if axes == [2, 3] and rank == 4 and op in ("ReduceMean", "ReduceMax"):
+        if rank >= 3 and axes == list(range(2, rank)) and op in ("ReduceMean", "ReduceMax"):
             return None
         return f"{op} over axes {axes} of a rank-{rank} tensor (only over C, or H and W, is in scope)"
     if op == "Pow":

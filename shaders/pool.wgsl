@@ -87,8 +87,8 @@ fn avg_pool(@builtin(global_invocation_id) gid: vec3<u32>,
 }
 
 // Reduction across channels: one invocation per (n, position), channels in
-// ascending order; KIND 0 mean, 1 max, 2 min, 3 sum (params: n, c, h = the
-// plane's size).
+// ascending order; KIND 0 mean, 1 max, 2 min, 3 sum, 4 L2 norm, 5 argmax,
+// 6 argmin (the first index, as a float) (params: n, c, h = the plane's size).
 override KIND: u32 = 0u;
 
 @compute @workgroup_size(WG)
@@ -103,18 +103,39 @@ fn channel_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
     let pix = i % plane;
     let base = b * p.c * plane + pix;
     var acc = src[base];
+    var best = acc;
+    var index = 0u;
+    if KIND == 4u {
+        acc = acc * acc;
+    }
     for (var k = 1u; k < p.c; k++) {
         let v = src[base + k * plane];
         if KIND == 1u {
             acc = max(acc, v);
         } else if KIND == 2u {
             acc = min(acc, v);
+        } else if KIND == 4u {
+            acc += v * v;
+        } else if KIND == 5u {
+            if v > best {
+                best = v;
+                index = k;
+            }
+        } else if KIND == 6u {
+            if v < best {
+                best = v;
+                index = k;
+            }
         } else {
             acc += v;
         }
     }
     if KIND == 0u {
         acc = acc / f32(p.c);
+    } else if KIND == 4u {
+        acc = sqrt(acc);
+    } else if KIND >= 5u {
+        acc = f32(index);
     }
     store_nchw(acc, b, 0u, 1u, pix, plane, p.oc_total, p.oc_off, 0.0, 0.0);
 }

@@ -306,7 +306,7 @@ proptest! {
         check(&g, std::slice::from_ref(&x), None, "binary");
         check(&single(Op::Softmax { axis: 1 }, &shape, None), std::slice::from_ref(&x), None, "softmax");
         check(&single(Op::LogSoftmax { axis: 1 }, &shape, None), std::slice::from_ref(&x), None, "logsoftmax");
-        for kind in [ReduceKind::Mean, ReduceKind::Max, ReduceKind::Min, ReduceKind::Sum] {
+        for kind in [ReduceKind::Mean, ReduceKind::Max, ReduceKind::Min, ReduceKind::Sum, ReduceKind::L2, ReduceKind::ArgMax, ReduceKind::ArgMin] {
             check(&single(Op::ChannelReduce(kind), &shape, None), std::slice::from_ref(&x), None, "channelreduce");
         }
         check(&single(Op::Lrn { size: 3, alpha: 1e-2, beta: 0.75, bias: 1.0 }, &shape, None), std::slice::from_ref(&x), None, "lrn");

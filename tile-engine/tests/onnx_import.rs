@@ -843,7 +843,7 @@ fn a_mean_or_max_over_h_and_w_is_a_global_pool() {
     );
     match load_bytes(&bytes(&m)) {
         Err(Error::Unsupported(e)) => {
-            assert!(e.contains("ReduceMean") && e.contains("H and W"), "{e}")
+            assert!(e.contains("ReduceMean") && e.contains("axes [1, 2]"), "{e}")
         }
         other => panic!("{other:?}"),
     }
@@ -922,6 +922,80 @@ fn reductions_over_channels_become_channel_reduce() {
         let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
         assert_eq!(y[0].data(), want.as_slice(), "{op} opset {opset}");
     }
+    // ReduceL2 (F.normalize's norm), ArgMax and ArgMin across channels.
+    let l2: Vec<f32> = (0..4)
+        .map(|i| (at(0, i) * at(0, i) + at(1, i) * at(1, i) + at(2, i) * at(2, i)).sqrt())
+        .collect();
+    for (op, attrs, kind, want) in [
+        (
+            "ReduceL2",
+            vec![attr("axes", A::Is(vec![1]))],
+            ReduceKind::L2,
+            l2,
+        ),
+        (
+            "ArgMax",
+            vec![attr("axis", A::I(1))],
+            ReduceKind::ArgMax,
+            vec![2.0; 4],
+        ),
+        (
+            "ArgMin",
+            vec![attr("axis", A::I(-3))],
+            ReduceKind::ArgMin,
+            vec![0.0; 4],
+        ),
+    ] {
+        let g = load(&model(
+            13,
+            vec![node(op, "r", &["x"], &["y"], attrs)],
+            vec![],
+            vec![vis("x", &[1, 3, 2, 2])],
+            vec![vi("y", &[])],
+        ));
+        assert_eq!(g.nodes[0].op, Op::ChannelReduce(kind), "{op}");
+        let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+        assert_eq!(y[0].data(), want.as_slice(), "{op}");
+    }
+    // Ties go to the first index; ArgMax keepdims = 0 drops the channel axis.
+    let tie = tile_engine::Tensor::new(vec![1, 3, 1, 1], vec![5.0, 7.0, 7.0]).expect("tie");
+    let g = load(&model(
+        13,
+        vec![node(
+            "ArgMax",
+            "a",
+            &["x"],
+            &["y"],
+            vec![attr("axis", A::I(1)), attr("keepdims", A::I(0))],
+        )],
+        vec![],
+        vec![vis("x", &[1, 3, 1, 1])],
+        vec![vi("y", &[])],
+    ));
+    assert_eq!(g.shape(g.outputs[0]), &[1, 1, 1]);
+    let y = tile_engine::cpu::run(&g, std::slice::from_ref(&tie)).expect("run");
+    assert_eq!(y[0].data(), [1.0]);
+    // A mean over a flattened map's last axis ([N, C, L]) is a global pool.
+    let g = load(&model(
+        13,
+        vec![node(
+            "ReduceMean",
+            "m",
+            &["x"],
+            &["y"],
+            vec![attr("axes", A::Is(vec![-1])), attr("keepdims", A::I(0))],
+        )],
+        vec![],
+        vec![vis("x", &[1, 3, 4])],
+        vec![vi("y", &[])],
+    ));
+    assert_eq!(g.shape(g.outputs[0]), &[1, 3]);
+    let flat = tile_engine::Tensor::new(vec![1, 3, 4], x.clone()).expect("flat");
+    let y = tile_engine::cpu::run(&g, std::slice::from_ref(&flat)).expect("run");
+    let means: Vec<f32> = (0..3)
+        .map(|c| (0..4).map(|i| at(c, i)).sum::<f32>() / 4.0)
+        .collect();
+    assert_eq!(y[0].data(), means.as_slice());
     // No axes: the identity with noop_with_empty_axes, else refused as a
     // reduction over every axis.
     for (noop, want) in [(1, Ok(())), (0, Err("every axis"))] {

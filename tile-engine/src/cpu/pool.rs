@@ -135,11 +135,24 @@ pub(super) fn channel_reduce(kind: ReduceKind, x: &Tensor, out_shape: &[usize]) 
         let (b, p) = (i / plane, i % plane);
         let at = |k: usize| xd[(b * c + k) * plane + p];
         let rest = 1..c;
+        // The first index whose value `better` beats every earlier one.
+        let arg = |better: fn(f32, f32) -> bool| {
+            let (mut best, mut index) = (at(0), 0);
+            for k in 1..c {
+                if better(at(k), best) {
+                    (best, index) = (at(k), k);
+                }
+            }
+            index as f32
+        };
         *o = match kind {
             ReduceKind::Max => rest.fold(at(0), |m, k| m.max(at(k))),
             ReduceKind::Min => rest.fold(at(0), |m, k| m.min(at(k))),
             ReduceKind::Sum => rest.fold(at(0), |a, k| a + at(k)),
             ReduceKind::Mean => rest.fold(at(0), |a, k| a + at(k)) / c as f32,
+            ReduceKind::L2 => rest.fold(at(0) * at(0), |a, k| a + at(k) * at(k)).sqrt(),
+            ReduceKind::ArgMax => arg(|v, best| v > best),
+            ReduceKind::ArgMin => arg(|v, best| v < best),
         };
     }
     Tensor::new(out_shape.to_vec(), out)

@@ -554,6 +554,9 @@ impl Lowerer<'_> {
                     ReduceKind::Max => 1,
                     ReduceKind::Min => 2,
                     ReduceKind::Sum => 3,
+                    ReduceKind::L2 => 4,
+                    ReduceKind::ArgMax => 5,
+                    ReduceKind::ArgMin => 6,
                 };
                 let params = P(vec![])
                     .us(&[

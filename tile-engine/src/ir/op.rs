@@ -222,6 +222,12 @@ pub enum ReduceKind {
     Min,
     /// The sum.
     Sum,
+    /// The square root of the sum of squares.
+    L2,
+    /// The channel index of the first largest value, as a float.
+    ArgMax,
+    /// The channel index of the first smallest value, as a float.
+    ArgMin,
 }
 
 /// Windowed 2-D pooling, NCHW.

@@ -460,7 +460,10 @@ fn import_node(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         "ConvTranspose" => ops_conv::conv_transpose(imp, ctx),
         "MaxPool" | "AveragePool" => ops_conv::pool(imp, ctx),
         "GlobalAveragePool" | "GlobalMaxPool" => ops_conv::global_pool(imp, ctx),
-        "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceSum" => ops_conv::reduce(imp, ctx),
+        "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceSum" | "ReduceL2" => {
+            ops_conv::reduce(imp, ctx)
+        }
+        "ArgMax" | "ArgMin" => ops_conv::arg(imp, ctx),
         "Gemm" => ops_math::gemm(imp, ctx),
         "MatMul" => ops_math::matmul(imp, ctx),
         "Relu" | "LeakyRelu" | "Sigmoid" | "Tanh" | "HardSigmoid" | "HardSwish" | "Clip"

@@ -406,32 +406,22 @@ pub(crate) fn reduce(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
             "ReduceMean" => ReduceKind::Mean,
             "ReduceMax" => ReduceKind::Max,
             "ReduceMin" => ReduceKind::Min,
+            "ReduceL2" => ReduceKind::L2,
             _ => ReduceKind::Sum,
         };
-        let x = imp.runtime(ctx, input)?;
-        if keepdims {
-            return imp.emit_out(ctx, Op::ChannelReduce(kind), vec![x]);
-        }
-        let out = ctx.output()?.to_string();
-        let reduced = imp.emit(
-            ctx.name.clone(),
-            Op::ChannelReduce(kind),
-            vec![x],
-            format!("{out}/reduced"),
-        )?;
-        let mut squeezed = shape.clone();
-        squeezed.remove(1);
-        let v = imp.reshape(format!("{}/squeeze", ctx.name), reduced, out, squeezed)?;
-        return imp.bind_out(ctx, v);
+        return channel_reduce(imp, ctx, input, kind, keepdims);
     }
+    // Every axis after N and C: a global pool ([N, C, L] of a flattened
+    // map, `x.view(b, c, -1).mean(-1)`, is pooled as [N, C, L, 1]).
+    let trailing = shape.len() >= 3 && axes == (2..shape.len()).collect::<Vec<_>>();
     let spatial = matches!(ctx.op, "ReduceMean" | "ReduceMax");
-    if shape.len() != 4 || axes != [2, 3] || !spatial {
+    if !trailing || !spatial {
         return Err(ctx.unsupported(format!(
-            "only a reduction over C, or (ReduceMean and ReduceMax) over H and W, of an NCHW map is supported, not axes {axes:?} of a rank-{} tensor",
+            "only a reduction over C, or (ReduceMean and ReduceMax) over every axis after C, is supported, not axes {axes:?} of a rank-{} tensor",
             shape.len()
         )));
     }
-    let x = imp.runtime(ctx, input)?;
+    let mut x = imp.runtime(ctx, input)?;
     let kind = if ctx.op == "ReduceMax" {
         PoolKind::Max
     } else {
@@ -439,23 +429,79 @@ pub(crate) fn reduce(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
             count_include_pad: false,
         }
     };
+    let out = ctx.output()?.to_string();
+    if shape.len() != 4 {
+        let plane = shape[2..].iter().product();
+        let map = vec![shape[0], shape[1], plane, 1];
+        x = imp.reshape(format!("{}/map", ctx.name), x, format!("{out}/map"), map)?;
+    }
+    let mut want = shape[..2].to_vec();
     if keepdims {
+        want.resize(shape.len(), 1);
+    }
+    if want.len() == 4 {
         return imp.emit_out(ctx, Op::GlobalPool(kind), vec![x]);
     }
-    let out = ctx.output()?.to_string();
     let pooled = imp.emit(
         ctx.name.clone(),
         Op::GlobalPool(kind),
         vec![x],
         format!("{out}/pooled"),
     )?;
-    let v = imp.reshape(
-        format!("{}/squeeze", ctx.name),
-        pooled,
-        out,
-        vec![shape[0], shape[1]],
-    )?;
+    let v = imp.reshape(format!("{}/squeeze", ctx.name), pooled, out, want)?;
     imp.bind_out(ctx, v)
+}
+
+/// [`Op::ChannelReduce`] of `input`, without its channel axis unless `keepdims`.
+fn channel_reduce(
+    imp: &mut Importer,
+    ctx: &NodeCtx<'_>,
+    input: &str,
+    kind: ReduceKind,
+    keepdims: bool,
+) -> Result<()> {
+    let shape = imp.shape_of(ctx, input)?;
+    let x = imp.runtime(ctx, input)?;
+    if keepdims {
+        return imp.emit_out(ctx, Op::ChannelReduce(kind), vec![x]);
+    }
+    let out = ctx.output()?.to_string();
+    let reduced = imp.emit(
+        ctx.name.clone(),
+        Op::ChannelReduce(kind),
+        vec![x],
+        format!("{out}/reduced"),
+    )?;
+    let mut squeezed = shape;
+    squeezed.remove(1);
+    let v = imp.reshape(format!("{}/squeeze", ctx.name), reduced, out, squeezed)?;
+    imp.bind_out(ctx, v)
+}
+
+/// `ArgMax` / `ArgMin` across the channels (a segmentation head's class
+/// map): [`Op::ChannelReduce`], the index as a float32 (tessera's tensors
+/// are float32; ONNX's are int64 with the same values). The first index
+/// wins ties; `select_last_index` and other axes are refused.
+pub(crate) fn arg(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let input = ctx.req_input(0)?;
+    let shape = imp.shape_of(ctx, input)?;
+    let axis = ctx.axis(ctx.int("axis", 0)?, shape.len())?;
+    if axis != 1 || shape.len() < 2 {
+        return Err(ctx.unsupported(format!(
+            "only across the channels (axis 1) is supported, not axis {axis} of a rank-{} tensor",
+            shape.len()
+        )));
+    }
+    if ctx.int("select_last_index", 0)? != 0 {
+        return Err(ctx.unsupported("select_last_index = 1"));
+    }
+    let kind = if ctx.op == "ArgMax" {
+        ReduceKind::ArgMax
+    } else {
+        ReduceKind::ArgMin
+    };
+    let keepdims = ctx.int("keepdims", 1)? != 0;
+    channel_reduce(imp, ctx, input, kind, keepdims)
 }
 
 #[cfg(test)]
