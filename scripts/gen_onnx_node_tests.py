@@ -63,7 +63,7 @@ OPS = {
     # Added at stop 24: classifier heads exported with log_softmax; channel
     # reductions and powers (spatial attention, channels-first layer norms).
     "LogSoftmax", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "Pow",
-    "GroupNormalization", "Expand", "ReduceL2",
+    "GroupNormalization", "Expand", "ReduceL2", "SpaceToDepth",
 }
 
 # Constant exponents the importer rewrites Pow for.
@@ -77,6 +77,7 @@ SPATIAL = {
     "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool",
     "GlobalMaxPool", "LRN", "Resize", "Upsample", "DepthToSpace",
     "BatchNormalization", "Pad", "InstanceNormalization", "GroupNormalization",
+    "SpaceToDepth",
 }
 
 # Cases excluded by name, with the reason (checked before the generic rules).

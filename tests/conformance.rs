@@ -284,6 +284,8 @@ const CASES: &[&str] = &[
     "node/test_softmax_default_axis",
     "node/test_softplus_example",
     "node/test_softplus",
+    "node/test_spacetodepth",
+    "node/test_spacetodepth_example",
     "node/test_sqrt_example",
     "node/test_sqrt",
     "node/test_squeeze",

@@ -494,12 +494,12 @@ fn pad_dropout_identity_and_depth_to_space() {
             value: -1.0
         }
     );
-    // Padding the channel axis is refused with the op and node named.
+    // Padding the batch axis is refused with the op and node named.
     let n = node("Pad", "padc", &["x", "pads"], &["y"], vec![]);
     let r = load_bytes(&single(
         13,
         n,
-        vec![ti("pads", &[8], &[0, 1, 0, 0, 0, 0, 0, 0])],
+        vec![ti("pads", &[8], &[1, 0, 0, 0, 0, 0, 0, 0])],
         &[1, 2, 2, 2],
     ));
     let e = r.err().map(|e| e.to_string()).unwrap_or_default();
@@ -1427,6 +1427,48 @@ fn strided_spatial_slices_pick_every_step_th_pixel() {
         })
         .collect();
     assert_eq!(y[0].data(), want.as_slice());
+}
+
+#[test]
+fn constant_pads_of_channels_copy_the_map_exactly() {
+    // F.pad over C and H: one channel before, two after, one row below.
+    let x: Vec<f32> = (0..8).map(|i| i as f32 * 1.7 - 5.0).collect();
+    let input = tile_engine::Tensor::new(vec![1, 2, 2, 2], x.clone()).expect("input");
+    let pad = |mode: &'static str| {
+        model(
+            13,
+            vec![node(
+                "Pad",
+                "p",
+                &["x", "pads", "v"],
+                &["y"],
+                vec![attr("mode", A::S(mode))],
+            )],
+            vec![
+                ti("pads", &[8], &[0, 1, 0, 0, 0, 2, 1, 0]),
+                tf("v", &[], &[0.5]),
+            ],
+            vec![vis("x", &[1, 2, 2, 2])],
+            vec![vi("y", &[])],
+        )
+    };
+    let g = load(&pad("constant"));
+    assert_eq!(g.shape(g.outputs[0]), &[1, 5, 3, 2]);
+    let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+    let mut want = vec![0.5f32; 5 * 3 * 2];
+    for c in 0..2 {
+        for i in 0..4 {
+            want[(c + 1) * 6 + i] = x[c * 4 + i];
+        }
+    }
+    assert_eq!(y[0].data(), want.as_slice());
+    // Reflecting channels has no meaning for a map: refused by name.
+    match load_bytes(&bytes(&pad("reflect"))) {
+        Err(Error::Unsupported(e)) => {
+            assert!(e.contains("Pad") && e.contains("C (constant)"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -487,6 +487,7 @@ fn import_node(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         "Pad" => ops_math::pad(imp, ctx),
         "Resize" | "Upsample" => ops_math::resize(imp, ctx),
         "DepthToSpace" => ops_math::depth_to_space(imp, ctx),
+        "SpaceToDepth" => ops_math::space_to_depth(imp, ctx),
         "Constant" => ops_shape::constant(imp, ctx),
         "Shape" => ops_shape::shape(imp, ctx),
         "Gather" => ops_shape::gather(imp, ctx),

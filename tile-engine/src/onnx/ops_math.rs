@@ -10,7 +10,7 @@ use super::importer::{Importer, Slot};
 use super::value::ConstValue;
 use crate::error::{Error, Result};
 use crate::ir::{
-    Activation, BinaryKind, BorderMode, CoordTransform, DepthToSpaceMode, NearestMode, Op,
+    Activation, BinaryKind, BorderMode, Conv, CoordTransform, DepthToSpaceMode, NearestMode, Op,
     ResizeMode, ValueId,
 };
 use crate::tensor::{Tensor, checked_numel};
@@ -825,12 +825,21 @@ pub(crate) fn pad(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     if begin.iter().chain(&end).any(|&p| p < 0) {
         return Err(ctx.unsupported("negative pads"));
     }
-    let x = imp.runtime(ctx, x_name)?;
+    let first_new = imp.graph.values.len();
+    let mut x = imp.runtime(ctx, x_name)?;
     if begin.iter().chain(&end).all(|&p| p == 0) {
         return imp.bind_out(ctx, x);
     }
-    if r != 4 || begin[..2].iter().chain(&end[..2]).any(|&p| p != 0) {
-        return Err(ctx.unsupported("only padding H and W of a rank-4 (NCHW) map is supported"));
+    let channels = r == 4 && (begin[1] != 0 || end[1] != 0);
+    if r != 4 || begin[0] != 0 || end[0] != 0 || (channels && border.is_some()) {
+        return Err(ctx.unsupported(
+            "only padding H and W (any mode) or C (constant) of a rank-4 (NCHW) map is supported",
+        ));
+    }
+    let out = ctx.output()?.to_string();
+    if channels {
+        let (before, after) = (ctx.size("pad", begin[1])?, ctx.size("pad", end[1])?);
+        x = pad_channels(imp, ctx, x, [before, after], value, &out)?;
     }
     let pads = [
         ctx.size("pad", begin[2])?,
@@ -838,11 +847,64 @@ pub(crate) fn pad(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         ctx.size("pad", end[2])?,
         ctx.size("pad", end[3])?,
     ];
-    let op = match border {
-        None => Op::Pad { pads, value },
-        Some(mode) => Op::BorderPad { pads, mode },
-    };
-    imp.emit_out(ctx, op, vec![x])
+    if pads != [0; 4] {
+        let op = match border {
+            None => Op::Pad { pads, value },
+            Some(mode) => Op::BorderPad { pads, mode },
+        };
+        x = imp.emit(ctx.name.clone(), op, vec![x], format!("{out}/hw"))?;
+    }
+    finish(imp, ctx, x, first_new)
+}
+
+/// Constant channels before and after those of `x` (the CIFAR ResNets'
+/// "option A" shortcut, `F.pad` over C): a 1×1 conv whose weights copy each
+/// channel to its new place (`1·x + Σ 0·others` is `x` exactly for finite
+/// maps) and whose bias is the pad value on the new channels. It is
+/// spatially local, so it tiles with the layers around it.
+fn pad_channels(
+    imp: &mut Importer,
+    ctx: &NodeCtx<'_>,
+    x: ValueId,
+    [before, after]: [usize; 2],
+    value: f32,
+    out: &str,
+) -> Result<ValueId> {
+    let c = imp.graph.shape(x)[1];
+    let total = before + c + after;
+    imp.charge(total * c)?;
+    let mut weight = vec![0.0f32; total * c];
+    for k in 0..c {
+        weight[(before + k) * c + k] = 1.0;
+    }
+    let bias = (value != 0.0).then(|| {
+        Arc::new(
+            (0..total)
+                .map(|o| {
+                    if (before..before + c).contains(&o) {
+                        0.0
+                    } else {
+                        value
+                    }
+                })
+                .collect(),
+        )
+    });
+    let op = Op::Conv(Conv {
+        weight: Arc::new(Tensor::new(vec![total, c, 1, 1], weight)?),
+        bias,
+        strides: [1, 1],
+        pads: [0; 4],
+        dilations: [1, 1],
+        group: 1,
+        activation: Activation::Identity,
+    });
+    imp.emit(
+        format!("{}/channels", ctx.name),
+        op,
+        vec![x],
+        format!("{out}/channels"),
+    )
 }
 
 /// `Resize` (opset 10, 11, 13+) and `Upsample` (7–9) of H and W → `Op::Resize`.
@@ -985,6 +1047,53 @@ pub(crate) fn resize(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
 }
 
 /// `DepthToSpace` → `Op::DepthToSpace`.
+/// `SpaceToDepth` (YOLOv2's reorg): the `b × b` phases of the map, each a
+/// crop and a 1×1 max pool of stride `b` (which picks exactly), then
+/// concatenated on C in row-major phase order, as ONNX orders the output
+/// channels (`(dy·b + dx)·C + c`). Each piece tiles like any pool.
+pub(crate) fn space_to_depth(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let first_new = imp.graph.values.len();
+    let b = ctx
+        .int_opt("blocksize")?
+        .ok_or_else(|| ctx.malformed("missing attribute 'blocksize'"))?;
+    let b = ctx.size("blocksize", b)?;
+    let x_name = ctx.req_input(0)?;
+    let xs = imp.shape_of(ctx, x_name)?;
+    let [_, _, h, w] = xs[..] else {
+        return Err(ctx.unsupported(format!("only an NCHW map is supported, not {xs:?}")));
+    };
+    if b == 0 || h % b != 0 || w % b != 0 {
+        return Err(ctx.malformed(format!("blocksize {b} does not divide {h}×{w}")));
+    }
+    let x = imp.runtime(ctx, x_name)?;
+    if b == 1 {
+        return imp.bind_out(ctx, x);
+    }
+    let out = ctx.output()?.to_string();
+    let (oh, ow) = (h / b, w / b);
+    let mut phases = Vec::with_capacity(b * b);
+    for dy in 0..b {
+        for dx in 0..b {
+            phases.push(super::ops_shape::strided_pick(
+                imp,
+                &format!("{}/phase{dy}_{dx}", ctx.name),
+                x,
+                [dy, dx],
+                [b, b],
+                [oh, ow],
+                format!("{out}/phase{dy}_{dx}"),
+            )?);
+        }
+    }
+    let y = imp.emit(
+        ctx.name.clone(),
+        Op::Concat { axis: 1 },
+        phases,
+        format!("{out}/concat"),
+    )?;
+    finish(imp, ctx, y, first_new)
+}
+
 pub(crate) fn depth_to_space(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let b = ctx
         .int_opt("blocksize")?

@@ -10,7 +10,7 @@ use super::fold;
 use super::importer::{Importer, Slot};
 use super::value::{ConstValue, Data, MAX_RANK, decode_tensor, dims_to_shape};
 use crate::error::Result;
-use crate::ir::{Op, Pool, PoolKind};
+use crate::ir::{Op, Pool, PoolKind, ValueId};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::tensor::checked_numel;
 
@@ -272,38 +272,63 @@ pub(crate) fn slice(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
             }
             let out = ctx.output()?.to_string();
             let [(top, sh, h), (left, sw, w)] = [per_axis[2], per_axis[3]];
-            // The rows and columns from the first picked to the last.
-            let cover = |step: i64, len: usize| (len - 1) * step as usize + 1;
-            let (ch, cw) = (cover(sh, h), cover(sw, w));
-            let mut cropped = v;
-            if [top, left] != [0, 0] || [ch, cw] != [shape[2], shape[3]] {
-                let mut crop_shape = shape.clone();
-                crop_shape[2..].copy_from_slice(&[ch, cw]);
-                let op = Op::Crop {
-                    offset: [top as usize, left as usize],
-                };
-                let name = if [sh, sw] == [1, 1] {
-                    out.clone()
-                } else {
-                    format!("{out}/crop")
-                };
-                cropped = imp.emit_shaped(ctx.name.clone(), op, vec![v], name, crop_shape)?;
-            }
-            if [sh, sw] != [1, 1] {
-                let op = Op::Pool(Pool {
-                    kind: PoolKind::Max,
-                    kernel: [1, 1],
-                    strides: [sh as usize, sw as usize],
-                    pads: [0; 4],
-                    dilations: [1, 1],
-                    ceil_mode: false,
-                });
-                let name = format!("{}/stride", ctx.name);
-                cropped = imp.emit_shaped(name, op, vec![cropped], out, out_shape)?;
-            }
-            imp.bind_out(ctx, cropped)
+            let y = strided_pick(
+                imp,
+                &ctx.name,
+                v,
+                [top as usize, left as usize],
+                [sh as usize, sw as usize],
+                [h, w],
+                out,
+            )?;
+            imp.bind_out(ctx, y)
         }
     }
+}
+
+/// Rows `top, top + step, …` and columns `left, left + step, …` of the NCHW
+/// map `x`, `hw` of each, as value `out`: a `Crop` to the span from the first
+/// picked pixel to the last, then (for a step above 1) a 1×1 max pool of that
+/// stride, which picks each element exactly and tiles like any pool.
+pub(crate) fn strided_pick(
+    imp: &mut Importer,
+    node: &str,
+    x: ValueId,
+    [top, left]: [usize; 2],
+    step: [usize; 2],
+    [h, w]: [usize; 2],
+    out: String,
+) -> Result<ValueId> {
+    let shape = imp.graph.shape(x).to_vec();
+    let span = [(h - 1) * step[0] + 1, (w - 1) * step[1] + 1];
+    let mut y = x;
+    if [top, left] != [0, 0] || span[..] != shape[2..] {
+        let mut crop_shape = shape.clone();
+        crop_shape[2..].copy_from_slice(&span);
+        let op = Op::Crop {
+            offset: [top, left],
+        };
+        let name = if step == [1, 1] {
+            out.clone()
+        } else {
+            format!("{out}/crop")
+        };
+        y = imp.emit_shaped(node.to_string(), op, vec![x], name, crop_shape)?;
+    }
+    if step != [1, 1] {
+        let op = Op::Pool(Pool {
+            kind: PoolKind::Max,
+            kernel: [1, 1],
+            strides: step,
+            pads: [0; 4],
+            dilations: [1, 1],
+            ceil_mode: false,
+        });
+        let mut out_shape = shape;
+        out_shape[2..].copy_from_slice(&[h, w]);
+        y = imp.emit_shaped(format!("{node}/stride"), op, vec![y], out, out_shape)?;
+    }
+    Ok(y)
 }
 
 /// `Split` of a runtime NCHW map along C (into channel slices) or along H
