@@ -537,6 +537,20 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx], workers: &[Worker]) -> Bloc
             }
         }
     }
+    // Strips over all workers but one: the quickest-k order above ranks a
+    // worker by its time at an equal share, which can keep one (the device,
+    // whose input is local but whose output crosses a slow link) that the
+    // best plan leaves out; a plan with one more worker must never cost
+    // more than the same plan without it.
+    if n >= 3 {
+        for skip in 0..n {
+            let without: Vec<f64> = (0..n)
+                .map(|i| if i == skip { f64::INFINITY } else { b[i] })
+                .collect();
+            cands.extend(solver.strips(false, &without));
+            cands.extend(solver.strips(true, &without));
+        }
+    }
     let min_px = ctx.opts.min_tile_pixels as f64;
     let (tiling, node_times, time_s) = cands
         .into_iter()

@@ -333,3 +333,47 @@ fn the_planner_tiles_what_the_engine_tiles() {
         assert!(op.tileable(), "the planner cuts at {}", op.name);
     }
 }
+
+#[test]
+fn a_strategy_with_more_workers_never_plans_slower() {
+    // A fully convolutional net on a 224×224 image (a new user's FCN): the
+    // device's input is local but its strip's output crosses its slow link.
+    // Three-tier may use every worker edge-only has, and the device too, so
+    // its best plan costs no more than edge-only's.
+    let mut g = Graph::default();
+    let mut h = g.add_value("input", vec![1, 3, 224, 224]);
+    g.inputs.push(h);
+    for (i, (cin, cout)) in [(3, 16), (16, 16), (16, 16), (16, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        h = g
+            .add_node(
+                format!("conv{i}"),
+                conv3x3(cin, cout),
+                vec![h],
+                format!("c{i}"),
+            )
+            .expect("conv");
+    }
+    g.outputs.push(h);
+    let cluster = example();
+    let report = plan(&g, &cluster, &Estimates::from_cluster(&cluster)).expect("plans");
+    let cost = |name: &str| {
+        report
+            .alternatives
+            .iter()
+            .find(|p| p.strategy == name)
+            .expect("strategy present")
+            .prediction
+            .makespan_s
+    };
+    let three = cost("three-tier");
+    for fewer in ["edge-only", "device+edge", "edge+cloud"] {
+        assert!(
+            three <= cost(fewer) + 1e-12,
+            "three-tier {three} > {fewer} {}",
+            cost(fewer)
+        );
+    }
+}
