@@ -41,6 +41,7 @@ pub fn infer(args: &InferArgs) -> Result<()> {
     model::check_pixel_scale(kind, &args.input, &args.output, args.pixel_scale)?;
     let input = model::read_input(kind, &args.input, args.pixel_scale)?;
     let graph = model::load(&args.model, input.shape())?;
+    let input = model::fit_image_channels(&args.input, &graph, input)?;
     model::check_io(&args.model, &graph, &input)?;
     tessera::tensor_io::format_of(&args.output)?;
     let exec = executor(args.backend, args.adapter.clone(), args.no_autotune)?;

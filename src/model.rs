@@ -44,6 +44,31 @@ pub fn read_input(kind: ModelKind, path: &Path, pixel_scale: Option<f32>) -> Res
     tensor_io::read_tensor(path, range(pixel_scale))
 }
 
+/// A PNG is read as RGB; for a model that takes one channel (a grayscale
+/// super-resolution or digit model) a grey image (all three channels equal,
+/// as a grey PNG decodes) becomes that one channel, and a colour image is
+/// refused with what to do. Anything else is returned as it is.
+pub fn fit_image_channels(path: &Path, graph: &Graph, input: Tensor) -> Result<Tensor> {
+    let png = tensor_io::format_of(path).is_ok_and(|f| f == Format::Png);
+    let wants_one = graph.inputs.len() == 1 && matches!(graph.shape(graph.inputs[0]), [_, 1, _, _]);
+    let &[1, 3, h, w] = input.shape() else {
+        return Ok(input);
+    };
+    if !png || !wants_one {
+        return Ok(input);
+    }
+    let plane = h * w;
+    let d = input.data();
+    let (r, rest) = d.split_at(plane);
+    if rest[..plane] != *r || rest[plane..] != *r {
+        bail!(
+            "{}: the model takes one channel and this PNG is in colour; convert it to grayscale first",
+            path.display()
+        );
+    }
+    Ok(Tensor::new(vec![1, 1, h, w], r.to_vec())?)
+}
+
 /// Writes an output tensor with the pixel convention of the model it came from.
 pub fn write_output(
     kind: ModelKind,
@@ -178,7 +203,36 @@ pub fn load_for_planning(spec: &str) -> Result<Graph> {
 
 #[cfg(test)]
 mod tests {
-    use super::load_for_planning;
+    use super::{fit_image_channels, load_for_planning};
+    use crate::tensor_io::{PixelRange, read_tensor};
+
+    #[test]
+    fn a_grey_png_feeds_a_one_channel_model_and_a_colour_one_is_refused() {
+        let dir = std::env::temp_dir().join(format!("tessera-fit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut g = tile_engine::Graph::default();
+        let x = g.add_value("x", vec![1, 1, 2, 3]);
+        g.inputs.push(x);
+        let grey = image::GrayImage::from_fn(3, 2, |x, y| image::Luma([(x * 40 + y * 100) as u8]));
+        let colour = image::RgbImage::from_fn(3, 2, |x, _| image::Rgb([x as u8, 9, 200]));
+        let (gp, cp) = (dir.join("grey.png"), dir.join("colour.png"));
+        grey.save(&gp).expect("grey png");
+        colour.save(&cp).expect("colour png");
+        let read = |p: &std::path::Path| read_tensor(p, PixelRange::default()).expect("read");
+        let t = fit_image_channels(&gp, &g, read(&gp)).expect("grey fits");
+        assert_eq!(t.shape(), &[1, 1, 2, 3]);
+        let want: Vec<f32> = grey.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect();
+        assert_eq!(t.data(), want.as_slice());
+        let e = fit_image_channels(&cp, &g, read(&cp)).expect_err("colour refused");
+        assert!(e.to_string().contains("grayscale"), "{e}");
+        // A three-channel model gets the image as it was read.
+        let mut rgb = tile_engine::Graph::default();
+        let x = rgb.add_value("x", vec![1, 3, 2, 3]);
+        rgb.inputs.push(x);
+        let t = fit_image_channels(&gp, &rgb, read(&gp)).expect("rgb model");
+        assert_eq!(t.shape(), &[1, 3, 2, 3]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn a_tfjs_model_is_planned_at_the_shape_it_declares() {

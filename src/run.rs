@@ -53,6 +53,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     // Checked here, before any node is contacted: a wrong input or output
     // would otherwise surface as a node's error about the model bundle.
     let graph = model::load(&args.model, input.shape())?;
+    let input = model::fit_image_channels(&args.input, &graph, input)?;
     model::check_io(&args.model, &graph, &input)?;
     tessera::tensor_io::format_of(&args.output)?;
     let bundle = Bundle::from_spec(&args.model, input.shape())?;
