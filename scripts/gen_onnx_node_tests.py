@@ -111,8 +111,8 @@ def attr_reason(node: onnx.NodeProto) -> str | None:
             return f"Pad mode {mode.decode()} (constant, reflect and edge are in scope)"
     if op in ("Resize", "Upsample"):
         mode = attr(node, "mode", b"nearest")
-        if mode not in (b"nearest", b"linear", b"bilinear"):
-            return f"{op} mode {mode.decode()} (only nearest and linear are in scope)"
+        if mode not in (b"nearest", b"linear", b"bilinear", b"cubic"):
+            return f"{op} mode {mode.decode()} (only nearest, linear and cubic are in scope)"
         if attr(node, "antialias", 0):
             return "Resize antialias (not in the IR)"
         coord = attr(node, "coordinate_transformation_mode", b"half_pixel")

@@ -1,5 +1,5 @@
-// Resize over H and W of an NCHW map (nearest or bilinear), one output
-// element per invocation, with the ONNX coordinate transforms.
+// Resize over H and W of an NCHW map (nearest, bilinear or bicubic), one
+// output element per invocation, with the ONNX coordinate transforms.
 
 struct Params {
     nc: u32, h: u32, w: u32, oh: u32,
@@ -44,6 +44,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
     let base = (i / (p.ow * p.oh)) * p.h * p.w;
     if p.linear == 0u {
         dst[i] = src[base + taps[oy] * p.w + taps[p.oh + ox]];
+        return;
+    }
+    if p.linear == 2u {
+        // Bicubic: four source rows and columns with their weights, from
+        // the host's table (indices, rows then columns; then weights):
+        // along W first, then H, in ascending tap order, as the CPU does.
+        let weights = 4u * (p.oh + p.ow);
+        var acc = 0.0;
+        for (var ky = 0u; ky < 4u; ky++) {
+            let ty = 4u * oy + ky;
+            let row = base + taps[ty] * p.w;
+            var line = 0.0;
+            for (var kx = 0u; kx < 4u; kx++) {
+                let tx = 4u * (p.oh + ox) + kx;
+                line += src[row + taps[tx]] * bitcast<f32>(taps[weights + tx]);
+            }
+            acc += line * bitcast<f32>(taps[weights + ty]);
+        }
+        dst[i] = acc;
         return;
     }
     let sy = source_coord(oy, p.scale_h, p.h, p.oh);

@@ -8,7 +8,7 @@
 //! reference implementation) and the ready-made `pytorch-converted` /
 //! `pytorch-operator` cases that use only those ops. The script lists every
 //! excluded case with its reason (1-D/3-D spatial, non-float types, training
-//! mode, wrap Pad, cubic/antialiased Resize, tensors of rank > 5).
+//! mode, wrap Pad, antialiased Resize, tensors of rank > 5).
 //! Graph inputs that feed weight or shape slots (Conv's W, Reshape's shape,
 //! ...) are frozen into initializers by the script, as exporters emit them.
 //! The data are ONNX's, Apache-2.0: see `tests/data/LICENSE-onnx`.
@@ -260,6 +260,15 @@ const CASES: &[&str] = &[
     "node/test_resize_upsample_scales_linear_align_corners",
     "node/test_resize_downsample_scales_linear",
     "node/test_resize_downsample_scales_linear_align_corners",
+    "node/test_resize_upsample_scales_cubic",
+    "node/test_resize_upsample_scales_cubic_align_corners",
+    "node/test_resize_downsample_scales_cubic",
+    "node/test_resize_downsample_scales_cubic_align_corners",
+    "node/test_resize_upsample_sizes_cubic",
+    "node/test_resize_downsample_sizes_cubic",
+    "node/test_resize_upsample_scales_cubic_A_n0p5_exclude_outside",
+    "node/test_resize_downsample_scales_cubic_A_n0p5_exclude_outside",
+    "node/test_resize_upsample_scales_cubic_asymmetric",
     "node/test_resize_downsample_sizes_linear_pytorch_half_pixel",
     "node/test_resize_upsample_sizes_nearest_floor_align_corners",
     "node/test_resize_upsample_sizes_nearest_round_prefer_ceil_asymmetric",

@@ -599,8 +599,8 @@ impl ResizeProblem {
 
     /// ONNX's reference: the source coordinate (computed in f32, the
     /// executor's stated precision), the two neighbours of an edge-padded
-    /// row, and coefficients `[1 - r, r]` (linear) or one-hot (nearest),
-    /// interpolating W first, then H.
+    /// row, and coefficients `[1 - r, r]` (linear) or one-hot (nearest), or
+    /// Keys' four taps (cubic), interpolating W first, then H.
     fn interp_1d(&self, data: &[f64], o: usize, axis: usize) -> f64 {
         let (in_len, out_len) = (self.in_hw[axis], self.out_hw[axis]);
         let scale = self.scales()[axis];
@@ -621,6 +621,34 @@ impl ResizeProblem {
         let at = |i: i64| data[(i.clamp(0, in_len as i64 - 1)) as usize];
         let (p0, p1) = (at(x0 as i64), at(x0 as i64 + 1));
         let coeffs = match self.mode {
+            // Keys' kernel over taps x0 - 1 … x0 + 2, in f64 (the
+            // reference's `_cubic_coeffs`), with its exclude_outside rule.
+            ResizeMode::Cubic { a, exclude_outside } => {
+                let a = f64::from(a);
+                let kernel = |d: f64| {
+                    let d = d.abs();
+                    if d <= 1.0 {
+                        ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0
+                    } else if d < 2.0 {
+                        ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a
+                    } else {
+                        0.0
+                    }
+                };
+                let first = x0 as i64 - 1;
+                let mut w: Vec<f64> = (0..4).map(|k| kernel(ratio + 1.0 - k as f64)).collect();
+                if exclude_outside {
+                    for (k, wk) in w.iter_mut().enumerate() {
+                        let i = first + k as i64;
+                        if i < 0 || i >= in_len as i64 {
+                            *wk = 0.0;
+                        }
+                    }
+                    let sum: f64 = w.iter().sum();
+                    w.iter_mut().for_each(|wk| *wk /= sum);
+                }
+                return (0..4).map(|k| w[k] * at(first + k as i64)).sum();
+            }
             ResizeMode::Linear => [1.0 - ratio, ratio],
             ResizeMode::Nearest(m) => {
                 let up = match m {
@@ -680,6 +708,14 @@ fn resize_problem() -> impl Strategy<Value = ResizeProblem> {
             Just(ResizeMode::Nearest(NearestMode::RoundPreferCeil)),
             Just(ResizeMode::Nearest(NearestMode::Floor)),
             Just(ResizeMode::Nearest(NearestMode::Ceil)),
+            Just(ResizeMode::Cubic {
+                a: -0.75,
+                exclude_outside: false
+            }),
+            Just(ResizeMode::Cubic {
+                a: -0.5,
+                exclude_outside: true
+            }),
         ],
         prop_oneof![
             Just(CoordTransform::HalfPixel),

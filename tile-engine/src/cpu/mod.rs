@@ -20,7 +20,7 @@ mod linalg;
 mod norm;
 mod pool;
 mod resize;
-pub(crate) use resize::nearest_taps;
+pub(crate) use resize::{cubic_taps, nearest_taps};
 
 use std::borrow::Cow;
 

@@ -1,4 +1,4 @@
-//! Resize over H and W: nearest neighbour and bilinear.
+//! Resize over H and W: nearest neighbour, bilinear and bicubic.
 //!
 //! Coordinates are computed in f32 (as the GPU kernels do). Source positions
 //! outside the input are clamped to the edge, as ONNX's reference
@@ -85,6 +85,53 @@ pub(crate) fn nearest_taps(
         .collect()
 }
 
+/// Per output position along one axis: the four source indices of a cubic
+/// resize (clamped to the map, as edge padding reads them) and their
+/// weights, Keys' kernel with parameter `a` as ONNX defines it. With
+/// `exclude_outside`, taps outside the map weigh 0 and the rest are scaled
+/// to sum to 1. The GPU executor reads this same table.
+pub(crate) fn cubic_taps(
+    coord: CoordTransform,
+    a: f32,
+    exclude_outside: bool,
+    scale: f32,
+    in_len: usize,
+    out_len: usize,
+) -> Vec<([usize; 4], [f32; 4])> {
+    (0..out_len)
+        .map(|o| {
+            let x = source_coord(coord, o, scale, in_len, out_len);
+            let x0 = x.floor();
+            let r = x - x0;
+            let (r1, s) = (r + 1.0, 1.0 - r);
+            let s1 = s + 1.0;
+            let mut w = [
+                ((a * r1 - 5.0 * a) * r1 + 8.0 * a) * r1 - 4.0 * a,
+                ((a + 2.0) * r - (a + 3.0)) * r * r + 1.0,
+                ((a + 2.0) * s - (a + 3.0)) * s * s + 1.0,
+                ((a * s1 - 5.0 * a) * s1 + 8.0 * a) * s1 - 4.0 * a,
+            ];
+            let first = x0 as i64 - 1;
+            if exclude_outside {
+                for (k, wk) in w.iter_mut().enumerate() {
+                    let i = first + k as i64;
+                    if i < 0 || i >= in_len as i64 {
+                        *wk = 0.0;
+                    }
+                }
+                let sum: f32 = w.iter().sum();
+                if sum != 0.0 {
+                    for wk in &mut w {
+                        *wk /= sum;
+                    }
+                }
+            }
+            let idx = [0, 1, 2, 3].map(|k| clamp(first + k, in_len));
+            (idx, w)
+        })
+        .collect()
+}
+
 /// Resizes an NCHW map to `out_shape`'s H and W.
 pub(super) fn resize(
     x: &Tensor,
@@ -126,6 +173,28 @@ pub(super) fn resize(
                         let top = src[y0 * w + x0] * (1.0 - rx) + src[y0 * w + x1] * rx;
                         let bottom = src[y1 * w + x0] * (1.0 - rx) + src[y1 * w + x1] * rx;
                         o[oy * ow + ox] = top * (1.0 - ry) + bottom * ry;
+                    }
+                }
+            });
+        }
+        ResizeMode::Cubic { a, exclude_outside } => {
+            let ys = cubic_taps(coord, a, exclude_outside, scales[0], h, oh);
+            let xs = cubic_taps(coord, a, exclude_outside, scales[1], w, ow);
+            out.par_chunks_mut(plane).enumerate().for_each(|(p, o)| {
+                let src = &xd[p * h * w..][..h * w];
+                for (oy, (yi, wy)) in ys.iter().enumerate() {
+                    for (ox, (xi, wx)) in xs.iter().enumerate() {
+                        // Along W first, then H, each in ascending tap order.
+                        let mut acc = 0.0f32;
+                        for (&y, &vy) in yi.iter().zip(wy) {
+                            let row = &src[y * w..][..w];
+                            let mut line = 0.0f32;
+                            for (&x, &vx) in xi.iter().zip(wx) {
+                                line += row[x] * vx;
+                            }
+                            acc += line * vy;
+                        }
+                        o[oy * ow + ox] = acc;
                     }
                 }
             });

@@ -1018,7 +1018,11 @@ impl Lowerer<'_> {
                         vec![("WG", 64)],
                     );
                 }
-                let linear = usize::from(matches!(mode, ResizeMode::Linear));
+                let linear = match mode {
+                    ResizeMode::Nearest(_) => 0,
+                    ResizeMode::Linear => 1,
+                    ResizeMode::Cubic { .. } => 2,
+                };
                 let coord_code = match coord {
                     CoordTransform::HalfPixel => 0,
                     CoordTransform::PytorchHalfPixel => 1,
@@ -1049,6 +1053,28 @@ impl Lowerer<'_> {
                             u32::try_from(i).map_err(|_| Error::Limit(format!("resize index {i}")))
                         })
                         .collect::<Result<_>>()?;
+                    for d in &mut ds {
+                        d.bufs[1] = Buf::Gpu(self.weights.table(&self.up, &taps)?);
+                    }
+                }
+                if let ResizeMode::Cubic { a, exclude_outside } = mode {
+                    // Four source indices per output row, then per column,
+                    // then their weights' bits in the same order.
+                    let rows =
+                        crate::cpu::cubic_taps(*coord, *a, *exclude_outside, scales[0], h, oh);
+                    let cols =
+                        crate::cpu::cubic_taps(*coord, *a, *exclude_outside, scales[1], w, ow);
+                    let both = || rows.iter().chain(&cols);
+                    let mut taps = Vec::with_capacity(8 * (oh + ow));
+                    for (idx, _) in both() {
+                        for &i in idx {
+                            taps.push(
+                                u32::try_from(i)
+                                    .map_err(|_| Error::Limit(format!("resize index {i}")))?,
+                            );
+                        }
+                    }
+                    taps.extend(both().flat_map(|(_, wt)| wt.map(f32::to_bits)));
                     for d in &mut ds {
                         d.bufs[1] = Buf::Gpu(self.weights.table(&self.up, &taps)?);
                     }

@@ -305,12 +305,20 @@ pub enum NearestMode {
 }
 
 /// Interpolation of Resize.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ResizeMode {
     /// Nearest neighbour with a rounding rule.
     Nearest(NearestMode),
     /// Bilinear over H and W.
     Linear,
+    /// Bicubic over H and W (Keys' kernel), four taps per axis.
+    Cubic {
+        /// The kernel's `a` (ONNX `cubic_coeff_a`: -0.75, as PyTorch).
+        a: f32,
+        /// Taps outside the map weigh 0 and the rest are renormalised,
+        /// instead of reading the edge pixel.
+        exclude_outside: bool,
+    },
 }
 
 /// Channel order of DepthToSpace.

@@ -996,8 +996,8 @@ pub(crate) fn resize(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     if out[0] != xs[0] || out[1] != xs[1] {
         return Err(ctx.unsupported("resizing N or C"));
     }
-    if ctx.int("exclude_outside", 0)? != 0 || ctx.int("antialias", 0)? != 0 {
-        return Err(ctx.unsupported("exclude_outside / antialias"));
+    if ctx.int("antialias", 0)? != 0 {
+        return Err(ctx.unsupported("antialias"));
     }
     let mode_s = ctx.string("mode", "nearest")?;
     let nearest = if legacy {
@@ -1014,8 +1014,15 @@ pub(crate) fn resize(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let mode = match mode_s.as_str() {
         "nearest" => ResizeMode::Nearest(nearest),
         "linear" | "bilinear" => ResizeMode::Linear,
+        "cubic" if !legacy => ResizeMode::Cubic {
+            a: ctx.float("cubic_coeff_a", -0.75)?,
+            exclude_outside: ctx.int("exclude_outside", 0)? != 0,
+        },
         other => return Err(ctx.unsupported(format!("mode '{other}'"))),
     };
+    if ctx.int("exclude_outside", 0)? != 0 && !matches!(mode, ResizeMode::Cubic { .. }) {
+        return Err(ctx.unsupported("exclude_outside outside cubic mode"));
+    }
     let coord = if legacy {
         CoordTransform::Asymmetric
     } else {
