@@ -1,17 +1,12 @@
 //! Bad input to `tessera infer` (and `tessera run`) gives a one-line error
 //! naming the problem and a non-zero exit, never a panic.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const MODEL: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/models/resnet8.onnx"
-);
-const INPUT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/models/resnet8.input.npy"
-);
+use common::{RESNET8 as MODEL, RESNET8_INPUT as INPUT};
 /// One Hardmax node (`hardmax_7`), an op the importer does not take.
 const UNSUPPORTED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -19,9 +14,7 @@ const UNSUPPORTED: &str = concat!(
 );
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli_bad_input");
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir.join(name)
+    common::scratch("cli_bad_input", name)
 }
 
 /// Runs `tessera infer` on the CPU and returns its stderr, asserting failure.

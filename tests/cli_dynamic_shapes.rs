@@ -3,6 +3,8 @@
 //! input it is given, through the same commands as a model with fixed
 //! shapes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -10,20 +12,10 @@ use prost::Message;
 use tile_engine::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
 use tile_engine::onnx::proto::{ModelProto, TypeProto, type_proto};
 
-const MODEL: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/models/resnet8.onnx"
-);
-/// The model's declared input, `[1, 3, 64, 64]`.
-const INPUT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/models/resnet8.input.npy"
-);
+use common::{RESNET8 as MODEL, RESNET8_INPUT as INPUT};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli_dynamic_shapes");
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir.join(name)
+    common::scratch("cli_dynamic_shapes", name)
 }
 
 /// resnet8 with its input's batch, height and width made symbolic.

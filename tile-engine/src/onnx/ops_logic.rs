@@ -30,6 +30,20 @@ fn const_inputs(
         .collect()
 }
 
+/// The broadcast shape of two folded operands, charged to the folding
+/// budget before anything of that size is allocated.
+pub(crate) fn folded_shape(
+    imp: &mut Importer,
+    ctx: &NodeCtx<'_>,
+    a: &[usize],
+    b: &[usize],
+) -> Result<Vec<usize>> {
+    let shape = fold::broadcast_shape(a, b)
+        .ok_or_else(|| ctx.malformed(format!("cannot broadcast {a:?} with {b:?}")))?;
+    imp.charge(crate::tensor::checked_numel(&shape)?)?;
+    Ok(shape)
+}
+
 /// `Floor`, `Ceil`, `Round` (half to even), `Not` of a constant.
 pub(crate) fn unary(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let [x] = const_inputs(imp, ctx, 1)?
@@ -61,10 +75,7 @@ pub(crate) fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let [a, b] = const_inputs(imp, ctx, 2)?
         .try_into()
         .map_err(|_| ctx.malformed("two inputs"))?;
-    let shape = fold::broadcast_shape(&a.shape, &b.shape).ok_or_else(|| {
-        ctx.malformed(format!("cannot broadcast {:?} with {:?}", a.shape, b.shape))
-    })?;
-    imp.charge(crate::tensor::checked_numel(&shape)?)?;
+    let shape = folded_shape(imp, ctx, &a.shape, &b.shape)?;
     let ia = fold::broadcast_indices(&shape, &a.shape);
     let ib = fold::broadcast_indices(&shape, &b.shape);
     let pairs = ia.iter().zip(&ib);

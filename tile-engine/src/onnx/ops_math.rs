@@ -7,13 +7,14 @@ use std::sync::Arc;
 use super::attrs::NodeCtx;
 use super::fold;
 use super::importer::{Importer, Slot};
+use super::ops_logic::folded_shape;
 use super::value::ConstValue;
 use crate::error::{Error, Result};
 use crate::ir::{
     Activation, BinaryKind, BorderMode, Conv, CoordTransform, DepthToSpaceMode, NearestMode, Op,
     ResizeMode, ValueId,
 };
-use crate::tensor::{Tensor, checked_numel};
+use crate::tensor::Tensor;
 
 /// Binds the node's output to `v`, giving a value created by this node the
 /// node's output name (intermediate steps were emitted under derived names).
@@ -402,13 +403,7 @@ pub(crate) fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     if let Some(cs) = consts {
         let mut acc = (*cs[0]).clone();
         for c in &cs[1..] {
-            let shape = fold::broadcast_shape(&acc.shape, &c.shape).ok_or_else(|| {
-                ctx.malformed(format!(
-                    "cannot broadcast {:?} with {:?}",
-                    acc.shape, c.shape
-                ))
-            })?;
-            imp.charge(checked_numel(&shape)?)?;
+            folded_shape(imp, ctx, &acc.shape, &c.shape)?;
             acc = fold::binary(kind, &acc, c)
                 .ok_or_else(|| ctx.malformed("integer overflow or division by zero"))?;
         }
@@ -449,13 +444,7 @@ pub(crate) fn pow(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let x_name = ctx.req_input(0)?;
     let e = imp.req_const(ctx, 1, "exponent")?;
     if let Some(base) = imp.konst(x_name) {
-        let shape = fold::broadcast_shape(&base.shape, &e.shape).ok_or_else(|| {
-            ctx.malformed(format!(
-                "cannot broadcast {:?} with {:?}",
-                base.shape, e.shape
-            ))
-        })?;
-        imp.charge(checked_numel(&shape)?)?;
+        let shape = folded_shape(imp, ctx, &base.shape, &e.shape)?;
         let (ib, ie) = (
             fold::broadcast_indices(&shape, &base.shape),
             fold::broadcast_indices(&shape, &e.shape),
@@ -630,16 +619,22 @@ pub(crate) fn layer_norm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     imp.emit_out(ctx, op, vec![x])
 }
 
-/// `InstanceNormalization` of an NCHW map → `Op::InstanceNorm`.
-pub(crate) fn instance_norm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
-    let first_new = imp.graph.values.len();
-    let x_name = ctx.req_input(0)?;
+/// The shape of a normalisation's input: channels and at least one axis after them.
+fn planes_input(imp: &Importer, ctx: &NodeCtx<'_>, x_name: &str) -> Result<Vec<usize>> {
     let xs = imp.shape_of(ctx, x_name)?;
     if xs.len() < 3 {
         return Err(ctx.unsupported(format!(
             "only an input with channels and at least one spatial axis is supported, not {xs:?}"
         )));
     }
+    Ok(xs)
+}
+
+/// `InstanceNormalization` of an NCHW map → `Op::InstanceNorm`.
+pub(crate) fn instance_norm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let first_new = imp.graph.values.len();
+    let x_name = ctx.req_input(0)?;
+    let xs = planes_input(imp, ctx, x_name)?;
     let scale = imp.req_const(ctx, 1, "scale")?.to_f32();
     let bias = imp.req_const(ctx, 2, "B")?.to_f32();
     if scale.len() != xs[1] || bias.len() != xs[1] {
@@ -697,12 +692,7 @@ fn normalise_planes(
 pub(crate) fn group_norm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let first_new = imp.graph.values.len();
     let x_name = ctx.req_input(0)?;
-    let xs = imp.shape_of(ctx, x_name)?;
-    if xs.len() < 3 {
-        return Err(ctx.unsupported(format!(
-            "only an input with channels and at least one spatial axis is supported, not {xs:?}"
-        )));
-    }
+    let xs = planes_input(imp, ctx, x_name)?;
     let groups = ctx
         .int_opt("num_groups")?
         .ok_or_else(|| ctx.malformed("missing attribute 'num_groups'"))?;
