@@ -1462,6 +1462,29 @@ fn constant_pads_of_channels_copy_the_map_exactly() {
         }
     }
     assert_eq!(y[0].data(), want.as_slice());
+    // Negative pads crop after the positive ones pad: edge-pad two rows at
+    // the bottom, then drop the top row and the last column.
+    let m = model(
+        13,
+        vec![node(
+            "Pad",
+            "p",
+            &["x", "pads"],
+            &["y"],
+            vec![attr("mode", A::S("edge"))],
+        )],
+        vec![ti("pads", &[8], &[0, 0, -1, 0, 0, 0, 2, -1])],
+        vec![vis("x", &[1, 1, 4, 3])],
+        vec![vi("y", &[])],
+    );
+    let g = load(&m);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 1, 5, 2]);
+    let x43: Vec<f32> = (0..12).map(|i| i as f32).collect();
+    let t = tile_engine::Tensor::new(vec![1, 1, 4, 3], x43).expect("x");
+    let y = tile_engine::cpu::run(&g, std::slice::from_ref(&t)).expect("run");
+    // Rows 1, 2, 3, then row 3 twice more; columns 0 and 1.
+    let want = [3.0, 4.0, 6.0, 7.0, 9.0, 10.0, 9.0, 10.0, 9.0, 10.0];
+    assert_eq!(y[0].data(), want);
     // Reflecting channels has no meaning for a map: refused by name.
     match load_bytes(&bytes(&pad("reflect"))) {
         Err(Error::Unsupported(e)) => {

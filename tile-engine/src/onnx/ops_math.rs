@@ -812,12 +812,28 @@ pub(crate) fn pad(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         begin[a] = raw[i];
         end[a] = raw[na + i];
     }
+    // Negative pads of H and W crop, after the positive ones pad (the
+    // order of ONNX's reference, which matters for reflect and edge).
+    // `[top, left, bottom, right]` rows and columns cropped.
+    let mut crop = [0usize; 4];
+    if r == 4 {
+        for (k, a) in [(0, 2), (1, 3)] {
+            if begin[a] < 0 {
+                crop[k] = ctx.size("pad", -begin[a])?;
+                begin[a] = 0;
+            }
+            if end[a] < 0 {
+                crop[k + 2] = ctx.size("pad", -end[a])?;
+                end[a] = 0;
+            }
+        }
+    }
     if begin.iter().chain(&end).any(|&p| p < 0) {
-        return Err(ctx.unsupported("negative pads"));
+        return Err(ctx.unsupported("negative pads of an axis other than H and W"));
     }
     let first_new = imp.graph.values.len();
     let mut x = imp.runtime(ctx, x_name)?;
-    if begin.iter().chain(&end).all(|&p| p == 0) {
+    if begin.iter().chain(&end).all(|&p| p == 0) && crop == [0; 4] {
         return imp.bind_out(ctx, x);
     }
     let channels = r == 4 && (begin[1] != 0 || end[1] != 0);
@@ -843,6 +859,25 @@ pub(crate) fn pad(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
             Some(mode) => Op::BorderPad { pads, mode },
         };
         x = imp.emit(ctx.name.clone(), op, vec![x], format!("{out}/hw"))?;
+    }
+    if crop != [0; 4] {
+        let mut s = imp.graph.shape(x).to_vec();
+        for (a, (b, e)) in [(2, (crop[0], crop[2])), (3, (crop[1], crop[3]))] {
+            s[a] = s[a]
+                .checked_sub(b + e)
+                .filter(|&n| n > 0)
+                .ok_or_else(|| ctx.malformed(format!("negative pads remove all of axis {a}")))?;
+        }
+        let op = Op::Crop {
+            offset: [crop[0], crop[1]],
+        };
+        x = imp.emit_shaped(
+            format!("{}/crop", ctx.name),
+            op,
+            vec![x],
+            format!("{out}/crop"),
+            s,
+        )?;
     }
     finish(imp, ctx, x, first_new)
 }
