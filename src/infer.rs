@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use tile_engine::tiling::{FusionOptions, Grid, TiledOptions};
 use tile_engine::{Executor, Graph, Tensor};
 
@@ -10,15 +10,16 @@ use crate::InferArgs;
 use tessera::exec::executor;
 use tessera::model;
 
-/// Runs `graph` whole (1×1 grid and no fuse override) or tile by tile.
+/// Runs `graph` whole (1×1 grid and no fuse override) or tile by tile;
+/// returns its outputs in the graph's order.
 pub fn run_graph(
     exec: &dyn Executor,
     graph: &Graph,
     input: Tensor,
     grid: &Grid,
     fuse: Option<usize>,
-) -> Result<Tensor> {
-    let outputs = if grid.len() == 1 && fuse.is_none() {
+) -> Result<Vec<Tensor>> {
+    Ok(if grid.len() == 1 && fuse.is_none() {
         exec.run(graph, &[input])?
     } else {
         let options = TiledOptions {
@@ -26,12 +27,7 @@ pub fn run_graph(
             ..TiledOptions::default()
         };
         tile_engine::tiling::run_tiled(exec, graph, &[input], grid, &options)?
-    };
-    let n = outputs.len();
-    match <[Tensor; 1]>::try_from(outputs) {
-        Ok([out]) => Ok(out),
-        Err(_) => bail!("the model has {n} outputs; tessera infer runs models with exactly one"),
-    }
+    })
 }
 
 /// Runs a model on one input in this process.
@@ -42,21 +38,22 @@ pub fn infer(args: &InferArgs) -> Result<()> {
     let input = model::read_input(kind, &args.input, args.pixel_scale)?;
     let graph = model::load(&args.model, input.shape())?;
     let input = model::fit_image_channels(&args.input, &graph, input)?;
-    model::check_io(&args.model, &graph, &input)?;
-    tessera::tensor_io::format_of(&args.output)?;
+    model::check_io(&args.model, &graph, &input, &args.output)?;
     let exec = executor(args.backend, args.adapter.clone(), args.no_autotune)?;
     let started = Instant::now();
-    let output = run_graph(exec.as_ref(), &graph, input, &grid, args.fuse)?;
+    let outputs = run_graph(exec.as_ref(), &graph, input, &grid, args.fuse)?;
     let elapsed = started.elapsed();
-    model::write_output(kind, &args.output, &output, args.pixel_scale)?;
-    eprintln!(
-        "{}: output {:?} on {} (grid {}x{}) in {:.1} ms",
-        args.output.display(),
-        output.shape(),
-        exec.name(),
-        grid.rows,
-        grid.cols,
-        elapsed.as_secs_f64() * 1e3
-    );
+    model::write_outputs(kind, &args.output, &outputs, args.pixel_scale)?;
+    for (path, output) in args.output.iter().zip(&outputs) {
+        eprintln!(
+            "{}: output {:?} on {} (grid {}x{}) in {:.1} ms",
+            path.display(),
+            output.shape(),
+            exec.name(),
+            grid.rows,
+            grid.cols,
+            elapsed.as_secs_f64() * 1e3
+        );
+    }
     Ok(())
 }

@@ -69,9 +69,10 @@ pub struct InferArgs {
     /// Input tensor: .npy (float32, NCHW) or .png.
     #[arg(long)]
     pub input: PathBuf,
-    /// Output tensor: .npy or .png.
-    #[arg(long)]
-    pub output: PathBuf,
+    /// Output tensor: .npy or .png; one per model output, in the model's
+    /// order (`--output a.npy b.npy` or `--output a.npy --output b.npy`).
+    #[arg(long, required = true, num_args = 1..)]
+    pub output: Vec<PathBuf>,
     /// Split every tileable fused block into R×C tiles (results do not change).
     #[arg(long, default_value = "1x1")]
     pub grid: String,

@@ -1,7 +1,7 @@
 //! Finding and loading a model by the name a user gives on the command line,
 //! and the pixel convention its PNG inputs and outputs use.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use tile_engine::{Graph, Tensor, default_model};
@@ -69,6 +69,25 @@ pub fn fit_image_channels(path: &Path, graph: &Graph, input: Tensor) -> Result<T
     Ok(Tensor::new(vec![1, 1, h, w], r.to_vec())?)
 }
 
+/// Writes each output to its path, in order (see [`write_output`]).
+pub fn write_outputs(
+    kind: ModelKind,
+    paths: &[PathBuf],
+    outputs: &[Tensor],
+    pixel_scale: Option<f32>,
+) -> Result<()> {
+    anyhow::ensure!(
+        paths.len() == outputs.len(),
+        "{} outputs for {} paths",
+        outputs.len(),
+        paths.len()
+    );
+    for (path, t) in paths.iter().zip(outputs) {
+        write_output(kind, path, t, pixel_scale)?;
+    }
+    Ok(())
+}
+
 /// Writes an output tensor with the pixel convention of the model it came from.
 pub fn write_output(
     kind: ModelKind,
@@ -91,7 +110,7 @@ pub fn write_output(
 pub fn check_pixel_scale(
     kind: ModelKind,
     input: &Path,
-    output: &Path,
+    outputs: &[PathBuf],
     pixel_scale: Option<f32>,
 ) -> Result<()> {
     let Some(scale) = pixel_scale else {
@@ -104,7 +123,7 @@ pub fn check_pixel_scale(
         bail!("--pixel-scale does not apply to the default model, whose PNGs are RGB in [0, 255]");
     }
     let png = |p: &Path| tensor_io::format_of(p).is_ok_and(|f| f == Format::Png);
-    if !png(input) && !png(output) {
+    if !png(input) && !outputs.iter().any(|o| png(o)) {
         bail!("--pixel-scale applies to PNG images; neither --input nor --output is a .png");
     }
     Ok(())
@@ -154,20 +173,31 @@ pub fn load(spec: &str, input_shape: &[usize]) -> Result<Graph> {
 }
 
 /// Checks that `graph` (loaded from `spec`) takes `input` as its one input
-/// and gives one output: what `tessera infer` and `tessera run` read and
-/// write. Run before any work, so a wrong file fails at once and says why.
-pub fn check_io(spec: &str, graph: &Graph, input: &Tensor) -> Result<()> {
+/// and has one output per path in `outputs`, each a file type tessera
+/// writes: what `tessera infer` and `tessera run` read and write. Run before
+/// any work, so a wrong file fails at once and says why.
+pub fn check_io(spec: &str, graph: &Graph, input: &Tensor, outputs: &[PathBuf]) -> Result<()> {
     if graph.inputs.len() != 1 {
         bail!(
             "{spec}: the model has {} inputs; tessera feeds exactly one",
             graph.inputs.len()
         );
     }
-    if graph.outputs.len() != 1 {
+    if graph.outputs.len() != outputs.len() {
+        let names: Vec<&str> = graph
+            .outputs
+            .iter()
+            .map(|&v| graph.values[v].name.as_str())
+            .collect();
         bail!(
-            "{spec}: the model has {} outputs; tessera runs models with exactly one",
-            graph.outputs.len()
+            "{spec}: the model has {} outputs ({}) and {} --output paths were given; give one per output, in that order",
+            names.len(),
+            names.join(", "),
+            outputs.len()
         );
+    }
+    for o in outputs {
+        tensor_io::format_of(o)?;
     }
     graph
         .check_inputs(std::slice::from_ref(input))

@@ -30,9 +30,9 @@ pub struct RunArgs {
     /// Input tensor (.npy or .png).
     #[arg(long)]
     pub input: PathBuf,
-    /// Output tensor (.npy or .png).
-    #[arg(long)]
-    pub output: PathBuf,
+    /// Output tensor (.npy or .png); one per model output, in the model's order.
+    #[arg(long, required = true, num_args = 1..)]
+    pub output: Vec<PathBuf>,
     /// PNG pixel range for models not embedded: byte/255 × this.
     #[arg(long)]
     pub pixel_scale: Option<f32>,
@@ -54,8 +54,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     // would otherwise surface as a node's error about the model bundle.
     let graph = model::load(&args.model, input.shape())?;
     let input = model::fit_image_channels(&args.input, &graph, input)?;
-    model::check_io(&args.model, &graph, &input)?;
-    tessera::tensor_io::format_of(&args.output)?;
+    model::check_io(&args.model, &graph, &input, &args.output)?;
     let bundle = Bundle::from_spec(&args.model, input.shape())?;
     let addrs = cluster
         .nodes
@@ -103,19 +102,17 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let adaptive = experiment::Adaptive::new(&coord, &loaded)?;
         let run = experiment::run_plan(&coord, &loaded, &input, &adaptive.plan, 1, true).await?;
         coord.shutdown().await;
-        let out = run
-            .outputs
-            .first()
-            .context("the model produced no output")?;
-        model::write_output(kind, &args.output, out, args.pixel_scale)?;
-        eprintln!(
-            "{}: output {:?} in {:.1} ms wall clock ({} jobs; tiles: {})",
-            args.output.display(),
-            out.shape(),
-            run.wall_s * 1e3,
-            run.records.len(),
-            experiment::shares_text(&coord, &run.plan)
-        );
+        model::write_outputs(kind, &args.output, &run.outputs, args.pixel_scale)?;
+        for (path, out) in args.output.iter().zip(&run.outputs) {
+            eprintln!(
+                "{}: output {:?} in {:.1} ms wall clock ({} jobs; tiles: {})",
+                path.display(),
+                out.shape(),
+                run.wall_s * 1e3,
+                run.records.len(),
+                experiment::shares_text(&coord, &run.plan)
+            );
+        }
         Ok(())
     })
 }
