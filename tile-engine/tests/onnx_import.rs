@@ -1228,6 +1228,67 @@ fn expand_broadcasts_a_runtime_map() {
 }
 
 #[test]
+fn a_float16_model_runs_in_float32() {
+    use tile_engine::onnx::proto::{tensor_proto::DataType, type_proto};
+    // Input and output declared float16, with the Casts a mixed-precision
+    // export puts around a float32 op: they are no-ops here.
+    let mut x = vis("x", &[1, 2, 2, 2]);
+    if let Some(type_proto::Value::TensorType(t)) = x.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = Some(DataType::Float16 as i32);
+    }
+    let m = model(
+        13,
+        vec![
+            node(
+                "Cast",
+                "up",
+                &["x"],
+                &["x32"],
+                vec![attr("to", A::I(DataType::Float as i64))],
+            ),
+            node("Relu", "relu", &["x32"], &["r"], vec![]),
+            node(
+                "Cast",
+                "down",
+                &["r"],
+                &["y"],
+                vec![attr("to", A::I(DataType::Float16 as i64))],
+            ),
+        ],
+        vec![],
+        vec![x],
+        vec![vi("y", &[])],
+    );
+    let g = load(&m);
+    assert_eq!(ops(&g), vec!["activation"]);
+    let input = tile_engine::Tensor::new(
+        vec![1, 2, 2, 2],
+        vec![-1.0, 2.0, -3.0, 4.0, 0.5, -0.5, 1e-9, 7.0],
+    )
+    .expect("input");
+    let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+    assert_eq!(y[0].data(), [0.0, 2.0, 0.0, 4.0, 0.5, 0.0, 1e-9, 7.0]);
+    // An integer input is still refused, with its type named.
+    let mut i = vis("x", &[1, 2]);
+    if let Some(type_proto::Value::TensorType(t)) = i.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = Some(DataType::Int64 as i32);
+    }
+    let m = model(
+        13,
+        vec![node("Relu", "r", &["x"], &["y"], vec![])],
+        vec![],
+        vec![i],
+        vec![vi("y", &[])],
+    );
+    match load_bytes(&bytes(&m)) {
+        Err(Error::Unsupported(e)) => assert!(e.contains("INT64"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn symbolic_height_and_width_take_the_input_size() {
     // The small CNN (global pool, then a reshape whose target a folded
     // Shape subgraph computes) with batch, height and width left open.

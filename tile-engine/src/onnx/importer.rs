@@ -247,10 +247,18 @@ fn value_info_shape(vi: &ValueInfoProto, fill: &[usize]) -> Result<(String, Vec<
         }
     };
     let et = tt.elem_type.unwrap_or(0);
-    if et != DataType::Float as i32 {
+    // A float16 or float64 model runs in float32, as its weights are read:
+    // the caller feeds float32, and Casts between float types are no-ops.
+    let floats = [
+        DataType::Float,
+        DataType::Float16,
+        DataType::Bfloat16,
+        DataType::Double,
+    ];
+    if !floats.iter().any(|&d| et == d as i32) {
         let tn = DataType::try_from(et).map_or("unknown", |d| d.as_str_name());
         return Err(Error::Unsupported(format!(
-            "graph input '{name}' has element type {tn}; only float32 inputs are supported"
+            "graph input '{name}' has element type {tn}; only floating-point inputs are supported"
         )));
     }
     let dims = tt

@@ -3,7 +3,8 @@
 //!
 //! Accepted: IR version 3 and later, default-domain opsets 7 to 21 (22–25
 //! too: they only added element types to the ops imported here). Graph
-//! inputs must be float32; their symbolic dimensions take the sizes of the
+//! inputs must be floating point (float16 and float64 models run in
+//! float32, as their weights are read); their symbolic dimensions take the sizes of the
 //! caller's input ([`load_bytes_for_input`]; without one, a symbolic batch
 //! is 1 and other symbolic dimensions are refused). Initializers that old exporters also list
 //! as graph inputs are constants, not runtime inputs; unused initializers are
