@@ -141,7 +141,7 @@ def constant_operand_reason(model: onnx.ModelProto, node: onnx.NodeProto, rank) 
         if axes is None and len(node.input) > 1 and node.input[1]:
             axes = inits.get(node.input[1])
         if axes is None or len(axes) == 0:
-            return f"{op} over every axis (only over C, or H and W, is in scope)"
+            return f"{op} over every axis (only over C, or every axis after C, is in scope)"
         if rank is None:
             return f"{op} of a tensor of unknown rank"
         axes = sorted({int(a) % rank for a in np.asarray(axes).ravel()})
@@ -149,7 +149,7 @@ def constant_operand_reason(model: onnx.ModelProto, node: onnx.NodeProto, rank) 
             return None
         if rank >= 3 and axes == list(range(2, rank)) and op in ("ReduceMean", "ReduceMax"):
             return None
-        return f"{op} over axes {axes} of a rank-{rank} tensor (only over C, or H and W, is in scope)"
+        return f"{op} over axes {axes} of a rank-{rank} tensor (only over C, or every axis after C, is in scope)"
     if op == "Pow":
         e = inits.get(node.input[1])
         if e is None or e.size != 1 or float(e.ravel()[0]) not in POW_EXPONENTS:

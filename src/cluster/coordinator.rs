@@ -1229,7 +1229,9 @@ impl Coordinator {
             .outputs
             .iter()
             .map(|&v| {
-                env[v].take().ok_or_else(|| {
+                // Cloned, not taken: two outputs may name one value (an
+                // Identity of another output).
+                env[v].clone().ok_or_else(|| {
                     ClusterError::Protocol(format!(
                         "output {} was never computed",
                         graph.values[v].name

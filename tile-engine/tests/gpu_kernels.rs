@@ -331,7 +331,8 @@ proptest! {
         for mode in [DepthToSpaceMode::Dcr, DepthToSpaceMode::Crd] {
             check(&single(Op::DepthToSpace { blocksize: 2, mode }, &d2s_shape, None), &[random(&d2s_shape, seed)], None, "depthtospace");
         }
-        let modes = [ResizeMode::Linear, ResizeMode::Nearest(NearestMode::RoundPreferFloor), ResizeMode::Nearest(NearestMode::Floor)];
+        let cubic = |a, exclude_outside| ResizeMode::Cubic { a, exclude_outside };
+        let modes = [ResizeMode::Linear, ResizeMode::Nearest(NearestMode::RoundPreferFloor), ResizeMode::Nearest(NearestMode::Floor), cubic(-0.75, false), cubic(-0.5, true)];
         let coords = [CoordTransform::HalfPixel, CoordTransform::AlignCorners, CoordTransform::Asymmetric, CoordTransform::PytorchHalfPixel];
         for (i, mode) in modes.into_iter().enumerate() {
             let coord = coords[(seed as usize + i) % 4];

@@ -1165,6 +1165,22 @@ fn shape_arithmetic_rounds_compares_and_selects_on_constants() {
     };
     assert_eq!(m(0), [1.0, 2.0, -2.0, -1.0]);
     assert_eq!(m(1), [1.0, -1.0, 1.0, -1.0]);
+    // Floats follow the same two rules (numpy's mod and C's fmod).
+    let floats = || vec![tf("a", &[2], &[5.5, -5.5]), tf("b", &[1], &[2.0])];
+    let fm = |fmod| {
+        folded(
+            vec![node(
+                "Mod",
+                "m",
+                &["a", "b"],
+                &["y"],
+                vec![attr("fmod", A::I(fmod))],
+            )],
+            floats(),
+        )
+    };
+    assert_eq!(fm(0), [1.5, 0.5]);
+    assert_eq!(fm(1), [1.5, -1.5]);
     // Comparisons broadcast and give 0/1; Where picks by them:
     // Where(Less(a, b), a, b) is the smaller of each pair.
     let pairs = || vec![ti("a", &[3], &[1, 5, 3]), ti("b", &[1], &[3])];
@@ -1199,6 +1215,39 @@ fn shape_arithmetic_rounds_compares_and_selects_on_constants() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn hostile_sizes_in_the_rewritten_ops_are_refused_without_a_panic() {
+    let one = |n, inits, x: &[i64]| {
+        load_bytes(&bytes(&model(
+            13,
+            vec![n],
+            inits,
+            vec![vis("x", x)],
+            vec![vi("y", &[])],
+        )))
+    };
+    let s2d = |b: i64| {
+        node(
+            "SpaceToDepth",
+            "s",
+            &["x"],
+            &["y"],
+            vec![attr("blocksize", A::I(b))],
+        )
+    };
+    // An empty map, and a blocksize that would emit 2·b² nodes.
+    assert!(one(s2d(2), vec![], &[1, 1, 0, 4]).is_err());
+    assert!(one(s2d(1 << 12), vec![], &[1, 1, 4096, 4096]).is_err());
+    // A pad whose negation overflows.
+    let pad = node("Pad", "p", &["x", "pads"], &["y"], vec![]);
+    let pads = vec![ti("pads", &[8], &[0, 0, i64::MIN, 0, 0, 0, 0, 0])];
+    assert!(one(pad, pads, &[1, 1, 4, 4]).is_err());
+    // An Expand far beyond what the file justifies.
+    let e = node("Expand", "e", &["x", "s"], &["y"], vec![]);
+    let s = vec![ti("s", &[4], &[1, 1, 1 << 20, 1 << 20])];
+    assert!(one(e, s, &[1, 1, 1, 1]).is_err());
 }
 
 #[test]

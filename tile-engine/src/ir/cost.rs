@@ -1,7 +1,7 @@
 //! FLOP and byte counts per node: what the planner's cost model consumes.
 
 use super::graph::{Graph, NodeId};
-use super::op::{Op, PoolKind};
+use super::op::{Op, PoolKind, ResizeMode};
 
 /// Op classes the profiler keeps separate throughput estimates for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,6 +86,10 @@ impl Graph {
             }
             Op::Lrn { size, .. } => (OpClass::Elementwise, out * (*size as u64 + 4), 0),
             Op::Softmax { .. } | Op::LogSoftmax { .. } => (OpClass::Elementwise, out * 4, 0),
+            Op::Resize {
+                mode: ResizeMode::Cubic { .. },
+                ..
+            } => (OpClass::Elementwise, out * 16, 0),
             Op::Resize { .. } => (OpClass::Elementwise, out * 4, 0),
             _ => (OpClass::Elementwise, out, 0),
         };

@@ -363,13 +363,14 @@ pub(crate) fn global_pool(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     imp.emit_out(ctx, Op::GlobalPool(kind), vec![x])
 }
 
-/// `ReduceMean` / `ReduceMax` over H and W of an NCHW map: a global pool,
-/// reshaped to `[N, C]` without `keepdims` (squeeze-and-excitation blocks
-/// and classifier heads exported from PyTorch use these for
-/// `x.mean((2, 3))`). `ReduceMean`, `ReduceMax`, `ReduceMin` and
-/// `ReduceSum` over the channel axis alone (`x.mean(1, keepdim=True)` in
-/// spatial attention and channels-first layer norms) become
-/// [`Op::ChannelReduce`]. Other axes are not supported.
+/// `ReduceMean` / `ReduceMax` over every axis after C (H and W of an NCHW
+/// map, or the last axis of `[N, C, L]`): a global pool, reshaped to
+/// `[N, C]` without `keepdims` (squeeze-and-excitation blocks and classifier
+/// heads exported from PyTorch use these for `x.mean((2, 3))`).
+/// `ReduceMean`, `ReduceMax`, `ReduceMin`, `ReduceSum` and `ReduceL2` over
+/// the channel axis alone (`x.mean(1, keepdim=True)` in spatial attention,
+/// channels-first layer norms, `F.normalize`) become [`Op::ChannelReduce`].
+/// Other axes are not supported.
 pub(crate) fn reduce(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let input = ctx.req_input(0)?;
     let shape = imp.shape_of(ctx, input)?;
@@ -391,7 +392,7 @@ pub(crate) fn reduce(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         }
         _ => {
             return Err(ctx.unsupported(
-                "it reduces over every axis (no axes given); only a reduction over H and W (axes [2, 3]) or over C (axis 1) is supported",
+                "it reduces over every axis (no axes given); only a reduction over C (axis 1), or (ReduceMean and ReduceMax) over every axis after C, is supported",
             ));
         }
     };
@@ -481,7 +482,8 @@ fn channel_reduce(
 /// `ArgMax` / `ArgMin` across the channels (a segmentation head's class
 /// map): [`Op::ChannelReduce`], the index as a float32 (tessera's tensors
 /// are float32; ONNX's are int64 with the same values). The first index
-/// wins ties; `select_last_index` and other axes are refused.
+/// wins ties, and a NaN never wins (numpy picks the first NaN);
+/// `select_last_index` and other axes are refused.
 pub(crate) fn arg(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let input = ctx.req_input(0)?;
     let shape = imp.shape_of(ctx, input)?;

@@ -94,12 +94,23 @@ pub(crate) fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
                     })
                 })
                 .collect::<Option<Vec<i64>>>()
-                .ok_or_else(|| ctx.malformed("integer Mod by zero"))?;
+                .ok_or_else(|| ctx.malformed("integer Mod by zero or overflowing"))?;
             Data::I64(v)
         }
         (_, _, "Mod") => {
+            let fmod = ctx.int("fmod", 0)? != 0;
             let (x, y) = (a.to_f32(), b.to_f32());
-            Data::F32(pairs.map(|(&i, &j)| x[i] % y[j]).collect())
+            let v = pairs.map(|(&i, &j)| {
+                let (p, q) = (x[i], y[j]);
+                let r = p % q;
+                // fmod = 0 takes the divisor's sign, as numpy's mod.
+                if !fmod && r != 0.0 && (r < 0.0) != (q < 0.0) {
+                    r + q
+                } else {
+                    r
+                }
+            });
+            Data::F32(v.collect())
         }
         (Data::I64(x), Data::I64(y), op) => {
             let f = cmp_or_logic(op);
@@ -206,6 +217,7 @@ pub(crate) fn expand(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
                 })
                 .collect();
             let count = crate::tensor::checked_numel(&zeros_shape)?;
+            imp.charge(count)?;
             let zeros = imp.add_const(
                 format!("{}/zeros", ctx.output()?),
                 ConstValue::f32(zeros_shape, vec![0.0; count]),

@@ -765,8 +765,9 @@ pub(crate) fn lrn(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     imp.emit_out(ctx, op, vec![x])
 }
 
-/// `Pad` of H and W of an NCHW map → `Op::Pad` (constant mode) or
-/// `Op::BorderPad` (reflect, edge).
+/// `Pad` of an NCHW map: H and W → `Op::Pad` (constant mode) or
+/// `Op::BorderPad` (reflect, edge); constant channels → a 1×1 conv (see
+/// [`pad_channels`]); negative pads of H and W → a `Crop` after the padding.
 pub(crate) fn pad(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let mode = ctx.string("mode", "constant")?;
     let border = match mode.as_str() {
@@ -812,18 +813,19 @@ pub(crate) fn pad(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         begin[a] = raw[i];
         end[a] = raw[na + i];
     }
-    // Negative pads of H and W crop, after the positive ones pad (the
-    // order of ONNX's reference, which matters for reflect and edge).
+    // Negative pads of H and W crop. Padding first and cropping after gives
+    // what the reference (which crops first) gives for every valid model.
     // `[top, left, bottom, right]` rows and columns cropped.
     let mut crop = [0usize; 4];
     if r == 4 {
         for (k, a) in [(0, 2), (1, 3)] {
+            let neg = |p: i64| ctx.size("pad", p.checked_neg().unwrap_or(i64::MAX));
             if begin[a] < 0 {
-                crop[k] = ctx.size("pad", -begin[a])?;
+                crop[k] = neg(begin[a])?;
                 begin[a] = 0;
             }
             if end[a] < 0 {
-                crop[k + 2] = ctx.size("pad", -end[a])?;
+                crop[k + 2] = neg(end[a])?;
                 end[a] = 0;
             }
         }
@@ -1078,7 +1080,9 @@ pub(crate) fn resize(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     imp.bind_out(ctx, y)
 }
 
-/// `DepthToSpace` → `Op::DepthToSpace`.
+/// Largest `SpaceToDepth` blocksize imported.
+const MAX_SPACE_TO_DEPTH_BLOCK: usize = 8;
+
 /// `SpaceToDepth` (YOLOv2's reorg): the `b × b` phases of the map, each a
 /// crop and a 1×1 max pool of stride `b` (which picks exactly), then
 /// concatenated on C in row-major phase order, as ONNX orders the output
@@ -1094,8 +1098,15 @@ pub(crate) fn space_to_depth(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()
     let [_, _, h, w] = xs[..] else {
         return Err(ctx.unsupported(format!("only an NCHW map is supported, not {xs:?}")));
     };
-    if b == 0 || h % b != 0 || w % b != 0 {
+    if b == 0 || h == 0 || w == 0 || h % b != 0 || w % b != 0 {
         return Err(ctx.malformed(format!("blocksize {b} does not divide {h}×{w}")));
+    }
+    // b² phases become 2·b² nodes: keep that proportionate to a real model
+    // (YOLOv2's reorg uses 2).
+    if b > MAX_SPACE_TO_DEPTH_BLOCK {
+        return Err(ctx.unsupported(format!(
+            "blocksize {b}; at most {MAX_SPACE_TO_DEPTH_BLOCK} is supported"
+        )));
     }
     let x = imp.runtime(ctx, x_name)?;
     if b == 1 {
@@ -1126,6 +1137,7 @@ pub(crate) fn space_to_depth(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()
     finish(imp, ctx, y, first_new)
 }
 
+/// `DepthToSpace` → `Op::DepthToSpace`.
 pub(crate) fn depth_to_space(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let b = ctx
         .int_opt("blocksize")?

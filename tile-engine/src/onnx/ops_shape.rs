@@ -300,6 +300,11 @@ pub(crate) fn strided_pick(
     out: String,
 ) -> Result<ValueId> {
     let shape = imp.graph.shape(x).to_vec();
+    if h == 0 || w == 0 {
+        return Err(crate::error::Error::Unsupported(format!(
+            "node '{node}': an empty {h}×{w} slice of a map"
+        )));
+    }
     let span = [(h - 1) * step[0] + 1, (w - 1) * step[1] + 1];
     let mut y = x;
     if [top, left] != [0, 0] || span[..] != shape[2..] {
