@@ -28,20 +28,29 @@ fn ops(g: &Graph) -> Vec<&'static str> {
 }
 
 /// A one-node model over one float input.
+fn one_node(
+    opset: i64,
+    n: tile_engine::onnx::proto::NodeProto,
+    inits: Vec<tile_engine::onnx::proto::TensorProto>,
+    x: &[i64],
+) -> tile_engine::onnx::proto::ModelProto {
+    let out = n.output[0].clone();
+    model(
+        opset,
+        vec![n],
+        inits,
+        vec![vis("x", x)],
+        vec![vi(&out, &[])],
+    )
+}
+
 fn single(
     opset: i64,
     n: tile_engine::onnx::proto::NodeProto,
     inits: Vec<tile_engine::onnx::proto::TensorProto>,
     x: &[i64],
 ) -> Vec<u8> {
-    let out = n.output[0].clone();
-    bytes(&model(
-        opset,
-        vec![n],
-        inits,
-        vec![vis("x", x)],
-        vec![vi(&out, &[])],
-    ))
+    bytes(&one_node(opset, n, inits, x))
 }
 
 fn load_single(
@@ -950,12 +959,11 @@ fn reductions_over_channels_become_channel_reduce() {
             vec![0.0; 4],
         ),
     ] {
-        let g = load(&model(
+        let g = load(&one_node(
             13,
-            vec![node(op, "r", &["x"], &["y"], attrs)],
+            node(op, "r", &["x"], &["y"], attrs),
             vec![],
-            vec![vis("x", &[1, 3, 2, 2])],
-            vec![vi("y", &[])],
+            &[1, 3, 2, 2],
         ));
         assert_eq!(g.nodes[0].op, Op::ChannelReduce(kind), "{op}");
         let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
@@ -963,35 +971,33 @@ fn reductions_over_channels_become_channel_reduce() {
     }
     // Ties go to the first index; ArgMax keepdims = 0 drops the channel axis.
     let tie = tile_engine::Tensor::new(vec![1, 3, 1, 1], vec![5.0, 7.0, 7.0]).expect("tie");
-    let g = load(&model(
+    let g = load(&one_node(
         13,
-        vec![node(
+        node(
             "ArgMax",
             "a",
             &["x"],
             &["y"],
             vec![attr("axis", A::I(1)), attr("keepdims", A::I(0))],
-        )],
+        ),
         vec![],
-        vec![vis("x", &[1, 3, 1, 1])],
-        vec![vi("y", &[])],
+        &[1, 3, 1, 1],
     ));
     assert_eq!(g.shape(g.outputs[0]), &[1, 1, 1]);
     let y = tile_engine::cpu::run(&g, std::slice::from_ref(&tie)).expect("run");
     assert_eq!(y[0].data(), [1.0]);
     // A mean over a flattened map's last axis ([N, C, L]) is a global pool.
-    let g = load(&model(
+    let g = load(&one_node(
         13,
-        vec![node(
+        node(
             "ReduceMean",
             "m",
             &["x"],
             &["y"],
             vec![attr("axes", A::Is(vec![-1])), attr("keepdims", A::I(0))],
-        )],
+        ),
         vec![],
-        vec![vis("x", &[1, 3, 4])],
-        vec![vi("y", &[])],
+        &[1, 3, 4],
     ));
     assert_eq!(g.shape(g.outputs[0]), &[1, 3]);
     let flat = tile_engine::Tensor::new(vec![1, 3, 4], x.clone()).expect("flat");
@@ -1056,12 +1062,11 @@ fn pow_by_a_constant_scalar_becomes_products_or_roots() {
         (1.0, vec![], vec![0.25, 2.0, 9.0, -3.0]),
     ];
     for (e, want_ops, want) in cases {
-        let g = load(&model(
+        let g = load(&one_node(
             13,
-            vec![node("Pow", "p", &["x", "e"], &["y"], vec![])],
+            node("Pow", "p", &["x", "e"], &["y"], vec![]),
             vec![tf("e", &[], &[e])],
-            vec![vis("x", &[1, 1, 1, 4])],
-            vec![vi("y", &[])],
+            &[1, 1, 1, 4],
         ));
         assert_eq!(ops(&g), want_ops, "exponent {e}");
         let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
@@ -1095,22 +1100,20 @@ fn pow_by_a_constant_scalar_becomes_products_or_roots() {
     let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
     assert_eq!(y[0].data(), [2.0, 16.0, 72.0, -24.0]);
     // A one-element exponent of higher rank would raise the output's rank.
-    let m = model(
+    let m = one_node(
         13,
-        vec![node("Pow", "p", &["x", "e"], &["y"], vec![])],
+        node("Pow", "p", &["x", "e"], &["y"], vec![]),
         vec![tf("e", &[1, 1, 1, 1, 1], &[2.0])],
-        vec![vis("x", &[1, 1, 1, 4])],
-        vec![vi("y", &[])],
+        &[1, 1, 1, 4],
     );
     let e = unsupported(&m);
     assert!(e.contains("raise the rank-4"), "{e}");
     // Any other power is refused by name.
-    let m = model(
+    let m = one_node(
         13,
-        vec![node("Pow", "p", &["x", "e"], &["y"], vec![])],
+        node("Pow", "p", &["x", "e"], &["y"], vec![]),
         vec![tf("e", &[], &[1.5])],
-        vec![vis("x", &[1, 1, 1, 4])],
-        vec![vi("y", &[])],
+        &[1, 1, 1, 4],
     );
     let e = unsupported(&m);
     assert!(e.contains("Pow") && e.contains("1.5"), "{e}");
@@ -1202,12 +1205,11 @@ fn shape_arithmetic_rounds_compares_and_selects_on_constants() {
     );
     assert_eq!(min, [1.0, 3.0, 3.0]);
     // On a feature map they are refused by name.
-    let m = model(
+    let m = one_node(
         13,
-        vec![node("Floor", "f", &["x"], &["y"], vec![])],
+        node("Floor", "f", &["x"], &["y"], vec![]),
         vec![],
-        vec![vis("x", &[1, 2, 3, 4])],
-        vec![vi("y", &[])],
+        &[1, 2, 3, 4],
     );
     let e = unsupported(&m);
     assert!(e.contains("Floor") && e.contains("constants"), "{e}");
@@ -1215,15 +1217,7 @@ fn shape_arithmetic_rounds_compares_and_selects_on_constants() {
 
 #[test]
 fn hostile_sizes_in_the_rewritten_ops_are_refused_without_a_panic() {
-    let one = |n, inits, x: &[i64]| {
-        load_bytes(&bytes(&model(
-            13,
-            vec![n],
-            inits,
-            vec![vis("x", x)],
-            vec![vi("y", &[])],
-        )))
-    };
+    let one = |n, inits, x: &[i64]| load_bytes(&single(13, n, inits, x));
     let s2d = |b: i64| {
         node(
             "SpaceToDepth",
@@ -1249,12 +1243,11 @@ fn hostile_sizes_in_the_rewritten_ops_are_refused_without_a_panic() {
 #[test]
 fn expand_broadcasts_a_runtime_map() {
     // [1, 1, 2, 2] to [1, 3, 2, 2] (F.normalize's norm expanded to x).
-    let m = model(
+    let m = one_node(
         13,
-        vec![node("Expand", "e", &["x", "s"], &["y"], vec![])],
+        node("Expand", "e", &["x", "s"], &["y"], vec![]),
         vec![ti("s", &[4], &[1, 3, 2, 2])],
-        vec![vis("x", &[1, 1, 2, 2])],
-        vec![vi("y", &[])],
+        &[1, 1, 2, 2],
     );
     let g = load(&m);
     assert_eq!(g.shape(g.outputs[0]), &[1, 3, 2, 2]);
@@ -1262,12 +1255,11 @@ fn expand_broadcasts_a_runtime_map() {
     let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
     assert_eq!(y[0].data(), [1.0, -2.0, 3.0, 0.0].repeat(3).as_slice());
     // Expanding to the same shape is the identity.
-    let m = model(
+    let m = one_node(
         13,
-        vec![node("Expand", "e", &["x", "s"], &["y"], vec![])],
+        node("Expand", "e", &["x", "s"], &["y"], vec![]),
         vec![ti("s", &[2], &[2, 1])],
-        vec![vis("x", &[1, 1, 2, 2])],
-        vec![vi("y", &[])],
+        &[1, 1, 2, 2],
     );
     assert!(load(&m).nodes.is_empty());
 }
@@ -1539,21 +1531,20 @@ fn constant_pads_of_channels_copy_the_map_exactly() {
     let x: Vec<f32> = (0..8).map(|i| i as f32 * 1.7 - 5.0).collect();
     let input = tile_engine::Tensor::new(vec![1, 2, 2, 2], x.clone()).expect("input");
     let pad = |mode: &'static str| {
-        model(
+        one_node(
             13,
-            vec![node(
+            node(
                 "Pad",
                 "p",
                 &["x", "pads", "v"],
                 &["y"],
                 vec![attr("mode", A::S(mode))],
-            )],
+            ),
             vec![
                 ti("pads", &[8], &[0, 1, 0, 0, 0, 2, 1, 0]),
                 tf("v", &[], &[0.5]),
             ],
-            vec![vis("x", &[1, 2, 2, 2])],
-            vec![vi("y", &[])],
+            &[1, 2, 2, 2],
         )
     };
     let g = load(&pad("constant"));
@@ -1568,18 +1559,17 @@ fn constant_pads_of_channels_copy_the_map_exactly() {
     assert_eq!(y[0].data(), want.as_slice());
     // Negative pads crop after the positive ones pad: edge-pad two rows at
     // the bottom, then drop the top row and the last column.
-    let m = model(
+    let m = one_node(
         13,
-        vec![node(
+        node(
             "Pad",
             "p",
             &["x", "pads"],
             &["y"],
             vec![attr("mode", A::S("edge"))],
-        )],
+        ),
         vec![ti("pads", &[8], &[0, 0, -1, 0, 0, 0, 2, -1])],
-        vec![vis("x", &[1, 1, 4, 3])],
-        vec![vi("y", &[])],
+        &[1, 1, 4, 3],
     );
     let g = load(&m);
     assert_eq!(g.shape(g.outputs[0]), &[1, 1, 5, 2]);
@@ -1645,18 +1635,17 @@ fn pytorchs_group_norm_export_equals_group_normalization() {
         vec![vis("x", &[1, 4, 3, 5])],
         vec![vi("y", &[])],
     );
-    let opset21 = model(
+    let opset21 = one_node(
         21,
-        vec![node(
+        node(
             "GroupNormalization",
             "gn",
             &["x", "gamma", "beta"],
             &["y"],
             vec![attr("num_groups", A::I(2))],
-        )],
+        ),
         vec![tf("gamma", &[4], &gamma), tf("beta", &[4], &beta)],
-        vec![vis("x", &[1, 4, 3, 5])],
-        vec![vi("y", &[])],
+        &[1, 4, 3, 5],
     );
     let input = tile_engine::Tensor::new(vec![1, 4, 3, 5], weights(60, 11)).expect("input");
     let run = |m| {
