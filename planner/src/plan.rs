@@ -81,6 +81,13 @@ pub struct PlanReport {
     pub topology: Topology,
 }
 
+impl PlanReport {
+    /// The best plan of `strategy` (one of [`STRATEGIES`]), if it was planned.
+    pub fn alternative(&self, strategy: &str) -> Option<&Plan> {
+        self.alternatives.iter().find(|p| p.strategy == strategy)
+    }
+}
+
 /// Plans `graph` on `cluster` with the given estimates (use
 /// [`Estimates::from_cluster`] for a cold start, or `Profiler::estimates`),
 /// the built-in receptive-field halo model and default options.

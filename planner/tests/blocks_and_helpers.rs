@@ -109,11 +109,7 @@ fn even_cluster(cloud_link_mbps: f64) -> Cluster {
 }
 
 fn tile_nodes(report: &planner::PlanReport, strategy: &str) -> Vec<String> {
-    let plan = report
-        .alternatives
-        .iter()
-        .find(|p| p.strategy == strategy)
-        .expect("strategy");
+    let plan = report.alternative(strategy).expect("strategy");
     let mut names: Vec<String> = plan
         .prediction
         .blocks
@@ -218,11 +214,7 @@ fn strips_run_along_rows_where_column_strips_would_waste_kernel_lanes() {
         PlanOptions::default(),
     )
     .expect("plan");
-    let plan = report
-        .alternatives
-        .iter()
-        .find(|p| p.strategy == "three-tier")
-        .expect("three-tier");
+    let plan = report.alternative("three-tier").expect("three-tier");
     let tiled: Vec<_> = plan
         .prediction
         .blocks

@@ -62,13 +62,7 @@ fn baselines_match_hand_computed_costs_and_render() {
     let cluster = example();
     let est = Estimates::from_cluster(&cluster);
     let report = plan(&g, &cluster, &est).expect("plans");
-    let alt = |name: &str| {
-        report
-            .alternatives
-            .iter()
-            .find(|p| p.strategy == name)
-            .expect("strategy present")
-    };
+    let alt = |name: &str| report.alternative(name).expect("strategy present");
     // Device only: every op at the phone's per-class prior, then the ten
     // logits go up to the coordinator (100 Mbit/s + 5 ms).
     let phone = cluster.node_index("phone").expect("phone");
@@ -194,11 +188,7 @@ fn with_one_edge_node_as_fast_as_the_device_the_two_share_the_tiles() {
     .expect("cluster");
     let est = Estimates::from_cluster(&cluster);
     let report = plan(&heavy_cnn(), &cluster, &est).expect("plans");
-    let device_only = report
-        .alternatives
-        .iter()
-        .find(|p| p.strategy == "device-only")
-        .expect("device-only");
+    let device_only = report.alternative("device-only").expect("device-only");
     let best = &report.best.prediction;
     assert!(
         best.makespan_s < 0.85 * device_only.makespan_s(),
@@ -360,13 +350,8 @@ fn a_strategy_with_more_workers_never_plans_slower() {
     let cluster = example();
     let report = plan(&g, &cluster, &Estimates::from_cluster(&cluster)).expect("plans");
     let cost = |name: &str| {
-        report
-            .alternatives
-            .iter()
-            .find(|p| p.strategy == name)
-            .expect("strategy present")
-            .prediction
-            .makespan_s
+        let p = report.alternative(name).expect("strategy present");
+        p.prediction.makespan_s
     };
     let three = cost("three-tier");
     for fewer in ["edge-only", "device+edge", "edge+cloud"] {

@@ -210,7 +210,7 @@ pub fn comparison_plans(
     // prediction's error (a cloud calibrated 10 % faster than an edge node
     // still sits behind a 50 Mbit/s link).
     for strategy in TWO_TIER {
-        if let Some(p) = two.alternatives.iter().find(|p| p.strategy == strategy) {
+        if let Some(p) = two.alternative(strategy) {
             plans.push(ExecPlan::from_prediction(
                 &format!("{TWO_TIER_PREFIX}{strategy})"),
                 g,
@@ -220,11 +220,7 @@ pub fn comparison_plans(
             ));
         }
     }
-    if let Some(cloud_only) = report
-        .alternatives
-        .iter()
-        .find(|p| p.strategy == "cloud-only")
-    {
+    if let Some(cloud_only) = report.alternative("cloud-only") {
         plans.push(ExecPlan::from_prediction(
             "cloud-only",
             g,
