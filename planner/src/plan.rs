@@ -117,11 +117,21 @@ pub fn plan_dag(
         .filter(|(_, allowed)| ctx.topo.cloud.is_some() || !allowed[2])
         .map(|&(name, allowed)| planner.solve(name, allowed))
         .collect::<Result<_>>()?;
+    // Of plans that tie (a three-tier plan whose cloud runs nothing is the
+    // device+edge plan), the one with the fewest tiers names it: a report
+    // headed "three-tier" over an idle cloud misleads.
     let fastest = |single: bool| {
-        alternatives
-            .iter()
-            .filter(|p| !single || p.on_one_node())
-            .min_by(|a, b| a.makespan_s().total_cmp(&b.makespan_s()))
+        let candidates = || {
+            alternatives
+                .iter()
+                .filter(move |p| !single || p.on_one_node())
+        };
+        let least = candidates()
+            .map(Plan::makespan_s)
+            .fold(f64::INFINITY, f64::min);
+        candidates()
+            .filter(|p| p.makespan_s() <= least * (1.0 + 1e-9))
+            .min_by_key(|p| tiers_allowed(p.strategy))
     };
     let best = match (fastest(false), fastest(true)) {
         (Some(any), Some(one))
@@ -143,6 +153,14 @@ pub fn plan_dag(
             .collect(),
         topology: ctx.topo.clone(),
     })
+}
+
+/// How many tiers `strategy` (one of [`STRATEGIES`]) may use.
+fn tiers_allowed(strategy: &str) -> usize {
+    STRATEGIES
+        .iter()
+        .find(|(name, _)| *name == strategy)
+        .map_or(3, |(_, allowed)| allowed.iter().filter(|&&a| a).count())
 }
 
 /// The additive objective (see [`crate::partition`]) the planner builds for

@@ -142,6 +142,26 @@ impl PlanReport {
         slots
     }
 
+    /// Fraction of the tiled blocks' FLOPs (untiled, by area) whose tiles
+    /// run on nodes of `tier`: a device that helps with an edge block's tiles
+    /// runs none of the model's ops as its own, so its op count reads 0.
+    fn tile_share(&self, tier: Tier) -> f64 {
+        let (mut mine, mut all) = (0.0, 0.0);
+        for block in &self.best.prediction.blocks {
+            let Some(t) = &block.tiling else { continue };
+            let mut nodes = t.nodes.clone();
+            nodes.sort_unstable();
+            nodes.dedup();
+            for n in nodes {
+                if self.nodes.get(n).map(|x| x.1) == Some(tier) {
+                    mine += block.flops * t.node_share(n);
+                }
+            }
+            all += block.flops;
+        }
+        if all > 0.0 { mine / all } else { 0.0 }
+    }
+
     /// The plan as a text table: tiers, cuts, blocks with grids and shares, and the baselines.
     pub fn table(&self) -> String {
         let p = &self.best.prediction;
@@ -158,8 +178,8 @@ impl PlanReport {
         );
         let _ = writeln!(
             s,
-            "{:<8} {:>5}  {:<32} {:>11}",
-            "tier", "ops", "op range", "compute ms"
+            "{:<8} {:>5}  {:<32} {:>11} {:>7}",
+            "tier", "ops", "op range", "compute ms", "tiles"
         );
         for (tier, secs) in [
             (Tier::Device, p.device_s),
@@ -167,13 +187,19 @@ impl PlanReport {
             (Tier::Cloud, p.cloud_s),
         ] {
             let n = p.labels.iter().filter(|&&l| l == tier).count();
+            let share = self.tile_share(tier);
             let _ = writeln!(
                 s,
-                "{:<8} {:>5}  {:<32} {:>11.3}",
+                "{:<8} {:>5}  {:<32} {:>11.3} {:>7}",
                 tier.name(),
                 n,
                 op_range(self, &p.labels, tier),
-                ms(secs)
+                ms(secs),
+                if share > 0.0 {
+                    format!("{:.1} %", 100.0 * share)
+                } else {
+                    "-".into()
+                }
             );
         }
         let _ = writeln!(s, "{:<14} {:>12} {:>11}", "cut", "bytes", "transfer ms");

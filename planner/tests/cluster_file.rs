@@ -66,3 +66,34 @@ fn a_cluster_without_a_cloud_node_plans_device_and_edge_only() {
     c.nodes.retain(|n| n.tier != Tier::Edge);
     assert!(matches!(c.validate(), Err(Error::Cluster(m)) if m.contains("no edge node")));
 }
+
+/// On the example cluster the default model's plan uses the edge tier only:
+/// the three-tier, device+edge, edge+cloud and edge-only strategies all
+/// find it, and the report names it by the fewest tiers. The tier rows say
+/// which share of the tiled work each tier's nodes run.
+#[test]
+fn a_tied_plan_is_named_by_its_fewest_tiers_and_tile_shares_are_shown() {
+    let c: Cluster = toml::from_str(&example()).expect("parses");
+    let graph = tile_engine::default_model::graph([128, 128]).expect("default model");
+    let report = planner::plan(&graph, &c, &Estimates::from_cluster(&c)).expect("plans");
+    let best = report.best.makespan_s();
+    let tied: Vec<&str> = report
+        .alternatives
+        .iter()
+        .filter(|p| (p.makespan_s() - best).abs() <= best * 1e-9)
+        .map(|p| p.strategy)
+        .collect();
+    assert!(tied.len() >= 2 && tied.contains(&"three-tier"), "{tied:?}");
+    assert_eq!(report.best.strategy, "edge-only", "tied: {tied:?}");
+    let table = report.table();
+    let edge_row = table
+        .lines()
+        .find(|l| l.starts_with("edge "))
+        .expect("an edge row");
+    assert!(edge_row.ends_with("100.0 %"), "{table}");
+    let device_row = table
+        .lines()
+        .find(|l| l.starts_with("device "))
+        .expect("a device row");
+    assert!(device_row.ends_with('-'), "{table}");
+}
