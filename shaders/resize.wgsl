@@ -18,8 +18,9 @@ fn source_coord(x: u32, scale: f32, in_len: u32, out_len: u32) -> f32 {
             return select(0.0, (xf + 0.5) / scale - 0.5, out_len > 1u);
         }
         case 2u: {
-            // ONNX divides by the unrounded resized length in_len * scale.
-            return select(0.0, xf * f32(in_len - 1u) / (f32(in_len) * scale - 1.0), out_len > 1u);
+            // Over the output length less one, as onnxruntime and PyTorch
+            // (see source_coord in cpu/resize.rs).
+            return select(0.0, xf * f32(in_len - 1u) / f32(max(out_len, 2u) - 1u), out_len > 1u);
         }
         case 3u: { return xf / scale; }
         default: { return (xf + 0.5) / scale - 0.5; }

@@ -22,11 +22,14 @@ fn source_coord(coord: CoordTransform, x: usize, scale: f32, in_len: usize, out_
                 0.0
             }
         }
-        // ONNX divides by the unrounded resized length `in_len * scale`
-        // (equal to `out_len` when sizes were given), not by `out_len`.
+        // Divided by the output length less one, as onnxruntime and
+        // PyTorch do. ONNX's reference implementation divides by the
+        // unrounded `in_len * scale - 1`, which differs when `in_len *
+        // scale` is not whole; models come from PyTorch and are checked
+        // against onnxruntime, so tessera follows those two.
         CoordTransform::AlignCorners => {
             if out_len > 1 {
-                xf * (in_len - 1) as f32 / (in_len as f32 * scale - 1.0)
+                xf * (in_len - 1) as f32 / (out_len - 1) as f32
             } else {
                 0.0
             }
