@@ -160,14 +160,15 @@ pub fn cluster(edges: usize) -> Cluster {
 /// Arguments of `bench planner`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Timed planning runs.
-    #[arg(long, value_name = "N", default_value_t = 50)]
-    iters: usize,
+    /// Timed planning runs (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    iters: u32,
 }
 
 /// Runs the planner benchmark.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let iters = args.iters;
+    let iters = args.iters as usize;
     let graph = resnet_like(200)?;
     let c8 = cluster(6);
     c8.validate()?;
@@ -177,7 +178,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut full = Vec::with_capacity(iters);
     let mut dag_only = Vec::with_capacity(iters);
     let dag = ModelDag::from_graph(&graph)?;
-    for _ in 0..iters.max(1) {
+    for _ in 0..iters {
         let t = Instant::now();
         let r = planner::plan(&graph, &c8, &est)?;
         full.push(t.elapsed().as_secs_f64());

@@ -14,10 +14,8 @@
 //! resources), so the steady-state period is the slowest stage; it is
 //! reported next to the makespan.
 
-use std::collections::HashMap;
-
 use crate::cluster::{Cluster, NodeIdx, Tier};
-use crate::dag::{ModelDag, OpIdx};
+use crate::dag::{Geometry, ModelDag, OpIdx, TensorIdx};
 use crate::error::{Error, Result};
 use crate::halo::{HaloModel, block_inputs, block_outputs};
 use crate::profiler::Estimates;
@@ -241,8 +239,73 @@ impl Default for PlanOptions {
     }
 }
 
-/// A block's ops and the helper tiers allowed to take its tiles.
-type BlockKey = (Vec<OpIdx>, [bool; 2]);
+/// A block's structure (see [`structure_key`]) and the helper tiers allowed to take its tiles.
+type BlockKey = (Vec<u64>, [bool; 2]);
+
+/// Everything [`solve_block`] reads of a block, with op and tensor indices
+/// replaced by positions: two blocks with equal keys get the same plan. A
+/// deep model repeats its blocks (a ResNet stage's basic blocks), so the
+/// cut search's thousands of candidate blocks are a few hundred shapes;
+/// keyed by op indices, solving each one was most of the planning time.
+fn structure_key(dag: &ModelDag, ops: &[OpIdx]) -> Vec<u64> {
+    fn tensor(key: &mut Vec<u64>, t: &crate::dag::DagTensor) {
+        match t.hw {
+            Some([h, w]) => key.extend([h as u64, w as u64]),
+            None => key.extend([u64::MAX, u64::MAX]),
+        }
+        key.extend([
+            t.bytes.to_bits(),
+            t.elements.to_bits(),
+            u64::from(t.producer.is_none()),
+            u64::from(t.is_output),
+        ]);
+    }
+    let mut key = Vec::with_capacity(ops.len() * 16);
+    // The model's first block may start beside the device's upload.
+    key.push(u64::from(ops.first() == Some(&0)));
+    let mut outside: Vec<TensorIdx> = Vec::new();
+    for &o in ops {
+        let op = &dag.ops[o];
+        key.extend([op.class as u64, op.flops.to_bits()]);
+        match op.geometry {
+            Geometry::Window {
+                extent,
+                stride,
+                pad,
+            } => key.extend(
+                [
+                    0, extent[0], extent[1], stride[0], stride[1], pad[0], pad[1],
+                ]
+                .map(|x| x as u64),
+            ),
+            Geometry::Pointwise => key.push(1),
+            Geometry::Global => key.push(2),
+        }
+        for &t in &op.inputs {
+            let within = dag.tensors[t]
+                .producer
+                .and_then(|p| ops.iter().position(|&x| x == p));
+            match within {
+                Some(at) => key.extend([0, at as u64]),
+                None => {
+                    let at = outside.iter().position(|&x| x == t).unwrap_or_else(|| {
+                        outside.push(t);
+                        outside.len() - 1
+                    });
+                    key.extend([1, at as u64]);
+                    tensor(&mut key, &dag.tensors[t]);
+                }
+            }
+        }
+        let out = &dag.tensors[op.output];
+        key.push(u64::MAX - 1);
+        tensor(&mut key, out);
+        key.push(u64::from(
+            out.consumers.is_empty() || out.consumers.iter().any(|c| !ops.contains(c)),
+        ));
+    }
+    key
+}
 
 /// Everything an evaluation needs, shared by all candidates of one planning call.
 pub struct Context<'a> {
@@ -259,7 +322,7 @@ pub struct Context<'a> {
     /// Knobs.
     pub opts: PlanOptions,
     /// Solved blocks, keyed by their ops and helper tiers: candidates share most blocks.
-    cache: std::cell::RefCell<HashMap<BlockKey, BlockPlan>>,
+    cache: std::cell::RefCell<rustc_hash::FxHashMap<BlockKey, BlockPlan>>,
 }
 
 impl<'a> Context<'a> {
@@ -283,9 +346,12 @@ impl<'a> Context<'a> {
     }
 
     fn block(&self, ops: &[OpIdx], helpers: [bool; 2]) -> BlockPlan {
-        let key = (ops.to_vec(), helpers);
+        let key = (structure_key(self.dag, ops), helpers);
         if let Some(b) = self.cache.borrow().get(&key) {
-            return b.clone();
+            return BlockPlan {
+                ops: ops.to_vec(),
+                ..b.clone()
+            };
         }
         let b = solve_block(self, ops, &self.topo.workers(helpers));
         self.cache.borrow_mut().insert(key, b.clone());
@@ -569,4 +635,58 @@ pub struct Prediction {
     pub makespan_s: f64,
     /// Steady-state time between requests when consecutive requests pipeline.
     pub period_s: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dag::{DagOp, DagTensor};
+    use tile_engine::ir::OpClass;
+
+    /// 3×3 convs on 16×16 maps; op `i` reads the tensors `reads[i]`
+    /// (0 is the model input, `k + 1` op `k`'s output).
+    fn dag(reads: &[&[usize]]) -> ModelDag {
+        let map = |producer: Option<usize>| DagTensor {
+            name: String::new(),
+            bytes: 4096.0,
+            elements: 1024.0,
+            hw: Some([16, 16]),
+            producer,
+            consumers: Vec::new(),
+            is_output: false,
+        };
+        let mut tensors = vec![map(None)];
+        let mut ops = Vec::new();
+        for (i, r) in reads.iter().enumerate() {
+            tensors.push(map(Some(i)));
+            ops.push(DagOp {
+                name: format!("op{i}"),
+                class: OpClass::Conv3x3,
+                flops: 1e6,
+                inputs: r.to_vec(),
+                output: i + 1,
+                geometry: Geometry::Window {
+                    extent: [3, 3],
+                    stride: [1, 1],
+                    pad: [1, 1],
+                },
+            });
+        }
+        ModelDag::new(ops, tensors).expect("dag")
+    }
+
+    #[test]
+    fn structure_keys_match_repeated_blocks_only() {
+        // Ops 1-3: x, y, z(y, x); ops 4-6: x', y', z'(y', y'); then a chain.
+        let d = dag(&[&[0], &[1], &[2], &[3, 2], &[4], &[5], &[6, 6], &[7], &[8]]);
+        let key = |ops: std::ops::Range<usize>| structure_key(&d, &ops.collect::<Vec<_>>());
+        // Two links of a chain: x', y' and the chain's last two ops.
+        assert_eq!(key(4..6), key(7..9));
+        // The model's first block starts beside the device's upload.
+        assert_ne!(key(0..2), key(7..9));
+        // Same ops, but x's output is also read after the block 1..3 (by z).
+        assert_ne!(key(1..3), key(4..6));
+        // z reads the block's first and second op, z' its second twice.
+        assert_ne!(key(1..4), key(4..7));
+    }
 }

@@ -129,6 +129,9 @@ struct Solver<'c, 'a> {
     /// For a block that reads only model inputs: the device's upload time
     /// of them, which the device's own tiles need not wait for (else 0).
     head_start_s: f64,
+    /// Most tiles a candidate may have and still pass the
+    /// `min_tile_pixels` filter (see [`solve_block`]).
+    max_tiles: usize,
 }
 
 type Candidate = (TilePlan, Vec<NodeTime>, f64);
@@ -288,7 +291,9 @@ impl Solver<'_, '_> {
                 s = waterfill(&a, b);
             }
             let used: Vec<usize> = (0..s.len()).filter(|&i| s[i] > 1e-9).collect();
-            if used.is_empty() {
+            // Strips over more workers than the map holds tiles would be
+            // filtered out: the strips over fewer workers cover that case.
+            if used.is_empty() || used.len() > self.max_tiles {
                 break;
             }
             let shares: Vec<f64> = used.iter().map(|&i| s[i]).collect();
@@ -494,17 +499,30 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx], workers: &[Worker]) -> Bloc
             time_s: compute_s,
         };
     }
+    let extent = output_extent(ctx, ops);
+    // A plan of m tiles has one of at most area/m pixels, so where the map
+    // cannot hold two tiles of `min_tile_pixels` every candidate below
+    // would fail the filter at the end, and a grid of more cells than that
+    // always does. Solving them anyway (most blocks of a deep model's late
+    // stages, at 28×28 and under) was most of the planning time.
+    let max_tiles = extent.map_or(usize::MAX, |[h, w]| {
+        (h * w) / ctx.opts.min_tile_pixels.max(1)
+    });
     let solver = Solver {
         ctx,
         ops,
         slots: workers.to_vec(),
-        extent: output_extent(ctx, ops),
+        extent,
         head_start_s: head_start(ctx, ops),
+        max_tiles,
     };
     let b = solver.slopes(in_bytes, out_bytes);
     let a = solver.fixed();
     let n = solver.slots.len();
     let mut cands = Vec::new();
+    if max_tiles < 2 {
+        return finish(ctx, &solver, ops, cands, in_bytes, out_bytes, flops);
+    }
     cands.extend(solver.strips(false, &b));
     cands.extend(solver.strips(true, &b));
     for k in 2..=n {
@@ -529,7 +547,7 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx], workers: &[Worker]) -> Bloc
         }
         // R×C = k cells, or k + 1 with the quickest taking two (five
         // workers have no grid of their own, and strips carry the most halo).
-        for cells in [k, k + 1] {
+        for cells in [k, k + 1].into_iter().filter(|&c| c <= max_tiles) {
             for r in 2..cells {
                 if cells.is_multiple_of(r) && cells / r >= 2 {
                     cands.push(solver.grid(r, cells / r, &quick, &b));
@@ -551,6 +569,20 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx], workers: &[Worker]) -> Bloc
             cands.extend(solver.strips(true, &without));
         }
     }
+    finish(ctx, &solver, ops, cands, in_bytes, out_bytes, flops)
+}
+
+/// The block plan of the quickest candidate with no tile under
+/// `min_tile_pixels`, else one tile on the coordinator.
+fn finish(
+    ctx: &Context<'_>,
+    solver: &Solver<'_, '_>,
+    ops: &[OpIdx],
+    cands: Vec<Candidate>,
+    in_bytes: f64,
+    out_bytes: f64,
+    flops: f64,
+) -> BlockPlan {
     let min_px = ctx.opts.min_tile_pixels as f64;
     let (tiling, node_times, time_s) = cands
         .into_iter()
@@ -589,6 +621,7 @@ pub fn retime_block(ctx: &Context<'_>, block: &BlockPlan) -> BlockPlan {
         slots: workers,
         extent: output_extent(ctx, &block.ops),
         head_start_s: head_start(ctx, &block.ops),
+        max_tiles: usize::MAX,
     };
     let (tiling, node_times, time_s) = solver.evaluate(tiling.clone());
     BlockPlan {

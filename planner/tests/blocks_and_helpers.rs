@@ -279,3 +279,98 @@ fn the_device_runs_its_tiles_of_a_block_on_model_inputs_while_it_uploads() {
         "device share {first_share:.3} with the head start, {later_share:.3} without"
     );
 }
+
+/// A residual network of `repeats` blocks (3×3 conv, 3×3 conv, add of the
+/// block's input) on a `hw`×`hw` map; block `odd_one` adds the output of
+/// its first conv instead, so its structure differs from the others'.
+fn residual_dag(repeats: usize, hw: usize, odd_one: usize) -> planner::ModelDag {
+    use planner::dag::{DagOp, DagTensor, Geometry};
+    use tile_engine::ir::OpClass;
+    let map = |name: String, producer: Option<usize>| DagTensor {
+        name,
+        bytes: 16.0 * (hw * hw) as f64 * 4.0,
+        elements: 16.0 * (hw * hw) as f64,
+        hw: Some([hw, hw]),
+        producer,
+        consumers: Vec::new(),
+        is_output: false,
+    };
+    let window = Geometry::Window {
+        extent: [3, 3],
+        stride: [1, 1],
+        pad: [1, 1],
+    };
+    let mut tensors = vec![map("input".into(), None)];
+    let mut ops: Vec<DagOp> = Vec::new();
+    let mut h = 0;
+    for r in 0..repeats {
+        let mut op = |class, geometry, inputs: Vec<usize>, flops: f64| {
+            tensors.push(map(format!("t{}", ops.len()), Some(ops.len())));
+            ops.push(DagOp {
+                name: format!("op{}", ops.len()),
+                class,
+                flops,
+                inputs,
+                output: tensors.len() - 1,
+                geometry,
+            });
+            tensors.len() - 1
+        };
+        let a = op(
+            OpClass::Conv3x3,
+            window,
+            vec![h],
+            2.0 * 9.0 * 256.0 * (hw * hw) as f64,
+        );
+        let b = op(
+            OpClass::Conv3x3,
+            window,
+            vec![a],
+            2.0 * 9.0 * 256.0 * (hw * hw) as f64,
+        );
+        let skip = if r == odd_one { a } else { h };
+        h = op(
+            OpClass::Elementwise,
+            Geometry::Pointwise,
+            vec![b, skip],
+            (16 * hw * hw) as f64,
+        );
+    }
+    if let Some(last) = tensors.last_mut() {
+        last.is_output = true;
+    }
+    planner::ModelDag::new(ops, tensors).expect("residual DAG")
+}
+
+/// Blocks are solved once per structure (a deep model repeats its blocks):
+/// every block of a plan must get exactly what solving its own ops gives,
+/// including blocks whose ops match an earlier block's but for where a skip
+/// connection comes from or whether their output is read later.
+#[test]
+fn blocks_of_equal_structure_share_a_solve_and_others_do_not() {
+    let mut rng = SplitMix(11);
+    for (case, &(repeats, hw, odd_one)) in [(8, 64, 3), (6, 48, 0), (10, 32, 9)].iter().enumerate()
+    {
+        let dag = residual_dag(repeats, hw, odd_one);
+        let cluster = random_cluster(&mut rng, 2 + case);
+        let est = Estimates::from_cluster(&cluster);
+        let opts = PlanOptions {
+            max_fuse_depth: 4,
+            ..PlanOptions::default()
+        };
+        let ctx = Context::new(&dag, &cluster, &est, &ReceptiveField, opts).expect("context");
+        let labels = vec![Tier::Edge; dag.ops.len()];
+        let p = ctx.evaluate_in(&labels, [true, true, false]);
+        let workers = ctx.topo.workers([true, false]);
+        assert!(p.blocks.len() > 1, "case {case}: one block");
+        for b in &p.blocks {
+            let fresh = solve_block(&ctx, &b.ops, &workers);
+            assert_eq!(
+                (b.time_s, &b.tiling, b.in_bytes, b.out_bytes),
+                (fresh.time_s, &fresh.tiling, fresh.in_bytes, fresh.out_bytes),
+                "case {case}: block {:?}",
+                b.ops
+            );
+        }
+    }
+}
