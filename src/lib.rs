@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) is a thin CLI over it; the benchmarks reuse it.
 
 pub mod cluster;
+pub mod console;
 pub mod exec;
 pub mod model;
 pub mod plan;

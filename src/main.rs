@@ -104,13 +104,13 @@ fn main() -> ExitCode {
         Command::Run { .. } => "tile_engine=warn,tessera=warn",
         _ => "tile_engine=warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    tessera::console::init_logging(default);
+    if matches!(
+        cli.command,
+        Command::Plan { .. } | Command::Certs { .. } | Command::Infer(_)
+    ) {
+        tessera::console::end_quietly_on_closed_stdout();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! Microbenchmarks: kernels, tile sizes, transport, planner and whole clusters.
 //!
-//! Each subcommand prints a table, and writes JSON and an SVG plot under
-//! `out/bench/` (`kernels`: `out/bench-kernels/`, or `--out DIR`). Figures
+//! Each subcommand prints a table, and writes JSON (and, but for
+//! `transport`, an SVG plot) under `out/bench/` (`kernels`:
+//! `out/bench-kernels/`, or `--out DIR`). Figures
 //! are ratios measured side by side in one run, since shared machines are
 //! noisy.
 
@@ -41,14 +42,38 @@ enum Bench {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    match Bench::parse() {
+fn main() -> std::process::ExitCode {
+    let bench = Bench::parse();
+    // The engine's warnings (a grid clamped to a small map) belong beside
+    // the figures they qualify.
+    tessera::console::init_logging(match bench {
+        // Its table says where a grid was clamped, once per row, where the
+        // engine would warn on every timed run.
+        Bench::Tiles(_) => "tile_engine=error",
+        _ => "tile_engine=warn",
+    });
+    if matches!(
+        bench,
+        Bench::Kernels(_) | Bench::Tiles(_) | Bench::Planner(_)
+    ) {
+        tessera::console::end_quietly_on_closed_stdout();
+    }
+    let result = match bench {
         Bench::Kernels(a) => kernels::run(a),
         Bench::Tiles(a) => tiles::run(a),
         Bench::Transport(a) => transport::run(a),
         Bench::Planner(a) => planner::run(a),
         Bench::Cluster(a) => cluster::run(a),
         Bench::Node { config } => tessera::cluster::node::main(&config),
+    };
+    // One line, as tessera prints it: returning the error from main would
+    // print its backtrace too wherever RUST_BACKTRACE is set.
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

@@ -240,6 +240,24 @@ fn exchange_table(model: &Graph, max_grid: usize) -> anyhow::Result<Vec<serde_js
     Ok(rows)
 }
 
+/// The grids `grid` was clamped to, one entry per distinct clamped grid
+/// (`"1x1 (1×1 map)"`), over the tiled blocks of `segs`; empty when
+/// every block ran `grid` itself.
+fn ran_as(g: &Graph, segs: &[Segment], grid: &Grid) -> Vec<String> {
+    let mut ran = Vec::new();
+    for seg in segs {
+        if let Segment::Tiled(block) = seg {
+            let [h, w] = block.output_hw(g);
+            let c = grid.clamped(h, w);
+            let text = format!("{c} ({h}×{w} map)");
+            if c != *grid && !ran.contains(&text) {
+                ran.push(text);
+            }
+        }
+    }
+    ran
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
@@ -327,6 +345,10 @@ fn shape_text(g: &Graph) -> String {
 fn subject(args: &Args) -> anyhow::Result<Subject> {
     let size = args.size.map(|s| s as usize);
     let Some(spec) = &args.model else {
+        if let Some(n) = size.filter(|&n| n < 32) {
+            // Five 2×2 pools halve the map five times.
+            anyhow::bail!("--size {n}: the VGG-16 conv stack needs an input of at least 32");
+        }
         return Ok(Subject {
             name: "VGG-16 conv stack (13 conv + 5 max-pool), random weights".into(),
             label: "VGG-16 convs".into(),
@@ -530,16 +552,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "{:>9} {:>5} {:>10} {:>10} {:>13}",
             "fuse", "grid", "ms", "/ untiled", "bit-identical"
         );
-        for (k, (label, grid, _)) in cases.iter().enumerate() {
+        let mut clamped_any = false;
+        for (k, (label, grid, segs)) in cases.iter().enumerate() {
             let ms = median(std::mem::take(&mut samples[k]));
             let same = same[k];
+            let ran = ran_as(small, segs, grid);
+            clamped_any |= !ran.is_empty();
             println!(
-                "{:>9} {:>5} {:>10.1} {:>10.2} {:>13}",
+                "{:>9} {:>5} {:>10.1} {:>10.2} {:>13}{}",
                 label,
                 format!("{}x{}", grid.rows, grid.cols),
                 ms,
                 ms / untiled_ms,
-                if same { "yes" } else { "NO" }
+                if same { "yes" } else { "NO" },
+                if ran.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ran as {}", ran.join(", "))
+                }
             );
             anyhow::ensure!(
                 same,
@@ -547,8 +577,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 grid.rows,
                 grid.cols
             );
-            let entry = json!({"fuse": label, "rows": grid.rows, "cols": grid.cols, "ms": ms, "bit_identical": same});
+            let entry = json!({"fuse": label, "rows": grid.rows, "cols": grid.cols, "ms": ms, "bit_identical": same, "ran_as": ran});
             lat.push(entry);
+        }
+        if clamped_any {
+            println!(
+                "(a grid larger than a block's output map runs that block at the map's size: \"ran as\" lists the grids those blocks ran)"
+            );
         }
     }
 

@@ -44,7 +44,7 @@ pub struct Args {
     /// Bandwidth of the emulated link, Mbit/s.
     #[arg(long, default_value_t = 200.0)]
     link_mbps: f64,
-    /// JSON report path (the SVG goes beside it).
+    /// JSON report path (the figures are in the printed table and the JSON).
     #[arg(long, value_name = "FILE", default_value = "out/bench/transport.json")]
     out: PathBuf,
 }
