@@ -196,8 +196,25 @@ pub fn check_io(spec: &str, graph: &Graph, input: &Tensor, outputs: &[PathBuf]) 
             outputs.len()
         );
     }
-    for o in outputs {
-        tensor_io::format_of(o)?;
+    for (o, &v) in outputs.iter().zip(&graph.outputs) {
+        if tensor_io::format_of(o)? == Format::Png {
+            tensor_io::check_png_shape(graph.shape(v)).with_context(|| {
+                format!(
+                    "{}: model output {}",
+                    o.display(),
+                    graph.values[v].name.as_str()
+                )
+            })?;
+        }
+        // A missing folder would otherwise show only after the whole run.
+        let dir = o.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+            bail!(
+                "{}: the folder {} does not exist",
+                o.display(),
+                dir.display()
+            );
+        }
     }
     graph
         .check_inputs(std::slice::from_ref(input))

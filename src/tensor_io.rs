@@ -135,35 +135,46 @@ pub fn png_to_tensor(bytes: &[u8], range: PixelRange) -> Result<Tensor> {
     Ok(t)
 }
 
-/// Encodes a `[1, C, H, W]` tensor (C = 1 or 3) as PNG, clamping and rounding each value.
+/// Checks that a tensor of `shape` can be written as a PNG: `[1, C, H, W]`
+/// with C = 1 (grey) or 3 (RGB).
+pub fn check_png_shape(shape: &[usize]) -> Result<()> {
+    let [1, c, _, _] = shape else {
+        bail!("an image output must be [1, C, H, W], got {shape:?}; write it as .npy");
+    };
+    ensure!(
+        *c == 1 || *c == 3,
+        "an image output needs 1 or 3 channels, got {c}; write it as .npy"
+    );
+    Ok(())
+}
+
+/// Encodes a `[1, C, H, W]` tensor as a grey (C = 1) or RGB (C = 3) PNG,
+/// clamping and rounding each value.
 pub fn tensor_to_png(t: &Tensor, range: PixelRange) -> Result<Vec<u8>> {
-    let [1, c, h, w] = t.shape() else {
+    check_png_shape(t.shape())?;
+    let [1, c, h, w] = *t.shape() else {
         bail!("an image output must be [1, C, H, W], got {:?}", t.shape());
     };
-    let (c, h, w) = (*c, *h, *w);
-    ensure!(
-        c == 1 || c == 3,
-        "an image output needs 1 or 3 channels, got {c}"
-    );
-    let mut rgb = image::RgbImage::new(w as u32, h as u32);
     let d = t.data();
-    for y in 0..h {
-        for x in 0..w {
-            let px = |ch: usize| {
-                let v = d[ch * h * w + y * w + x] / range.scale * 255.0;
-                v.round().clamp(0.0, 255.0) as u8
-            };
-            let p = if c == 3 {
-                [px(0), px(1), px(2)]
-            } else {
-                [px(0); 3]
-            };
-            rgb.put_pixel(x as u32, y as u32, image::Rgb(p));
-        }
-    }
+    let px = |ch: usize, y: usize, x: usize| {
+        let v = d[ch * h * w + y * w + x] / range.scale * 255.0;
+        v.round().clamp(0.0, 255.0) as u8
+    };
     let mut out = Vec::new();
-    rgb.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
-        .context("PNG encoding failed")?;
+    let mut cursor = std::io::Cursor::new(&mut out);
+    if c == 1 {
+        image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+            image::Luma([px(0, y as usize, x as usize)])
+        })
+        .write_to(&mut cursor, image::ImageFormat::Png)
+    } else {
+        image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let (y, x) = (y as usize, x as usize);
+            image::Rgb([px(0, y, x), px(1, y, x), px(2, y, x)])
+        })
+        .write_to(&mut cursor, image::ImageFormat::Png)
+    }
+    .context("PNG encoding failed")?;
     Ok(out)
 }
 

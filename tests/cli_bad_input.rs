@@ -141,6 +141,29 @@ fn run_checks_its_input_and_output_before_contacting_the_cluster() {
     );
     let e = run(Path::new(INPUT), "out.txt");
     assert!(e.contains("out.txt") && e.contains(".npy or .png"), "{e}");
+    // Ten logits are no image, and a missing folder is no place to write.
+    let e = run(Path::new(INPUT), "logits.png");
+    assert!(
+        e.contains("logits.png") && e.contains("[1, C, H, W]") && e.contains(".npy"),
+        "{e}"
+    );
+    let e = run(Path::new(INPUT), "no-such-folder/out.npy");
+    assert!(
+        e.contains("no-such-folder") && e.contains("does not exist"),
+        "{e}"
+    );
+}
+
+/// A one-channel output is written as a grey PNG, read back unchanged.
+#[test]
+fn a_one_channel_image_output_is_a_grey_png() {
+    let t = tile_engine::Tensor::new(vec![1, 1, 2, 3], vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        .expect("tensor");
+    let range = tessera::tensor_io::PixelRange { scale: 1.0 };
+    let png = tessera::tensor_io::tensor_to_png(&t, range).expect("encode");
+    let img = image::load_from_memory(&png).expect("decode");
+    assert_eq!(img.color(), image::ColorType::L8);
+    assert_eq!(img.to_luma8().into_raw(), vec![0, 51, 102, 153, 204, 255]);
 }
 
 #[test]

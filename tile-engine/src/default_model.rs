@@ -69,6 +69,13 @@ pub fn decode_rgb8(png: &[u8]) -> Result<(u32, u32, Vec<u8>)> {
     let img = reader
         .decode()
         .map_err(|e| Error::InvalidInput(format!("cannot decode PNG: {e}")))?;
+    if img.color().has_alpha() && img.to_rgba8().pixels().any(|p| p[3] != u8::MAX) {
+        // Models take RGB; a cut-out's transparent pixels keep whatever
+        // colour they hold, which is rarely what the user sees.
+        tracing::warn!(
+            "the PNG has transparent pixels: its alpha channel is dropped and their RGB values are used as they are"
+        );
+    }
     let rgb = img.into_rgb8();
     Ok((rgb.width(), rgb.height(), rgb.into_raw()))
 }
