@@ -128,11 +128,38 @@ impl Cluster {
             )));
         }
         // A cloud node is optional: without one, plans keep to the device
-        // and edge tiers.
+        // and edge tiers. Plans use one; a second would be ignored silently.
+        if count(Tier::Cloud) > 1 {
+            let names: Vec<&str> = self
+                .nodes
+                .iter()
+                .filter(|n| n.tier == Tier::Cloud)
+                .map(|n| n.name.as_str())
+                .collect();
+            return Err(Error::Cluster(format!(
+                "at most one cloud node expected, found {} ({})",
+                names.len(),
+                names.join(", ")
+            )));
+        }
         if count(Tier::Edge) == 0 {
             return Err(Error::Cluster("no edge node".into()));
         }
+        let mut pairs = std::collections::HashSet::new();
         for l in &self.links {
+            // A link serves both directions; a second one between the same
+            // nodes would be ignored silently.
+            let pair = if l.from < l.to {
+                (l.from.as_str(), l.to.as_str())
+            } else {
+                (l.to.as_str(), l.from.as_str())
+            };
+            if !pairs.insert(pair) {
+                return Err(Error::Cluster(format!(
+                    "two links between {} and {} (a link serves both directions)",
+                    pair.0, pair.1
+                )));
+            }
             for end in [&l.from, &l.to] {
                 if self.node_index(end).is_none() {
                     return Err(Error::Cluster(format!("link names unknown node {end}")));

@@ -41,6 +41,18 @@ fn unknown_fields_and_bad_values_are_rejected() {
     let c: Cluster = toml::from_str(&neg).expect("parses");
     assert!(matches!(c.validate(), Err(Error::Cluster(m)) if m.contains("bandwidth_mbps")));
 
+    let two_clouds = example().replacen("tier = \"edge\"", "tier = \"cloud\"", 1);
+    let c: Cluster = toml::from_str(&two_clouds).expect("parses");
+    assert!(
+        matches!(c.validate(), Err(Error::Cluster(m)) if m.contains("one cloud node") && m.contains("edge0"))
+    );
+
+    let mut c: Cluster = toml::from_str(&example()).expect("parses");
+    let mut back = c.links[0].clone();
+    std::mem::swap(&mut back.from, &mut back.to);
+    c.links.push(back);
+    assert!(matches!(c.validate(), Err(Error::Cluster(m)) if m.contains("two links between")));
+
     let two_devices = example().replacen("tier = \"edge\"", "tier = \"device\"", 1);
     let c: Cluster = toml::from_str(&two_devices).expect("parses");
     assert!(matches!(c.validate(), Err(Error::Cluster(m)) if m.contains("device")));
