@@ -30,6 +30,45 @@ pub fn run_graph(
     })
 }
 
+/// Largest grid side [`run_within_limits`] tries.
+const MAX_AUTO_GRID: usize = 16;
+
+/// [`run_graph`], with the grid made finer while a feature map is larger
+/// than the GPU can bind (lavapipe: 128 MiB, a 640×480 image through the
+/// default model at 1×1): tiles of a finer grid hold smaller maps, and the
+/// result does not change with the grid. Returns the grid that ran.
+fn run_within_limits(
+    exec: &dyn Executor,
+    graph: &Graph,
+    input: Tensor,
+    mut grid: Grid,
+    fuse: Option<usize>,
+) -> Result<(Vec<Tensor>, Grid)> {
+    loop {
+        match run_graph(exec, graph, input.clone(), &grid, fuse) {
+            Ok(out) => return Ok((out, grid)),
+            Err(e) => {
+                let limit = matches!(
+                    e.downcast_ref::<tile_engine::Error>(),
+                    Some(tile_engine::Error::Limit(_))
+                );
+                if !limit {
+                    return Err(e);
+                }
+                if grid.rows.max(grid.cols) >= MAX_AUTO_GRID {
+                    return Err(e.context(format!(
+                        "even at grid {grid} (a layer that is not tiled, or a map too large for {}; try --backend cpu)",
+                        exec.name()
+                    )));
+                }
+                let finer = Grid::uniform(grid.rows + 1, grid.cols + 1);
+                eprintln!("grid {grid}: {e:#}; running with grid {finer}");
+                grid = finer;
+            }
+        }
+    }
+}
+
 /// Runs a model on one input in this process.
 pub fn infer(args: &InferArgs) -> Result<()> {
     let kind = model::kind_of(&args.model)?;
@@ -41,7 +80,7 @@ pub fn infer(args: &InferArgs) -> Result<()> {
     model::check_io(&args.model, &graph, &input, &args.output)?;
     let exec = executor(args.backend, args.adapter.clone(), args.no_autotune)?;
     let started = Instant::now();
-    let outputs = run_graph(exec.as_ref(), &graph, input, &grid, args.fuse)?;
+    let (outputs, grid) = run_within_limits(exec.as_ref(), &graph, input, grid, args.fuse)?;
     let elapsed = started.elapsed();
     model::write_outputs(kind, &args.output, &outputs, args.pixel_scale)?;
     for (path, output) in args.output.iter().zip(&outputs) {
@@ -56,4 +95,83 @@ pub fn infer(args: &InferArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU executor, but refusing any graph whose input map is larger
+    /// than `max` elements, as a GPU refuses a map over its binding limit.
+    struct Bounded {
+        max: usize,
+    }
+
+    impl Executor for Bounded {
+        fn name(&self) -> String {
+            "bounded".into()
+        }
+        fn run(&self, graph: &Graph, inputs: &[Tensor]) -> tile_engine::Result<Vec<Tensor>> {
+            if let Some(t) = inputs.iter().find(|t| t.data().len() > self.max) {
+                return Err(tile_engine::Error::Limit(format!(
+                    "{} elements over {}",
+                    t.data().len(),
+                    self.max
+                )));
+            }
+            tile_engine::cpu::run(graph, inputs)
+        }
+    }
+
+    #[test]
+    fn a_map_over_the_limit_runs_on_a_finer_grid_with_the_same_result() {
+        // Two 3×3 convs, 3 → 4 → 3 channels: one tileable block.
+        let mut graph = Graph::default();
+        let mut x = graph.add_value("input", vec![1, 3, 24, 24]);
+        graph.inputs.push(x);
+        for (i, (cin, cout)) in [(3, 4), (4, 3)].into_iter().enumerate() {
+            let w = Tensor::new(
+                vec![cout, cin, 3, 3],
+                (0..cout * cin * 9).map(|k| (k % 7) as f32 - 3.0).collect(),
+            )
+            .expect("weights");
+            let conv = tile_engine::ir::Op::Conv(tile_engine::ir::Conv {
+                weight: std::sync::Arc::new(w),
+                bias: None,
+                strides: [1, 1],
+                pads: [1, 1, 1, 1],
+                dilations: [1, 1],
+                group: 1,
+                activation: tile_engine::ir::Activation::Relu,
+            });
+            x = graph
+                .add_node(format!("conv{i}"), conv, vec![x], format!("y{i}"))
+                .expect("node");
+        }
+        graph.outputs.push(x);
+        let input = Tensor::new(
+            vec![1, 3, 24, 24],
+            (0..3 * 24 * 24).map(|i| (i % 251) as f32).collect(),
+        )
+        .expect("input");
+        let want = tile_engine::cpu::run(&graph, std::slice::from_ref(&input)).expect("whole");
+        // The whole input (1728 elements) is over the limit; a 2×2 tile's,
+        // halo included, is not.
+        let exec = Bounded { max: 1200 };
+        let (got, grid) =
+            run_within_limits(&exec, &graph, input.clone(), Grid::uniform(1, 1), None)
+                .expect("runs tiled");
+        assert_eq!(grid, Grid::uniform(2, 2));
+        assert_eq!(got[0].data(), want[0].data());
+        // Nothing fits: the error says which grid it stopped at.
+        let e = run_within_limits(
+            &Bounded { max: 1 },
+            &graph,
+            input,
+            Grid::uniform(1, 1),
+            None,
+        )
+        .expect_err("nothing fits");
+        assert!(format!("{e:#}").contains("even at grid 16x16"), "{e:#}");
+    }
 }
