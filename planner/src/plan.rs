@@ -79,6 +79,9 @@ pub struct PlanReport {
     pub nodes: Vec<(String, Tier)>,
     /// Roles the plan uses.
     pub topology: Topology,
+    /// How much faster a plan over several nodes had to be predicted than
+    /// the best one-node plan to be chosen (see [`PlanOptions`]).
+    pub single_node_margin: f64,
 }
 
 impl PlanReport {
@@ -152,6 +155,7 @@ pub fn plan_dag(
             .map(|n| (n.name.clone(), n.tier))
             .collect(),
         topology: ctx.topo.clone(),
+        single_node_margin: opts.single_node_margin,
     })
 }
 

@@ -275,6 +275,20 @@ impl PlanReport {
                 count(Tier::Cloud)
             );
         }
+        let fastest = self
+            .alternatives
+            .iter()
+            .min_by(|a, b| a.makespan_s().total_cmp(&b.makespan_s()));
+        if let Some(f) = fastest.filter(|f| f.makespan_s() < self.best.makespan_s() * (1.0 - 1e-9))
+        {
+            let _ = writeln!(
+                s,
+                "(chosen over {}, predicted {:.1} % faster: a plan over several nodes must be predicted more than {:.0} % faster than the best one-node plan, since it has more jobs and transfers to be mispredicted by)",
+                f.strategy,
+                100.0 * (1.0 - f.makespan_s() / self.best.makespan_s()),
+                100.0 * self.single_node_margin
+            );
+        }
         s
     }
 

@@ -109,3 +109,28 @@ fn a_tied_plan_is_named_by_its_fewest_tiers_and_tile_shares_are_shown() {
         .expect("a device row");
     assert!(device_row.ends_with('-'), "{table}");
 }
+
+/// With one edge node the default model's device+edge plan is predicted
+/// 5 % faster than edge-only, under the 10 % a plan over several nodes
+/// must win by: the table says why the slower one-node plan was chosen.
+#[test]
+fn a_one_node_plan_chosen_over_a_faster_one_says_why() {
+    let mut c: Cluster = toml::from_str(&example()).expect("parses");
+    let keep = ["phone", "edge0"];
+    c.nodes.retain(|n| keep.contains(&n.name.as_str()));
+    c.links
+        .retain(|l| keep.contains(&l.from.as_str()) && keep.contains(&l.to.as_str()));
+    c.validate().expect("valid");
+    let graph = tile_engine::default_model::graph([128, 128]).expect("default model");
+    let report = planner::plan(&graph, &c, &Estimates::from_cluster(&c)).expect("plans");
+    assert!(report.best.on_one_node(), "{}", report.table());
+    let faster = report
+        .alternative("device+edge")
+        .expect("device+edge planned");
+    assert!(faster.makespan_s() < report.best.makespan_s());
+    let table = report.table();
+    assert!(
+        table.contains("chosen over device+edge") && table.contains("more than 10 % faster"),
+        "{table}"
+    );
+}
