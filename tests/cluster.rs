@@ -600,6 +600,7 @@ async fn fault_mid_request(how: &str) {
     coord.timeouts = Timeouts {
         base: Duration::from_secs(3),
         factor: 4.0,
+        ..Timeouts::default()
     };
     let model = load(&coord).await;
     let plan = two_edge_plan(&local, &model);
@@ -677,6 +678,54 @@ fn an_edge_node_killed_mid_request_is_replaced_bit_identically() {
 fn an_edge_node_stalled_mid_request_is_replaced_bit_identically() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(fault_mid_request("stop"));
+}
+
+#[test]
+fn a_busy_node_past_its_deadline_is_waited_for_not_marked_down() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (local, mut coord) = start("busy").await;
+        // Deadlines far shorter than the slowed node's tile: before the
+        // probe, its job timed out, it was marked down and its tile re-run.
+        coord.timeouts = Timeouts {
+            base: Duration::from_millis(200),
+            factor: 0.0,
+            renewals: 1000,
+        };
+        coord.steal = false;
+        let model = load(&coord).await;
+        let plan = two_edge_plan(&local, &model);
+        let want = bits(&reference(&model));
+        let busy = local
+            .tier(Tier::Edge)
+            .into_iter()
+            .find(|&e| e != local.coordinator_node)
+            .expect("busy node");
+        coord
+            .peer(busy)
+            .expect("peer")
+            .send(&Msg::Throttle { factor: 100.0 })
+            .await
+            .expect("throttle");
+        let out = coord
+            .run(9, &model, image(), &plan)
+            .await
+            .expect("the request completes");
+        assert_eq!(bits(&out.outputs), want);
+        assert!(out.records.iter().all(|r| r.ok), "{:?}", out.records);
+        let tile = out
+            .records
+            .iter()
+            .find(|r| r.node == busy && r.tile.is_some())
+            .expect("the busy node ran its tile");
+        let took = Duration::from_micros(tile.recv_us - tile.sent_us);
+        assert!(
+            took > Duration::from_millis(400),
+            "the tile ({took:?}) must outlast its 200 ms deadline for this test to mean anything"
+        );
+        assert!(coord.alive().contains(&busy), "the busy node stays up");
+        coord.shutdown().await;
+    });
 }
 
 #[test]

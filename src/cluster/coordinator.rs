@@ -150,6 +150,28 @@ impl Peer {
     pub async fn send(&self, m: &Msg) -> Result<(), ClusterError> {
         m.send(&self.conn, 0).await
     }
+
+    /// Whether the node answers a status question within [`PROBE_TIMEOUT`].
+    /// The daemon answers `HasModel` on its async runtime, not behind its
+    /// executor's queue, so a node busy with other coordinators' jobs
+    /// answers at once, while a stopped, hung or cut-off one does not (and
+    /// every daemon version answers it, so no new message is needed).
+    async fn answers(&self, probe: u64) -> bool {
+        // No model hash looks like this: the answer reaches this probe alone.
+        let key = format!("probe {probe}");
+        let (tx, rx) = oneshot::channel();
+        lock(&self.models).insert(key.clone(), tx);
+        let ask = async {
+            self.send(&Msg::HasModel { hash: key.clone() }).await.ok()?;
+            rx.await.ok()
+        };
+        let answered = matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, ask).await,
+            Ok(Some(Msg::ModelState { .. }))
+        );
+        lock(&self.models).remove(&key);
+        answered
+    }
 }
 
 /// A model the nodes hold, with the graph the coordinator plans it by.
@@ -432,13 +454,19 @@ pub struct RunOutcome {
     pub wall_s: f64,
 }
 
-/// How patient the coordinator is.
+/// How patient the coordinator is. A job past its deadline is not given
+/// up while its node answers a probe: its allowance is renewed instead.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
     /// Fixed part of a job's deadline.
     pub base: Duration,
     /// A job may take this many times its predicted duration on top.
     pub factor: f64,
+    /// How many more allowances a job gets while its node answers probes. A
+    /// node busy with other coordinators' jobs finishes late but finishes;
+    /// one whose executor is wedged answers too, so it is given up on after
+    /// these all the same.
+    pub renewals: u32,
 }
 
 impl Default for Timeouts {
@@ -446,10 +474,14 @@ impl Default for Timeouts {
         Timeouts {
             base: Duration::from_secs(10),
             factor: 6.0,
+            renewals: 9,
         }
     }
 }
 
+/// How long a node whose job is past its deadline has to answer a probe
+/// before it is marked down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a node has to complete the handshake (a dead address would
 /// otherwise hold the coordinator for the transport's 30 s idle timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -828,11 +860,12 @@ impl Coordinator {
             .compute_time(i, class, work as f64)
     }
 
-    fn deadline(&self, node: usize, class: OpClass, work: u64, bytes: u64) -> Instant {
+    /// How long a job may take before its node is asked whether it is alive.
+    fn allowance(&self, node: usize, class: OpClass, work: u64, bytes: u64) -> Duration {
         let t = self.timeouts.base.as_secs_f64()
             + self.timeouts.factor * self.predict(node, class, work)
             + bytes as f64 / 1e6;
-        Instant::now() + Duration::from_secs_f64(t.min(3600.0))
+        Duration::from_secs_f64(t.min(3600.0))
     }
 
     /// Runs one job on `peer`: sends the inputs, waits for the outputs.
@@ -853,7 +886,9 @@ impl Coordinator {
         lock(&peer.jobs).insert(job, tx);
         rec.sent_us = now_us();
         let f32_bytes: u64 = inputs.iter().map(|t| t.byte_len() as u64).sum();
-        let deadline = self.deadline(peer.idx, class, rec.work(), f32_bytes);
+        let allowance = self.allowance(peer.idx, class, rec.work(), f32_bytes);
+        let sent = Instant::now();
+        let mut deadline = sent + allowance;
         let gone = |why: String| ClusterError::Node {
             node: peer.name.clone(),
             why,
@@ -869,10 +904,40 @@ impl Coordinator {
             .await?;
             let in_bytes =
                 wire::send_tensors(&peer.conn, TileKind::Tile, job, INPUT, inputs).await?;
-            let answer = tokio::time::timeout_at(deadline, rx)
-                .await
-                .map_err(|_| gone(format!("job {job} timed out")))?
-                .map_err(|_| gone("connection lost".into()))?;
+            // Past the deadline a node is not taken for dead while it
+            // answers: its executor may be queued with other coordinators'
+            // jobs (concurrent `tessera run`s), which the prediction cannot
+            // know about. A stopped or cut-off node does not answer.
+            let mut rx = rx;
+            let mut renewed = 0;
+            let answer = loop {
+                match tokio::time::timeout_at(deadline, &mut rx).await {
+                    Ok(a) => break a.map_err(|_| gone("connection lost".into()))?,
+                    Err(_) if renewed >= self.timeouts.renewals => {
+                        return Err(gone(format!(
+                            "job {job} not done after {:.0} s although the node answers",
+                            sent.elapsed().as_secs_f64()
+                        )));
+                    }
+                    Err(_) if peer.answers(self.id()).await => {
+                        renewed += 1;
+                        deadline = Instant::now() + allowance;
+                        tracing::info!(
+                            peer = %peer.name,
+                            job,
+                            "past its deadline but the node answers (busy): \
+                             waiting {:.1} s more",
+                            allowance.as_secs_f64()
+                        );
+                    }
+                    Err(_) => {
+                        return Err(gone(format!(
+                            "job {job} timed out and the node did not answer within {} s",
+                            PROBE_TIMEOUT.as_secs()
+                        )));
+                    }
+                }
+            };
             let (outputs, start_us, end_us, cold) = match answer {
                 Msg::Done {
                     outputs,
