@@ -164,6 +164,12 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     let mut model = coord.load_model(&bundle).await?;
     model.expect_inputs(&[&input]);
     pb.finish_and_clear();
+    for (i, why) in &model.left_out {
+        println!(
+            "{}: {why}, planning without it",
+            coord.cluster.nodes[*i].name
+        );
+    }
     println!(
         "model sent once to each node: {} bytes, sha256 {}…; its {} ops {} ({:.1} s with the transfer)",
         bundle.encode().len(),

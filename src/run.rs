@@ -98,6 +98,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
             .load_model(&bundle)
             .await
             .context("cannot send the model")?;
+        for (i, why) in &loaded.left_out {
+            eprintln!(
+                "{}: {why}, planning without it",
+                coord.cluster.nodes[*i].name
+            );
+        }
         loaded.expect_inputs(&[&input]);
         let adaptive = experiment::Adaptive::new(&coord, &loaded)?;
         let run = experiment::run_plan(&coord, &loaded, &input, &adaptive.plan, 1, true).await?;

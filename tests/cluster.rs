@@ -12,6 +12,7 @@ use std::time::Duration;
 use planner::profiler::{Span, SpanKind};
 use planner::{Cluster, Tier};
 use tessera::Backend;
+use tessera::cluster::ClusterError;
 use tessera::cluster::bundle::Bundle;
 use tessera::cluster::coordinator::{Coordinator, ExecPlan, LoadedModel, Timeouts};
 use tessera::cluster::experiment::{self, Adaptive};
@@ -83,7 +84,14 @@ async fn start(name: &str) -> (LocalCluster, Coordinator) {
 
 /// Starts `cluster`'s daemons (CPU executors, metrics on) and connects a coordinator.
 async fn start_cluster(name: &str, cluster: Cluster) -> (LocalCluster, Coordinator) {
-    let local = LocalCluster::start(
+    let local = start_daemons(name, cluster).await;
+    let coord = connect(&local).await.expect("coordinator connects");
+    (local, coord)
+}
+
+/// Starts `cluster`'s daemons (CPU executors, metrics on).
+async fn start_daemons(name: &str, cluster: Cluster) -> LocalCluster {
+    LocalCluster::start(
         cluster,
         HarnessOptions {
             exe: EXE.into(),
@@ -94,12 +102,13 @@ async fn start_cluster(name: &str, cluster: Cluster) -> (LocalCluster, Coordinat
         },
     )
     .await
-    .expect("cluster starts");
+    .expect("cluster starts")
+}
+
+/// A coordinator connected to `local`'s daemons.
+async fn connect(local: &LocalCluster) -> Result<Coordinator, ClusterError> {
     let ep = local.coordinator_endpoint().expect("endpoint");
-    let coord = Coordinator::connect(local.cluster.clone(), ep, local.addrs.clone())
-        .await
-        .expect("coordinator connects");
-    (local, coord)
+    Coordinator::connect(local.cluster.clone(), ep, local.addrs.clone()).await
 }
 
 /// A 1×3×24×24 image with varied pixel values in [0, 255].
@@ -590,6 +599,49 @@ fn a_cluster_without_a_cloud_node_plans_and_runs_on_the_device_and_edges() {
             .collect();
         assert!(names.iter().any(|n| n == "single edge node"), "{names:?}");
         assert!(names.iter().all(|n| !n.contains("cloud")), "{names:?}");
+        coord.shutdown().await;
+    });
+}
+
+/// A cloud node whose `max_model_bytes` is under the model's size is left
+/// out like an unreachable one and the request runs without it; before, its
+/// refusal aborted the whole run. Only when no edge node can load the model
+/// is it an error, and that names the node and why.
+#[test]
+fn a_node_that_cannot_load_the_model_is_left_out_unless_no_edge_node_can() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut local = start_daemons("refuse", toml::from_str(SMALL).expect("toml")).await;
+        let small = "max_model_bytes = 1000\n";
+        let cloud = local.tier(Tier::Cloud)[0];
+        local.restart_with(cloud, small).await.expect("restart");
+        let coord = connect(&local).await.expect("coordinator connects");
+        let model = load(&coord).await;
+        let [(who, why)] = model.left_out.as_slice() else {
+            panic!("only the cloud is left out: {:?}", model.left_out);
+        };
+        assert_eq!(*who, cloud);
+        assert!(why.contains("max_model_bytes (1000)"), "{why}");
+        assert!(!coord.alive().contains(&cloud));
+        let adaptive = Adaptive::new(&coord, &model).expect("a plan without the cloud");
+        let r = experiment::run_plan(&coord, &model, &image(), &adaptive.plan, 1, true)
+            .await
+            .expect("run");
+        assert_eq!(bits(&r.outputs), bits(&reference(&model)));
+        assert!(r.records.iter().all(|x| x.node != cloud));
+        coord.shutdown().await;
+
+        for e in local.tier(Tier::Edge) {
+            local.restart_with(e, small).await.expect("restart");
+        }
+        let coord = connect(&local).await.expect("coordinator connects");
+        let bundle = Bundle::from_spec("default", &[1, 3, 24, 24]).expect("bundle");
+        let err = match coord.load_model(&bundle).await {
+            Ok(_) => panic!("no edge node can load the model"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("max_model_bytes (1000)"), "{err}");
+        assert!(names_a_node(&local, &err), "{err}");
         coord.shutdown().await;
     });
 }

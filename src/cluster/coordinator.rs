@@ -140,10 +140,19 @@ impl Peer {
     }
 
     fn mark_down(&self, why: &str) {
-        if self.alive.swap(false, Ordering::AcqRel) {
+        if self.leave_down(why) {
             tracing::warn!(peer = %self.name, "marked down: {why}");
+        }
+    }
+
+    /// Marks the node down without a warning, for a caller that reports it
+    /// itself; returns whether it was up.
+    fn leave_down(&self, why: &str) -> bool {
+        let was_up = self.alive.swap(false, Ordering::AcqRel);
+        if was_up {
             self.conn.close(why);
         }
+        was_up
     }
 
     /// Sends a message to the node.
@@ -186,6 +195,9 @@ pub struct LoadedModel {
     pub dag: planner::ModelDag,
     /// The node whose per-op profile the work in `dag` comes from, if any.
     pub profiled_on: Option<usize>,
+    /// Nodes (cluster indices) that could not load the model, with why:
+    /// they are down, and plans leave them out.
+    pub left_out: Vec<(usize, String)>,
 }
 
 impl LoadedModel {
@@ -681,7 +693,11 @@ impl Coordinator {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Sends the model to every live node that does not have it yet.
+    /// Sends the model to every live node that does not have it yet. A node
+    /// that cannot load it (over its `max_model_bytes`, no answer) is left
+    /// down and listed in [`LoadedModel::left_out`], as an unreachable node
+    /// is left out at [`Coordinator::connect`]; it is an error only when no
+    /// edge node has the model.
     pub async fn load_model(&self, bundle: &Bundle) -> Result<LoadedModel, ClusterError> {
         let bytes = bundle.encode();
         let hash = bundle::hash(&bytes);
@@ -689,10 +705,28 @@ impl Coordinator {
         let mut dag = planner::ModelDag::from_graph(&graph)
             .map_err(|e| ClusterError::Model(e.to_string()))?;
         let chunks = wire::model_chunks(&bytes);
+        let mut left_out = Vec::new();
+        let mut edge_error = None;
         for i in self.alive() {
-            if let Some(p) = self.peer(i) {
-                self.ensure_model(&p, &hash, &bytes, &chunks).await?;
+            let Some(p) = self.peer(i) else { continue };
+            if let Err(e) = self.ensure_model(&p, &hash, &bytes, &chunks).await {
+                let why = match &e {
+                    ClusterError::Node { why, .. } => why.clone(),
+                    other => other.to_string(),
+                };
+                p.leave_down(&why);
+                tracing::info!(peer = %p.name, "left out: {why}");
+                if self.cluster.nodes[i].tier == Tier::Edge {
+                    edge_error = Some(e);
+                }
+                left_out.push((i, why));
             }
+        }
+        let edges = self.cluster.tier_nodes(Tier::Edge);
+        if let Some(e) = edge_error
+            && edges.iter().all(|&i| self.peer(i).is_none())
+        {
+            return Err(e);
         }
         let profiled_on = if self.profile_models {
             self.profile_model(&hash, &mut dag).await
@@ -704,6 +738,7 @@ impl Coordinator {
             graph,
             dag,
             profiled_on,
+            left_out,
         })
     }
 

@@ -55,6 +55,8 @@ pub struct LocalCluster {
     children: Vec<Option<Child>>,
     relays: Vec<Option<Relay>>,
     node_addrs: Vec<SocketAddr>,
+    /// Lines added to each node's `node.toml` (see [`LocalCluster::restart_with`]).
+    extra: Vec<String>,
 }
 
 impl Drop for LocalCluster {
@@ -101,6 +103,7 @@ impl LocalCluster {
             children: (0..n).map(|_| None).collect(),
             relays: (0..n).map(|_| None).collect(),
             node_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0)); n],
+            extra: vec![String::new(); n],
             opts,
             cluster: cluster.clone(),
         };
@@ -143,6 +146,7 @@ impl LocalCluster {
                 self.opts.dir.join("compute.lock").display()
             ));
         }
+        text.push_str(&self.extra[i]);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path)
     }
@@ -284,6 +288,13 @@ impl LocalCluster {
         self.cluster.nodes[i].address = self.node_addrs[i].to_string();
         self.relays[i] = None;
         self.relay(i).await
+    }
+
+    /// Starts node `i` again as [`LocalCluster::restart`] does, with `lines`
+    /// added to its `node.toml` (a node configured unlike the others).
+    pub async fn restart_with(&mut self, i: usize, lines: &str) -> Result<()> {
+        self.extra[i] = lines.to_string();
+        self.restart(i).await
     }
 
     /// Kills every node.
