@@ -1,9 +1,10 @@
 //! `tessera plan`: the plan for a model on a cluster, from the cluster
 //! file's cold-start figures (no node is contacted).
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use planner::{Cluster, Estimates};
 
 /// Reads and validates a cluster file; errors name the file and the field.
@@ -13,8 +14,46 @@ pub fn read_cluster(path: &Path) -> Result<Cluster> {
     let cluster: Cluster = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
     cluster
         .validate()
+        .and_then(|()| cluster.check_addresses())
         .with_context(|| format!("{}", path.display()))?;
     Ok(cluster)
+}
+
+/// Resolves each node's `host:port` of a cluster file read from `path`
+/// (host names included: a cluster of several machines is addressed by
+/// name), preferring IPv4, and refuses two nodes that resolve to one
+/// socket address (`localhost:7201` and `127.0.0.1:7201`). Errors name the
+/// file, the node and the address.
+pub fn node_addresses(path: &Path, cluster: &Cluster) -> Result<Vec<SocketAddr>> {
+    let mut addrs: Vec<SocketAddr> = Vec::with_capacity(cluster.nodes.len());
+    for n in &cluster.nodes {
+        let what = || format!("{}: node {} address {}", path.display(), n.name, n.address);
+        let found: Vec<SocketAddr> = n
+            .address
+            .to_socket_addrs()
+            .with_context(|| format!("{}: cannot resolve it", what()))?
+            .collect();
+        // The coordinator's endpoint is bound to an IPv4 socket unless a
+        // node can only be reached over IPv6.
+        let addr = found
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(found.first())
+            .copied()
+            .ok_or_else(|| anyhow!("{}: it resolves to no address", what()))?;
+        if let Some(j) = addrs.iter().position(|&a| a == addr) {
+            return Err(anyhow!(
+                "{}: nodes {} ({}) and {} ({}) are both at {addr}",
+                path.display(),
+                cluster.nodes[j].name,
+                cluster.nodes[j].address,
+                n.name,
+                n.address
+            ));
+        }
+        addrs.push(addr);
+    }
+    Ok(addrs)
 }
 
 /// Prints the plan as a table and optionally draws it.
@@ -31,4 +70,48 @@ pub fn plan(cluster: &Path, model: &str, svg: Option<&Path>) -> Result<()> {
         println!("drew the plan in {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(addresses: [&str; 2]) -> Cluster {
+        let text = format!(
+            "[[nodes]]\nname = \"phone\"\ntier = \"device\"\naddress = \"{}\"\ngflops = 1.0\n\
+             [[nodes]]\nname = \"edge0\"\ntier = \"edge\"\naddress = \"{}\"\ngflops = 1.0\n\
+             [[links]]\nfrom = \"phone\"\nto = \"edge0\"\nbandwidth_mbps = 10.0\ndelay_ms = 1.0\n",
+            addresses[0], addresses[1]
+        );
+        toml::from_str(&text).expect("cluster toml")
+    }
+
+    #[test]
+    fn host_names_resolve_and_errors_name_the_file_node_and_address() -> Result<()> {
+        let path = Path::new("c.toml");
+        let addrs = node_addresses(path, &cluster(["localhost:7201", "127.0.0.1:7202"]))?;
+        assert_eq!(addrs[0].port(), 7201);
+        assert!(addrs[0].ip().is_loopback(), "{}", addrs[0]);
+        assert_eq!(addrs[1], SocketAddr::from(([127, 0, 0, 1], 7202)));
+
+        let e = node_addresses(path, &cluster(["127.0.0.1:7201", "edge0-without-port"]))
+            .expect_err("no port");
+        let e = format!("{e:#}");
+        assert!(
+            e.starts_with("c.toml: node edge0 address edge0-without-port: cannot resolve it"),
+            "{e}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn two_names_for_one_socket_address_are_refused() {
+        let c = cluster(["localhost:7201", "127.0.0.1:7201"]);
+        c.check_addresses().expect("the strings differ");
+        let e = node_addresses(Path::new("c.toml"), &c).expect_err("one socket address");
+        assert_eq!(
+            e.to_string(),
+            "c.toml: nodes phone (localhost:7201) and edge0 (127.0.0.1:7201) are both at 127.0.0.1:7201"
+        );
+    }
 }

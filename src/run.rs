@@ -56,20 +56,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let input = model::fit_image_channels(&args.input, &graph, input)?;
     model::check_io(&args.model, &graph, &input, &args.output)?;
     let bundle = Bundle::from_spec(&args.model, input.shape())?;
-    let addrs = cluster
-        .nodes
-        .iter()
-        .map(|n| {
-            n.address.parse::<SocketAddr>().with_context(|| {
-                format!(
-                    "{}: node {} address {}",
-                    args.cluster.display(),
-                    n.name,
-                    n.address
-                )
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let addrs = plan::node_addresses(&args.cluster, &cluster)?;
     let identity = Identity::load(&args.certs, &args.name)
         .with_context(|| format!("certificate {} in {}", args.name, args.certs.display()))?;
     let peers = cluster.nodes.iter().map(|n| n.name.clone()).collect();
@@ -81,10 +68,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async {
-        let endpoint = Endpoint::bind(
-            SocketAddr::from(([0, 0, 0, 0], 0)),
-            EndpointConfig::new(identity, peers, hello),
-        )?;
+        // An IPv4 socket reaches IPv4 nodes only; a dual-stack one is
+        // bound when some node has only an IPv6 address.
+        let any = if addrs.iter().any(SocketAddr::is_ipv6) {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        };
+        let endpoint = Endpoint::bind(any, EndpointConfig::new(identity, peers, hello))?;
         let mut coord = Coordinator::connect(cluster, endpoint, addrs)
             .await
             .context("cannot reach the cluster")?;

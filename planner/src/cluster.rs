@@ -183,6 +183,70 @@ impl Cluster {
                 return Err(Error::Cluster(format!("{what}: loss must be in [0, 1)")));
             }
         }
+        self.check_coordinator_links()
+    }
+
+    /// Checks that some edge node can be the coordinator: linked to the
+    /// device, to every other edge node and to a cloud node if there is one
+    /// (the links of the planner's star, see `cost::Topology`). Without this, a file
+    /// with no `[[links]]` passed validation and failed only when a plan
+    /// was made.
+    fn check_coordinator_links(&self) -> Result<()> {
+        let device = self.tier_nodes(Tier::Device);
+        let Some(&device) = device.first() else {
+            return Ok(());
+        };
+        let edges = self.tier_nodes(Tier::Edge);
+        let candidates: Vec<NodeIdx> = edges
+            .iter()
+            .copied()
+            .filter(|&e| self.link(device, e).is_some())
+            .collect();
+        let Some(&first) = candidates.first() else {
+            return Err(Error::Cluster(format!(
+                "no link between device {} and any edge node (add a [[links]] entry)",
+                self.nodes[device].name
+            )));
+        };
+        // Plans use one cloud node (the fastest), so one link to a cloud
+        // node is what is needed.
+        let clouds = self.tier_nodes(Tier::Cloud);
+        let missing = |c: NodeIdx| -> Vec<&str> {
+            let mut m: Vec<&str> = edges
+                .iter()
+                .filter(|&&n| n != c && self.link(c, n).is_none())
+                .map(|&n| self.nodes[n].name.as_str())
+                .collect();
+            if !clouds.is_empty() && clouds.iter().all(|&n| self.link(c, n).is_none()) {
+                m.extend(clouds.iter().map(|&n| self.nodes[n].name.as_str()));
+            }
+            m
+        };
+        if candidates.iter().any(|&c| missing(c).is_empty()) {
+            return Ok(());
+        }
+        Err(Error::Cluster(format!(
+            "edge node {} (linked to device {}) has no link to {}: the coordinator \
+             sits at an edge node linked to the device and needs a link to every \
+             other edge node and to a cloud node",
+            self.nodes[first].name,
+            self.nodes[device].name,
+            missing(first).join(", ")
+        )))
+    }
+
+    /// Checks that no two nodes share an address. For cluster files, whose
+    /// addresses are where the daemons listen; clusters built in code
+    /// (tests, the demo's harness) may carry placeholders.
+    pub fn check_addresses(&self) -> Result<()> {
+        for (i, a) in self.nodes.iter().enumerate() {
+            if let Some(b) = self.nodes[..i].iter().find(|b| b.address == a.address) {
+                return Err(Error::Cluster(format!(
+                    "nodes {} and {} both have address {}",
+                    b.name, a.name, a.address
+                )));
+            }
+        }
         Ok(())
     }
 

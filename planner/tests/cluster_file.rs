@@ -134,3 +134,44 @@ fn a_one_node_plan_chosen_over_a_faster_one_says_why() {
         "{table}"
     );
 }
+
+/// A file whose links leave the device or an edge node unreachable from
+/// every possible coordinator is refused when it is read, naming the nodes;
+/// before, it passed and planning failed later ("no link between phone and
+/// any edge node"), which `tessera run` reported as a protocol error.
+#[test]
+fn links_that_no_coordinator_can_use_are_refused() {
+    let mut c: Cluster = toml::from_str(&example()).expect("parses");
+    c.links.clear();
+    let err = c.validate().expect_err("no links");
+    assert_eq!(
+        err.to_string(),
+        "cluster: no link between device phone and any edge node (add a [[links]] entry)"
+    );
+
+    // edge3 is linked only to the phone: no edge node reaches all the others.
+    let mut c: Cluster = toml::from_str(&example()).expect("parses");
+    c.links
+        .retain(|l| !(l.from.starts_with("edge") && l.to == "edge3") && l.from != "edge3");
+    let err = c.validate().expect_err("edge3 cut off");
+    let Error::Cluster(m) = err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        m.starts_with("edge node edge0 (linked to device phone) has no link to edge3:"),
+        "{m}"
+    );
+}
+
+#[test]
+fn two_nodes_at_one_address_are_refused_naming_both() {
+    let c: Cluster = toml::from_str(&example()).expect("parses");
+    c.check_addresses().expect("the example's addresses differ");
+    let dup = example().replacen("127.0.0.1:7102", "127.0.0.1:7101", 1);
+    let c: Cluster = toml::from_str(&dup).expect("parses");
+    let err = c.check_addresses().expect_err("duplicate address");
+    assert_eq!(
+        err.to_string(),
+        "cluster: nodes edge0 and edge1 both have address 127.0.0.1:7101"
+    );
+}
