@@ -3,11 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use tessera::cluster::bundle::Bundle;
-use tessera::cluster::coordinator::Coordinator;
+use tessera::cluster::coordinator::{Coordinator, LoadedModel};
 use tessera::cluster::experiment;
 use tessera::{model, plan};
 use transport::{Capabilities, Endpoint, EndpointConfig, Hello, Identity};
@@ -79,21 +80,22 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let mut coord = Coordinator::connect(cluster, endpoint, addrs)
             .await
             .context("cannot reach the cluster")?;
-        coord.profile_models = !args.no_profile;
-        for (i, n) in coord.cluster.nodes.iter().enumerate() {
-            if coord.peer(i).is_none() {
-                eprintln!("{}: unreachable, planning without it", n.name);
-            }
+        // Profiled below, where its time can be reported.
+        coord.profile_models = false;
+        for (i, why) in &coord.unreachable {
+            let name = &coord.cluster.nodes[*i].name;
+            eprintln!("{name}: unreachable ({why}), planning without it");
         }
         let mut loaded = coord
             .load_model(&bundle)
             .await
             .context("cannot send the model")?;
         for (i, why) in &loaded.left_out {
-            eprintln!(
-                "{}: {why}, planning without it",
-                coord.cluster.nodes[*i].name
-            );
+            let name = &coord.cluster.nodes[*i].name;
+            eprintln!("{name}: {why}, planning without it");
+        }
+        if !args.no_profile {
+            profile(&coord, &mut loaded, &args.model).await;
         }
         loaded.expect_inputs(&[&input]);
         let adaptive = experiment::Adaptive::new(&coord, &loaded)?;
@@ -107,9 +109,39 @@ pub fn run(args: &RunArgs) -> Result<()> {
                 out.shape(),
                 run.wall_s * 1e3,
                 run.records.len(),
-                experiment::shares_text(&coord, &run.plan)
+                experiment::ran_shares_text(&coord, &run)
             );
         }
         Ok(())
     })
+}
+
+/// Times the model's ops on one node for the planner. The nodes keep the
+/// profile, so a later run gets it at once; the first takes about three
+/// runs of the model on one node (20–25 s for the default model on a
+/// 128×128 image on a CPU node), so when it is not back within a second
+/// the user is told what is happening and, at the end, how long it took.
+async fn profile(coord: &Coordinator, loaded: &mut LoadedModel, model: &str) {
+    let started = std::time::Instant::now();
+    let node = coord
+        .profiling_node()
+        .map_or("?", |i| coord.cluster.nodes[i].name.as_str());
+    let profiling = coord.profile_model(loaded);
+    tokio::pin!(profiling);
+    if tokio::time::timeout(Duration::from_secs(1), &mut profiling)
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    eprintln!(
+        "profiling {model} on {node}: timing each op once for the planner (the nodes \
+         keep the result for later runs; --no-profile skips it)…"
+    );
+    let done = profiling.await;
+    let took = started.elapsed().as_secs_f64();
+    match done {
+        Some(_) => eprintln!("profiled {model} in {took:.1} s"),
+        None => eprintln!("no profile of {model} after {took:.1} s: planning by FLOPs"),
+    }
 }

@@ -522,6 +522,9 @@ pub struct Coordinator {
     pub profile_models: bool,
     /// Whether the warning about a block tiled across different executors was given.
     warned_mixed: AtomicBool,
+    /// Nodes [`Coordinator::connect`] could not reach, with why (left down;
+    /// the caller reports them).
+    pub unreachable: Vec<(usize, String)>,
 }
 
 impl Coordinator {
@@ -537,7 +540,7 @@ impl Coordinator {
         addrs: Vec<SocketAddr>,
     ) -> Result<Coordinator, ClusterError> {
         let profiler = Profiler::new(&cluster);
-        let c = Coordinator {
+        let mut c = Coordinator {
             peers: Mutex::new(vec![None; cluster.nodes.len()]),
             cluster,
             endpoint,
@@ -548,6 +551,7 @@ impl Coordinator {
             steal: true,
             profile_models: true,
             warned_mixed: AtomicBool::new(false),
+            unreachable: Vec::new(),
         };
         let tries =
             futures_util::future::join_all((0..c.cluster.nodes.len()).map(|i| c.reconnect(i)))
@@ -555,7 +559,7 @@ impl Coordinator {
         let mut down = Vec::new();
         for (i, r) in tries.into_iter().enumerate() {
             if let Err(e) = r {
-                tracing::warn!(node = %c.cluster.nodes[i].name, "left down: {e}");
+                tracing::info!(node = %c.cluster.nodes[i].name, "left down: {e}");
                 down.push((i, e));
             }
         }
@@ -569,6 +573,13 @@ impl Coordinator {
         if let Some(pos) = down.iter().position(|(i, _)| needed(*i)) {
             return Err(down.swap_remove(pos).1);
         }
+        c.unreachable = down
+            .into_iter()
+            .map(|(i, e)| match e {
+                ClusterError::Node { why, .. } => (i, why),
+                other => (i, other.to_string()),
+            })
+            .collect();
         Ok(c)
     }
 
@@ -702,7 +713,7 @@ impl Coordinator {
         let bytes = bundle.encode();
         let hash = bundle::hash(&bytes);
         let graph = Arc::new(bundle.graph()?);
-        let mut dag = planner::ModelDag::from_graph(&graph)
+        let dag = planner::ModelDag::from_graph(&graph)
             .map_err(|e| ClusterError::Model(e.to_string()))?;
         let chunks = wire::model_chunks(&bytes);
         let mut left_out = Vec::new();
@@ -728,18 +739,29 @@ impl Coordinator {
         {
             return Err(e);
         }
-        let profiled_on = if self.profile_models {
-            self.profile_model(&hash, &mut dag).await
-        } else {
-            None
-        };
-        Ok(LoadedModel {
+        let mut model = LoadedModel {
             hash,
             graph,
             dag,
-            profiled_on,
+            profiled_on: None,
             left_out,
-        })
+        };
+        if self.profile_models {
+            self.profile_model(&mut model).await;
+        }
+        Ok(model)
+    }
+
+    /// The node [`Coordinator::profile_model`] asks: the first live edge
+    /// node, else the first live node.
+    pub fn profiling_node(&self) -> Option<usize> {
+        let edges = self.cluster.tier_nodes(planner::Tier::Edge);
+        let alive = self.alive();
+        edges
+            .iter()
+            .chain(&alive)
+            .find(|i| alive.contains(i))
+            .copied()
     }
 
     /// Times each op of a loaded model alone on one edge node (the first
@@ -749,15 +771,14 @@ impl Coordinator {
     /// and the planner would otherwise misjudge blocks of them; node speeds
     /// stay per class, so the profile's relative costs carry to every node.
     /// Without an answer the FLOPs stay as they are. Returns the node that
-    /// profiled the model, if one did.
-    async fn profile_model(&self, hash: &str, dag: &mut planner::ModelDag) -> Option<usize> {
-        let edges = self.cluster.tier_nodes(planner::Tier::Edge);
-        let alive = self.alive();
-        let p = edges
-            .iter()
-            .chain(&alive)
-            .find(|i| alive.contains(i))
-            .and_then(|&i| self.peer(i))?;
+    /// profiled the model, if one did (also set in
+    /// [`LoadedModel::profiled_on`]). [`Coordinator::load_model`] calls it
+    /// when [`Coordinator::profile_models`] is set; a caller that reports
+    /// progress calls it itself. The nodes keep the profile, so only the
+    /// first call for a model on a node takes time.
+    pub async fn profile_model(&self, model: &mut LoadedModel) -> Option<usize> {
+        let (hash, dag) = (model.hash.as_str(), &mut model.dag);
+        let p = self.profiling_node().and_then(|i| self.peer(i))?;
         let (tx, rx) = oneshot::channel();
         lock(&p.models).insert(profile_key(hash), tx);
         let answer = match p.send(&Msg::ProfileModel { hash: hash.into() }).await {
@@ -794,6 +815,7 @@ impl Coordinator {
                 op.flops = s * est.flops_per_s(p.idx, op.class);
             }
         }
+        model.profiled_on = Some(p.idx);
         Some(p.idx)
     }
 

@@ -421,11 +421,69 @@ impl Adaptive {
     }
 }
 
-/// Tile count per node name in a plan's tiled blocks, as "name ×n" strings.
+/// Each node's share of the tiled area of a plan's tiled blocks, as
+/// "3x1: edge0 34%, edge1 42%, phone 24%" (blocks joined by "; ").
 pub fn shares_text(c: &Coordinator, plan: &ExecPlan) -> String {
+    shares(&c.cluster, plan, |_, _, owner| owner)
+}
+
+/// [`shares_text`] by the nodes whose tiles were pasted in `run`, not the
+/// planned owners: after a re-dispatch the dead node ran nothing. Each
+/// node whose tile jobs failed is named with those that re-ran them
+/// ("edge1's tiles re-run on edge0").
+pub fn ran_shares_text(c: &Coordinator, run: &PlanRun) -> String {
+    ran_shares(&c.cluster, &run.plan, &run.records)
+}
+
+fn ran_shares(cluster: &planner::Cluster, plan: &ExecPlan, records: &[JobRecord]) -> String {
+    // Block `b`'s jobs are recorded as stage `b + 1` (the device is stage
+    // 0); a tile's output is pasted from its first run that succeeded.
+    let pasted = |b: usize, t: usize| {
+        records
+            .iter()
+            .find(|r| r.ok && r.stage_idx == b + 1 && r.tile == Some(t))
+            .map(|r| r.node)
+    };
+    let mut text = shares(cluster, plan, |b, t, owner| pasted(b, t).unwrap_or(owner));
+    let mut rerun: Vec<(usize, Vec<usize>)> = Vec::new();
+    for r in records.iter().filter(|r| !r.ok) {
+        let (Some(t), Some(b)) = (r.tile, r.stage_idx.checked_sub(1)) else {
+            continue;
+        };
+        let Some(by) = pasted(b, t) else { continue };
+        let i = match rerun.iter().position(|(n, _)| *n == r.node) {
+            Some(i) => i,
+            None => {
+                rerun.push((r.node, Vec::new()));
+                rerun.len() - 1
+            }
+        };
+        if !rerun[i].1.contains(&by) {
+            rerun[i].1.push(by);
+        }
+    }
+    let name = |n: usize| cluster.nodes.get(n).map_or("?", |s| s.name.as_str());
+    for (failed, by) in rerun {
+        let by: Vec<&str> = by.into_iter().map(name).collect();
+        text.push_str(&format!(
+            "; {}'s tiles re-run on {}",
+            name(failed),
+            by.join(", ")
+        ));
+    }
+    text
+}
+
+/// Tile shares of `plan`'s tiled blocks, tile `t` of block `b` credited to
+/// `runner(b, t, planned owner)`.
+fn shares(
+    cluster: &planner::Cluster,
+    plan: &ExecPlan,
+    runner: impl Fn(usize, usize, usize) -> usize,
+) -> String {
     let mut parts = Vec::new();
-    for b in &plan.blocks {
-        if let Some((grid, owners)) = &b.tiles {
+    for (b, block) in plan.blocks.iter().enumerate() {
+        if let Some((grid, owners)) = &block.tiles {
             let mut by: Vec<(usize, f64)> = Vec::new();
             let rows = &grid.row_shares;
             let cols = &grid.col_shares;
@@ -433,9 +491,10 @@ pub fn shares_text(c: &Coordinator, plan: &ExecPlan) -> String {
                 let (r, col) = (t / grid.cols, t % grid.cols);
                 let area =
                     rows.get(r).copied().unwrap_or(0.0) * cols.get(col).copied().unwrap_or(0.0);
-                match by.iter_mut().find(|(n, _)| *n == o) {
+                let n = runner(b, t, o);
+                match by.iter_mut().find(|(m, _)| *m == n) {
                     Some(x) => x.1 += area,
-                    None => by.push((o, area)),
+                    None => by.push((n, area)),
                 }
             }
             let total: f64 = by.iter().map(|x| x.1).sum::<f64>().max(1e-12);
@@ -444,7 +503,10 @@ pub fn shares_text(c: &Coordinator, plan: &ExecPlan) -> String {
                 grid.rows,
                 grid.cols,
                 by.iter()
-                    .map(|(n, a)| format!("{} {:.0}%", c.cluster.nodes[*n].name, a / total * 100.0))
+                    .map(|(n, a)| {
+                        let name = cluster.nodes.get(*n).map_or("?", |s| s.name.as_str());
+                        format!("{name} {:.0}%", a / total * 100.0)
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
@@ -539,6 +601,82 @@ pub async fn measure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After edge1's tile failed and edge0 re-ran it, the summary credits
+    /// edge0 and says so; before, it showed the plan's shares, edge1's
+    /// included.
+    #[test]
+    fn shares_after_a_re_dispatch_credit_the_node_that_ran_the_tile() {
+        use crate::cluster::coordinator::ExecBlock;
+        use tile_engine::tiling::Grid;
+        let cluster: planner::Cluster = toml::from_str(
+            "[[nodes]]\nname = \"phone\"\ntier = \"device\"\naddress = \"a:1\"\ngflops = 1.0\n\
+             [[nodes]]\nname = \"edge0\"\ntier = \"edge\"\naddress = \"b:1\"\ngflops = 1.0\n\
+             [[nodes]]\nname = \"edge1\"\ntier = \"edge\"\naddress = \"c:1\"\ngflops = 1.0\n",
+        )
+        .expect("cluster");
+        let plan = ExecPlan {
+            name: "tessera".into(),
+            device: 0,
+            coordinator: 1,
+            cloud: None,
+            device_ops: Vec::new(),
+            blocks: vec![ExecBlock {
+                ops: vec![0, 1],
+                tiles: Some((
+                    Grid::with_shares(vec![0.34, 0.42, 0.24], vec![1.0]),
+                    vec![1, 2, 0],
+                )),
+                node: 1,
+                predicted_s: None,
+            }],
+            cloud_ops: Vec::new(),
+            predicted_s: None,
+        };
+        let rec = |node: usize, tile: usize, ok: bool| JobRecord {
+            request: 1,
+            stage: "block 0".into(),
+            stage_idx: 1,
+            node,
+            node_name: cluster.nodes[node].name.clone(),
+            tile: Some(tile),
+            submit_bytes: 0,
+            in_bytes: 0,
+            out_bytes: 0,
+            sent_us: 0,
+            start_us: 0,
+            end_us: 0,
+            recv_us: 0,
+            flops: 0,
+            class_work: Default::default(),
+            class: "conv3x3".into(),
+            ops: 2,
+            row_copies: 0,
+            ok,
+            stolen: false,
+            early: false,
+            cold: false,
+        };
+        let records = [
+            rec(1, 0, true),
+            rec(2, 1, false),
+            rec(0, 2, true),
+            rec(1, 1, true),
+        ];
+        assert_eq!(
+            shares(&cluster, &plan, |_, _, o| o),
+            "3x1: edge0 34%, edge1 42%, phone 24%"
+        );
+        assert_eq!(
+            ran_shares(&cluster, &plan, &records),
+            "3x1: edge0 76%, phone 24%; edge1's tiles re-run on edge0"
+        );
+        let smooth = [rec(1, 0, true), rec(2, 1, true), rec(0, 2, true)];
+        assert_eq!(
+            ran_shares(&cluster, &plan, &smooth),
+            "3x1: edge0 34%, edge1 42%, phone 24%"
+        );
+    }
 
     #[test]
     fn every_round_runs_every_plan_once_from_a_different_start() {
