@@ -216,9 +216,17 @@ pub fn check_io(spec: &str, graph: &Graph, input: &Tensor, outputs: &[PathBuf]) 
             );
         }
     }
-    graph
-        .check_inputs(std::slice::from_ref(input))
-        .with_context(|| spec.to_string())
+    let checked = graph.check_inputs(std::slice::from_ref(input));
+    if let (Err(e), [_, c, _, _], [_, _, _, last]) =
+        (&checked, graph.shape(graph.inputs[0]), input.shape())
+        && last == c
+        && input.shape()[1] != *c
+    {
+        bail!(
+            "{spec}: {e} (the file looks channels-last; tessera reads NCHW tensors, transpose it to [N, C, H, W])"
+        );
+    }
+    checked.with_context(|| spec.to_string())
 }
 
 /// Loads a model for planning or benchmarking: the default model at its

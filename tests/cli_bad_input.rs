@@ -102,6 +102,14 @@ fn wrong_input_shape() {
         e.contains("[1, 3, 64, 64]") && e.contains("[1, 3, 32, 32]"),
         "{e}"
     );
+    // A channels-last export of the same image gets a hint.
+    let x = scratch("nhwc.npy");
+    write_npy(&x, &[1, 64, 64, 3], false);
+    let e = infer_fails(MODEL, &x);
+    assert!(
+        e.contains("[1, 64, 64, 3]") && e.contains("channels-last"),
+        "{e}"
+    );
 }
 
 #[test]

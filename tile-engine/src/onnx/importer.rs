@@ -294,15 +294,26 @@ fn value_info_shape(vi: &ValueInfoProto, fill: &[usize]) -> Result<(String, Vec<
                 v => v,
             },
             _ if i == 0 => 1,
+            _ if !fill.is_empty() => {
+                // An input of another rank: say what the model declares.
+                return Err(Error::InvalidInput(format!(
+                    "graph input '{name}' is {} (rank {}); the input given is {fill:?} (rank {})",
+                    declared(dims),
+                    dims.dim.len(),
+                    fill.len()
+                )));
+            }
             Some(D::DimParam(p)) => {
                 return Err(Error::Unsupported(format!(
-                    "graph input '{name}': dimension {i} is symbolic ('{p}') and no input of rank {} gives its size",
+                    "graph input '{name}' is {}: dimension {i} is symbolic ('{p}') and no input of rank {} gives its size",
+                    declared(dims),
                     dims.dim.len()
                 )));
             }
             None => {
                 return Err(Error::Unsupported(format!(
-                    "graph input '{name}': dimension {i} has no size and no input of rank {} gives it",
+                    "graph input '{name}' is {}: dimension {i} has no size and no input of rank {} gives it",
+                    declared(dims),
                     dims.dim.len()
                 )));
             }
@@ -512,4 +523,20 @@ fn import_node(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
             ctx.op, ctx.name
         ))),
     }
+}
+
+/// A graph input's declared shape as the model states it: `[N, 3, H, W]`
+/// with symbolic dimensions by name and unknown ones as `?`.
+fn declared(dims: &super::proto::TensorShapeProto) -> String {
+    use super::proto::tensor_shape_proto::dimension::Value as D;
+    let parts: Vec<String> = dims
+        .dim
+        .iter()
+        .map(|d| match &d.value {
+            Some(D::DimValue(v)) => v.to_string(),
+            Some(D::DimParam(p)) if !p.is_empty() => p.clone(),
+            _ => "?".into(),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
 }
