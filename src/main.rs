@@ -46,7 +46,8 @@ enum Command {
         #[arg(long)]
         svg: Option<PathBuf>,
     },
-    /// Make a cluster CA and a certificate per node.
+    /// Make a certificate per node, signed by the cluster CA in the output
+    /// folder (a new CA when the folder has none).
     Certs {
         /// Output folder.
         #[arg(long)]
@@ -132,13 +133,21 @@ fn run(cli: Cli) -> Result<()> {
             svg,
         } => plan::plan(&cluster, &model, svg.as_deref()),
         Command::Certs { out, nodes } => {
-            transport::certs::generate(&out, &nodes)
+            let ca = transport::certs::generate(&out, &nodes)
                 .with_context(|| format!("cannot write certificates to {}", out.display()))?;
-            println!(
-                "wrote a cluster CA and certificates for {} to {}",
-                nodes.join(", "),
-                out.display()
-            );
+            match ca {
+                transport::certs::CaUsed::New => println!(
+                    "wrote a cluster CA and certificates for {} to {}",
+                    nodes.join(", "),
+                    out.display()
+                ),
+                transport::certs::CaUsed::Existing => println!(
+                    "wrote certificates for {} to {}, signed with the existing CA in {}",
+                    nodes.join(", "),
+                    out.display(),
+                    out.display()
+                ),
+            }
             Ok(())
         }
     }

@@ -56,7 +56,7 @@ pub fn check_node_name(name: &str) -> Result<()> {
     }
 }
 
-/// PEM text of a freshly made cluster: the CA and one certificate per node.
+/// PEM text of a cluster's CA and one certificate per node.
 struct Issued {
     ca_cert: String,
     ca_key: String,
@@ -64,20 +64,38 @@ struct Issued {
     nodes: Vec<(String, String, String)>,
 }
 
-fn issue(nodes: &[String]) -> Result<Issued> {
+/// Checks the names of the nodes to issue certificates for: valid, distinct,
+/// and none whose files would be the CA's (`ca` would write its leaf over
+/// `ca.pem` and `ca.key`).
+fn check_new_nodes(nodes: &[String]) -> Result<()> {
     if nodes.is_empty() {
         return Err(Error::Config("no node names given".into()));
     }
     for n in nodes {
         check_node_name(n)?;
+        let dir = Path::new("");
+        if node_cert_path(dir, n) == Path::new(CA_CERT)
+            || node_key_path(dir, n) == Path::new(CA_KEY)
+        {
+            return Err(Error::Config(format!(
+                "node name '{n}' is reserved: its certificate and key would overwrite the cluster CA's {CA_CERT} and {CA_KEY}"
+            )));
+        }
     }
     let mut sorted = nodes.to_vec();
     sorted.sort();
     if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
         return Err(Error::Config(format!("node name '{}' given twice", w[0])));
     }
-    let cert_err = |e: rcgen::Error| Error::Cert(e.to_string());
+    Ok(())
+}
 
+fn cert_err(e: rcgen::Error) -> Error {
+    Error::Cert(e.to_string())
+}
+
+/// A new cluster CA: its certificate PEM, and an issuer holding its key.
+fn new_ca() -> Result<(String, rcgen::Issuer<'static, rcgen::KeyPair>)> {
     let ca_key = rcgen::KeyPair::generate().map_err(cert_err)?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
@@ -89,8 +107,14 @@ fn issue(nodes: &[String]) -> Result<Issued> {
         rcgen::KeyUsagePurpose::CrlSign,
     ];
     let ca_cert = ca_params.self_signed(&ca_key).map_err(cert_err)?;
-    let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+    Ok((ca_cert.pem(), rcgen::Issuer::new(ca_params, ca_key)))
+}
 
+/// Signs a certificate and key for each of `nodes` with `issuer`.
+fn issue_nodes(
+    nodes: &[String],
+    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+) -> Result<Vec<(String, String, String)>> {
     let mut out = Vec::with_capacity(nodes.len());
     for node in nodes {
         let key = rcgen::KeyPair::generate().map_err(cert_err)?;
@@ -104,24 +128,112 @@ fn issue(nodes: &[String]) -> Result<Issued> {
             rcgen::ExtendedKeyUsagePurpose::ServerAuth,
             rcgen::ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let cert = params.signed_by(&key, &issuer).map_err(cert_err)?;
+        let cert = params.signed_by(&key, issuer).map_err(cert_err)?;
         out.push((node.clone(), cert.pem(), key.serialize_pem()));
     }
+    Ok(out)
+}
+
+fn issue(nodes: &[String]) -> Result<Issued> {
+    check_new_nodes(nodes)?;
+    let (ca_cert, issuer) = new_ca()?;
+    let nodes = issue_nodes(nodes, &issuer)?;
     Ok(Issued {
-        ca_cert: ca_cert.pem(),
-        ca_key: ca_key.serialize_pem(),
-        nodes: out,
+        ca_cert,
+        ca_key: issuer.key().serialize_pem(),
+        nodes,
     })
 }
 
-/// Writes a new cluster CA (`ca.pem`, `ca.key`) and a certificate and key
-/// per node (`NAME.pem`, `NAME.key`) into `out_dir`. Keys get mode 0600.
-pub fn generate(out_dir: &Path, nodes: &[String]) -> Result<()> {
+/// Checks that `cert_pem` chains to `ca_pem`: a CA key that does not belong
+/// to its certificate signs leaves nobody can verify.
+fn check_chains_to(ca_pem: &[u8], cert_pem: &[u8], what: &str) -> Result<()> {
+    let bad = |e: String| Error::Cert(format!("{what}: {e}"));
+    let ca = CertificateDer::from_pem_slice(ca_pem).map_err(|e| bad(e.to_string()))?;
+    let leaf = CertificateDer::from_pem_slice(cert_pem).map_err(|e| bad(e.to_string()))?;
+    let anchor = webpki::anchor_from_trusted_cert(&ca).map_err(|e| bad(e.to_string()))?;
+    let ee = webpki::EndEntityCert::try_from(&leaf).map_err(|e| bad(e.to_string()))?;
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &[anchor],
+        &[],
+        UnixTime::now(),
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .map(|_| ())
+    .map_err(|e| bad(format!("{e:?}")))
+}
+
+/// Which CA [`generate`] signed the node certificates with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaUsed {
+    /// A new CA, written to `ca.pem` and `ca.key`.
+    New,
+    /// The CA already in the folder (`ca.pem` and `ca.key` left as they were).
+    Existing,
+}
+
+/// Writes a certificate and key per node (`NAME.pem`, `NAME.key`) into
+/// `out_dir`, signed by the folder's cluster CA (`ca.pem`, `ca.key`) when
+/// it has one, else by a new CA written there. Keys get mode 0600.
+///
+/// A folder with only one of the two CA files is refused: a new CA would
+/// orphan every certificate the old one signed, and one file alone cannot
+/// sign anything.
+pub fn generate(out_dir: &Path, nodes: &[String]) -> Result<CaUsed> {
+    check_new_nodes(nodes)?;
+    let (ca_cert_path, ca_key_path) = (out_dir.join(CA_CERT), out_dir.join(CA_KEY));
+    let (has_cert, has_key) = (ca_cert_path.exists(), ca_key_path.exists());
+    if has_cert != has_key {
+        let (there, missing) = if has_cert {
+            (&ca_cert_path, &ca_key_path)
+        } else {
+            (&ca_key_path, &ca_cert_path)
+        };
+        return Err(Error::Config(format!(
+            "{} exists but {} does not: cannot sign with that CA, and a new CA would \
+             invalidate the certificates it signed (restore the missing file, or use an empty folder)",
+            there.display(),
+            missing.display()
+        )));
+    }
+    if has_cert {
+        let read =
+            |p: &Path| fs::read_to_string(p).map_err(|e| Error::io(p.display().to_string(), e));
+        let (ca_pem, key_pem) = (read(&ca_cert_path)?, read(&ca_key_path)?);
+        let key = rcgen::KeyPair::from_pem(&key_pem)
+            .map_err(|e| Error::Cert(format!("{}: {e}", ca_key_path.display())))?;
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, key)
+            .map_err(|e| Error::Cert(format!("{}: {e}", ca_cert_path.display())))?;
+        let issued = issue_nodes(nodes, &issuer)?;
+        // Checked before anything is written: a mismatched pair would
+        // produce certificates that fail every handshake.
+        if let Some((_, cert, _)) = issued.first() {
+            check_chains_to(
+                ca_pem.as_bytes(),
+                cert.as_bytes(),
+                &format!(
+                    "{} does not sign certificates that verify against {}",
+                    ca_key_path.display(),
+                    ca_cert_path.display()
+                ),
+            )?;
+        }
+        write_nodes(out_dir, &issued)?;
+        return Ok(CaUsed::Existing);
+    }
     let issued = issue(nodes)?;
     fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir.display().to_string(), e))?;
-    write_file(&out_dir.join(CA_CERT), issued.ca_cert.as_bytes(), false)?;
-    write_file(&out_dir.join(CA_KEY), issued.ca_key.as_bytes(), true)?;
-    for (node, cert, key) in &issued.nodes {
+    write_file(&ca_cert_path, issued.ca_cert.as_bytes(), false)?;
+    write_file(&ca_key_path, issued.ca_key.as_bytes(), true)?;
+    write_nodes(out_dir, &issued.nodes)?;
+    Ok(CaUsed::New)
+}
+
+fn write_nodes(out_dir: &Path, nodes: &[(String, String, String)]) -> Result<()> {
+    for (node, cert, key) in nodes {
         write_file(&node_cert_path(out_dir, node), cert.as_bytes(), false)?;
         write_file(&node_key_path(out_dir, node), key.as_bytes(), true)?;
     }
@@ -408,6 +520,86 @@ mod tests {
         }
         assert!(generate(dir.path(), &["Bad Name".to_string()]).is_err());
         assert!(generate(dir.path(), &["a".to_string(), "a".to_string()]).is_err());
+        Ok(())
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn read(p: &Path) -> Result<Vec<u8>> {
+        fs::read(p).map_err(|e| Error::io(p.display().to_string(), e))
+    }
+
+    /// A second run on the same folder signs with the CA already there:
+    /// before, it replaced the CA and every earlier certificate stopped
+    /// verifying (`BadSignature`).
+    #[test]
+    fn a_second_run_signs_with_the_existing_ca() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        assert_eq!(
+            generate(dir.path(), &names(&["edge0", "edge1"]))?,
+            CaUsed::New
+        );
+        let ca = read(&dir.path().join(CA_CERT))?;
+        let ca_key = read(&dir.path().join(CA_KEY))?;
+        assert_eq!(generate(dir.path(), &names(&["edge2"]))?, CaUsed::Existing);
+        assert_eq!(read(&dir.path().join(CA_CERT))?, ca);
+        assert_eq!(read(&dir.path().join(CA_KEY))?, ca_key);
+        for n in ["edge0", "edge1", "edge2"] {
+            check_chains_to(&ca, &read(&node_cert_path(dir.path(), n))?, n)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn half_a_ca_or_a_mismatched_ca_key_is_refused_and_nothing_is_written() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        generate(dir.path(), &names(&["edge0"]))?;
+        let other = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        generate(other.path(), &names(&["edge0"]))?;
+        // ca.key of another cluster: leaves signed with it would not verify.
+        let key = dir.path().join(CA_KEY);
+        fs::copy(other.path().join(CA_KEY), &key).map_err(|e| Error::io("copy", e))?;
+        let e = generate(dir.path(), &names(&["edge1"]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("ca.key") && e.contains("ca.pem"), "{e}");
+        assert!(!node_cert_path(dir.path(), "edge1").exists());
+        // Only ca.pem: refused, naming both files.
+        fs::remove_file(&key).map_err(|e| Error::io("rm", e))?;
+        let e = generate(dir.path(), &names(&["edge1"]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains(&dir.path().join(CA_CERT).display().to_string())
+                && e.contains(&key.display().to_string()),
+            "{e}"
+        );
+        assert!(!node_cert_path(dir.path(), "edge1").exists() && !key.exists());
+        // Only ca.key: refused too.
+        fs::copy(other.path().join(CA_KEY), &key).map_err(|e| Error::io("copy", e))?;
+        fs::remove_file(dir.path().join(CA_CERT)).map_err(|e| Error::io("rm", e))?;
+        assert!(generate(dir.path(), &names(&["edge1"])).is_err());
+        assert!(!dir.path().join(CA_CERT).exists());
+        Ok(())
+    }
+
+    #[test]
+    fn a_node_named_ca_is_refused_before_it_overwrites_the_ca() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        generate(dir.path(), &names(&["edge0"]))?;
+        let ca = read(&dir.path().join(CA_CERT))?;
+        let e = generate(dir.path(), &names(&["edge1", "ca"]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("'ca'") && e.contains("reserved"), "{e}");
+        assert_eq!(read(&dir.path().join(CA_CERT))?, ca);
+        assert!(!node_cert_path(dir.path(), "edge1").exists());
+        assert!(ephemeral(&names(&["ca"])).is_err());
         Ok(())
     }
 }

@@ -145,3 +145,25 @@ async fn a_wrong_alpn_is_refused() -> TestResult {
     assert!(con.is_err());
     Ok(())
 }
+
+/// `tessera certs` run twice on one folder: the node added by the second
+/// run talks to the nodes of the first (before, the second run made a new
+/// CA and the handshake failed with `BadSignature`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certified_by_a_second_run_joins_the_first_runs_nodes() -> TestResult {
+    let dir = certs(&[SERVER])?;
+    transport::certs::generate(dir.path(), &[CLIENT.to_string()])?;
+    let (_se, _ce, sc, cc) = pair(
+        config(dir.path(), SERVER, &[CLIENT])?,
+        config(dir.path(), CLIENT, &[SERVER])?,
+        SERVER,
+    )
+    .await?;
+    cc.send_tile_acked(TileKind::Tile, &header(1, 1, 1, 2), &[5.0, 6.0])
+        .await?;
+    assert_eq!(
+        &sc.recv_tile().await.ok_or("no tile")?.payload[..],
+        &[5.0, 6.0]
+    );
+    Ok(())
+}
