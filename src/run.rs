@@ -84,7 +84,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         coord.profile_models = false;
         for (i, why) in &coord.unreachable {
             let name = &coord.cluster.nodes[*i].name;
-            eprintln!("{name}: unreachable ({why}), planning without it");
+            eprintln!("{name}: {why}, planning without it");
         }
         let mut loaded = coord
             .load_model(&bundle)

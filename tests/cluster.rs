@@ -558,6 +558,42 @@ fn a_device_and_cloud_that_do_not_answer_are_left_down_and_planned_around() {
     });
 }
 
+/// A daemon whose node file gives another tier than the cluster file (a
+/// cloud node listed as an edge node) is refused by name, with both tiers,
+/// and planned around like a node that does not answer. Before, the
+/// coordinator ignored the tier in the daemon's Hello and handed the cloud
+/// node edge tiles.
+#[test]
+fn a_node_whose_tier_disagrees_with_the_cluster_file_is_refused_and_planned_around() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (local, first) = start("tier").await;
+        first.shutdown().await;
+        let cloud = local.tier(Tier::Cloud)[0];
+        let mut cluster = local.cluster.clone();
+        cluster.nodes[cloud].tier = Tier::Edge;
+        let ep = local.coordinator_endpoint().expect("endpoint");
+        let coord = Coordinator::connect(cluster, ep, local.addrs.clone())
+            .await
+            .expect("the other nodes are enough");
+        assert!(!coord.alive().contains(&cloud), "{:?}", coord.alive());
+        assert_eq!(coord.alive().len(), local.cluster.nodes.len() - 1);
+        let why = coord.down_reason(cloud).expect("a reason");
+        assert!(
+            why.contains("node sky:") && why.contains("\"cloud\"") && why.contains("\"edge\""),
+            "{why}"
+        );
+        let model = load(&coord).await;
+        let adaptive = Adaptive::new(&coord, &model).expect("a plan without sky");
+        let r = experiment::run_plan(&coord, &model, &image(), &adaptive.plan, 1, true)
+            .await
+            .expect("run");
+        assert_eq!(bits(&r.outputs), bits(&reference(&model)));
+        assert!(r.records.iter().all(|x| x.node != cloud), "{:?}", r.records);
+        coord.shutdown().await;
+    });
+}
+
 /// A cluster file with no cloud node: the planner keeps to the device and
 /// edge tiers, and the run gives the reference bits. Before, the planner
 /// refused such a cluster ("no cloud node").

@@ -525,6 +525,8 @@ pub struct Coordinator {
     /// Nodes [`Coordinator::connect`] could not reach, with why (left down;
     /// the caller reports them).
     pub unreachable: Vec<(usize, String)>,
+    /// Why each node is down, from its last failed (re)connection.
+    down_why: Mutex<Vec<Option<String>>>,
 }
 
 impl Coordinator {
@@ -540,6 +542,7 @@ impl Coordinator {
         addrs: Vec<SocketAddr>,
     ) -> Result<Coordinator, ClusterError> {
         let profiler = Profiler::new(&cluster);
+        let cluster_len = cluster.nodes.len();
         let mut c = Coordinator {
             peers: Mutex::new(vec![None; cluster.nodes.len()]),
             cluster,
@@ -552,6 +555,7 @@ impl Coordinator {
             profile_models: true,
             warned_mixed: AtomicBool::new(false),
             unreachable: Vec::new(),
+            down_why: Mutex::new(vec![None; cluster_len]),
         };
         let tries =
             futures_util::future::join_all((0..c.cluster.nodes.len()).map(|i| c.reconnect(i)))
@@ -583,8 +587,24 @@ impl Coordinator {
         Ok(c)
     }
 
-    /// (Re)connects node `i` and waits for its calibration, which is folded into the profiler.
+    /// (Re)connects node `i` and waits for its calibration, which is folded
+    /// into the profiler. A node whose daemon announces another tier than
+    /// the cluster file gives it is refused (and left down).
     pub async fn reconnect(&self, i: usize) -> Result<Arc<Peer>, ClusterError> {
+        let r = self.try_connect(i).await;
+        lock(&self.down_why)[i] = r.as_ref().err().map(ToString::to_string);
+        r
+    }
+
+    /// Why node `i` is down, from its last failed (re)connection, if it is.
+    pub fn down_reason(&self, i: usize) -> Option<String> {
+        if self.peer(i).is_some() {
+            return None;
+        }
+        lock(&self.down_why).get(i).cloned().flatten()
+    }
+
+    async fn try_connect(&self, i: usize) -> Result<Arc<Peer>, ClusterError> {
         let name = self.cluster.nodes[i].name.clone();
         let addr = lock(&self.addrs)[i];
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(addr, &name))
@@ -622,6 +642,34 @@ impl Coordinator {
             })?
             .clone()
             .unwrap_or_default();
+        // The Hello is the first frame of the control stream the calibration
+        // came on, so it is here. A daemon of another tier would be planned
+        // as the cluster file says (a cloud GPU handed edge tiles) with
+        // nothing to tell the user why plans and timings are off.
+        let hello = peer
+            .conn
+            .peer_hello()
+            .await
+            .map_err(|e| ClusterError::Node {
+                node: name.clone(),
+                why: format!("no hello: {e}"),
+            })?;
+        let (said, listed) = (
+            super::tier_from_wire(hello.tier),
+            self.cluster.nodes[i].tier,
+        );
+        if said != listed {
+            let why = format!(
+                "the daemon's node file says tier \"{}\" but the cluster file lists it as \"{}\": refused (make the two agree)",
+                said.name(),
+                listed.name()
+            );
+            peer.conn.close(&format!(
+                "tier mismatch: {} in the cluster file",
+                listed.name()
+            ));
+            return Err(ClusterError::Node { node: name, why });
+        }
         fold_calibration(&mut lock(&self.profiler), i, &rates, &peer.executor())?;
         lock(&self.peers)[i] = Some(peer.clone());
         Ok(peer)

@@ -54,3 +54,12 @@ pub fn tier_wire(t: planner::Tier) -> transport::Tier {
         planner::Tier::Cloud => transport::Tier::Cloud,
     }
 }
+
+/// The transport's Hello tier as the planner spells it.
+pub fn tier_from_wire(t: transport::Tier) -> planner::Tier {
+    match t {
+        transport::Tier::Device => planner::Tier::Device,
+        transport::Tier::Edge => planner::Tier::Edge,
+        transport::Tier::Cloud => planner::Tier::Cloud,
+    }
+}
