@@ -14,11 +14,14 @@ pub enum Backend {
     Gpu,
 }
 
-/// Opens the executor the user asked for.
+/// Opens the executor the user asked for. `cpu_hint` says how this
+/// command picks the CPU executor instead (`--backend cpu`, or a config
+/// file's field), for the error when no GPU adapter opens.
 pub fn executor(
     backend: Backend,
     adapter: Option<String>,
     no_autotune: bool,
+    cpu_hint: &str,
 ) -> Result<Box<dyn Executor>> {
     Ok(match backend {
         Backend::Cpu => Box::new(tile_engine::cpu::CpuExecutor),
@@ -28,7 +31,7 @@ pub fn executor(
                 no_autotune,
                 ..Default::default()
             })
-            .context("cannot open the GPU executor (try --backend cpu)")?,
+            .with_context(|| format!("cannot open the GPU executor (try {cpu_hint})"))?,
         ),
     })
 }

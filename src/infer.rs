@@ -78,7 +78,12 @@ pub fn infer(args: &InferArgs) -> Result<()> {
     let graph = model::load(&args.model, input.shape())?;
     let input = model::fit_image_channels(&args.input, &graph, input)?;
     model::check_io(&args.model, &graph, &input, &args.output)?;
-    let exec = executor(args.backend, args.adapter.clone(), args.no_autotune)?;
+    let exec = executor(
+        args.backend,
+        args.adapter.clone(),
+        args.no_autotune,
+        "--backend cpu",
+    )?;
     let started = Instant::now();
     let (outputs, grid) = run_within_limits(exec.as_ref(), &graph, input, grid, args.fuse)?;
     let elapsed = started.elapsed();

@@ -146,7 +146,7 @@ pub fn run(args: Args) -> Result<()> {
     });
     let reps = args.reps.map(|r| r as usize);
     let backend = args.backend.unwrap_or_else(|| {
-        if tessera::exec::executor(Backend::Gpu, None, true).is_ok() {
+        if tessera::exec::executor(Backend::Gpu, None, true, "--backend cpu").is_ok() {
             Backend::Gpu
         } else {
             Backend::Cpu

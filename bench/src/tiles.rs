@@ -485,7 +485,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let backend = args.backend;
     let executor_name = format!("{backend:?}").to_uppercase();
     if latency {
-        let exec = tessera::exec::executor(backend, None, true)?;
+        let exec = tessera::exec::executor(backend, None, true, "--backend cpu")?;
         let mut rng = Rng(42);
         let inputs = small
             .inputs

@@ -46,6 +46,9 @@ pub struct NodeConfig {
     /// ARCHITECTURE.md, "dedicated-hardware makespan").
     #[serde(default)]
     pub compute_lock: Option<PathBuf>,
+    /// The file this configuration was read from (errors name it).
+    #[serde(skip)]
+    pub file: PathBuf,
 }
 
 fn default_backend() -> Backend {
@@ -65,8 +68,9 @@ impl NodeConfig {
     pub fn read(path: &Path) -> Result<NodeConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let cfg: NodeConfig =
+        let mut cfg: NodeConfig =
             toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        cfg.file = path.to_path_buf();
         transport::certs::check_node_name(&cfg.name)
             .with_context(|| format!("{}: field `name`", path.display()))?;
         if cfg.peers.is_empty() {

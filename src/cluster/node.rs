@@ -66,6 +66,8 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (backend, adapter, autotune) = (cfg.backend, cfg.adapter.clone(), cfg.autotune);
     let lock_path = cfg.compute_lock.clone();
+    // The daemon has no --backend flag: the way out is its config file.
+    let cpu_hint = format!("backend = \"cpu\" in {}", cfg.file.display());
     std::thread::Builder::new()
         .name("executor".into())
         .spawn(move || {
@@ -90,7 +92,14 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
             // Creating an executor compiles kernels: under the lock, so it
             // does not steal the cores from another node's calibration.
             let mut made = None;
-            locked(&mut || made = Some(crate::exec::executor(backend, adapter.clone(), !autotune)));
+            locked(&mut || {
+                made = Some(crate::exec::executor(
+                    backend,
+                    adapter.clone(),
+                    !autotune,
+                    &cpu_hint,
+                ))
+            });
             let exec = match made {
                 Some(Ok(e)) => {
                     let _ = ready_tx.send(Ok(e.name()));

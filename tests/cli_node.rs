@@ -1,0 +1,59 @@
+//! `tessera node` on its own: what its errors name, and how it stops.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const EXE: &str = env!("CARGO_BIN_EXE_tessera");
+
+/// A fresh folder for `name` with certificates for edge0, edge1 and the coordinator.
+fn cluster_dir(name: &str) -> PathBuf {
+    let dir = common::scratch("cli_node", name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let nodes = ["edge0", "edge1", "coordinator"].map(String::from);
+    transport::certs::generate(&dir.join("certs"), &nodes).expect("certificates");
+    dir
+}
+
+/// Writes `dir/edge0.toml`: the CPU executor, no calibration, plus `extra` lines.
+fn node_file(dir: &Path, certs: &str, extra: &str) -> PathBuf {
+    let path = dir.join("edge0.toml");
+    let text = format!(
+        "name = \"edge0\"\ntier = \"edge\"\nlisten = \"127.0.0.1:0\"\ncerts = \"{certs}\"\npeers = [\"coordinator\"]\ncalibrate = false\n{extra}"
+    );
+    std::fs::write(&path, text).expect("node file");
+    path
+}
+
+/// Runs `tessera node --config FILE` from `cwd`, expecting it to fail at once.
+fn node_fails(cwd: &Path, file: &Path) -> String {
+    let out: Output = Command::new(EXE)
+        .args(["node", "--config"])
+        .arg(file)
+        .current_dir(cwd)
+        .output()
+        .expect("tessera node");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
+/// The daemon has no `--backend` flag: a GPU that does not open points at
+/// the config file's `backend` field, naming the file.
+#[test]
+fn a_gpu_that_does_not_open_points_at_the_config_files_backend_field() {
+    let dir = cluster_dir("adapter");
+    let file = node_file(
+        &dir,
+        &dir.join("certs").display().to_string(),
+        "backend = \"gpu\"\nadapter = \"no-such-adapter-anywhere\"\n",
+    );
+    let e = node_fails(&dir, &file);
+    assert!(
+        e.contains(&format!("backend = \"cpu\" in {}", file.display())),
+        "{e}"
+    );
+    assert!(!e.contains("--backend"), "{e}");
+}
