@@ -17,11 +17,11 @@ fn cluster_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Writes `dir/edge0.toml`: the CPU executor, no calibration, plus `extra` lines.
+/// Writes `dir/edge0.toml` with `certs` and the `extra` lines.
 fn node_file(dir: &Path, certs: &str, extra: &str) -> PathBuf {
     let path = dir.join("edge0.toml");
     let text = format!(
-        "name = \"edge0\"\ntier = \"edge\"\nlisten = \"127.0.0.1:0\"\ncerts = \"{certs}\"\npeers = [\"coordinator\"]\ncalibrate = false\n{extra}"
+        "name = \"edge0\"\ntier = \"edge\"\nlisten = \"127.0.0.1:0\"\ncerts = \"{certs}\"\npeers = [\"coordinator\"]\n{extra}"
     );
     std::fs::write(&path, text).expect("node file");
     path
@@ -56,4 +56,26 @@ fn a_gpu_that_does_not_open_points_at_the_config_files_backend_field() {
         "{e}"
     );
     assert!(!e.contains("--backend"), "{e}");
+}
+
+/// A key copied from another node is refused when the certificates are
+/// loaded (before calibration), naming both files; before, it surfaced
+/// after calibration as `cannot listen on ADDR: tls: keys may not be
+/// consistent: KeyMismatch`.
+#[test]
+fn a_key_of_another_node_is_refused_naming_the_certificate_and_key_files() {
+    let dir = cluster_dir("keymismatch");
+    let certs = dir.join("certs");
+    std::fs::copy(certs.join("edge1.key"), certs.join("edge0.key")).expect("copy key");
+    let file = node_file(
+        &dir,
+        &certs.display().to_string(),
+        "backend = \"cpu\"\ncalibrate = true\n",
+    );
+    let e = node_fails(&dir, &file);
+    for f in ["edge0.pem", "edge0.key"] {
+        let path = certs.join(f).display().to_string();
+        assert!(e.contains(&path), "{path} not in {e}");
+    }
+    assert!(!e.contains("listen"), "{e}");
 }

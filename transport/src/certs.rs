@@ -310,29 +310,64 @@ impl Clone for Identity {
 }
 
 impl Identity {
-    /// Loads `node`'s identity from a directory written by [`generate`].
+    /// Loads `node`'s identity from a directory written by [`generate`];
+    /// errors name the files (a key that does not belong to the
+    /// certificate is caught here, not when the endpoint starts).
     pub fn load(dir: &Path, node: &str) -> Result<Self> {
-        let read = |p: PathBuf| fs::read(&p).map_err(|e| Error::io(p.display().to_string(), e));
-        Self::from_pem(
+        let paths = [
+            dir.join(CA_CERT),
+            node_cert_path(dir, node),
+            node_key_path(dir, node),
+        ];
+        let read = |p: &PathBuf| fs::read(p).map_err(|e| Error::io(p.display().to_string(), e));
+        let names = paths.each_ref().map(|p| p.display().to_string());
+        Self::parse(
             node,
-            &read(dir.join(CA_CERT))?,
-            &read(node_cert_path(dir, node))?,
-            &read(node_key_path(dir, node))?,
+            [&read(&paths[0])?, &read(&paths[1])?, &read(&paths[2])?],
+            names.each_ref().map(String::as_str),
         )
     }
 
     /// Builds an identity from PEM bytes.
     pub fn from_pem(node: &str, ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+        Self::parse(
+            node,
+            [ca_pem, cert_pem, key_pem],
+            ["CA certificate", "node certificate", "node key"],
+        )
+    }
+
+    /// Parses the CA certificate, the node's chain and its key, `names`
+    /// saying what each is in errors, and checks that the key is the
+    /// certificate's.
+    fn parse(
+        node: &str,
+        [ca_pem, cert_pem, key_pem]: [&[u8]; 3],
+        names: [&str; 3],
+    ) -> Result<Self> {
         let bad =
             |what: &str, e: rustls::pki_types::pem::Error| Error::Cert(format!("{what}: {e}"));
-        let ca = CertificateDer::from_pem_slice(ca_pem).map_err(|e| bad("CA certificate", e))?;
+        let ca = CertificateDer::from_pem_slice(ca_pem).map_err(|e| bad(names[0], e))?;
         let chain = CertificateDer::pem_slice_iter(cert_pem)
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| bad("node certificate", e))?;
+            .map_err(|e| bad(names[1], e))?;
         if chain.is_empty() {
-            return Err(Error::Cert(format!("no certificate for node '{node}'")));
+            return Err(Error::Cert(format!(
+                "{}: no certificate for node '{node}'",
+                names[1]
+            )));
         }
-        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| bad("node key", e))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| bad(names[2], e))?;
+        // rustls makes the same check only when a TLS configuration is
+        // built, and its error names neither file.
+        rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider()).map_err(
+            |e| {
+                Error::Cert(format!(
+                    "{} is not the key of {} ({e}): a key copied from another node?",
+                    names[2], names[1]
+                ))
+            },
+        )?;
         Ok(Self {
             name: node.to_string(),
             ca,
@@ -584,6 +619,28 @@ mod tests {
         fs::remove_file(dir.path().join(CA_CERT)).map_err(|e| Error::io("rm", e))?;
         assert!(generate(dir.path(), &names(&["edge1"])).is_err());
         assert!(!dir.path().join(CA_CERT).exists());
+        Ok(())
+    }
+
+    /// A key copied from another node fails at load, naming both files;
+    /// before, it surfaced only when the endpoint was bound, as
+    /// `cannot listen on ADDR: tls: keys may not be consistent: KeyMismatch`.
+    #[test]
+    fn a_key_of_another_node_is_refused_at_load_naming_both_files() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        generate(dir.path(), &names(&["edge0", "edge1"]))?;
+        let key = node_key_path(dir.path(), "edge0");
+        fs::copy(node_key_path(dir.path(), "edge1"), &key).map_err(|e| Error::io("copy", e))?;
+        let e = Identity::load(dir.path(), "edge0")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        let pem = node_cert_path(dir.path(), "edge0");
+        assert!(
+            e.contains(&key.display().to_string()) && e.contains(&pem.display().to_string()),
+            "{e}"
+        );
+        assert!(Identity::load(dir.path(), "edge1").is_ok());
         Ok(())
     }
 
