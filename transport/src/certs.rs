@@ -424,12 +424,42 @@ pub fn peer_name(cert: &CertificateDer<'_>, allowed: &[String]) -> Option<String
         .cloned()
 }
 
+/// The DNS names a certificate is for (its subject alternative names, else
+/// its common name), for messages; empty if it does not parse.
+pub fn cert_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, x509)) = x509_parser::parse_x509_certificate(cert) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = match x509.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if names.is_empty() {
+        names = x509
+            .subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok().map(String::from))
+            .collect();
+    }
+    names
+}
+
 /// Client-certificate verifier: the chain must lead to the cluster CA (webpki)
 /// and the leaf must name an allow-listed node.
 #[derive(Debug)]
 struct AllowList {
     inner: Arc<dyn ClientCertVerifier>,
     allowed: Vec<ServerName<'static>>,
+    /// `allowed` as configured, for messages.
+    allowed_names: Vec<String>,
 }
 
 impl ClientCertVerifier for AllowList {
@@ -463,10 +493,15 @@ impl ClientCertVerifier for AllowList {
         {
             Ok(verified)
         } else {
-            tracing::warn!("refused a client certificate that names no allow-listed node");
-            Err(rustls::Error::General(
-                "client certificate names no allow-listed node".into(),
-            ))
+            // Name both sides: a typo in `peers` otherwise looks like a
+            // certificate problem.
+            let why = format!(
+                "client certificate names {:?}, no allow-listed node (allow-list, `peers`: {:?})",
+                cert_names(end_entity),
+                self.allowed_names
+            );
+            tracing::warn!("refused a client: {why}");
+            Err(rustls::Error::General(why))
         }
     }
 
@@ -503,6 +538,7 @@ pub fn server_config(id: &Identity, allowed: &[String]) -> Result<rustls::Server
     let verifier = Arc::new(AllowList {
         inner,
         allowed: server_names(allowed)?,
+        allowed_names: allowed.to_vec(),
     });
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -641,6 +677,33 @@ mod tests {
             "{e}"
         );
         assert!(Identity::load(dir.path(), "edge1").is_ok());
+        Ok(())
+    }
+
+    /// A typo in `peers`: the refusal names what the certificate carried
+    /// and the allow-list (before: "client certificate names no
+    /// allow-listed node").
+    #[test]
+    fn a_refused_client_certificate_is_named_with_the_allow_list() -> Result<()> {
+        let ids = ephemeral(&names(&["edge0", "coordinator"]))?;
+        assert_eq!(cert_names(&ids[1].chain[0]), ["coordinator"]);
+        let inner = WebPkiClientVerifier::builder_with_provider(roots(&ids[0].ca)?, provider())
+            .build()
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        let allowed = names(&["coordnator"]);
+        let verifier = AllowList {
+            inner,
+            allowed: server_names(&allowed)?,
+            allowed_names: allowed,
+        };
+        let refused = verifier.verify_client_cert(&ids[1].chain[0], &[], UnixTime::now());
+        let Err(rustls::Error::General(why)) = refused else {
+            panic!("not refused by name: {refused:?}");
+        };
+        assert!(
+            why.contains("\"coordinator\"") && why.contains("\"coordnator\""),
+            "{why}"
+        );
         Ok(())
     }
 
