@@ -238,6 +238,37 @@ impl LoadedModel {
     }
 }
 
+/// How long a node may take to time a model's ops.
+const PROFILE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The per-op seconds in `node`'s answer to a profile request for a model
+/// of `ops` ops, or why there are none, in words (the raw `Result` nest
+/// read `Ok(Err(RecvError(())))` in the log).
+fn profile_answer(
+    node: &str,
+    ops: usize,
+    answer: Result<Result<Msg, oneshot::error::RecvError>, tokio::time::error::Elapsed>,
+) -> Result<Vec<Option<f64>>, String> {
+    match answer {
+        Err(_) => Err(format!(
+            "node {node} did not profile the model within {} s",
+            PROFILE_TIMEOUT.as_secs()
+        )),
+        Ok(Err(_)) => Err(format!("node {node} went away while profiling the model")),
+        Ok(Ok(Msg::ModelProfile { error: Some(e), .. })) => {
+            Err(format!("node {node} could not profile the model: {e}"))
+        }
+        Ok(Ok(Msg::ModelProfile { seconds, .. })) if seconds.len() == ops => Ok(seconds),
+        Ok(Ok(Msg::ModelProfile { seconds, .. })) => Err(format!(
+            "node {node} profiled {} ops of a model of {ops}",
+            seconds.len()
+        )),
+        Ok(Ok(other)) => Err(format!(
+            "node {node} answered the profile request with {other:?}"
+        )),
+    }
+}
+
 fn profile_key(hash: &str) -> String {
     format!("profile {hash}")
 }
@@ -830,20 +861,19 @@ impl Coordinator {
         let (tx, rx) = oneshot::channel();
         lock(&p.models).insert(profile_key(hash), tx);
         let answer = match p.send(&Msg::ProfileModel { hash: hash.into() }).await {
-            Ok(()) => tokio::time::timeout(Duration::from_secs(300), rx).await,
+            Ok(()) => tokio::time::timeout(PROFILE_TIMEOUT, rx).await,
             Err(e) => {
-                tracing::warn!(peer = %p.name, "model profile not asked: {e}");
+                tracing::warn!(
+                    "cannot ask node {} to profile the model: {e}; planning from FLOPs",
+                    p.name
+                );
                 return None;
             }
         };
-        let seconds = match answer {
-            Ok(Ok(Msg::ModelProfile {
-                seconds,
-                error: None,
-                ..
-            })) if seconds.len() == dag.ops.len() => seconds,
-            other => {
-                tracing::warn!(peer = %p.name, "no model profile: {other:?}");
+        let seconds = match profile_answer(&p.name, dag.ops.len(), answer) {
+            Ok(s) => s,
+            Err(why) => {
+                tracing::warn!("{why}; planning from FLOPs");
                 return None;
             }
         };
@@ -1752,5 +1782,54 @@ impl TileState {
             .filter(|&q| q != slot)
             .max_by_key(|&q| self.queues[q].len())?;
         self.queues[victim].pop_back().map(|t| (t, true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node killed while it profiles the model: the log line says so in
+    /// words (it read `no model profile: Ok(Err(RecvError(())))`).
+    #[test]
+    fn a_node_gone_while_profiling_is_reported_in_words() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let gone = rt.block_on(async {
+            let (tx, rx) = oneshot::channel::<Msg>();
+            drop(tx);
+            Ok(rx.await)
+        });
+        assert_eq!(
+            profile_answer("edge0", 3, gone),
+            Err("node edge0 went away while profiling the model".to_string())
+        );
+        let late = rt.block_on(async {
+            let (_tx, rx) = oneshot::channel::<Msg>();
+            tokio::time::timeout(Duration::from_millis(1), rx).await
+        });
+        let why = profile_answer("edge0", 3, late).err().unwrap_or_default();
+        assert!(why.contains("edge0") && why.contains("within"), "{why}");
+        let answer = |seconds: Vec<Option<f64>>, error: Option<&str>| {
+            Ok(Ok(Msg::ModelProfile {
+                hash: "h".into(),
+                seconds,
+                error: error.map(String::from),
+            }))
+        };
+        assert_eq!(
+            profile_answer("edge0", 2, answer(vec![Some(1.0), None], None)),
+            Ok(vec![Some(1.0), None])
+        );
+        assert_eq!(
+            profile_answer("edge0", 3, answer(vec![Some(1.0)], None)),
+            Err("node edge0 profiled 1 ops of a model of 3".to_string())
+        );
+        assert_eq!(
+            profile_answer("edge0", 3, answer(Vec::new(), Some("not loaded"))),
+            Err("node edge0 could not profile the model: not loaded".to_string())
+        );
     }
 }
