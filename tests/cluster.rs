@@ -768,6 +768,64 @@ fn an_edge_node_stalled_mid_request_is_replaced_bit_identically() {
     rt.block_on(fault_mid_request("stop"));
 }
 
+/// SIGTERM to an edge node mid-request: it closes its connections and exits
+/// 0 at once, and the coordinator re-dispatches its tile on the closed
+/// connection, long before the job's timeout (60 s here). Before, the
+/// daemon died like `kill -9` and the coordinator waited for the timeout.
+#[test]
+fn an_edge_node_stopped_with_sigterm_exits_cleanly_and_its_tile_is_redispatched_at_once() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (mut local, mut coord) = start("term").await;
+        coord.timeouts = Timeouts {
+            base: Duration::from_secs(60),
+            factor: 4.0,
+        };
+        let model = load(&coord).await;
+        let plan = two_edge_plan(&local, &model);
+        let want = bits(&reference(&model));
+        let victim = local
+            .tier(Tier::Edge)
+            .into_iter()
+            .find(|&e| e != local.coordinator_node)
+            .expect("victim");
+        coord
+            .peer(victim)
+            .expect("peer")
+            .send(&Msg::Throttle { factor: 40.0 })
+            .await
+            .expect("throttle");
+        let started = std::time::Instant::now();
+        let run = coord.run(7, &model, image(), &plan);
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            local
+                .terminate(victim, Duration::from_secs(5))
+                .expect("SIGTERM")
+        };
+        let (out, status) = tokio::join!(run, stop);
+        let status = status.expect("the node exits within 5 s of SIGTERM");
+        assert!(status.success(), "{status:?}");
+        let out = out.expect("the request completes");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "took {:?}: waited for the job timeout",
+            started.elapsed()
+        );
+        assert_eq!(bits(&out.outputs), want);
+        assert!(out.records.iter().any(|r| r.node == victim && !r.ok));
+        let tiles: Vec<_> = out
+            .records
+            .iter()
+            .filter(|r| r.tile.is_some() && r.ok)
+            .collect();
+        assert_eq!(tiles.len(), 2, "each tile pasted exactly once: {tiles:?}");
+        assert!(tiles.iter().all(|r| r.node != victim));
+        assert!(!coord.alive().contains(&victim));
+        coord.shutdown().await;
+    });
+}
+
 #[test]
 fn a_busy_node_past_its_deadline_is_waited_for_not_marked_down() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -1047,7 +1047,17 @@ impl Coordinator {
             let mut renewed = 0;
             let answer = loop {
                 match tokio::time::timeout_at(deadline, &mut rx).await {
-                    Ok(a) => break a.map_err(|_| gone("connection lost".into()))?,
+                    Ok(a) => {
+                        break a.map_err(|_| {
+                            // A daemon that was stopped closes with code
+                            // Shutdown; say so rather than only "lost".
+                            let why = peer.conn.quinn().close_reason();
+                            gone(match why {
+                                Some(w) => format!("connection lost: {w}"),
+                                None => "connection lost".into(),
+                            })
+                        })?;
+                    }
                     Err(_) if renewed >= self.timeouts.renewals => {
                         return Err(gone(format!(
                             "job {job} not done after {:.0} s although the node answers",

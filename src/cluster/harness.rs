@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -278,6 +278,25 @@ impl LocalCluster {
             bail!("kill -{sig} failed");
         }
         Ok(())
+    }
+
+    /// Sends node `i` SIGTERM and waits up to `within` for it to exit;
+    /// returns its exit status (`None`: still running).
+    pub fn terminate(&mut self, i: usize, within: Duration) -> Result<Option<ExitStatus>> {
+        self.signal(i, "TERM")?;
+        let Some(c) = self.children[i].as_mut() else {
+            bail!("node {i} is not running");
+        };
+        let until = std::time::Instant::now() + within;
+        loop {
+            if let Some(st) = c.try_wait().context("cannot wait for a node")? {
+                return Ok(Some(st));
+            }
+            if std::time::Instant::now() >= until {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Starts node `i` again (same name, new port) and points its relay at it.

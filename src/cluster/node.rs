@@ -198,8 +198,8 @@ struct Node {
     warm: Mutex<HashSet<(String, Vec<usize>)>>,
 }
 
-/// `tessera node --config FILE`: reads the file and serves until killed
-/// (or, when started by the demo's harness, until the parent goes away).
+/// `tessera node --config FILE`: reads the file and serves until SIGINT or
+/// SIGTERM (or, when started by the demo's harness, until the parent goes away).
 pub fn main(config: &std::path::Path) -> Result<()> {
     let cfg = NodeConfig::read(config)?;
     if std::env::var_os(super::harness::WATCH_STDIN).is_some() {
@@ -210,10 +210,38 @@ pub fn main(config: &std::path::Path) -> Result<()> {
         });
     }
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    rt.block_on(serve(cfg))
+    let served = rt.block_on(serve(cfg));
+    // A model still being decoded on the blocking pool is not waited for:
+    // the connections are closed, nobody will ask for it.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    served
 }
 
-/// Runs a node daemon until it is killed.
+/// Resolves with the signal's name at the first SIGINT or SIGTERM.
+async fn stop_signal() -> Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot watch for Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
+}
+
+/// How long a stopping daemon waits for its peers to see its connections close.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs a node daemon until SIGINT or SIGTERM.
 pub async fn serve(cfg: NodeConfig) -> Result<()> {
     let identity = Identity::load(&cfg.certs, &cfg.name)
         .with_context(|| format!("certificates for {} in {}", cfg.name, cfg.certs.display()))?;
@@ -274,19 +302,33 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         endpoint.local_addr()?,
         exec.name
     );
-    while let Some(incoming) = endpoint.accept().await {
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            sig = &mut stop => {
+                // Closed connections (code Shutdown) tell the coordinator at
+                // once to re-dispatch this node's tiles; a process that just
+                // died would leave it waiting for each job's timeout.
+                tracing::info!(node = %cfg.name, "{}: closing connections", sig?);
+                endpoint.close();
+                let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+                return Ok(());
+            }
+        };
         match incoming {
-            Ok(conn) => {
+            None => return Ok(()),
+            Some(Ok(conn)) => {
                 tracing::info!(node = %cfg.name, peer = conn.peer(), "connected");
                 tokio::spawn(handle(node.clone(), conn));
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 node.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(node = %cfg.name, "refused a connection: {e}");
             }
         }
     }
-    Ok(())
 }
 
 async fn handle(node: Arc<Node>, conn: Connection) {
