@@ -79,3 +79,44 @@ fn a_key_of_another_node_is_refused_naming_the_certificate_and_key_files() {
     }
     assert!(!e.contains("listen"), "{e}");
 }
+
+/// `certs = "certs"` is the folder beside the config file, wherever the
+/// daemon is started from (before, it was looked up in the current
+/// directory: `certs/ca.pem: No such file or directory`). The daemon then
+/// stops on SIGTERM with exit status 0.
+#[test]
+fn relative_paths_are_taken_from_the_config_files_folder() {
+    use std::io::BufRead;
+    let dir = cluster_dir("relative");
+    let file = node_file(&dir, "certs", "backend = \"cpu\"\ncalibrate = false\n");
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("cwd");
+    let mut child = Command::new(EXE)
+        .args(["node", "--config"])
+        .arg(&file)
+        .current_dir(&elsewhere)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tessera node");
+    let out = child.stdout.take().expect("stdout");
+    let first = std::io::BufReader::new(out)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains(" listening on "));
+    if first.is_none() {
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("node output");
+        panic!(
+            "the node did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+}

@@ -18,7 +18,8 @@ pub struct NodeConfig {
     pub tier: planner::Tier,
     /// QUIC listen address.
     pub listen: SocketAddr,
-    /// Folder with `ca.pem`, `<name>.pem` and `<name>.key` (see `tessera certs`).
+    /// Folder with `ca.pem`, `<name>.pem` and `<name>.key` (see `tessera certs`);
+    /// a relative path is taken from the config file's folder.
     pub certs: PathBuf,
     /// Names of the peers allowed to connect (the coordinator's included).
     pub peers: Vec<String>,
@@ -43,7 +44,8 @@ pub struct NodeConfig {
     pub calibrate: bool,
     /// A lock file all daemons on one machine share, taken around each job
     /// so their compute spans do not overlap (the demo sets it; see
-    /// ARCHITECTURE.md, "dedicated-hardware makespan").
+    /// ARCHITECTURE.md, "dedicated-hardware makespan"); a relative path is
+    /// taken from the config file's folder.
     #[serde(default)]
     pub compute_lock: Option<PathBuf>,
     /// The file this configuration was read from (errors name it).
@@ -71,6 +73,12 @@ impl NodeConfig {
         let mut cfg: NodeConfig =
             toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
         cfg.file = path.to_path_buf();
+        // Relative paths mean "next to this file", not "wherever the daemon
+        // was started": a service manager or a `cd` elsewhere must not
+        // change which certificates a node loads.
+        let dir = path.parent().unwrap_or(Path::new(""));
+        cfg.certs = dir.join(&cfg.certs);
+        cfg.compute_lock = cfg.compute_lock.map(|p| dir.join(p));
         transport::certs::check_node_name(&cfg.name)
             .with_context(|| format!("{}: field `name`", path.display()))?;
         if cfg.peers.is_empty() {
