@@ -217,24 +217,28 @@ pub fn main(config: &std::path::Path) -> Result<()> {
     served
 }
 
-/// Resolves with the signal's name at the first SIGINT or SIGTERM.
-async fn stop_signal() -> Result<&'static str> {
+/// Installs the SIGINT and SIGTERM handlers now (a signal that comes
+/// before the returned future is polled is kept, not fatal) and returns a
+/// future that resolves with the first one's name.
+fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
-        }
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c()
-            .await
-            .context("cannot watch for Ctrl-C")?;
-        Ok("Ctrl-C")
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        })
     }
 }
 
@@ -294,6 +298,8 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         EndpointConfig::new(identity, cfg.peers.clone(), hello),
     )
     .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    // Before the line below: whoever waits for it may signal at once.
+    let stop = stop_signal()?;
     // The demo waits for this line before it connects.
     println!(
         "node {} ({:?}) listening on {} with {}",
@@ -302,7 +308,6 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         endpoint.local_addr()?,
         exec.name
     );
-    let stop = stop_signal();
     tokio::pin!(stop);
     loop {
         let incoming = tokio::select! {
@@ -311,7 +316,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
                 // Closed connections (code Shutdown) tell the coordinator at
                 // once to re-dispatch this node's tiles; a process that just
                 // died would leave it waiting for each job's timeout.
-                tracing::info!(node = %cfg.name, "{}: closing connections", sig?);
+                tracing::info!(node = %cfg.name, "{sig}: closing connections");
                 endpoint.close();
                 let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
                 return Ok(());
