@@ -27,8 +27,9 @@ enum Command {
     /// Run a model on one input, in this process.
     Infer(InferArgs),
     /// Run a node daemon for one tier (device, edge or cloud).
+    #[command(after_help = NODE_FIELDS)]
     Node {
-        /// The node's TOML configuration.
+        /// The node's TOML configuration (fields below; README, "Running your own cluster").
         #[arg(long)]
         config: PathBuf,
     },
@@ -57,6 +58,26 @@ enum Command {
         nodes: Vec<String>,
     },
 }
+
+/// `tessera node --help`: the config file's fields (README.md,
+/// "Running your own cluster", has an example).
+const NODE_FIELDS: &str = "\
+Config file fields (TOML; unknown fields are errors; relative paths are taken
+from the file's folder):
+  name = \"edge0\"                certificate name and name in cluster.toml
+  tier = \"edge\"                 device | edge | cloud (as cluster.toml says)
+  listen = \"0.0.0.0:7101\"       QUIC listen address
+  certs = \"certs\"               folder with ca.pem, <name>.pem, <name>.key
+  peers = [\"coordinator\"]       names allowed to connect
+  backend = \"gpu\"               gpu (default) | cpu
+  adapter = \"NVIDIA\"            optional GPU adapter name substring
+  autotune = false              kernel autotuning (off: tiles stitch bit for bit)
+  metrics = \"127.0.0.1:9101\"    optional Prometheus endpoint
+  max_model_bytes = 1073741824  largest model accepted (default 1 GiB)
+  calibrate = true              time the executor at start-up (default true)
+  compute_lock = \"node.lock\"    optional lock shared by daemons on one machine
+
+Stops on Ctrl-C or SIGTERM after closing its connections.";
 
 pub use tessera::Backend;
 use tessera::plan;

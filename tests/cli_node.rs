@@ -120,3 +120,40 @@ fn relative_paths_are_taken_from_the_config_files_folder() {
     let status = child.wait().expect("wait");
     assert!(status.success(), "{status:?}");
 }
+
+/// Every field `NodeConfig` accepts is listed by `tessera node --help` and
+/// in the README's node.toml example (the README lacked
+/// `max_model_bytes`, `calibrate` and `compute_lock`; `--help` listed none).
+#[test]
+fn node_help_and_the_readme_list_every_config_field() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let src = std::fs::read_to_string(format!("{root}/src/cluster/config.rs")).expect("config.rs");
+    let body = src
+        .split("pub struct NodeConfig {")
+        .nth(1)
+        .and_then(|s| s.split("\n}").next())
+        .expect("NodeConfig");
+    let fields: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub ")?.split(':').next())
+        .filter(|f| *f != "file")
+        .collect();
+    assert!(fields.len() >= 12, "{fields:?}");
+    let help = Command::new(EXE)
+        .args(["node", "--help"])
+        .output()
+        .expect("tessera node --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README");
+    let example = readme
+        .split("`node.toml` (")
+        .nth(1)
+        .and_then(|s| s.split("```toml").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("the README's node.toml example");
+    for f in fields {
+        let line = format!("{f} = ");
+        assert!(help.contains(&line), "--help lacks {f}: {help}");
+        assert!(example.contains(&line), "README example lacks {f}");
+    }
+}
