@@ -780,6 +780,7 @@ fn an_edge_node_stopped_with_sigterm_exits_cleanly_and_its_tile_is_redispatched_
         coord.timeouts = Timeouts {
             base: Duration::from_secs(60),
             factor: 4.0,
+            ..Timeouts::default()
         };
         let model = load(&coord).await;
         let plan = two_edge_plan(&local, &model);
