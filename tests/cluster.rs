@@ -1024,9 +1024,15 @@ fn a_foreign_certificate_is_refused_and_a_malformed_request_gets_an_error() {
 #[test]
 fn the_demo_short_mode_writes_files_that_parse() {
     let out = scratch("demo");
+    // A relative --out, as the README's `cargo run --release -- demo` has
+    // (its default is `out`): the node files it writes must hold from there.
+    let (Some(parent), Some(name)) = (out.parent(), out.file_name()) else {
+        panic!("scratch folder {} has no parent", out.display());
+    };
     let run = Command::new(EXE)
+        .current_dir(parent)
         .args(["demo", "--quick", "--backend", "cpu", "--out"])
-        .arg(&out)
+        .arg(name)
         .output()
         .expect("tessera demo");
     let stdout = String::from_utf8_lossy(&run.stdout);

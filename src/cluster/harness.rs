@@ -131,20 +131,18 @@ impl LocalCluster {
             Backend::Cpu => "cpu",
             Backend::Gpu => "gpu",
         };
+        // Paths relative to the node file's folder (`dir`), as a node
+        // reads them, so they hold wherever `dir` is (the demo's is relative).
         let mut text = format!(
-            "name = \"{}\"\ntier = \"{}\"\nlisten = \"127.0.0.1:0\"\ncerts = \"{}\"\npeers = [\"{COORDINATOR}\"]\nbackend = \"{backend}\"\n",
+            "name = \"{}\"\ntier = \"{}\"\nlisten = \"127.0.0.1:0\"\ncerts = \"certs\"\npeers = [\"{COORDINATOR}\"]\nbackend = \"{backend}\"\n",
             node.name,
             node.tier.name(),
-            self.opts.dir.join("certs").display()
         );
         if self.opts.metrics {
             text.push_str("metrics = \"127.0.0.1:0\"\n");
         }
         if self.opts.compute_lock {
-            text.push_str(&format!(
-                "compute_lock = \"{}\"\n",
-                self.opts.dir.join("compute.lock").display()
-            ));
+            text.push_str("compute_lock = \"compute.lock\"\n");
         }
         text.push_str(&self.extra[i]);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
