@@ -68,7 +68,7 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
     let lock_path = cfg.compute_lock.clone();
     // The daemon has no --backend flag: the way out is its config file.
     let cpu_hint = format!("backend = \"cpu\" in {}", cfg.file.display());
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("executor".into())
         .spawn(move || {
             let lock_file = lock_path.and_then(|p| {
@@ -142,10 +142,19 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
             }
         })
         .context("cannot start the executor thread")?;
-    let name = ready_rx
-        .recv()
-        .context("the executor thread died while starting")??;
-    Ok(ExecHandle { tx, name })
+    match ready_rx.recv() {
+        Ok(Ok(name)) => Ok(ExecHandle { tx, name }),
+        failed => {
+            // Let the thread drop what it made of the GPU before the
+            // process exits: the driver's teardown racing the exit once
+            // aborted with a heap corruption after the error was printed.
+            let _ = thread.join();
+            match failed {
+                Ok(Err(e)) => Err(e),
+                _ => Err(anyhow::anyhow!("the executor thread died while starting")),
+            }
+        }
+    }
 }
 
 impl ExecHandle {
