@@ -260,6 +260,16 @@ fn structure_key(dag: &ModelDag, ops: &[OpIdx]) -> Vec<u64> {
             u64::from(t.is_output),
         ]);
     }
+    // The cut search's blocks are runs of ascending op indices: positions
+    // by binary search there, by a scan otherwise.
+    let sorted = ops.windows(2).all(|w| w[0] < w[1]);
+    let position = |o: OpIdx| {
+        if sorted {
+            ops.binary_search(&o).ok()
+        } else {
+            ops.iter().position(|&x| x == o)
+        }
+    };
     let mut key = Vec::with_capacity(ops.len() * 16);
     // The model's first block may start beside the device's upload.
     key.push(u64::from(ops.first() == Some(&0)));
@@ -282,9 +292,7 @@ fn structure_key(dag: &ModelDag, ops: &[OpIdx]) -> Vec<u64> {
             Geometry::Global => key.push(2),
         }
         for &t in &op.inputs {
-            let within = dag.tensors[t]
-                .producer
-                .and_then(|p| ops.iter().position(|&x| x == p));
+            let within = dag.tensors[t].producer.and_then(position);
             match within {
                 Some(at) => key.extend([0, at as u64]),
                 None => {
@@ -301,7 +309,7 @@ fn structure_key(dag: &ModelDag, ops: &[OpIdx]) -> Vec<u64> {
         key.push(u64::MAX - 1);
         tensor(&mut key, out);
         key.push(u64::from(
-            out.consumers.is_empty() || out.consumers.iter().any(|c| !ops.contains(c)),
+            out.consumers.is_empty() || out.consumers.iter().any(|&c| position(c).is_none()),
         ));
     }
     key
