@@ -682,11 +682,24 @@ fn a_node_that_cannot_load_the_model_is_left_out_unless_no_edge_node_can() {
     });
 }
 
-/// Kills (or stops) the non-coordinator edge node while its tile runs.
-async fn fault_mid_request(how: &str) {
-    let (mut local, mut coord) = start(how).await;
+/// A request about to lose an edge node: the cluster (jobs timing out
+/// after `base` plus 4× their prediction), the model, a plan over both
+/// edge nodes, the reference bits, and the victim (the edge node that is
+/// not the coordinator's), slowed 40× so its tile is surely in flight when
+/// the test does something to it.
+struct Victim {
+    local: LocalCluster,
+    coord: Coordinator,
+    model: LoadedModel,
+    plan: ExecPlan,
+    want: Vec<u32>,
+    victim: usize,
+}
+
+async fn slowed_victim(name: &str, base: Duration) -> Victim {
+    let (local, mut coord) = start(name).await;
     coord.timeouts = Timeouts {
-        base: Duration::from_secs(3),
+        base,
         factor: 4.0,
         ..Timeouts::default()
     };
@@ -698,13 +711,32 @@ async fn fault_mid_request(how: &str) {
         .into_iter()
         .find(|&e| e != local.coordinator_node)
         .expect("victim");
-    // Slow the victim so its tile is surely in flight when it dies.
     coord
         .peer(victim)
         .expect("peer")
         .send(&Msg::Throttle { factor: 40.0 })
         .await
         .expect("throttle");
+    Victim {
+        local,
+        coord,
+        model,
+        plan,
+        want,
+        victim,
+    }
+}
+
+/// Kills (or stops) the non-coordinator edge node while its tile runs.
+async fn fault_mid_request(how: &str) {
+    let Victim {
+        mut local,
+        coord,
+        model,
+        plan,
+        want,
+        victim,
+    } = slowed_victim(how, Duration::from_secs(3)).await;
     let run = coord.run(7, &model, image(), &plan);
     let fault = async {
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -776,26 +808,14 @@ fn an_edge_node_stalled_mid_request_is_replaced_bit_identically() {
 fn an_edge_node_stopped_with_sigterm_exits_cleanly_and_its_tile_is_redispatched_at_once() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let (mut local, mut coord) = start("term").await;
-        coord.timeouts = Timeouts {
-            base: Duration::from_secs(60),
-            factor: 4.0,
-            ..Timeouts::default()
-        };
-        let model = load(&coord).await;
-        let plan = two_edge_plan(&local, &model);
-        let want = bits(&reference(&model));
-        let victim = local
-            .tier(Tier::Edge)
-            .into_iter()
-            .find(|&e| e != local.coordinator_node)
-            .expect("victim");
-        coord
-            .peer(victim)
-            .expect("peer")
-            .send(&Msg::Throttle { factor: 40.0 })
-            .await
-            .expect("throttle");
+        let Victim {
+            mut local,
+            coord,
+            model,
+            plan,
+            want,
+            victim,
+        } = slowed_victim("term", Duration::from_secs(60)).await;
         let started = std::time::Instant::now();
         let run = coord.run(7, &model, image(), &plan);
         let stop = async {
