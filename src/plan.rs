@@ -58,6 +58,16 @@ pub fn node_addresses(path: &Path, cluster: &Cluster) -> Result<Vec<SocketAddr>>
 
 /// Prints the plan as a table and optionally draws it.
 pub fn plan(cluster: &Path, model: &str, svg: Option<&Path>) -> Result<()> {
+    if let Some(path) = svg
+        && !path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+    {
+        anyhow::bail!(
+            "--svg {}: the plan is drawn as SVG; give a path ending in .svg",
+            path.display()
+        );
+    }
     let cluster = read_cluster(cluster)?;
     let graph = crate::model::load_for_planning(model)?;
     let est = Estimates::from_cluster(&cluster);

@@ -191,3 +191,17 @@ fn a_pixel_scale_that_would_be_ignored_is_refused() {
     let e = fails(cmd);
     assert!(e.contains("--pixel-scale") && e.contains("PNG"), "{e}");
 }
+
+/// `tessera plan --svg` writes SVG, so another extension is refused before
+/// any planning, rather than SVG text written into a `.png`.
+#[test]
+fn plan_svg_needs_an_svg_path() {
+    let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster.toml");
+    let png = scratch("plan.png");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(["plan", "--cluster", cluster, "--model", MODEL, "--svg"])
+        .arg(&png);
+    let e = fails(cmd);
+    assert!(e.contains("plan.png") && e.contains(".svg"), "{e}");
+    assert!(!png.exists());
+}

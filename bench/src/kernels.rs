@@ -708,6 +708,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     println!("load average before: {load_before}");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut rows = Vec::new();
+    if let Some(t) = &a.only {
+        let names: Vec<String> = specs()
+            .iter()
+            .map(|s| format!("{} {}", s.model, s.layer))
+            .collect();
+        anyhow::ensure!(
+            names.iter().any(|n| n.contains(t.as_str())),
+            "--only {t:?} matches no layer; the layers are: {}",
+            names.join(", ")
+        );
+    }
     if !a.cold_only {
         println!("{reps} samples per figure, medians; GFLOP/s = layer FLOPs / median time\n");
         print_header();
