@@ -82,9 +82,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
             .context("cannot reach the cluster")?;
         // Profiled below, where its time can be reported.
         coord.profile_models = false;
-        for (i, why) in &coord.unreachable {
-            let name = &coord.cluster.nodes[*i].name;
-            eprintln!("{name}: {why}, planning without it");
+        // Each node left down once, with why (its reason names it).
+        for i in 0..coord.cluster.nodes.len() {
+            if let Some(why) = coord.down_reason(i) {
+                eprintln!("{why}, planning without it");
+            }
         }
         let mut loaded = coord
             .load_model(&bundle)

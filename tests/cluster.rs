@@ -682,11 +682,11 @@ fn a_node_that_cannot_load_the_model_is_left_out_unless_no_edge_node_can() {
     });
 }
 
-/// A request about to lose an edge node: the cluster (jobs timing out
-/// after `base` plus 4× their prediction), the model, a plan over both
-/// edge nodes, the reference bits, and the victim (the edge node that is
-/// not the coordinator's), slowed 40× so its tile is surely in flight when
-/// the test does something to it.
+/// A request about to lose (or wait for) an edge node: the cluster (with
+/// `timeouts`), the model, a plan over both edge nodes, the reference
+/// bits, and the victim (the edge node that is not the coordinator's),
+/// slowed `throttle`× so its tile is surely in flight when the test does
+/// something to it.
 struct Victim {
     local: LocalCluster,
     coord: Coordinator,
@@ -696,13 +696,9 @@ struct Victim {
     victim: usize,
 }
 
-async fn slowed_victim(name: &str, base: Duration) -> Victim {
+async fn slowed_victim(name: &str, timeouts: Timeouts, throttle: f64) -> Victim {
     let (local, mut coord) = start(name).await;
-    coord.timeouts = Timeouts {
-        base,
-        factor: 4.0,
-        ..Timeouts::default()
-    };
+    coord.timeouts = timeouts;
     let model = load(&coord).await;
     let plan = two_edge_plan(&local, &model);
     let want = bits(&reference(&model));
@@ -714,7 +710,7 @@ async fn slowed_victim(name: &str, base: Duration) -> Victim {
     coord
         .peer(victim)
         .expect("peer")
-        .send(&Msg::Throttle { factor: 40.0 })
+        .send(&Msg::Throttle { factor: throttle })
         .await
         .expect("throttle");
     Victim {
@@ -727,6 +723,15 @@ async fn slowed_victim(name: &str, base: Duration) -> Victim {
     }
 }
 
+/// Jobs time out after `base` plus 4× their prediction.
+fn timeouts(base: Duration) -> Timeouts {
+    Timeouts {
+        base,
+        factor: 4.0,
+        ..Timeouts::default()
+    }
+}
+
 /// Kills (or stops) the non-coordinator edge node while its tile runs.
 async fn fault_mid_request(how: &str) {
     let Victim {
@@ -736,7 +741,7 @@ async fn fault_mid_request(how: &str) {
         plan,
         want,
         victim,
-    } = slowed_victim(how, Duration::from_secs(3)).await;
+    } = slowed_victim(how, timeouts(Duration::from_secs(3)), 40.0).await;
     let run = coord.run(7, &model, image(), &plan);
     let fault = async {
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -815,7 +820,7 @@ fn an_edge_node_stopped_with_sigterm_exits_cleanly_and_its_tile_is_redispatched_
             plan,
             want,
             victim,
-        } = slowed_victim("term", Duration::from_secs(60)).await;
+        } = slowed_victim("term", timeouts(Duration::from_secs(60)), 40.0).await;
         let started = std::time::Instant::now();
         let run = coord.run(7, &model, image(), &plan);
         let stop = async {
@@ -851,29 +856,23 @@ fn an_edge_node_stopped_with_sigterm_exits_cleanly_and_its_tile_is_redispatched_
 fn a_busy_node_past_its_deadline_is_waited_for_not_marked_down() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let (local, mut coord) = start("busy").await;
         // Deadlines far shorter than the slowed node's tile: before the
         // probe, its job timed out, it was marked down and its tile re-run.
-        coord.timeouts = Timeouts {
+        let deadlines = Timeouts {
             base: Duration::from_millis(200),
             factor: 0.0,
             renewals: 1000,
         };
+        // The daemons live as long as `_local`.
+        let Victim {
+            local: _local,
+            mut coord,
+            model,
+            plan,
+            want,
+            victim: busy,
+        } = slowed_victim("busy", deadlines, 100.0).await;
         coord.steal = false;
-        let model = load(&coord).await;
-        let plan = two_edge_plan(&local, &model);
-        let want = bits(&reference(&model));
-        let busy = local
-            .tier(Tier::Edge)
-            .into_iter()
-            .find(|&e| e != local.coordinator_node)
-            .expect("busy node");
-        coord
-            .peer(busy)
-            .expect("peer")
-            .send(&Msg::Throttle { factor: 100.0 })
-            .await
-            .expect("throttle");
         let out = coord
             .run(9, &model, image(), &plan)
             .await

@@ -553,9 +553,6 @@ pub struct Coordinator {
     pub profile_models: bool,
     /// Whether the warning about a block tiled across different executors was given.
     warned_mixed: AtomicBool,
-    /// Nodes [`Coordinator::connect`] could not reach, with why (left down;
-    /// the caller reports them).
-    pub unreachable: Vec<(usize, String)>,
     /// Why each node is down, from its last failed (re)connection.
     down_why: Mutex<Vec<Option<String>>>,
 }
@@ -574,7 +571,7 @@ impl Coordinator {
     ) -> Result<Coordinator, ClusterError> {
         let profiler = Profiler::new(&cluster);
         let cluster_len = cluster.nodes.len();
-        let mut c = Coordinator {
+        let c = Coordinator {
             peers: Mutex::new(vec![None; cluster.nodes.len()]),
             cluster,
             endpoint,
@@ -585,7 +582,6 @@ impl Coordinator {
             steal: true,
             profile_models: true,
             warned_mixed: AtomicBool::new(false),
-            unreachable: Vec::new(),
             down_why: Mutex::new(vec![None; cluster_len]),
         };
         let tries =
@@ -608,13 +604,6 @@ impl Coordinator {
         if let Some(pos) = down.iter().position(|(i, _)| needed(*i)) {
             return Err(down.swap_remove(pos).1);
         }
-        c.unreachable = down
-            .into_iter()
-            .map(|(i, e)| match e {
-                ClusterError::Node { why, .. } => (i, why),
-                other => (i, other.to_string()),
-            })
-            .collect();
         Ok(c)
     }
 
