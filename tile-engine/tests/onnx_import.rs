@@ -1148,42 +1148,30 @@ fn shape_arithmetic_rounds_compares_and_selects_on_constants() {
     // Round: half to even, as ONNX (and numpy) define it.
     assert_eq!(un("Round"), [-2.0, -0.0, 0.0, 2.0, 2.0]);
     // Mod: the divisor's sign by default, the dividend's with fmod = 1.
+    let modulo = |fmod, inputs| {
+        folded(
+            vec![node(
+                "Mod",
+                "m",
+                &["a", "b"],
+                &["y"],
+                vec![attr("fmod", A::I(fmod))],
+            )],
+            inputs,
+        )
+    };
     let ints = || {
         vec![
             ti("a", &[4], &[7, -7, 7, -7]),
             ti("b", &[4], &[3, 3, -3, -3]),
         ]
     };
-    let m = |fmod| {
-        folded(
-            vec![node(
-                "Mod",
-                "m",
-                &["a", "b"],
-                &["y"],
-                vec![attr("fmod", A::I(fmod))],
-            )],
-            ints(),
-        )
-    };
-    assert_eq!(m(0), [1.0, 2.0, -2.0, -1.0]);
-    assert_eq!(m(1), [1.0, -1.0, 1.0, -1.0]);
+    assert_eq!(modulo(0, ints()), [1.0, 2.0, -2.0, -1.0]);
+    assert_eq!(modulo(1, ints()), [1.0, -1.0, 1.0, -1.0]);
     // Floats follow the same two rules (numpy's mod and C's fmod).
     let floats = || vec![tf("a", &[2], &[5.5, -5.5]), tf("b", &[1], &[2.0])];
-    let fm = |fmod| {
-        folded(
-            vec![node(
-                "Mod",
-                "m",
-                &["a", "b"],
-                &["y"],
-                vec![attr("fmod", A::I(fmod))],
-            )],
-            floats(),
-        )
-    };
-    assert_eq!(fm(0), [1.5, 0.5]);
-    assert_eq!(fm(1), [1.5, -1.5]);
+    assert_eq!(modulo(0, floats()), [1.5, 0.5]);
+    assert_eq!(modulo(1, floats()), [1.5, -1.5]);
     // Comparisons broadcast and give 0/1; Where picks by them:
     // Where(Less(a, b), a, b) is the smaller of each pair.
     let pairs = || vec![ti("a", &[3], &[1, 5, 3]), ti("b", &[1], &[3])];
