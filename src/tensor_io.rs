@@ -135,26 +135,23 @@ pub fn png_to_tensor(bytes: &[u8], range: PixelRange) -> Result<Tensor> {
     Ok(t)
 }
 
-/// Checks that a tensor of `shape` can be written as a PNG: `[1, C, H, W]`
-/// with C = 1 (grey) or 3 (RGB).
-pub fn check_png_shape(shape: &[usize]) -> Result<()> {
-    let [1, c, _, _] = shape else {
+/// Checks that a tensor of `shape` can be written as a PNG, `[1, C, H, W]`
+/// with C = 1 (grey) or 3 (RGB), and returns `[C, H, W]`.
+pub fn check_png_shape(shape: &[usize]) -> Result<[usize; 3]> {
+    let &[1, c, h, w] = shape else {
         bail!("an image output must be [1, C, H, W], got {shape:?}; write it as .npy");
     };
     ensure!(
-        *c == 1 || *c == 3,
+        c == 1 || c == 3,
         "an image output needs 1 or 3 channels, got {c}; write it as .npy"
     );
-    Ok(())
+    Ok([c, h, w])
 }
 
 /// Encodes a `[1, C, H, W]` tensor as a grey (C = 1) or RGB (C = 3) PNG,
 /// clamping and rounding each value.
 pub fn tensor_to_png(t: &Tensor, range: PixelRange) -> Result<Vec<u8>> {
-    check_png_shape(t.shape())?;
-    let [1, c, h, w] = *t.shape() else {
-        bail!("an image output must be [1, C, H, W], got {:?}", t.shape());
-    };
+    let [c, h, w] = check_png_shape(t.shape())?;
     let d = t.data();
     let px = |ch: usize, y: usize, x: usize| {
         let v = d[ch * h * w + y * w + x] / range.scale * 255.0;
