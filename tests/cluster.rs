@@ -658,6 +658,7 @@ fn a_node_that_cannot_load_the_model_is_left_out_unless_no_edge_node_can() {
         };
         assert_eq!(*who, cloud);
         assert!(why.contains("max_model_bytes (1000)"), "{why}");
+        assert!(!why.contains("model: model:"), "one prefix, not two: {why}");
         assert!(!coord.alive().contains(&cloud));
         let adaptive = Adaptive::new(&coord, &model).expect("a plan without the cloud");
         let r = experiment::run_plan(&coord, &model, &image(), &adaptive.plan, 1, true)

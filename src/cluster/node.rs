@@ -439,7 +439,11 @@ async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: M
             let _ = Msg::ModelState {
                 hash,
                 loaded: result.is_ok(),
-                error: result.err().map(|e| e.to_string()),
+                // The coordinator says "cannot load the model: …" itself.
+                error: result.err().map(|e| match e {
+                    ClusterError::Model(why) => why,
+                    e => e.to_string(),
+                }),
             }
             .send(&conn, 0)
             .await;
