@@ -480,6 +480,41 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// A job of `stage` on `node` that has not run yet: no bytes, no times, not ok.
+    pub fn pending(
+        request: u64,
+        stage: &str,
+        stage_idx: usize,
+        node: usize,
+        node_name: &str,
+        class: &str,
+    ) -> Self {
+        JobRecord {
+            request,
+            stage: stage.to_string(),
+            stage_idx,
+            node,
+            node_name: node_name.to_string(),
+            tile: None,
+            submit_bytes: 0,
+            in_bytes: 0,
+            out_bytes: 0,
+            sent_us: 0,
+            start_us: 0,
+            end_us: 0,
+            recv_us: 0,
+            flops: 0,
+            class_work: [0; CLASSES],
+            class: class.to_string(),
+            ops: 0,
+            row_copies: 0,
+            ok: false,
+            stolen: false,
+            early: false,
+            cold: false,
+        }
+    }
+
     /// The job's work over all op classes.
     pub fn work(&self) -> u64 {
         self.class_work.iter().sum()
@@ -1152,30 +1187,14 @@ impl Coordinator {
         node: usize,
         class: OpClass,
     ) -> JobRecord {
-        JobRecord {
+        JobRecord::pending(
             request,
-            stage: stage.to_string(),
+            stage,
             stage_idx,
             node,
-            node_name: self.cluster.nodes[node].name.clone(),
-            tile: None,
-            submit_bytes: 0,
-            in_bytes: 0,
-            out_bytes: 0,
-            sent_us: 0,
-            start_us: 0,
-            end_us: 0,
-            recv_us: 0,
-            flops: 0,
-            class_work: [0; CLASSES],
-            class: calibrate::class_name(class).to_string(),
-            ops: 0,
-            row_copies: 0,
-            ok: false,
-            stolen: false,
-            early: false,
-            cold: false,
-        }
+            &self.cluster.nodes[node].name,
+            calibrate::class_name(class),
+        )
     }
 
     /// Runs a whole segment on the first live node of `candidates`, moving

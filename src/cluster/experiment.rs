@@ -634,28 +634,10 @@ mod tests {
             predicted_s: None,
         };
         let rec = |node: usize, tile: usize, ok: bool| JobRecord {
-            request: 1,
-            stage: "block 0".into(),
-            stage_idx: 1,
-            node,
-            node_name: cluster.nodes[node].name.clone(),
             tile: Some(tile),
-            submit_bytes: 0,
-            in_bytes: 0,
-            out_bytes: 0,
-            sent_us: 0,
-            start_us: 0,
-            end_us: 0,
-            recv_us: 0,
-            flops: 0,
-            class_work: Default::default(),
-            class: "conv3x3".into(),
             ops: 2,
-            row_copies: 0,
             ok,
-            stolen: false,
-            early: false,
-            cold: false,
+            ..JobRecord::pending(1, "block 0", 1, node, &cluster.nodes[node].name, "conv3x3")
         };
         let records = [
             rec(1, 0, true),
