@@ -1,4 +1,4 @@
-//! `cargo run -p bench --release -- cluster [--quick] [--reps N] [--backend cpu|gpu] [--model default|vgg|resnet] [--out DIR]`
+//! `cargo run -p bench --release -- cluster [--quick] [--reps N] [--backend cpu|gpu] [--model default|vgg|resnet] [--size N] [--out DIR]`
 //!
 //! End to end on a real loopback cluster (1 device + 4 edge + 1 cloud node
 //! daemons started from this binary, links emulated with the demo's
@@ -119,6 +119,10 @@ pub struct Args {
     /// Only this model.
     #[arg(long, value_enum, ignore_case = true)]
     model: Option<ModelArg>,
+    /// Input side N (3×N×N) of every model: the default model's sample
+    /// image is resized to it (halo overhead shrinks as maps grow).
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u64).range(32..=1024))]
+    size: u64,
     /// Folder for cluster.json and cluster.svg.
     #[arg(long, value_name = "DIR", default_value = "out/bench-cluster")]
     out: PathBuf,
@@ -145,6 +149,8 @@ pub fn run(args: Args) -> Result<()> {
         ModelArg::Resnet => "resnet",
     });
     let reps = args.reps.map(|r| r as usize);
+    let size = usize::try_from(args.size)?;
+    let side = i64::try_from(args.size)?;
     let backend = args.backend.unwrap_or_else(|| {
         if tessera::exec::executor(Backend::Gpu, None, true, "--backend cpu").is_ok() {
             Backend::Gpu
@@ -182,13 +188,12 @@ pub fn run(args: Args) -> Result<()> {
         std::fs::create_dir_all(&models_dir)?;
         let vgg = models_dir.join("vgg_like.onnx");
         let resnet = models_dir.join("resnet_like.onnx");
-        onnx_models::write(&onnx_models::vgg_like(128), &vgg)?;
-        onnx_models::write(&onnx_models::resnet_like(128), &resnet)?;
-        let fixture = tile_engine::default_model::png_to_tensor(tile_engine::default_model::fixture_png())?;
-        let models: Vec<(&str, String, Tensor)> = vec![
-            ("default (RDN ×2, 128²)", "default".into(), fixture),
-            ("VGG-like (128²)", vgg.display().to_string(), image(128)?),
-            ("ResNet-like (128²)", resnet.display().to_string(), image(128)?),
+        onnx_models::write(&onnx_models::vgg_like(side), &vgg)?;
+        onnx_models::write(&onnx_models::resnet_like(side), &resnet)?;
+        let models: Vec<(String, String, Tensor)> = vec![
+            (format!("default (RDN ×2, {size}²)"), "default".into(), tile_engine::default_model::sample_input(size)?),
+            (format!("VGG-like ({size}²)"), vgg.display().to_string(), image(size)?),
+            (format!("ResNet-like ({size}²)"), resnet.display().to_string(), image(size)?),
         ]
         .into_iter()
         .filter(|(label, _, _)| only.is_none_or(|o| label.to_lowercase().starts_with(o)))

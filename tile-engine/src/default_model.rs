@@ -80,6 +80,24 @@ pub fn decode_rgb8(png: &[u8]) -> Result<(u32, u32, Vec<u8>)> {
     Ok((rgb.width(), rgb.height(), rgb.into_raw()))
 }
 
+/// The sample image as a `[1, 3, side, side]` input in `[0, 255]`: the
+/// embedded fixture itself at its own size (128), else Catmull-Rom resampled
+/// (whole byte values still, as any photo a user sends would be).
+pub fn sample_input(side: usize) -> Result<Tensor> {
+    let (w, h, rgb) = decode_rgb8(FIXTURE_PNG)?;
+    let s = u32::try_from(side)
+        .ok()
+        .filter(|s| (1..=MAX_IMAGE_SIDE).contains(s))
+        .ok_or_else(|| Error::InvalidInput(format!("sample image side {side} is out of range")))?;
+    if (w, h) == (s, s) {
+        return rgb8_to_tensor(side, side, &rgb);
+    }
+    let img = image::RgbImage::from_raw(w, h, rgb)
+        .ok_or_else(|| Error::InvalidInput("sample image size".into()))?;
+    let img = image::imageops::resize(&img, s, s, image::imageops::FilterType::CatmullRom);
+    rgb8_to_tensor(side, side, img.as_raw())
+}
+
 /// Decodes a PNG into the model's input convention: `[1, 3, H, W]`, RGB in `[0, 255]`.
 pub fn png_to_tensor(png: &[u8]) -> Result<Tensor> {
     let (w, h, rgb) = decode_rgb8(png)?;

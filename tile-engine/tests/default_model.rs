@@ -188,3 +188,40 @@ fn png_round_trip_keeps_pixels_and_rounds_like_uint8_clamped_array() {
     }
     assert!(default_model::png_to_tensor(b"\x89PNG\r\n\x1a\nbroken").is_err());
 }
+
+/// The sample input at the fixture's own size is the fixture; at other
+/// sizes it is the same picture resampled: whole byte values, and each
+/// channel's mean within 2 of the fixture's (a blank or shifted image fails).
+#[test]
+fn sample_input_is_the_fixture_resampled() {
+    let fixture = default_model::png_to_tensor(default_model::fixture_png()).expect("fixture");
+    assert_eq!(
+        bits(&[default_model::sample_input(128).expect("128")]),
+        bits(std::slice::from_ref(&fixture))
+    );
+    let mean = |t: &Tensor, c: usize| {
+        let plane = t.shape()[2] * t.shape()[3];
+        t.data()[c * plane..(c + 1) * plane]
+            .iter()
+            .map(|&v| f64::from(v))
+            .sum::<f64>()
+            / plane as f64
+    };
+    for side in [64, 200, 256] {
+        let t = default_model::sample_input(side).expect("resampled");
+        assert_eq!(t.shape(), [1, 3, side, side]);
+        assert!(
+            t.data()
+                .iter()
+                .all(|&v| v.fract() == 0.0 && (0.0..=255.0).contains(&v))
+        );
+        for c in 0..3 {
+            let (got, want) = (mean(&t, c), mean(&fixture, c));
+            assert!(
+                (got - want).abs() < 2.0,
+                "side {side} channel {c}: mean {got} vs {want}"
+            );
+        }
+    }
+    assert!(default_model::sample_input(0).is_err());
+}
