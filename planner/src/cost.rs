@@ -239,15 +239,16 @@ impl Default for PlanOptions {
     }
 }
 
-/// A block's structure (see [`structure_key`]) and the helper tiers allowed to take its tiles.
-type BlockKey = (Vec<u64>, [bool; 2]);
+/// Solved blocks by structure (see [`structure_key`]), one map per set of
+/// helper tiers allowed to take tiles (index: device + 2 × cloud).
+type BlockCache = [rustc_hash::FxHashMap<Vec<u64>, BlockPlan>; 4];
 
 /// Everything [`solve_block`] reads of a block, with op and tensor indices
 /// replaced by positions: two blocks with equal keys get the same plan. A
 /// deep model repeats its blocks (a ResNet stage's basic blocks), so the
 /// cut search's thousands of candidate blocks are a few hundred shapes;
 /// keyed by op indices, solving each one was most of the planning time.
-fn structure_key(dag: &ModelDag, ops: &[OpIdx]) -> Vec<u64> {
+fn structure_key(dag: &ModelDag, ops: &[OpIdx], key: &mut Vec<u64>) {
     fn tensor(key: &mut Vec<u64>, t: &crate::dag::DagTensor) {
         match t.hw {
             Some([h, w]) => key.extend([h as u64, w as u64]),
@@ -270,7 +271,7 @@ fn structure_key(dag: &ModelDag, ops: &[OpIdx]) -> Vec<u64> {
             ops.iter().position(|&x| x == o)
         }
     };
-    let mut key = Vec::with_capacity(ops.len() * 16);
+    key.clear();
     // The model's first block may start beside the device's upload.
     key.push(u64::from(ops.first() == Some(&0)));
     let mut outside: Vec<TensorIdx> = Vec::new();
@@ -301,18 +302,17 @@ fn structure_key(dag: &ModelDag, ops: &[OpIdx]) -> Vec<u64> {
                         outside.len() - 1
                     });
                     key.extend([1, at as u64]);
-                    tensor(&mut key, &dag.tensors[t]);
+                    tensor(key, &dag.tensors[t]);
                 }
             }
         }
         let out = &dag.tensors[op.output];
         key.push(u64::MAX - 1);
-        tensor(&mut key, out);
+        tensor(key, out);
         key.push(u64::from(
             out.consumers.is_empty() || out.consumers.iter().any(|&c| position(c).is_none()),
         ));
     }
-    key
 }
 
 /// Everything an evaluation needs, shared by all candidates of one planning call.
@@ -329,8 +329,10 @@ pub struct Context<'a> {
     pub halo: &'a dyn HaloModel,
     /// Knobs.
     pub opts: PlanOptions,
-    /// Solved blocks, keyed by their ops and helper tiers: candidates share most blocks.
-    cache: std::cell::RefCell<rustc_hash::FxHashMap<BlockKey, BlockPlan>>,
+    /// Solved blocks, keyed by their structure and helper tiers: candidates share most blocks.
+    cache: std::cell::RefCell<BlockCache>,
+    /// The key being built, reused: the cut search looks up thousands of blocks.
+    key: std::cell::RefCell<Vec<u64>>,
 }
 
 impl<'a> Context<'a> {
@@ -350,20 +352,38 @@ impl<'a> Context<'a> {
             halo,
             opts,
             cache: Default::default(),
+            key: Default::default(),
         })
     }
 
     fn block(&self, ops: &[OpIdx], helpers: [bool; 2]) -> BlockPlan {
-        let key = (structure_key(self.dag, ops), helpers);
-        if let Some(b) = self.cache.borrow().get(&key) {
-            return BlockPlan {
-                ops: ops.to_vec(),
-                ..b.clone()
-            };
+        let b = self.solved(ops, helpers, BlockPlan::clone);
+        BlockPlan {
+            ops: ops.to_vec(),
+            ..b
         }
+    }
+
+    /// Predicted time of a block (solved once per structure; no copy of its plan).
+    fn block_time(&self, ops: &[OpIdx], helpers: [bool; 2]) -> f64 {
+        self.solved(ops, helpers, |b| b.time_s)
+    }
+
+    /// `read` of the cached plan of a block with the structure of `ops`, solved first if new.
+    fn solved<T>(&self, ops: &[OpIdx], helpers: [bool; 2], read: impl Fn(&BlockPlan) -> T) -> T {
+        let map = usize::from(helpers[0]) + 2 * usize::from(helpers[1]);
+        let key = {
+            let mut key = self.key.borrow_mut();
+            structure_key(self.dag, ops, &mut key);
+            if let Some(b) = self.cache.borrow()[map].get(key.as_slice()) {
+                return read(b);
+            }
+            key.clone()
+        };
         let b = solve_block(self, ops, &self.topo.workers(helpers));
-        self.cache.borrow_mut().insert(key, b.clone());
-        b
+        let out = read(&b);
+        self.cache.borrow_mut()[map].insert(key, b);
+        out
     }
 
     /// Predicts the schedule of a labelling (`labels[op]`) with every tier
@@ -402,10 +422,7 @@ impl<'a> Context<'a> {
             best[j] = (j.saturating_sub(depth)..j)
                 .map(|i| {
                     let round = if i > 0 { self.opts.block_round_s } else { 0.0 };
-                    (
-                        best[i].0 + self.block(&run[i..j], helpers).time_s + round,
-                        i,
-                    )
+                    (best[i].0 + self.block_time(&run[i..j], helpers) + round, i)
                 })
                 .min_by(|x, y| x.0.total_cmp(&y.0))
                 .unwrap_or((f64::INFINITY, 0));
@@ -687,7 +704,11 @@ mod tests {
     fn structure_keys_match_repeated_blocks_only() {
         // Ops 1-3: x, y, z(y, x); ops 4-6: x', y', z'(y', y'); then a chain.
         let d = dag(&[&[0], &[1], &[2], &[3, 2], &[4], &[5], &[6, 6], &[7], &[8]]);
-        let key = |ops: std::ops::Range<usize>| structure_key(&d, &ops.collect::<Vec<_>>());
+        let key = |ops: std::ops::Range<usize>| {
+            let mut key = Vec::new();
+            structure_key(&d, &ops.collect::<Vec<_>>(), &mut key);
+            key
+        };
         // Two links of a chain: x', y' and the chain's last two ops.
         assert_eq!(key(4..6), key(7..9));
         // The model's first block starts beside the device's upload.
