@@ -3,7 +3,8 @@
 //! Tile-size sweep on a model (`--model`: an ONNX file, a TF.js model.json
 //! or `default`; without it a VGG-16 conv stack of 13 convs + 5 max-pools
 //! with random weights): for grids 1×1 … G×G and several fused depths, the
-//! per-tile peak memory, halo FLOP overhead and bytes per tile (analytic,
+//! per-tile peak memory (and that of one node running every tile and
+//! holding the maps between blocks), halo FLOP overhead and bytes per tile (analytic,
 //! exact, from the tile geometry; the VGG stack at 3×224×224), and the
 //! latency of tiled runs (the VGG stack at 3×N×N, default 112; wall-clock,
 //! tiles run one after another, the median of `--reps` runs taken round
@@ -120,26 +121,86 @@ struct Point {
     fuse: String,
     grid: usize,
     blocks: usize,
+    /// Peak of one tile's working set: what a tile worker needs.
     tile_peak_bytes: u64,
+    /// Peak of one node running every tile and stitching the maps between blocks.
+    node_peak_bytes: u64,
     untiled_peak_bytes: u64,
+    /// Saving of `tile_peak_bytes` against the untiled run.
     memory_saving_pct: f64,
     halo_overhead_pct: f64,
     max_in_bytes_per_tile: u64,
     max_out_bytes_per_tile: u64,
 }
 
+/// For each segment, the bytes of whole maps a node running the segments one
+/// after another holds besides the segment's own working set: maps made
+/// earlier (or model inputs) that a later segment still reads, or that the
+/// model outputs. A skip connection over a block is held while it runs.
+fn held_across(g: &Graph, segs: &[Segment]) -> Vec<u64> {
+    let nodes = |s: &Segment| -> Vec<usize> {
+        match s {
+            Segment::Tiled(b) => b.nodes.clone(),
+            Segment::Whole(n) => n.clone(),
+        }
+    };
+    let mut made = vec![None::<usize>; g.values.len()];
+    let mut last = vec![None::<usize>; g.values.len()];
+    for (k, s) in segs.iter().enumerate() {
+        for n in nodes(s) {
+            made[g.nodes[n].output] = Some(k);
+            for &v in &g.nodes[n].inputs {
+                last[v] = Some(k);
+            }
+        }
+    }
+    for &o in &g.outputs {
+        last[o] = Some(usize::MAX);
+    }
+    (0..segs.len())
+        .map(|k| {
+            (0..g.values.len())
+                .filter(|v| !g.constants.contains_key(v))
+                .filter(|&v| made[v].is_none_or(|m| m < k) && last[v].is_some_and(|l| l > k))
+                .filter(|&v| {
+                    // What the segment itself reads is in its own figure.
+                    !nodes(&segs[k])
+                        .iter()
+                        .any(|&n| g.nodes[n].inputs.contains(&v))
+                })
+                .map(|v| 4 * g.values[v].shape.iter().map(|&d| d as u64).product::<u64>())
+                .sum()
+        })
+        .collect()
+}
+
 fn analyse(g: &Graph, segs: &[Segment], fuse: &str, n: usize) -> anyhow::Result<Point> {
     let grid = Grid::uniform(n, n);
-    let (mut tiled, mut untiled, mut peak, mut inb, mut outb, mut blocks) =
-        (0u64, 0u64, 0u64, 0u64, 0u64, 0);
+    let (mut tiled, mut untiled, mut peak, mut node_peak, mut inb, mut outb, mut blocks) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0);
     let consumers = g.consumers();
-    for s in segs {
+    let held = held_across(g, segs);
+    let map_bytes = |vs: &[usize]| -> u64 {
+        vs.iter()
+            .map(|&v| 4 * g.values[v].shape.iter().map(|&d| d as u64).product::<u64>())
+            .sum()
+    };
+    for (s, &held) in segs.iter().zip(&held) {
         match s {
             Segment::Tiled(b) => {
                 let r = report_block(g, b, &grid)?;
                 tiled += r.tiled_flops;
                 untiled += r.untiled_flops;
                 peak = peak.max(r.tile_peak_bytes);
+                // One node running every tile: the block's whole input
+                // maps, its stitched output maps and one tile at a time
+                // (a 1×1 grid's one tile is the maps themselves).
+                let maps = if n == 1 {
+                    0
+                } else {
+                    map_bytes(&b.inputs) + map_bytes(&b.outputs)
+                };
+                node_peak = node_peak.max(held + maps + r.tile_peak_bytes);
                 inb = inb.max(r.max_in_bytes);
                 outb = outb.max(r.max_out_bytes);
                 blocks += 1;
@@ -147,7 +208,9 @@ fn analyse(g: &Graph, segs: &[Segment], fuse: &str, n: usize) -> anyhow::Result<
             // A part that is not tiled runs whole: its peak counts too.
             Segment::Whole(nodes) => {
                 let (sub, _, _) = extract(g, nodes, &consumers);
-                peak = peak.max(peak_live_bytes(&sub));
+                let whole = peak_live_bytes(&sub);
+                peak = peak.max(whole);
+                node_peak = node_peak.max(held + whole);
             }
         }
     }
@@ -157,6 +220,7 @@ fn analyse(g: &Graph, segs: &[Segment], fuse: &str, n: usize) -> anyhow::Result<
         grid: n,
         blocks,
         tile_peak_bytes: peak,
+        node_peak_bytes: node_peak,
         untiled_peak_bytes: whole,
         memory_saving_pct: 100.0 * (1.0 - peak as f64 / whole as f64),
         halo_overhead_pct: if untiled == 0 {
@@ -443,8 +507,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         subject.name
     );
     println!(
-        "{:>9} {:>5} {:>7} {:>14} {:>9} {:>8} {:>12}",
-        "fuse", "grid", "blocks", "tile peak MiB", "saving %", "halo %", "in/tile MiB"
+        "{:>9} {:>5} {:>7} {:>14} {:>14} {:>9} {:>8} {:>12}",
+        "fuse",
+        "grid",
+        "blocks",
+        "tile peak MiB",
+        "node peak MiB",
+        "saving %",
+        "halo %",
+        "in/tile MiB"
     );
     let mut points = Vec::new();
     let mut chosen = Vec::new();
@@ -454,11 +525,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for n in 1..=max_grid {
             let p = analyse(model, &segs, &f.label, n)?;
             println!(
-                "{:>9} {:>5} {:>7} {:>14.2} {:>9.1} {:>8.2} {:>12.3}",
+                "{:>9} {:>5} {:>7} {:>14.2} {:>14.2} {:>9.1} {:>8.2} {:>12.3}",
                 p.fuse,
                 format!("{n}x{n}"),
                 p.blocks,
                 mib(p.tile_peak_bytes),
+                mib(p.node_peak_bytes),
                 p.memory_saving_pct,
                 p.halo_overhead_pct,
                 mib(p.max_in_bytes_per_tile)
@@ -466,7 +538,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             points.push(p);
         }
     }
-    println!("untiled peak: {:.2} MiB", mib(peak_live_bytes(model)));
+    println!(
+        "untiled peak: {:.2} MiB; tile peak: one tile's working set (a tile worker's need); saving: tile peak against untiled; node peak: one node running every tile, holding the whole maps between and across blocks (a skip connection over a block too)",
+        mib(peak_live_bytes(model))
+    );
     if points.iter().all(|p| p.blocks == 0) {
         println!("no part of this model is tileable: every grid runs it whole");
     }
