@@ -54,7 +54,8 @@ pub struct TileWork {
 }
 
 /// Geometry source for tile work. `block` lists tileable ops in topological order.
-pub trait HaloModel {
+/// `Sync`: the planner solves strategies on several threads.
+pub trait HaloModel: Sync {
     /// Work of the tile covering `region` of the block's outputs.
     fn tile_work(&self, dag: &ModelDag, block: &[OpIdx], region: Region) -> TileWork;
 }

@@ -113,13 +113,13 @@ pub fn plan_dag(
         return Err(Error::Model("the model has no ops".into()));
     }
     let ctx = Context::new(dag, cluster, est, halo, opts)?;
-    let planner = Planner::new(&ctx);
     // A cluster without a cloud node has only the strategies that leave it out.
-    let alternatives: Vec<Plan> = STRATEGIES
+    let strategies: Vec<(&'static str, [bool; 3])> = STRATEGIES
         .iter()
         .filter(|(_, allowed)| ctx.topo.cloud.is_some() || !allowed[2])
-        .map(|&(name, allowed)| planner.solve(name, allowed))
-        .collect::<Result<_>>()?;
+        .copied()
+        .collect();
+    let alternatives = solve_strategies(&ctx, &strategies)?;
     // Of plans that tie (a three-tier plan whose cloud runs nothing is the
     // device+edge plan), the one with the fewest tiers names it: a report
     // headed "three-tier" over an idle cloud misleads.
@@ -157,6 +157,49 @@ pub fn plan_dag(
         topology: ctx.topo.clone(),
         single_node_margin: opts.single_node_margin,
     })
+}
+
+/// The best plan of each strategy, in order. Strategies that let the same
+/// helper tiers take tiles share their solved blocks; the two largest such
+/// groups are solved on two threads, each with its own context and cache
+/// (the results do not depend on which thread or cache solved a block).
+fn solve_strategies(
+    ctx: &Context<'_>,
+    strategies: &[(&'static str, [bool; 3])],
+) -> Result<Vec<Plan>> {
+    let on = ctx.opts.tile_helpers;
+    let helpers = |allowed: [bool; 3]| [on[0] && allowed[0], on[1] && allowed[2]];
+    // The helper set of the strategy with the device allowed goes here, the
+    // rest (device left out) on the other thread.
+    let first = strategies.first().map(|&(_, a)| helpers(a));
+    let (mine, theirs): (Vec<usize>, Vec<usize>) =
+        (0..strategies.len()).partition(|&i| Some(helpers(strategies[i].1)) == first);
+    let solve = |c: &Context<'_>, which: &[usize]| -> Result<Vec<(usize, Plan)>> {
+        let planner = Planner::new(c);
+        which
+            .iter()
+            .map(|&i| Ok((i, planner.solve(strategies[i].0, strategies[i].1)?)))
+            .collect()
+    };
+    let (a, b) = if theirs.is_empty() {
+        (solve(ctx, &mine)?, Vec::new())
+    } else {
+        let (dag, cluster, est, halo, opts) = (ctx.dag, ctx.cluster, ctx.est, ctx.halo, ctx.opts);
+        std::thread::scope(|s| {
+            let other = s.spawn(|| -> Result<Vec<(usize, Plan)>> {
+                let c = Context::new(dag, cluster, est, halo, opts)?;
+                solve(&c, &theirs)
+            });
+            let a = solve(ctx, &mine);
+            let b = other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            Ok::<_, Error>((a?, b?))
+        })?
+    };
+    let mut all: Vec<(usize, Plan)> = a.into_iter().chain(b).collect();
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, p)| p).collect())
 }
 
 /// How many tiers `strategy` (one of [`STRATEGIES`]) may use.
@@ -369,4 +412,43 @@ fn halo_factors(ctx: &Context<'_>) -> Vec<f64> {
 /// Node names by index, for renderers.
 pub(crate) fn node_name(report: &PlanReport, node: NodeIdx) -> &str {
     report.nodes.get(node).map_or("?", |n| n.0.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{SplitMix, random_cluster, random_dag};
+
+    /// The strategies solved on two threads, each group with its own cache,
+    /// give exactly what each strategy solved alone on a fresh context gives.
+    #[test]
+    fn threaded_strategies_equal_each_solved_alone() {
+        let mut rng = SplitMix(7);
+        for round in 0..6 {
+            let dag = random_dag(&mut rng, 12 + 4 * round).expect("dag");
+            let cluster = random_cluster(&mut rng, 2 + round % 3);
+            let est = Estimates::from_cluster(&cluster);
+            let report = plan_dag(
+                &dag,
+                &cluster,
+                &est,
+                &ReceptiveField,
+                PlanOptions::default(),
+            )
+            .expect("plan");
+            assert_eq!(report.alternatives.len(), STRATEGIES.len());
+            for (alt, &(name, allowed)) in report.alternatives.iter().zip(&STRATEGIES) {
+                let ctx = Context::new(
+                    &dag,
+                    &cluster,
+                    &est,
+                    &ReceptiveField,
+                    PlanOptions::default(),
+                )
+                .expect("context");
+                let alone = Planner::new(&ctx).solve(name, allowed).expect("solve");
+                assert_eq!(alt, &alone, "round {round}, {name}");
+            }
+        }
+    }
 }
