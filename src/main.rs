@@ -46,6 +46,10 @@ enum Command {
         /// Also draw the plan as an SVG file.
         #[arg(long)]
         svg: Option<PathBuf>,
+        /// The input's shape, comma-separated (e.g. 1,3,64,64): for a model
+        /// with open dimensions (planned at batch 1, 224×224 without it).
+        #[arg(long, value_name = "N,C,H,W", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
+        input_shape: Option<Vec<u32>>,
     },
     /// Make a certificate per node, signed by the cluster CA in the output
     /// folder (a new CA when the folder has none).
@@ -152,7 +156,12 @@ fn run(cli: Cli) -> Result<()> {
             cluster,
             model,
             svg,
-        } => plan::plan(&cluster, &model, svg.as_deref()),
+            input_shape,
+        } => {
+            let shape: Option<Vec<usize>> =
+                input_shape.map(|s| s.into_iter().map(|d| d as usize).collect());
+            plan::plan(&cluster, &model, svg.as_deref(), shape.as_deref())
+        }
         Command::Certs { out, nodes } => {
             let ca = transport::certs::generate(&out, &nodes)
                 .with_context(|| format!("cannot write certificates to {}", out.display()))?;

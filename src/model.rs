@@ -229,10 +229,32 @@ pub fn check_io(spec: &str, graph: &Graph, input: &Tensor, outputs: &[PathBuf]) 
     checked.with_context(|| spec.to_string())
 }
 
-/// Loads a model for planning or benchmarking: the default model at its
-/// fixture's size, other models at the input shape they declare (one with a
-/// free spatial size at 224×224).
-pub fn load_for_planning(spec: &str) -> Result<Graph> {
+/// Loads a model for planning or benchmarking at `input_shape`, else the
+/// default model at its fixture's size and other models at the input shape
+/// they declare (one with a free spatial size at 224×224).
+pub fn load_for_planning(spec: &str, input_shape: Option<&[usize]>) -> Result<Graph> {
+    if let Some(shape) = input_shape {
+        // The importer keeps the dims a file fixes whatever the input says
+        // (an input file is checked against them later); a shape typed for
+        // planning is checked here.
+        if kind_of(spec)? == ModelKind::Onnx
+            && let Some(declared) = std::fs::read(spec)
+                .ok()
+                .and_then(|b| tile_engine::onnx::declared_input_dims(&b))
+            && declared.len() == shape.len()
+            && let Some((i, fixed)) = declared
+                .iter()
+                .zip(shape)
+                .enumerate()
+                .find_map(|(i, (d, &s))| d.filter(|&d| d != s).map(|d| (i, d)))
+        {
+            bail!(
+                "{spec}: --input-shape {}: the model fixes dimension {i} at {fixed}",
+                dims_text(shape)
+            );
+        }
+        return load(spec, shape);
+    }
     let shape = match kind_of(spec)? {
         ModelKind::Default => {
             let t = default_model::png_to_tensor(default_model::fixture_png())?;
@@ -240,20 +262,51 @@ pub fn load_for_planning(spec: &str) -> Result<Graph> {
         }
         // An ONNX model with a symbolic height or width is planned for a
         // 224×224 image, as a TF.js one is.
-        ModelKind::Onnx => std::fs::read(spec)
-            .ok()
-            .and_then(|bytes| tile_engine::onnx::planning_shape(&bytes))
-            .unwrap_or_default(),
+        ModelKind::Onnx => {
+            let bytes = std::fs::read(spec).ok();
+            let shape = bytes
+                .as_deref()
+                .and_then(tile_engine::onnx::planning_shape)
+                .unwrap_or_default();
+            let symbolic = bytes
+                .as_deref()
+                .and_then(tile_engine::onnx::declared_input_dims)
+                .is_some_and(|d| d.iter().any(Option::is_none));
+            // A model whose graph holds at one size only (a fixed position
+            // embedding, a reshape to fixed patches) fails at the assumed
+            // one; say which size was assumed and how to give the real one.
+            return load(spec, &shape).with_context(|| {
+                if symbolic {
+                    format!(
+                        "planned at input shape {} because the model leaves dimensions open; give its real shape with --input-shape N,C,H,W",
+                        dims_text(&shape)
+                    )
+                } else {
+                    format!("planned at the input shape it declares, {}", dims_text(&shape))
+                }
+            });
+        }
         // A TF.js model runs at the shape it declares; one with a free
         // spatial size is planned for a 224×224 RGB image.
         ModelKind::Tfjs => {
             return load(spec, &[]).or_else(|declared| {
-                load(spec, &[1, 3, 224, 224])
-                    .map_err(|e| declared.context(format!("nor at 1x3x224x224: {e:#}")))
+                load(spec, &[1, 3, 224, 224]).map_err(|e| {
+                    declared.context(format!(
+                        "nor at 1x3x224x224: {e:#}; give its input shape with --input-shape N,C,H,W"
+                    ))
+                })
             });
         }
     };
     load(spec, &shape)
+}
+
+fn dims_text(shape: &[usize]) -> String {
+    shape
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join("x")
 }
 
 #[cfg(test)]
@@ -297,7 +350,7 @@ mod tests {
         );
         // Keras NHWC [null, 13, 17, 3] and [null, 7, 6, 2], in IR layout.
         for (name, want) in [("dag", [1, 3, 13, 17]), ("classifier", [1, 2, 7, 6])] {
-            let g = load_for_planning(&format!("{fixtures}/{name}/model.json")).expect(name);
+            let g = load_for_planning(&format!("{fixtures}/{name}/model.json"), None).expect(name);
             assert_eq!(g.shape(g.inputs[0]), want, "{name}");
         }
     }

@@ -57,7 +57,12 @@ pub fn node_addresses(path: &Path, cluster: &Cluster) -> Result<Vec<SocketAddr>>
 }
 
 /// Prints the plan as a table and optionally draws it.
-pub fn plan(cluster: &Path, model: &str, svg: Option<&Path>) -> Result<()> {
+pub fn plan(
+    cluster: &Path,
+    model: &str,
+    svg: Option<&Path>,
+    input_shape: Option<&[usize]>,
+) -> Result<()> {
     if let Some(path) = svg
         && !path
             .extension()
@@ -69,7 +74,7 @@ pub fn plan(cluster: &Path, model: &str, svg: Option<&Path>) -> Result<()> {
         );
     }
     let cluster = read_cluster(cluster)?;
-    let graph = crate::model::load_for_planning(model)?;
+    let graph = crate::model::load_for_planning(model, input_shape)?;
     let est = Estimates::from_cluster(&cluster);
     let report =
         planner::plan(&graph, &cluster, &est).with_context(|| format!("planning {model}"))?;

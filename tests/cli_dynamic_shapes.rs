@@ -116,4 +116,28 @@ fn symbolic_dims_take_the_input_size() {
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("makespan"), "{text}");
+    // Planned at a given shape: another plan (a 40×56 map is 22× less work),
+    // and a shape against a dimension the file fixes is refused.
+    let at = |shape: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["plan", "--cluster", cluster, "--model"])
+            .arg(&open)
+            .args(["--input-shape", shape])
+            .output()
+            .expect("run tessera")
+    };
+    let small = at("1,3,40,56");
+    assert!(
+        small.status.success(),
+        "{}",
+        String::from_utf8_lossy(&small.stderr)
+    );
+    assert_ne!(
+        small.stdout, out.stdout,
+        "the plan at 40×56 is the one at 224×224"
+    );
+    let wrong = at("1,4,40,56");
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success());
+    assert!(err.contains("fixes dimension 1 at 3"), "{err}");
 }

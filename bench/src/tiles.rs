@@ -425,7 +425,7 @@ fn subject(args: &Args) -> anyhow::Result<Subject> {
         (tessera::model::ModelKind::Default, None) => {
             tessera::model::load(spec, &[1, 3, 128, 128])?
         }
-        (_, None) => tessera::model::load_for_planning(spec)?,
+        (_, None) => tessera::model::load_for_planning(spec, None)?,
         (_, Some(n)) => {
             // An ONNX file keeps the sizes it fixes: only a symbolic height
             // and width take `--size`, and a size that would be ignored is refused.

@@ -54,12 +54,9 @@ pub fn load_bytes_for_input(bytes: &[u8], input_shape: &[usize]) -> Result<Graph
     importer::import(&model, bytes.len(), input_shape)
 }
 
-/// The shape a model is planned at when no input is given: its graph
-/// input's declared dims, a symbolic batch as 1 and, for an NCHW image
-/// input, a symbolic height or width as 224 (what TF.js models with a free
-/// spatial size are planned at too). `None` when the file has no single
-/// tensor input or leaves some other dimension open.
-pub fn planning_shape(bytes: &[u8]) -> Option<Vec<usize>> {
+/// The declared dims of a model's one tensor input (`None` for a symbolic
+/// one); `None` when the file has no single tensor input.
+pub fn declared_input_dims(bytes: &[u8]) -> Option<Vec<Option<usize>>> {
     use proto::tensor_shape_proto::dimension::Value as D;
     let model = proto::ModelProto::decode(bytes).ok()?;
     let g = model.graph.as_ref()?;
@@ -80,14 +77,31 @@ pub fn planning_shape(bytes: &[u8]) -> Option<Vec<usize>> {
         proto::type_proto::Value::TensorType(tt) => &tt.shape.as_ref()?.dim,
         _ => return None,
     };
+    Some(
+        dims.iter()
+            .map(|d| match d.value {
+                Some(D::DimValue(v)) => usize::try_from(v).ok(),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// The shape a model is planned at when no input is given: its graph
+/// input's declared dims, a symbolic batch as 1 and, for an NCHW image
+/// input, a symbolic height or width as 224 (what TF.js models with a free
+/// spatial size are planned at too). `None` when the file has no single
+/// tensor input or leaves some other dimension open.
+pub fn planning_shape(bytes: &[u8]) -> Option<Vec<usize>> {
+    let dims = declared_input_dims(bytes)?;
     let rank = dims.len();
     dims.iter()
         .enumerate()
-        .map(|(i, d)| match d.value {
-            Some(D::DimValue(v)) => usize::try_from(v).ok(),
-            _ if i == 0 => Some(1),
-            _ if rank == 4 && i >= 2 => Some(224),
-            _ => None,
+        .map(|(i, d)| match d {
+            Some(v) => Some(*v),
+            None if i == 0 => Some(1),
+            None if rank == 4 && i >= 2 => Some(224),
+            None => None,
         })
         .collect()
 }
