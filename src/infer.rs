@@ -44,6 +44,7 @@ fn run_within_limits(
     mut grid: Grid,
     fuse: Option<usize>,
 ) -> Result<(Vec<Tensor>, Grid)> {
+    let mut last: Option<String> = None;
     loop {
         match run_graph(exec, graph, input.clone(), &grid, fuse) {
             Ok(out) => return Ok((out, grid)),
@@ -55,18 +56,71 @@ fn run_within_limits(
                 if !limit {
                     return Err(e);
                 }
-                if grid.rows.max(grid.cols) >= MAX_AUTO_GRID {
+                let message = format!("{e:#}");
+                // A map that tiles shrinks with the grid, so its error
+                // changes; the same error twice may be a layer that runs
+                // whole, or two grids with tiles of equal height: the
+                // finest grid tells them apart.
+                let repeated = last.as_deref() == Some(message.as_str());
+                let finest = grid.rows.max(grid.cols) >= MAX_AUTO_GRID;
+                let stuck = repeated && finest;
+                if stuck || finest {
+                    let hint = largest_untiled_map(graph, fuse)
+                        .map_or_else(String::new, |h| format!("; {h}"));
                     return Err(e.context(format!(
-                        "even at grid {grid} (a layer that is not tiled, or a map too large for {}; try --backend cpu)",
+                        "{} at grid {grid}{hint} (too large for {}; try --backend cpu)",
+                        if stuck {
+                            "the same map stays over the limit"
+                        } else {
+                            "still over the limit"
+                        },
                         exec.name()
                     )));
                 }
-                let finer = Grid::uniform(grid.rows + 1, grid.cols + 1);
-                eprintln!("grid {grid}: {e:#}; running with grid {finer}");
+                let finer = if repeated {
+                    Grid::uniform(MAX_AUTO_GRID, MAX_AUTO_GRID)
+                } else {
+                    Grid::uniform(grid.rows + 1, grid.cols + 1)
+                };
+                if last.is_none() {
+                    eprintln!("grid {grid}: {message}; trying finer grids");
+                }
+                last = Some(message);
                 grid = finer;
             }
         }
     }
+}
+
+/// The largest map a layer that is never tiled (see
+/// [`tile_engine::tiling::choose_blocks`]) reads or writes, named for an error.
+fn largest_untiled_map(graph: &Graph, fuse: Option<usize>) -> Option<String> {
+    let options = fuse.map_or_else(FusionOptions::default, FusionOptions::fixed);
+    tile_engine::tiling::choose_blocks(graph, &options)
+        .iter()
+        .filter_map(|s| match s {
+            tile_engine::tiling::Segment::Whole(nodes) => Some(nodes),
+            tile_engine::tiling::Segment::Tiled(_) => None,
+        })
+        .flatten()
+        .flat_map(|&n| {
+            let node = &graph.nodes[n];
+            node.inputs
+                .iter()
+                .chain([&node.output])
+                .filter(|v| !graph.constants.contains_key(v))
+                .map(move |&v| (node, v))
+        })
+        .max_by_key(|&(_, v)| graph.shape(v).iter().product::<usize>())
+        .map(|(node, v)| {
+            let shape = graph.shape(v);
+            let mib = shape.iter().product::<usize>() as f64 * 4.0 / (1 << 20) as f64;
+            format!(
+                "{} ({}) runs whole, on a map of {shape:?} ({mib:.1} MiB)",
+                node.name,
+                node.op.name()
+            )
+        })
 }
 
 /// Runs a model on one input in this process.
@@ -172,11 +226,35 @@ mod tests {
         let e = run_within_limits(
             &Bounded { max: 1 },
             &graph,
-            input,
+            input.clone(),
             Grid::uniform(1, 1),
             None,
         )
         .expect_err("nothing fits");
-        assert!(format!("{e:#}").contains("even at grid 16x16"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("still over the limit at grid 16x16"),
+            "{e:#}"
+        );
+
+        // A layer that runs whole (a global pool) on a map over the limit:
+        // the same error at 2×2 as at 1×1 ends the search there, naming it.
+        let pooled = graph.add_node(
+            "pool",
+            tile_engine::ir::Op::GlobalPool(tile_engine::ir::PoolKind::Average {
+                count_include_pad: false,
+            }),
+            vec![x],
+            "pooled",
+        );
+        let pooled = pooled.expect("pool node");
+        graph.outputs = vec![pooled];
+        let e = run_within_limits(&exec, &graph, input, Grid::uniform(1, 1), None)
+            .expect_err("the pool's map never shrinks");
+        let text = format!("{e:#}");
+        assert!(
+            text.contains("the same map stays over the limit at grid 16x16"),
+            "{text}"
+        );
+        assert!(text.contains("pool (globalpool) runs whole"), "{text}");
     }
 }
