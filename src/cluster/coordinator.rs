@@ -1053,22 +1053,42 @@ impl Coordinator {
             why,
         };
         let result = async {
-            peer.send(&Msg::Run {
-                job,
-                model: model.hash.clone(),
-                nodes: nodes.to_vec(),
-                tile,
-                inputs: inputs.len() as u32,
-            })
-            .await?;
-            let in_bytes =
-                wire::send_tensors(&peer.conn, TileKind::Tile, job, INPUT, inputs).await?;
+            let send = async {
+                peer.send(&Msg::Run {
+                    job,
+                    model: model.hash.clone(),
+                    nodes: nodes.to_vec(),
+                    tile,
+                    inputs: inputs.len() as u32,
+                })
+                .await?;
+                wire::send_tensors(&peer.conn, TileKind::Tile, job, INPUT, inputs).await
+            };
             // Past the deadline a node is not taken for dead while it
             // answers: its executor may be queued with other coordinators'
             // jobs (concurrent `tessera run`s), which the prediction cannot
-            // know about. A stopped or cut-off node does not answer.
-            let mut rx = rx;
+            // know about. A stopped or cut-off node does not answer. The
+            // inputs' send is held to the same deadline: to a node killed
+            // mid-request it waits on flow control until the transport's
+            // idle timeout (30 s) otherwise.
             let mut renewed = 0;
+            tokio::pin!(send);
+            let in_bytes = loop {
+                match tokio::time::timeout_at(deadline, &mut send).await {
+                    Ok(sent) => break sent?,
+                    Err(_) if renewed < self.timeouts.renewals && peer.answers(self.id()).await => {
+                        renewed += 1;
+                        deadline = Instant::now() + allowance;
+                    }
+                    Err(_) => {
+                        return Err(gone(format!(
+                            "job {job}: its inputs were not taken within {:.0} s and the node did not answer",
+                            sent.elapsed().as_secs_f64()
+                        )));
+                    }
+                }
+            };
+            let mut rx = rx;
             let answer = loop {
                 match tokio::time::timeout_at(deadline, &mut rx).await {
                     Ok(a) => {
