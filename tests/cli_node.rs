@@ -157,3 +157,32 @@ fn node_help_and_the_readme_list_every_config_field() {
         assert!(example.contains(&line), "README example lacks {f}");
     }
 }
+
+/// A listen or metrics port already in use fails at start-up, naming it,
+/// before the calibration (which took seconds first, on a GPU, before).
+#[test]
+fn a_port_in_use_is_refused_before_the_calibration() {
+    let dir = cluster_dir("ports");
+    let certs = dir.join("certs").display().to_string();
+    let taken_tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp port");
+    let tcp = taken_tcp.local_addr().expect("addr");
+    let file = node_file(
+        &dir,
+        &certs,
+        &format!("backend = \"cpu\"\nmetrics = \"{tcp}\"\n"),
+    );
+    let e = node_fails(&dir, &file);
+    assert!(e.contains(&format!("cannot serve metrics on {tcp}")), "{e}");
+    assert!(!e.contains("calibrated"), "calibrated first: {e}");
+
+    let taken_udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp port");
+    let udp = taken_udp.local_addr().expect("addr");
+    let text = std::fs::read_to_string(&file).expect("node file");
+    let text = text
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{udp}\""))
+        .replace(&format!("metrics = \"{tcp}\"\n"), "");
+    std::fs::write(&file, text).expect("node file");
+    let e = node_fails(&dir, &file);
+    assert!(e.contains(&format!("cannot listen on {udp}")), "{e}");
+    assert!(!e.contains("calibrated"), "calibrated first: {e}");
+}

@@ -272,11 +272,13 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         max_model_bytes: cfg.max_model_bytes,
         warm: Mutex::new(HashSet::new()),
     });
-    if cfg.calibrate {
-        let rates = exec.calibrate().await;
-        tracing::info!(node = %cfg.name, ?rates, "calibrated");
-        *lock(&node.rates) = rates;
-    }
+    // Ports first: a port in use fails at once, not after the calibration.
+    // The QUIC socket is bound for real once the Hello holds the measured
+    // rate; this probe only catches a port that is taken now.
+    drop(
+        std::net::UdpSocket::bind(cfg.listen)
+            .with_context(|| format!("cannot listen on {}", cfg.listen))?,
+    );
     let _metrics_task = match cfg.metrics {
         Some(addr) => {
             let (bound, task) = metrics::serve(addr, cfg.name.clone(), metrics.clone())
@@ -287,6 +289,11 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         }
         None => None,
     };
+    if cfg.calibrate {
+        let rates = exec.calibrate().await;
+        tracing::info!(node = %cfg.name, ?rates, "calibrated");
+        *lock(&node.rates) = rates;
+    }
     let gflops = lock(&node.rates)
         .iter()
         .find(|(n, _)| n == "conv3x3")
