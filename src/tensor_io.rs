@@ -124,11 +124,11 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Decodes PNG bytes into a `[1, 3, H, W]` tensor (RGB; alpha dropped, grey expanded).
-/// Decoding (with its image-size limits) is the default model's; only the range differs.
+/// Decodes PNG bytes into a `[1, 3, H, W]` tensor (RGB; alpha dropped, grey
+/// expanded; 16-bit images at full precision). Decoding (with its
+/// image-size limits) is the default model's; only the range differs.
 pub fn png_to_tensor(bytes: &[u8], range: PixelRange) -> Result<Tensor> {
-    let (w, h, rgb) = tile_engine::default_model::decode_rgb8(bytes)?;
-    let mut t = tile_engine::default_model::rgb8_to_tensor(w as usize, h as usize, &rgb)?;
+    let mut t = tile_engine::default_model::png_to_tensor(bytes)?;
     for v in t.data_mut() {
         *v = *v / 255.0 * range.scale;
     }

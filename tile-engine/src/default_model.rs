@@ -61,6 +61,33 @@ pub fn reference_png() -> &'static [u8] {
 
 /// Decodes a PNG (any colour type) into 8-bit RGB: `(width, height, rgb bytes)`.
 pub fn decode_rgb8(png: &[u8]) -> Result<(u32, u32, Vec<u8>)> {
+    let rgb = decode(png)?.into_rgb8();
+    Ok((rgb.width(), rgb.height(), rgb.into_raw()))
+}
+
+/// Decodes a PNG into a `[1, 3, H, W]` tensor in `[0, 255]`: an 8-bit
+/// image's bytes as they are, a 16-bit one's values over 257 (its full
+/// precision, where 8-bit decoding would round it away).
+pub fn png_to_tensor(png: &[u8]) -> Result<Tensor> {
+    let img = decode(png)?;
+    if img.color().bytes_per_pixel() == img.color().channel_count() {
+        let rgb = img.into_rgb8();
+        return rgb8_to_tensor(rgb.width() as usize, rgb.height() as usize, rgb.as_raw());
+    }
+    let rgb = img.into_rgb16();
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    let plane = checked_numel(&[h, w])?;
+    let mut data = vec![0.0f32; checked_numel(&[plane, 3])?];
+    for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            data[c * plane + i] = f32::from(px[c]) / 257.0;
+        }
+    }
+    Tensor::new(vec![1, 3, h, w], data)
+}
+
+/// Decodes a PNG under the size limits, warning about transparent pixels.
+fn decode(png: &[u8]) -> Result<image::DynamicImage> {
     let mut reader = image::ImageReader::with_format(Cursor::new(png), image::ImageFormat::Png);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
@@ -76,8 +103,7 @@ pub fn decode_rgb8(png: &[u8]) -> Result<(u32, u32, Vec<u8>)> {
             "the PNG has transparent pixels: its alpha channel is dropped and their RGB values are used as they are"
         );
     }
-    let rgb = img.into_rgb8();
-    Ok((rgb.width(), rgb.height(), rgb.into_raw()))
+    Ok(img)
 }
 
 /// The sample image as a `[1, 3, side, side]` input in `[0, 255]`: the
@@ -96,12 +122,6 @@ pub fn sample_input(side: usize) -> Result<Tensor> {
         .ok_or_else(|| Error::InvalidInput("sample image size".into()))?;
     let img = image::imageops::resize(&img, s, s, image::imageops::FilterType::CatmullRom);
     rgb8_to_tensor(side, side, img.as_raw())
-}
-
-/// Decodes a PNG into the model's input convention: `[1, 3, H, W]`, RGB in `[0, 255]`.
-pub fn png_to_tensor(png: &[u8]) -> Result<Tensor> {
-    let (w, h, rgb) = decode_rgb8(png)?;
-    rgb8_to_tensor(w as usize, h as usize, &rgb)
 }
 
 /// Interleaved 8-bit RGB (row-major, `h * w * 3` bytes) to `[1, 3, H, W]` in `[0, 255]`.

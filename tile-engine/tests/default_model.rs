@@ -225,3 +225,31 @@ fn sample_input_is_the_fixture_resampled() {
     }
     assert!(default_model::sample_input(0).is_err());
 }
+
+/// A 16-bit PNG keeps its precision (value / 257 in the model's [0, 255]
+/// range); decoded to 8 bits first, values 1/257 apart would merge.
+#[test]
+fn a_16_bit_png_is_read_at_full_precision() {
+    let img = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_fn(5, 3, |x, y| {
+        image::Rgb([(x * 1000 + y) as u16, 65535, (x + 3 * y) as u16])
+    });
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("encode");
+    let t = default_model::png_to_tensor(&png).expect("decode");
+    assert_eq!(t.shape(), [1, 3, 3, 5]);
+    let plane = 15;
+    for y in 0..3 {
+        for x in 0..5 {
+            let i = y * 5 + x;
+            let want = [(x * 1000 + y) as f32, 65535.0, (x + 3 * y) as f32].map(|v| v / 257.0);
+            for c in 0..3 {
+                assert_eq!(
+                    t.data()[c * plane + i],
+                    want[c],
+                    "pixel ({x}, {y}) channel {c}"
+                );
+            }
+        }
+    }
+}
