@@ -243,10 +243,10 @@ fn a_16_bit_png_is_read_at_full_precision() {
         for x in 0..5 {
             let i = y * 5 + x;
             let want = [(x * 1000 + y) as f32, 65535.0, (x + 3 * y) as f32].map(|v| v / 257.0);
-            for c in 0..3 {
+            for (c, want) in want.into_iter().enumerate() {
                 assert_eq!(
                     t.data()[c * plane + i],
-                    want[c],
+                    want,
                     "pixel ({x}, {y}) channel {c}"
                 );
             }
