@@ -1,6 +1,8 @@
 //! Hand-computed checks of the CPU executor, one or more per op, and of its
 //! input validation and memory behaviour.
 
+mod accuracy_common;
+
 use std::sync::Arc;
 
 use tile_engine::cpu::{self, CpuExecutor};
@@ -384,6 +386,11 @@ fn log_softmax_stays_finite_where_the_softmax_underflows() -> R {
         assert!((got - want).abs() < 1e-6, "{:?}", y.data());
     }
     Ok(())
+}
+
+#[test]
+fn transcendental_activations_keep_relative_accuracy_in_tails_and_near_zero() {
+    accuracy_common::check_activations(&CpuExecutor, 1e-5);
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! Needs a GPU adapter (lavapipe in CI: `WGPU_BACKEND=vulkan`). Without one
 //! the tests fail with the adapter error; they never skip.
 
+mod accuracy_common;
+
 use std::sync::{Arc, OnceLock};
 
 use proptest::prelude::*;
@@ -848,6 +850,11 @@ fn softplus_and_mish_stay_finite_where_exp_overflows() {
         }
         check(&g, std::slice::from_ref(&x), None, "softplus/mish");
     }
+}
+
+#[test]
+fn transcendental_activations_keep_relative_accuracy_in_tails_and_near_zero() {
+    accuracy_common::check_activations(gpu(), 1e-5);
 }
 
 #[test]

@@ -55,11 +55,13 @@ pub enum Activation {
         /// Overall scale.
         gamma: f32,
     },
-    /// `ln(exp(x) + 1)`, computed as `max(x, 0) + ln(1 + exp(-|x|))` so
-    /// that it does not overflow above x ≈ 88.
+    /// `ln(exp(x) + 1)`, computed as `max(x, 0) + ln_1p(exp(-|x|))` so
+    /// that it does not overflow above x ≈ 88 and keeps its relative
+    /// accuracy below x ≈ -17, where `1 + exp(x)` rounds to 1.
     Softplus,
-    /// The error function, by Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7;
-    /// WGSL has no `erf`, and both executors use this formula).
+    /// The error function: its Taylor series for |x| < 0.5, else Abramowitz
+    /// and Stegun 7.1.26 (|error| < 1.5e-7; WGSL has no `erf`, and both
+    /// executors use these formulas).
     Erf,
     /// `x / 2 * (1 + erf(x / sqrt 2))`, or with `tanh` its tanh approximation
     /// `x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))`.
@@ -83,14 +85,31 @@ pub enum Activation {
     Reciprocal,
 }
 
-/// `ln(1 + exp(x))` without overflow, the formula the WGSL kernels use.
+/// `ln(1 + exp(x))` without overflow. `ln_1p` keeps the tail for very
+/// negative x, where `1 + exp(x)` rounds to 1 (WGSL has no `log1p`; the
+/// kernels sum its series instead).
 fn softplus(x: f32) -> f32 {
-    x.max(0.0) + (1.0 + (-x.abs()).exp()).ln()
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 
-/// `erf(x)` by Abramowitz and Stegun 7.1.26, the formula the WGSL kernels use.
+/// Below this |x|, `erf` sums its Taylor series: A&S 7.1.26's absolute error
+/// (up to 1.5e-7) is a large relative error near 0, while the series through
+/// x^11 is off by less than its next term (1.5e-8 at 0.5).
+const ERF_SERIES_BELOW: f32 = 0.5;
+
+/// `erf(x)`, the formula the WGSL kernels use.
 pub fn erf(x: f32) -> f32 {
     let a = x.abs();
+    if a < ERF_SERIES_BELOW {
+        // 2/sqrt(pi) * (-1)^n / (n! (2n + 1)), n = 0..=5.
+        let x2 = x * x;
+        let p = -0.000_854_832_7 * x2 + 0.005_223_978;
+        let p = p * x2 - 0.026_866_172;
+        let p = p * x2 + 0.112_837_92;
+        let p = p * x2 - 0.376_126_38;
+        let p = p * x2 + std::f32::consts::FRAC_2_SQRT_PI;
+        return x * p;
+    }
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t
         * (0.254_829_6
