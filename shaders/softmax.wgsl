@@ -3,10 +3,14 @@
 // LOG = 1 the last pass writes its logarithm, x - max - log(sum), which
 // stays finite where exp(x - max) / sum underflows.
 // `layer_norm`: one invocation per row (outer = rows, len = row length,
-// eps bits) makes three ordered passes, as the CPU does.
+// eps bits) makes three ordered passes.
 // `instance_norm`: one workgroup of 64 per (image, channel) plane reduces
 // its mean and variance in workgroup memory, then normalises
 // (params: outer = planes, len = plane size, inner = channels, eps bits).
+// Both sum x - x0, x0 the row's first value, not x: in a row far from 0
+// (1000 + noise) x - x0 is exact and small, so the f32 sums keep the noise
+// that a running sum of x rounds off, and the mean is never rounded to one
+// f32 near 1000 (the CPU sums in f64 instead).
 
 override LOG: u32 = 0u;
 
@@ -68,18 +72,19 @@ fn instance_norm(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let base = plane * p.len;
+    let x0 = src[base];
     var s = 0.0;
     for (var k = li; k < p.len; k += 64u) {
-        s += src[base + k];
+        s += src[base + k] - x0;
     }
     part[li] = s;
     workgroupBarrier();
     reduce64(li);
-    let mean = part[0] / f32(p.len);
+    let m = part[0] / f32(p.len);
     workgroupBarrier();
     var v = 0.0;
     for (var k = li; k < p.len; k += 64u) {
-        let d = src[base + k] - mean;
+        let d = (src[base + k] - x0) - m;
         v += d * d;
     }
     part[li] = v;
@@ -88,7 +93,7 @@ fn instance_norm(@builtin(workgroup_id) wid: vec3<u32>,
     let inv = 1.0 / sqrt(part[0] / f32(p.len) + bitcast<f32>(p._p0));
     let c = plane % p.inner;
     for (var k = li; k < p.len; k += 64u) {
-        dst[base + k] = (src[base + k] - mean) * inv * wt[c] + wt[p.inner + c];
+        dst[base + k] = ((src[base + k] - x0) - m) * inv * wt[c] + wt[p.inner + c];
     }
 }
 
@@ -100,18 +105,19 @@ fn layer_norm(@builtin(global_invocation_id) gid: vec3<u32>,
         return;
     }
     let base = i * p.len;
+    let x0 = src[base];
     var s = 0.0;
     for (var k = 0u; k < p.len; k++) {
-        s += src[base + k];
+        s += src[base + k] - x0;
     }
-    let mean = s / f32(p.len);
+    let m = s / f32(p.len);
     var v = 0.0;
     for (var k = 0u; k < p.len; k++) {
-        let d = src[base + k] - mean;
+        let d = (src[base + k] - x0) - m;
         v += d * d;
     }
     let inv = 1.0 / sqrt(v / f32(p.len) + bitcast<f32>(p._p0));
     for (var k = 0u; k < p.len; k++) {
-        dst[base + k] = (src[base + k] - mean) * inv * wt[k] + wt[p.len + k];
+        dst[base + k] = ((src[base + k] - x0) - m) * inv * wt[k] + wt[p.len + k];
     }
 }

@@ -394,6 +394,11 @@ fn transcendental_activations_keep_relative_accuracy_in_tails_and_near_zero() {
 }
 
 #[test]
+fn layer_and_instance_norm_of_a_map_offset_by_1000_match_f64() {
+    accuracy_common::check_norms_of_offset_maps(&CpuExecutor, 1e-5);
+}
+
+#[test]
 fn lrn_onnx_window() -> R {
     // size 2: window [c, c + 1].
     let op = Op::Lrn {

@@ -858,6 +858,11 @@ fn transcendental_activations_keep_relative_accuracy_in_tails_and_near_zero() {
 }
 
 #[test]
+fn layer_and_instance_norm_of_a_map_offset_by_1000_match_f64() {
+    accuracy_common::check_norms_of_offset_maps(gpu(), 5e-5);
+}
+
+#[test]
 fn layer_norm_matches_cpu_from_every_axis() {
     let shape = [2, 3, 5, 7];
     let x = random(&shape, 13);

@@ -69,13 +69,23 @@ pub(super) fn lrn(x: &Tensor, size: usize, alpha: f32, beta: f32, bias: f32) -> 
     y
 }
 
-/// Mean and `1 / sqrt(variance + epsilon)` of `row`, in f32 as ONNX Runtime
-/// computes them.
-fn moments(row: &[f32], epsilon: f32) -> (f32, f32) {
-    let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + epsilon).sqrt())
+/// Mean and `1 / sqrt(variance + epsilon)` of `row`, summed in f64: an f32
+/// running sum of a row whose mean is far from 0 (1000 + noise) rounds off
+/// much of the noise, and every output inherits that error.
+fn moments(row: &[f32], epsilon: f32) -> (f64, f64) {
+    let n = row.len() as f64;
+    let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = row
+        .iter()
+        .map(|&v| (f64::from(v) - mean) * (f64::from(v) - mean))
+        .sum::<f64>()
+        / n;
+    (mean, 1.0 / (var + f64::from(epsilon)).sqrt())
+}
+
+/// `(v - mean) * inv * scale + bias`, rounded to f32 once.
+fn normalise(v: f32, (mean, inv): (f64, f64), scale: f32, bias: f32) -> f32 {
+    ((f64::from(v) - mean) * inv * f64::from(scale) + f64::from(bias)) as f32
 }
 
 /// Instance normalisation of an NCHW map: per plane, `(x - mean) /
@@ -86,9 +96,9 @@ pub(super) fn instance_norm(x: &Tensor, scale: &[f32], bias: &[f32], epsilon: f3
     let mut y = x.clone();
     for (p, plane) in y.data_mut().chunks_mut(hw.max(1)).enumerate() {
         let ch = p % c;
-        let (mean, inv) = moments(plane, epsilon);
+        let m = moments(plane, epsilon);
         for v in plane {
-            *v = (*v - mean) * inv * scale[ch] + bias[ch];
+            *v = normalise(*v, m, scale[ch], bias[ch]);
         }
     }
     y
@@ -106,9 +116,9 @@ pub(super) fn layer_norm(
     let len: usize = x.shape()[axis..].iter().product();
     let mut y = x.clone();
     for row in y.data_mut().chunks_mut(len.max(1)) {
-        let (mean, inv) = moments(row, epsilon);
+        let m = moments(row, epsilon);
         for (k, v) in row.iter_mut().enumerate() {
-            *v = (*v - mean) * inv * scale[k] + bias[k];
+            *v = normalise(*v, m, scale[k], bias[k]);
         }
     }
     y

@@ -1,9 +1,14 @@
 //! Float64 references for the accuracy checks shared by the CPU and GPU
 //! tests: transcendental activations where a naive f32 formula loses its
-//! relative accuracy (tails, values near 0).
+//! relative accuracy (tails, values near 0), and normalisations of maps whose
+//! mean is far from 0.
 
 #![allow(dead_code)]
 
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tile_engine::ir::Activation;
 use tile_engine::{Executor, Graph, Op, Tensor};
 
@@ -94,6 +99,99 @@ pub fn check_activations(exec: &dyn Executor, rtol: f64) {
                     "{act:?}({v}): {got} vs {want:e} (relative {rel:.2e})"
                 ));
             }
+        }
+    }
+    assert!(off.is_empty(), "{}", off.join("\n"));
+}
+
+/// `1000 + noise` in [-1.7, 1.7): an f32 running sum of such a row rounds
+/// off much of the noise.
+pub fn offset_map(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    let data = (0..n)
+        .map(|_| 1000.0 + rng.random_range(-1.7f32..1.7))
+        .collect();
+    Tensor::new(shape.to_vec(), data).expect("shape matches data")
+}
+
+/// `(x - mean) / sqrt(var + eps) * scale[k] + bias[k]` in f64 over rows of
+/// `len` values, with `k` the row (cycling through `scale`) when `by_row`
+/// (instance norm), else the position in the row (layer norm).
+pub fn normalise64(
+    x: &[f32],
+    len: usize,
+    by_row: bool,
+    scale: &[f32],
+    bias: &[f32],
+    eps: f32,
+) -> Vec<f64> {
+    let mut out = Vec::with_capacity(x.len());
+    for (r, row) in x.chunks(len).enumerate() {
+        let n = len as f64;
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = row
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let inv = 1.0 / (var + f64::from(eps)).sqrt();
+        for (i, &v) in row.iter().enumerate() {
+            let k = if by_row { r % scale.len() } else { i };
+            out.push((f64::from(v) - mean) * inv * f64::from(scale[k]) + f64::from(bias[k]));
+        }
+    }
+    out
+}
+
+/// LayerNorm over the last three axes and InstanceNorm of an offset map on
+/// `exec`, each against the f64 reference within `atol`.
+pub fn check_norms_of_offset_maps(exec: &dyn Executor, atol: f64) {
+    let shape = [2, 4, 16, 20];
+    let x = offset_map(&shape, 5);
+    let len = 4 * 16 * 20;
+    let layer = Op::LayerNorm {
+        axis: 1,
+        scale: Arc::new((0..len).map(|i| 0.5 + 0.001 * i as f32).collect()),
+        bias: Arc::new((0..len).map(|i| i as f32 * -0.001).collect()),
+        epsilon: 1e-5,
+    };
+    let instance = Op::InstanceNorm {
+        scale: Arc::new(vec![0.5, 1.0, 1.5, 2.0]),
+        bias: Arc::new(vec![0.0, -0.25, 0.5, 1.0]),
+        epsilon: 1e-5,
+    };
+    let mut off = Vec::new();
+    for op in [layer, instance] {
+        let (rows, by_row, scale, bias, eps) = match &op {
+            Op::LayerNorm {
+                scale,
+                bias,
+                epsilon,
+                ..
+            } => (len, false, scale.clone(), bias.clone(), *epsilon),
+            Op::InstanceNorm {
+                scale,
+                bias,
+                epsilon,
+            } => (16 * 20, true, scale.clone(), bias.clone(), *epsilon),
+            _ => unreachable!("only norms above"),
+        };
+        let want = normalise64(x.data(), rows, by_row, &scale, &bias, eps);
+        let mut g = Graph::default();
+        let xv = g.add_value("x", shape.to_vec());
+        g.inputs.push(xv);
+        let y = g.add_node("n", op.clone(), vec![xv], "y").expect("graph");
+        g.outputs.push(y);
+        let got = exec.run(&g, std::slice::from_ref(&x)).expect("run");
+        let err = got[0]
+            .data()
+            .iter()
+            .zip(&want)
+            .map(|(&g, &w)| (f64::from(g) - w).abs())
+            .fold(0.0, f64::max);
+        if err > atol {
+            off.push(format!("{}: max error {err:.2e}", op.name()));
         }
     }
     assert!(off.is_empty(), "{}", off.join("\n"));
