@@ -133,21 +133,28 @@ struct Point {
     max_out_bytes_per_tile: u64,
 }
 
+/// The nodes of a segment, tiled or whole.
+fn segment_nodes(s: &Segment) -> &[usize] {
+    match s {
+        Segment::Tiled(b) => &b.nodes,
+        Segment::Whole(n) => n,
+    }
+}
+
+/// Bytes of one f32 value of `g`.
+fn value_bytes(g: &Graph, v: usize) -> u64 {
+    4 * g.values[v].shape.iter().map(|&d| d as u64).product::<u64>()
+}
+
 /// For each segment, the bytes of whole maps a node running the segments one
 /// after another holds besides the segment's own working set: maps made
 /// earlier (or model inputs) that a later segment still reads, or that the
 /// model outputs. A skip connection over a block is held while it runs.
 fn held_across(g: &Graph, segs: &[Segment]) -> Vec<u64> {
-    let nodes = |s: &Segment| -> Vec<usize> {
-        match s {
-            Segment::Tiled(b) => b.nodes.clone(),
-            Segment::Whole(n) => n.clone(),
-        }
-    };
     let mut made = vec![None::<usize>; g.values.len()];
     let mut last = vec![None::<usize>; g.values.len()];
     for (k, s) in segs.iter().enumerate() {
-        for n in nodes(s) {
+        for &n in segment_nodes(s) {
             made[g.nodes[n].output] = Some(k);
             for &v in &g.nodes[n].inputs {
                 last[v] = Some(k);
@@ -157,18 +164,18 @@ fn held_across(g: &Graph, segs: &[Segment]) -> Vec<u64> {
     for &o in &g.outputs {
         last[o] = Some(usize::MAX);
     }
-    (0..segs.len())
-        .map(|k| {
+    segs.iter()
+        .enumerate()
+        .map(|(k, s)| {
+            // What the segment itself reads is in its own figure.
+            let reads: std::collections::HashSet<usize> = segment_nodes(s)
+                .iter()
+                .flat_map(|&n| g.nodes[n].inputs.iter().copied())
+                .collect();
             (0..g.values.len())
-                .filter(|v| !g.constants.contains_key(v))
+                .filter(|v| !g.constants.contains_key(v) && !reads.contains(v))
                 .filter(|&v| made[v].is_none_or(|m| m < k) && last[v].is_some_and(|l| l > k))
-                .filter(|&v| {
-                    // What the segment itself reads is in its own figure.
-                    !nodes(&segs[k])
-                        .iter()
-                        .any(|&n| g.nodes[n].inputs.contains(&v))
-                })
-                .map(|v| 4 * g.values[v].shape.iter().map(|&d| d as u64).product::<u64>())
+                .map(|v| value_bytes(g, v))
                 .sum()
         })
         .collect()
@@ -180,11 +187,7 @@ fn analyse(g: &Graph, segs: &[Segment], fuse: &str, n: usize) -> anyhow::Result<
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0);
     let consumers = g.consumers();
     let held = held_across(g, segs);
-    let map_bytes = |vs: &[usize]| -> u64 {
-        vs.iter()
-            .map(|&v| 4 * g.values[v].shape.iter().map(|&d| d as u64).product::<u64>())
-            .sum()
-    };
+    let map_bytes = |vs: &[usize]| -> u64 { vs.iter().map(|&v| value_bytes(g, v)).sum() };
     for (s, &held) in segs.iter().zip(&held) {
         match s {
             Segment::Tiled(b) => {
