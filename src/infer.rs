@@ -62,14 +62,12 @@ fn run_within_limits(
                 // whole, or two grids with tiles of equal height: the
                 // finest grid tells them apart.
                 let repeated = last.as_deref() == Some(message.as_str());
-                let finest = grid.rows.max(grid.cols) >= MAX_AUTO_GRID;
-                let stuck = repeated && finest;
-                if stuck || finest {
+                if grid.rows.max(grid.cols) >= MAX_AUTO_GRID {
                     let hint = largest_untiled_map(graph, fuse)
                         .map_or_else(String::new, |h| format!("; {h}"));
                     return Err(e.context(format!(
                         "{} at grid {grid}{hint} (too large for {}; try --backend cpu)",
-                        if stuck {
+                        if repeated {
                             "the same map stays over the limit"
                         } else {
                             "still over the limit"
