@@ -140,16 +140,17 @@ impl Activation {
             Activation::Clip { min, max } => x.max(*min).min(*max),
             Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            // exp_m1: `exp(x) - 1` cancels near 0 (3–13 % off at |x| ≈ 1e-6).
             Activation::Elu { alpha } => {
                 if x < 0.0 {
-                    alpha * (x.exp() - 1.0)
+                    alpha * x.exp_m1()
                 } else {
                     x
                 }
             }
             Activation::Selu { alpha, gamma } => {
                 if x <= 0.0 {
-                    gamma * (alpha * x.exp() - alpha)
+                    gamma * (alpha * x.exp_m1())
                 } else {
                     gamma * x
                 }

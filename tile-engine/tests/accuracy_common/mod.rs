@@ -40,8 +40,8 @@ pub struct ActivationCase {
 }
 
 /// The inputs where f32 shortcuts fail: below x ≈ -17 `ln(1 + exp(x))`
-/// rounds to 0; near 0 a tanh taken as `(e^2x - 1) / (e^2x + 1)` and A&S
-/// 7.1.26's erf are far off relatively.
+/// rounds to 0; near 0 a tanh taken as `(e^2x - 1) / (e^2x + 1)`, A&S
+/// 7.1.26's erf and Elu's or Selu's `exp(x) - 1` are far off relatively.
 pub fn activation_cases() -> Vec<ActivationCase> {
     let case = |act, reference: fn(f64) -> f64, xs: &[f32]| ActivationCase {
         act,
@@ -68,6 +68,28 @@ pub fn activation_cases() -> Vec<ActivationCase> {
             Activation::Erf,
             erf64,
             &[1e-6, -1e-6, 1e-3, 0.3, -0.49, 0.5, 2.0],
+        ),
+        case(
+            Activation::Elu { alpha: 0.7 },
+            |v| {
+                if v < 0.0 {
+                    0.7f32 as f64 * v.exp_m1()
+                } else {
+                    v
+                }
+            },
+            &[-1e-6, -1e-3, -0.3, -0.49, -0.5, -2.0, 0.5],
+        ),
+        case(
+            Activation::Selu {
+                alpha: 1.673_263_2,
+                gamma: 1.050_701,
+            },
+            |v| {
+                let (a, g) = (1.673_263_2f32 as f64, 1.050_701f32 as f64);
+                if v <= 0.0 { g * a * v.exp_m1() } else { g * v }
+            },
+            &[-1e-6, -1e-3, -0.3, -0.49, -0.5, -2.0, 0.5],
         ),
         case(
             Activation::Gelu { tanh: false },
