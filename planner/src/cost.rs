@@ -239,6 +239,15 @@ impl Default for PlanOptions {
     }
 }
 
+impl PlanOptions {
+    /// Which helper tiers (`[device, cloud]`) take tiles under a strategy
+    /// that uses the `allowed` tiers (`[device, edge, cloud]`).
+    pub fn helper_tiers(&self, allowed: [bool; 3]) -> [bool; 2] {
+        let on = self.tile_helpers;
+        [on[0] && allowed[0], on[1] && allowed[2]]
+    }
+}
+
 /// Solved blocks by structure (see [`structure_key`]), one map per set of
 /// helper tiers allowed to take tiles (index: device + 2 × cloud).
 type BlockCache = [rustc_hash::FxHashMap<Vec<u64>, BlockPlan>; 4];
@@ -396,8 +405,7 @@ impl<'a> Context<'a> {
     /// [`Context::evaluate`] for a strategy that uses only the `allowed`
     /// tiers (`[device, edge, cloud]`): a tier outside it takes no tiles.
     pub fn evaluate_in(&self, labels: &[Tier], allowed: [bool; 3]) -> Prediction {
-        let on = self.opts.tile_helpers;
-        let helpers = [on[0] && allowed[0], on[1] && allowed[2]];
+        let helpers = self.opts.helper_tiers(allowed);
         let mut blocks = Vec::new();
         for run in edge_runs(self.dag, labels) {
             blocks.extend(self.segment(&run, helpers));

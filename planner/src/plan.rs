@@ -167,8 +167,7 @@ fn solve_strategies(
     ctx: &Context<'_>,
     strategies: &[(&'static str, [bool; 3])],
 ) -> Result<Vec<Plan>> {
-    let on = ctx.opts.tile_helpers;
-    let helpers = |allowed: [bool; 3]| [on[0] && allowed[0], on[1] && allowed[2]];
+    let helpers = |allowed: [bool; 3]| ctx.opts.helper_tiers(allowed);
     // The helper set of the strategy with the device allowed goes here, the
     // rest (device left out) on the other thread.
     let first = strategies.first().map(|&(_, a)| helpers(a));
@@ -251,9 +250,8 @@ impl<'c, 'a> Planner<'c, 'a> {
         let ctx = self.ctx;
         let topo = &ctx.topo;
         let est = ctx.est;
-        let on = ctx.opts.tile_helpers;
         let workers: Vec<NodeIdx> = topo
-            .workers([on[0] && allowed[0], on[1] && allowed[2]])
+            .workers(ctx.opts.helper_tiers(allowed))
             .iter()
             .map(|w| w.node)
             .collect();
