@@ -207,11 +207,15 @@ pub struct PlanOptions {
     /// vertical split. The cloud is off by default: its tiles' feature maps
     /// would cross the backbone, the link tessera keeps free of them.
     pub tile_helpers: [bool; 2],
-    /// Smallest tile worth running, in output pixels: below it a GPU (and
-    /// lavapipe all the more) runs far under its whole-map FLOP rate, which
-    /// the planner's per-class rates do not capture, so smaller tiles are
-    /// not proposed (a block whose map is smaller runs as one tile).
-    pub min_tile_pixels: usize,
+    /// Smallest tile worth running, in output values (pixels × channels)
+    /// of the map of the block's heaviest op: below it a GPU (and lavapipe all the
+    /// more) runs far under its whole-map FLOP rate, which the planner's
+    /// per-class rates do not capture, so smaller tiles are not proposed
+    /// (a block whose map is smaller runs as one tile). 32×32 pixels of 64
+    /// channels; counted in values, not pixels, because a wide layer keeps
+    /// the GPU busy on a small map: lavapipe ran 8×32-pixel strips of
+    /// 256-channel 3×3 convs at 94 % of the whole map's FLOP rate.
+    pub min_tile_values: usize,
     /// Seconds each fused block after the first of a run is charged when
     /// the run is cut: a cut adds a gather, stitch, slice and scatter round
     /// at the coordinator whose small jobs the block estimate undercounts
@@ -232,7 +236,7 @@ impl Default for PlanOptions {
             max_fuse_depth: 16,
             calibration_rounds: 3,
             tile_helpers: [true, false],
-            min_tile_pixels: 32 * 32,
+            min_tile_values: 32 * 32 * 64,
             block_round_s: 0.005,
             single_node_margin: 0.1,
         }

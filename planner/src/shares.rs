@@ -129,8 +129,10 @@ struct Solver<'c, 'a> {
     /// For a block that reads only model inputs: the device's upload time
     /// of them, which the device's own tiles need not wait for (else 0).
     head_start_s: f64,
+    /// Values (elements) of the map of the block's heaviest op, if its size is known.
+    heaviest: Option<f64>,
     /// Most tiles a candidate may have and still pass the
-    /// `min_tile_pixels` filter (see [`solve_block`]).
+    /// `min_tile_values` filter (see [`solve_block`]).
     max_tiles: usize,
 }
 
@@ -190,16 +192,16 @@ impl Solver<'_, '_> {
         w.tier == Tier::Device && self.head_start_s > 0.0
     }
 
-    /// Output pixels of the plan's smallest tile (infinite if the map size is unknown).
-    fn smallest_tile_pixels(&self, plan: &TilePlan) -> f64 {
-        let Some([h, w]) = self.extent else {
+    /// Values of the heaviest op's map in the plan's smallest tile
+    /// (infinite if the map's size is unknown).
+    fn smallest_tile_values(&self, plan: &TilePlan) -> f64 {
+        let Some(heaviest) = self.heaviest else {
             return f64::INFINITY;
         };
         let mut least = f64::INFINITY;
         for r in 0..plan.rows {
             for c in 0..plan.cols {
-                let reg = plan.region(r, c);
-                least = least.min(reg.area() * (h * w) as f64);
+                least = least.min(plan.region(r, c).area() * heaviest);
             }
         }
         least
@@ -426,6 +428,17 @@ impl Solver<'_, '_> {
 }
 
 /// Rows and columns of a block's (first) output map.
+/// Values (elements) of the map written by the block's heaviest op (most
+/// FLOPs): the op whose tiles' efficiency sets the block's.
+fn heaviest_map(ctx: &Context<'_>, ops: &[OpIdx]) -> Option<f64> {
+    let heaviest = ops
+        .iter()
+        .map(|&o| &ctx.dag.ops[o])
+        .max_by(|a, b| a.flops.total_cmp(&b.flops))?;
+    let out = &ctx.dag.tensors[heaviest.output];
+    out.hw.map(|_| out.elements)
+}
+
 fn output_extent(ctx: &Context<'_>, ops: &[OpIdx]) -> Option<[usize; 2]> {
     crate::halo::block_outputs(ctx.dag, ops)
         .into_iter()
@@ -500,19 +513,22 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx], workers: &[Worker]) -> Bloc
         };
     }
     let extent = output_extent(ctx, ops);
-    // A plan of m tiles has one of at most area/m pixels, so where the map
-    // cannot hold two tiles of `min_tile_pixels` every candidate below
-    // would fail the filter at the end, and a grid of more cells than that
-    // always does. Solving them anyway (most blocks of a deep model's late
-    // stages, at 28×28 and under) was most of the planning time.
-    let max_tiles = extent.map_or(usize::MAX, |[h, w]| {
-        (h * w) / ctx.opts.min_tile_pixels.max(1)
+    // A plan of m tiles has one of at most 1/m of each map, so where the
+    // largest map cannot hold two tiles of `min_tile_values` every
+    // candidate below would fail the filter at the end, and a grid of more
+    // cells than that always does. Solving them anyway (most blocks of a
+    // deep model's late stages, at 28×28 and under) was most of the
+    // planning time.
+    let heaviest = heaviest_map(ctx, ops);
+    let max_tiles = heaviest.map_or(usize::MAX, |v| {
+        (v / ctx.opts.min_tile_values.max(1) as f64) as usize
     });
     let solver = Solver {
         ctx,
         ops,
         slots: workers.to_vec(),
         extent,
+        heaviest,
         head_start_s: head_start(ctx, ops),
         max_tiles,
     };
@@ -573,7 +589,7 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx], workers: &[Worker]) -> Bloc
 }
 
 /// The block plan of the quickest candidate with no tile under
-/// `min_tile_pixels`, else one tile on the coordinator.
+/// `min_tile_values`, else one tile on the coordinator.
 fn finish(
     ctx: &Context<'_>,
     solver: &Solver<'_, '_>,
@@ -583,10 +599,10 @@ fn finish(
     out_bytes: f64,
     flops: f64,
 ) -> BlockPlan {
-    let min_px = ctx.opts.min_tile_pixels as f64;
+    let least = ctx.opts.min_tile_values as f64;
     let (tiling, node_times, time_s) = cands
         .into_iter()
-        .filter(|c| solver.smallest_tile_pixels(&c.0) >= min_px)
+        .filter(|c| solver.smallest_tile_values(&c.0) >= least)
         .min_by(|x, y| x.2.total_cmp(&y.2))
         .unwrap_or_else(|| {
             let single = TilePlan {
@@ -620,6 +636,7 @@ pub fn retime_block(ctx: &Context<'_>, block: &BlockPlan) -> BlockPlan {
         ops: &block.ops,
         slots: workers,
         extent: output_extent(ctx, &block.ops),
+        heaviest: None,
         head_start_s: head_start(ctx, &block.ops),
         max_tiles: usize::MAX,
     };

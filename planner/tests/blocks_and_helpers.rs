@@ -172,29 +172,59 @@ fn the_device_takes_tiles_when_its_tier_is_used_and_the_cloud_only_when_allowed(
 fn no_tile_is_smaller_than_the_minimum_and_small_maps_run_as_one_tile() {
     let cluster = even_cluster(1000.0);
     let est = Estimates::from_cluster(&cluster);
+    let channels = 64.0;
     for hw in [16usize, 24, 40, 64, 96] {
-        let dag = chain_with(&[hw; 5], 3, 64.0);
+        let dag = chain_with(&[hw; 5], 3, channels);
         let opts = PlanOptions::default();
+        let values = channels * (hw * hw) as f64;
         let report = plan_dag(&dag, &cluster, &est, &ReceptiveField, opts).expect("plan");
         for alt in &report.alternatives {
             for b in &alt.prediction.blocks {
                 let Some(t) = &b.tiling else { continue };
                 for r in 0..t.rows {
                     for c in 0..t.cols {
-                        let px = t.region(r, c).area() * (hw * hw) as f64;
+                        let v = t.region(r, c).area() * values;
                         assert!(
-                            t.rows * t.cols == 1 || px >= opts.min_tile_pixels as f64 - 1e-6,
-                            "{hw}²: a {px}-pixel tile in {}",
+                            t.rows * t.cols == 1 || v >= opts.min_tile_values as f64 - 1e-6,
+                            "{hw}²: a tile of {v} values in {}",
                             alt.strategy
                         );
                     }
                 }
-                if hw * hw < 2 * opts.min_tile_pixels {
+                if values < 2.0 * opts.min_tile_values as f64 {
                     assert_eq!((t.rows, t.cols), (1, 1), "{hw}² must not be split");
                 }
             }
         }
     }
+}
+
+#[test]
+fn a_small_map_of_wide_layers_is_split() {
+    // 32×32 pixels of 256 channels hold four tiles of the minimum: a VGG
+    // late stage, which one node ran alone while it was counted in pixels.
+    let cluster = even_cluster(1000.0);
+    let est = Estimates::from_cluster(&cluster);
+    let dag = chain_with(&[32; 4], 3, 256.0);
+    let report = plan_dag(
+        &dag,
+        &cluster,
+        &est,
+        &ReceptiveField,
+        PlanOptions::default(),
+    )
+    .expect("plan");
+    let tiles: usize = report
+        .best
+        .prediction
+        .blocks
+        .iter()
+        .filter_map(|b| b.tiling.as_ref())
+        .map(|t| t.rows * t.cols)
+        .max()
+        .unwrap_or(1);
+    assert!(tiles > 1, "the 256-channel 32×32 block ran as one tile");
+    assert!(tiles <= 4, "{tiles} tiles: more than the minimum allows");
 }
 
 #[test]
