@@ -168,8 +168,9 @@ pub fn tensor_header(job: u64, block: u32, index: u32, shape: &[usize]) -> TileH
 
 /// Sends tensors as `block` frames of `job` (inputs or results); returns
 /// the payload bytes put on the wire. A tensor whose values are all whole
-/// numbers 0–255 (an image's pixels) goes as bytes, a quarter of its f32
-/// size, and arrives bit for bit the same ([`to_tensor`] widens it).
+/// numbers 0–255 (an image's pixels), or all such numbers over 255 (an
+/// image read as `byte / 255`), goes as bytes, a quarter of its f32 size,
+/// and arrives bit for bit the same ([`to_tensor`] widens it).
 pub async fn send_tensors(
     conn: &Connection,
     kind: TileKind,
@@ -180,8 +181,8 @@ pub async fn send_tensors(
     let mut bytes = 0;
     for (i, t) in tensors.iter().enumerate() {
         let mut h = tensor_header(job, block, i as u32, t.shape());
-        if let Some(b) = as_bytes(t.data()) {
-            h.dtype = DType::U8;
+        if let Some((dtype, b)) = as_bytes(t.data()) {
+            h.dtype = dtype;
             conn.send_tile_bytes(kind, &h, &b).await?;
             bytes += b.len() as u64;
             continue;
@@ -198,29 +199,53 @@ pub async fn send_tensors(
 /// Bytes [`send_tensors`] puts on the wire for `t`.
 pub fn wire_bytes(t: &Tensor) -> u64 {
     let mut h = tensor_header(0, INPUT, 0, t.shape());
-    if all_bytes(t.data()) {
-        h.dtype = DType::U8;
+    if let Some(dtype) = byte_dtype(t.data()) {
+        h.dtype = dtype;
     }
     h.payload_bytes().unwrap_or(t.byte_len() as u64)
 }
 
-/// The values as bytes (zero-padded to a multiple of 4) if every one is a
-/// whole number 0–255 bit for bit (so not `-0.0`); `None` otherwise, which
-/// the first fractional value of a feature map decides at once, before
-/// anything is allocated.
-pub fn as_bytes(data: &[f32]) -> Option<Vec<u8>> {
-    if !all_bytes(data) {
-        return None;
-    }
-    let mut out: Vec<u8> = data.iter().map(|&v| v as u8).collect();
+/// The values as bytes (zero-padded to a multiple of 4), with the dtype
+/// that widens them back bit for bit, if every one is a whole number 0–255
+/// (so not `-0.0`) or every one is such a number over 255; `None`
+/// otherwise, which the first other value of a feature map decides at
+/// once, before anything is allocated.
+pub fn as_bytes(data: &[f32]) -> Option<(DType, Vec<u8>)> {
+    let dtype = byte_dtype(data)?;
+    let mut out: Vec<u8> = match dtype {
+        DType::U8Over255 => data.iter().map(|&v| over_255(v).unwrap_or(0)).collect(),
+        _ => data.iter().map(|&v| v as u8).collect(),
+    };
     out.resize(data.len().next_multiple_of(4), 0);
-    Some(out)
+    Some((dtype, out))
 }
 
-/// True if every value is a whole number 0–255, bit for bit (`-0.0` is not).
-fn all_bytes(data: &[f32]) -> bool {
-    data.iter()
+/// The byte dtype that carries every value bit for bit, if one does.
+fn byte_dtype(data: &[f32]) -> Option<DType> {
+    if data
+        .iter()
         .all(|&v| f32::from(v as u8).to_bits() == v.to_bits())
+    {
+        Some(DType::U8)
+    } else if data.iter().all(|&v| over_255(v).is_some()) {
+        Some(DType::U8Over255)
+    } else {
+        None
+    }
+}
+
+/// The byte `b` whose `b / 255` (as f32) is `v` bit for bit, if there is one.
+fn over_255(v: f32) -> Option<u8> {
+    if !(0.0..=1.0).contains(&v) {
+        return None;
+    }
+    let b = (v * 255.0).round() as u8;
+    (widen_over_255(b).to_bits() == v.to_bits()).then_some(b)
+}
+
+/// What a [`DType::U8Over255`] byte stands for.
+fn widen_over_255(b: u8) -> f32 {
+    f32::from(b) / 255.0
 }
 
 /// Turns a received frame into a tensor of `expect` shape (the receiver
@@ -244,7 +269,7 @@ pub fn to_tensor(
     }
     let data = match header.dtype {
         DType::F32 => data,
-        DType::U8 => {
+        DType::U8 | DType::U8Over255 => {
             let n: usize = expect.iter().product();
             let bytes: &[u8] = bytemuck::cast_slice(&data);
             let Some(b) = bytes.get(..n) else {
@@ -254,7 +279,11 @@ pub fn to_tensor(
                     bytes.len()
                 )));
             };
-            b.iter().map(|&x| f32::from(x)).collect()
+            if header.dtype == DType::U8 {
+                b.iter().map(|&x| f32::from(x)).collect()
+            } else {
+                b.iter().map(|&x| widen_over_255(x)).collect()
+            }
         }
     };
     Tensor::new(expect.to_vec(), data).map_err(|e| ClusterError::Protocol(e.to_string()))
@@ -289,7 +318,9 @@ mod tests {
         let pixels: Vec<f32> = (0..3 * 5 * 7).map(|i| (i * 37 % 256) as f32).collect();
         let t = Tensor::new(vec![1, 3, 5, 7], pixels)
             .map_err(|e| ClusterError::Protocol(e.to_string()))?;
-        let bytes = as_bytes(t.data()).ok_or_else(|| ClusterError::Protocol("not bytes".into()))?;
+        let (dtype, bytes) =
+            as_bytes(t.data()).ok_or_else(|| ClusterError::Protocol("not bytes".into()))?;
+        assert_eq!(dtype, DType::U8);
         assert_eq!(bytes.len(), 108, "105 values padded to a multiple of 4");
         assert_eq!(wire_bytes(&t), 108);
         // What the receiver's pooled f32 buffer holds: the padded bytes.
@@ -302,6 +333,39 @@ mod tests {
     }
 
     #[test]
+    fn an_image_read_as_byte_over_255_travels_as_bytes_and_comes_back_bit_for_bit()
+    -> Result<(), ClusterError> {
+        // Every byte value, as a PNG reader makes them, and again shuffled.
+        let pixels: Vec<f32> = (0..512)
+            .map(|i| f32::from((i * 37 % 256) as u8) / 255.0)
+            .collect();
+        let t = Tensor::new(vec![1, 2, 16, 16], pixels)
+            .map_err(|e| ClusterError::Protocol(e.to_string()))?;
+        let (dtype, bytes) =
+            as_bytes(t.data()).ok_or_else(|| ClusterError::Protocol("not bytes".into()))?;
+        assert_eq!(dtype, DType::U8Over255);
+        assert_eq!(wire_bytes(&t), 512);
+        let mut buf = vec![0f32; 128];
+        bytemuck::cast_slice_mut::<f32, u8>(&mut buf).copy_from_slice(&bytes);
+        let back = to_tensor(&header_for(&t, DType::U8Over255), buf, t.shape())?;
+        let bits = |x: &Tensor| x.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back), bits(&t));
+        Ok(())
+    }
+
+    #[test]
+    fn a_value_near_but_not_a_byte_over_255_keeps_the_map_f32() {
+        let near = f32::from_bits((100.0f32 / 255.0).to_bits() + 1);
+        for v in [near, 0.5, -0.0, 1.0 + f32::EPSILON, f32::NAN] {
+            let data = [0.0, 1.0 / 255.0, v, 1.0];
+            assert!(
+                as_bytes(&data).is_none(),
+                "{v:?} must not be sent as a byte"
+            );
+        }
+    }
+
+    #[test]
     fn anything_but_whole_numbers_to_255_stays_f32() {
         for v in [-0.0f32, 0.5, 256.0, -1.0, f32::NAN, f32::INFINITY, 1e-40] {
             assert!(
@@ -311,7 +375,10 @@ mod tests {
             let t = Tensor::new(vec![3], vec![1.0, v, 2.0]).expect("tensor");
             assert_eq!(wire_bytes(&t), 12);
         }
-        assert_eq!(as_bytes(&[0.0, 255.0]), Some(vec![0, 255, 0, 0]));
+        assert_eq!(
+            as_bytes(&[0.0, 255.0]),
+            Some((DType::U8, vec![0, 255, 0, 0]))
+        );
     }
 
     #[test]

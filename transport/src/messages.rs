@@ -51,6 +51,10 @@ pub enum DType {
     /// travels in a quarter of the f32 bytes and is widened on arrival. The
     /// payload is zero-padded to a multiple of 4 bytes.
     U8,
+    /// Unsigned bytes `b` standing for `b / 255`: an image read as
+    /// `byte / 255` (a PNG input of a model that takes [0, 1]), widened on
+    /// arrival to the same f32 bits. Padded as [`DType::U8`].
+    U8Over255,
 }
 
 impl DType {
@@ -58,7 +62,7 @@ impl DType {
     pub fn size(self) -> u64 {
         match self {
             Self::F32 => 4,
-            Self::U8 => 1,
+            Self::U8 | Self::U8Over255 => 1,
         }
     }
 }
