@@ -502,6 +502,22 @@ fn the_device_runs_its_tile_of_the_first_block_beside_its_upload() {
                 assert!(s.start_s >= upload_end, "{s:?} before the upload ended");
             }
         }
+        // The same image read as byte / 255 (a `.png` input of a model
+        // that takes [0, 1]) also crosses as bytes, and the tiles see the
+        // same f32 bits as the single-node run.
+        let mut unit = image();
+        unit.data_mut().iter_mut().for_each(|v| *v /= 255.0);
+        model.expect_inputs(&[&unit]);
+        assert_eq!(model.dag.tensors[0].bytes, (3 * 24 * 24) as f64);
+        let r = experiment::run_plan(&coord, &model, &unit, &plan, 1, false)
+            .await
+            .expect("run");
+        let want = tile_engine::cpu::CpuExecutor
+            .run(&model.graph, &[unit])
+            .expect("cpu run");
+        assert_eq!(bits(&r.outputs), bits(&want));
+        let upload = r.records.iter().find(|x| x.stage == "device");
+        assert_eq!(upload.map(|u| u.out_bytes), Some(3 * 24 * 24), "{upload:?}");
         coord.shutdown().await;
     });
 }
