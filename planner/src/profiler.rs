@@ -482,10 +482,17 @@ impl Profiler {
             .map(|(i, &c)| work[i] as f64 / est.flops_per_s(node, c).max(1e-9))
             .sum();
         let rest = seconds - others;
-        if rest - est.overhead(node, ops) < seconds * 0.2 {
+        // A short job is what teaches the fixed cost, so that cost is not
+        // taken off before asking whether it teaches anything: a fixed cost
+        // over the short jobs' spans (a calibration on a busy machine read
+        // 5.5 ms where 1-op jobs took 0.2–0.8 ms) would otherwise keep every
+        // one of them out and stay for good.
+        let short = seconds < MIN_RATE_JOB_S;
+        let fixed = if short { 0.0 } else { est.overhead(node, ops) };
+        if rest - fixed < seconds * 0.2 {
             return Ok(());
         }
-        if seconds >= MIN_RATE_JOB_S {
+        if !short {
             self.observe_job(node, dominant, ops, work[d], rest)
         } else {
             self.observe_short_job(node, dominant, ops, work[d], rest)
@@ -853,6 +860,22 @@ mod tests {
         }
         let rate = p.estimates().flops_per_s(1, OpClass::Conv3x3);
         assert!((rate / prior - 1.0).abs() < 0.02, "{rate} vs {prior}");
+    }
+
+    #[test]
+    fn short_jobs_bring_down_a_fixed_cost_calibrated_too_high() {
+        let cluster = cluster(&[("d", 10.0), ("e", 10.0), ("c", 10.0)]);
+        let mut p = Profiler::new(&cluster);
+        p.set_overhead(1, [0.0055, 0.0]).expect("overhead");
+        // True node: 0.5 ms per job; 1-op jobs of negligible pooling work.
+        let mut work = [0u64; CLASSES];
+        work[class_index(OpClass::Pool)] = 10_000;
+        for _ in 0..12 {
+            p.observe_mixed_job(1, OpClass::Pool, 1, &work, 0.0005)
+                .expect("observe");
+        }
+        let fixed = p.estimates().overhead(1, 1);
+        assert!((fixed / 0.0005 - 1.0).abs() < 0.1, "{fixed}");
     }
 
     #[test]
