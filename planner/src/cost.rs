@@ -546,22 +546,23 @@ pub fn cut_bytes(dag: &ModelDag, labels: &[Tier]) -> (f64, f64, f64) {
 }
 
 /// Groups the edge ops (topological order) into runs of consecutive
-/// tileable ops, which [`Context::evaluate`] cuts into fused blocks; each
-/// non-tileable op is a run of its own.
+/// tileable ops, which [`Context::evaluate`] cuts into fused blocks, and
+/// runs of consecutive non-tileable ops, each of which runs whole as one
+/// job (a classifier's pool, flatten and dense head: one round trip, not
+/// one per op).
 pub fn edge_runs(dag: &ModelDag, labels: &[Tier]) -> Vec<Vec<OpIdx>> {
     let mut runs = Vec::new();
     let mut cur: Vec<OpIdx> = Vec::new();
+    let mut cur_whole = false;
     for (i, op) in dag.ops.iter().enumerate() {
         if labels[i] != Tier::Edge {
             continue;
         }
-        if !op.tileable() {
-            if !cur.is_empty() {
-                runs.push(std::mem::take(&mut cur));
-            }
-            runs.push(vec![i]);
-            continue;
+        let whole = !op.tileable();
+        if whole != cur_whole && !cur.is_empty() {
+            runs.push(std::mem::take(&mut cur));
         }
+        cur_whole = whole;
         cur.push(i);
     }
     if !cur.is_empty() {
@@ -570,9 +571,9 @@ pub fn edge_runs(dag: &ModelDag, labels: &[Tier]) -> Vec<Vec<OpIdx>> {
     runs
 }
 
-/// Cuts the edge ops into blocks of at most `max_depth` consecutive tileable
-/// ops (each non-tileable op alone): the fixed grouping the additive model's
-/// halo estimate assumes.
+/// Cuts the edge ops into blocks of at most `max_depth` consecutive ops of
+/// one run ([`edge_runs`]): the fixed grouping the additive model's halo
+/// estimate assumes.
 pub fn edge_blocks(dag: &ModelDag, labels: &[Tier], max_depth: usize) -> Vec<Vec<OpIdx>> {
     edge_runs(dag, labels)
         .into_iter()
