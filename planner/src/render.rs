@@ -176,24 +176,34 @@ impl PlanReport {
             node_name(self, self.topology.coordinator),
             self.topology.cloud.map_or("none", |c| node_name(self, c)),
         );
-        let _ = writeln!(
-            s,
-            "{:<8} {:>5}  {:<32} {:>11} {:>7}",
-            "tier", "ops", "op range", "compute ms", "tiles"
-        );
-        for (tier, secs) in [
+        let tiers = [
             (Tier::Device, p.device_s),
             (Tier::Edge, p.edge_s),
             (Tier::Cloud, p.cloud_s),
-        ] {
+        ];
+        // Exporters name ops by their module path: columns as wide as the longest.
+        let ranges: Vec<String> = tiers
+            .iter()
+            .map(|&(tier, _)| op_range(self, &p.labels, tier))
+            .collect();
+        let rw = ranges
+            .iter()
+            .map(|r| r.chars().count())
+            .fold(32, usize::max);
+        let _ = writeln!(
+            s,
+            "{:<8} {:>5}  {:<rw$} {:>11} {:>7}",
+            "tier", "ops", "op range", "compute ms", "tiles"
+        );
+        for ((tier, secs), range) in tiers.into_iter().zip(ranges) {
             let n = p.labels.iter().filter(|&&l| l == tier).count();
             let share = self.tile_share(tier);
             let _ = writeln!(
                 s,
-                "{:<8} {:>5}  {:<32} {:>11.3} {:>7}",
+                "{:<8} {:>5}  {:<rw$} {:>11.3} {:>7}",
                 tier.name(),
                 n,
-                op_range(self, &p.labels, tier),
+                range,
                 ms(secs),
                 if share > 0.0 {
                     format!("{:.1} %", 100.0 * share)
@@ -218,17 +228,22 @@ impl PlanReport {
             ms(p.back_s)
         );
         if !p.blocks.is_empty() {
-            let _ = writeln!(
-                s,
-                "{:<5} {:<28} {:<6} {:>10} {:>10} {:>9}  shares",
-                "block", "ops", "grid", "in B", "out B", "time ms"
-            );
-            for (b, block) in p.blocks.iter().enumerate() {
-                let ops = match (block.ops.first(), block.ops.last()) {
+            let names: Vec<String> = p
+                .blocks
+                .iter()
+                .map(|block| match (block.ops.first(), block.ops.last()) {
                     (Some(&a), Some(&z)) if a == z => self.op_names[a].clone(),
                     (Some(&a), Some(&z)) => format!("{}..{}", self.op_names[a], self.op_names[z]),
                     _ => "-".into(),
-                };
+                })
+                .collect();
+            let bw = names.iter().map(|n| n.chars().count()).fold(28, usize::max);
+            let _ = writeln!(
+                s,
+                "{:<5} {:<bw$} {:<6} {:>10} {:>10} {:>9}  shares",
+                "block", "ops", "grid", "in B", "out B", "time ms"
+            );
+            for (b, (block, ops)) in p.blocks.iter().zip(names).enumerate() {
                 let (grid, shares) = match &block.tiling {
                     Some(t) => {
                         let mut names: Vec<usize> = t.nodes.clone();
@@ -246,7 +261,7 @@ impl PlanReport {
                 };
                 let _ = writeln!(
                     s,
-                    "{:<5} {:<28} {:<6} {:>10.0} {:>10.0} {:>9.3}  {}",
+                    "{:<5} {:<bw$} {:<6} {:>10.0} {:>10.0} {:>9.3}  {}",
                     b,
                     ops,
                     grid,
