@@ -108,6 +108,13 @@ fn even_cluster(cloud_link_mbps: f64) -> Cluster {
     }
 }
 
+/// The default plan of `dag` on [`even_cluster`] with a fast cloud link.
+fn plan_on_even(dag: &planner::ModelDag) -> planner::PlanReport {
+    let cluster = even_cluster(1000.0);
+    let est = Estimates::from_cluster(&cluster);
+    plan_dag(dag, &cluster, &est, &ReceptiveField, PlanOptions::default()).expect("plan")
+}
+
 fn tile_nodes(report: &planner::PlanReport, strategy: &str) -> Vec<String> {
     let plan = report.alternative(strategy).expect("strategy");
     let mut names: Vec<String> = plan
@@ -234,16 +241,7 @@ fn strips_run_along_rows_where_column_strips_would_waste_kernel_lanes() {
     // kernels' 8-pixel row blocks no better than a 128-wide row strip, and
     // narrower or uneven column widths leave blocks half empty.
     let dag = chain_with(&[100; 5], 3, 64.0);
-    let cluster = even_cluster(1000.0);
-    let est = Estimates::from_cluster(&cluster);
-    let report = plan_dag(
-        &dag,
-        &cluster,
-        &est,
-        &ReceptiveField,
-        PlanOptions::default(),
-    )
-    .expect("plan");
+    let report = plan_on_even(&dag);
     let plan = report.alternative("three-tier").expect("three-tier");
     let tiled: Vec<_> = plan
         .prediction
