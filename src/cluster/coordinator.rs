@@ -1264,7 +1264,10 @@ impl Coordinator {
                     return Ok(());
                 }
                 Err(e) => {
-                    peer.mark_down(&e.to_string());
+                    // An executor's refusal is the job's, not the node's.
+                    if !matches!(e, ClusterError::Exec(_)) {
+                        peer.mark_down(&e.to_string());
+                    }
                     last = Some(e);
                 }
             }
@@ -1635,7 +1638,12 @@ impl Coordinator {
                             let mine: Vec<usize> = s.queues[slot].drain(..).collect();
                             s.orphans.extend(mine);
                             drop(s);
-                            peer.mark_down(&e.to_string());
+                            // An executor's refusal is the job's, not the
+                            // node's: the node sits this block out and stays
+                            // in the plan.
+                            if !matches!(e, ClusterError::Exec(_)) {
+                                peer.mark_down(&e.to_string());
+                            }
                             changed.notify_waiters();
                             return;
                         }
@@ -1661,6 +1669,7 @@ impl Coordinator {
                 continue;
             }
             let mut got = None;
+            let mut refused = None;
             for n in self.alive() {
                 let Some(peer) = self.peer(n) else { continue };
                 let (rec, r) = self
@@ -1674,12 +1683,16 @@ impl Coordinator {
                         got = Some(o);
                         break;
                     }
+                    Err(ClusterError::Exec(m)) => refused = Some(format!("{}: {m}", peer.name)),
                     Err(e) => peer.mark_down(&e.to_string()),
                 }
             }
             s.done[t] = Some(got.ok_or_else(|| ClusterError::Node {
                 node: stage.into(),
-                why: "every node failed this tile".into(),
+                why: match refused {
+                    Some(m) => format!("every node failed this tile; the last said {m}"),
+                    None => "every node failed this tile".into(),
+                },
             })?);
         }
         let mut outs: Vec<Tensor> = tb

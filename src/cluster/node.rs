@@ -121,10 +121,19 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                         let mut out = Err("not run".to_string());
                         locked(&mut || {
                             let start = now_us();
-                            out = exec
-                                .run(&graph, &inputs)
-                                .map(|o| (o, start, now_us()))
-                                .map_err(|e| e.to_string());
+                            // A map over this GPU's binding limit runs on a
+                            // finer grid here, with the same result: the
+                            // planner does not know each node's limits.
+                            out = crate::exec::run_within_limits(
+                                exec.as_ref(),
+                                &graph,
+                                &inputs,
+                                tile_engine::tiling::Grid::uniform(1, 1),
+                                None,
+                                &mut |m| tracing::info!("{m}"),
+                            )
+                            .map(|(o, _)| (o, start, now_us()))
+                            .map_err(|e| format!("{e:#}"));
                         });
                         let _ = reply.send(out);
                     }
@@ -415,12 +424,13 @@ async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: M
             if let Err(e) = run_job(&node, &conn, &inbox, job, &model, &nodes, tile, inputs).await {
                 node.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(node = %node.name, job, "job failed: {e}");
-                let _ = Msg::Failed {
-                    job,
-                    message: e.to_string(),
-                }
-                .send(&conn, 0)
-                .await;
+                // The coordinator reads a failed job as the executor's
+                // refusal and says "executor:" itself.
+                let message = match e {
+                    ClusterError::Exec(m) => m,
+                    other => other.to_string(),
+                };
+                let _ = Msg::Failed { job, message }.send(&conn, 0).await;
             }
         }
         Msg::HasModel { hash } => {
