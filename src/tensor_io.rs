@@ -128,6 +128,9 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
 /// expanded; 16-bit images at full precision). Decoding (with its
 /// image-size limits) is the default model's; only the range differs.
 pub fn png_to_tensor(bytes: &[u8], range: PixelRange) -> Result<Tensor> {
+    if range.scale == 1.0 {
+        return Ok(tile_engine::default_model::png_to_unit_tensor(bytes)?);
+    }
     let mut t = tile_engine::default_model::png_to_tensor(bytes)?;
     for v in t.data_mut() {
         *v = *v / 255.0 * range.scale;

@@ -69,18 +69,36 @@ pub fn decode_rgb8(png: &[u8]) -> Result<(u32, u32, Vec<u8>)> {
 /// image's bytes as they are, a 16-bit one's values over 257 (its full
 /// precision, where 8-bit decoding would round it away).
 pub fn png_to_tensor(png: &[u8]) -> Result<Tensor> {
+    png_in_range(png, 255.0)
+}
+
+/// Decodes a PNG into a `[1, 3, H, W]` tensor in `[0, 1]`: an 8-bit
+/// image's bytes over 255, a 16-bit one's values over 65535, each rounded
+/// once (over 257 and then over 255 left a quarter of 16-bit values 1 ULP off).
+pub fn png_to_unit_tensor(png: &[u8]) -> Result<Tensor> {
+    png_in_range(png, 1.0)
+}
+
+/// A PNG's pixels scaled to `[0, top]` with `top` 255 or 1: either way each
+/// value is one division of the stored integer, so it is the nearest f32.
+fn png_in_range(png: &[u8], top: f32) -> Result<Tensor> {
     let img = decode(png)?;
     if img.color().bytes_per_pixel() == img.color().channel_count() {
         let rgb = img.into_rgb8();
-        return rgb8_to_tensor(rgb.width() as usize, rgb.height() as usize, rgb.as_raw());
+        let mut t = rgb8_to_tensor(rgb.width() as usize, rgb.height() as usize, rgb.as_raw())?;
+        if top != 255.0 {
+            t.data_mut().iter_mut().for_each(|v| *v /= 255.0 / top);
+        }
+        return Ok(t);
     }
     let rgb = img.into_rgb16();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     let plane = checked_numel(&[h, w])?;
     let mut data = vec![0.0f32; checked_numel(&[plane, 3])?];
+    let div = 65535.0 / top;
     for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
         for c in 0..3 {
-            data[c * plane + i] = f32::from(px[c]) / 257.0;
+            data[c * plane + i] = f32::from(px[c]) / div;
         }
     }
     Tensor::new(vec![1, 3, h, w], data)

@@ -253,3 +253,36 @@ fn a_16_bit_png_is_read_at_full_precision() {
         }
     }
 }
+
+/// In [0, 1] every 16-bit value is read as the nearest f32 to value / 65535
+/// (one division; over 257 and then over 255 was 1 ULP off for a quarter of
+/// them), and every byte as the nearest to byte / 255.
+#[test]
+fn every_16_bit_and_8_bit_value_is_read_into_0_1_with_one_rounding() {
+    let wide = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_fn(256, 256, |x, y| {
+        let v = (y * 256 + x) as u16;
+        image::Rgb([v, v, 65535 - v])
+    });
+    let mut png = Vec::new();
+    wide.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("encode");
+    let t = default_model::png_to_unit_tensor(&png).expect("decode");
+    let plane = 256 * 256;
+    for v in 0..plane {
+        let want = (v as f64 / 65535.0) as f32;
+        assert_eq!(t.data()[v], want, "16-bit value {v}");
+        let back = ((65535 - v) as f64 / 65535.0) as f32;
+        assert_eq!(t.data()[2 * plane + v], back, "16-bit value {}", 65535 - v);
+    }
+    let narrow = image::ImageBuffer::<image::Rgb<u8>, Vec<u8>>::from_fn(256, 1, |x, _| {
+        image::Rgb([x as u8, 0, 255])
+    });
+    let mut png = Vec::new();
+    narrow
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("encode");
+    let t = default_model::png_to_unit_tensor(&png).expect("decode");
+    for b in 0..256 {
+        assert_eq!(t.data()[b], (b as f64 / 255.0) as f32, "byte {b}");
+    }
+}
