@@ -196,6 +196,15 @@ pub fn check_io(spec: &str, graph: &Graph, input: &Tensor, outputs: &[PathBuf]) 
             outputs.len()
         );
     }
+    for (i, o) in outputs.iter().enumerate() {
+        // The later output would silently replace the earlier one.
+        if outputs[..i].contains(o) {
+            bail!(
+                "{}: given as --output twice; give one path per model output",
+                o.display()
+            );
+        }
+    }
     for (o, &v) in outputs.iter().zip(&graph.outputs) {
         if tensor_io::format_of(o)? == Format::Png {
             tensor_io::check_png_shape(graph.shape(v)).with_context(|| {

@@ -51,6 +51,17 @@ fn each_output_goes_to_its_own_file() {
         err.contains("2 outputs") && err.contains("one per output"),
         "{err}"
     );
+    // The same path twice would keep only the later output.
+    let out = tessera(
+        &[
+            &base[..],
+            &["--model", &model, "--output", &logits, &logits],
+        ]
+        .concat(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("given as --output twice"), "{err}");
     // Two paths: the logits as the one-output model gives them, then the map.
     let out = tessera(&[&base[..], &["--model", &model, "--output", &logits, &stem]].concat());
     assert!(
