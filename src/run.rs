@@ -88,6 +88,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
                 eprintln!("{why}, planning without it");
             }
         }
+        let up = coord.alive();
         let mut loaded = coord
             .load_model(&bundle)
             .await
@@ -98,6 +99,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         if !args.no_profile {
             profile(&coord, &mut loaded, &args.model).await;
+        }
+        // A node that went away since (its daemon stopped while the model
+        // loaded or was profiled) is left out of the plan: say so too.
+        for &i in &up {
+            if coord.peer(i).is_none() && !loaded.left_out.iter().any(|(n, _)| *n == i) {
+                let name = &coord.cluster.nodes[i].name;
+                eprintln!("{name}: its connection closed before the plan, planning without it");
+            }
         }
         loaded.expect_inputs(&[&input]);
         let adaptive = experiment::Adaptive::new(&coord, &loaded)?;
