@@ -120,8 +120,8 @@ pub fn plan_job(
 /// FLOPs of `tile`'s nodes (a tile's copy of nodes of `model`, under their
 /// names) by op class (indexed as [`planner::profiler::ALL_CLASSES`]). With
 /// `padded` (a GPU tile) each is weighted by the GPU kernel's padding on its
-/// tile extent against the whole map's
-/// ([`planner::shares::kernel_padding`]): the work a GPU tile's span
+/// tile extent against the whole map's, and a column cut
+/// ([`planner::shares::gpu_tile_factor`]): the work a GPU tile's span
 /// measures, as the planner prices it, op by op. Inserted crops have no node
 /// of that name and no FLOPs.
 pub fn class_flops(model: &Graph, tile: &Graph, padded: bool) -> [u64; CLASSES] {
@@ -141,8 +141,7 @@ pub fn class_flops(model: &Graph, tile: &Graph, padded: bool) -> [u64; CLASSES] 
             continue;
         };
         let pad = if padded {
-            planner::shares::kernel_padding(cost.class, hw(tile, n.output))
-                / planner::shares::kernel_padding(cost.class, hw(model, out))
+            planner::shares::gpu_tile_factor(cost.class, hw(tile, n.output), hw(model, out))
         } else {
             1.0
         };
