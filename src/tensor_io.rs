@@ -52,9 +52,11 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
 pub fn npy_from_bytes(bytes: &[u8]) -> Result<Tensor> {
     let npy = npyz::NpyFile::new(bytes).context("not a valid .npy file")?;
     let dtype = npy.dtype();
-    let expected = npyz::DType::Plain("<f4".parse().context("dtype literal")?);
+    // Either byte order: npyz reads big-endian floats into native ones.
+    let float32 = matches!(&dtype, npyz::DType::Plain(t)
+        if t.type_char() == npyz::TypeChar::Float && t.size_field() == 4);
     ensure!(
-        dtype == expected,
+        float32,
         "expected float32 ('<f4') data, found dtype {} (save it with `a.astype(numpy.float32)`)",
         dtype.descr()
     );
@@ -292,6 +294,32 @@ mod tests {
         assert_eq!(forged.len(), bytes.len());
         let err = npy_from_bytes(&forged).expect_err("a 16 TB header must be refused");
         assert!(format!("{err:#}").contains("declares"), "{err:#}");
+    }
+
+    #[test]
+    fn a_big_endian_float32_npy_reads_as_its_values() {
+        let values = [1.5f32, -0.25, 3.0e-5, f32::MAX, 0.0, -7.0];
+        let npy = |descr: &str| {
+            // Magic, version 1.0, header length, header padded to 64 with a newline.
+            let mut h =
+                format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (2, 3), }}");
+            while (10 + h.len() + 1) % 64 != 0 {
+                h.push(' ');
+            }
+            h.push('\n');
+            let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+            bytes.extend_from_slice(&(h.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(h.as_bytes());
+            for v in values {
+                bytes.extend_from_slice(&v.to_be_bytes());
+            }
+            bytes
+        };
+        let t = npy_from_bytes(&npy(">f4")).expect("big-endian float32");
+        assert_eq!(t.shape(), [2, 3]);
+        assert_eq!(t.data(), values);
+        let e = npy_from_bytes(&npy(">i4")).expect_err("int32 is refused");
+        assert!(format!("{e:#}").contains("expected float32"), "{e:#}");
     }
 
     #[test]
