@@ -571,6 +571,21 @@ fn a_device_and_cloud_that_do_not_answer_are_left_down_and_planned_around() {
                 .all(|x| x.node != cloud && x.node != device)
         );
         coord.shutdown().await;
+        // With no edge node left either, the error names each of them.
+        let edges = local.tier(Tier::Edge);
+        for &e in &edges {
+            local.kill(e);
+        }
+        let ep = local.coordinator_endpoint().expect("endpoint");
+        let Err(e) = Coordinator::connect(local.cluster.clone(), ep, local.addrs.clone()).await
+        else {
+            panic!("a cluster without an edge node connected");
+        };
+        let text = e.to_string();
+        for &n in &edges {
+            let name = &local.cluster.nodes[n].name;
+            assert!(text.contains(&format!("node {name}:")), "{text}");
+        }
     });
 }
 

@@ -636,8 +636,18 @@ impl Coordinator {
                     .iter()
                     .all(|&e| c.peer(e).is_none())
         };
-        if let Some(pos) = down.iter().position(|(i, _)| needed(*i)) {
-            return Err(down.swap_remove(pos).1);
+        let mut edges: Vec<(usize, ClusterError)> =
+            down.into_iter().filter(|(i, _)| needed(*i)).collect();
+        if edges.len() > 1 {
+            // Every edge node is down: name each, not just the first.
+            let each: Vec<String> = edges.iter().map(|(_, e)| e.to_string()).collect();
+            return Err(ClusterError::Node {
+                node: "every edge node".into(),
+                why: each.join("; "),
+            });
+        }
+        if let Some((_, e)) = edges.pop() {
+            return Err(e);
         }
         Ok(c)
     }
