@@ -452,7 +452,6 @@ impl Solver<'_, '_> {
     }
 }
 
-/// Rows and columns of a block's (first) output map.
 /// Values (elements) of the map written by the block's heaviest op (most
 /// FLOPs): the op whose tiles' efficiency sets the block's.
 fn heaviest_map(ctx: &Context<'_>, ops: &[OpIdx]) -> Option<f64> {
@@ -464,6 +463,7 @@ fn heaviest_map(ctx: &Context<'_>, ops: &[OpIdx]) -> Option<f64> {
     out.hw.map(|_| out.elements)
 }
 
+/// Rows and columns of a block's (first) output map.
 fn output_extent(ctx: &Context<'_>, ops: &[OpIdx]) -> Option<[usize; 2]> {
     crate::halo::block_outputs(ctx.dag, ops)
         .into_iter()
@@ -539,7 +539,7 @@ pub fn solve_block(ctx: &Context<'_>, ops: &[OpIdx], workers: &[Worker]) -> Bloc
     }
     let extent = output_extent(ctx, ops);
     // A plan of m tiles has one of at most 1/m of each map, so where the
-    // largest map cannot hold two tiles of `min_tile_values` every
+    // heaviest op's map cannot hold two tiles of `min_tile_values` every
     // candidate below would fail the filter at the end, and a grid of more
     // cells than that always does. Solving them anyway (most blocks of a
     // deep model's late stages, at 28×28 and under) was most of the
