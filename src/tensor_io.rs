@@ -130,12 +130,14 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
 /// expanded; 16-bit images at full precision). Decoding (with its
 /// image-size limits) is the default model's; only the range differs.
 pub fn png_to_tensor(bytes: &[u8], range: PixelRange) -> Result<Tensor> {
-    if range.scale == 1.0 {
-        return Ok(tile_engine::default_model::png_to_unit_tensor(bytes)?);
+    // [0, 255] and [0, 1] each come from one division of the stored
+    // integer; any other scale multiplies the [0, 1] values.
+    if range.scale == 255.0 {
+        return Ok(tile_engine::default_model::png_to_tensor(bytes)?);
     }
-    let mut t = tile_engine::default_model::png_to_tensor(bytes)?;
-    for v in t.data_mut() {
-        *v = *v / 255.0 * range.scale;
+    let mut t = tile_engine::default_model::png_to_unit_tensor(bytes)?;
+    if range.scale != 1.0 {
+        t.data_mut().iter_mut().for_each(|v| *v *= range.scale);
     }
     Ok(t)
 }
