@@ -139,6 +139,15 @@ impl Peer {
         lock(&self.executor).clone()
     }
 
+    /// Takes in a job's failure: the node is marked down unless its
+    /// executor refused the job, which is the job's fault, not the node's
+    /// (it stays in the plan).
+    fn fail(&self, e: &ClusterError) {
+        if !matches!(e, ClusterError::Exec(_)) {
+            self.mark_down(&e.to_string());
+        }
+    }
+
     fn mark_down(&self, why: &str) {
         if self.leave_down(why) {
             tracing::warn!(peer = %self.name, "marked down: {why}");
@@ -1274,10 +1283,7 @@ impl Coordinator {
                     return Ok(());
                 }
                 Err(e) => {
-                    // An executor's refusal is the job's, not the node's.
-                    if !matches!(e, ClusterError::Exec(_)) {
-                        peer.mark_down(&e.to_string());
-                    }
+                    peer.fail(&e);
                     last = Some(e);
                 }
             }
@@ -1648,12 +1654,8 @@ impl Coordinator {
                             let mine: Vec<usize> = s.queues[slot].drain(..).collect();
                             s.orphans.extend(mine);
                             drop(s);
-                            // An executor's refusal is the job's, not the
-                            // node's: the node sits this block out and stays
-                            // in the plan.
-                            if !matches!(e, ClusterError::Exec(_)) {
-                                peer.mark_down(&e.to_string());
-                            }
+                            // The node sits this block out.
+                            peer.fail(&e);
                             changed.notify_waiters();
                             return;
                         }
