@@ -194,6 +194,29 @@ fn unsupported_activation_is_named() {
     assert!(e.contains("activation swish"), "{e}");
 }
 
+#[test]
+fn hard_sigmoid_follows_the_keras_version_that_wrote_the_model() {
+    let slope = |m: &Json| match &node(&load_tiny(m).expect("load"), "conv").op {
+        Op::Conv(c) => match c.activation {
+            Activation::HardSigmoid { alpha, beta } => {
+                assert_eq!(beta, 0.5);
+                alpha
+            }
+            ref a => panic!("conv activation {a:?}"),
+        },
+        op => panic!("conv is {op:?}"),
+    };
+    let mut m = tiny_model();
+    m["modelTopology"]["model_config"]["config"]["layers"][1]["config"]["activation"] =
+        json!("hard_sigmoid");
+    // TF.js and Keras 2: clip(0.2x + 0.5); Keras 3: clip(x / 6 + 0.5).
+    assert_eq!(slope(&m), 0.2);
+    m["modelTopology"]["keras_version"] = json!("2.15.1");
+    assert_eq!(slope(&m), 0.2);
+    m["modelTopology"]["keras_version"] = json!("3.3.3");
+    assert_eq!(slope(&m), 1.0 / 6.0);
+}
+
 /// Adds `a`, `b` reading each other: a cycle, plus the model output from `b`.
 #[test]
 fn cycle_is_reported_with_its_layers() {

@@ -90,3 +90,19 @@ fn separable_global_pool_reshape_heads_match_tfjs() {
     // SeparableConv2D, global avg/max pooling, Dense, Reshape to a map, Flatten, softmax.
     check("heads");
 }
+
+#[test]
+fn upscalerjs_custom_layers_transposed_convs_and_bilinear_match_tfjs() {
+    // UpscalerJS's MultiplyBeta and PixelShuffle2x (registered as its ESRGAN
+    // models register them), Conv2DTranspose "same" with odd and even
+    // kernels, UpSampling2D bilinear, concat.
+    check("upscaler");
+}
+
+#[test]
+fn valid_transposed_conv_narrower_than_its_stride_matches_tfjs() {
+    // Conv2DTranspose "valid" with a kernel below the stride (the output
+    // grows by the stride, past the full transposed conv), then bilinear
+    // up-sampling by 3×2.
+    check("deconv_valid");
+}

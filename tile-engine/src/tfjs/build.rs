@@ -16,7 +16,8 @@ use super::topology::{Call, TensorRef, Topology};
 use super::weights::Weights;
 use crate::error::{Error, Result};
 use crate::ir::{
-    Activation, BinaryKind, CoordTransform, Graph, NearestMode, Op, PoolKind, ResizeMode, ValueId,
+    Activation, BinaryKind, CoordTransform, DepthToSpaceMode, Graph, NearestMode, Op, PoolKind,
+    ResizeMode, ValueId,
 };
 use crate::tensor::Tensor;
 
@@ -143,6 +144,7 @@ impl Builder<'_> {
             layer: &call.layer,
             class: &call.class,
             json: &call.config,
+            keras3: topo.keras3,
         };
         if call.class == "InputLayer" {
             let is_model_input = topo.inputs.iter().any(|r| r.layer == call.layer);
@@ -178,6 +180,22 @@ impl Builder<'_> {
             "DepthwiseConv2D" => conv::depthwise(self, &cfg, &name, one()?),
             "SeparableConv2D" | "SeparableConvolution2D" => {
                 conv::separable(self, &cfg, &name, one()?)
+            }
+            "Conv2DTranspose" | "Convolution2DTranspose" => {
+                conv::conv2d_transpose(self, &cfg, &name, one()?)
+            }
+            // UpscalerJS's ESRGAN models register two custom layers:
+            // MultiplyBeta (x · 0.2) and PixelShuffle{N}x (TF's depth_to_space).
+            "MultiplyBeta" => {
+                let beta = cfg.f32_or("beta", 0.2)?;
+                let x = one()?;
+                self.scale(&name, x, beta)
+            }
+            c if pixel_shuffle_scale(c).is_some() => {
+                let from_name = pixel_shuffle_scale(c).unwrap_or(1);
+                let scale = cfg.usize_or("scale", from_name)?;
+                let x = one()?;
+                depth_to_space(self, &cfg, &name, x, scale)
             }
             "MaxPooling2D" | "MaxPool2D" => conv::pool(self, &cfg, &name, one()?, PoolKind::Max),
             "AveragePooling2D" | "AvgPool2D" => conv::pool(
@@ -257,18 +275,7 @@ impl Builder<'_> {
             },
             "Average" => {
                 let sum = self.merge(&format!("{name}/sum"), &inputs, BinaryKind::Add)?;
-                let k = self.graph.add_constant(
-                    format!("{name}/scale"),
-                    Tensor::scalar(1.0 / inputs.len() as f32),
-                );
-                self.node(
-                    &name,
-                    Op::Binary {
-                        kind: BinaryKind::Mul,
-                        activation: Activation::Identity,
-                    },
-                    vec![sum, k],
-                )
+                self.scale(&name, sum, 1.0 / inputs.len() as f32)
             }
             "Concatenate" => {
                 let first = *inputs.first().ok_or_else(|| {
@@ -309,6 +316,21 @@ impl Builder<'_> {
                 call.layer
             ))),
         }
+    }
+
+    /// `x · k` for a constant `k`.
+    fn scale(&mut self, name: &str, x: ValueId, k: f32) -> Result<ValueId> {
+        let k = self
+            .graph
+            .add_constant(format!("{name}/scale"), Tensor::scalar(k));
+        self.node(
+            name,
+            Op::Binary {
+                kind: BinaryKind::Mul,
+                activation: Activation::Identity,
+            },
+            vec![x, k],
+        )
     }
 
     /// Folds an n-ary merge into a chain of binary nodes; the last one gets `name`.
@@ -552,16 +574,58 @@ fn batch_norm(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Res
     )
 }
 
+/// The scale of UpscalerJS's `PixelShuffle{N}x` layer class, from its name.
+fn pixel_shuffle_scale(class: &str) -> Option<usize> {
+    class
+        .strip_prefix("PixelShuffle")?
+        .strip_suffix('x')?
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+}
+
+/// TF's `depth_to_space` (NHWC): output channel `c` of the block's pixel
+/// `(i, j)` is input channel `(i · scale + j) · C_out + c`, ONNX's DCR order.
+fn depth_to_space(
+    b: &mut Builder<'_>,
+    cfg: &Cfg<'_>,
+    name: &str,
+    x: ValueId,
+    scale: usize,
+) -> Result<ValueId> {
+    let s = b.shape(x);
+    if s.len() != 4 || scale == 0 || !s[1].is_multiple_of(scale * scale) {
+        return Err(Error::Shape(format!(
+            "layer {}: depth_to_space by {scale} of an input {s:?} (channels must divide by {})",
+            cfg.layer,
+            scale * scale
+        )));
+    }
+    b.node(
+        name,
+        Op::DepthToSpace {
+            blocksize: scale,
+            mode: DepthToSpaceMode::Dcr,
+        },
+        vec![x],
+    )
+}
+
 fn upsample(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result<ValueId> {
     cfg.channels_last()?;
     let size = cfg.pair_or("size", Some([2, 2]))?;
-    let interp = cfg.str_or("interpolation", "nearest")?;
-    if interp != "nearest" {
-        return Err(Error::Unsupported(format!(
-            "layer {}: UpSampling2D interpolation {interp} (only nearest)",
-            cfg.layer
-        )));
-    }
+    // TF.js runs UpSampling2D as resizeNearestNeighbor / resizeBilinear
+    // without aligned corners or half-pixel centres: src = dst / size.
+    let mode = match cfg.str_or("interpolation", "nearest")? {
+        "nearest" => ResizeMode::Nearest(NearestMode::Floor),
+        "bilinear" => ResizeMode::Linear,
+        other => {
+            return Err(Error::Unsupported(format!(
+                "layer {}: UpSampling2D interpolation {other} (nearest and bilinear are supported)",
+                cfg.layer
+            )));
+        }
+    };
     let s = b.shape(x);
     if s.len() != 4 {
         return Err(Error::Shape(format!(
@@ -577,9 +641,8 @@ fn upsample(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Resul
         s[3].checked_mul(size[1])
             .ok_or_else(|| Error::Limit("upsampled width".into()))?,
     ];
-    // TF's resize_nearest_neighbor without half-pixel centres: src = floor(dst / size).
     let op = Op::Resize {
-        mode: ResizeMode::Nearest(NearestMode::Floor),
+        mode,
         coord: CoordTransform::Asymmetric,
         scales: [size[0] as f32, size[1] as f32],
     };

@@ -13,6 +13,8 @@ pub(crate) struct Cfg<'a> {
     pub class: &'a str,
     /// The `config` object.
     pub json: &'a Json,
+    /// The model was written by Keras 3.
+    pub keras3: bool,
 }
 
 impl Cfg<'_> {
@@ -148,7 +150,7 @@ impl Cfg<'_> {
                 .unwrap_or("?"),
             _ => self.str_or("activation", "linear")?,
         };
-        activation(name).ok_or_else(|| {
+        activation(name, self.keras3).ok_or_else(|| {
             Error::Unsupported(format!(
                 "layer {} ({}): activation {name}",
                 self.layer, self.class
@@ -166,8 +168,8 @@ pub(crate) enum Act {
     Softmax,
 }
 
-/// Maps a Keras / TF.js activation name.
-pub(crate) fn activation(name: &str) -> Option<Act> {
+/// Maps a Keras / TF.js activation name (`keras3`: as Keras 3 defines it).
+pub(crate) fn activation(name: &str, keras3: bool) -> Option<Act> {
     Some(Act::Elementwise(match name {
         "linear" | "identity" => Activation::Identity,
         "relu" => Activation::Relu,
@@ -181,9 +183,10 @@ pub(crate) fn activation(name: &str) -> Option<Act> {
             gamma: 1.050_701,
         },
         "softplus" => Activation::Softplus,
-        // Keras 2 and TF.js both define hard_sigmoid as clip(0.2x + 0.5, 0, 1).
+        // Keras 2 and TF.js define hard_sigmoid as clip(0.2x + 0.5, 0, 1);
+        // Keras 3 as relu6(x + 3) / 6, that is clip(x / 6 + 0.5, 0, 1).
         "hard_sigmoid" | "hardSigmoid" => Activation::HardSigmoid {
-            alpha: 0.2,
+            alpha: if keras3 { 1.0 / 6.0 } else { 0.2 },
             beta: 0.5,
         },
         "softmax" => return Some(Act::Softmax),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::build::{Builder, split_act};
 use super::config::Cfg;
 use crate::error::{Error, Result};
-use crate::ir::{Activation, Conv, Op, Pool, PoolKind, ValueId};
+use crate::ir::{Activation, Conv, ConvTranspose, Op, Pool, PoolKind, ValueId};
 use crate::tensor::Tensor;
 
 /// Pads `[begin, end]` along one axis for TF's `padding`.
@@ -158,6 +158,101 @@ pub(crate) fn conv2d(
     emit(b, cfg, name, x, conv)
 }
 
+/// Conv2DTranspose: Keras kernel `[kh, kw, out, in]` → `[in, out, kh, kw]`,
+/// and the output length TF.js and Keras give it (`same`: `in · stride`;
+/// `valid`: `in · stride + max(k − stride, 0)`), resolved into pads
+/// (the odd pixel cropped at the bottom/right, as TF's gradient of a "same"
+/// conv) or into output padding where it exceeds the full transposed conv.
+pub(crate) fn conv2d_transpose(
+    b: &mut Builder<'_>,
+    cfg: &Cfg<'_>,
+    name: &str,
+    x: ValueId,
+) -> Result<ValueId> {
+    cfg.channels_last()?;
+    if cfg.has("output_padding") {
+        return Err(Error::Unsupported(format!(
+            "layer {}: Conv2DTranspose with output_padding",
+            cfg.layer
+        )));
+    }
+    let kernel = b.weight(cfg.layer, "kernel")?;
+    let [kh, kw, co, ci] = kernel_dims(kernel, cfg.layer)?;
+    let s = b.shape(x);
+    if s.len() != 4 || s[1] != ci {
+        return Err(Error::Shape(format!(
+            "layer {}: a kernel for {ci} input channels on an input {s:?}",
+            cfg.layer
+        )));
+    }
+    let strides = cfg.pair_or("strides", Some([1, 1]))?;
+    let dilations = cfg.pair_or("dilation_rate", Some([1, 1]))?;
+    let padding = cfg.str_or("padding", "valid")?;
+    if strides.contains(&0) || dilations.contains(&0) {
+        return Err(Error::Malformed(format!(
+            "layer {}: strides and dilation_rate must be positive",
+            cfg.layer
+        )));
+    }
+    let mut pads = [0; 4];
+    let mut output_padding = [0; 2];
+    for (axis, k) in [kh, kw].into_iter().enumerate() {
+        let (input, stride) = (s[2 + axis], strides[axis]);
+        let eff = dilations[axis] * (k - 1) + 1;
+        let target = match padding {
+            "same" => input * stride,
+            "valid" => input * stride + eff.saturating_sub(stride),
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "layer {}: padding {other}",
+                    cfg.layer
+                )));
+            }
+        };
+        let full = (input - 1) * stride + eff;
+        if full >= target {
+            let total = full - target;
+            pads[axis] = total / 2;
+            pads[axis + 2] = total - total / 2;
+        } else {
+            output_padding[axis] = target - full;
+        }
+    }
+    let src = kernel.data();
+    let mut w = vec![0.0; src.len()];
+    for y in 0..kh {
+        for xx in 0..kw {
+            for o in 0..co {
+                for i in 0..ci {
+                    w[((i * co + o) * kh + y) * kw + xx] = src[((y * kw + xx) * co + o) * ci + i];
+                }
+            }
+        }
+    }
+    let op = ConvTranspose {
+        weight: Arc::new(Tensor::new(vec![ci, co, kh, kw], w)?),
+        bias: bias(b, cfg, co)?,
+        strides,
+        pads,
+        dilations,
+        output_padding,
+        group: 1,
+        activation: Activation::Identity,
+    };
+    let (fused, after) = split_act(cfg.activation()?);
+    let op = Op::ConvTranspose(ConvTranspose {
+        activation: fused,
+        ..op
+    });
+    match after {
+        None => b.node(name, op, vec![x]),
+        Some(a) => {
+            let y = b.node(&format!("{name}/deconv"), op, vec![x])?;
+            b.activate(name, y, a)
+        }
+    }
+}
+
 /// Depthwise kernel `[kh, kw, C, mult]` → `[C * mult, 1, kh, kw]`; TF puts
 /// output channel `c * mult + m`.
 fn depthwise_weight(k: &Tensor, layer: &str) -> Result<Tensor> {
@@ -177,7 +272,10 @@ fn depthwise_weight(k: &Tensor, layer: &str) -> Result<Tensor> {
 }
 
 fn depthwise_conv(b: &Builder<'_>, cfg: &Cfg<'_>, x: ValueId) -> Result<(Conv, usize)> {
-    let k = b.weight(cfg.layer, "depthwise_kernel")?;
+    // Keras 3 names a DepthwiseConv2D's kernel `kernel`.
+    let k = b
+        .weight(cfg.layer, "depthwise_kernel")
+        .or_else(|e| b.weight(cfg.layer, "kernel").map_err(|_| e))?;
     let [kh, kw, c, m] = kernel_dims(k, cfg.layer)?;
     let channels = b.shape(x).get(1).copied().unwrap_or(0);
     if c != channels {

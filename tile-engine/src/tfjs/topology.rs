@@ -47,6 +47,9 @@ pub(crate) struct Topology {
     pub inputs: Vec<TensorRef>,
     /// Model outputs.
     pub outputs: Vec<TensorRef>,
+    /// Written by Keras 3, whose activations may differ from Keras 2's and
+    /// TF.js's under the same name (`hard_sigmoid`).
+    pub keras3: bool,
 }
 
 /// Parses `modelTopology` (the object holding `model_config`, or the model config itself).
@@ -59,13 +62,19 @@ pub(crate) fn parse(topology: &Json) -> Result<Topology> {
     let config = model
         .get("config")
         .ok_or_else(|| Error::Malformed("model config has no config".into()))?;
-    match class {
+    let mut topo = match class {
         "Functional" | "Model" => functional(config),
         "Sequential" => sequential(config),
         other => Err(Error::Unsupported(format!(
             "model class {other} (expected Functional or Sequential)"
         ))),
-    }
+    }?;
+    // Keras 3 states its version, and its configs name their module.
+    topo.keras3 = match topology.get("keras_version").and_then(Json::as_str) {
+        Some(v) => v.starts_with("3."),
+        None => model.get("module").is_some(),
+    };
+    Ok(topo)
 }
 
 fn layer_list(config: &Json) -> Result<&Vec<Json>> {
@@ -137,6 +146,7 @@ fn sequential(config: &Json) -> Result<Topology> {
         calls,
         inputs: vec![input],
         outputs: vec![output],
+        keras3: false,
     })
 }
 
@@ -206,6 +216,7 @@ fn functional(config: &Json) -> Result<Topology> {
         calls,
         inputs,
         outputs,
+        keras3: false,
     })
 }
 

@@ -98,5 +98,44 @@ async function main() {
     const m = tfl.model({ inputs: inp, outputs: o, name: 'heads' });
     await save(m, 'heads', [2, 8, 8, 4]);
   }
+  // 4. UpscalerJS's ESRGAN custom layers (registered as its esrgan models
+  //    register them), transposed convs and bilinear up-sampling.
+  {
+    class MultiplyBeta extends tfl.layers.Layer {
+      constructor(config) { super(config || {}); this.beta = 0.2; }
+      call(inputs) { return tf.mul(Array.isArray(inputs) ? inputs[0] : inputs, this.beta); }
+      getConfig() { return Object.assign({}, super.getConfig(), { beta: this.beta }); }
+      static get className() { return 'MultiplyBeta'; }
+    }
+    class PixelShuffle2x extends tfl.layers.Layer {
+      constructor(config) { super(config || {}); this.scale = 2; }
+      computeOutputShape(s) { return [s[0], s[1] * 2, s[2] * 2, s[3] / 4]; }
+      call(inputs) { return tf.depthToSpace(Array.isArray(inputs) ? inputs[0] : inputs, this.scale, 'NHWC'); }
+      getConfig() { return Object.assign({}, super.getConfig(), { scale: this.scale }); }
+      static get className() { return 'PixelShuffle2x'; }
+    }
+    tf.serialization.registerClass(MultiplyBeta);
+    tf.serialization.registerClass(PixelShuffle2x);
+    const inp = tfl.input({ shape: [6, 7, 3], name: 'lr' });
+    const c1 = tfl.layers.conv2d({ filters: 8, kernelSize: 3, padding: 'same', activation: 'relu', name: 'c1' }).apply(inp);
+    const t1 = tfl.layers.conv2dTranspose({ filters: 5, kernelSize: 3, strides: 2, padding: 'same', name: 't1' }).apply(c1);
+    const t2 = tfl.layers.conv2dTranspose({ filters: 4, kernelSize: [4, 3], strides: 2, padding: 'same', activation: 'relu', name: 't2' }).apply(c1);
+    const mb = new MultiplyBeta({ name: 'mb' }).apply(t1);
+    const ub = tfl.layers.upSampling2d({ size: [2, 2], interpolation: 'bilinear', name: 'ub' }).apply(c1);
+    const cat = tfl.layers.concatenate({ name: 'cat' }).apply([mb, t2, ub]);
+    const pre = tfl.layers.conv2d({ filters: 12, kernelSize: 3, padding: 'same', name: 'pre' }).apply(cat);
+    const ps = new PixelShuffle2x({ name: 'ps' }).apply(pre);
+    const m = tfl.model({ inputs: inp, outputs: ps, name: 'upscaler' });
+    await save(m, 'upscaler', [1, 6, 7, 3]);
+  }
+  // 5. A "valid" transposed conv whose kernel is narrower than its stride,
+  //    and bilinear up-sampling by unequal factors.
+  {
+    const inp = tfl.input({ shape: [5, 4, 2], name: 'x' });
+    const t = tfl.layers.conv2dTranspose({ filters: 3, kernelSize: [3, 1], strides: [2, 3], padding: 'valid', name: 't' }).apply(inp);
+    const u = tfl.layers.upSampling2d({ size: [3, 2], interpolation: 'bilinear', name: 'u' }).apply(t);
+    const m = tfl.model({ inputs: inp, outputs: u, name: 'deconv_valid' });
+    await save(m, 'deconv_valid', [2, 5, 4, 2]);
+  }
 }
 main().catch(e => { console.error(e); process.exit(1); });
