@@ -298,12 +298,25 @@ pub fn load_for_planning(spec: &str, input_shape: Option<&[usize]>) -> Result<Gr
         // A TF.js model runs at the shape it declares; one with a free
         // spatial size is planned for a 224×224 RGB image.
         ModelKind::Tfjs => {
-            return load(spec, &[]).or_else(|declared| {
-                load(spec, &[1, 3, 224, 224]).map_err(|e| {
-                    declared.context(format!(
-                        "nor at 1x3x224x224: {e:#}; give its input shape with --input-shape N,C,H,W"
-                    ))
-                })
+            // Only a declared open height or width is filled in: any other
+            // failure is the model's own, and 224×224 would not mend it.
+            let declared = std::fs::read(spec)
+                .ok()
+                .and_then(|b| tile_engine::tfjs::declared_input_dims(&b));
+            let shape: Vec<usize> = match declared.as_deref() {
+                Some([n, c, h, w]) if [c, h, w].iter().any(|d| d.is_none()) => vec![
+                    n.unwrap_or(1),
+                    c.unwrap_or(3),
+                    h.unwrap_or(224),
+                    w.unwrap_or(224),
+                ],
+                _ => return load(spec, &[]),
+            };
+            return load(spec, &shape).with_context(|| {
+                format!(
+                    "planned at input shape {} as the model leaves its size open (--input-shape N,C,H,W gives another)",
+                    dims_text(&shape)
+                )
             });
         }
     };

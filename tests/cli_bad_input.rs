@@ -205,3 +205,58 @@ fn plan_svg_needs_an_svg_path() {
     assert!(e.contains("plan.png") && e.contains(".svg"), "{e}");
     assert!(!png.exists());
 }
+
+/// A TF.js layers model: one input declared `[null, 8, 8, 3]`, then `layer`.
+fn tfjs_model(name: &str, layer: &str, inputs: &[&str]) -> PathBuf {
+    let dir = scratch(name);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let input_layers: Vec<String> = inputs
+        .iter()
+        .map(|i| {
+            format!(
+                r#"{{"class_name": "InputLayer", "name": "{i}", "inbound_nodes": [],
+                 "config": {{"name": "{i}", "batch_input_shape": [null, 8, 8, 3]}}}}"#
+            )
+        })
+        .collect();
+    let refs: Vec<String> = inputs.iter().map(|i| format!(r#"["{i}", 0, 0]"#)).collect();
+    let json = format!(
+        r#"{{"format": "layers-model", "modelTopology": {{"model_config": {{"class_name": "Functional",
+          "config": {{"name": "m", "layers": [{}, {layer}],
+            "input_layers": [{}], "output_layers": [["out", 0, 0]]}}}}}},
+          "weightsManifest": [{{"paths": [], "weights": []}}]}}"#,
+        input_layers.join(", "),
+        refs.join(", ")
+    );
+    let path = dir.join("model.json");
+    std::fs::write(&path, json).expect("write model.json");
+    path
+}
+
+#[test]
+fn tfjs_models_get_their_own_error_not_a_shape_hint() {
+    let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster.toml");
+    // An unsupported layer in a model of fixed size: planning names it,
+    // and neither retries at another size nor asks for one.
+    let lambda = tfjs_model(
+        "tfjs_lambda",
+        r#"{"class_name": "Lambda", "name": "out", "config": {"name": "out"}, "inbound_nodes": [[["x", 0, 0, {}]]]}"#,
+        &["x"],
+    );
+    let mut plan = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    plan.args(["plan", "--cluster", cluster, "--model"])
+        .arg(&lambda);
+    let e = fails(plan);
+    assert!(e.contains("layer out has class Lambda"), "{e}");
+    assert!(!e.contains("224") && !e.contains("--input-shape"), "{e}");
+    // Two inputs: `infer` says so, not that a shape was given.
+    let two = tfjs_model(
+        "tfjs_two_inputs",
+        r#"{"class_name": "Add", "name": "out", "config": {"name": "out"}, "inbound_nodes": [[["a", 0, 0, {}], ["b", 0, 0, {}]]]}"#,
+        &["a", "b"],
+    );
+    let input = scratch("tfjs_two_inputs.npy");
+    write_npy(&input, &[1, 3, 8, 8], false);
+    let e = infer_fails(two.to_str().expect("utf-8"), &input);
+    assert!(e.contains("the model has 2 inputs (a, b)"), "{e}");
+}

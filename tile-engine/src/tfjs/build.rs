@@ -36,9 +36,11 @@ pub(crate) fn build(
     input_shape: Option<&[usize]>,
 ) -> Result<Graph> {
     if input_shape.is_some() && topo.inputs.len() != 1 {
+        let names: Vec<&str> = topo.inputs.iter().map(|r| r.layer.as_str()).collect();
         return Err(Error::InvalidInput(format!(
-            "an input shape was given but the model has {} inputs",
-            topo.inputs.len()
+            "the model has {} inputs ({}); tessera feeds models with exactly one",
+            names.len(),
+            names.join(", ")
         )));
     }
     let mut b = Builder {

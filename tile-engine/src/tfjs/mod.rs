@@ -61,6 +61,34 @@ pub fn load_from_memory_with_input(
     load(model_json, &mut fetch, input_shape)
 }
 
+/// The shape a layers model's single input declares (IR layout, `None`
+/// for an open dimension), or `None` when the file does not say (not
+/// readable, not a layers model, several inputs).
+pub fn declared_input_dims(model_json: &[u8]) -> Option<Vec<Option<usize>>> {
+    let root: Json = serde_json::from_slice(model_json).ok()?;
+    let topo = topology::parse(root.get("modelTopology")?).ok()?;
+    let [input] = topo.inputs.as_slice() else {
+        return None;
+    };
+    let call = topo
+        .calls
+        .iter()
+        .find(|c| c.layer == input.layer && c.class == "InputLayer")?;
+    let declared = call
+        .config
+        .get("batch_input_shape")
+        .or_else(|| call.config.get("batch_shape"))?
+        .as_array()?;
+    let dims: Vec<Option<usize>> = declared
+        .iter()
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect();
+    Some(match dims.as_slice() {
+        [n, h, w, c] => vec![*n, *c, *h, *w],
+        _ => dims,
+    })
+}
+
 fn load_path(model_json: &Path, input_shape: Option<&[usize]>) -> Result<Graph> {
     let io = |path: &Path| {
         let path = path.display().to_string();
