@@ -882,3 +882,33 @@ fn layer_norm_matches_cpu_from_every_axis() {
         );
     }
 }
+
+/// Weights over the adapter's binding limit are refused as unsupported, with
+/// the layer named: a finer grid (which a limit error asks for) cannot
+/// shrink them.
+#[test]
+fn weights_over_the_binding_limit_name_the_layer_and_are_not_a_limit() {
+    let limits = &gpu().context().limits;
+    let max = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size);
+    let k = usize::try_from(max / 16 + 1).expect("fits usize");
+    let op = Op::Dense {
+        weight: Arc::new(Tensor::new(vec![k, 4], vec![0.0; k * 4]).expect("weight")),
+        bias: None,
+        activation: Activation::Identity,
+    };
+    let g = single(op, &[1, k], None);
+    let e = gpu()
+        .run(&g, &[Tensor::new(vec![1, k], vec![0.0; k]).expect("input")])
+        .expect_err("weights over the limit");
+    assert!(
+        matches!(e, tile_engine::Error::Unsupported(_)),
+        "not Unsupported: {e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("node node (dense)") && text.contains("weights of"),
+        "{text}"
+    );
+}

@@ -98,8 +98,10 @@ fn upload_bytes(
 ) -> Result<Arc<wgpu::Buffer>> {
     let bytes = (data.len() as u64).max(16);
     if bytes > max {
-        return Err(Error::Limit(format!(
-            "weights of {bytes} bytes exceed the adapter's storage binding limit of {max}"
+        // Not a Limit: a finer grid shrinks feature maps, never weights.
+        return Err(Error::Unsupported(format!(
+            "weights of {bytes} bytes exceed the adapter's storage binding limit of {max} \
+             (tiling does not shrink weights; the CPU executor runs this layer)"
         )));
     }
     let buffer = device.create_buffer(&wgpu::BufferDescriptor {
@@ -170,8 +172,9 @@ impl WeightCache {
                 .ok()
                 .filter(|&v| v >= 1 && v <= up.max_texture)
                 .ok_or_else(|| {
-                    Error::Limit(format!(
-                        "a weight texture of {width} x {rows} texels exceeds the adapter's {} texel limit",
+                    Error::Unsupported(format!(
+                        "a weight texture of {width} x {rows} texels exceeds the adapter's {} texel limit \
+                         (tiling does not shrink weights; the CPU executor runs this layer)",
                         up.max_texture
                     ))
                 })
