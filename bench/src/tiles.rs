@@ -257,7 +257,12 @@ fn exchange_table(model: &Graph, max_grid: usize) -> anyhow::Result<Vec<serde_js
         "strips", "one block %", "best cut before", "exchange %", "KiB per boundary"
     );
     let mut rows = Vec::new();
-    for n in 2..=max_grid.max(2) {
+    // A strip needs at least one output row.
+    let out_rows = all.output_hw(model)[0];
+    if max_grid > out_rows {
+        println!("(at most {out_rows} strips: the block's output map has {out_rows} rows)");
+    }
+    for n in 2..=max_grid.min(out_rows) {
         let grid = Grid::uniform(n, 1);
         let (t, w) = halo_flops(model, &all, &grid)?;
         let one = 100.0 * (t as f64 / w as f64 - 1.0);
@@ -547,6 +552,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     if points.iter().all(|p| p.blocks == 0) {
         println!("no part of this model is tileable: every grid runs it whole");
+    }
+    let smallest = choose_blocks(model, &FusionOptions::default())
+        .iter()
+        .filter_map(|s| match s {
+            Segment::Tiled(b) => Some(b.output_hw(model)),
+            Segment::Whole(_) => None,
+        })
+        .map(|[h, w]| h.min(w))
+        .min();
+    if let Some(side) = smallest.filter(|&side| side < max_grid) {
+        println!(
+            "a block whose output map has fewer rows or columns than the grid runs as that many (the smallest side here: {side})"
+        );
     }
     let exchange = exchange_table(model, max_grid)?;
 
