@@ -284,15 +284,16 @@ pub fn load_for_planning(spec: &str, input_shape: Option<&[usize]>) -> Result<Gr
             // A model whose graph holds at one size only (a fixed position
             // embedding, a reshape to fixed patches) fails at the assumed
             // one; say which size was assumed and how to give the real one.
+            // Any other failure (no file, a bad file, an unsupported op) is
+            // the model's own and is told as `infer` tells it.
+            if !symbolic {
+                return load(spec, &shape);
+            }
             return load(spec, &shape).with_context(|| {
-                if symbolic {
-                    format!(
-                        "planned at input shape {} because the model leaves dimensions open; give its real shape with --input-shape N,C,H,W",
-                        dims_text(&shape)
-                    )
-                } else {
-                    format!("planned at the input shape it declares, {}", dims_text(&shape))
-                }
+                format!(
+                    "planned at input shape {} because the model leaves dimensions open; give its real shape with --input-shape N,C,H,W",
+                    dims_text(&shape)
+                )
             });
         }
         // A TF.js model runs at the shape it declares; one with a free

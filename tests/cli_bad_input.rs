@@ -260,3 +260,18 @@ fn tfjs_models_get_their_own_error_not_a_shape_hint() {
     let e = infer_fails(two.to_str().expect("utf-8"), &input);
     assert!(e.contains("the model has 2 inputs (a, b)"), "{e}");
 }
+
+#[test]
+fn plan_tells_an_onnx_model_error_as_infer_does() {
+    let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster.toml");
+    for (model, says) in [
+        (UNSUPPORTED, "'Hardmax'"),
+        ("no-such-model.onnx", "no such model file"),
+    ] {
+        let mut plan = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        plan.args(["plan", "--cluster", cluster, "--model", model]);
+        let e = fails(plan);
+        assert!(e.contains(says), "{e}");
+        assert!(!e.contains("planned at"), "{e}");
+    }
+}
