@@ -58,6 +58,25 @@ fn a_gpu_that_does_not_open_points_at_the_config_files_backend_field() {
     assert!(!e.contains("--backend"), "{e}");
 }
 
+/// A compute lock that cannot be opened stops the daemon at start-up,
+/// naming the file and field; before, a warning was logged and every job
+/// ran without the lock it was asked to take.
+#[test]
+fn a_compute_lock_that_cannot_be_opened_is_a_config_error() {
+    let dir = cluster_dir("badlock");
+    let file = node_file(
+        &dir,
+        &dir.join("certs").display().to_string(),
+        "backend = \"cpu\"\ncompute_lock = \"no/such/folder/x.lock\"\n",
+    );
+    let e = node_fails(&dir, &file);
+    assert!(
+        e.contains(&format!("{}: field `compute_lock`", file.display())),
+        "{e}"
+    );
+    assert!(e.contains("no/such/folder/x.lock"), "{e}");
+}
+
 /// A key copied from another node is refused when the certificates are
 /// loaded (before calibration), naming both files; before, it surfaced
 /// after calibration as `cannot listen on ADDR: tls: keys may not be

@@ -65,21 +65,30 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
     let (tx, rx) = std::sync::mpsc::channel::<Work>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (backend, adapter, autotune) = (cfg.backend, cfg.adapter.clone(), cfg.autotune);
-    let lock_path = cfg.compute_lock.clone();
+    // A lock asked for and not taken would let jobs overlap unseen: refuse
+    // to start, as for any other config mistake.
+    let lock_file = match &cfg.compute_lock {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(p)
+                .with_context(|| {
+                    format!(
+                        "{}: field `compute_lock`: cannot open {}",
+                        cfg.file.display(),
+                        p.display()
+                    )
+                })?,
+        ),
+        None => None,
+    };
     // The daemon has no --backend flag: the way out is its config file.
     let cpu_hint = format!("backend = \"cpu\" in {}", cfg.file.display());
     let thread = std::thread::Builder::new()
         .name("executor".into())
         .spawn(move || {
-            let lock_file = lock_path.and_then(|p| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&p)
-                    .map_err(|e| tracing::warn!("compute lock {}: {e}", p.display()))
-                    .ok()
-            });
             let locked = |f: &mut dyn FnMut()| {
                 if let Some(l) = &lock_file {
                     let _ = l.lock();
