@@ -1,7 +1,7 @@
 //! A node's counters and the Prometheus text endpoint that serves them.
 //!
 //! The exposition format is four lines per metric, and the endpoint answers
-//! one fixed `GET /metrics`, so a hand-written responder over tokio is
+//! `GET` (or `HEAD`) of one path, `/metrics`, so a hand-written responder over tokio is
 //! simpler and smaller than pulling an HTTP server and a metrics registry in.
 
 use std::fmt::Write as _;
@@ -96,6 +96,37 @@ impl Metrics {
     }
 }
 
+/// Largest request head read; a scraper's is a few hundred bytes.
+const MAX_HEAD: usize = 8 << 10;
+
+/// Reads a request's head (up to the blank line), however it is split into
+/// segments, for at most a second and [`MAX_HEAD`] bytes.
+async fn read_head(sock: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), read).await;
+    head
+}
+
+/// The method and path (query dropped) of a request's first line.
+fn request_line(head: &[u8]) -> Option<(&str, &str)> {
+    let line = std::str::from_utf8(head).ok()?.lines().next()?;
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if !version.starts_with("HTTP/") || parts.next().is_some() {
+        return None;
+    }
+    Some((method, target.split('?').next().unwrap_or(target)))
+}
+
 /// Serves `GET /metrics` on `addr` until the task is dropped; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
@@ -111,23 +142,22 @@ pub async fn serve(
             };
             let (node, metrics) = (node.clone(), metrics.clone());
             tokio::spawn(async move {
-                // Requests are tiny; read what arrives within a second, answer once.
-                let mut buf = [0u8; 1024];
-                let n =
-                    tokio::time::timeout(std::time::Duration::from_secs(1), sock.read(&mut buf))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .unwrap_or(0);
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let (status, body) = if req.starts_with("GET /metrics") {
-                    ("200 OK", metrics.render(&node))
-                } else {
-                    ("404 Not Found", "try GET /metrics\n".to_string())
+                let head = read_head(&mut sock).await;
+                let (status, body, send_body) = match request_line(&head) {
+                    Some((method @ ("GET" | "HEAD"), "/metrics")) => {
+                        ("200 OK", metrics.render(&node), method == "GET")
+                    }
+                    Some((_, "/metrics")) => (
+                        "405 Method Not Allowed",
+                        "GET or HEAD /metrics\n".to_string(),
+                        true,
+                    ),
+                    _ => ("404 Not Found", "try GET /metrics\n".to_string(), true),
                 };
                 let resp = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
+                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                    body.len(),
+                    if send_body { body.as_str() } else { "" }
                 );
                 let _ = sock.write_all(resp.as_bytes()).await;
                 let _ = sock.shutdown().await;
@@ -135,4 +165,74 @@ pub async fn serve(
         }
     });
     Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::{Metrics, request_line, serve};
+
+    #[test]
+    fn only_the_metrics_path_matches() {
+        fn line(s: &str) -> Option<(&str, &str)> {
+            request_line(s.as_bytes())
+        }
+        assert_eq!(
+            line("GET /metrics HTTP/1.1\r\n\r\n"),
+            Some(("GET", "/metrics"))
+        );
+        assert_eq!(
+            line("GET /metrics?x=1 HTTP/1.0\r\n"),
+            Some(("GET", "/metrics"))
+        );
+        assert_eq!(
+            line("GET /metricsX HTTP/1.1\r\n"),
+            Some(("GET", "/metricsX"))
+        );
+        assert_eq!(line("GET /metrics"), None);
+        assert_eq!(line(""), None);
+    }
+
+    /// Sends `parts` with a pause between them; returns the whole response.
+    async fn ask(addr: std::net::SocketAddr, parts: &[&str]) -> String {
+        let mut sock = TcpStream::connect(addr).await.expect("connect");
+        for p in parts {
+            sock.write_all(p.as_bytes()).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut out = String::new();
+        sock.read_to_string(&mut out).await.expect("read");
+        out
+    }
+
+    #[tokio::test]
+    async fn answers_get_and_head_of_metrics_only_however_the_request_is_split() {
+        let metrics = Arc::new(Metrics::default());
+        let (addr, task) = serve(([127, 0, 0, 1], 0).into(), "n".into(), metrics)
+            .await
+            .expect("serve");
+        let split = ask(addr, &["GET /met", "rics HTTP/1.1\r\nHost: x\r\n", "\r\n"]).await;
+        assert!(split.starts_with("HTTP/1.1 200"), "{split}");
+        assert!(split.contains("tessera_tiles_total"), "{split}");
+        let head = ask(addr, &["HEAD /metrics HTTP/1.1\r\n\r\n"]).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.ends_with("\r\n\r\n"),
+            "a HEAD answer has no body: {head}"
+        );
+        for (req, status) in [
+            ("GET /metricsX HTTP/1.1\r\n\r\n", "404"),
+            ("GET /metrics/../x HTTP/1.1\r\n\r\n", "404"),
+            ("POST /metrics HTTP/1.1\r\n\r\n", "405"),
+        ] {
+            let r = ask(addr, &[req]).await;
+            assert!(r.starts_with(&format!("HTTP/1.1 {status}")), "{req:?}: {r}");
+        }
+        task.abort();
+    }
 }
