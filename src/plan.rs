@@ -16,6 +16,22 @@ pub fn read_cluster(path: &Path) -> Result<Cluster> {
         .validate()
         .and_then(|()| cluster.check_addresses())
         .with_context(|| format!("{}", path.display()))?;
+    // What `tessera run` would refuse without a network: `plan` says so
+    // too. (Names are resolved by `run` alone; a plan may be made away
+    // from the cluster's network.)
+    for n in &cluster.nodes {
+        transport::certs::check_node_name(&n.name)
+            .with_context(|| format!("{}: node name {:?}", path.display(), n.name))?;
+        let port = n.address.rsplit_once(':').map(|(_, p)| p);
+        if port.is_none_or(|p| p.parse::<u16>().is_err()) {
+            anyhow::bail!(
+                "{}: node {} address {}: give it as host:port",
+                path.display(),
+                n.name,
+                n.address
+            );
+        }
+    }
     Ok(cluster)
 }
 
@@ -117,6 +133,34 @@ mod tests {
             "{e}"
         );
         Ok(())
+    }
+
+    #[test]
+    fn plan_refuses_what_run_would_without_resolving_names() {
+        let dir = std::env::temp_dir().join(format!("tessera-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let read = |addresses: [&str; 2], name: &str| {
+            let text = format!(
+                "[[nodes]]\nname = \"phone\"\ntier = \"device\"\naddress = \"{}\"\ngflops = 1.0\n\
+                 [[nodes]]\nname = \"{name}\"\ntier = \"edge\"\naddress = \"{}\"\ngflops = 1.0\n\
+                 [[links]]\nfrom = \"phone\"\nto = \"{name}\"\nbandwidth_mbps = 10.0\ndelay_ms = 1.0\n",
+                addresses[0], addresses[1]
+            );
+            let path = dir.join("c.toml");
+            std::fs::write(&path, text).expect("write");
+            read_cluster(&path).map_err(|e| format!("{e:#}"))
+        };
+        // A host name that does not resolve here may still be planned for.
+        read(["127.0.0.1:7201", "no-such-host.invalid:7202"], "edge0").expect("unresolved name");
+        read(["[::1]:7201", "127.0.0.1:7202"], "edge0").expect("IPv6");
+        let e = read(["127.0.0.1:7201", "127.0.0.1"], "edge0").expect_err("no port");
+        assert!(
+            e.ends_with("node edge0 address 127.0.0.1: give it as host:port"),
+            "{e}"
+        );
+        let e = read(["127.0.0.1:7201", "127.0.0.1:7202"], "Edge Zero").expect_err("name");
+        assert!(e.contains("node name \"Edge Zero\""), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
