@@ -339,6 +339,18 @@ fn a_loaded_model_is_planned_by_its_profiled_op_costs() {
             Some(e0),
             "the first live edge node profiles"
         );
+        // Profiling occupies the executor: a scraper sees it as busy time
+        // before the node has run any job.
+        let body = http_get(&local.metrics[e0].clone().expect("metrics url"));
+        let value = |name: &str| -> f64 {
+            body.lines()
+                .find(|l| l.starts_with(&format!("{name}{{")))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {body}"))
+        };
+        assert_eq!(value("tessera_jobs_total"), 0.0, "{body}");
+        assert!(value("tessera_busy_seconds_total") > 0.0, "{body}");
         let est = coord.profiler.lock().expect("profiler").estimates();
         let predicted: f64 = model
             .dag

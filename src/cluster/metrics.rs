@@ -23,7 +23,7 @@ pub struct Metrics {
     pub bytes_in: AtomicU64,
     /// Payload bytes sent.
     pub bytes_out: AtomicU64,
-    /// Executor busy time, microseconds.
+    /// Executor busy time (jobs and model profiling), microseconds.
     pub busy_us: AtomicU64,
     /// Jobs waiting for or holding the executor.
     pub queue_depth: AtomicI64,
@@ -64,7 +64,7 @@ impl Metrics {
             (
                 "tessera_busy_seconds_total",
                 "counter",
-                "Time the executor spent running jobs.",
+                "Time the executor spent running jobs and profiling models.",
                 self.busy_us.load(Ordering::Relaxed) as f64 / 1e6,
             ),
             (

@@ -49,7 +49,8 @@ enum Work {
     },
     Profile {
         graph: Arc<Graph>,
-        reply: oneshot::Sender<Vec<Option<f64>>>,
+        /// Each op's seconds, and how long the executor was busy.
+        reply: oneshot::Sender<(Vec<Option<f64>>, Duration)>,
     },
 }
 
@@ -153,8 +154,13 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                     }
                     Work::Profile { graph, reply } => {
                         let mut seconds = Vec::new();
-                        locked(&mut || seconds = calibrate::profile_ops(exec.as_ref(), &graph));
-                        let _ = reply.send(seconds);
+                        let mut busy = Duration::ZERO;
+                        locked(&mut || {
+                            let t0 = std::time::Instant::now();
+                            seconds = calibrate::profile_ops(exec.as_ref(), &graph);
+                            busy = t0.elapsed();
+                        });
+                        let _ = reply.send((seconds, busy));
                     }
                 }
             }
@@ -188,10 +194,10 @@ impl ExecHandle {
         rx.await.map_err(|_| "executor stopped".to_string())?
     }
 
-    async fn profile(&self, graph: Arc<Graph>) -> Vec<Option<f64>> {
+    async fn profile(&self, graph: Arc<Graph>) -> (Vec<Option<f64>>, Duration) {
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Work::Profile { graph, reply }).is_err() {
-            return Vec::new();
+            return (Vec::new(), Duration::ZERO);
         }
         rx.await.unwrap_or_default()
     }
@@ -490,7 +496,14 @@ async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: M
             let (seconds, error) = match (cached, graph) {
                 (Some(s), _) => (s, None),
                 (None, Some(g)) => {
-                    let s = node.exec.profile(g).await;
+                    // Profiling occupies the executor as jobs do: the busy
+                    // time and queue depth a scraper sees include it.
+                    node.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+                    let (s, busy) = node.exec.profile(g).await;
+                    node.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                    node.metrics
+                        .busy_us
+                        .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
                     lock(&node.profiles).insert(hash.clone(), s.clone());
                     (s, None)
                 }
