@@ -115,11 +115,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
         model::write_outputs(kind, &args.output, &run.outputs, args.pixel_scale)?;
         for (path, out) in args.output.iter().zip(&run.outputs) {
             eprintln!(
-                "{}: output {:?} in {:.1} ms wall clock ({} jobs; tiles: {})",
+                "{}: output {:?} in {:.1} ms wall clock ({} job{}; tiles: {})",
                 path.display(),
                 out.shape(),
                 run.wall_s * 1e3,
                 run.records.len(),
+                if run.records.len() == 1 { "" } else { "s" },
                 experiment::ran_shares_text(&coord, &run)
             );
         }

@@ -158,7 +158,7 @@ pub fn run(args: Args) -> Result<()> {
             Backend::Cpu
         }
     });
-    std::fs::create_dir_all(&out)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("--out {}", out.display()))?;
     let reps = reps.unwrap_or(if quick { 1 } else { MEASURED_RUNS });
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

@@ -330,8 +330,11 @@ fn quinn_like_defaults() -> LinkTuning {
 
 /// Runs the transport benchmark.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.streams == 0 || args.rounds == 0 || args.link_mbps <= 0.0 {
-        bail!("--streams, --rounds and --link-mbps must be positive");
+    if args.streams == 0
+        || args.rounds == 0
+        || !(args.link_mbps > 0.0 && args.link_mbps.is_finite())
+    {
+        bail!("--streams, --rounds and --link-mbps must be positive (and the bandwidth finite)");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
