@@ -368,6 +368,19 @@ impl Identity {
                 ))
             },
         )?;
+        // A certificate of another cluster's CA (or an expired one) would
+        // otherwise start and only fail each peer's handshake.
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots(&ca)?, provider())
+            .build()
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        verifier
+            .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
+            .map_err(|e| {
+                Error::Cert(format!(
+                    "{} does not verify against the CA in {} ({e}): a certificate of another cluster's CA?",
+                    names[1], names[0]
+                ))
+            })?;
         Ok(Self {
             name: node.to_string(),
             ca,
@@ -655,6 +668,41 @@ mod tests {
         fs::remove_file(dir.path().join(CA_CERT)).map_err(|e| Error::io("rm", e))?;
         assert!(generate(dir.path(), &names(&["edge1"])).is_err());
         assert!(!dir.path().join(CA_CERT).exists());
+        Ok(())
+    }
+
+    /// A node certificate and key of another cluster's CA fail at load,
+    /// naming the certificate and the CA file; before, the daemon started
+    /// and every handshake failed with `BadSignature`.
+    #[test]
+    fn a_certificate_of_another_ca_is_refused_at_load() -> Result<()> {
+        let (dir, other) = (
+            tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?,
+            tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?,
+        );
+        generate(dir.path(), &names(&["edge0"]))?;
+        generate(other.path(), &names(&["edge0"]))?;
+        Identity::load(dir.path(), "edge0")?;
+        for path in [node_cert_path, node_key_path] {
+            fs::copy(path(other.path(), "edge0"), path(dir.path(), "edge0"))
+                .map_err(|e| Error::io("copy", e))?;
+        }
+        let e = Identity::load(dir.path(), "edge0")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        let (pem, ca) = (
+            node_cert_path(dir.path(), "edge0"),
+            dir.path().join(CA_CERT),
+        );
+        assert!(
+            e.contains(&format!(
+                "{} does not verify against the CA in {}",
+                pem.display(),
+                ca.display()
+            )),
+            "{e}"
+        );
         Ok(())
     }
 
