@@ -163,6 +163,11 @@ fn run(cli: Cli) -> Result<()> {
             plan::plan(&cluster, &model, svg.as_deref(), shape.as_deref())
         }
         Command::Certs { out, nodes } => {
+            let replaced: Vec<&str> = nodes
+                .iter()
+                .filter(|n| transport::certs::node_cert_path(&out, n).exists())
+                .map(String::as_str)
+                .collect();
             let ca = transport::certs::generate(&out, &nodes)
                 .with_context(|| format!("cannot write certificates to {}", out.display()))?;
             match ca {
@@ -177,6 +182,12 @@ fn run(cli: Cli) -> Result<()> {
                     out.display(),
                     out.display()
                 ),
+            }
+            if !replaced.is_empty() {
+                println!(
+                    "replaced the certificate and key of {} (a daemon still holding the old pair stays trusted: the CA is the same)",
+                    replaced.join(", ")
+                );
             }
             Ok(())
         }

@@ -205,3 +205,35 @@ fn a_port_in_use_is_refused_before_the_calibration() {
     assert!(e.contains(&format!("cannot listen on {udp}")), "{e}");
     assert!(!e.contains("calibrated"), "calibrated first: {e}");
 }
+
+/// `tessera certs` for a node that has a certificate already says it
+/// replaced it, and under which CA.
+#[test]
+fn certs_says_which_node_certificates_it_replaced() {
+    let dir = common::scratch("cli_node", "recert");
+    let _ = std::fs::remove_dir_all(&dir);
+    let certs = |nodes: &str| {
+        let out = Command::new(EXE)
+            .args(["certs", "--out"])
+            .arg(&dir)
+            .args(["--nodes", nodes])
+            .output()
+            .expect("tessera certs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = certs("edge0,edge1");
+    assert!(first.contains("wrote a cluster CA"), "{first}");
+    assert!(!first.contains("replaced"), "{first}");
+    let second = certs("edge1,edge2");
+    assert!(second.contains("signed with the existing CA"), "{second}");
+    assert!(
+        second.contains("replaced the certificate and key of edge1 "),
+        "{second}"
+    );
+    assert!(!second.contains("edge2 ("), "{second}");
+}
