@@ -67,9 +67,11 @@ fn bits(t: &[Tensor]) -> Vec<u32> {
 pub fn demo(args: &DemoArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async {
+        // SIGTERM (a service manager, `timeout`) stops it as Ctrl-C does.
+        let stop = tessera::cluster::node::stop_signal()?;
         tokio::select! {
             r = demo_async(args) => r,
-            _ = tokio::signal::ctrl_c() => bail!("interrupted; the node daemons were stopped"),
+            sig = stop => bail!("{sig}: interrupted; the node daemons were stopped"),
         }
     })
 }

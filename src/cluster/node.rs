@@ -253,7 +253,7 @@ pub fn main(config: &std::path::Path) -> Result<()> {
 /// Installs the SIGINT and SIGTERM handlers now (a signal that comes
 /// before the returned future is polled is kept, not fatal) and returns a
 /// future that resolves with the first one's name.
-fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>> {
+pub fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
