@@ -38,6 +38,7 @@ pub struct DemoArgs {
     /// Side N of the sample image (N×N; the embedded one is 128×128,
     /// others are resampled from it). Larger images spend less of each
     /// tile on its halo, so the cluster's speed-up grows, and take longer.
+    /// 32 to 1024.
     #[arg(long, value_name = "N", default_value_t = FIXTURE_SIDE, value_parser = clap::value_parser!(u16).range(32..=1024))]
     pub size: u16,
     /// Output folder.

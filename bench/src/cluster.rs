@@ -120,7 +120,7 @@ pub struct Args {
     #[arg(long, value_enum, ignore_case = true)]
     model: Option<ModelArg>,
     /// Input side N (3×N×N) of every model: the default model's sample
-    /// image is resized to it (halo overhead shrinks as maps grow).
+    /// image is resized to it (halo overhead shrinks as maps grow). 32 to 1024.
     #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u64).range(32..=1024))]
     size: u64,
     /// Folder for cluster.json and cluster.svg.
