@@ -218,19 +218,11 @@ pub(crate) fn conv2d_transpose(
             output_padding[axis] = target - full;
         }
     }
-    let src = kernel.data();
-    let mut w = vec![0.0; src.len()];
-    for y in 0..kh {
-        for xx in 0..kw {
-            for o in 0..co {
-                for i in 0..ci {
-                    w[((i * co + o) * kh + y) * kw + xx] = src[((y * kw + xx) * co + o) * ci + i];
-                }
-            }
-        }
-    }
+    // `[kh, kw, out, in]` → `[in, out, kh, kw]` is the HWIO → OIHW
+    // permutation with the two channel axes read the other way round.
+    let weight = hwio_to_oihw(kernel)?;
     let op = ConvTranspose {
-        weight: Arc::new(Tensor::new(vec![ci, co, kh, kw], w)?),
+        weight: Arc::new(weight),
         bias: bias(b, cfg, co)?,
         strides,
         pads,
