@@ -170,6 +170,7 @@ fn run(cli: Cli) -> Result<()> {
                 .collect();
             let ca = transport::certs::generate(&out, &nodes)
                 .with_context(|| format!("cannot write certificates to {}", out.display()))?;
+            let existing = ca == transport::certs::CaUsed::Existing;
             match ca {
                 transport::certs::CaUsed::New => println!(
                     "wrote a cluster CA and certificates for {} to {}",
@@ -185,8 +186,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             if !replaced.is_empty() {
                 println!(
-                    "replaced the certificate and key of {} (a daemon still holding the old pair stays trusted: the CA is the same)",
-                    replaced.join(", ")
+                    "replaced the certificate and key of {}{}",
+                    replaced.join(", "),
+                    if existing {
+                        " (a daemon still holding the old pair stays trusted: the CA is the same)"
+                    } else {
+                        " (the folder had no CA: certificates signed by the old one no longer verify)"
+                    }
                 );
             }
             Ok(())

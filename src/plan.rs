@@ -20,10 +20,16 @@ pub fn read_cluster(path: &Path) -> Result<Cluster> {
     // too. (Names are resolved by `run` alone; a plan may be made away
     // from the cluster's network.)
     for n in &cluster.nodes {
-        transport::certs::check_node_name(&n.name)
-            .with_context(|| format!("{}: node name {:?}", path.display(), n.name))?;
-        let port = n.address.rsplit_once(':').map(|(_, p)| p);
-        if port.is_none_or(|p| p.parse::<u16>().is_err()) {
+        transport::certs::check_issuable_name(&n.name)
+            .with_context(|| path.display().to_string())?;
+        let host_port = n.address.rsplit_once(':');
+        let valid = host_port.is_some_and(|(host, port)| {
+            !host.is_empty()
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok()
+        });
+        if !valid {
             anyhow::bail!(
                 "{}: node {} address {}: give it as host:port",
                 path.display(),
@@ -158,8 +164,14 @@ mod tests {
             e.ends_with("node edge0 address 127.0.0.1: give it as host:port"),
             "{e}"
         );
+        for bad in [":7202", "edge0:+80", "edge0:"] {
+            let e = read(["127.0.0.1:7201", bad], "edge0").expect_err(bad);
+            assert!(e.ends_with("give it as host:port"), "{bad}: {e}");
+        }
         let e = read(["127.0.0.1:7201", "127.0.0.1:7202"], "Edge Zero").expect_err("name");
-        assert!(e.contains("node name \"Edge Zero\""), "{e}");
+        assert!(e.contains("node name 'Edge Zero' must be"), "{e}");
+        let e = read(["127.0.0.1:7201", "127.0.0.1:7202"], "ca").expect_err("ca");
+        assert!(e.contains("node name 'ca' is reserved"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

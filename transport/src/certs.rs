@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::DistinguishedName;
-use rustls::client::danger::HandshakeSignatureValid;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
@@ -67,20 +67,27 @@ struct Issued {
 /// Checks the names of the nodes to issue certificates for: valid, distinct,
 /// and none whose files would be the CA's (`ca` would write its leaf over
 /// `ca.pem` and `ca.key`).
+/// Checks that [`generate`] can issue a certificate for node `name`: a
+/// valid name ([`check_node_name`]) that is not the CA's own (`ca`).
+pub fn check_issuable_name(name: &str) -> Result<()> {
+    check_node_name(name)?;
+    let dir = Path::new("");
+    if node_cert_path(dir, name) == Path::new(CA_CERT)
+        || node_key_path(dir, name) == Path::new(CA_KEY)
+    {
+        return Err(Error::Config(format!(
+            "node name '{name}' is reserved: its certificate and key would overwrite the cluster CA's {CA_CERT} and {CA_KEY}"
+        )));
+    }
+    Ok(())
+}
+
 fn check_new_nodes(nodes: &[String]) -> Result<()> {
     if nodes.is_empty() {
         return Err(Error::Config("no node names given".into()));
     }
     for n in nodes {
-        check_node_name(n)?;
-        let dir = Path::new("");
-        if node_cert_path(dir, n) == Path::new(CA_CERT)
-            || node_key_path(dir, n) == Path::new(CA_KEY)
-        {
-            return Err(Error::Config(format!(
-                "node name '{n}' is reserved: its certificate and key would overwrite the cluster CA's {CA_CERT} and {CA_KEY}"
-            )));
-        }
+        check_issuable_name(n)?;
     }
     let mut sorted = nodes.to_vec();
     sorted.sort();
@@ -368,19 +375,52 @@ impl Identity {
                 ))
             },
         )?;
-        // A certificate of another cluster's CA (or an expired one) would
-        // otherwise start and only fail each peer's handshake.
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots(&ca)?, provider())
+        // A certificate of another cluster's CA (or an expired one, or one
+        // copied from another node) would otherwise load and only fail each
+        // peer's handshake. It passes here in either role it may play (a
+        // node accepts as a server, the coordinator dials as a client): the
+        // handshake checks the one it plays.
+        let roots = roots(&ca)?;
+        let as_client = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
             .build()
-            .map_err(|e| Error::Tls(e.to_string()))?;
-        verifier
+            .map_err(|e| Error::Tls(e.to_string()))?
             .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
-            .map_err(|e| {
-                Error::Cert(format!(
-                    "{} does not verify against the CA in {} ({e}): a certificate of another cluster's CA?",
-                    names[1], names[0]
-                ))
-            })?;
+            .map(|_| ());
+        let name = ServerName::try_from(node.to_string())
+            .map_err(|e| Error::Cert(format!("node name '{node}': {e}")))?;
+        let as_server =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|e| Error::Tls(e.to_string()))?
+                .verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
+                .map(|_| ());
+        if let (Err(e), Err(_)) = (&as_client, &as_server) {
+            let foreign = matches!(
+                e,
+                rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer
+                        | rustls::CertificateError::BadSignature
+                )
+            );
+            return Err(Error::Cert(format!(
+                "{} does not verify against the CA in {} ({e}){}",
+                names[1],
+                names[0],
+                if foreign {
+                    ": a certificate of another cluster's CA?"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let named = cert_names(&chain[0]);
+        if !named.iter().any(|n| n == node) {
+            return Err(Error::Cert(format!(
+                "{} is a certificate for {}, not for '{node}': copied from another node?",
+                names[1],
+                named.join(", ")
+            )));
+        }
         Ok(Self {
             name: node.to_string(),
             ca,
@@ -701,6 +741,28 @@ mod tests {
                 pem.display(),
                 ca.display()
             )),
+            "{e}"
+        );
+        Ok(())
+    }
+
+    /// Another node's certificate and key, copied under this node's name,
+    /// fail at load naming whose they are (every handshake failed on the
+    /// name before).
+    #[test]
+    fn a_pair_copied_from_another_node_is_refused_at_load() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        generate(dir.path(), &names(&["edge0", "edge1"]))?;
+        for path in [node_cert_path, node_key_path] {
+            fs::copy(path(dir.path(), "edge1"), path(dir.path(), "edge0"))
+                .map_err(|e| Error::io("copy", e))?;
+        }
+        let e = Identity::load(dir.path(), "edge0")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("is a certificate for edge1, not for 'edge0'"),
             "{e}"
         );
         Ok(())
