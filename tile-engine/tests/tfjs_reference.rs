@@ -106,3 +106,11 @@ fn valid_transposed_conv_narrower_than_its_stride_matches_tfjs() {
     // up-sampling by 3×2.
     check("deconv_valid");
 }
+
+#[test]
+fn keras_bilinear_upsampling_and_a_transposed_conv_match_keras() {
+    // Written by Keras 2 (tf_keras 2.15 through the TF.js converter, with
+    // the output Keras's `predict` gave): Keras up-samples with half-pixel
+    // centres, where a file TF.js saved does not (`upscaler`).
+    check("keras_bilinear");
+}

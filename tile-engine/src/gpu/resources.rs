@@ -101,7 +101,7 @@ fn upload_bytes(
         // Not a Limit: a finer grid shrinks feature maps, never weights.
         return Err(Error::Unsupported(format!(
             "weights of {bytes} bytes exceed the adapter's storage binding limit of {max} \
-             (tiling does not shrink weights; the CPU executor runs this layer)"
+             (tiling does not shrink weights; run the model on the CPU executor)"
         )));
     }
     let buffer = device.create_buffer(&wgpu::BufferDescriptor {
@@ -174,7 +174,7 @@ impl WeightCache {
                 .ok_or_else(|| {
                     Error::Unsupported(format!(
                         "a weight texture of {width} x {rows} texels exceeds the adapter's {} texel limit \
-                         (tiling does not shrink weights; the CPU executor runs this layer)",
+                         (tiling does not shrink weights; run the model on the CPU executor)",
                         up.max_texture
                     ))
                 })

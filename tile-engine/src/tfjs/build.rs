@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 
 use super::config::{Act, Cfg};
 use super::conv;
-use super::topology::{Call, TensorRef, Topology};
+use super::topology::{Call, TensorRef, Topology, Writer};
 use super::weights::Weights;
 use crate::error::{Error, Result};
 use crate::ir::{
@@ -146,7 +146,7 @@ impl Builder<'_> {
             layer: &call.layer,
             class: &call.class,
             json: &call.config,
-            keras3: topo.keras3,
+            writer: topo.writer,
         };
         if call.class == "InputLayer" {
             let is_model_input = topo.inputs.iter().any(|r| r.layer == call.layer);
@@ -187,15 +187,15 @@ impl Builder<'_> {
                 conv::conv2d_transpose(self, &cfg, &name, one()?)
             }
             // UpscalerJS's ESRGAN models register two custom layers:
-            // MultiplyBeta (x · 0.2) and PixelShuffle{N}x (TF's depth_to_space).
+            // MultiplyBeta (x · 0.2) and PixelShuffle{N}x (TF's
+            // depth_to_space by N). Its classes ignore the layer config
+            // (`beta`, `scale`), so the constants are taken as it runs them.
             "MultiplyBeta" => {
-                let beta = cfg.f32_or("beta", 0.2)?;
                 let x = one()?;
-                self.scale(&name, x, beta)
+                self.scale(&name, x, 0.2)
             }
             c if pixel_shuffle_scale(c).is_some() => {
-                let from_name = pixel_shuffle_scale(c).unwrap_or(1);
-                let scale = cfg.usize_or("scale", from_name)?;
+                let scale = pixel_shuffle_scale(c).unwrap_or(1);
                 let x = one()?;
                 depth_to_space(self, &cfg, &name, x, scale)
             }
@@ -596,11 +596,13 @@ fn depth_to_space(
     scale: usize,
 ) -> Result<ValueId> {
     let s = b.shape(x);
-    if s.len() != 4 || scale == 0 || !s[1].is_multiple_of(scale * scale) {
+    let fits = scale
+        .checked_mul(scale)
+        .is_some_and(|block| block > 0 && s.len() == 4 && s[1].is_multiple_of(block));
+    if !fits {
         return Err(Error::Shape(format!(
-            "layer {}: depth_to_space by {scale} of an input {s:?} (channels must divide by {})",
-            cfg.layer,
-            scale * scale
+            "layer {}: depth_to_space by {scale} of an input {s:?} (channels must divide by the scale squared)",
+            cfg.layer
         )));
     }
     b.node(
@@ -617,10 +619,18 @@ fn upsample(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Resul
     cfg.channels_last()?;
     let size = cfg.pair_or("size", Some([2, 2]))?;
     // TF.js runs UpSampling2D as resizeNearestNeighbor / resizeBilinear
-    // without aligned corners or half-pixel centres: src = dst / size.
-    let mode = match cfg.str_or("interpolation", "nearest")? {
-        "nearest" => ResizeMode::Nearest(NearestMode::Floor),
-        "bilinear" => ResizeMode::Linear,
+    // without aligned corners or half-pixel centres (src = dst / size);
+    // Keras as tf.image.resize, with half-pixel centres. For nearest at a
+    // whole factor both are floor(dst / size).
+    let (mode, coord) = match cfg.str_or("interpolation", "nearest")? {
+        "nearest" => (
+            ResizeMode::Nearest(NearestMode::Floor),
+            CoordTransform::Asymmetric,
+        ),
+        "bilinear" if cfg.writer == Writer::TfJs => {
+            (ResizeMode::Linear, CoordTransform::Asymmetric)
+        }
+        "bilinear" => (ResizeMode::Linear, CoordTransform::HalfPixel),
         other => {
             return Err(Error::Unsupported(format!(
                 "layer {}: UpSampling2D interpolation {other} (nearest and bilinear are supported)",
@@ -645,7 +655,7 @@ fn upsample(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Resul
     ];
     let op = Op::Resize {
         mode,
-        coord: CoordTransform::Asymmetric,
+        coord,
         scales: [size[0] as f32, size[1] as f32],
     };
     b.node_shaped(name, op, x, out)

@@ -2,6 +2,7 @@
 
 use serde_json::Value as Json;
 
+use super::topology::Writer;
 use crate::error::{Error, Result};
 use crate::ir::Activation;
 
@@ -13,8 +14,8 @@ pub(crate) struct Cfg<'a> {
     pub class: &'a str,
     /// The `config` object.
     pub json: &'a Json,
-    /// The model was written by Keras 3.
-    pub keras3: bool,
+    /// Who wrote the model.
+    pub writer: Writer,
 }
 
 impl Cfg<'_> {
@@ -150,7 +151,7 @@ impl Cfg<'_> {
                 .unwrap_or("?"),
             _ => self.str_or("activation", "linear")?,
         };
-        activation(name, self.keras3).ok_or_else(|| {
+        activation(name, self.writer).ok_or_else(|| {
             Error::Unsupported(format!(
                 "layer {} ({}): activation {name}",
                 self.layer, self.class
@@ -168,8 +169,8 @@ pub(crate) enum Act {
     Softmax,
 }
 
-/// Maps a Keras / TF.js activation name (`keras3`: as Keras 3 defines it).
-pub(crate) fn activation(name: &str, keras3: bool) -> Option<Act> {
+/// Maps a Keras / TF.js activation name, as `writer` defines it.
+pub(crate) fn activation(name: &str, writer: Writer) -> Option<Act> {
     Some(Act::Elementwise(match name {
         "linear" | "identity" => Activation::Identity,
         "relu" => Activation::Relu,
@@ -186,7 +187,11 @@ pub(crate) fn activation(name: &str, keras3: bool) -> Option<Act> {
         // Keras 2 and TF.js define hard_sigmoid as clip(0.2x + 0.5, 0, 1);
         // Keras 3 as relu6(x + 3) / 6, that is clip(x / 6 + 0.5, 0, 1).
         "hard_sigmoid" | "hardSigmoid" => Activation::HardSigmoid {
-            alpha: if keras3 { 1.0 / 6.0 } else { 0.2 },
+            alpha: if writer == Writer::Keras3 {
+                1.0 / 6.0
+            } else {
+                0.2
+            },
             beta: 0.5,
         },
         "softmax" => return Some(Act::Softmax),

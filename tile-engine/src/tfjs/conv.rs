@@ -198,10 +198,24 @@ pub(crate) fn conv2d_transpose(
     let mut output_padding = [0; 2];
     for (axis, k) in [kh, kw].into_iter().enumerate() {
         let (input, stride) = (s[2 + axis], strides[axis]);
-        let eff = dilations[axis] * (k - 1) + 1;
+        if input == 0 || k == 0 {
+            return Err(Error::Shape(format!(
+                "layer {}: an empty input {s:?} or kernel {kh}x{kw}",
+                cfg.layer
+            )));
+        }
+        // Sizes from the file: overflow is an error, not a wrap.
+        let too_large = || Error::Limit(format!("layer {}: transposed conv size", cfg.layer));
+        let eff = dilations[axis]
+            .checked_mul(k - 1)
+            .and_then(|e| e.checked_add(1))
+            .ok_or_else(too_large)?;
+        let scaled = input.checked_mul(stride).ok_or_else(too_large)?;
         let target = match padding {
-            "same" => input * stride,
-            "valid" => input * stride + eff.saturating_sub(stride),
+            "same" => scaled,
+            "valid" => scaled
+                .checked_add(eff.saturating_sub(stride))
+                .ok_or_else(too_large)?,
             other => {
                 return Err(Error::Unsupported(format!(
                     "layer {}: padding {other}",
@@ -209,7 +223,10 @@ pub(crate) fn conv2d_transpose(
                 )));
             }
         };
-        let full = (input - 1) * stride + eff;
+        let full = (input - 1)
+            .checked_mul(stride)
+            .and_then(|f| f.checked_add(eff))
+            .ok_or_else(too_large)?;
         if full >= target {
             let total = full - target;
             pads[axis] = total / 2;

@@ -47,9 +47,23 @@ pub(crate) struct Topology {
     pub inputs: Vec<TensorRef>,
     /// Model outputs.
     pub outputs: Vec<TensorRef>,
-    /// Written by Keras 3, whose activations may differ from Keras 2's and
-    /// TF.js's under the same name (`hard_sigmoid`).
-    pub keras3: bool,
+    /// Who wrote the file: a layer computes what that framework defines.
+    pub writer: Writer,
+}
+
+/// The framework that wrote a layers model. Where two define a layer of
+/// the same name differently (`hard_sigmoid` in Keras 3; bilinear
+/// UpSampling2D, which Keras runs with half-pixel centres and TF.js
+/// without), the import follows the writer: the model was trained, or
+/// built, against its definition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Writer {
+    /// TF.js itself (`tf.LayersModel.save`), or a file that does not say.
+    TfJs,
+    /// Keras 2 (tf.keras, through the TF.js converter).
+    Keras2,
+    /// Keras 3.
+    Keras3,
 }
 
 /// Parses `modelTopology` (the object holding `model_config`, or the model config itself).
@@ -69,10 +83,14 @@ pub(crate) fn parse(topology: &Json) -> Result<Topology> {
             "model class {other} (expected Functional or Sequential)"
         ))),
     }?;
-    // Keras 3 states its version, and its configs name their module.
-    topo.keras3 = match topology.get("keras_version").and_then(Json::as_str) {
-        Some(v) => v.starts_with("3."),
-        None => model.get("module").is_some(),
+    // Keras states its version ("2.15.1"), TF.js its own ("tfjs-layers
+    // 4.11.0"); Keras 3's configs also name their module.
+    topo.writer = match topology.get("keras_version").and_then(Json::as_str) {
+        Some(v) if v.starts_with("3.") => Writer::Keras3,
+        Some(v) if v.starts_with(|c: char| c.is_ascii_digit()) => Writer::Keras2,
+        Some(_) => Writer::TfJs,
+        None if model.get("module").is_some() => Writer::Keras3,
+        None => Writer::TfJs,
     };
     Ok(topo)
 }
@@ -146,7 +164,7 @@ fn sequential(config: &Json) -> Result<Topology> {
         calls,
         inputs: vec![input],
         outputs: vec![output],
-        keras3: false,
+        writer: Writer::TfJs,
     })
 }
 
@@ -216,7 +234,7 @@ fn functional(config: &Json) -> Result<Topology> {
         calls,
         inputs,
         outputs,
-        keras3: false,
+        writer: Writer::TfJs,
     })
 }
 
