@@ -299,7 +299,7 @@ pub fn load_for_planning(spec: &str, input_shape: Option<&[usize]>) -> Result<Gr
         // A TF.js model runs at the shape it declares; one with a free
         // spatial size is planned for a 224×224 RGB image.
         ModelKind::Tfjs => {
-            // Only a declared open height or width is filled in: any other
+            // Only a declared open size (channels, height, width) is filled in: any other
             // failure is the model's own, and 224×224 would not mend it.
             let declared = std::fs::read(spec)
                 .ok()

@@ -105,7 +105,11 @@ async fn read_head(sock: &mut tokio::net::TcpStream) -> Vec<u8> {
     let mut head = Vec::new();
     let read = async {
         let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+        // The request line is all that is answered; a client that sends
+        // bare line feeds (`printf ... | nc`) ends its head with "\n\n".
+        let ended =
+            |h: &[u8]| h.windows(2).any(|w| w == b"\n\n") || h.windows(4).any(|w| w == b"\r\n\r\n");
+        while !ended(&head) && head.len() < MAX_HEAD {
             match sock.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -118,7 +122,9 @@ async fn read_head(sock: &mut tokio::net::TcpStream) -> Vec<u8> {
 
 /// The method and path (query dropped) of a request's first line.
 fn request_line(head: &[u8]) -> Option<(&str, &str)> {
-    let line = std::str::from_utf8(head).ok()?.lines().next()?;
+    // Header bytes need not be UTF-8 (HTTP allows obs-text); the line must.
+    let first = head.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(first).ok()?.trim_end_matches('\r');
     let mut parts = line.split(' ');
     let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
     if !version.starts_with("HTTP/") || parts.next().is_some() {
@@ -127,7 +133,7 @@ fn request_line(head: &[u8]) -> Option<(&str, &str)> {
     Some((method, target.split('?').next().unwrap_or(target)))
 }
 
-/// Serves `GET /metrics` on `addr` until the task is dropped; returns the bound address.
+/// Serves `GET` and `HEAD /metrics` on `addr` until the task is dropped; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     node: String,
@@ -154,8 +160,13 @@ pub async fn serve(
                     ),
                     _ => ("404 Not Found", "try GET /metrics\n".to_string(), true),
                 };
+                let allow = if status.starts_with("405") {
+                    "allow: GET, HEAD\r\n"
+                } else {
+                    ""
+                };
                 let resp = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                    "HTTP/1.1 {status}\r\n{allow}content-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
                     body.len(),
                     if send_body { body.as_str() } else { "" }
                 );
@@ -176,6 +187,12 @@ mod tests {
     use tokio::net::TcpStream;
 
     use super::{Metrics, request_line, serve};
+
+    #[test]
+    fn the_request_line_is_read_whatever_bytes_follow_it() {
+        let head = b"GET /metrics HTTP/1.1\r\nX-Odd: \xe9\xff\r\n\r\n";
+        assert_eq!(request_line(head), Some(("GET", "/metrics")));
+    }
 
     #[test]
     fn only_the_metrics_path_matches() {
@@ -233,6 +250,11 @@ mod tests {
             let r = ask(addr, &[req]).await;
             assert!(r.starts_with(&format!("HTTP/1.1 {status}")), "{req:?}: {r}");
         }
+        let post = ask(addr, &["POST /metrics HTTP/1.1\r\n\r\n"]).await;
+        assert!(post.contains("allow: GET, HEAD\r\n"), "{post}");
+        // Bare line feeds end the head too (no wait for the 1 s timeout).
+        let lf = ask(addr, &["GET /metrics HTTP/1.0\nX: y\n\n"]).await;
+        assert!(lf.starts_with("HTTP/1.1 200"), "{lf}");
         task.abort();
     }
 }

@@ -92,7 +92,11 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
         .spawn(move || {
             let locked = |f: &mut dyn FnMut()| {
                 if let Some(l) = &lock_file {
-                    let _ = l.lock();
+                    // A lock the file system refuses is said, not hidden:
+                    // jobs then overlap other daemons' on this machine.
+                    if let Err(e) = l.lock() {
+                        tracing::warn!("compute lock: {e}; running this job without it");
+                    }
                     f();
                     let _ = l.unlock();
                 } else {
