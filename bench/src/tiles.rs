@@ -14,7 +14,7 @@
 //! the same executor. For a model that is one tileable block it also
 //! prints what a halo exchange at the best cut would save against row
 //! strips that recompute their neighbours' rows (geometry only). Writes
-//! `out/bench/tiles.json` and `out/bench/tiles.svg`.
+//! `tiles.json` and `tiles.svg` in `--out` (default `out/bench/`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -376,6 +376,9 @@ pub struct Args {
     /// Timed runs per grid (the median is reported).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     reps: u64,
+    /// Folder for tiles.json and tiles.svg.
+    #[arg(long, value_name = "DIR", default_value = "out/bench")]
+    out: std::path::PathBuf,
 }
 
 /// Largest side of a timed grid (the plot draws a tick per tile per side).
@@ -683,7 +686,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    std::fs::create_dir_all("out/bench").context("creating out/bench")?;
+    let out = &args.out;
+    std::fs::create_dir_all(out).with_context(|| format!("--out {}", out.display()))?;
+    let (json_path, svg_path) = (out.join("tiles.json"), out.join("tiles.svg"));
     let report = json!({
         "model": subject.name,
         "analytic_inputs": model.inputs.iter().map(|&i| model.shape(i).to_vec()).collect::<Vec<_>>(),
@@ -699,18 +704,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "latency_untiled_ms": untiled_ms,
         "latency": lat,
     });
-    std::fs::write(
-        "out/bench/tiles.json",
-        serde_json::to_string_pretty(&report)?,
-    )
-    .context("writing out/bench/tiles.json")?;
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
     let titles = [
         format!("{} @{analytic_shape}", subject.label),
         format!("{executor_name} executor @{timed_shape}"),
     ];
     let doc = plot(&points, &lat, untiled_ms, max_grid, &titles);
-    svg::save("out/bench/tiles.svg", &doc).context("writing out/bench/tiles.svg")?;
-    println!("\nwrote out/bench/tiles.json and out/bench/tiles.svg");
+    svg::save(&svg_path, &doc).with_context(|| format!("writing {}", svg_path.display()))?;
+    println!("\nwrote {} and {}", json_path.display(), svg_path.display());
     Ok(())
 }
 
