@@ -47,6 +47,8 @@ enum Work {
     Calibrate {
         reply: oneshot::Sender<Vec<(String, f64)>>,
     },
+    /// Drop the executor and end the thread (the daemon is stopping).
+    Stop,
     Profile {
         graph: Arc<Graph>,
         /// Each op's seconds, and how long the executor was busy.
@@ -60,11 +62,14 @@ enum Work {
 struct ExecHandle {
     tx: std::sync::mpsc::Sender<Work>,
     name: String,
+    /// Signalled once the thread has dropped its executor.
+    stopped: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
 }
 
 fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
     let (tx, rx) = std::sync::mpsc::channel::<Work>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
     let (backend, adapter, autotune) = (cfg.backend, cfg.adapter.clone(), cfg.autotune);
     // A lock asked for and not taken would let jobs overlap unseen: refuse
     // to start, as for any other config mistake.
@@ -127,6 +132,7 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
             };
             while let Ok(work) = rx.recv() {
                 match work {
+                    Work::Stop => break,
                     Work::Run {
                         graph,
                         inputs,
@@ -168,10 +174,19 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                     }
                 }
             }
+            // The GPU is released here, before the process exits: a GL
+            // driver's teardown racing the exit aborted daemons stopped
+            // with SIGTERM (double free, EGL BadDisplay).
+            drop(exec);
+            let _ = stopped_tx.send(());
         })
         .context("cannot start the executor thread")?;
     match ready_rx.recv() {
-        Ok(Ok(name)) => Ok(ExecHandle { tx, name }),
+        Ok(Ok(name)) => Ok(ExecHandle {
+            tx,
+            name,
+            stopped: Arc::new(Mutex::new(stopped_rx)),
+        }),
         failed => {
             // Let the thread drop what it made of the GPU before the
             // process exits: the driver's teardown racing the exit once
@@ -186,6 +201,19 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
 }
 
 impl ExecHandle {
+    /// Ends the executor thread after the job it is running, waiting at
+    /// most `within` for it to release the GPU.
+    async fn stop(&self, within: Duration) {
+        if self.tx.send(Work::Stop).is_err() {
+            return;
+        }
+        let stopped = self.stopped.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = lock(&stopped).recv_timeout(within);
+        })
+        .await;
+    }
+
     async fn run(&self, graph: Graph, inputs: Vec<Tensor>) -> RunResult {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -281,6 +309,8 @@ pub fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>> 
 
 /// How long a stopping daemon waits for its peers to see its connections close.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long a stopping daemon waits for the job its executor is running.
+const EXECUTOR_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs a node daemon until SIGINT or SIGTERM.
 pub async fn serve(cfg: NodeConfig) -> Result<()> {
@@ -363,11 +393,15 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
                 tracing::info!(node = %cfg.name, "{sig}: closing connections");
                 endpoint.close();
                 let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+                exec.stop(EXECUTOR_GRACE).await;
                 return Ok(());
             }
         };
         match incoming {
-            None => return Ok(()),
+            None => {
+                exec.stop(EXECUTOR_GRACE).await;
+                return Ok(());
+            }
             Some(Ok(conn)) => {
                 tracing::info!(node = %cfg.name, peer = conn.peer(), "connected");
                 tokio::spawn(handle(node.clone(), conn));
