@@ -1284,7 +1284,17 @@ impl Coordinator {
                 }
                 Err(e) => {
                     peer.fail(&e);
-                    last = Some(e);
+                    // Which daemon refused, as a refused tile says it.
+                    last = Some(match e {
+                        ClusterError::Exec(m) => ClusterError::Node {
+                            node: stage.into(),
+                            why: format!(
+                                "every node failed this stage; the last said {}: {m}",
+                                peer.name
+                            ),
+                        },
+                        e => e,
+                    });
                 }
             }
         }
