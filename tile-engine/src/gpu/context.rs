@@ -70,9 +70,16 @@ impl GpuContext {
                 })
                 .await
                 .map_err(|e| {
+                    // Advice that fits: a backend chosen in the environment
+                    // may be the one without a driver.
+                    let hint = match std::env::var("WGPU_BACKEND") {
+                        Ok(b) if !b.is_empty() => format!(
+                            "WGPU_BACKEND={b} limits wgpu to those backends: unset it to let wgpu take any adapter (GL included), or install that backend's driver"
+                        ),
+                        _ => "Install a driver (e.g. mesa-vulkan-drivers for lavapipe) and set WGPU_BACKEND=vulkan".to_string(),
+                    };
                     Error::Gpu(format!(
-                        "no GPU adapter for backends {backends:?} ({e}); found {names:?}. \
-                         Install a driver (e.g. mesa-vulkan-drivers for lavapipe) and set WGPU_BACKEND=vulkan"
+                        "no GPU adapter for backends {backends:?} ({e}); found {names:?}. {hint}"
                     ))
                 })?,
         };
