@@ -137,7 +137,12 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
             metrics: true,
         },
     )
-    .await?;
+    .await
+    .with_context(|| match backend {
+        // The node files are the demo's own: the user's switch is the flag.
+        Backend::Gpu => "the demo's GPU nodes did not start (`tessera demo --backend cpu` runs them on the CPU executor)",
+        Backend::Cpu => "the demo's nodes did not start",
+    })?;
     let endpoint = local.coordinator_endpoint()?;
     let mut coord =
         Coordinator::connect(local.cluster.clone(), endpoint, local.addrs.clone()).await?;
