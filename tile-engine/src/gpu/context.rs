@@ -36,6 +36,14 @@ impl GpuContext {
                 )));
             }
             desc.backends = backends;
+        } else if let Ok(b) = std::env::var("WGPU_BACKEND")
+            && !b.is_empty()
+            && wgpu::Backends::from_comma_list(&b).is_empty()
+        {
+            // wgpu reads a misspelt variable as "no backend at all".
+            return Err(Error::Gpu(format!(
+                "WGPU_BACKEND={b:?} names no backend (expected vulkan, metal, dx12 or gl)"
+            )));
         }
         let backends = desc.backends;
         let instance = wgpu::Instance::new(desc);
