@@ -201,7 +201,7 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
 }
 
 impl ExecHandle {
-    /// Ends the executor thread after the job it is running, waiting at
+    /// Ends the executor thread after the jobs queued before this, waiting at
     /// most `within` for it to release the GPU.
     async fn stop(&self, within: Duration) {
         if self.tx.send(Work::Stop).is_err() {
