@@ -24,8 +24,8 @@ pub fn read_cluster(path: &Path) -> Result<Cluster> {
             .with_context(|| path.display().to_string())?;
         let host_port = n.address.rsplit_once(':');
         let valid = host_port.is_some_and(|(host, port)| {
+            // u16's parse takes a leading '+'; a port is digits only.
             !host.is_empty()
-                && !port.is_empty()
                 && port.bytes().all(|b| b.is_ascii_digit())
                 && port.parse::<u16>().is_ok()
         });

@@ -188,16 +188,12 @@ impl Builder<'_> {
             }
             // UpscalerJS's ESRGAN models register two custom layers:
             // MultiplyBeta (x · 0.2) and PixelShuffle{N}x (TF's
-            // depth_to_space by N). Its classes ignore the layer config
-            // (`beta`, `scale`), so the constants are taken as it runs them.
+            // depth_to_space by N, matched with the unknown classes below).
+            // Its classes ignore the layer config (`beta`, `scale`), so the
+            // constants are taken as it runs them.
             "MultiplyBeta" => {
                 let x = one()?;
                 self.scale(&name, x, 0.2)
-            }
-            c if pixel_shuffle_scale(c).is_some() => {
-                let scale = pixel_shuffle_scale(c).unwrap_or(1);
-                let x = one()?;
-                depth_to_space(self, &cfg, &name, x, scale)
             }
             "MaxPooling2D" | "MaxPool2D" => conv::pool(self, &cfg, &name, one()?, PoolKind::Max),
             "AveragePooling2D" | "AvgPool2D" => conv::pool(
@@ -313,10 +309,16 @@ impl Builder<'_> {
                 "layer {} is a nested model; flatten it before export",
                 call.layer
             ))),
-            other => Err(Error::Unsupported(format!(
-                "layer {} has class {other}, which the TF.js importer does not implement",
-                call.layer
-            ))),
+            other => match pixel_shuffle_scale(other) {
+                Some(scale) => {
+                    let x = one()?;
+                    depth_to_space(self, &cfg, &name, x, scale)
+                }
+                None => Err(Error::Unsupported(format!(
+                    "layer {} has class {other}, which the TF.js importer does not implement",
+                    call.layer
+                ))),
+            },
         }
     }
 
@@ -393,24 +395,30 @@ pub(crate) fn ir_axis(rank: usize, axis: i64, layer: &str) -> Result<usize> {
     Ok(if rank == 4 { [0, 2, 3, 1][a] } else { a })
 }
 
-/// The IR shape of an InputLayer: declared shape (NHWC → NCHW), with
-/// `override_shape` filling unknown dimensions and checked against known ones.
-fn input_shape_of(cfg: &Cfg<'_>, override_shape: Option<&[usize]>) -> Result<Vec<usize>> {
-    let declared = cfg
-        .json
+/// The shape an InputLayer's config declares (`batch_input_shape`, Keras
+/// 3's `batch_shape`), in IR order (NHWC → NCHW), `None` for an open
+/// dimension.
+pub(crate) fn declared_dims(config: &Json) -> Option<Vec<Option<usize>>> {
+    let declared = config
         .get("batch_input_shape")
-        .or_else(|| cfg.json.get("batch_shape"))
-        .and_then(Json::as_array)
-        .ok_or_else(|| {
-            Error::Malformed(format!("input {} declares no batch_input_shape", cfg.layer))
-        })?;
-    let mut dims: Vec<Option<usize>> = declared
+        .or_else(|| config.get("batch_shape"))?
+        .as_array()?;
+    let dims: Vec<Option<usize>> = declared
         .iter()
         .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
         .collect();
-    if dims.len() == 4 {
-        dims = vec![dims[0], dims[3], dims[1], dims[2]];
-    }
+    Some(match dims.as_slice() {
+        [n, h, w, c] => vec![*n, *c, *h, *w],
+        _ => dims,
+    })
+}
+
+/// The IR shape of an InputLayer: declared shape (NHWC → NCHW), with
+/// `override_shape` filling unknown dimensions and checked against known ones.
+fn input_shape_of(cfg: &Cfg<'_>, override_shape: Option<&[usize]>) -> Result<Vec<usize>> {
+    let dims = declared_dims(cfg.json).ok_or_else(|| {
+        Error::Malformed(format!("input {} declares no batch_input_shape", cfg.layer))
+    })?;
     let show = || {
         dims.iter()
             .map(|d| d.map_or("?".to_string(), |d| d.to_string()))

@@ -117,19 +117,29 @@ fn bias(b: &Builder<'_>, cfg: &Cfg<'_>, channels: usize) -> Result<Option<Arc<Ve
 }
 
 /// Adds a conv node named `name` (fusing elementwise activations; softmax follows as its own node).
-fn emit(
+fn emit(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId, conv: Conv) -> Result<ValueId> {
+    emit_op(b, cfg, name, x, "conv", |activation| {
+        Op::Conv(Conv { activation, ..conv })
+    })
+}
+
+/// Adds the node `make` builds with the fused part of the layer's
+/// activation; an activation that cannot fuse (softmax) follows as its own
+/// node, the op's then named `name/suffix`.
+fn emit_op(
     b: &mut Builder<'_>,
     cfg: &Cfg<'_>,
     name: &str,
     x: ValueId,
-    mut conv: Conv,
+    suffix: &str,
+    make: impl FnOnce(Activation) -> Op,
 ) -> Result<ValueId> {
     let (fused, after) = split_act(cfg.activation()?);
-    conv.activation = fused;
+    let op = make(fused);
     match after {
-        None => b.node(name, Op::Conv(conv), vec![x]),
+        None => b.node(name, op, vec![x]),
         Some(a) => {
-            let y = b.node(&format!("{name}/conv"), Op::Conv(conv), vec![x])?;
+            let y = b.node(&format!("{name}/{suffix}"), op, vec![x])?;
             b.activate(name, y, a)
         }
     }
@@ -237,29 +247,20 @@ pub(crate) fn conv2d_transpose(
     }
     // `[kh, kw, out, in]` → `[in, out, kh, kw]` is the HWIO → OIHW
     // permutation with the two channel axes read the other way round.
-    let weight = hwio_to_oihw(kernel)?;
-    let op = ConvTranspose {
-        weight: Arc::new(weight),
-        bias: bias(b, cfg, co)?,
-        strides,
-        pads,
-        dilations,
-        output_padding,
-        group: 1,
-        activation: Activation::Identity,
-    };
-    let (fused, after) = split_act(cfg.activation()?);
-    let op = Op::ConvTranspose(ConvTranspose {
-        activation: fused,
-        ..op
-    });
-    match after {
-        None => b.node(name, op, vec![x]),
-        Some(a) => {
-            let y = b.node(&format!("{name}/deconv"), op, vec![x])?;
-            b.activate(name, y, a)
-        }
-    }
+    let weight = Arc::new(hwio_to_oihw(kernel)?);
+    let bias = bias(b, cfg, co)?;
+    emit_op(b, cfg, name, x, "deconv", |activation| {
+        Op::ConvTranspose(ConvTranspose {
+            weight,
+            bias,
+            strides,
+            pads,
+            dilations,
+            output_padding,
+            group: 1,
+            activation,
+        })
+    })
 }
 
 /// Depthwise kernel `[kh, kw, C, mult]` → `[C * mult, 1, kh, kw]`; TF puts

@@ -74,19 +74,7 @@ pub fn declared_input_dims(model_json: &[u8]) -> Option<Vec<Option<usize>>> {
         .calls
         .iter()
         .find(|c| c.layer == input.layer && c.class == "InputLayer")?;
-    let declared = call
-        .config
-        .get("batch_input_shape")
-        .or_else(|| call.config.get("batch_shape"))?
-        .as_array()?;
-    let dims: Vec<Option<usize>> = declared
-        .iter()
-        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-        .collect();
-    Some(match dims.as_slice() {
-        [n, h, w, c] => vec![*n, *c, *h, *w],
-        _ => dims,
-    })
+    build::declared_dims(&call.config)
 }
 
 fn load_path(model_json: &Path, input_shape: Option<&[usize]>) -> Result<Graph> {
