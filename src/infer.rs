@@ -40,7 +40,7 @@ pub fn infer(args: &InferArgs) -> Result<()> {
             "{}: output {:?} on {} (grid {}x{}) in {:.1} ms",
             path.display(),
             output.shape(),
-            exec.name(),
+            exec.describe(),
             grid.rows,
             grid.cols,
             elapsed.as_secs_f64() * 1e3

@@ -61,7 +61,10 @@ enum Work {
 #[derive(Clone)]
 struct ExecHandle {
     tx: std::sync::mpsc::Sender<Work>,
+    /// What the daemon announces in its Hello (peers group by it).
     name: String,
+    /// The name with the GPU's backend and driver, for the log.
+    description: String,
     /// Signalled once the thread has dropped its executor.
     stopped: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
 }
@@ -121,7 +124,7 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
             });
             let exec = match made {
                 Some(Ok(e)) => {
-                    let _ = ready_tx.send(Ok(e.name()));
+                    let _ = ready_tx.send(Ok((e.name(), e.describe())));
                     e
                 }
                 Some(Err(e)) => {
@@ -182,9 +185,10 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
         })
         .context("cannot start the executor thread")?;
     match ready_rx.recv() {
-        Ok(Ok(name)) => Ok(ExecHandle {
+        Ok(Ok((name, description))) => Ok(ExecHandle {
             tx,
             name,
+            description,
             stopped: Arc::new(Mutex::new(stopped_rx)),
         }),
         failed => {
@@ -317,7 +321,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
     let identity = Identity::load(&cfg.certs, &cfg.name)
         .with_context(|| format!("certificates for {} in {}", cfg.name, cfg.certs.display()))?;
     let exec = start_executor(&cfg)?;
-    tracing::info!(node = %cfg.name, executor = %exec.name, "executor ready");
+    tracing::info!(node = %cfg.name, executor = %exec.description, "executor ready");
     let metrics = Arc::new(Metrics::default());
     let node = Arc::new(Node {
         name: cfg.name.clone(),

@@ -24,6 +24,10 @@ pub use tensor::Tensor;
 pub trait Executor {
     /// Short name for reports ("cpu", or the GPU adapter's name).
     fn name(&self) -> String;
+    /// Longer description for a user (a GPU executor adds its backend and driver).
+    fn describe(&self) -> String {
+        self.name()
+    }
     /// Runs `graph` with one tensor per graph input, returning one tensor per graph output.
     ///
     /// A node keeps its per-layer choices (kernel variant, accumulation order)

@@ -601,6 +601,10 @@ impl Executor for GpuExecutor {
         self.ctx.info.name.clone()
     }
 
+    fn describe(&self) -> String {
+        self.ctx.describe()
+    }
+
     fn run(&self, graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         self.execute(graph, inputs, None)
     }
