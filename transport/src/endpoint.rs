@@ -74,6 +74,9 @@ pub struct EndpointConfig {
     pub ack_timeout: Duration,
     /// Tile keys remembered for duplicate suppression, per connection.
     pub dedup_capacity: usize,
+    /// How long an incoming connection may take to handshake and send its
+    /// Hello ([`Incoming::finish`]).
+    pub handshake_timeout: Duration,
     /// SO_RCVBUF / SO_SNDBUF for the UDP socket (the kernel may clamp it).
     pub socket_buffer_bytes: usize,
     /// Receive buffers, shared by all connections of the endpoint.
@@ -95,6 +98,7 @@ impl EndpointConfig {
             min_stream_rate: 1_000_000,
             ack_timeout: Duration::from_secs(10),
             dedup_capacity: 4096,
+            handshake_timeout: Duration::from_secs(10),
             socket_buffer_bytes: 8 << 20,
             pool: BufferPool::default(),
         }
@@ -251,39 +255,21 @@ impl Endpoint {
 
     /// Waits for the next incoming connection and completes its handshake.
     /// `None` once the endpoint is closed; `Some(Err)` for a refused or
-    /// failed handshake (keep accepting).
+    /// failed handshake (keep accepting). A server that serves many peers
+    /// should use [`Endpoint::incoming`] instead, so one slow handshake
+    /// does not hold up the next.
     pub async fn accept(&self) -> Option<Result<Connection>> {
+        Some(self.incoming().await?.finish().await)
+    }
+
+    /// Waits for the next connection attempt without handshaking: finish it
+    /// with [`Incoming::finish`], on its own task.
+    pub async fn incoming(&self) -> Option<Incoming> {
         let incoming = self.quinn.accept().await?;
-        let remote = incoming.remote_address();
-        let conn = match incoming.await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(%remote, "handshake failed: {e}");
-                return Some(Err(Error::Connection(format!("{remote}: {e}"))));
-            }
-        };
-        let name = conn
-            .peer_identity()
-            .and_then(|any| {
-                any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                    .ok()
-            })
-            .and_then(|chain| {
-                chain
-                    .first()
-                    .and_then(|leaf| certs::peer_name(leaf, &self.config.allowed_peers))
-            });
-        let Some(name) = name else {
-            // The TLS verifier already refuses such peers; this is a second lock on the door.
-            conn.close(
-                VarInt::from_u32(ErrorCode::Unexpected as u32),
-                b"peer not allow-listed",
-            );
-            return Some(Err(Error::Connection(format!(
-                "{remote}: peer not allow-listed"
-            ))));
-        };
-        Some(Connection::start(conn, name, self.config.clone()).await)
+        Some(Incoming {
+            incoming,
+            config: self.config.clone(),
+        })
     }
 
     /// Closes all connections immediately.
@@ -935,4 +921,67 @@ async fn fail_control(inner: &Inner, recv: &mut RecvStream, f: &StreamFail) {
         StreamFail::Gone(_) => return,
     };
     inner.conn.close(code(c), b"bad control stream");
+}
+
+/// A connection attempt not yet handshaken (see [`Endpoint::incoming`]).
+pub struct Incoming {
+    incoming: quinn::Incoming,
+    config: Arc<EndpointConfig>,
+}
+
+impl Incoming {
+    /// The peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.incoming.remote_address()
+    }
+
+    /// Completes the TLS handshake, checks the peer's name against the
+    /// allow-list and exchanges Hellos, within the endpoint's
+    /// `handshake_timeout`: a peer that stalls there (one Initial packet, or
+    /// a zero stream window) is dropped instead of holding a task.
+    pub async fn finish(self) -> Result<Connection> {
+        let remote = self.incoming.remote_address();
+        let limit = self.config.handshake_timeout;
+        match tokio::time::timeout(limit, self.handshake()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Connection(format!(
+                "{remote}: no handshake within {:.1} s",
+                limit.as_secs_f64()
+            ))),
+        }
+    }
+
+    async fn handshake(self) -> Result<Connection> {
+        let remote = self.incoming.remote_address();
+        let conn = match self.incoming.await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%remote, "handshake failed: {e}");
+                return Err(Error::Connection(format!("{remote}: {e}")));
+            }
+        };
+        let name = conn
+            .peer_identity()
+            .and_then(|any| {
+                any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
+            .and_then(|chain| {
+                chain
+                    .first()
+                    .and_then(|leaf| certs::peer_name(leaf, &self.config.allowed_peers))
+            });
+        let Some(name) = name else {
+            // The TLS verifier already refuses such peers; this is a second lock on the door.
+            conn.close(
+                VarInt::from_u32(ErrorCode::Unexpected as u32),
+                b"peer not allow-listed",
+            );
+            return Err(Error::Connection(format!(
+                "{remote}: peer not allow-listed"
+            )));
+        };
+        // On failure `conn` is dropped, which closes the connection.
+        Connection::start(conn, name, self.config).await
+    }
 }

@@ -289,6 +289,47 @@ async fn a_peer_killed_mid_transfer_leaves_the_endpoint_serving() -> TestResult 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handshake_neither_hangs_nor_holds_up_the_next() -> TestResult {
+    let dir = certs(&[SERVER, CLIENT])?;
+    let mut scfg = config(dir.path(), SERVER, &[CLIENT])?;
+    scfg.handshake_timeout = Duration::from_millis(500);
+    let se = transport::Endpoint::bind(localhost(), scfg)?;
+    // A peer that sends its first packet and then goes quiet: a socket
+    // passes the client's Initial on to the server and nothing after it.
+    let mute = tokio::net::UdpSocket::bind(localhost()).await?;
+    let ce = transport::Endpoint::bind(localhost(), config(dir.path(), CLIENT, &[SERVER])?)?;
+    let stalled = tokio::spawn({
+        let to = mute.local_addr()?;
+        async move { ce.connect(to, SERVER).await }
+    });
+    let mut initial = vec![0u8; 2048];
+    let (n, _) =
+        tokio::time::timeout(Duration::from_secs(5), mute.recv_from(&mut initial)).await??;
+    mute.send_to(&initial[..n], se.local_addr()?).await?;
+    let first = tokio::time::timeout(Duration::from_secs(5), se.incoming())
+        .await?
+        .ok_or("closed")?;
+    let first = tokio::spawn(first.finish());
+    // Meanwhile another peer connects and is served.
+    let ce2 = transport::Endpoint::bind(localhost(), config(dir.path(), CLIENT, &[SERVER])?)?;
+    let addr = se.local_addr()?;
+    let (acc, con) = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(se.accept(), ce2.connect(addr, SERVER))
+    })
+    .await?;
+    acc.ok_or("closed")??;
+    con?;
+    // The stalled one is given up after the handshake timeout.
+    let r = tokio::time::timeout(Duration::from_secs(5), first).await??;
+    let e = r
+        .err()
+        .ok_or("a handshake that never finished was accepted")?;
+    assert!(e.to_string().contains("no handshake within"), "{e}");
+    stalled.abort();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_streams_time_out() -> TestResult {
     let dir = certs(&[SERVER, CLIENT])?;
     let mut scfg = config(dir.path(), SERVER, &[CLIENT])?;
