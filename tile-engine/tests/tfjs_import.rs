@@ -132,6 +132,42 @@ fn input_shape_fills_unknown_dims_and_is_checked_against_known_ones() {
 }
 
 #[test]
+fn sizes_past_the_limit_are_refused_by_field_not_wrapped() {
+    // Each once wrapped around in shape arithmetic: a 4×4 map came out of a
+    // 2^63 dilation or padding, and a 2^64 − 1 crop passed its bounds check.
+    let mut m = tiny_model();
+    m["modelTopology"]["model_config"]["config"]["layers"][1]["config"]["dilation_rate"] =
+        json!(9_223_372_036_854_775_808u64);
+    let e = err_text(load_tiny(&m));
+    assert!(
+        e.contains("field dilation_rate") && e.contains("up to 16777216"),
+        "{e}"
+    );
+    for (class, field, value) in [
+        ("Cropping2D", "cropping", json!([[u64::MAX, 1], [0, 0]])),
+        (
+            "ZeroPadding2D",
+            "padding",
+            json!(9_223_372_036_854_775_808u64),
+        ),
+    ] {
+        let mut m = tiny_model();
+        let cfg = &mut m["modelTopology"]["model_config"]["config"];
+        cfg["layers"].as_array_mut().expect("layers").push(json!({
+            "class_name": class, "name": "extra",
+            "config": {"name": "extra", field: value},
+            "inbound_nodes": [[["conv", 0, 0, {}]]]
+        }));
+        cfg["output_layers"] = json!([["extra", 0, 0]]);
+        let e = err_text(load_tiny(&m));
+        assert!(
+            e.contains(&format!("field {field}")) && e.contains("up to"),
+            "{class}: {e}"
+        );
+    }
+}
+
+#[test]
 fn missing_shard_is_named() {
     let e = err_text(load(&tiny_model(), HashMap::new()));
     assert!(e.contains("weight shard w.bin is missing"), "{e}");

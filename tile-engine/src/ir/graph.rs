@@ -112,14 +112,7 @@ impl Graph {
             .collect();
         let shape = super::shape::infer(&op, &in_shapes)
             .map_err(|e| Error::Shape(format!("node {name} ({}): {e}", op.name())))?;
-        let output = self.add_value(output_name, shape);
-        self.nodes.push(Node {
-            name,
-            op,
-            inputs,
-            output,
-        });
-        Ok(output)
+        self.push_node(name, op, inputs, output_name, shape)
     }
 
     /// Like [`Graph::add_node`] for ops whose output shape is not a function of
@@ -146,6 +139,25 @@ impl Graph {
             .collect();
         super::shape::check_explicit(&op, &in_shapes, &shape)
             .map_err(|e| Error::Shape(format!("node {name} ({}): {e}", op.name())))?;
+        self.push_node(name, op, inputs, output_name, shape)
+    }
+
+    /// Appends a node with a checked output shape: one whose element count
+    /// overflows is refused here, before any later size arithmetic sees it.
+    fn push_node(
+        &mut self,
+        name: String,
+        op: Op,
+        inputs: Vec<ValueId>,
+        output_name: impl Into<String>,
+        shape: Vec<usize>,
+    ) -> Result<ValueId> {
+        crate::tensor::checked_numel(&shape).map_err(|_| {
+            Error::Shape(format!(
+                "node {name} ({}): output shape {shape:?} has too many elements",
+                op.name()
+            ))
+        })?;
         let output = self.add_value(output_name, shape);
         self.nodes.push(Node {
             name,

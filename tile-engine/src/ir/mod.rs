@@ -17,3 +17,7 @@ pub use op::{
     NearestMode, Op, Pool, PoolKind, ReduceKind, ResizeMode,
 };
 pub use shape::{broadcast, check_explicit, infer, window_out};
+
+/// Largest spatial size, pad, stride, dilation, kernel or factor an importer
+/// accepts from a model file: keeps all shape arithmetic far from overflow.
+pub const MAX_DIM: usize = 1 << 24;

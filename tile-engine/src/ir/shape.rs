@@ -31,8 +31,14 @@ pub fn window_out(
     if stride == 0 || dilation == 0 || kernel == 0 {
         return Err("kernel, stride and dilation must be positive".into());
     }
-    let eff = dilation * (kernel - 1) + 1;
-    let padded = input + pad_begin + pad_end;
+    let eff = dilation
+        .checked_mul(kernel - 1)
+        .and_then(|e| e.checked_add(1))
+        .ok_or("kernel × dilation overflows")?;
+    let padded = input
+        .checked_add(pad_begin)
+        .and_then(|p| p.checked_add(pad_end))
+        .ok_or("padded input overflows")?;
     if padded < eff {
         return Err(format!("window {eff} larger than padded input {padded}"));
     }
@@ -347,22 +353,12 @@ pub fn infer(op: &Op, inputs: &[&[usize]]) -> R<Vec<usize>> {
             if pads[0].max(pads[2]) > limit(x[2]) || pads[1].max(pads[3]) > limit(x[3]) {
                 return Err(format!("{mode:?} pads {pads:?} do not fit {:?}", inputs[0]));
             }
-            Ok(vec![
-                x[0],
-                x[1],
-                x[2] + pads[0] + pads[2],
-                x[3] + pads[1] + pads[3],
-            ])
+            padded(x, pads)
         }
         Op::Pad { pads, .. } => {
             arity(inputs, 1)?;
             let x = nchw(inputs[0], "input")?;
-            Ok(vec![
-                x[0],
-                x[1],
-                x[2] + pads[0] + pads[2],
-                x[3] + pads[1] + pads[3],
-            ])
+            padded(x, pads)
         }
         Op::DepthToSpace { blocksize, .. } => {
             arity(inputs, 1)?;
@@ -421,7 +417,12 @@ pub fn check_explicit(op: &Op, inputs: &[&[usize]], out: &[usize]) -> R<()> {
             arity(inputs, 1)?;
             let x = nchw(inputs[0], "input")?;
             let o = nchw(out, "output")?;
-            if x[0] != o[0] || x[1] != o[1] || offset[0] + o[2] > x[2] || offset[1] + o[3] > x[3] {
+            let inside = |axis: usize| {
+                offset[axis]
+                    .checked_add(o[axis + 2])
+                    .is_some_and(|end| end <= x[axis + 2])
+            };
+            if x[0] != o[0] || x[1] != o[1] || !inside(0) || !inside(1) {
                 return Err(format!(
                     "crop {out:?} at {offset:?} outside {:?}",
                     inputs[0]
@@ -439,4 +440,19 @@ pub fn check_explicit(op: &Op, inputs: &[&[usize]], out: &[usize]) -> R<()> {
             Ok(())
         }
     }
+}
+
+/// An NCHW shape grown by `[top, left, bottom, right]` pads.
+fn padded(x: [usize; 4], pads: &[usize; 4]) -> R<Vec<usize>> {
+    let grow = |d: usize, a: usize, b: usize| {
+        d.checked_add(a)
+            .and_then(|d| d.checked_add(b))
+            .ok_or_else(|| format!("pads {pads:?} overflow the map {x:?}"))
+    };
+    Ok(vec![
+        x[0],
+        x[1],
+        grow(x[2], pads[0], pads[2])?,
+        grow(x[3], pads[1], pads[3])?,
+    ])
 }

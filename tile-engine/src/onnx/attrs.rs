@@ -3,9 +3,8 @@
 use crate::error::{Error, Result};
 use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto};
 
-/// Largest spatial size, pad, stride, dilation or kernel accepted from a
-/// model: keeps all shape arithmetic far from overflow.
-pub(crate) const MAX_DIM: i64 = 1 << 24;
+/// [`crate::ir::MAX_DIM`] as ONNX's integer type.
+pub(crate) const MAX_DIM: i64 = crate::ir::MAX_DIM as i64;
 
 /// One ONNX node being imported: its name and attributes.
 pub(crate) struct NodeCtx<'a> {

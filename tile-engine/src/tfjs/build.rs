@@ -292,7 +292,7 @@ impl Builder<'_> {
                     return Ok(x);
                 }
                 let n = s[0];
-                let rest = s.iter().skip(1).product();
+                let rest = crate::tensor::checked_numel(&s[1..])?;
                 let x = self.in_keras_order(&name, x)?;
                 self.node_shaped(&name, Op::Reshape, x, vec![n, rest])
             }
@@ -406,6 +406,12 @@ pub(crate) fn declared_dims(config: &Json) -> Option<Vec<Option<usize>>> {
     let dims: Vec<Option<usize>> = declared
         .iter()
         .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect();
+    // A declared size past the limit is not a size tessera can run: it reads
+    // as open, so the caller's input shape decides (and is checked).
+    let dims: Vec<Option<usize>> = dims
+        .into_iter()
+        .map(|d| d.filter(|&d| d <= crate::ir::MAX_DIM))
         .collect();
     Some(match dims.as_slice() {
         [n, h, w, c] => vec![*n, *c, *h, *w],
@@ -672,7 +678,7 @@ fn upsample(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Resul
 fn reshape(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result<ValueId> {
     let s = b.shape(x);
     let n = s.first().copied().unwrap_or(1);
-    let total: usize = s.iter().skip(1).product();
+    let total = crate::tensor::checked_numel(s.get(1..).unwrap_or(&[]))?;
     let target = cfg
         .json
         .get("target_shape")
@@ -680,12 +686,28 @@ fn reshape(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result
         .ok_or_else(|| Error::Malformed(format!("layer {}: no target_shape", cfg.layer)))?;
     let mut dims: Vec<Option<usize>> = target
         .iter()
-        .map(|d| match d.as_i64() {
-            Some(-1) | None => None,
-            Some(d) => usize::try_from(d).ok(),
+        .map(|d| {
+            if d.is_null() || d.as_i64() == Some(-1) {
+                return Ok(None);
+            }
+            d.as_u64()
+                .and_then(|v| usize::try_from(v).ok())
+                .filter(|&v| v <= crate::ir::MAX_DIM)
+                .map(Some)
+                .ok_or_else(|| {
+                    Error::Malformed(format!(
+                        "layer {}: target_shape entry {d} is not -1 or a size up to {}",
+                        cfg.layer,
+                        crate::ir::MAX_DIM
+                    ))
+                })
         })
-        .collect();
-    let known: usize = dims.iter().flatten().product();
+        .collect::<Result<_>>()?;
+    let known = dims
+        .iter()
+        .flatten()
+        .try_fold(1usize, |p, &d| p.checked_mul(d))
+        .unwrap_or(0);
     let unknown = dims.iter().filter(|d| d.is_none()).count();
     if unknown > 1 || known == 0 || (unknown == 1 && !total.is_multiple_of(known)) {
         return Err(Error::Shape(format!(

@@ -4,7 +4,7 @@ use serde_json::Value as Json;
 
 use super::topology::Writer;
 use crate::error::{Error, Result};
-use crate::ir::Activation;
+use crate::ir::{Activation, MAX_DIM};
 
 /// A layer's config, with the layer name for error messages.
 pub(crate) struct Cfg<'a> {
@@ -81,8 +81,13 @@ impl Cfg<'_> {
     fn positive(&self, field: &str, v: &Json) -> Result<usize> {
         v.as_u64()
             .and_then(|n| usize::try_from(n).ok())
-            .filter(|&n| n > 0)
-            .ok_or_else(|| self.err(field, &format!("{v} is not a positive integer")))
+            .filter(|&n| n > 0 && n <= MAX_DIM)
+            .ok_or_else(|| {
+                self.err(
+                    field,
+                    &format!("{v} is not a positive integer up to {MAX_DIM}"),
+                )
+            })
     }
 
     /// A pair like `kernel_size` (an integer or a two-element list), or `default` when absent.
@@ -107,7 +112,13 @@ impl Cfg<'_> {
         let n = |v: &Json| {
             v.as_u64()
                 .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| self.err(field, &format!("{v} is not a non-negative integer")))
+                .filter(|&n| n <= MAX_DIM)
+                .ok_or_else(|| {
+                    self.err(
+                        field,
+                        &format!("{v} is not a non-negative integer up to {MAX_DIM}"),
+                    )
+                })
         };
         match v {
             Json::Number(_) => {

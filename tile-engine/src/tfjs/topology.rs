@@ -7,6 +7,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 
 use serde_json::Value as Json;
 
@@ -32,8 +33,9 @@ pub(crate) struct Call {
     pub layer: String,
     /// Index of this call among the layer's calls.
     pub node: usize,
-    /// The layer's config object.
-    pub config: Json,
+    /// The layer's config object, shared by the layer's calls (a file may
+    /// call one large layer many times).
+    pub config: Arc<Json>,
     /// Tensors read by the call, in order.
     pub inputs: Vec<TensorRef>,
 }
@@ -123,7 +125,7 @@ fn sequential(config: &Json) -> Result<Topology> {
     let mut prev: Option<TensorRef> = None;
     for (i, layer) in layers.iter().enumerate() {
         let (class, name) = class_and_name(layer, i)?;
-        let cfg = layer.get("config").cloned().unwrap_or(Json::Null);
+        let cfg = Arc::new(layer.get("config").cloned().unwrap_or(Json::Null));
         if prev.is_none() && class != "InputLayer" {
             // The first layer declares the model's input shape itself.
             let shape = cfg
@@ -140,7 +142,7 @@ fn sequential(config: &Json) -> Result<Topology> {
                 class: "InputLayer".into(),
                 layer: input.clone(),
                 node: 0,
-                config: serde_json::json!({ "batch_input_shape": shape }),
+                config: Arc::new(serde_json::json!({ "batch_input_shape": shape })),
                 inputs: vec![],
             });
             prev = Some(tref(&input));
@@ -185,7 +187,7 @@ fn functional(config: &Json) -> Result<Topology> {
         if call_count.contains_key(&name) {
             return Err(Error::Malformed(format!("two layers are named {name}")));
         }
-        let cfg = layer.get("config").cloned().unwrap_or(Json::Null);
+        let cfg = Arc::new(layer.get("config").cloned().unwrap_or(Json::Null));
         let nodes = match layer.get("inbound_nodes") {
             None | Some(Json::Null) => vec![],
             Some(Json::Array(nodes)) => nodes.clone(),
