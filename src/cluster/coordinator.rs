@@ -1055,7 +1055,7 @@ impl Coordinator {
         nodes: &[usize],
         tile: Option<wire::Rect>,
         inputs: &[Tensor],
-        out_shapes: Option<&[Vec<usize>]>,
+        out_shapes: &[Vec<usize>],
         class: OpClass,
         rec: &mut JobRecord,
     ) -> Result<Vec<Tensor>, ClusterError> {
@@ -1157,12 +1157,10 @@ impl Coordinator {
                 Msg::Failed { message, .. } => return Err(ClusterError::Exec(message)),
                 other => return Err(ClusterError::Protocol(format!("unexpected {other:?}"))),
             };
-            if let Some(shapes) = out_shapes
-                && shapes.len() != outputs as usize
-            {
+            if out_shapes.len() != outputs as usize {
                 return Err(ClusterError::Protocol(format!(
                     "job {job} returned {outputs} outputs, expected {}",
-                    shapes.len()
+                    out_shapes.len()
                 )));
             }
             let mut out = Vec::with_capacity(outputs as usize);
@@ -1173,12 +1171,8 @@ impl Coordinator {
                     .take((job, OUTPUT, i), deadline)
                     .await
                     .ok_or_else(|| gone(format!("output {i} of job {job} never came")))?;
-                let shape: Vec<usize> = match out_shapes {
-                    Some(s) => s[i as usize].clone(),
-                    None => h.shape.iter().map(|&d| d as usize).collect(),
-                };
                 out_bytes += h.payload_bytes().unwrap_or(0);
-                out.push(wire::to_tensor(&h, data, &shape)?);
+                out.push(wire::to_tensor(&h, data, &out_shapes[i as usize])?);
             }
             Ok((out, start_us, end_us, cold, in_bytes, out_bytes))
         }
@@ -1269,7 +1263,7 @@ impl Coordinator {
                     ops,
                     None,
                     &inputs,
-                    Some(&plan.output_shapes),
+                    &plan.output_shapes,
                     class,
                     &mut rec,
                 )
@@ -1367,6 +1361,9 @@ impl Coordinator {
         {
             let mut rec = self.record(request, "device", 0, plan.device, OpClass::Elementwise);
             let t = env[input_id].clone().into_iter().collect::<Vec<_>>();
+            // A job without ops hands its inputs back: the same count and
+            // shapes, checked like any job's outputs.
+            let echoed: Vec<Vec<usize>> = t.iter().map(|x| x.shape().to_vec()).collect();
             let (up_tx, up_rx) = watch::channel(false);
             let upload = async {
                 let r = self
@@ -1376,7 +1373,7 @@ impl Coordinator {
                         &[],
                         None,
                         &t,
-                        None,
+                        &echoed,
                         OpClass::Elementwise,
                         &mut rec,
                     )
@@ -1776,7 +1773,7 @@ impl Coordinator {
                 &block.ops,
                 Some(*rect),
                 inputs,
-                Some(&plan.output_shapes),
+                &plan.output_shapes,
                 class,
                 &mut rec,
             )

@@ -56,7 +56,10 @@ impl Inbox {
         }
         self.bytes.fetch_add(len, Ordering::Relaxed);
         let key = (h.key.request_id, h.key.block_id, h.key.tile_id);
-        lock(&self.items).insert(key, (h, data));
+        // A peer that sends one key twice replaces it: count the bytes once.
+        if let Some(old) = lock(&self.items).insert(key, (h, data)) {
+            self.bytes.fetch_sub(old.1.len() * 4, Ordering::Relaxed);
+        }
         self.arrived.notify_waiters();
         true
     }
@@ -80,4 +83,32 @@ impl Inbox {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::wire::tensor_header;
+
+    fn held(inbox: &Inbox) -> usize {
+        inbox.bytes.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn a_key_sent_twice_is_counted_once_and_forget_frees_it() {
+        let inbox = Inbox::default();
+        let h = tensor_header(7, 0, 0, &[1, 1, 2, 2]);
+        assert!(inbox.put(h.clone(), vec![0.0; 4]));
+        assert!(inbox.put(h.clone(), vec![1.0; 4]));
+        assert_eq!(held(&inbox), 16);
+        let deadline = Instant::now() + std::time::Duration::from_secs(1);
+        let (_, data) = inbox.take((7, 0, 0), deadline).await.expect("held");
+        assert_eq!((data, held(&inbox)), (vec![1.0; 4], 0));
+        assert!(inbox.put(tensor_header(8, 0, 1, &[1, 1, 1, 3]), vec![2.0; 3]));
+        inbox.forget(8);
+        assert_eq!(held(&inbox), 0);
+        // A late tensor of a forgotten job is dropped on arrival.
+        assert!(inbox.put(tensor_header(8, 0, 2, &[1, 1, 1, 1]), vec![3.0]));
+        assert_eq!(held(&inbox), 0);
+    }
 }

@@ -77,7 +77,11 @@ pub fn plan_job(
             let block = Block::new(graph, nodes.to_vec())
                 .map_err(|e| ClusterError::Protocol(format!("not a tileable block: {e}")))?;
             let [bh, bw] = block.output_hw(graph);
-            if h == 0 || w == 0 || y + h > bh || x + w > bw {
+            if h == 0
+                || w == 0
+                || y.checked_add(h).is_none_or(|e| e > bh)
+                || x.checked_add(w).is_none_or(|e| e > bw)
+            {
                 return Err(ClusterError::Protocol(format!(
                     "tile {y},{x} {h}x{w} outside the block's {bh}x{bw} output"
                 )));

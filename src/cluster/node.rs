@@ -147,16 +147,26 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                             // A map over this GPU's binding limit runs on a
                             // finer grid here, with the same result: the
                             // planner does not know each node's limits.
-                            out = crate::exec::run_within_limits(
-                                exec.as_ref(),
-                                &graph,
-                                &inputs,
-                                tile_engine::tiling::Grid::uniform(1, 1),
-                                None,
-                                &mut |m| tracing::info!("{m}"),
-                            )
-                            .map(|(o, _)| (o, start, now_us()))
-                            .map_err(|e| format!("{e:#}"));
+                            // A job that panics (a bug, or a model crafted
+                            // to hit one) fails alone: the thread, and with
+                            // it every later client's job, carries on.
+                            let run =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    crate::exec::run_within_limits(
+                                        exec.as_ref(),
+                                        &graph,
+                                        &inputs,
+                                        tile_engine::tiling::Grid::uniform(1, 1),
+                                        None,
+                                        &mut |m| tracing::info!("{m}"),
+                                    )
+                                }));
+                            out = match run {
+                                Ok(r) => r
+                                    .map(|(o, _)| (o, start, now_us()))
+                                    .map_err(|e| format!("{e:#}")),
+                                Err(_) => Err("the executor panicked on this job".to_string()),
+                            };
                         });
                         let _ = reply.send(out);
                     }
@@ -389,7 +399,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
     tokio::pin!(stop);
     loop {
         let incoming = tokio::select! {
-            incoming = endpoint.accept() => incoming,
+            incoming = endpoint.incoming() => incoming,
             sig = &mut stop => {
                 // Closed connections (code Shutdown) tell the coordinator at
                 // once to re-dispatch this node's tiles; a process that just
@@ -406,13 +416,22 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
                 exec.stop(EXECUTOR_GRACE).await;
                 return Ok(());
             }
-            Some(Ok(conn)) => {
-                tracing::info!(node = %cfg.name, peer = conn.peer(), "connected");
-                tokio::spawn(handle(node.clone(), conn));
-            }
-            Some(Err(e)) => {
-                node.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(node = %cfg.name, "refused a connection: {e}");
+            // Each handshake on its own task: a peer that stalls in it
+            // must not hold up the next connection.
+            Some(incoming) => {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    match incoming.finish().await {
+                        Ok(conn) => {
+                            tracing::info!(node = %node.name, peer = conn.peer(), "connected");
+                            handle(node, conn).await;
+                        }
+                        Err(e) => {
+                            node.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(node = %node.name, "refused a connection: {e}");
+                        }
+                    }
+                });
             }
         }
     }
@@ -481,6 +500,9 @@ async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: M
             if let Err(e) = run_job(&node, &conn, &inbox, job, &model, &nodes, tile, inputs).await {
                 node.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(node = %node.name, job, "job failed: {e}");
+                // Inputs the failed job never claimed (or that arrive
+                // late) would hold inbox space until the connection ends.
+                inbox.forget(job);
                 // The coordinator reads a failed job as the executor's
                 // refusal and says "executor:" itself.
                 let message = match e {
@@ -589,7 +611,8 @@ async fn load_model(
     }
     let len = bytes as usize;
     let chunks = len.div_ceil(CHUNK_BYTES);
-    let mut data = Vec::with_capacity(len);
+    // Reserved as chunks come, not all at once on the peer's word.
+    let mut data = Vec::with_capacity(len.min(16 * CHUNK_BYTES));
     let deadline = Instant::now() + INPUT_TIMEOUT;
     for i in 0..chunks {
         let (_, f) = inbox
@@ -684,13 +707,13 @@ async fn run_job(
     if factor > 1.0 {
         // A throttled node behaves like slower hardware: its job takes
         // `factor` times as long, and reports so.
-        let extra = ((end_us - start_us) as f64 * (factor - 1.0)) as u64;
+        let extra = (end_us.saturating_sub(start_us) as f64 * (factor - 1.0)) as u64;
         tokio::time::sleep(Duration::from_micros(extra)).await;
         end_us += extra;
     }
     node.metrics
         .busy_us
-        .fetch_add(end_us - start_us, Ordering::Relaxed);
+        .fetch_add(end_us.saturating_sub(start_us), Ordering::Relaxed);
     let sent = wire::send_tensors(conn, TileKind::Result, job, OUTPUT, &outputs).await?;
     node.metrics.bytes_out.fetch_add(sent, Ordering::Relaxed);
     node.metrics.jobs.fetch_add(1, Ordering::Relaxed);
