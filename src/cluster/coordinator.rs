@@ -421,7 +421,9 @@ fn fold_calibration(
     // Only a per-job cost: a per-op cost measured as the difference of
     // two millisecond timings, multiplied by a block's op count, made
     // identical nodes look several times apart.
-    if let Some(job) = get(calibrate::JOB_OVERHEAD) {
+    // A figure no node could measure (negative, not finite) is dropped like
+    // a bad rate above: refused, it would fail every later plan.
+    if let Some(job) = get(calibrate::JOB_OVERHEAD).filter(|j| j.is_finite() && *j >= 0.0) {
         p.set_overhead(node, [job, 0.0])
             .map_err(|e| ClusterError::Protocol(e.to_string()))?;
     }

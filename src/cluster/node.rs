@@ -65,9 +65,18 @@ struct ExecHandle {
     name: String,
     /// The name with the GPU's backend and driver, for the log.
     description: String,
+    /// Jobs that may hold their inputs in memory at once: later ones wait
+    /// with theirs still in the connection's bounded inbox.
+    slots: Arc<tokio::sync::Semaphore>,
     /// Signalled once the thread has dropped its executor.
     stopped: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
 }
+
+/// Jobs whose inputs a node holds for its executor at once (queued or
+/// running), over all connections.
+const MAX_QUEUED_JOBS: usize = 64;
+/// How long a job that waited for a slot still waits for its inputs.
+const INPUT_GRACE: Duration = Duration::from_secs(5);
 
 fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
     let (tx, rx) = std::sync::mpsc::channel::<Work>();
@@ -199,6 +208,7 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
             tx,
             name,
             description,
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED_JOBS)),
             stopped: Arc::new(Mutex::new(stopped_rx)),
         }),
         failed => {
@@ -690,6 +700,13 @@ async fn run_job(
             plan.inputs.len()
         )));
     }
+    let _slot = node
+        .exec
+        .slots
+        .acquire()
+        .await
+        .map_err(|_| ClusterError::Exec("executor stopped".into()))?;
+    let deadline = deadline.max(Instant::now() + INPUT_GRACE);
     let mut tensors = Vec::with_capacity(plan.input_shapes.len());
     for (i, shape) in plan.input_shapes.iter().enumerate() {
         let (h, data) = inbox
