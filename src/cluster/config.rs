@@ -39,6 +39,10 @@ pub struct NodeConfig {
     /// Largest model bundle accepted, bytes.
     #[serde(default = "default_max_model_bytes")]
     pub max_model_bytes: u64,
+    /// Bundle bytes of the models kept loaded; past it the least recently
+    /// used are dropped (a coordinator that loads one again sends it again).
+    #[serde(default = "default_model_cache_bytes")]
+    pub model_cache_bytes: u64,
     /// Run calibration at start-up (default true).
     #[serde(default = "yes")]
     pub calibrate: bool,
@@ -59,6 +63,10 @@ fn default_backend() -> Backend {
 
 fn default_max_model_bytes() -> u64 {
     1 << 30
+}
+
+fn default_model_cache_bytes() -> u64 {
+    4 << 30
 }
 
 fn yes() -> bool {

@@ -3,7 +3,7 @@
 //! benchmark start clusters with.
 //!
 //! - [`wire`], [`bundle`], [`job`]: what travels and how both sides agree on it.
-//! - [`node`], [`config`], [`metrics`], [`calibrate`]: the daemon.
+//! - [`node`], [`config`], [`metrics`], [`calibrate`], [`model_cache`]: the daemon.
 //! - [`coordinator`]: plans, dispatches, steals, re-dispatches, stitches.
 //! - [`trace`]: spans of a run, the dedicated-hardware replay, Gantt and JSON.
 //! - [`harness`]: child daemons on loopback behind the link emulator.
@@ -17,6 +17,7 @@ pub mod harness;
 pub mod inbox;
 pub mod job;
 pub mod metrics;
+pub mod model_cache;
 pub mod node;
 pub mod trace;
 pub mod wire;

@@ -21,6 +21,7 @@ use super::config::NodeConfig;
 use super::inbox::Inbox;
 use super::job::plan_job;
 use super::metrics::{self, Metrics};
+use super::model_cache::ModelCache;
 use super::wire::{self, CHUNK_BYTES, INPUT, MODEL_CHUNK, Msg, OUTPUT};
 use super::{ClusterError, calibrate, tier_wire};
 
@@ -274,7 +275,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Node {
     name: String,
     exec: ExecHandle,
-    models: Mutex<HashMap<String, Arc<Graph>>>,
+    models: Mutex<ModelCache>,
     /// Per-op seconds of each profiled model: a coordinator that connects
     /// again (each `tessera run`) gets them without the runs.
     profiles: Mutex<HashMap<String, Vec<Option<f64>>>>,
@@ -346,7 +347,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
     let node = Arc::new(Node {
         name: cfg.name.clone(),
         exec: exec.clone(),
-        models: Mutex::new(HashMap::new()),
+        models: Mutex::new(ModelCache::new(cfg.model_cache_bytes)),
         profiles: Mutex::new(HashMap::new()),
         metrics: metrics.clone(),
         throttle: Mutex::new(1.0),
@@ -523,7 +524,7 @@ async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: M
             }
         }
         Msg::HasModel { hash } => {
-            let loaded = lock(&node.models).contains_key(&hash);
+            let loaded = lock(&node.models).contains(&hash);
             let _ = Msg::ModelState {
                 hash,
                 loaded,
@@ -565,7 +566,7 @@ async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: M
             .await;
         }
         Msg::ProfileModel { hash } => {
-            let graph = lock(&node.models).get(&hash).cloned();
+            let graph = lock(&node.models).get(&hash);
             let cached = lock(&node.profiles).get(&hash).cloned();
             let (seconds, error) = match (cached, graph) {
                 (Some(s), _) => (s, None),
@@ -610,7 +611,7 @@ async fn load_model(
     transfer: u64,
     bytes: u64,
 ) -> Result<(), ClusterError> {
-    if lock(&node.models).contains_key(hash) {
+    if lock(&node.models).contains(hash) {
         return Ok(());
     }
     if bytes > node.max_model_bytes {
@@ -647,8 +648,12 @@ async fn load_model(
     let graph = tokio::task::spawn_blocking(move || Bundle::decode(&data)?.graph())
         .await
         .map_err(|e| ClusterError::Model(e.to_string()))??;
-    lock(&node.models).insert(hash.to_string(), Arc::new(graph));
+    let dropped = lock(&node.models).insert(hash, Arc::new(graph), bytes);
     node.metrics.models.fetch_add(1, Ordering::Relaxed);
+    for h in dropped {
+        lock(&node.profiles).remove(&h);
+        tracing::info!(node = %node.name, model = %h, "dropped from the model cache (model_cache_bytes)");
+    }
     Ok(())
 }
 
@@ -691,7 +696,6 @@ async fn run_job(
     }
     let graph = lock(&node.models)
         .get(model)
-        .cloned()
         .ok_or_else(|| ClusterError::Model(format!("model {model} is not loaded here")))?;
     let plan = plan_job(&graph, nodes, tile)?;
     if plan.inputs.len() != inputs as usize {
