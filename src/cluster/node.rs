@@ -43,6 +43,9 @@ enum Work {
     Run {
         graph: Graph,
         inputs: Vec<Tensor>,
+        /// False once the job's coordinator has gone (its connection closed):
+        /// a job still queued then is dropped, not run for no one.
+        wanted: Box<dyn Fn() -> bool + Send>,
         reply: oneshot::Sender<RunResult>,
     },
     Calibrate {
@@ -149,8 +152,13 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                     Work::Run {
                         graph,
                         inputs,
+                        wanted,
                         reply,
                     } => {
+                        if reply.is_closed() || !wanted() {
+                            let _ = reply.send(Err("its coordinator has gone".to_string()));
+                            continue;
+                        }
                         let mut out = Err("not run".to_string());
                         locked(&mut || {
                             let start = now_us();
@@ -239,12 +247,18 @@ impl ExecHandle {
         .await;
     }
 
-    async fn run(&self, graph: Graph, inputs: Vec<Tensor>) -> RunResult {
+    async fn run(
+        &self,
+        graph: Graph,
+        inputs: Vec<Tensor>,
+        wanted: Box<dyn Fn() -> bool + Send>,
+    ) -> RunResult {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Work::Run {
                 graph,
                 inputs,
+                wanted,
                 reply,
             })
             .map_err(|_| "executor stopped".to_string())?;
@@ -720,7 +734,9 @@ async fn run_job(
         tensors.push(wire::to_tensor(&h, data, shape)?);
     }
     node.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
-    let result = node.exec.run(plan.graph, tensors).await;
+    let client = conn.quinn().clone();
+    let wanted = Box::new(move || client.close_reason().is_none());
+    let result = node.exec.run(plan.graph, tensors, wanted).await;
     node.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
     let (outputs, start_us, mut end_us) = result.map_err(ClusterError::Exec)?;
     let cold = lock(&node.warm).insert((model.to_string(), nodes.to_vec()));
