@@ -77,6 +77,36 @@ pub fn run(args: &RunArgs) -> Result<()> {
             SocketAddr::from(([0, 0, 0, 0], 0))
         };
         let endpoint = Endpoint::bind(any, EndpointConfig::new(identity, peers, hello))?;
+        // On Ctrl-C or SIGTERM the connections are closed for real: a
+        // process that just dies leaves the nodes running its queued jobs
+        // until their idle timeout, ahead of the next user's.
+        let closer = endpoint.quinn().clone();
+        let stop = tessera::cluster::node::stop_signal()?;
+        let work = request(args, kind, &input, &bundle, cluster, endpoint, addrs);
+        tokio::select! {
+            r = work => r,
+            sig = stop => {
+                closer.close(0u32.into(), b"interrupted");
+                let _ = tokio::time::timeout(Duration::from_secs(1), closer.wait_idle()).await;
+                anyhow::bail!(
+                    "{sig}: request abandoned; the nodes drop its queued jobs (one already running finishes first)"
+                )
+            }
+        }
+    })
+}
+
+/// Connects, loads the model, plans and runs the request, and writes the outputs.
+async fn request(
+    args: &RunArgs,
+    kind: model::ModelKind,
+    input: &tile_engine::Tensor,
+    bundle: &Bundle,
+    cluster: planner::Cluster,
+    endpoint: Endpoint,
+    addrs: Vec<SocketAddr>,
+) -> Result<()> {
+    {
         let mut coord = Coordinator::connect(cluster, endpoint, addrs)
             .await
             .context("cannot reach the cluster")?;
@@ -90,7 +120,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         let up = coord.alive();
         let mut loaded = coord
-            .load_model(&bundle)
+            .load_model(bundle)
             .await
             .context("cannot send the model")?;
         for (i, why) in &loaded.left_out {
@@ -108,9 +138,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
                 eprintln!("{name}: its connection closed before the plan, planning without it");
             }
         }
-        loaded.expect_inputs(&[&input]);
+        loaded.expect_inputs(&[input]);
         let adaptive = experiment::Adaptive::new(&coord, &loaded)?;
-        let run = experiment::run_plan(&coord, &loaded, &input, &adaptive.plan, 1, true).await?;
+        let run = experiment::run_plan(&coord, &loaded, input, &adaptive.plan, 1, true).await?;
         coord.shutdown().await;
         model::write_outputs(kind, &args.output, &run.outputs, args.pixel_scale)?;
         for (path, out) in args.output.iter().zip(&run.outputs) {
@@ -125,7 +155,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             );
         }
         Ok(())
-    })
+    }
 }
 
 /// Times the model's ops on one node for the planner. The nodes keep the
