@@ -78,10 +78,12 @@ from the file's folder):
   autotune = false              kernel autotuning (off: tiles stitch bit for bit)
   metrics = \"127.0.0.1:9101\"    optional Prometheus endpoint
   max_model_bytes = 1073741824  largest model accepted (default 1 GiB)
+  model_cache_bytes = 4294967296  models kept loaded (default 4 GiB; least recently used go)
   calibrate = true              time the executor at start-up (default true)
   compute_lock = \"node.lock\"    optional lock shared by daemons on one machine
 
-Stops on Ctrl-C or SIGTERM after closing its connections.";
+Stops on Ctrl-C or SIGTERM after closing its connections (within about
+5 s: a job running on the executor gets that long to finish).";
 
 pub use tessera::Backend;
 use tessera::plan;

@@ -54,7 +54,37 @@ pub struct Peer {
     alive: AtomicBool,
 }
 
+/// How long a node may send nothing at all while it is asked about or sent
+/// a model before it counts as not answering (the README's 10 s).
+const STALL: Duration = Duration::from_secs(10);
+
 impl Peer {
+    /// Resolves once nothing at all has arrived from the node for `quiet`
+    /// (not even acknowledgements), with why; pending while it talks.
+    async fn silent_for(&self, quiet: Duration) -> String {
+        let mut heard = self.conn.quinn().stats().udp_rx.datagrams;
+        let mut since = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = self.conn.quinn().stats().udp_rx.datagrams;
+            if now != heard {
+                (heard, since) = (now, Instant::now());
+            } else if since.elapsed() >= quiet {
+                return format!(
+                    "stopped answering: nothing heard from it for {} s",
+                    quiet.as_secs()
+                );
+            }
+        }
+    }
+
+    /// Why an answer from this node will not come: its connection ended.
+    fn closed_why(&self) -> String {
+        self.conn
+            .ended()
+            .unwrap_or_else(|| "connection closed".to_string())
+    }
+
     async fn start(conn: Connection, idx: usize) -> Arc<Peer> {
         let (calibration, _) = watch::channel(None);
         let peer = Arc::new(Peer {
@@ -842,9 +872,21 @@ impl Coordinator {
         let chunks = wire::model_chunks(&bytes);
         let mut left_out = Vec::new();
         let mut edge_error = None;
-        for i in self.alive() {
-            let Some(p) = self.peer(i) else { continue };
-            if let Err(e) = self.ensure_model(&p, &hash, &bytes, &chunks).await {
+        // Every node at once: one that stalls mid-upload holds up only itself.
+        let peers: Vec<(usize, Arc<Peer>)> = self
+            .alive()
+            .into_iter()
+            .filter_map(|i| Some((i, self.peer(i)?)))
+            .collect();
+        let loads = futures_util::future::join_all(
+            peers
+                .iter()
+                .map(|(_, p)| self.ensure_model(p, &hash, &bytes, &chunks)),
+        )
+        .await;
+        for ((i, p), loaded) in peers.iter().zip(loads) {
+            let i = *i;
+            if let Err(e) = loaded {
                 let why = match &e {
                     ClusterError::Node { why, .. } => why.clone(),
                     other => other.to_string(),
@@ -961,12 +1003,18 @@ impl Coordinator {
                 })?
                 .map_err(|_| ClusterError::Node {
                     node: p.name.clone(),
-                    why: "connection closed".into(),
+                    why: p.closed_why(),
                 })
         };
-        if let Msg::ModelState { loaded: true, .. } =
-            ask(Msg::HasModel { hash: hash.into() }).await?
-        {
+        let stalled = |why: String| ClusterError::Node {
+            node: p.name.clone(),
+            why,
+        };
+        let has = tokio::select! {
+            r = ask(Msg::HasModel { hash: hash.into() }) => r?,
+            why = p.silent_for(STALL) => return Err(stalled(why)),
+        };
+        if let Msg::ModelState { loaded: true, .. } = has {
             return Ok(());
         }
         let transfer = self.id();
@@ -977,10 +1025,19 @@ impl Coordinator {
         };
         let (tx, rx) = oneshot::channel();
         lock(&p.models).insert(hash.to_string(), tx);
-        p.send(&load).await?;
-        for (i, c) in chunks.iter().enumerate() {
-            let h = wire::tensor_header(transfer, MODEL_CHUNK, i as u32, &[c.len()]);
-            p.conn.send_tile(&h, c).await?;
+        let upload = async {
+            p.send(&load).await?;
+            for (i, c) in chunks.iter().enumerate() {
+                let h = wire::tensor_header(transfer, MODEL_CHUNK, i as u32, &[c.len()]);
+                p.conn.send_tile(&h, c).await?;
+            }
+            Ok::<(), ClusterError>(())
+        };
+        // A node receiving acknowledges all the time: one silent for
+        // STALL has stopped (paused, hung), not slowed.
+        tokio::select! {
+            r = upload => r?,
+            why = p.silent_for(STALL) => return Err(stalled(why)),
         }
         let answer = tokio::time::timeout(Duration::from_secs(300), rx)
             .await
@@ -990,7 +1047,7 @@ impl Coordinator {
             })?
             .map_err(|_| ClusterError::Node {
                 node: p.name.clone(),
-                why: "connection closed".into(),
+                why: p.closed_why(),
             })?;
         match answer {
             Msg::ModelState { loaded: true, .. } => Ok(()),

@@ -407,6 +407,17 @@ impl Connection {
         &self.inner.conn
     }
 
+    /// Why the connection ended, in words for a user; `None` while it is open.
+    pub fn ended(&self) -> Option<String> {
+        self.inner.conn.close_reason().map(|r| match r {
+            quinn::ConnectionError::TimedOut => format!(
+                "stopped answering: nothing heard from it for {} s",
+                self.inner.config.link.idle_timeout.as_secs()
+            ),
+            other => format!("connection closed: {other}"),
+        })
+    }
+
     /// The peer's Hello, waiting for it if it has not arrived yet.
     pub async fn peer_hello(&self) -> Result<Hello> {
         let mut rx = self.hello.clone();
