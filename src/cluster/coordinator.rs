@@ -682,10 +682,7 @@ impl Coordinator {
         if edges.len() > 1 {
             // Every edge node is down: name each, not just the first.
             let each: Vec<String> = edges.iter().map(|(_, e)| e.to_string()).collect();
-            return Err(ClusterError::Node {
-                node: "every edge node".into(),
-                why: each.join("; "),
-            });
+            return Err(ClusterError::NoEdge(each.join("; ")));
         }
         if let Some((_, e)) = edges.pop() {
             return Err(e);

@@ -37,6 +37,9 @@ pub enum ClusterError {
     /// The executor failed a job.
     #[error("executor: {0}")]
     Exec(String),
+    /// No edge node could be reached: why, for each.
+    #[error("no edge node can be reached: {0}")]
+    NoEdge(String),
     /// A node did not answer in time or went away.
     #[error("node {node}: {why}")]
     Node {

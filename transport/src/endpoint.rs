@@ -247,9 +247,16 @@ impl Endpoint {
             .quinn
             .connect(addr, peer)
             .map_err(|e| Error::Connection(e.to_string()))?;
-        let conn = connecting
-            .await
-            .map_err(|e| Error::Connection(format!("{peer} at {addr}: {e}")))?;
+        let conn = connecting.await.map_err(|e| {
+            // rustls names the check that failed, not the likely cause.
+            let hint = if e.to_string().contains("invalid peer certificate") {
+                " (its certificate is not signed by this side's CA: are both \
+                 from the same `tessera certs` folder?)"
+            } else {
+                ""
+            };
+            Error::Connection(format!("{peer} at {addr}: {e}{hint}"))
+        })?;
         Connection::start(conn, peer.to_string(), self.config.clone()).await
     }
 
