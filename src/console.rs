@@ -5,16 +5,21 @@ use std::io::IsTerminal;
 
 /// Logs tracing events to stderr at `default` (an `EnvFilter` directive;
 /// `RUST_LOG` overrides it), coloured only when stderr is a terminal, so
-/// logs redirected to a file or a pipe hold no escape codes.
-pub fn init_logging(default: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
-        )
+/// logs redirected to a file or a pipe hold no escape codes. A daemon's
+/// lines carry time and source; a one-shot command's warnings read as
+/// messages to its user, without them.
+pub fn init_logging(default: &str, daemon: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    if daemon {
+        fmt.init();
+    } else {
+        fmt.without_time().with_target(false).init();
+    }
 }
 
 /// Makes a closed stdout end the process as it ends any Unix filter

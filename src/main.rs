@@ -132,7 +132,7 @@ fn main() -> ExitCode {
         Command::Run { .. } => "tile_engine=warn,tessera=warn",
         _ => "tile_engine=warn",
     };
-    tessera::console::init_logging(default);
+    tessera::console::init_logging(default, matches!(cli.command, Command::Node { .. }));
     if matches!(
         cli.command,
         Command::Plan { .. } | Command::Certs { .. } | Command::Infer(_)

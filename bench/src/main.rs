@@ -46,12 +46,15 @@ fn main() -> std::process::ExitCode {
     let bench = Bench::parse();
     // The engine's warnings (a grid clamped to a small map) belong beside
     // the figures they qualify.
-    tessera::console::init_logging(match bench {
-        // Its table says where a grid was clamped, once per row, where the
-        // engine would warn on every timed run.
-        Bench::Tiles(_) => "tile_engine=error",
-        _ => "tile_engine=warn",
-    });
+    tessera::console::init_logging(
+        match bench {
+            // Its table says where a grid was clamped, once per row, where the
+            // engine would warn on every timed run.
+            Bench::Tiles(_) => "tile_engine=error",
+            _ => "tile_engine=warn",
+        },
+        false,
+    );
     if matches!(
         bench,
         Bench::Kernels(_) | Bench::Tiles(_) | Bench::Planner(_)
