@@ -143,9 +143,21 @@ async fn request(
         let run = experiment::run_plan(&coord, &loaded, input, &adaptive.plan, 1, true).await?;
         coord.shutdown().await;
         model::write_outputs(kind, &args.output, &run.outputs, args.pixel_scale)?;
+        // Where the parts that ran whole (not as tiles) ran.
+        let whole: Vec<String> = run
+            .records
+            .iter()
+            .filter(|r| r.ok && r.tile.is_none() && r.ops > 0)
+            .map(|r| format!("{} on {}", r.stage, r.node_name))
+            .collect();
+        let whole = if whole.is_empty() {
+            String::new()
+        } else {
+            format!("; whole: {}", whole.join(", "))
+        };
         for (path, out) in args.output.iter().zip(&run.outputs) {
             eprintln!(
-                "{}: output {:?} in {:.1} ms wall clock ({} job{}; tiles: {})",
+                "{}: output {:?} in {:.1} ms wall clock ({} job{}; tiles: {}{whole})",
                 path.display(),
                 out.shape(),
                 run.wall_s * 1e3,
