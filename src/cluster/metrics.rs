@@ -40,7 +40,7 @@ impl Metrics {
             (
                 "tessera_jobs_total",
                 "counter",
-                "Jobs finished (tiles and whole segments).",
+                "Jobs finished (tiles, whole segments and input hand-overs).",
                 self.jobs.load(Ordering::Relaxed) as f64,
             ),
             (

@@ -697,6 +697,8 @@ async fn run_job(
         let now = now_us();
         let sent = wire::send_tensors(conn, TileKind::Result, job, OUTPUT, &echo).await?;
         node.metrics.bytes_out.fetch_add(sent, Ordering::Relaxed);
+        // A job like any other to whoever counts them (`tessera run` does).
+        node.metrics.jobs.fetch_add(1, Ordering::Relaxed);
         return Msg::Done {
             job,
             outputs: echo.len() as u32,
