@@ -407,12 +407,6 @@ pub(crate) fn declared_dims(config: &Json) -> Option<Vec<Option<usize>>> {
         .iter()
         .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
         .collect();
-    // A declared size past the limit is not a size tessera can run: it reads
-    // as open, so the caller's input shape decides (and is checked).
-    let dims: Vec<Option<usize>> = dims
-        .into_iter()
-        .map(|d| d.filter(|&d| d <= crate::ir::MAX_DIM))
-        .collect();
     Some(match dims.as_slice() {
         [n, h, w, c] => vec![*n, *c, *h, *w],
         _ => dims,
@@ -425,6 +419,13 @@ fn input_shape_of(cfg: &Cfg<'_>, override_shape: Option<&[usize]>) -> Result<Vec
     let dims = declared_dims(cfg.json).ok_or_else(|| {
         Error::Malformed(format!("input {} declares no batch_input_shape", cfg.layer))
     })?;
+    if let Some(d) = dims.iter().flatten().find(|&&d| d > crate::ir::MAX_DIM) {
+        return Err(Error::Malformed(format!(
+            "input {} declares a size of {d}, over the limit of {}",
+            cfg.layer,
+            crate::ir::MAX_DIM
+        )));
+    }
     let show = || {
         dims.iter()
             .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
@@ -690,15 +691,15 @@ fn reshape(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result
             if d.is_null() || d.as_i64() == Some(-1) {
                 return Ok(None);
             }
+            // An entry counts elements (a flattening reshape's is H·W·C),
+            // so only the product's overflow is checked, below.
             d.as_u64()
                 .and_then(|v| usize::try_from(v).ok())
-                .filter(|&v| v <= crate::ir::MAX_DIM)
                 .map(Some)
                 .ok_or_else(|| {
                     Error::Malformed(format!(
-                        "layer {}: target_shape entry {d} is not -1 or a size up to {}",
-                        cfg.layer,
-                        crate::ir::MAX_DIM
+                        "layer {}: target_shape entry {d} is not -1 or a size",
+                        cfg.layer
                     ))
                 })
         })
