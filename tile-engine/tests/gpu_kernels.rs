@@ -912,3 +912,30 @@ fn weights_over_the_binding_limit_name_the_layer_and_are_not_a_limit() {
         "{text}"
     );
 }
+
+/// Weights are cached on the GPU by their `Arc`'s address: those of a graph
+/// nobody holds any more are dropped, or a daemon that evicts models (or
+/// loads many) would keep every one's weights in GPU memory for good.
+#[test]
+fn weights_of_a_dropped_graph_leave_the_gpu() {
+    let exec = GpuExecutor::new(GpuOptions {
+        no_autotune: true,
+        ..GpuOptions::default()
+    })
+    .expect("GPU tests need an adapter (e.g. lavapipe with WGPU_BACKEND=vulkan)");
+    let x = random(&[1, 3, 11, 13], 42);
+    let g = small_model();
+    exec.run(&g, std::slice::from_ref(&x)).expect("run");
+    let held = exec.weights_uploaded();
+    assert!(held > 0);
+    // A copy shares the weights: nothing new, nothing dropped.
+    let copy = g.clone();
+    drop(g);
+    exec.run(&copy, std::slice::from_ref(&x)).expect("copy");
+    assert_eq!(exec.weights_uploaded(), held);
+    drop(copy);
+    // The same model built again has weights of its own: the old ones go.
+    let again = small_model();
+    exec.run(&again, std::slice::from_ref(&x)).expect("again");
+    assert_eq!(exec.weights_uploaded(), held);
+}

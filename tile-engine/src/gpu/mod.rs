@@ -589,6 +589,9 @@ impl GpuExecutor {
         for (_, b) in storage.drain() {
             st.pool.give(b);
         }
+        // The graph just run still holds its weights: only those of graphs
+        // gone since are dropped.
+        st.weights.purge_unused();
         if let Err(Error::Gpu(m)) = &mut result {
             m.insert_str(0, &format!("{}: ", self.ctx.info.name));
         }

@@ -62,12 +62,9 @@ impl BufferPool {
 
 /// Keeps an uploaded weight's source alive, so its address stays a unique key.
 enum Owner {
-    Tensor(#[allow(dead_code)] Arc<crate::tensor::Tensor>),
-    Vec(#[allow(dead_code)] Arc<Vec<f32>>),
-    Pair(
-        #[allow(dead_code)] Arc<Vec<f32>>,
-        #[allow(dead_code)] Arc<Vec<f32>>,
-    ),
+    Tensor(Arc<crate::tensor::Tensor>),
+    Vec(Arc<Vec<f32>>),
+    Pair(Arc<Vec<f32>>, Arc<Vec<f32>>),
 }
 
 /// Weights on the GPU, keyed by the address of the IR's shared weight
@@ -128,7 +125,26 @@ pub struct Uploader<'a> {
     pub max_texture: u32,
 }
 
+impl Owner {
+    /// Whether anything besides this cache still holds the weight.
+    fn in_use(&self) -> bool {
+        match self {
+            Owner::Tensor(t) => Arc::strong_count(t) > 1,
+            Owner::Vec(v) => Arc::strong_count(v) > 1,
+            Owner::Pair(a, b) => Arc::strong_count(a) > 1 || Arc::strong_count(b) > 1,
+        }
+    }
+}
+
 impl WeightCache {
+    /// Drops the GPU copies of weights no graph holds any more (a model a
+    /// daemon evicted, a graph a caller dropped): keyed by address, they
+    /// could never be hit again, and would hold GPU memory for good.
+    pub fn purge_unused(&mut self) {
+        self.map.retain(|_, (owner, _)| owner.in_use());
+        self.textures.retain(|_, (owner, _)| owner.in_use());
+    }
+
     /// Number of weight buffers held.
     pub fn len(&self) -> usize {
         self.map.len() + self.textures.len() + self.tables.len()
