@@ -954,7 +954,7 @@ impl Incoming {
     }
 
     /// Completes the TLS handshake, checks the peer's name against the
-    /// allow-list and exchanges Hellos, within the endpoint's
+    /// allow-list and sends this side's Hello, within the endpoint's
     /// `handshake_timeout`: a peer that stalls there (one Initial packet, or
     /// a zero stream window) is dropped instead of holding a task.
     pub async fn finish(self) -> Result<Connection> {

@@ -10,6 +10,10 @@ use crate::error::{Error, Result};
 
 /// Datagrams quinn 0.11 puts in one GSO send (`MAX_TRANSMIT_SEGMENTS`).
 const QUINN_GSO_SEGMENTS: usize = 10;
+
+/// Longest gap between keep-alive packets on an idle connection.
+const KEEP_ALIVE_MAX: Duration = Duration::from_secs(4);
+
 /// Largest UDP payload one send may carry (IPv4: 65535 - 20 - 8).
 const MAX_UDP_SEND: usize = 65_507;
 
@@ -128,7 +132,9 @@ impl LinkTuning {
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
             .map_err(|e| Error::Config(e.to_string()))?;
         t.max_idle_timeout(Some(idle));
-        t.keep_alive_interval(Some(self.idle_timeout / 3));
+        // At most 4 s apart: a live peer is heard from at least twice in
+        // the 10 s a coordinator waits before it calls a node stalled.
+        t.keep_alive_interval(Some((self.idle_timeout / 3).min(KEEP_ALIVE_MAX)));
         t.initial_mtu(self.initial_mtu);
         let mut mtu = quinn::MtuDiscoveryConfig::default();
         mtu.upper_bound(self.max_mtu);
