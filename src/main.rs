@@ -83,7 +83,8 @@ from the file's folder):
   compute_lock = \"node.lock\"    optional lock shared by daemons on one machine
 
 Stops on Ctrl-C or SIGTERM after closing its connections (within about
-5 s: a job running on the executor gets that long to finish).";
+7 s: its peers get 2 s to see the close, a job running on the executor 5 s
+to finish).";
 
 pub use tessera::Backend;
 use tessera::plan;

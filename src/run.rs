@@ -83,11 +83,24 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let closer = endpoint.quinn().clone();
         let stop = tessera::cluster::node::stop_signal()?;
         let work = request(args, kind, &input, &bundle, cluster, endpoint, addrs);
-        tokio::select! {
-            r = work => r,
-            sig = stop => {
-                closer.close(0u32.into(), b"interrupted");
+        let close = |why: &'static [u8]| {
+            let closer = closer.clone();
+            async move {
+                closer.close(0u32.into(), why);
                 let _ = tokio::time::timeout(Duration::from_secs(1), closer.wait_idle()).await;
+            }
+        };
+        tokio::select! {
+            r = work => {
+                // A request that failed part-way leaves no jobs queued
+                // behind it either (a finished one has closed already).
+                if r.is_err() {
+                    close(b"failed").await;
+                }
+                r
+            }
+            sig = stop => {
+                close(b"interrupted").await;
                 anyhow::bail!(
                     "{sig}: request abandoned; the nodes drop its queued jobs (one already running finishes first)"
                 )

@@ -64,6 +64,22 @@ impl Inbox {
         true
     }
 
+    /// Waits until the tensor with `key` has arrived, leaving it held; false
+    /// if it has not by `deadline`.
+    pub async fn wait_for(&self, key: (u64, u32, u32), deadline: Instant) -> bool {
+        loop {
+            let notified = self.arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if lock(&self.items).contains_key(&key) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// Waits for the tensor with `key` until `deadline`.
     pub async fn take(&self, key: (u64, u32, u32), deadline: Instant) -> Option<Received> {
         loop {

@@ -79,7 +79,7 @@ struct ExecHandle {
 /// Jobs whose inputs a node holds for its executor at once (queued or
 /// running), over all connections.
 const MAX_QUEUED_JOBS: usize = 64;
-/// How long a job that waited for a slot still waits for its inputs.
+/// How long a job takes its inputs once all have arrived (they are held).
 const INPUT_GRACE: Duration = Duration::from_secs(5);
 
 fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
@@ -126,16 +126,10 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
             };
             // Creating an executor compiles kernels: under the lock, so it
             // does not steal the cores from another node's calibration.
+            let make = || crate::exec::executor(backend, adapter.clone(), !autotune, &cpu_hint);
             let mut made = None;
-            locked(&mut || {
-                made = Some(crate::exec::executor(
-                    backend,
-                    adapter.clone(),
-                    !autotune,
-                    &cpu_hint,
-                ))
-            });
-            let exec = match made {
+            locked(&mut || made = Some(make()));
+            let mut exec = match made {
                 Some(Ok(e)) => {
                     let _ = ready_tx.send(Ok((e.name(), e.describe())));
                     e
@@ -147,6 +141,11 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                 None => return,
             };
             while let Ok(work) = rx.recv() {
+                // A panic (a bug, or a model crafted to hit one) fails its
+                // own work item; the executor, whose state it may have left
+                // half-updated, is then made afresh, and the thread, with
+                // every later client's job, carries on.
+                let mut panicked = false;
                 match work {
                     Work::Stop => break,
                     Work::Run {
@@ -165,9 +164,6 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                             // A map over this GPU's binding limit runs on a
                             // finer grid here, with the same result: the
                             // planner does not know each node's limits.
-                            // A job that panics (a bug, or a model crafted
-                            // to hit one) fails alone: the thread, and with
-                            // it every later client's job, carries on.
                             let run =
                                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                                     crate::exec::run_within_limits(
@@ -183,14 +179,24 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                                 Ok(r) => r
                                     .map(|(o, _)| (o, start, now_us()))
                                     .map_err(|e| format!("{e:#}")),
-                                Err(_) => Err("the executor panicked on this job".to_string()),
+                                Err(_) => {
+                                    panicked = true;
+                                    Err("the executor panicked on this job".to_string())
+                                }
                             };
                         });
                         let _ = reply.send(out);
                     }
                     Work::Calibrate { reply } => {
                         let mut rates = Vec::new();
-                        locked(&mut || rates = calibrate::calibrate(exec.as_ref()));
+                        locked(
+                            &mut || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                                || calibrate::calibrate(exec.as_ref()),
+                            )) {
+                                Ok(r) => rates = r,
+                                Err(_) => panicked = true,
+                            },
+                        );
                         let _ = reply.send(rates);
                     }
                     Work::Profile { graph, reply } => {
@@ -198,10 +204,35 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                         let mut busy = Duration::ZERO;
                         locked(&mut || {
                             let t0 = std::time::Instant::now();
-                            seconds = calibrate::profile_ops(exec.as_ref(), &graph);
+                            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                calibrate::profile_ops(exec.as_ref(), &graph)
+                            })) {
+                                Ok(s) => seconds = s,
+                                Err(_) => panicked = true,
+                            }
                             busy = t0.elapsed();
                         });
                         let _ = reply.send((seconds, busy));
+                    }
+                }
+                if panicked {
+                    tracing::error!("the executor panicked; starting a fresh one");
+                    let mut remade = None;
+                    locked(&mut || remade = Some(make()));
+                    match remade {
+                        Some(Ok(e)) => {
+                            let old = std::mem::replace(&mut exec, e);
+                            // Its state may be poisoned; its drop must not
+                            // take the thread down after all.
+                            let _ =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                                    drop(old)
+                                }));
+                        }
+                        _ => {
+                            tracing::error!("cannot start a fresh executor; jobs now fail");
+                            break;
+                        }
                     }
                 }
             }
@@ -538,7 +569,9 @@ async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: M
             }
         }
         Msg::HasModel { hash } => {
-            let loaded = lock(&node.models).contains(&hash);
+            // `get` marks the model used: one just reported loaded is not the
+            // next evicted.
+            let loaded = lock(&node.models).get(&hash).is_some();
             let _ = Msg::ModelState {
                 hash,
                 loaded,
@@ -625,7 +658,7 @@ async fn load_model(
     transfer: u64,
     bytes: u64,
 ) -> Result<(), ClusterError> {
-    if lock(&node.models).contains(hash) {
+    if lock(&node.models).get(hash).is_some() {
         return Ok(());
     }
     if bytes > node.max_model_bytes {
@@ -720,13 +753,24 @@ async fn run_job(
             plan.inputs.len()
         )));
     }
-    let _slot = node
+    // Inputs wait in the connection's bounded inbox until all have come;
+    // only then does the job take a slot and them, and it gives the slot
+    // back when the executor is done: a job whose inputs never come, or
+    // whose client reads its outputs slowly, holds none.
+    for i in 0..inputs {
+        if !inbox.wait_for((job, INPUT, i), deadline).await {
+            return Err(ClusterError::Protocol(format!(
+                "input {i} of job {job} never came"
+            )));
+        }
+    }
+    let slot = node
         .exec
         .slots
         .acquire()
         .await
         .map_err(|_| ClusterError::Exec("executor stopped".into()))?;
-    let deadline = deadline.max(Instant::now() + INPUT_GRACE);
+    let deadline = Instant::now() + INPUT_GRACE;
     let mut tensors = Vec::with_capacity(plan.input_shapes.len());
     for (i, shape) in plan.input_shapes.iter().enumerate() {
         let (h, data) = inbox
@@ -739,6 +783,7 @@ async fn run_job(
     let client = conn.quinn().clone();
     let wanted = Box::new(move || client.close_reason().is_none());
     let result = node.exec.run(plan.graph, tensors, wanted).await;
+    drop(slot);
     node.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
     let (outputs, start_us, mut end_us) = result.map_err(ClusterError::Exec)?;
     let cold = lock(&node.warm).insert((model.to_string(), nodes.to_vec()));
