@@ -82,6 +82,13 @@ const MAX_QUEUED_JOBS: usize = 64;
 /// How long a job takes its inputs once all have arrived (they are held).
 const INPUT_GRACE: Duration = Duration::from_secs(5);
 
+/// Runs `f`, turning a panic into `None` and `panicked = true`.
+fn guarded<T>(panicked: &mut bool, f: impl FnOnce() -> T) -> Option<T> {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
+    *panicked |= r.is_none();
+    r
+}
+
 fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
     let (tx, rx) = std::sync::mpsc::channel::<Work>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -164,39 +171,31 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                             // A map over this GPU's binding limit runs on a
                             // finer grid here, with the same result: the
                             // planner does not know each node's limits.
-                            let run =
-                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                    crate::exec::run_within_limits(
-                                        exec.as_ref(),
-                                        &graph,
-                                        &inputs,
-                                        tile_engine::tiling::Grid::uniform(1, 1),
-                                        None,
-                                        &mut |m| tracing::info!("{m}"),
-                                    )
-                                }));
+                            let run = guarded(&mut panicked, || {
+                                crate::exec::run_within_limits(
+                                    exec.as_ref(),
+                                    &graph,
+                                    &inputs,
+                                    tile_engine::tiling::Grid::uniform(1, 1),
+                                    None,
+                                    &mut |m| tracing::info!("{m}"),
+                                )
+                            });
                             out = match run {
-                                Ok(r) => r
+                                Some(r) => r
                                     .map(|(o, _)| (o, start, now_us()))
                                     .map_err(|e| format!("{e:#}")),
-                                Err(_) => {
-                                    panicked = true;
-                                    Err("the executor panicked on this job".to_string())
-                                }
+                                None => Err("the executor panicked on this job".to_string()),
                             };
                         });
                         let _ = reply.send(out);
                     }
                     Work::Calibrate { reply } => {
                         let mut rates = Vec::new();
-                        locked(
-                            &mut || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-                                || calibrate::calibrate(exec.as_ref()),
-                            )) {
-                                Ok(r) => rates = r,
-                                Err(_) => panicked = true,
-                            },
-                        );
+                        locked(&mut || {
+                            rates = guarded(&mut panicked, || calibrate::calibrate(exec.as_ref()))
+                                .unwrap_or_default();
+                        });
                         let _ = reply.send(rates);
                     }
                     Work::Profile { graph, reply } => {
@@ -204,12 +203,10 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                         let mut busy = Duration::ZERO;
                         locked(&mut || {
                             let t0 = std::time::Instant::now();
-                            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            seconds = guarded(&mut panicked, || {
                                 calibrate::profile_ops(exec.as_ref(), &graph)
-                            })) {
-                                Ok(s) => seconds = s,
-                                Err(_) => panicked = true,
-                            }
+                            })
+                            .unwrap_or_default();
                             busy = t0.elapsed();
                         });
                         let _ = reply.send((seconds, busy));
@@ -224,10 +221,7 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                             let old = std::mem::replace(&mut exec, e);
                             // Its state may be poisoned; its drop must not
                             // take the thread down after all.
-                            let _ =
-                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                                    drop(old)
-                                }));
+                            guarded(&mut panicked, move || drop(old));
                         }
                         _ => {
                             tracing::error!("cannot start a fresh executor; jobs now fail");
