@@ -37,6 +37,39 @@ pub fn executor(
     })
 }
 
+/// An executor whose every run stops between ops once `keep_going` says
+/// false (where the executor has such points: see [`Executor::run_until`]).
+pub struct Until<'a> {
+    /// The executor that runs.
+    pub exec: &'a dyn Executor,
+    /// Asked before each op.
+    pub keep_going: &'a dyn Fn() -> bool,
+}
+
+impl Executor for Until<'_> {
+    fn name(&self) -> String {
+        self.exec.name()
+    }
+
+    fn describe(&self) -> String {
+        self.exec.describe()
+    }
+
+    fn run(&self, graph: &Graph, inputs: &[Tensor]) -> tile_engine::Result<Vec<Tensor>> {
+        self.exec.run_until(graph, inputs, self.keep_going)
+    }
+
+    fn run_until(
+        &self,
+        graph: &Graph,
+        inputs: &[Tensor],
+        keep_going: &dyn Fn() -> bool,
+    ) -> tile_engine::Result<Vec<Tensor>> {
+        self.exec
+            .run_until(graph, inputs, &|| (self.keep_going)() && keep_going())
+    }
+}
+
 /// Runs `graph` whole (1×1 grid and no fuse override) or tile by tile;
 /// returns its outputs in the graph's order.
 pub fn run_graph(

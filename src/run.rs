@@ -102,7 +102,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             sig = stop => {
                 close(b"interrupted").await;
                 anyhow::bail!(
-                    "{sig}: request abandoned; the nodes drop its queued jobs (one already running finishes first)"
+                    "{sig}: request abandoned; the nodes drop its jobs (one already running on a GPU finishes first)"
                 )
             }
         }

@@ -161,10 +161,17 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                         wanted,
                         reply,
                     } => {
-                        if reply.is_closed() || !wanted() {
+                        // Asked before the job and, on an executor that
+                        // can stop between ops (the CPU one), before each.
+                        let keep_going = || !reply.is_closed() && wanted();
+                        if !keep_going() {
                             let _ = reply.send(Err("its coordinator has gone".to_string()));
                             continue;
                         }
+                        let until = crate::exec::Until {
+                            exec: exec.as_ref(),
+                            keep_going: &keep_going,
+                        };
                         let mut out = Err("not run".to_string());
                         locked(&mut || {
                             let start = now_us();
@@ -173,7 +180,7 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                             // planner does not know each node's limits.
                             let run = guarded(&mut panicked, || {
                                 crate::exec::run_within_limits(
-                                    exec.as_ref(),
+                                    &until,
                                     &graph,
                                     &inputs,
                                     tile_engine::tiling::Grid::uniform(1, 1),

@@ -23,6 +23,9 @@ pub enum Error {
     /// The GPU adapter, device or a kernel failed.
     #[error("gpu: {0}")]
     Gpu(String),
+    /// The caller stopped the run between two ops (its result was no longer wanted).
+    #[error("cancelled")]
+    Cancelled,
     /// File-system errors, with the path that failed.
     // The cause is in the message and not also a `source()`, or a
     // chain-printing caller (anyhow's `{:#}`) would repeat it.

@@ -579,3 +579,30 @@ fn conv_throughput_128x128() -> R {
     );
     Ok(())
 }
+
+/// A run whose result is no longer wanted stops at the next op: a node
+/// freed of an abandoned request's tile serves the next one at once.
+#[test]
+fn run_until_stops_between_ops_once_told_to() -> R {
+    let mut g = Graph::default();
+    let x = g.add_value("x", vec![1, 1, 2, 2]);
+    g.inputs.push(x);
+    let a = g.add_node("a", Op::Activation(Activation::Relu), vec![x], "a")?;
+    let b = g.add_node("b", Op::Activation(Activation::Relu), vec![a], "b")?;
+    g.outputs.push(b);
+    let input = iota(&[1, 1, 2, 2]);
+    let asked = std::cell::Cell::new(0);
+    // Yes before the first op, no before the second.
+    let keep_going = || {
+        asked.set(asked.get() + 1);
+        asked.get() < 2
+    };
+    let e = CpuExecutor
+        .run_until(&g, std::slice::from_ref(&input), &keep_going)
+        .expect_err("told to stop");
+    assert!(matches!(e, Error::Cancelled), "{e}");
+    assert_eq!(asked.get(), 2);
+    let all = CpuExecutor.run_until(&g, std::slice::from_ref(&input), &|| true)?;
+    assert_eq!(all, CpuExecutor.run(&g, &[input])?);
+    Ok(())
+}

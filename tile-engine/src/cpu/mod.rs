@@ -40,6 +40,15 @@ impl crate::Executor for CpuExecutor {
     fn run(&self, graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         run(graph, inputs)
     }
+
+    fn run_until(
+        &self,
+        graph: &Graph,
+        inputs: &[Tensor],
+        keep_going: &dyn Fn() -> bool,
+    ) -> Result<Vec<Tensor>> {
+        run_checked(graph, inputs, keep_going)
+    }
 }
 
 /// Runs `graph` on the CPU with one tensor per graph input; returns one tensor per graph output.
@@ -47,6 +56,16 @@ impl crate::Executor for CpuExecutor {
 /// Intermediate tensors are dropped as soon as their last consumer has run,
 /// so peak memory follows the graph's widest cut, not its total size.
 pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    run_checked(graph, inputs, &|| true)
+}
+
+/// [`run`], asking `keep_going` before each op and giving up with
+/// [`Error::Cancelled`] when it says false.
+fn run_checked(
+    graph: &Graph,
+    inputs: &[Tensor],
+    keep_going: &dyn Fn() -> bool,
+) -> Result<Vec<Tensor>> {
     graph.validate()?;
     graph.check_inputs(inputs)?;
 
@@ -71,6 +90,9 @@ pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     }
 
     for (i, node) in graph.nodes.iter().enumerate() {
+        if !keep_going() {
+            return Err(Error::Cancelled);
+        }
         let out = {
             let ins = node
                 .inputs
