@@ -740,6 +740,52 @@ struct Victim {
     victim: usize,
 }
 
+/// A node whose cache has room for one model drops the first client's model
+/// when a second client loads another; the first client, still connected,
+/// runs it all the same. Before, its tiles failed with "not loaded here".
+#[test]
+fn a_model_dropped_from_a_full_cache_still_runs_for_the_client_that_loaded_it() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut local = start_daemons("evict", toml::from_str(SMALL).expect("toml")).await;
+        let edges = local.tier(Tier::Edge);
+        for &e in &edges {
+            local
+                .restart_with(e, "model_cache_bytes = 1\n")
+                .await
+                .expect("restart");
+        }
+        let first = connect(&local).await.expect("first coordinator");
+        let model = load(&first).await;
+        let second = connect(&local).await.expect("second coordinator");
+        let other = Bundle::from_spec("default", &[1, 3, 16, 16]).expect("bundle");
+        second.load_model(&other).await.expect("other model loads");
+        second.shutdown().await;
+        for &e in &edges {
+            let name = &local.cluster.nodes[e].name;
+            let log =
+                std::fs::read_to_string(local.dir().join(format!("{name}.log"))).expect("node log");
+            assert!(
+                log.contains("dropped from the model cache"),
+                "{name} kept both models:\n{log}"
+            );
+        }
+        let plan = two_edge_plan(&local, &model);
+        let r = experiment::run_plan(&first, &model, &image(), &plan, 1, false)
+            .await
+            .expect("the first client's model still runs");
+        assert_eq!(bits(&r.outputs), bits(&reference(&model)));
+        for &e in &edges {
+            assert!(
+                r.records.iter().any(|x| x.node == e && x.ok),
+                "node {e} ran no tile: {:?}",
+                r.records
+            );
+        }
+        first.shutdown().await;
+    });
+}
+
 async fn slowed_victim(name: &str, timeouts: Timeouts, throttle: f64) -> Victim {
     let (local, mut coord) = start(name).await;
     coord.timeouts = timeouts;

@@ -40,7 +40,8 @@ pub struct NodeConfig {
     #[serde(default = "default_max_model_bytes")]
     pub max_model_bytes: u64,
     /// Bundle bytes of the models kept loaded; past it the least recently
-    /// used are dropped (a coordinator that loads one again sends it again).
+    /// used are dropped (a coordinator that loads one again sends it again;
+    /// a connection keeps the models it loaded until it ends).
     #[serde(default = "default_model_cache_bytes")]
     pub model_cache_bytes: u64,
     /// Run calibration at start-up (default true).

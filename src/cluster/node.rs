@@ -494,16 +494,42 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
     }
 }
 
+/// What one connection holds: its inbox, and the models it was told are
+/// loaded. The cache may drop those for another client's; this connection
+/// keeps running them until it ends, instead of failing its jobs with "not
+/// loaded" after it asked.
+#[derive(Default)]
+struct Session {
+    inbox: Inbox,
+    models: Mutex<HashMap<String, Arc<Graph>>>,
+}
+
+impl Session {
+    /// The model, from this connection's own or else from the node's cache
+    /// (then kept for this connection too).
+    fn model(&self, node: &Node, hash: &str) -> Option<Arc<Graph>> {
+        let pinned = lock(&self.models).get(hash).cloned();
+        if let Some(g) = pinned {
+            // Still marked used in the cache, which may hold it too.
+            lock(&node.models).get(hash);
+            return Some(g);
+        }
+        let g = lock(&node.models).get(hash)?;
+        lock(&self.models).insert(hash.to_string(), g.clone());
+        Some(g)
+    }
+}
+
 async fn handle(node: Arc<Node>, conn: Connection) {
-    let inbox = Arc::new(Inbox::default());
+    let session = Arc::new(Session::default());
     {
-        let (conn, inbox, metrics) = (conn.clone(), inbox.clone(), node.metrics.clone());
+        let (conn, session, metrics) = (conn.clone(), session.clone(), node.metrics.clone());
         tokio::spawn(async move {
             while let Some(t) = conn.recv_tile().await {
                 metrics
                     .bytes_in
                     .fetch_add(t.payload.as_bytes().len() as u64, Ordering::Relaxed);
-                if !inbox.put(t.header, t.payload.into_vec()) {
+                if !session.inbox.put(t.header, t.payload.into_vec()) {
                     metrics.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(peer = conn.peer(), "inbox full: tensor dropped");
                 }
@@ -523,8 +549,8 @@ async fn handle(node: Arc<Node>, conn: Connection) {
         match c {
             Control::PlanUpdate(p) => match Msg::parse(&p.body) {
                 Ok(msg) => {
-                    let (node, conn, inbox) = (node.clone(), conn.clone(), inbox.clone());
-                    tokio::spawn(async move { on_message(node, conn, inbox, msg).await });
+                    let (node, conn, session) = (node.clone(), conn.clone(), session.clone());
+                    tokio::spawn(async move { on_message(node, conn, session, msg).await });
                 }
                 Err(e) => {
                     node.metrics.errors.fetch_add(1, Ordering::Relaxed);
@@ -545,7 +571,7 @@ async fn handle(node: Arc<Node>, conn: Connection) {
     tracing::info!(node = %node.name, peer = conn.peer(), "connection ended");
 }
 
-async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: Msg) {
+async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, msg: Msg) {
     match msg {
         Msg::Run {
             job,
@@ -554,12 +580,13 @@ async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: M
             tile,
             inputs,
         } => {
-            if let Err(e) = run_job(&node, &conn, &inbox, job, &model, &nodes, tile, inputs).await {
+            if let Err(e) = run_job(&node, &conn, &session, job, &model, &nodes, tile, inputs).await
+            {
                 node.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(node = %node.name, job, "job failed: {e}");
                 // Inputs the failed job never claimed (or that arrive
                 // late) would hold inbox space until the connection ends.
-                inbox.forget(job);
+                session.inbox.forget(job);
                 // The coordinator reads a failed job as the executor's
                 // refusal and says "executor:" itself.
                 let message = match e {
@@ -572,7 +599,7 @@ async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: M
         Msg::HasModel { hash } => {
             // `get` marks the model used: one just reported loaded is not the
             // next evicted.
-            let loaded = lock(&node.models).get(&hash).is_some();
+            let loaded = session.model(&node, &hash).is_some();
             let _ = Msg::ModelState {
                 hash,
                 loaded,
@@ -586,7 +613,7 @@ async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: M
             transfer,
             bytes,
         } => {
-            let result = load_model(&node, &inbox, &hash, transfer, bytes).await;
+            let result = load_model(&node, &session, &hash, transfer, bytes).await;
             if let Err(e) = &result {
                 node.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(node = %node.name, "model {hash}: {e}");
@@ -614,7 +641,7 @@ async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: M
             .await;
         }
         Msg::ProfileModel { hash } => {
-            let graph = lock(&node.models).get(&hash);
+            let graph = session.model(&node, &hash);
             let cached = lock(&node.profiles).get(&hash).cloned();
             let (seconds, error) = match (cached, graph) {
                 (Some(s), _) => (s, None),
@@ -627,7 +654,11 @@ async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: M
                     node.metrics
                         .busy_us
                         .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
-                    lock(&node.profiles).insert(hash.clone(), s.clone());
+                    // A model dropped from the cache while it was profiled
+                    // takes no profile with it into the map.
+                    if lock(&node.models).contains(&hash) {
+                        lock(&node.profiles).insert(hash.clone(), s.clone());
+                    }
                     (s, None)
                 }
                 (None, None) => (Vec::new(), Some(format!("model {hash} is not loaded here"))),
@@ -654,14 +685,15 @@ async fn on_message(node: Arc<Node>, conn: Connection, inbox: Arc<Inbox>, msg: M
 
 async fn load_model(
     node: &Node,
-    inbox: &Inbox,
+    session: &Session,
     hash: &str,
     transfer: u64,
     bytes: u64,
 ) -> Result<(), ClusterError> {
-    if lock(&node.models).get(hash).is_some() {
+    if session.model(node, hash).is_some() {
         return Ok(());
     }
+    let inbox = &session.inbox;
     if bytes > node.max_model_bytes {
         return Err(ClusterError::Model(format!(
             "{bytes} bytes is over this node's max_model_bytes ({})",
@@ -696,10 +728,13 @@ async fn load_model(
     let graph = tokio::task::spawn_blocking(move || Bundle::decode(&data)?.graph())
         .await
         .map_err(|e| ClusterError::Model(e.to_string()))??;
-    let dropped = lock(&node.models).insert(hash, Arc::new(graph), bytes);
+    let graph = Arc::new(graph);
+    lock(&session.models).insert(hash.to_string(), graph.clone());
+    let dropped = lock(&node.models).insert(hash, graph, bytes);
     node.metrics.models.fetch_add(1, Ordering::Relaxed);
     for h in dropped {
         lock(&node.profiles).remove(&h);
+        lock(&node.warm).retain(|(model, _)| *model != h);
         tracing::info!(node = %node.name, model = %h, "dropped from the model cache (model_cache_bytes)");
     }
     Ok(())
@@ -709,13 +744,14 @@ async fn load_model(
 async fn run_job(
     node: &Node,
     conn: &Connection,
-    inbox: &Inbox,
+    session: &Session,
     job: u64,
     model: &str,
     nodes: &[usize],
     tile: Option<wire::Rect>,
     inputs: u32,
 ) -> Result<(), ClusterError> {
+    let inbox = &session.inbox;
     let deadline = Instant::now() + INPUT_TIMEOUT;
     if nodes.is_empty() {
         // No ops: the node sends its tensors on (a device whose plan part
@@ -744,8 +780,8 @@ async fn run_job(
         .send(conn, 0)
         .await;
     }
-    let graph = lock(&node.models)
-        .get(model)
+    let graph = session
+        .model(node, model)
         .ok_or_else(|| ClusterError::Model(format!("model {model} is not loaded here")))?;
     let plan = plan_job(&graph, nodes, tile)?;
     if plan.inputs.len() != inputs as usize {
