@@ -312,6 +312,34 @@ mod tests {
         h
     }
 
+    /// A model of thousands of ops: its profile (a time per op) and a job
+    /// naming every op fit a control frame. Past 16 KiB of body they were
+    /// refused by the sender, and the coordinator waited 300 s for the profile.
+    #[test]
+    fn a_profile_and_a_job_of_twenty_thousand_ops_fit_a_control_frame() {
+        let ops = 20_000;
+        let profile = Msg::ModelProfile {
+            hash: "ab".repeat(32),
+            seconds: (0..ops).map(|i| Some(1.0 / (i as f64 + 3.0))).collect(),
+            error: None,
+        };
+        let run = Msg::Run {
+            job: u64::MAX,
+            model: "ab".repeat(32),
+            nodes: (100_000..100_000 + ops).collect(),
+            tile: None,
+            inputs: 1,
+        };
+        for m in [profile, run] {
+            let body = serde_json::to_vec(&m).expect("json");
+            assert!(body.len() > 16 * 1024, "the case tests a large body");
+            let header = transport::messages::Header::PlanUpdate(PlanUpdate { epoch: 1, body });
+            let frame = transport::frame::encode_frame(&header, &[]).expect("encodes");
+            let decoded = transport::frame::decode_frame(&frame, &transport::Caps::default());
+            assert!(decoded.is_ok(), "{:?}", decoded.err());
+        }
+    }
+
     #[test]
     fn whole_numbers_to_255_travel_as_bytes_and_come_back_bit_for_bit() -> Result<(), ClusterError>
     {

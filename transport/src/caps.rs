@@ -21,20 +21,26 @@ pub struct Caps {
     pub max_dim: u32,
     /// Longest string field (node id, messages), bytes.
     pub max_string_bytes: u32,
-    /// Longest list field (spans, features, plan bytes), elements.
+    /// Longest list field (spans, features), elements.
     pub max_list_len: u32,
+    /// Longest plan-update body, bytes: a job names every op it runs and a
+    /// model profile holds a time per op, so a model of thousands of ops
+    /// needs tens of KiB.
+    pub max_body_bytes: u32,
 }
 
 impl Default for Caps {
     fn default() -> Self {
         Self {
-            max_header_bytes: 64 * 1024,
+            // Room for the largest plan-update body and its envelope.
+            max_header_bytes: (1 << 20) + 64 * 1024,
             // A 16 MiB tile is the largest the benchmarks move; leave headroom.
             max_payload_bytes: 256 * 1024 * 1024,
             max_rank: 6,
             max_dim: 1 << 20,
             max_string_bytes: 4096,
             max_list_len: 16 * 1024,
+            max_body_bytes: 1 << 20,
         }
     }
 }
@@ -71,7 +77,16 @@ impl Caps {
                         }
                         Ok(())
                     }
-                    Header::PlanUpdate(p) => self.check_len("plan body", p.body.len()),
+                    Header::PlanUpdate(p) => {
+                        if p.body.len() > self.max_body_bytes as usize {
+                            return Err(FrameError::Limit(format!(
+                                "plan body of {} bytes exceeds cap {}",
+                                p.body.len(),
+                                self.max_body_bytes
+                            )));
+                        }
+                        Ok(())
+                    }
                     Header::Shutdown(s) => self.check_str("reason", &s.reason),
                     Header::Ack(_) | Header::Tile(_) | Header::TileResult(_) => Ok(()),
                 }

@@ -252,6 +252,7 @@ fn long_strings_and_lists_are_refused() -> Result<(), FrameError> {
     let caps = Caps {
         max_string_bytes: 8,
         max_list_len: 2,
+        max_body_bytes: 2,
         ..Caps::default()
     };
     let long = frame::encode_frame(
