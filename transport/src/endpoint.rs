@@ -249,7 +249,11 @@ impl Endpoint {
             .map_err(|e| Error::Connection(e.to_string()))?;
         let conn = connecting.await.map_err(|e| {
             // rustls names the check that failed, not the likely cause.
-            let hint = if e.to_string().contains("invalid peer certificate") {
+            let text = e.to_string();
+            let hint = if text.contains("not valid for name") {
+                " (the node at that address has another node's certificate: \
+                 are the name and address in the cluster file the same node's?)"
+            } else if text.contains("invalid peer certificate") {
                 " (its certificate is not signed by this side's CA: are both \
                  from the same `tessera certs` folder?)"
             } else {

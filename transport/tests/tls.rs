@@ -89,10 +89,33 @@ async fn a_certificate_from_another_ca_is_refused() -> TestResult {
         client.connect(server.local_addr()?, SERVER)
     );
     assert!(matches!(acc, Some(Err(_))));
-    assert!(
-        con.is_err(),
-        "the client must not trust a server from another CA"
+    let Err(e) = con else {
+        panic!("the client must not trust a server from another CA");
+    };
+    assert!(e.to_string().contains("same `tessera certs` folder"), "{e}");
+    Ok(())
+}
+
+/// A cluster file that gives one node's name with another's address: the
+/// message says so, not that the CAs differ (they do not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_at_another_nodes_address_is_refused_and_said_so() -> TestResult {
+    let dir = certs(&[SERVER, "edge-2", CLIENT])?;
+    let server = Endpoint::bind(localhost(), config(dir.path(), SERVER, &[CLIENT])?)?;
+    let client = Endpoint::bind(
+        localhost(),
+        config(dir.path(), CLIENT, &[SERVER, "edge-2"])?,
+    )?;
+    let (_, con) = tokio::join!(
+        server.accept(),
+        client.connect(server.local_addr()?, "edge-2")
     );
+    let Err(e) = con else {
+        panic!("edge-1's certificate must not pass for edge-2");
+    };
+    let e = e.to_string();
+    assert!(e.contains("another node's certificate"), "{e}");
+    assert!(!e.contains("CA"), "{e}");
     Ok(())
 }
 
