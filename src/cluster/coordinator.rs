@@ -173,7 +173,7 @@ impl Peer {
     /// executor refused the job, which is the job's fault, not the node's
     /// (it stays in the plan).
     fn fail(&self, e: &ClusterError) {
-        if !matches!(e, ClusterError::Exec(_)) {
+        if nodes_fault(e) {
             self.mark_down(&e.to_string());
         }
     }
@@ -1119,7 +1119,12 @@ impl Coordinator {
         let (tx, rx) = oneshot::channel();
         lock(&peer.jobs).insert(job, tx);
         rec.sent_us = now_us();
-        let f32_bytes: u64 = inputs.iter().map(|t| t.byte_len() as u64).sum();
+        // Both ways: a large output is still crossing the link after its job.
+        let f32_bytes: u64 = inputs.iter().map(|t| t.byte_len() as u64).sum::<u64>()
+            + out_shapes
+                .iter()
+                .map(|s| s.iter().product::<usize>() as u64 * 4)
+                .sum::<u64>();
         let allowance = self.allowance(peer.idx, class, rec.work(), f32_bytes);
         let sent = Instant::now();
         let mut deadline = sent + allowance;
@@ -1219,6 +1224,10 @@ impl Coordinator {
                     out_shapes.len()
                 )));
             }
+            // The outputs went out before `Done` but may come after it (a
+            // few MB behind a tiny control message): they get their own
+            // allowance, not what was left of the job's.
+            let deadline = deadline.max(Instant::now() + allowance);
             let mut out = Vec::with_capacity(outputs as usize);
             let mut out_bytes = 0;
             for i in 0..outputs {
@@ -1305,7 +1314,14 @@ impl Coordinator {
         let class = Self::dominant_class(graph, ops);
         let inputs = gather_inputs(&plan, env)?;
         let mut last = None;
+        // The block's node is often the coordinator and an edge node too:
+        // each is tried once.
+        let mut tried = Vec::with_capacity(candidates.len());
         for &n in candidates {
+            if tried.contains(&n) {
+                continue;
+            }
+            tried.push(n);
             let Some(peer) = self.peer(n) else { continue };
             let mut rec = self.record(request, stage, stage_idx, n, class);
             rec.flops = plan.flops;
@@ -1658,7 +1674,16 @@ impl Coordinator {
             let node = workers[slot];
             let mut gate = gate.clone().filter(|_| early_node != Some(node));
             async move {
-                let Some(peer) = self.peer(node) else { return };
+                let Some(peer) = self.peer(node) else {
+                    // Down since the plan was made: its tiles are anyone's
+                    // now, not left for the serial fallback.
+                    let mut s = lock(state);
+                    let mine = std::mem::take(&mut s.queues[slot]);
+                    s.orphans.extend(mine);
+                    drop(s);
+                    changed.notify_waiters();
+                    return;
+                };
                 if let Some(g) = gate.as_mut()
                     && g.wait_for(|&arrived| arrived).await.is_err()
                 {
@@ -1666,9 +1691,16 @@ impl Coordinator {
                     return;
                 }
                 loop {
+                    // Taken and counted as running under one lock: a worker
+                    // in between would see nothing queued, nobody running,
+                    // and leave.
                     let next = {
                         let mut s = lock(state);
-                        s.next(slot)
+                        let next = s.next(slot);
+                        if next.is_some() {
+                            s.running += 1;
+                        }
+                        next
                     };
                     let Some((t, stolen)) = next else {
                         // Nothing queued: wait for a failure to free tiles, or the end.
@@ -1688,7 +1720,6 @@ impl Coordinator {
                         notified.await;
                         continue;
                     };
-                    lock(state).running += 1;
                     let (mut rec, r) = self
                         .run_tile(
                             &peer, request, model, stage, stage_idx, block, class, t, &jobs[t],
@@ -1759,6 +1790,7 @@ impl Coordinator {
                         break;
                     }
                     Err(ClusterError::Exec(m)) => refused = Some(format!("{}: {m}", peer.name)),
+                    Err(e) if !nodes_fault(&e) => refused = Some(format!("{}: {e}", peer.name)),
                     Err(e) => peer.mark_down(&e.to_string()),
                 }
             }
@@ -1882,6 +1914,17 @@ struct TileState {
     done: Vec<Option<Vec<Tensor>>>,
     records: Vec<JobRecord>,
     running: usize,
+}
+
+/// Whether a job's failure says something about its node: not when its
+/// executor refused the job (the job's fault), nor when this side's own frame
+/// limits kept it from being sent (a tensor over `max_payload_bytes`, say),
+/// which every other node would meet too.
+fn nodes_fault(e: &ClusterError) -> bool {
+    !matches!(
+        e,
+        ClusterError::Exec(_) | ClusterError::Transport(transport::Error::Frame(_))
+    )
 }
 
 impl TileState {
