@@ -143,8 +143,15 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
+            let mut sock = match listener.accept().await {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    // Out of file descriptors, say: retrying at once would
+                    // spin a core.
+                    tracing::warn!("metrics endpoint: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let (node, metrics) = (node.clone(), metrics.clone());
             tokio::spawn(async move {

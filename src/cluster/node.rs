@@ -27,6 +27,8 @@ use super::{ClusterError, calibrate, tier_wire};
 
 /// How long a job waits for its input tensors before it fails.
 const INPUT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a model upload may go without its next chunk.
+const CHUNK_SILENCE: Duration = Duration::from_secs(30);
 
 /// Microseconds since the Unix epoch: every process on a machine shares
 /// this clock, so the demo can lay all nodes' spans on one time line.
@@ -74,6 +76,8 @@ struct ExecHandle {
     slots: Arc<tokio::sync::Semaphore>,
     /// Signalled once the thread has dropped its executor.
     stopped: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+    /// Set when the executor could not be made again after a panic.
+    lost: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Jobs whose inputs a node holds for its executor at once (queued or
@@ -93,6 +97,7 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
     let (tx, rx) = std::sync::mpsc::channel::<Work>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+    let (lost_tx, lost) = tokio::sync::watch::channel(false);
     let (backend, adapter, autotune) = (cfg.backend, cfg.adapter.clone(), cfg.autotune);
     // A lock asked for and not taken would let jobs overlap unseen: refuse
     // to start, as for any other config mistake.
@@ -231,7 +236,8 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                             guarded(&mut panicked, move || drop(old));
                         }
                         _ => {
-                            tracing::error!("cannot start a fresh executor; jobs now fail");
+                            tracing::error!("cannot start a fresh executor");
+                            lost_tx.send_replace(true);
                             break;
                         }
                     }
@@ -251,6 +257,7 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
             description,
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED_JOBS)),
             stopped: Arc::new(Mutex::new(stopped_rx)),
+            lost,
         }),
         failed => {
             // Let the thread drop what it made of the GPU before the
@@ -454,9 +461,18 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         exec.name
     );
     tokio::pin!(stop);
+    let mut lost = exec.lost.clone();
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.incoming() => incoming,
+            // A node without an executor would take every job and fail it
+            // (a lost GPU, say); exiting tells its coordinators at once, and
+            // whatever supervises the daemon to start it again.
+            Ok(_) = lost.wait_for(|&l| l) => {
+                endpoint.close();
+                let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+                anyhow::bail!("the executor failed and could not be started again; stopping");
+            }
             sig = &mut stop => {
                 // Closed connections (code Shutdown) tell the coordinator at
                 // once to re-dispatch this node's tiles; a process that just
@@ -614,6 +630,9 @@ async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, ms
             bytes,
         } => {
             let result = load_model(&node, &session, &hash, transfer, bytes).await;
+            // Chunks not read (the model was here already, or the load
+            // failed) would hold inbox space until the connection ends.
+            session.inbox.forget(transfer);
             if let Err(e) = &result {
                 node.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(node = %node.name, "model {hash}: {e}");
@@ -704,12 +723,19 @@ async fn load_model(
     let chunks = len.div_ceil(CHUNK_BYTES);
     // Reserved as chunks come, not all at once on the peer's word.
     let mut data = Vec::with_capacity(len.min(16 * CHUNK_BYTES));
-    let deadline = Instant::now() + INPUT_TIMEOUT;
     for i in 0..chunks {
+        // A large model on a slow link takes as long as it takes; what
+        // fails it is a sender that has stopped.
+        let deadline = Instant::now() + CHUNK_SILENCE;
         let (_, f) = inbox
             .take((transfer, MODEL_CHUNK, i as u32), deadline)
             .await
-            .ok_or_else(|| ClusterError::Model(format!("chunk {i} of {chunks} never came")))?;
+            .ok_or_else(|| {
+                ClusterError::Model(format!(
+                    "chunk {i} of {chunks} never came (nothing for {} s)",
+                    CHUNK_SILENCE.as_secs()
+                ))
+            })?;
         let want = (len - i * CHUNK_BYTES).min(CHUNK_BYTES);
         let got: &[u8] = bytemuck::cast_slice(&f);
         if got.len() != want.div_ceil(4) * 4 {
