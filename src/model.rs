@@ -189,11 +189,13 @@ pub fn check_io(spec: &str, graph: &Graph, input: &Tensor, outputs: &[PathBuf]) 
             .iter()
             .map(|&v| graph.values[v].name.as_str())
             .collect();
+        let n = names.len();
         bail!(
-            "{spec}: the model has {} outputs ({}) and {} --output paths were given; give one per output, in that order",
-            names.len(),
+            "{spec}: the model has {n} output{} ({}) and {} --output path{} given; give one per output, in that order",
+            if n == 1 { "" } else { "s" },
             names.join(", "),
-            outputs.len()
+            outputs.len(),
+            if outputs.len() == 1 { " was" } else { "s were" }
         );
     }
     for (i, o) in outputs.iter().enumerate() {

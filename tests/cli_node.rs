@@ -77,6 +77,24 @@ fn a_compute_lock_that_cannot_be_opened_is_a_config_error() {
     assert!(e.contains("no/such/folder/x.lock"), "{e}");
 }
 
+/// A host name where the daemon binds an address is refused naming the
+/// file and field and saying what is wanted; serde alone said "invalid
+/// socket address syntax".
+#[test]
+fn a_host_name_to_listen_on_is_refused_saying_an_ip_address_is_wanted() {
+    let dir = cluster_dir("hostname");
+    let file = dir.join("edge0.toml");
+    std::fs::write(
+        &file,
+        "name = \"edge0\"\ntier = \"edge\"\nlisten = \"localhost:7000\"\ncerts = \"certs\"\npeers = [\"coordinator\"]\nbackend = \"cpu\"\n",
+    )
+    .expect("node file");
+    let e = node_fails(&dir, &file);
+    assert!(e.contains(&file.display().to_string()), "{e}");
+    assert!(e.contains("listen"), "{e}");
+    assert!(e.contains("not an IP address and port"), "{e}");
+}
+
 /// A key copied from another node is refused when the certificates are
 /// loaded (before calibration), naming both files; before, it surfaced
 /// after calibration as `cannot listen on ADDR: tls: keys may not be

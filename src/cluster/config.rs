@@ -17,6 +17,7 @@ pub struct NodeConfig {
     /// `device`, `edge` or `cloud`.
     pub tier: planner::Tier,
     /// QUIC listen address.
+    #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
     /// Folder with `ca.pem`, `<name>.pem` and `<name>.key` (see `tessera certs`);
     /// a relative path is taken from the config file's folder.
@@ -34,7 +35,7 @@ pub struct NodeConfig {
     #[serde(default)]
     pub autotune: bool,
     /// Prometheus metrics endpoint (`GET /metrics`), e.g. `127.0.0.1:9100`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "some_socket_addr")]
     pub metrics: Option<SocketAddr>,
     /// Largest model bundle accepted, bytes.
     #[serde(default = "default_max_model_bytes")]
@@ -64,6 +65,24 @@ fn default_backend() -> Backend {
 
 fn default_max_model_bytes() -> u64 {
     1 << 30
+}
+
+/// An IP address and port; a host name is refused with a word on why
+/// (serde's own message is "invalid socket address syntax").
+fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not an IP address and port such as 0.0.0.0:7000 or \
+             127.0.0.1:7000 (a daemon binds an address, not a host name)"
+        ))
+    })
+}
+
+fn some_socket_addr<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    socket_addr(d).map(Some)
 }
 
 fn default_model_cache_bytes() -> u64 {
