@@ -35,15 +35,25 @@ pub fn infer(args: &InferArgs) -> Result<()> {
     )?;
     let elapsed = started.elapsed();
     model::write_outputs(kind, &args.output, &outputs, args.pixel_scale)?;
+    // One run in a fresh process: a GPU's time holds compiling its kernels
+    // (and autotuning them, unless --no-autotune), which a daemon pays once.
+    let cold = match args.backend {
+        tessera::Backend::Gpu if args.no_autotune => " (a cold run: includes compiling kernels)",
+        tessera::Backend::Gpu => {
+            " (a cold run: includes compiling kernels and autotuning those not in the cache)"
+        }
+        tessera::Backend::Cpu => "",
+    };
     for (path, output) in args.output.iter().zip(&outputs) {
         eprintln!(
-            "{}: output {:?} on {} (grid {}x{}) in {:.1} ms",
+            "{}: output {:?} on {} (grid {}x{}) in {:.1} ms{}",
             path.display(),
             output.shape(),
             exec.describe(),
             grid.rows,
             grid.cols,
-            elapsed.as_secs_f64() * 1e3
+            elapsed.as_secs_f64() * 1e3,
+            cold
         );
     }
     Ok(())
