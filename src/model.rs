@@ -172,17 +172,24 @@ pub fn load(spec: &str, input_shape: &[usize]) -> Result<Graph> {
     Ok(graph)
 }
 
-/// Checks that `graph` (loaded from `spec`) takes `input` as its one input
-/// and has one output per path in `outputs`, each a file type tessera
-/// writes: what `tessera infer` and `tessera run` read and write. Run before
-/// any work, so a wrong file fails at once and says why.
-pub fn check_io(spec: &str, graph: &Graph, input: &Tensor, outputs: &[PathBuf]) -> Result<()> {
+/// Checks that `graph` (loaded from `spec`) has one input: `infer`, `run`
+/// and `plan` (whose plans `run` carries out) refuse others alike.
+pub fn check_one_input(spec: &str, graph: &Graph) -> Result<()> {
     if graph.inputs.len() != 1 {
         bail!(
             "{spec}: the model has {} inputs; tessera feeds exactly one",
             graph.inputs.len()
         );
     }
+    Ok(())
+}
+
+/// Checks that `graph` (loaded from `spec`) takes `input` as its one input
+/// and has one output per path in `outputs`, each a file type tessera
+/// writes: what `tessera infer` and `tessera run` read and write. Run before
+/// any work, so a wrong file fails at once and says why.
+pub fn check_io(spec: &str, graph: &Graph, input: &Tensor, outputs: &[PathBuf]) -> Result<()> {
+    check_one_input(spec, graph)?;
     if graph.outputs.len() != outputs.len() {
         let names: Vec<&str> = graph
             .outputs

@@ -97,6 +97,7 @@ pub fn plan(
     }
     let cluster = read_cluster(cluster)?;
     let graph = crate::model::load_for_planning(model, input_shape)?;
+    crate::model::check_one_input(model, &graph)?;
     let est = Estimates::from_cluster(&cluster);
     let report =
         planner::plan(&graph, &cluster, &est).with_context(|| format!("planning {model}"))?;

@@ -264,6 +264,32 @@ fn tfjs_models_get_their_own_error_not_a_shape_hint() {
     assert!(e.contains("the model has 2 inputs (a, b)"), "{e}");
 }
 
+/// An ONNX model with two inputs (a Conv of `a` times `b`, made with the
+/// `onnx` Python package's helpers, 642 bytes): `plan` refuses it as `infer`
+/// and `run` do, instead of drawing a plan nothing could carry out.
+#[test]
+fn plan_refuses_a_model_of_two_inputs_as_infer_does() {
+    let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster.toml");
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/models/two_inputs.onnx"
+    );
+    let mut plan = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    plan.args(["plan", "--cluster", cluster, "--model", model]);
+    let e = fails(plan);
+    assert!(
+        e.contains("the model has 2 inputs; tessera feeds exactly one"),
+        "{e}"
+    );
+    let input = scratch("two_inputs.npy");
+    write_npy(&input, &[1, 3, 16, 16], false);
+    let e = infer_fails(model, &input);
+    assert!(
+        e.contains("the model has 2 inputs; tessera feeds exactly one"),
+        "{e}"
+    );
+}
+
 #[test]
 fn plan_tells_an_onnx_model_error_as_infer_does() {
     let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster.toml");
