@@ -33,7 +33,22 @@ pub struct Metrics {
     pub models: AtomicU64,
 }
 
+/// One job counted in `tessera_queue_depth` until dropped, on every path.
+pub struct Queued<'a>(&'a AtomicI64);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Metrics {
+    /// Counts a job as waiting for or holding the executor until the guard drops.
+    pub fn queued(&self) -> Queued<'_> {
+        self.queue_depth.fetch_add(1, Ordering::Relaxed);
+        Queued(&self.queue_depth)
+    }
+
     /// The Prometheus text exposition of the counters, labelled with the node name.
     pub fn render(&self, node: &str) -> String {
         let rows: [(&str, &str, &str, f64); 8] = [
@@ -194,6 +209,25 @@ mod tests {
     use tokio::net::TcpStream;
 
     use super::{Metrics, request_line, serve};
+
+    /// A job is counted from when its inputs are in until it is done, on
+    /// an error path as on the happy one.
+    #[test]
+    fn a_queued_job_counts_until_its_guard_drops_whichever_way() {
+        let m = Metrics::default();
+        let depth = |m: &Metrics| m.render("n").contains("tessera_queue_depth{node=\"n\"} 1");
+        let failing = |m: &Metrics| -> Result<(), ()> {
+            let _q = m.queued();
+            assert!(depth(m));
+            Err(())
+        };
+        assert!(failing(&m).is_err());
+        assert_eq!(m.queue_depth.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let q = m.queued();
+        assert!(depth(&m));
+        drop(q);
+        assert!(!depth(&m));
+    }
 
     #[test]
     fn the_request_line_is_read_whatever_bytes_follow_it() {

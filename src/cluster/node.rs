@@ -667,9 +667,9 @@ async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, ms
                 (None, Some(g)) => {
                     // Profiling occupies the executor as jobs do: the busy
                     // time and queue depth a scraper sees include it.
-                    node.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+                    let queued = node.metrics.queued();
                     let (s, busy) = node.exec.profile(g).await;
-                    node.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                    drop(queued);
                     node.metrics
                         .busy_us
                         .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
@@ -827,6 +827,8 @@ async fn run_job(
             )));
         }
     }
+    // Its inputs are all here: from now it waits for the executor.
+    let queued = node.metrics.queued();
     let slot = node
         .exec
         .slots
@@ -842,12 +844,11 @@ async fn run_job(
             .ok_or_else(|| ClusterError::Protocol(format!("input {i} of job {job} never came")))?;
         tensors.push(wire::to_tensor(&h, data, shape)?);
     }
-    node.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
     let client = conn.quinn().clone();
     let wanted = Box::new(move || client.close_reason().is_none());
     let result = node.exec.run(plan.graph, tensors, wanted).await;
     drop(slot);
-    node.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+    drop(queued);
     let (outputs, start_us, mut end_us) = result.map_err(ClusterError::Exec)?;
     let cold = lock(&node.warm).insert((model.to_string(), nodes.to_vec()));
     let factor = *lock(&node.throttle);
