@@ -31,3 +31,24 @@ pub fn end_quietly_on_closed_stdout() {
     // denies unsafe code, and this is one libc call).
     sigpipe::reset();
 }
+
+/// A one-shot command stopped by SIGINT or SIGTERM: `main` exits with
+/// 128 + the signal's number (130, 143), as a shell reports such a stop.
+#[derive(Debug, thiserror::Error)]
+#[error("{signal}: {what}")]
+pub struct Interrupted {
+    /// `SIGINT`, `SIGTERM` or `Ctrl-C`, as [`crate::cluster::node::stop_signal`] names it.
+    pub signal: &'static str,
+    /// What was left undone, and how.
+    pub what: String,
+}
+
+impl Interrupted {
+    /// The process exit status for this stop.
+    pub fn exit_code(&self) -> u8 {
+        match self.signal {
+            "SIGTERM" => 143,
+            _ => 130,
+        }
+    }
+}

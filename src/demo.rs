@@ -72,7 +72,11 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         let stop = tessera::cluster::node::stop_signal()?;
         tokio::select! {
             r = demo_async(args) => r,
-            sig = stop => bail!("{sig}: interrupted; the node daemons were stopped"),
+            sig = stop => Err(tessera::console::Interrupted {
+                signal: sig,
+                what: "interrupted; the node daemons were stopped".into(),
+            }
+            .into()),
         }
     })
 }

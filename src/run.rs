@@ -101,9 +101,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
             }
             sig = stop => {
                 close(b"interrupted").await;
-                anyhow::bail!(
-                    "{sig}: request abandoned; the nodes drop its jobs (one already running on a GPU finishes first)"
-                )
+                Err(tessera::console::Interrupted {
+                    signal: sig,
+                    what: "request abandoned; the nodes drop its jobs (one already running on a GPU finishes first)".into(),
+                }
+                .into())
             }
         }
     })

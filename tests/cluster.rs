@@ -1179,3 +1179,67 @@ fn the_demo_short_mode_writes_files_that_parse() {
         "node files and logs are kept for inspection"
     );
 }
+
+/// Ctrl-C during the demo stops every node daemon it started and exits
+/// 130, as a shell reports a stop by SIGINT (it exited 1, as for an error).
+#[test]
+fn an_interrupted_demo_stops_its_daemons_and_exits_130() {
+    let out = scratch("demo-int");
+    let mut demo = Command::new(EXE)
+        .args(["demo", "--quick", "--backend", "cpu", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tessera demo");
+    let work = out.join("cluster");
+    let logs = || {
+        std::fs::read_dir(&work).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .count()
+        })
+    };
+    let started = std::time::Instant::now();
+    while logs() < 6 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the demo started no daemons"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let st = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let stopped = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = demo.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "the demo did not stop within 20 s of SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = demo.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("SIGINT: interrupted"), "{stderr}");
+    assert!(!stderr.contains("error:"), "{stderr}");
+    // No process is left running a node file of this demo.
+    let needle = work.display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&needle) && c.contains(" node "))
+        .collect();
+    assert!(left.is_empty(), "daemons left running: {left:?}");
+}
