@@ -22,9 +22,16 @@ override HAS_RES: bool = false;
 @group(0) @binding(5) var<storage, read> res: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dst: array<f32>;
 
+// From the bits: WGSL lets a compiler assume there is no NaN, and GL's
+// folds a comparison with one (Relu of NaN gave 0 on llvmpipe's GL).
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
 fn activate(x: f32, c: u32, alpha: f32, beta: f32) -> f32 {
     switch ACT {
-        case 1u: { return max(x, 0.0); }
+        // NaN passes through as ONNX says (max/min would drop it).
+        case 1u: { return select(select(x, 0.0, x < 0.0), x, is_nan(x)); }
         case 2u: { return select(x, alpha * x, x < 0.0); }
         case 3u: {
             let n = arrayLength(&slope);
@@ -33,7 +40,7 @@ fn activate(x: f32, c: u32, alpha: f32, beta: f32) -> f32 {
         }
         case 4u: { return 1.0 / (1.0 + exp(-x)); }
         case 5u: { return tanh_small(x); }
-        case 6u: { return min(max(x, alpha), beta); }
+        case 6u: { return select(select(select(x, beta, x > beta), alpha, x < alpha), x, is_nan(x)); }
         case 7u: { return clamp(alpha * x + beta, 0.0, 1.0); }
         case 8u: { return x * clamp(x / 6.0 + 0.5, 0.0, 1.0); }
         case 9u: { return select(x, alpha * expm1(x), x < 0.0); }

@@ -828,6 +828,46 @@ fn instance_norm_matches_cpu_on_planes_larger_than_a_workgroup() {
     }
 }
 
+/// NaN goes through Relu and Clip on both executors, as ONNX (numpy's
+/// maximum and clip) has it; `max`/`min` made it 0, a bound, or -inf for a
+/// Clip without bounds, so a NaN input gave a plausible-looking output.
+#[test]
+fn relu_and_clip_keep_nan_on_both_executors() {
+    let inf = f32::INFINITY;
+    let xs = [f32::NAN, -1.0, 0.5, 3.0, -inf, inf];
+    let x = Tensor::new(vec![1, 1, 1, xs.len()], xs.to_vec()).expect("tensor");
+    for (act, want) in [
+        (Activation::Relu, [f32::NAN, 0.0, 0.5, 3.0, 0.0, inf]),
+        (
+            Activation::Clip {
+                min: -inf,
+                max: inf,
+            },
+            xs,
+        ),
+        (
+            Activation::Clip {
+                min: -2.0,
+                max: 2.0,
+            },
+            [f32::NAN, -1.0, 0.5, 2.0, -2.0, 2.0],
+        ),
+    ] {
+        let g = single(Op::Activation(act.clone()), x.shape(), None);
+        let cpu = cpu::run(&g, std::slice::from_ref(&x)).expect("cpu");
+        let got = gpu().run(&g, std::slice::from_ref(&x)).expect("gpu");
+        for (name, out) in [("cpu", &cpu[0]), ("gpu", &got[0])] {
+            for (i, (&o, &w)) in out.data().iter().zip(&want).enumerate() {
+                assert!(
+                    o == w || (o.is_nan() && w.is_nan()),
+                    "{name} {act:?}({}): {o}, want {w}",
+                    xs[i]
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn softplus_and_mish_stay_finite_where_exp_overflows() {
     let xs = [-100.0f32, -1.0, 0.0, 1.0, 20.0, 80.0, 90.0, 100.0];

@@ -123,7 +123,15 @@ impl Activation {
     pub fn apply(&self, x: f32, c: usize) -> f32 {
         match self {
             Activation::Identity => x,
-            Activation::Relu => x.max(0.0),
+            // Not `x.max(0.0)`, which turns NaN into 0: ONNX, numpy and
+            // the GPU kernel keep it (as LeakyRelu and PRelu do here).
+            Activation::Relu => {
+                if x < 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
             Activation::LeakyRelu { alpha } => {
                 if x < 0.0 {
                     alpha * x
@@ -137,7 +145,17 @@ impl Activation {
             }
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Activation::Tanh => x.tanh(),
-            Activation::Clip { min, max } => x.max(*min).min(*max),
+            // NaN stays NaN (`max`/`min` would give a bound, or -inf
+            // for a Clip without bounds).
+            Activation::Clip { min, max } => {
+                if x < *min {
+                    *min
+                } else if x > *max {
+                    *max
+                } else {
+                    x
+                }
+            }
             Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
             // exp_m1: `exp(x) - 1` cancels near 0 (3–13 % off at |x| ≈ 1e-6).
