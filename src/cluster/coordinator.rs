@@ -1235,7 +1235,12 @@ impl Coordinator {
                     .inbox
                     .take((job, OUTPUT, i), deadline)
                     .await
-                    .ok_or_else(|| gone(format!("output {i} of job {job} never came")))?;
+                    .ok_or_else(|| {
+                        gone(format!(
+                            "output {i} of job {job} {}",
+                            peer.inbox.why_missing(job)
+                        ))
+                    })?;
                 out_bytes += h.payload_bytes().unwrap_or(0);
                 out.push(wire::to_tensor(&h, data, &out_shapes[i as usize])?);
             }

@@ -16,19 +16,57 @@ const INBOX_BYTES: usize = 2 << 30;
 pub type Received = (TileHeader, Vec<f32>);
 
 /// Tensors received but not yet claimed by a job, keyed by (job, block, index).
-#[derive(Default)]
 pub struct Inbox {
     items: Mutex<HashMap<(u64, u32, u32), Received>>,
     bytes: AtomicUsize,
+    capacity: usize,
     arrived: Notify,
     /// Jobs given up on, newest last: their late tensors are dropped on arrival.
     forgotten: Mutex<std::collections::VecDeque<u64>>,
+    /// Jobs a tensor of which was dropped for want of room, newest last:
+    /// their waits end at once instead of at their deadline.
+    overflowed: Mutex<std::collections::VecDeque<u64>>,
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Self::with_capacity(INBOX_BYTES)
+    }
 }
 
 /// Given-up jobs remembered for dropping late tensors.
 const FORGOTTEN: usize = 1024;
 
 impl Inbox {
+    /// An inbox holding at most `capacity` bytes of unclaimed tensors.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            items: Mutex::default(),
+            bytes: AtomicUsize::new(0),
+            capacity,
+            arrived: Notify::new(),
+            forgotten: Mutex::default(),
+            overflowed: Mutex::default(),
+        }
+    }
+
+    /// Why a tensor of `job` that a wait did not get is missing, to follow
+    /// its name in a message.
+    pub fn why_missing(&self, job: u64) -> String {
+        if self.overflowed(job) {
+            format!(
+                "was dropped: this connection had {} MiB of tensors no job had claimed",
+                self.capacity >> 20
+            )
+        } else {
+            "never came".to_string()
+        }
+    }
+
+    fn overflowed(&self, job: u64) -> bool {
+        lock(&self.overflowed).contains(&job)
+    }
+
     /// Drops everything held for `job` (a job that was given up on).
     pub fn forget(&self, job: u64) {
         {
@@ -51,7 +89,14 @@ impl Inbox {
         if lock(&self.forgotten).contains(&h.key.request_id) {
             return true;
         }
-        if self.bytes.load(Ordering::Relaxed) + len > INBOX_BYTES {
+        if self.bytes.load(Ordering::Relaxed) + len > self.capacity {
+            let mut o = lock(&self.overflowed);
+            o.push_back(h.key.request_id);
+            if o.len() > FORGOTTEN {
+                o.pop_front();
+            }
+            drop(o);
+            self.arrived.notify_waiters();
             return false;
         }
         self.bytes.fetch_add(len, Ordering::Relaxed);
@@ -74,6 +119,9 @@ impl Inbox {
             if lock(&self.items).contains_key(&key) {
                 return true;
             }
+            if self.overflowed(key.0) {
+                return false;
+            }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return false;
             }
@@ -89,6 +137,9 @@ impl Inbox {
             if let Some(x) = lock(&self.items).remove(&key) {
                 self.bytes.fetch_sub(x.1.len() * 4, Ordering::Relaxed);
                 return Some(x);
+            }
+            if self.overflowed(key.0) {
+                return None;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return None;
@@ -126,5 +177,47 @@ mod tests {
         // A late tensor of a forgotten job is dropped on arrival.
         assert!(inbox.put(tensor_header(8, 0, 2, &[1, 1, 1, 1]), vec![3.0]));
         assert_eq!(held(&inbox), 0);
+    }
+
+    /// A tensor dropped for want of room ends its job's wait at once, and
+    /// says so; before, the job waited out its deadline (120 s on a node)
+    /// and said "never came".
+    #[tokio::test]
+    async fn a_tensor_dropped_for_room_ends_its_jobs_wait_at_once() {
+        let inbox = std::sync::Arc::new(Inbox::with_capacity(16 << 20));
+        assert!(inbox.put(
+            tensor_header(1, 0, 0, &[1, 1, 1024, 1024]),
+            vec![0.0; 1 << 20]
+        ));
+        assert!(inbox.put(
+            tensor_header(1, 0, 1, &[1, 3, 1024, 1024]),
+            vec![0.0; 3 << 20]
+        ));
+        let waiter = {
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + std::time::Duration::from_secs(60);
+                let started = Instant::now();
+                let got = inbox.take((2, 0, 0), deadline).await;
+                (got.is_some(), started.elapsed())
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!inbox.put(
+            tensor_header(2, 0, 0, &[1, 1, 1024, 1024]),
+            vec![0.0; 1 << 20]
+        ));
+        let (got, waited) = waiter.await.expect("waiter");
+        assert!(!got);
+        assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+        assert!(
+            inbox.why_missing(2).contains("dropped"),
+            "{}",
+            inbox.why_missing(2)
+        );
+        assert_eq!(inbox.why_missing(1), "never came");
+        // The other job's tensors are still there.
+        let deadline = Instant::now() + std::time::Duration::from_secs(1);
+        assert!(inbox.take((1, 0, 1), deadline).await.is_some());
     }
 }

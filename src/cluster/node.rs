@@ -785,7 +785,7 @@ async fn run_job(
         let mut echo = Vec::new();
         for i in 0..inputs.min(64) {
             let (h, data) = inbox.take((job, INPUT, i), deadline).await.ok_or_else(|| {
-                ClusterError::Protocol(format!("input {i} of job {job} never came"))
+                ClusterError::Protocol(format!("input {i} of job {job} {}", inbox.why_missing(job)))
             })?;
             let shape: Vec<usize> = h.shape.iter().map(|&d| d as usize).collect();
             echo.push(wire::to_tensor(&h, data, &shape)?);
@@ -823,7 +823,8 @@ async fn run_job(
     for i in 0..inputs {
         if !inbox.wait_for((job, INPUT, i), deadline).await {
             return Err(ClusterError::Protocol(format!(
-                "input {i} of job {job} never came"
+                "input {i} of job {job} {}",
+                inbox.why_missing(job)
             )));
         }
     }
@@ -841,7 +842,9 @@ async fn run_job(
         let (h, data) = inbox
             .take((job, INPUT, i as u32), deadline)
             .await
-            .ok_or_else(|| ClusterError::Protocol(format!("input {i} of job {job} never came")))?;
+            .ok_or_else(|| {
+                ClusterError::Protocol(format!("input {i} of job {job} {}", inbox.why_missing(job)))
+            })?;
         tensors.push(wire::to_tensor(&h, data, shape)?);
     }
     let client = conn.quinn().clone();
