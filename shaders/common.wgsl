@@ -40,7 +40,7 @@ fn activate(x: f32, c: u32, alpha: f32, beta: f32) -> f32 {
         }
         case 4u: { return 1.0 / (1.0 + exp(-x)); }
         case 5u: { return tanh_small(x); }
-        case 6u: { return select(select(select(x, beta, x > beta), alpha, x < alpha), x, is_nan(x)); }
+        case 6u: { return select(min(max(x, alpha), beta), x, is_nan(x)); }
         case 7u: { return clamp(alpha * x + beta, 0.0, 1.0); }
         case 8u: { return x * clamp(x / 6.0 + 0.5, 0.0, 1.0); }
         case 9u: { return select(x, alpha * expm1(x), x < 0.0); }

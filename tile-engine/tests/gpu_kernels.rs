@@ -852,6 +852,11 @@ fn relu_and_clip_keep_nan_on_both_executors() {
             },
             [f32::NAN, -1.0, 0.5, 2.0, -2.0, 2.0],
         ),
+        // min > max: everything (but NaN) is max, as numpy's clip has it.
+        (
+            Activation::Clip { min: 1.0, max: 0.0 },
+            [f32::NAN, 0.0, 0.0, 0.0, 0.0, 0.0],
+        ),
     ] {
         let g = single(Op::Activation(act.clone()), x.shape(), None);
         let cpu = cpu::run(&g, std::slice::from_ref(&x)).expect("cpu");

@@ -145,15 +145,13 @@ impl Activation {
             }
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Activation::Tanh => x.tanh(),
-            // NaN stays NaN (`max`/`min` would give a bound, or -inf
-            // for a Clip without bounds).
+            // NaN stays NaN (`max`/`min` alone would give a bound, or -inf
+            // for a Clip without bounds); min > max gives max, as ONNX has it.
             Activation::Clip { min, max } => {
-                if x < *min {
-                    *min
-                } else if x > *max {
-                    *max
-                } else {
+                if x.is_nan() {
                     x
+                } else {
+                    x.max(*min).min(*max)
                 }
             }
             Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
