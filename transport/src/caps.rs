@@ -11,7 +11,7 @@ use crate::messages::{Header, TileHeader};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Caps {
-    /// Largest rkyv header, bytes.
+    /// Largest rkyv header, bytes (a plan update's may be larger by its body).
     pub max_header_bytes: u32,
     /// Largest tile payload, bytes.
     pub max_payload_bytes: u64,
@@ -32,8 +32,7 @@ pub struct Caps {
 impl Default for Caps {
     fn default() -> Self {
         Self {
-            // Room for the largest plan-update body and its envelope.
-            max_header_bytes: (1 << 20) + 64 * 1024,
+            max_header_bytes: 64 * 1024,
             // A 16 MiB tile is the largest the benchmarks move; leave headroom.
             max_payload_bytes: 256 * 1024 * 1024,
             max_rank: 6,

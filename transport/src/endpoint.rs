@@ -765,6 +765,9 @@ async fn read_prefix(
     Ok(Some(frame::decode_prefix(&p, &cfg.caps)?))
 }
 
+/// How much of a header is read (and allocated) at a time.
+const HEADER_STEP: usize = 64 * 1024;
+
 async fn read_header(
     inner: &Inner,
     recv: &mut RecvStream,
@@ -772,10 +775,15 @@ async fn read_header(
     deadline: Instant,
 ) -> Result<Header, StreamFail> {
     let cfg = &inner.config;
-    // header_len is capped by decode_prefix, so this allocation is bounded.
-    let mut buf = AlignedVec::<16>::with_capacity(prefix.header_len as usize);
-    buf.resize(prefix.header_len as usize, 0);
-    read_exact_timed(recv, &mut buf, cfg.stream_idle_timeout, deadline).await?;
+    // header_len is capped by decode_prefix; the buffer still grows only as
+    // bytes come, so a peer's announced lengths reserve little by themselves.
+    let len = prefix.header_len as usize;
+    let mut buf = AlignedVec::<16>::with_capacity(len.min(HEADER_STEP));
+    while buf.len() < len {
+        let from = buf.len();
+        buf.resize((from + HEADER_STEP).min(len), 0);
+        read_exact_timed(recv, &mut buf[from..], cfg.stream_idle_timeout, deadline).await?;
+    }
     Ok(frame::decode_header(prefix, &buf, &cfg.caps)?)
 }
 

@@ -121,10 +121,15 @@ pub fn decode_prefix(bytes: &[u8], caps: &Caps) -> Result<Prefix, FrameError> {
     }
     let header_len = u32::from_le_bytes([p[8], p[9], p[10], p[11]]);
     let payload_len = u64::from_le_bytes([p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19]]);
-    if header_len == 0 || header_len > caps.max_header_bytes {
+    // Only a plan update carries a body of its own size; every other kind
+    // stays within the small cap.
+    let max_header = match kind {
+        FrameKind::PlanUpdate => caps.max_header_bytes.saturating_add(caps.max_body_bytes),
+        _ => caps.max_header_bytes,
+    };
+    if header_len == 0 || header_len > max_header {
         return Err(FrameError::Limit(format!(
-            "header length {header_len} not in 1..={}",
-            caps.max_header_bytes
+            "header length {header_len} not in 1..={max_header}"
         )));
     }
     if payload_len > caps.max_payload_bytes {

@@ -156,6 +156,28 @@ fn oversize_lengths_are_refused_from_the_prefix_alone() {
     ));
 }
 
+/// Only a plan update's header may pass the small header cap (by its body
+/// cap): a tile or a hello announcing 100 KB of header is refused.
+#[test]
+fn only_a_plan_update_may_have_a_large_header() {
+    let caps = Caps::default();
+    for kind in [FrameKind::Tile, FrameKind::Hello, FrameKind::Profile] {
+        let p = frame::encode_prefix(kind, 100_000, 0);
+        assert!(
+            matches!(frame::decode_prefix(&p, &caps), Err(FrameError::Limit(_))),
+            "{kind:?}"
+        );
+    }
+    let p = frame::encode_prefix(FrameKind::PlanUpdate, 100_000, 0);
+    assert!(frame::decode_prefix(&p, &caps).is_ok());
+    let over = caps.max_header_bytes + caps.max_body_bytes + 1;
+    let p = frame::encode_prefix(FrameKind::PlanUpdate, over, 0);
+    assert!(matches!(
+        frame::decode_prefix(&p, &caps),
+        Err(FrameError::Limit(_))
+    ));
+}
+
 #[test]
 fn wrong_version_magic_kind_and_flags_are_refused() -> Result<(), FrameError> {
     let caps = Caps::default();
