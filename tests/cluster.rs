@@ -740,11 +740,13 @@ struct Victim {
     victim: usize,
 }
 
-/// A node whose cache has room for one model drops the first client's model
-/// when a second client loads another; the first client, still connected,
-/// runs it all the same. Before, its tiles failed with "not loaded here".
+/// A node whose cache has room for one model keeps the first client's
+/// model while that client is connected, though a second client loads
+/// another, and the first runs it; once the first has gone, the next model
+/// loaded takes its place. Before, the second load dropped it and the
+/// first client's tiles failed with "not loaded here".
 #[test]
-fn a_model_dropped_from_a_full_cache_still_runs_for_the_client_that_loaded_it() {
+fn a_full_cache_keeps_a_connected_clients_model_and_drops_it_once_the_client_goes() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let mut local = start_daemons("evict", toml::from_str(SMALL).expect("toml")).await;
@@ -755,25 +757,28 @@ fn a_model_dropped_from_a_full_cache_still_runs_for_the_client_that_loaded_it() 
                 .await
                 .expect("restart");
         }
+        let logs = |local: &LocalCluster| -> Vec<String> {
+            edges
+                .iter()
+                .map(|&e| {
+                    let name = &local.cluster.nodes[e].name;
+                    std::fs::read_to_string(local.dir().join(format!("{name}.log")))
+                        .expect("node log")
+                })
+                .collect()
+        };
         let first = connect(&local).await.expect("first coordinator");
         let model = load(&first).await;
         let second = connect(&local).await.expect("second coordinator");
         let other = Bundle::from_spec("default", &[1, 3, 16, 16]).expect("bundle");
-        second.load_model(&other).await.expect("other model loads");
-        second.shutdown().await;
-        for &e in &edges {
-            let name = &local.cluster.nodes[e].name;
-            let log =
-                std::fs::read_to_string(local.dir().join(format!("{name}.log"))).expect("node log");
-            assert!(
-                log.contains("dropped from the model cache"),
-                "{name} kept both models:\n{log}"
-            );
+        let other = second.load_model(&other).await.expect("other model loads");
+        for log in logs(&local) {
+            assert!(!log.contains("dropped from the model cache"), "{log}");
         }
         let plan = two_edge_plan(&local, &model);
         let r = experiment::run_plan(&first, &model, &image(), &plan, 1, false)
             .await
-            .expect("the first client's model still runs");
+            .expect("the first client's model runs");
         assert_eq!(bits(&r.outputs), bits(&reference(&model)));
         for &e in &edges {
             assert!(
@@ -783,6 +788,27 @@ fn a_model_dropped_from_a_full_cache_still_runs_for_the_client_that_loaded_it() 
             );
         }
         first.shutdown().await;
+        // The first client's connection ends on the nodes a moment later.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let third = connect(&local).await.expect("third coordinator");
+        let another = Bundle::from_spec("default", &[1, 3, 20, 20]).expect("bundle");
+        third.load_model(&another).await.expect("third model loads");
+        for log in logs(&local) {
+            let dropped = |hash: &str| {
+                log.lines()
+                    .any(|l| l.contains("dropped from the model cache") && l.contains(hash))
+            };
+            assert!(
+                dropped(&model.hash),
+                "the first client's model stays:\n{log}"
+            );
+            assert!(
+                !dropped(&other.hash),
+                "the second client's model went:\n{log}"
+            );
+        }
+        third.shutdown().await;
+        second.shutdown().await;
     });
 }
 

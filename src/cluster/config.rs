@@ -41,8 +41,8 @@ pub struct NodeConfig {
     #[serde(default = "default_max_model_bytes")]
     pub max_model_bytes: u64,
     /// Bundle bytes of the models kept loaded; past it the least recently
-    /// used are dropped (a coordinator that loads one again sends it again;
-    /// a connection keeps the models it loaded until it ends).
+    /// used are dropped (a coordinator that loads one again sends it again),
+    /// but not those a live connection loaded or a job is running.
     #[serde(default = "default_model_cache_bytes")]
     pub model_cache_bytes: u64,
     /// Run calibration at start-up (default true).

@@ -171,7 +171,8 @@ impl Peer {
 
     /// Takes in a job's failure: the node is marked down unless its
     /// executor refused the job, which is the job's fault, not the node's
-    /// (it stays in the plan).
+    /// (it stays in the plan), or this side's frame limits kept it from
+    /// being sent ([`nodes_fault`]).
     fn fail(&self, e: &ClusterError) {
         if nodes_fault(e) {
             self.mark_down(&e.to_string());

@@ -164,7 +164,7 @@ pub async fn serve(
                     // Out of file descriptors, say: retrying at once would
                     // spin a core.
                     tracing::warn!("metrics endpoint: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     continue;
                 }
             };

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use tile_engine::ir::Graph;
 
-/// Loaded models, least recently used dropped first past the budget.
+/// Loaded models, least recently used dropped first past the budget; a
+/// model someone else holds (a connection that loaded it, a running job)
+/// is not dropped, so no one is sent it twice while it is in memory.
 pub struct ModelCache {
     entries: HashMap<String, Entry>,
     bytes: u64,
@@ -47,7 +49,8 @@ impl ModelCache {
     }
 
     /// Holds a model whose bundle was `bytes` long; returns the hashes
-    /// dropped to stay within the budget.
+    /// dropped to stay within the budget (as far as models no one else
+    /// holds allow).
     pub fn insert(&mut self, hash: &str, graph: Arc<Graph>, bytes: u64) -> Vec<String> {
         self.clock += 1;
         let entry = Entry {
@@ -64,7 +67,7 @@ impl ModelCache {
             let Some(oldest) = self
                 .entries
                 .iter()
-                .filter(|(h, _)| h.as_str() != hash)
+                .filter(|(h, e)| h.as_str() != hash && Arc::strong_count(&e.graph) == 1)
                 .min_by_key(|(_, e)| e.used)
                 .map(|(h, _)| h.clone())
             else {
@@ -103,5 +106,17 @@ mod tests {
         // Loading the same model again does not count it twice.
         assert!(c.insert("big", graph(), 500).is_empty());
         assert_eq!(c.bytes, 500);
+    }
+
+    #[test]
+    fn a_model_held_elsewhere_stays_past_the_budget_until_let_go() {
+        let mut c = ModelCache::new(100);
+        let held = graph();
+        assert!(c.insert("a", held.clone(), 60).is_empty());
+        assert!(c.insert("b", graph(), 60).is_empty(), "a is in use");
+        assert!(c.contains("a") && c.contains("b"));
+        drop(held);
+        assert_eq!(c.insert("c", graph(), 30), vec!["a".to_string()]);
+        assert!(c.contains("b") && c.contains("c"));
     }
 }

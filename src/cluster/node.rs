@@ -226,8 +226,9 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                 }
                 if panicked {
                     tracing::error!("the executor panicked; starting a fresh one");
+                    // A remake that panics too is a lost executor as well.
                     let mut remade = None;
-                    locked(&mut || remade = Some(make()));
+                    locked(&mut || remade = guarded(&mut false, make));
                     match remade {
                         Some(Ok(e)) => {
                             let old = std::mem::replace(&mut exec, e);
@@ -510,29 +511,35 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
     }
 }
 
-/// What one connection holds: its inbox, and the models it was told are
-/// loaded. The cache may drop those for another client's; this connection
-/// keeps running them until it ends, instead of failing its jobs with "not
-/// loaded" after it asked.
+/// Models one connection keeps from the cache's evictions.
+const PINNED_MODELS: usize = 8;
+
+/// What one connection holds: its inbox, and the models it last loaded or
+/// asked about. The cache drops none of those while the connection lasts
+/// (it skips models held elsewhere), so another client's model never fails
+/// this one's jobs with "not loaded" after it was told they were.
 #[derive(Default)]
 struct Session {
     inbox: Inbox,
-    models: Mutex<HashMap<String, Arc<Graph>>>,
+    models: Mutex<std::collections::VecDeque<(String, Arc<Graph>)>>,
 }
 
 impl Session {
-    /// The model, from this connection's own or else from the node's cache
-    /// (then kept for this connection too).
+    /// The model from the node's cache, kept for this connection.
     fn model(&self, node: &Node, hash: &str) -> Option<Arc<Graph>> {
-        let pinned = lock(&self.models).get(hash).cloned();
-        if let Some(g) = pinned {
-            // Still marked used in the cache, which may hold it too.
-            lock(&node.models).get(hash);
-            return Some(g);
-        }
         let g = lock(&node.models).get(hash)?;
-        lock(&self.models).insert(hash.to_string(), g.clone());
+        self.pin(hash, &g);
         Some(g)
+    }
+
+    /// Keeps `graph` for this connection, newest last, at most [`PINNED_MODELS`].
+    fn pin(&self, hash: &str, graph: &Arc<Graph>) {
+        let mut m = lock(&self.models);
+        m.retain(|(h, _)| h != hash);
+        m.push_back((hash.to_string(), graph.clone()));
+        if m.len() > PINNED_MODELS {
+            m.pop_front();
+        }
     }
 }
 
@@ -682,13 +689,23 @@ async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, ms
                 }
                 (None, None) => (Vec::new(), Some(format!("model {hash} is not loaded here"))),
             };
-            let _ = Msg::ModelProfile {
-                hash,
+            let answer = Msg::ModelProfile {
+                hash: hash.clone(),
                 seconds,
                 error,
+            };
+            if let Err(e) = answer.send(&conn, 0).await {
+                // Too large to send, say: the coordinator plans from FLOPs
+                // at once instead of waiting out its timeout.
+                tracing::warn!(node = %node.name, "model {hash}: the profile was not sent: {e}");
+                let _ = Msg::ModelProfile {
+                    hash,
+                    seconds: Vec::new(),
+                    error: Some(format!("the profile could not be sent: {e}")),
+                }
+                .send(&conn, 0)
+                .await;
             }
-            .send(&conn, 0)
-            .await;
         }
         Msg::Throttle { factor } => {
             *lock(&node.throttle) = if factor.is_finite() {
@@ -732,8 +749,12 @@ async fn load_model(
             .await
             .ok_or_else(|| {
                 ClusterError::Model(format!(
-                    "chunk {i} of {chunks} never came (nothing for {} s)",
-                    CHUNK_SILENCE.as_secs()
+                    "chunk {i} of {chunks} {}",
+                    match inbox.why_missing(transfer).as_str() {
+                        "never came" =>
+                            format!("never came (nothing for {} s)", CHUNK_SILENCE.as_secs()),
+                        dropped => dropped.to_string(),
+                    }
                 ))
             })?;
         let want = (len - i * CHUNK_BYTES).min(CHUNK_BYTES);
@@ -755,7 +776,8 @@ async fn load_model(
         .await
         .map_err(|e| ClusterError::Model(e.to_string()))??;
     let graph = Arc::new(graph);
-    lock(&session.models).insert(hash.to_string(), graph.clone());
+    // Pinned before it is cached: the cache's eviction skips it from the start.
+    session.pin(hash, &graph);
     let dropped = lock(&node.models).insert(hash, graph, bytes);
     node.metrics.models.fetch_add(1, Ordering::Relaxed);
     for h in dropped {
