@@ -1964,6 +1964,22 @@ impl TileState {
 mod tests {
     use super::*;
 
+    /// Only what a node did marks it down: not its executor's refusal,
+    /// nor this side's frame limits (every node would meet those).
+    #[test]
+    fn a_frame_this_side_will_not_send_is_no_nodes_fault() {
+        let limit = transport::FrameError::Limit("payload length 300000000 exceeds cap".into());
+        assert!(!nodes_fault(&ClusterError::Transport(limit.into())));
+        assert!(!nodes_fault(&ClusterError::Exec("no kernel".into())));
+        assert!(nodes_fault(&ClusterError::Node {
+            node: "edge1".into(),
+            why: "job 3 timed out".into(),
+        }));
+        assert!(nodes_fault(&ClusterError::Transport(
+            transport::Error::Connection("lost".into())
+        )));
+    }
+
     /// A node killed while it profiles the model: the log line says so in
     /// words (it read `no model profile: Ok(Err(RecvError(())))`).
     #[test]
