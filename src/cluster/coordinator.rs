@@ -946,7 +946,17 @@ impl Coordinator {
         let (tx, rx) = oneshot::channel();
         lock(&p.models).insert(profile_key(hash), tx);
         let answer = match p.send(&Msg::ProfileModel { hash: hash.into() }).await {
-            Ok(()) => tokio::time::timeout(PROFILE_TIMEOUT, rx).await,
+            // A node that dies while it profiles is given up on once it has
+            // been silent for STALL (a busy one still sends keep-alives),
+            // not after the transport's idle timeout.
+            Ok(()) => tokio::select! {
+                a = tokio::time::timeout(PROFILE_TIMEOUT, rx) => a,
+                why = p.silent_for(STALL) => {
+                    tracing::warn!("node {} {why} while profiling the model; planning from FLOPs", p.name);
+                    lock(&p.models).remove(&profile_key(hash));
+                    return None;
+                }
+            },
             Err(e) => {
                 tracing::warn!(
                     "cannot ask node {} to profile the model: {e}; planning from FLOPs",
@@ -1907,6 +1917,10 @@ impl Coordinator {
             let _ = tokio::time::timeout(Duration::from_secs(2), p.conn.shutdown("done")).await;
         }
         self.endpoint.close();
+        // Until the close frames are out: a process that exits first leaves
+        // the nodes holding its connections (and their models) for their
+        // idle timeout, 30 s.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }
 
