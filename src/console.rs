@@ -32,12 +32,12 @@ pub fn end_quietly_on_closed_stdout() {
     sigpipe::reset();
 }
 
-/// A one-shot command stopped by SIGINT or SIGTERM: `main` exits with
-/// 128 + the signal's number (130, 143), as a shell reports such a stop.
+/// A one-shot command stopped by SIGINT, SIGTERM or SIGHUP: `main` exits
+/// with 128 + the signal's number (130, 143, 129), as a shell reports it.
 #[derive(Debug, thiserror::Error)]
 #[error("{signal}: {what}")]
 pub struct Interrupted {
-    /// `SIGINT`, `SIGTERM` or `Ctrl-C`, as [`crate::cluster::node::stop_signal`] names it.
+    /// `SIGINT`, `SIGTERM`, `SIGHUP` or `Ctrl-C`, as [`crate::cluster::node::stop_signal`] names it.
     pub signal: &'static str,
     /// What was left undone, and how.
     pub what: String,
@@ -48,6 +48,7 @@ impl Interrupted {
     pub fn exit_code(&self) -> u8 {
         match self.signal {
             "SIGTERM" => 143,
+            "SIGHUP" => 129,
             _ => 130,
         }
     }

@@ -255,3 +255,21 @@ fn certs_says_which_node_certificates_it_replaced() {
     );
     assert!(!second.contains("edge2 ("), "{second}");
 }
+
+/// Every metric the endpoint serves is listed in the README, for whoever
+/// writes the alerts.
+#[test]
+fn the_readme_lists_every_metric() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let m = tessera::cluster::metrics::Metrics::default();
+    let text = m.render("n");
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    assert!(names.len() >= 8, "{text}");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README");
+    for n in names {
+        assert!(readme.contains(&format!("`{n}`")), "README lacks {n}");
+    }
+}

@@ -361,7 +361,7 @@ pub fn main(config: &std::path::Path) -> Result<()> {
     served
 }
 
-/// Installs the SIGINT and SIGTERM handlers now (a signal that comes
+/// Installs the SIGINT, SIGTERM and SIGHUP handlers now (a signal that comes
 /// before the returned future is polled is kept, not fatal) and returns a
 /// future that resolves with the first one's name.
 pub fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>> {
@@ -370,10 +370,14 @@ pub fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>> 
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
+        // A closed terminal or session: stopped as cleanly (it killed a
+        // daemon on the spot, its connections left to time out).
+        let mut hup = signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?;
         Ok(async move {
             tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
+                _ = hup.recv() => "SIGHUP",
             }
         })
     }
@@ -605,6 +609,13 @@ async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, ms
         } => {
             if let Err(e) = run_job(&node, &conn, &session, job, &model, &nodes, tile, inputs).await
             {
+                if conn.quinn().close_reason().is_some() {
+                    // Its client went away (Ctrl-C, a failed request): the
+                    // job was dropped on purpose, which is no error to alert on.
+                    tracing::info!(node = %node.name, job, "job dropped: its coordinator has gone ({e})");
+                    session.inbox.forget(job);
+                    return;
+                }
                 node.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(node = %node.name, job, "job failed: {e}");
                 // Inputs the failed job never claimed (or that arrive
