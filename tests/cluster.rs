@@ -812,6 +812,33 @@ fn a_full_cache_keeps_a_connected_clients_model_and_drops_it_once_the_client_goe
     });
 }
 
+/// Two clients that load the same new model at once get one profile of it:
+/// the second waits for the first's instead of running its own after it.
+#[test]
+fn clients_loading_a_new_model_together_share_one_profile() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let local = start_daemons("profile-once", toml::from_str(SMALL).expect("toml")).await;
+        let a = connect(&local).await.expect("first coordinator");
+        let b = connect(&local).await.expect("second coordinator");
+        // Large enough that its profile (about a second) overlaps the
+        // second client's request.
+        let bundle = Bundle::from_spec("default", &[1, 3, 64, 64]).expect("bundle");
+        let (ma, mb) = tokio::join!(a.load_model(&bundle), b.load_model(&bundle));
+        let (ma, mb) = (ma.expect("first loads"), mb.expect("second loads"));
+        assert_eq!(ma.hash, mb.hash);
+        let who = ma.profiled_on.expect("profiled");
+        assert_eq!(mb.profiled_on, Some(who));
+        let name = &local.cluster.nodes[who].name;
+        let log =
+            std::fs::read_to_string(local.dir().join(format!("{name}.log"))).expect("node log");
+        let profiles = log.lines().filter(|l| l.contains("profiled ")).count();
+        assert_eq!(profiles, 1, "{log}");
+        a.shutdown().await;
+        b.shutdown().await;
+    });
+}
+
 async fn slowed_victim(name: &str, timeouts: Timeouts, throttle: f64) -> Victim {
     let (local, mut coord) = start(name).await;
     coord.timeouts = timeouts;

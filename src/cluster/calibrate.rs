@@ -151,11 +151,24 @@ fn job_seconds(
 /// (for the relative costs) and the whole graph once as one job (for the
 /// total: a lone op also pays for moving its tensors, which a fused job
 /// does not), and the op times are scaled to that total.
-pub fn profile_ops(exec: &dyn Executor, graph: &Graph) -> Vec<Option<f64>> {
+pub fn profile_ops(
+    exec: &dyn Executor,
+    graph: &Graph,
+    keep_going: &dyn Fn() -> bool,
+) -> Option<Vec<Option<f64>>> {
     let fixed = overhead(exec).unwrap_or(0.0);
-    let mut alone: Vec<Option<f64>> = (0..graph.nodes.len())
-        .map(|n| job_seconds(exec, graph, &[n], 1, 2, fixed))
-        .collect();
+    let mut alone: Vec<Option<f64>> = Vec::with_capacity(graph.nodes.len());
+    for n in 0..graph.nodes.len() {
+        // Asked between ops: a profile whose client has gone stops here
+        // rather than hold the executor for the next client's jobs.
+        if !keep_going() {
+            return None;
+        }
+        alone.push(job_seconds(exec, graph, &[n], 1, 2, fixed));
+    }
+    if !keep_going() {
+        return None;
+    }
     let all: Vec<usize> = (0..graph.nodes.len()).collect();
     // The ops ran just before, so their kernels are warm.
     let whole = job_seconds(exec, graph, &all, 0, 2, fixed);
@@ -164,7 +177,7 @@ pub fn profile_ops(exec: &dyn Executor, graph: &Graph) -> Vec<Option<f64>> {
         let k = whole / sum;
         alone.iter_mut().flatten().for_each(|s| *s *= k);
     }
-    alone
+    Some(alone)
 }
 
 /// The fixed cost of a job, seconds: a one-op job of negligible FLOPs
@@ -220,10 +233,18 @@ mod tests {
             .expect("b");
         g.outputs.push(b);
         let exec = tile_engine::cpu::CpuExecutor;
-        let p = profile_ops(&exec, &g);
+        let p = profile_ops(&exec, &g, &|| true).expect("not stopped");
         let [Some(pa), Some(pb)] = p[..] else {
             panic!("both ops profile: {p:?}");
         };
         assert!(pb > 2.0 * pa, "{pa} s vs {pb} s");
+        // Told to stop after the first op, it stops there.
+        let asked = std::cell::Cell::new(0);
+        let stopped = profile_ops(&exec, &g, &|| {
+            asked.set(asked.get() + 1);
+            asked.get() < 2
+        });
+        assert!(stopped.is_none());
+        assert_eq!(asked.get(), 2);
     }
 }

@@ -57,6 +57,8 @@ enum Work {
     Stop,
     Profile {
         graph: Arc<Graph>,
+        /// Asked between ops: false once no one wants the profile.
+        wanted: Box<dyn Fn() -> bool + Send>,
         /// Each op's seconds, and how long the executor was busy.
         reply: oneshot::Sender<(Vec<Option<f64>>, Duration)>,
     },
@@ -210,14 +212,20 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
                         });
                         let _ = reply.send(rates);
                     }
-                    Work::Profile { graph, reply } => {
+                    Work::Profile {
+                        graph,
+                        wanted,
+                        reply,
+                    } => {
                         let mut seconds = Vec::new();
                         let mut busy = Duration::ZERO;
+                        let keep_going = || !reply.is_closed() && wanted();
                         locked(&mut || {
                             let t0 = std::time::Instant::now();
                             seconds = guarded(&mut panicked, || {
-                                calibrate::profile_ops(exec.as_ref(), &graph)
+                                calibrate::profile_ops(exec.as_ref(), &graph, &keep_going)
                             })
+                            .flatten()
                             .unwrap_or_default();
                             busy = t0.elapsed();
                         });
@@ -305,9 +313,23 @@ impl ExecHandle {
         rx.await.map_err(|_| "executor stopped".to_string())?
     }
 
-    async fn profile(&self, graph: Arc<Graph>) -> (Vec<Option<f64>>, Duration) {
+    /// Each op's seconds (none if stopped: `wanted` turned false, or a
+    /// panic) and how long the executor was busy.
+    async fn profile(
+        &self,
+        graph: Arc<Graph>,
+        wanted: Box<dyn Fn() -> bool + Send>,
+    ) -> (Vec<Option<f64>>, Duration) {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Work::Profile { graph, reply }).is_err() {
+        if self
+            .tx
+            .send(Work::Profile {
+                graph,
+                wanted,
+                reply,
+            })
+            .is_err()
+        {
             return (Vec::new(), Duration::ZERO);
         }
         rx.await.unwrap_or_default()
@@ -340,6 +362,8 @@ struct Node {
     /// (model hash, op ids) sets this process has run once: a first run
     /// pays one-off costs and is reported cold.
     warm: Mutex<HashSet<(String, Vec<usize>)>>,
+    /// One profile of a model at a time, by hash (see `Msg::ProfileModel`).
+    profiling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// `tessera node --config FILE`: reads the file and serves until SIGINT or
@@ -412,6 +436,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         rates: Mutex::new(Vec::new()),
         max_model_bytes: cfg.max_model_bytes,
         warm: Mutex::new(HashSet::new()),
+        profiling: Mutex::new(HashMap::new()),
     });
     // Ports first: a port in use fails at once, not after the calibration.
     // The QUIC socket is bound for real once the Hello holds the measured
@@ -678,6 +703,14 @@ async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, ms
             .await;
         }
         Msg::ProfileModel { hash } => {
+            // Clients that start together with a new model all ask for its
+            // profile: one runs, the others wait for it and take it from
+            // the map, instead of each profiling again ahead of every job.
+            let gate = lock(&node.profiling)
+                .entry(hash.clone())
+                .or_default()
+                .clone();
+            let turn = gate.lock().await;
             let graph = session.model(&node, &hash);
             let cached = lock(&node.profiles).get(&hash).cloned();
             let (seconds, error) = match (cached, graph) {
@@ -686,20 +719,43 @@ async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, ms
                     // Profiling occupies the executor as jobs do: the busy
                     // time and queue depth a scraper sees include it.
                     let queued = node.metrics.queued();
-                    let (s, busy) = node.exec.profile(g).await;
+                    let client = conn.quinn().clone();
+                    let wanted = Box::new(move || client.close_reason().is_none());
+                    let (s, busy) = node.exec.profile(g, wanted).await;
                     drop(queued);
                     node.metrics
                         .busy_us
                         .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
                     // A model dropped from the cache while it was profiled
                     // takes no profile with it into the map.
-                    if lock(&node.models).contains(&hash) {
+                    if s.is_empty() {
+                        tracing::info!(node = %node.name, model = %hash, "profile stopped: its client has gone");
+                    } else {
+                        tracing::info!(
+                            node = %node.name,
+                            model = %hash,
+                            "profiled {} ops in {:.1} s",
+                            s.len(),
+                            busy.as_secs_f64()
+                        );
+                    }
+                    // A stopped profile (its client gone) is no profile.
+                    if !s.is_empty() && lock(&node.models).contains(&hash) {
                         lock(&node.profiles).insert(hash.clone(), s.clone());
                     }
                     (s, None)
                 }
                 (None, None) => (Vec::new(), Some(format!("model {hash} is not loaded here"))),
             };
+            drop(turn);
+            {
+                // The gate goes once no one else waits at it (the map and
+                // this task hold the only references).
+                let mut gates = lock(&node.profiling);
+                if Arc::strong_count(&gate) == 2 {
+                    gates.remove(&hash);
+                }
+            }
             let answer = Msg::ModelProfile {
                 hash: hash.clone(),
                 seconds,
