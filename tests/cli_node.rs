@@ -120,11 +120,18 @@ fn a_key_of_another_node_is_refused_naming_the_certificate_and_key_files() {
 /// `certs = "certs"` is the folder beside the config file, wherever the
 /// daemon is started from (before, it was looked up in the current
 /// directory: `certs/ca.pem: No such file or directory`). The daemon then
-/// stops on SIGTERM with exit status 0.
+/// stops on SIGTERM (and on SIGHUP, which killed it on the spot) with exit
+/// status 0, saying which signal it got.
 #[test]
 fn relative_paths_are_taken_from_the_config_files_folder() {
-    use std::io::BufRead;
-    let dir = cluster_dir("relative");
+    for signal in ["TERM", "HUP"] {
+        a_node_started_elsewhere_stops_cleanly_on(signal);
+    }
+}
+
+fn a_node_started_elsewhere_stops_cleanly_on(signal: &str) {
+    use std::io::{BufRead, Read};
+    let dir = cluster_dir(&format!("relative-{signal}"));
     let file = node_file(&dir, "certs", "backend = \"cpu\"\ncalibrate = false\n");
     let elsewhere = dir.join("elsewhere");
     std::fs::create_dir_all(&elsewhere).expect("cwd");
@@ -150,12 +157,20 @@ fn relative_paths_are_taken_from_the_config_files_folder() {
         );
     }
     let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(st.success());
     let status = child.wait().expect("wait");
-    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut log);
+    }
+    assert!(status.success(), "SIG{signal}: {status:?}\n{log}");
+    assert!(
+        log.contains(&format!("SIG{signal}: closing connections")),
+        "{log}"
+    );
 }
 
 /// Every field `NodeConfig` accepts is listed by `tessera node --help` and

@@ -457,7 +457,15 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
     };
     if cfg.calibrate {
         let rates = exec.calibrate().await;
-        tracing::info!(node = %cfg.name, ?rates, "calibrated");
+        let readable: Vec<String> = rates
+            .iter()
+            .map(|(class, r)| match class.as_str() {
+                // The one entry that is a time, not a rate.
+                calibrate::JOB_OVERHEAD => format!("job overhead {:.2} ms", r * 1e3),
+                _ => format!("{class} {:.2} GFLOP/s", r / 1e9),
+            })
+            .collect();
+        tracing::info!(node = %cfg.name, "calibrated: {}", readable.join(", "));
         *lock(&node.rates) = rates;
     }
     let gflops = lock(&node.rates)
@@ -526,7 +534,12 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
                 tokio::spawn(async move {
                     match incoming.finish().await {
                         Ok(conn) => {
-                            tracing::info!(node = %node.name, peer = conn.peer(), "connected");
+                            tracing::info!(
+                                node = %node.name,
+                                peer = conn.peer(),
+                                from = %conn.quinn().remote_address(),
+                                "connected"
+                            );
                             handle(node, conn).await;
                         }
                         Err(e) => {
@@ -620,7 +633,12 @@ async fn handle(node: Arc<Node>, conn: Connection) {
             Control::Profile(_) => {}
         }
     }
-    tracing::info!(node = %node.name, peer = conn.peer(), "connection ended");
+    tracing::info!(
+        node = %node.name,
+        peer = conn.peer(),
+        from = %conn.quinn().remote_address(),
+        "connection ended"
+    );
 }
 
 async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, msg: Msg) {
