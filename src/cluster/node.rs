@@ -744,10 +744,12 @@ async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, ms
                     node.metrics
                         .busy_us
                         .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
-                    // A model dropped from the cache while it was profiled
-                    // takes no profile with it into the map.
                     if s.is_empty() {
-                        tracing::info!(node = %node.name, model = %hash, "profile stopped: its client has gone");
+                        tracing::info!(
+                            node = %node.name,
+                            model = %hash,
+                            "no profile: its client has gone, or the executor failed"
+                        );
                     } else {
                         tracing::info!(
                             node = %node.name,
@@ -757,7 +759,9 @@ async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, ms
                             busy.as_secs_f64()
                         );
                     }
-                    // A stopped profile (its client gone) is no profile.
+                    // A stopped profile is no profile, and a model dropped
+                    // from the cache while it was profiled takes none into
+                    // the map.
                     if !s.is_empty() && lock(&node.models).contains(&hash) {
                         lock(&node.profiles).insert(hash.clone(), s.clone());
                     }
