@@ -63,19 +63,14 @@ impl Inbox {
         }
     }
 
-    fn overflowed(&self, job: u64) -> bool {
+    /// Whether a tensor of `job` was dropped for want of room.
+    pub fn overflowed(&self, job: u64) -> bool {
         lock(&self.overflowed).contains(&job)
     }
 
     /// Drops everything held for `job` (a job that was given up on).
     pub fn forget(&self, job: u64) {
-        {
-            let mut f = lock(&self.forgotten);
-            f.push_back(job);
-            if f.len() > FORGOTTEN {
-                f.pop_front();
-            }
-        }
+        remember(&self.forgotten, job);
         let mut items = lock(&self.items);
         let before: usize = items.values().map(|x| x.1.len() * 4).sum();
         items.retain(|k, _| k.0 != job);
@@ -90,12 +85,7 @@ impl Inbox {
             return true;
         }
         if self.bytes.load(Ordering::Relaxed) + len > self.capacity {
-            let mut o = lock(&self.overflowed);
-            o.push_back(h.key.request_id);
-            if o.len() > FORGOTTEN {
-                o.pop_front();
-            }
-            drop(o);
+            remember(&self.overflowed, h.key.request_id);
             self.arrived.notify_waiters();
             return false;
         }
@@ -145,6 +135,15 @@ impl Inbox {
                 return None;
             }
         }
+    }
+}
+
+/// Adds `job` to a list of the last [`FORGOTTEN`] jobs.
+fn remember(jobs: &Mutex<std::collections::VecDeque<u64>>, job: u64) {
+    let mut j = lock(jobs);
+    j.push_back(job);
+    if j.len() > FORGOTTEN {
+        j.pop_front();
     }
 }
 

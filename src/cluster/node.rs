@@ -839,10 +839,10 @@ async fn load_model(
             .ok_or_else(|| {
                 ClusterError::Model(format!(
                     "chunk {i} of {chunks} {}",
-                    match inbox.why_missing(transfer).as_str() {
-                        "never came" =>
-                            format!("never came (nothing for {} s)", CHUNK_SILENCE.as_secs()),
-                        dropped => dropped.to_string(),
+                    if inbox.overflowed(transfer) {
+                        inbox.why_missing(transfer)
+                    } else {
+                        format!("never came (nothing for {} s)", CHUNK_SILENCE.as_secs())
                     }
                 ))
             })?;
