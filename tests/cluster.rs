@@ -300,7 +300,34 @@ fn tiles_on_two_edges_equal_the_cpu_reference_and_metrics_count_them() {
             body.contains("tessera_models_loaded_total{node=\"e1\"} 1"),
             "{body}"
         );
+        // The gauges: this coordinator's connection, the one model cached.
+        assert!(
+            body.contains("tessera_connections{node=\"e1\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("tessera_cached_models{node=\"e1\"} 1"),
+            "{body}"
+        );
+        let cached: f64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix("tessera_cached_model_bytes{node=\"e1\"} "))
+            .and_then(|v| v.parse().ok())
+            .expect("cached bytes");
+        assert!(cached > 100_000.0, "the model's weights: {body}");
         coord.shutdown().await;
+        let mut open = String::new();
+        for _ in 0..50 {
+            open = http_get(&url);
+            if open.contains("tessera_connections{node=\"e1\"} 0") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            open.contains("tessera_connections{node=\"e1\"} 0"),
+            "the connection ended: {open}"
+        );
     });
 }
 
@@ -1067,6 +1094,26 @@ fn a_foreign_certificate_is_refused_and_a_malformed_request_gets_an_error() {
                 .map_or(true, |m| m.is_none()),
         };
         assert!(refused, "a certificate from another CA was accepted");
+        // One line in the node's log says so, with why and from where.
+        let log_path = local.dir().join(format!("{name}.log"));
+        let mut refusals = Vec::new();
+        for _ in 0..50 {
+            let log = std::fs::read_to_string(&log_path).expect("node log");
+            refusals = log
+                .lines()
+                .filter(|l| l.contains("WARN"))
+                .map(str::to_string)
+                .collect();
+            if !refusals.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let local_addr = ep.local_addr().expect("local addr").to_string();
+        assert_eq!(refusals.len(), 1, "{refusals:#?}");
+        assert!(refusals[0].contains("handshake failed"), "{refusals:#?}");
+        assert!(refusals[0].contains(&local_addr), "{refusals:#?}");
+        assert!(refusals[0].contains("peer certificate"), "{refusals:#?}");
 
         // A second, legitimate connection sends garbage and a bogus job...
         let id = transport::Identity::load(&local.dir().join("certs"), COORDINATOR).expect("id");

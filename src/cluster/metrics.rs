@@ -31,12 +31,18 @@ pub struct Metrics {
     pub errors: AtomicU64,
     /// Models loaded.
     pub models: AtomicU64,
+    /// Client connections open now.
+    pub connections: AtomicI64,
+    /// Models in the model cache now.
+    pub cached_models: AtomicU64,
+    /// Bundle bytes of the models in the model cache now.
+    pub cached_model_bytes: AtomicU64,
 }
 
-/// One job counted in `tessera_queue_depth` until dropped, on every path.
-pub struct Queued<'a>(&'a AtomicI64);
+/// One item counted in a gauge until dropped, on every path.
+pub struct Counted<'a>(&'a AtomicI64);
 
-impl Drop for Queued<'_> {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -44,14 +50,26 @@ impl Drop for Queued<'_> {
 
 impl Metrics {
     /// Counts a job as waiting for or holding the executor until the guard drops.
-    pub fn queued(&self) -> Queued<'_> {
+    pub fn queued(&self) -> Counted<'_> {
         self.queue_depth.fetch_add(1, Ordering::Relaxed);
-        Queued(&self.queue_depth)
+        Counted(&self.queue_depth)
+    }
+
+    /// Counts a client connection as open until the guard drops.
+    pub fn connected(&self) -> Counted<'_> {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Counted(&self.connections)
+    }
+
+    /// Sets the model cache's gauges to what it holds now.
+    pub fn cache_holds(&self, models: usize, bytes: u64) {
+        self.cached_models.store(models as u64, Ordering::Relaxed);
+        self.cached_model_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of the counters, labelled with the node name.
     pub fn render(&self, node: &str) -> String {
-        let rows: [(&str, &str, &str, f64); 8] = [
+        let rows: [(&str, &str, &str, f64); 11] = [
             (
                 "tessera_jobs_total",
                 "counter",
@@ -99,6 +117,24 @@ impl Metrics {
                 "counter",
                 "Models received and parsed.",
                 self.models.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "tessera_connections",
+                "gauge",
+                "Client connections open.",
+                self.connections.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "tessera_cached_models",
+                "gauge",
+                "Models held in the model cache.",
+                self.cached_models.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "tessera_cached_model_bytes",
+                "gauge",
+                "Bundle bytes of the models held in the model cache (model_cache_bytes is its budget).",
+                self.cached_model_bytes.load(Ordering::Relaxed) as f64,
             ),
         ];
         let mut out = String::new();

@@ -40,6 +40,21 @@ impl ModelCache {
         self.entries.contains_key(hash)
     }
 
+    /// How many models are held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no model is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bundle bytes of the models held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// The model, marked as used now.
     pub fn get(&mut self, hash: &str) -> Option<Arc<Graph>> {
         self.clock += 1;

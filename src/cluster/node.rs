@@ -544,7 +544,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
                         }
                         Err(e) => {
                             node.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(node = %node.name, "refused a connection: {e}");
+                            tracing::warn!(node = %node.name, "handshake failed, no connection: {e}");
                         }
                     }
                 });
@@ -586,6 +586,7 @@ impl Session {
 }
 
 async fn handle(node: Arc<Node>, conn: Connection) {
+    let _open = node.metrics.connected();
     let session = Arc::new(Session::default());
     {
         let (conn, session, metrics) = (conn.clone(), session.clone(), node.metrics.clone());
@@ -867,7 +868,12 @@ async fn load_model(
     let graph = Arc::new(graph);
     // Pinned before it is cached: the cache's eviction skips it from the start.
     session.pin(hash, &graph);
-    let dropped = lock(&node.models).insert(hash, graph, bytes);
+    let dropped = {
+        let mut cache = lock(&node.models);
+        let dropped = cache.insert(hash, graph, bytes);
+        node.metrics.cache_holds(cache.len(), cache.bytes());
+        dropped
+    };
     node.metrics.models.fetch_add(1, Ordering::Relaxed);
     for h in dropped {
         lock(&node.profiles).remove(&h);

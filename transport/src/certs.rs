@@ -553,7 +553,7 @@ impl ClientCertVerifier for AllowList {
                 cert_names(end_entity),
                 self.allowed_names
             );
-            tracing::warn!("refused a client: {why}");
+            tracing::debug!("refused a client: {why}");
             Err(rustls::Error::General(why))
         }
     }

@@ -986,7 +986,9 @@ impl Incoming {
         let conn = match self.incoming.await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(%remote, "handshake failed: {e}");
+                // The caller logs the error, which names the remote: one
+                // line per refused handshake, not one per layer.
+                tracing::debug!(%remote, "handshake failed: {e}");
                 return Err(Error::Connection(format!("{remote}: {e}")));
             }
         };
