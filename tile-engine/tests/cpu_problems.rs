@@ -71,11 +71,13 @@ fn assert_close(got: &Tensor, want_shape: &[usize], want: &[f64]) -> Result<(), 
     Ok(())
 }
 
-/// Output length of a window along one axis, restated from the ONNX spec.
+/// Output length of a window along one axis, restated from the ONNX spec
+/// (with ceil_mode the span may be negative: the first window overhangs).
 fn out_len(len: usize, k: usize, s: usize, p0: usize, p1: usize, d: usize, ceil: bool) -> usize {
     let eff = d * (k - 1) + 1;
-    let span = (len + p0 + p1 - eff) as f64 / s as f64;
-    let mut o = if ceil { span.ceil() } else { span.floor() } as usize + 1;
+    let span = (len + p0 + p1) as f64 - eff as f64;
+    let span = span / s as f64;
+    let mut o = (if ceil { span.ceil() } else { span.floor() }) as i64 as usize + 1;
     if ceil && (o - 1) * s >= len + p0 {
         o -= 1;
     }
@@ -85,6 +87,14 @@ fn out_len(len: usize, k: usize, s: usize, p0: usize, p1: usize, d: usize, ceil:
 /// Grows `len` so the padded input holds at least one dilated window.
 fn fit(len: usize, k: usize, d: usize, p0: usize, p1: usize) -> usize {
     len.max((d * (k - 1) + 1).saturating_sub(p0 + p1)).max(1)
+}
+
+/// Grows `len` as [`fit`] does, but a ceil_mode window may overhang the
+/// padded input's end by up to `s − 1`, the first one included.
+fn fit_pool(len: usize, k: usize, d: usize, p0: usize, p1: usize, s: usize, ceil: bool) -> usize {
+    let slack = if ceil { s - 1 } else { 0 };
+    len.max((d * (k - 1) + 1).saturating_sub(p0 + p1 + slack))
+        .max(1)
 }
 
 #[derive(Debug, Clone)]
@@ -421,19 +431,23 @@ struct PoolProblem {
 
 impl PoolProblem {
     fn input_shape(&self) -> [usize; 4] {
-        let h = fit(
+        let h = fit_pool(
             self.hw[0],
             self.kernel[0],
             self.dilations[0],
             self.pads[0],
             self.pads[2],
+            self.strides[0],
+            self.ceil_mode,
         );
-        let w = fit(
+        let w = fit_pool(
             self.hw[1],
             self.kernel[1],
             self.dilations[1],
             self.pads[1],
             self.pads[3],
+            self.strides[1],
+            self.ceil_mode,
         );
         [1, self.channels, h, w]
     }

@@ -39,10 +39,18 @@ pub fn window_out(
         .checked_add(pad_begin)
         .and_then(|p| p.checked_add(pad_end))
         .ok_or("padded input overflows")?;
-    if padded < eff {
+    // With ceil_mode a window may overhang the padded input's end, the
+    // first one included: ONNX and PyTorch give one output for a 3-wide
+    // window, stride 2, over 2 values (out = ceil((2 − 3) / 2) + 1).
+    let reach = if ceil_mode {
+        padded + stride - 1
+    } else {
+        padded
+    };
+    if reach < eff {
         return Err(format!("window {eff} larger than padded input {padded}"));
     }
-    let span = padded - eff;
+    let span = padded.saturating_sub(eff);
     let mut out = if ceil_mode {
         span.div_ceil(stride)
     } else {
@@ -455,4 +463,22 @@ fn padded(x: [usize; 4], pads: &[usize; 4]) -> R<Vec<usize>> {
         grow(x[2], pads[0], pads[2])?,
         grow(x[3], pads[1], pads[3])?,
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_out;
+
+    #[test]
+    fn a_ceil_mode_window_may_overhang_a_map_smaller_than_itself() {
+        // onnxruntime and PyTorch: MaxPool(3, stride 2, ceil_mode) over 2
+        // values gives one output; over 1 value none, which is an error.
+        assert_eq!(window_out(2, 3, 2, 0, 0, 1, true), Ok(1));
+        assert_eq!(window_out(1, 2, 2, 0, 0, 1, true), Ok(1));
+        assert!(window_out(1, 3, 2, 0, 0, 1, true).is_err());
+        assert!(window_out(2, 3, 2, 0, 0, 1, false).is_err());
+        assert_eq!(window_out(5, 3, 2, 0, 0, 1, true), Ok(2));
+        assert_eq!(window_out(5, 3, 2, 0, 0, 1, false), Ok(2));
+        assert_eq!(window_out(6, 3, 2, 0, 0, 1, true), Ok(3));
+    }
 }
