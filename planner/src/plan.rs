@@ -29,7 +29,8 @@ pub struct Plan {
     pub strategy: &'static str,
     /// Labels, blocks, grids, shares and predicted times.
     pub prediction: Prediction,
-    /// Value of the additive objective the min-cut optimised (see [`crate::partition`]).
+    /// Value of the additive objective the min-cut optimised (see
+    /// [`crate::partition`]; for [`ONE_EDGE`], its ops' compute time).
     pub additive_cost_s: f64,
 }
 
@@ -82,6 +83,10 @@ pub struct PlanReport {
     /// How much faster a plan over several nodes had to be predicted than
     /// the best one-node plan to be chosen (see [`PlanOptions`]).
     pub single_node_margin: f64,
+    /// The whole model on the coordinator edge node alone, where the
+    /// cluster has several edge nodes (its edge-only plan spreads tiles
+    /// over them all): one of the one-node plans the margin compares with.
+    pub one_edge: Option<Plan>,
 }
 
 impl PlanReport {
@@ -123,10 +128,10 @@ pub fn plan_dag(
     // Of plans that tie (a three-tier plan whose cloud runs nothing is the
     // device+edge plan), the one with the fewest tiers names it: a report
     // headed "three-tier" over an idle cloud misleads.
-    let fastest = |single: bool| {
+    fn fastest<'p>(all: &'p [Plan], extra: Option<&'p Plan>, single: bool) -> Option<&'p Plan> {
         let candidates = || {
-            alternatives
-                .iter()
+            all.iter()
+                .chain(extra)
                 .filter(move |p| !single || p.on_one_node())
         };
         let least = candidates()
@@ -135,8 +140,47 @@ pub fn plan_dag(
         candidates()
             .filter(|p| p.makespan_s() <= least * (1.0 + 1e-9))
             .min_by_key(|p| tiers_allowed(p.strategy))
+    }
+    // With several edge nodes no strategy keeps the edge part on one node,
+    // so without this plan the one-node plan the margin falls back to could
+    // be the cloud's or the device's, slower than one edge node alone: a
+    // cluster with more edges then chose a worse plan than with one. Its
+    // ops' compute time on the coordinator bounds it from below; where that
+    // alone loses to the plans at hand it is not worth planning.
+    let coordinator_s: f64 = dag
+        .ops
+        .iter()
+        .map(|o| est.compute_time(ctx.topo.coordinator, o.class, o.flops))
+        .sum();
+    let bar = match (
+        fastest(&alternatives, None, false),
+        fastest(&alternatives, None, true),
+    ) {
+        (Some(any), one) => one
+            .map_or(0.0, Plan::makespan_s)
+            .max(any.makespan_s() * (1.0 + opts.single_node_margin)),
+        (None, _) => f64::INFINITY,
     };
-    let best = match (fastest(false), fastest(true)) {
+    let one_edge = if ctx.topo.edges.len() > 1 && coordinator_s < bar {
+        let untiled = PlanOptions {
+            min_tile_values: usize::MAX,
+            ..opts
+        };
+        let c = Context::new(dag, cluster, est, halo, untiled)?;
+        let all_edge = vec![Tier::Edge; dag.ops.len()];
+        Some(Plan {
+            strategy: ONE_EDGE,
+            prediction: c.evaluate_in(&all_edge, [false, true, false]),
+            additive_cost_s: coordinator_s,
+        })
+        .filter(Plan::on_one_node)
+    } else {
+        None
+    };
+    let best = match (
+        fastest(&alternatives, one_edge.as_ref(), false),
+        fastest(&alternatives, one_edge.as_ref(), true),
+    ) {
         (Some(any), Some(one))
             if one.makespan_s() <= any.makespan_s() * (1.0 + opts.single_node_margin) =>
         {
@@ -156,6 +200,7 @@ pub fn plan_dag(
             .collect(),
         topology: ctx.topo.clone(),
         single_node_margin: opts.single_node_margin,
+        one_edge,
     })
 }
 
@@ -201,8 +246,14 @@ fn solve_strategies(
     Ok(all.into_iter().map(|(_, p)| p).collect())
 }
 
-/// How many tiers `strategy` (one of [`STRATEGIES`]) may use.
+/// The strategy name of [`PlanReport::one_edge`].
+pub const ONE_EDGE: &str = "one edge node";
+
+/// How many tiers `strategy` (one of [`STRATEGIES`], or [`ONE_EDGE`]) may use.
 fn tiers_allowed(strategy: &str) -> usize {
+    if strategy == ONE_EDGE {
+        return 1;
+    }
     STRATEGIES
         .iter()
         .find(|(name, _)| *name == strategy)

@@ -277,7 +277,7 @@ impl PlanReport {
             "{:<13} {:>12} {:>10} {:>6} {:>5} {:>6}",
             "strategy", "makespan ms", "period ms", "device", "edge", "cloud"
         );
-        for alt in &self.alternatives {
+        for alt in self.alternatives.iter().chain(&self.one_edge) {
             let count = |t: Tier| alt.prediction.labels.iter().filter(|&&l| l == t).count();
             let _ = writeln!(
                 s,
@@ -293,6 +293,7 @@ impl PlanReport {
         let fastest = self
             .alternatives
             .iter()
+            .chain(&self.one_edge)
             .min_by(|a, b| a.makespan_s().total_cmp(&b.makespan_s()));
         if let Some(f) = fastest.filter(|f| f.makespan_s() < self.best.makespan_s() * (1.0 - 1e-9))
         {

@@ -364,3 +364,71 @@ fn a_strategy_with_more_workers_never_plans_slower() {
         );
     }
 }
+
+/// A crawling device link and a slow backbone: the whole model on one edge
+/// node is the plan to beat, and a second edge node (whose tiles gain too
+/// little to pay the margin) must not turn the choice into the slower
+/// cloud-only plan, which it did when no one-node plan kept to one edge.
+#[test]
+fn a_second_edge_node_never_makes_the_chosen_plan_slower_than_one_edge_alone() {
+    let node = |name: &str, tier: &str, gflops: f64| {
+        format!(
+            "[[nodes]]\nname = \"{name}\"\ntier = \"{tier}\"\naddress = \"127.0.0.1:{}\"\ngflops = {gflops}\n",
+            7100 + name.len()
+        )
+    };
+    let link = |from: &str, to: &str, mbps: f64, ms: f64| {
+        format!(
+            "[[links]]\nfrom = \"{from}\"\nto = \"{to}\"\nbandwidth_mbps = {mbps}\ndelay_ms = {ms}\n"
+        )
+    };
+    let cluster = |edges: &[&str]| -> Cluster {
+        let mut t = node("phone", "device", 5.0) + &node("cloudy", "cloud", 400.0);
+        for (i, e) in edges.iter().enumerate() {
+            t += &format!(
+                "[[nodes]]\nname = \"{e}\"\ntier = \"edge\"\naddress = \"127.0.0.1:{}\"\ngflops = 40.0\n",
+                7201 + i
+            );
+            t += &link("phone", e, 0.1, 200.0);
+            t += &link(e, "cloudy", 10.0, 30.0);
+            for other in &edges[..i] {
+                t += &link(other, e, 1000.0, 1.0);
+            }
+        }
+        let c: Cluster = toml::from_str(&t).expect("parses");
+        c.validate().expect("valid");
+        c
+    };
+    let graph = tile_engine::default_model::graph([128, 128]).expect("default model");
+    let plan_on = |edges: &[&str]| {
+        let c = cluster(edges);
+        plan(&graph, &c, &Estimates::from_cluster(&c)).expect("plans")
+    };
+    let one = plan_on(&["e0"]);
+    assert!(one.best.on_one_node(), "{}", one.table());
+    assert!(one.best.prediction.labels.iter().all(|&t| t == Tier::Edge));
+    for edges in [&["e0", "e1"][..], &["e0", "e1", "e2", "e3"]] {
+        let many = plan_on(edges);
+        let alone = many.one_edge.as_ref().expect("a one-edge plan");
+        assert!(
+            (alone.makespan_s() - one.best.makespan_s()).abs() < 1e-9,
+            "{} vs {}",
+            alone.makespan_s(),
+            one.best.makespan_s()
+        );
+        assert!(
+            many.best.makespan_s() <= one.best.makespan_s() * (1.0 + 1e-9),
+            "{} edges chose {} at {:.1} ms, one edge alone {:.1} ms:\n{}",
+            edges.len(),
+            many.best.strategy,
+            many.best.makespan_s() * 1e3,
+            one.best.makespan_s() * 1e3,
+            many.table()
+        );
+        assert!(
+            many.table().contains(planner::plan::ONE_EDGE),
+            "{}",
+            many.table()
+        );
+    }
+}
