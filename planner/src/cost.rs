@@ -479,17 +479,17 @@ impl<'a> Context<'a> {
             0.0
         };
         // Labels on a cloud tier the cluster lacks are never a plan.
-        let back_s = match (max_tier >= Tier::Cloud, self.topo.back) {
-            (false, _) => 0.0,
+        let (back_s, down_s) = match (max_tier >= Tier::Cloud, self.topo.back) {
+            (false, _) => (0.0, 0.0),
             (true, Some(back)) => {
-                back.time(up_back_bytes)
-                    + if down_bytes > 0.0 {
-                        back.time(down_bytes)
-                    } else {
-                        0.0
-                    }
+                let down_s = if down_bytes > 0.0 {
+                    back.time(down_bytes)
+                } else {
+                    0.0
+                };
+                (back.time(up_back_bytes) + down_s, down_s)
             }
-            (true, None) => f64::INFINITY,
+            (true, None) => (f64::INFINITY, 0.0),
         };
         let back_bytes = up_back_bytes + down_bytes;
         let edge_s = blocks.iter().map(|b| b.time_s).sum();
@@ -509,6 +509,8 @@ impl<'a> Context<'a> {
             edge_s,
             back_bytes,
             back_s,
+            down_bytes,
+            down_s,
             cloud_s,
             makespan_s: stages.iter().sum(),
             period_s: stages.iter().copied().fold(0.0, f64::max),
@@ -667,6 +669,10 @@ pub struct Prediction {
     pub back_bytes: f64,
     /// Coordinator ⇄ cloud transfers, seconds.
     pub back_s: f64,
+    /// Of `back_bytes`, the model outputs the cloud sends back down.
+    pub down_bytes: f64,
+    /// Of `back_s`, the time those outputs take (after the cloud's compute).
+    pub down_s: f64,
     /// Cloud compute, seconds.
     pub cloud_s: f64,
     /// Latency of one request.

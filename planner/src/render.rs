@@ -120,24 +120,37 @@ impl PlanReport {
             }
             t += block.time_s;
         }
+        // Up to the cloud, its compute, and its outputs back down, in that
+        // order (one bar for both ways drew the outputs before the compute).
+        let up_s = p.back_s - p.down_s;
         push(
             &mut slots,
             format!("{coord}→{cloud}"),
             Tier::Edge,
             true,
-            format!("{:.0} B", p.back_bytes),
+            format!("{:.0} B", p.back_bytes - p.down_bytes),
             t,
-            p.back_s,
+            up_s,
         );
-        t += p.back_s;
+        t += up_s;
         push(
             &mut slots,
-            cloud,
+            cloud.clone(),
             Tier::Cloud,
             false,
             op_range(self, &p.labels, Tier::Cloud),
             t,
             p.cloud_s,
+        );
+        t += p.cloud_s;
+        push(
+            &mut slots,
+            format!("{cloud}→{coord}"),
+            Tier::Cloud,
+            true,
+            format!("{:.0} B", p.down_bytes),
+            t,
+            p.down_s,
         );
         slots
     }

@@ -114,6 +114,25 @@ fn baselines_match_hand_computed_costs_and_render() {
     // One strip cell per op plus one bar per schedule slot.
     let rects = svg.matches("<rect").count();
     assert_eq!(rects, g.nodes.len() + report.schedule().len());
+
+    // The cloud-only schedule: up to the cloud, its compute, the logits
+    // back down, one after the other (one bar for both ways drew the
+    // logits coming back before the cloud had computed them).
+    let mut cloudy = report.clone();
+    cloudy.best = alt("cloud-only").clone();
+    let slots = cloudy.schedule();
+    let find = |lane: &str| {
+        slots
+            .iter()
+            .find(|s| s.lane == lane)
+            .unwrap_or_else(|| panic!("no {lane} slot: {slots:?}"))
+    };
+    let (up, compute, down) = (find("edge0→cloud"), find("cloud"), find("cloud→edge0"));
+    assert_eq!(up.what, format!("{input:.0} B"));
+    assert_eq!(down.what, format!("{logits:.0} B"));
+    assert!((compute.start_s - up.end_s).abs() < 1e-12, "{slots:?}");
+    assert!((down.start_s - compute.end_s).abs() < 1e-12, "{slots:?}");
+    assert!((down.end_s - c.makespan_s).abs() < 1e-12, "{slots:?}");
 }
 
 #[test]
