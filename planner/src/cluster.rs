@@ -70,8 +70,8 @@ pub struct NodeSpec {
 }
 
 /// One link. Field names match the transport crate's link emulator
-/// (`bandwidth_mbps`, `delay_ms`, `jitter_ms`, `loss`). A link is used in
-/// both directions unless the reverse direction is listed separately.
+/// (`bandwidth_mbps`, `delay_ms`, `jitter_ms`, `loss`). A link serves both
+/// directions: a second entry between the same two nodes is refused.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkSpec {
@@ -171,7 +171,21 @@ impl Cluster {
             let what = format!("link {}→{}", l.from, l.to);
             if !(l.bandwidth_mbps.is_finite() && l.bandwidth_mbps > 0.0) {
                 return Err(Error::Cluster(format!(
-                    "{what}: bandwidth_mbps must be positive"
+                    "{what}: bandwidth_mbps must be a positive number (got {})",
+                    l.bandwidth_mbps
+                )));
+            }
+            let tier = |end: &str| self.node_index(end).map(|i| self.nodes[i].tier);
+            if let (Some(a), Some(b)) = (tier(&l.from), tier(&l.to))
+                && a != b
+                && a != Tier::Edge
+                && b != Tier::Edge
+            {
+                // Plans send the device's data to the cloud through the
+                // coordinator edge node: a direct link would be ignored.
+                return Err(Error::Cluster(format!(
+                    "{what}: the device and the cloud are not linked directly in tessera's plans \
+                     (their tensors go through the coordinator edge node); remove this link"
                 )));
             }
             for (field, v) in [("delay_ms", l.delay_ms), ("jitter_ms", l.jitter_ms)] {

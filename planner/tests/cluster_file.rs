@@ -53,6 +53,20 @@ fn unknown_fields_and_bad_values_are_rejected() {
     c.links.push(back);
     assert!(matches!(c.validate(), Err(Error::Cluster(m)) if m.contains("two links between")));
 
+    // A device↔cloud link would be ignored by every plan: refused, saying so.
+    let mut c: Cluster = toml::from_str(&example()).expect("parses");
+    let mut direct = c.links[0].clone();
+    direct.to = "cloud".into();
+    c.links.push(direct);
+    assert!(
+        matches!(c.validate(), Err(Error::Cluster(m)) if m.contains("phone→cloud") && m.contains("not linked directly"))
+    );
+    let inf = example().replacen("bandwidth_mbps = 100.0", "bandwidth_mbps = inf", 1);
+    let c: Cluster = toml::from_str(&inf).expect("parses");
+    assert!(
+        matches!(c.validate(), Err(Error::Cluster(m)) if m.contains("positive number (got inf)"))
+    );
+
     let two_devices = example().replacen("tier = \"edge\"", "tier = \"device\"", 1);
     let c: Cluster = toml::from_str(&two_devices).expect("parses");
     assert!(matches!(c.validate(), Err(Error::Cluster(m)) if m.contains("device")));
