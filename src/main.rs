@@ -35,7 +35,10 @@ enum Command {
     },
     /// Run one request on a cluster of running node daemons.
     Run(run::RunArgs),
-    /// Print (and draw) the plan for a model on a cluster.
+    /// Print (and draw) the plan for a model on a cluster, from the
+    /// cluster file's `gflops` and links alone: no node is contacted.
+    /// `tessera run` plans from the nodes' start-up calibration and a
+    /// profile of the model instead, so its plan can differ.
     Plan {
         /// The cluster's TOML description.
         #[arg(long)]
@@ -50,6 +53,11 @@ enum Command {
         /// with open dimensions (planned at batch 1, 224×224 without it).
         #[arg(long, value_name = "N,C,H,W", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
         input_shape: Option<Vec<u32>>,
+        /// Plan for this input file (.png or .npy), as `tessera run` would
+        /// send it: its shape, and an image crosses links as bytes, not f32
+        /// (the default model's input is costed as an image without it).
+        #[arg(long, conflicts_with = "input_shape")]
+        input: Option<PathBuf>,
     },
     /// Make a certificate per node, signed by the cluster CA in the output
     /// folder (a new CA when the folder has none).
@@ -167,10 +175,17 @@ fn run(cli: Cli) -> Result<()> {
             model,
             svg,
             input_shape,
+            input,
         } => {
             let shape: Option<Vec<usize>> =
                 input_shape.map(|s| s.into_iter().map(|d| d as usize).collect());
-            plan::plan(&cluster, &model, svg.as_deref(), shape.as_deref())
+            plan::plan(
+                &cluster,
+                &model,
+                svg.as_deref(),
+                shape.as_deref(),
+                input.as_deref(),
+            )
         }
         Command::Certs { out, nodes } => {
             let replaced: Vec<&str> = nodes

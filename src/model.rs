@@ -234,6 +234,12 @@ pub fn check_io(spec: &str, graph: &Graph, input: &Tensor, outputs: &[PathBuf]) 
             );
         }
     }
+    check_input(spec, graph, input)
+}
+
+/// Checks that `graph` (loaded from `spec`) takes `input` as its one
+/// input; a channels-last file is told to be transposed.
+pub fn check_input(spec: &str, graph: &Graph, input: &Tensor) -> Result<()> {
     let checked = graph.check_inputs(std::slice::from_ref(input));
     if let (Err(e), [_, c, _, _], [_, _, _, last]) =
         (&checked, graph.shape(graph.inputs[0]), input.shape())

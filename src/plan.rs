@@ -78,12 +78,14 @@ pub fn node_addresses(path: &Path, cluster: &Cluster) -> Result<Vec<SocketAddr>>
     Ok(addrs)
 }
 
-/// Prints the plan as a table and optionally draws it.
+/// Prints the plan as a table and optionally draws it; with `input`, for
+/// that file's shape and the bytes it would cross links as.
 pub fn plan(
     cluster: &Path,
     model: &str,
     svg: Option<&Path>,
     input_shape: Option<&[usize]>,
+    input: Option<&Path>,
 ) -> Result<()> {
     if let Some(path) = svg
         && !path
@@ -96,11 +98,50 @@ pub fn plan(
         );
     }
     let cluster = read_cluster(cluster)?;
-    let graph = crate::model::load_for_planning(model, input_shape)?;
+    let kind = crate::model::kind_of(model)?;
+    let tensor = match input {
+        Some(path) => Some(crate::model::read_input(kind, path, None)?),
+        None => None,
+    };
+    let shape = tensor.as_ref().map(|t| t.shape().to_vec());
+    let graph = match &shape {
+        // As `tessera run` loads it for this input.
+        Some(shape) => crate::model::load(model, shape)?,
+        None => crate::model::load_for_planning(model, input_shape)?,
+    };
     crate::model::check_one_input(model, &graph)?;
+    let tensor = match (input, tensor) {
+        (Some(path), Some(t)) => {
+            let t = crate::model::fit_image_channels(path, &graph, t)?;
+            crate::model::check_input(model, &graph, &t)?;
+            Some(t)
+        }
+        _ => None,
+    };
+    let mut dag = planner::ModelDag::from_graph(&graph)?;
+    // What `tessera run` sends (see `Coordinator::expect_inputs`): the
+    // default model is always given an image.
+    let wire = match &tensor {
+        Some(t) => Some(crate::cluster::wire::wire_bytes(t) as f64),
+        None if kind == crate::model::ModelKind::Default => {
+            Some(graph.shape(graph.inputs[0]).iter().product::<usize>() as f64)
+        }
+        None => None,
+    };
+    if let Some(bytes) = wire {
+        for t in dag.tensors.iter_mut().filter(|t| t.producer.is_none()) {
+            t.bytes = bytes;
+        }
+    }
     let est = Estimates::from_cluster(&cluster);
-    let report =
-        planner::plan(&graph, &cluster, &est).with_context(|| format!("planning {model}"))?;
+    let report = planner::plan::plan_dag(
+        &dag,
+        &cluster,
+        &est,
+        &planner::ReceptiveField,
+        planner::PlanOptions::default(),
+    )
+    .with_context(|| format!("planning {model}"))?;
     println!("{}", report.table());
     if let Some(path) = svg {
         std::fs::write(path, report.svg())

@@ -141,3 +141,47 @@ fn symbolic_dims_take_the_input_size() {
     assert!(!wrong.status.success());
     assert!(err.contains("fixes dimension 1 at 3"), "{err}");
 }
+
+/// `plan --input` plans for the file as `run` would send it: at its shape,
+/// with an image's values crossing links as bytes and any others as f32;
+/// the default model, always given an image, is costed as one without it.
+#[test]
+fn plan_takes_an_input_file_and_costs_an_image_as_bytes() {
+    let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster.toml");
+    // The bytes the plan sends up from the device: the default model runs
+    // wholly on the edge tier on this cluster, so its input.
+    let up = |extra: &[&str]| -> u64 {
+        let mut args = vec!["plan", "--cluster", cluster, "--model", "default"];
+        args.extend_from_slice(extra);
+        let out = tessera(&args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("device|edge"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no device|edge cut:\n{text}"))
+    };
+    assert_eq!(up(&[]), 3 * 128 * 128, "the embedded image, as bytes");
+    let png = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/default-model/fixture.png"
+    );
+    assert_eq!(up(&["--input", png]), 3 * 128 * 128);
+    // Floats that are no bytes, at another size: f32 at the file's shape.
+    let floats = scratch("plan_floats.npy");
+    {
+        use npyz::WriterBuilder;
+        let mut w = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(&[1, 3, 32, 48])
+            .writer(std::fs::File::create(&floats).expect("create"))
+            .begin_nd()
+            .expect("writer");
+        w.extend((0..3 * 32 * 48).map(|i| i as f32 * 0.01 + 0.003))
+            .expect("write");
+        w.finish().expect("finish");
+    }
+    assert_eq!(
+        up(&["--input", floats.to_str().expect("utf-8")]),
+        3 * 32 * 48 * 4
+    );
+}
