@@ -548,8 +548,10 @@ impl ClientCertVerifier for AllowList {
         } else {
             // Name both sides: a typo in `peers` otherwise looks like a
             // certificate problem.
+            // Short, names first: the client sees this in the connection's
+            // close reason, which QUIC cuts to what fits one packet.
             let why = format!(
-                "client certificate names {:?}, no allow-listed node (allow-list, `peers`: {:?})",
+                "certificate {:?} not in peers {:?}",
                 cert_names(end_entity),
                 self.allowed_names
             );

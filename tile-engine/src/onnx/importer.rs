@@ -456,9 +456,9 @@ pub(crate) fn import(model: &ModelProto, file_len: usize, fill: &[usize]) -> Res
             // ceil_mode whose last window would start in the padding is
             // annotated one row too tall).
             if !fits && !dims.is_empty() {
-                tracing::warn!(
+                warn_once(format!(
                     "graph output '{name}' is declared {dims:?} but computes {shape:?}; using the computed shape"
-                );
+                ));
             }
         }
         imp.graph.outputs.push(v);
@@ -539,4 +539,18 @@ fn declared(dims: &super::proto::TensorShapeProto) -> String {
         })
         .collect();
     format!("[{}]", parts.join(", "))
+}
+
+/// Logs `message` as a warning the first time this process imports a
+/// model that earns it: `tessera run` imports the model twice (to check
+/// the input, then for the coordinator), and said it twice.
+fn warn_once(message: String) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static SAID: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let said = SAID.get_or_init(Default::default);
+    let first = said.lock().map_or(true, |mut s| s.insert(message.clone()));
+    if first {
+        tracing::warn!("{message}");
+    }
 }
