@@ -521,6 +521,24 @@ fn pad_dropout_identity_and_depth_to_space() {
     ));
     let e = r.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(e.contains("op 'Pad' (node 'padc')"), "{e}");
+
+    // An output that is an Identity of another tensor keeps the model's
+    // name for it (an error about it named the inner tensor, "p").
+    let m = model(
+        13,
+        vec![
+            node("Pad", "p", &["x", "pads", "v"], &["p"], vec![]),
+            node("Identity", "i", &["p"], &["y"], vec![]),
+        ],
+        vec![
+            ti("pads", &[8], &[0, 0, 1, 2, 0, 0, 3, 4]),
+            tf("v", &[], &[-1.0]),
+        ],
+        vec![vis("x", &[1, 8, 2, 2])],
+        vec![vis("y", &[1, 8, 6, 8])],
+    );
+    let g = load(&m);
+    assert_eq!(g.values[g.outputs[0]].name, "y");
 }
 
 #[test]

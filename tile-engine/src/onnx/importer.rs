@@ -441,6 +441,15 @@ pub(crate) fn import(model: &ModelProto, file_len: usize, fill: &[usize]) -> Res
                 )));
             }
         };
+        // An output that is another tensor under a new name (an Identity,
+        // which import resolves to its input) is told by the model's name
+        // for it: errors and listings name what the model declares.
+        if imp.graph.values[v].name != name
+            && !imp.graph.inputs.contains(&v)
+            && !imp.graph.outputs.contains(&v)
+        {
+            imp.graph.values[v].name = name.to_string();
+        }
         if let Some(dims) = declared_output_dims(vi) {
             let shape = imp.graph.shape(v);
             let fits = dims.len() == shape.len()
