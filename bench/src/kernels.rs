@@ -343,7 +343,7 @@ pub struct Args {
     #[arg(long)]
     cold_only: bool,
     /// Only the layers whose "model layer" contains TEXT (and no cold start).
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", conflicts_with = "cold_only")]
     only: Option<String>,
     /// Folder for kernels.json and kernels.svg.
     #[arg(long, value_name = "DIR", default_value = "out/bench-kernels")]

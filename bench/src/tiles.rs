@@ -477,6 +477,9 @@ fn default_grids(max_grid: usize) -> Vec<Grid> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (max_grid, latency) = (args.max_grid, !args.no_latency);
     let subject = subject(&args)?;
+    // Before the sweep: a bad --out would otherwise fail after it, its
+    // JSON and SVG lost.
+    std::fs::create_dir_all(&args.out).with_context(|| format!("--out {}", args.out.display()))?;
 
     // 1. For the VGG stack: the halo overhead of its first 8 conv layers as
     // one block, 224×224 (what the fusion chooser's threshold is set by).
@@ -687,7 +690,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let out = &args.out;
-    std::fs::create_dir_all(out).with_context(|| format!("--out {}", out.display()))?;
     let (json_path, svg_path) = (out.join("tiles.json"), out.join("tiles.svg"));
     let report = json!({
         "model": subject.name,

@@ -344,6 +344,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: Args) -> anyhow::Result<()> {
+    // Before the rounds: a bad --out would otherwise fail after them.
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    }
     let ids = transport::certs::ephemeral(&["edge-1".to_string(), "coord".to_string()])?;
     let mut points = Vec::new();
     println!(
@@ -497,9 +501,6 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     );
     points.push(p);
 
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
-    }
     let json = serde_json::json!({
         "benchmark": "transport",
         "cpu_time": "CLOCK_PROCESS_CPUTIME_ID of the whole process (sender + receiver [+ relay])",
