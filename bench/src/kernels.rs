@@ -879,7 +879,15 @@ fn bars(
     series: &[&str],
     groups: &[(String, Vec<Option<f64>>)],
 ) -> (Document, f64) {
-    let (left, width, bar_h) = (320.0, 520.0, 13.0);
+    // Labels end at `left`: room for the longest at about 6.2 px a
+    // character of 11 px type (cold-start labels ran off the left edge).
+    let longest = groups
+        .iter()
+        .map(|g| g.0.chars().count())
+        .max()
+        .unwrap_or(0);
+    let left = (18.0 + 6.2 * longest as f64).max(320.0);
+    let (width, bar_h) = ((840.0 - left).max(200.0), 13.0);
     // With three series this is the 51 px per group that `chart` sizes for.
     let group_h = bar_h * series.len() as f64 + 12.0;
     let max = groups

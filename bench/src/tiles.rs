@@ -718,6 +718,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An axis tick's label, with as many decimals as ticks `ymax / 4` apart
+/// need to differ (whole numbers labelled a 0–1.25 MiB axis 0, 0, 1, 1, 1).
+fn tick(y: f64, ymax: f64) -> String {
+    let step = ymax / 4.0;
+    let decimals = if step >= 10.0 {
+        0
+    } else if step >= 1.0 {
+        1
+    } else {
+        (-step.log10()).ceil().clamp(0.0, 6.0) as usize + 1
+    };
+    format!("{y:.decimals$}")
+}
+
 /// One panel: axes, grid lines, a title, series of (x, y) points.
 #[allow(clippy::too_many_arguments)]
 fn panel(
@@ -733,11 +747,14 @@ fn panel(
     let (w, h, top) = (400.0, 260.0, 60.0);
     let sx = |x: f64| x0 + 50.0 + (x - 1.0) / ((xmax.max(2) - 1) as f64) * (w - 70.0);
     let sy = |y: f64| top + h - y / ymax * h;
+    // The title fits the panel's 370 px (bold type is about 0.6 em a
+    // character); a long one was cut at the canvas's edge.
+    let title_px = (370.0 / (0.6 * title.chars().count().max(1) as f64)).min(15.0);
     doc = doc.add(
         Text::new(title)
             .set("x", x0 + 50.0)
             .set("y", top - 25.0)
-            .set("font-size", 15)
+            .set("font-size", format!("{title_px:.1}"))
             .set("font-weight", "bold"),
     );
     doc = doc.add(
@@ -761,7 +778,7 @@ fn panel(
                     .set("stroke", "#e3e3e3"),
             )
             .add(
-                Text::new(format!("{y:.0}"))
+                Text::new(tick(y, ymax))
                     .set("x", x0 + 45.0)
                     .set("y", sy(y) + 4.0)
                     .set("font-size", 11)
@@ -966,8 +983,19 @@ fn plot(
 
 #[cfg(test)]
 mod tests {
-    use super::{Args, default_grids, subject};
+    use super::{Args, default_grids, subject, tick};
     use crate::util::parse_args;
+
+    #[test]
+    fn axis_ticks_differ_whatever_the_axis_range() {
+        for ymax in [0.011, 0.3, 1.25, 3.0, 40.0, 900.0] {
+            let labels: Vec<String> = (0..=4).map(|k| tick(ymax * k as f64 / 4.0, ymax)).collect();
+            let mut distinct = labels.clone();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 5, "{ymax}: {labels:?}");
+        }
+        assert_eq!(tick(600.0, 900.0), "600");
+    }
 
     fn args(argv: &[&str]) -> Args {
         parse_args(argv).expect("valid flags")
