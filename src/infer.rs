@@ -18,6 +18,7 @@ pub fn infer(args: &InferArgs) -> Result<()> {
     let graph = model::load(&args.model, input.shape())?;
     let input = model::fit_image_channels(&args.input, &graph, input)?;
     model::check_io(&args.model, &graph, &input, &args.output)?;
+    model::warn_nan_input(&args.input, &input);
     let exec = executor(
         args.backend,
         args.adapter.clone(),

@@ -88,13 +88,43 @@ pub fn write_outputs(
     Ok(())
 }
 
-/// Writes an output tensor with the pixel convention of the model it came from.
+/// How many of the values are NaN.
+fn nans(t: &Tensor) -> usize {
+    t.data().iter().filter(|v| v.is_nan()).count()
+}
+
+/// Says on stderr that an input holds NaN values: they propagate through
+/// the model as ONNX Runtime propagates them, so the output may be mostly
+/// NaN, which is easier to place with a word at the start.
+pub fn warn_nan_input(path: &Path, t: &Tensor) {
+    let n = nans(t);
+    if n > 0 {
+        eprintln!(
+            "{}: {n} of {} input values are NaN; they propagate through the model",
+            path.display(),
+            t.data().len()
+        );
+    }
+}
+
+/// Writes an output tensor with the pixel convention of the model it came
+/// from; a PNG has no NaN, so NaN values written to one are said.
 pub fn write_output(
     kind: ModelKind,
     path: &Path,
     t: &Tensor,
     pixel_scale: Option<f32>,
 ) -> Result<()> {
+    if tensor_io::format_of(path)? == Format::Png {
+        let n = nans(t);
+        if n > 0 {
+            eprintln!(
+                "{}: {n} of {} output values are NaN, written as 0 (write .npy to keep them)",
+                path.display(),
+                t.data().len()
+            );
+        }
+    }
     if kind == ModelKind::Default && tensor_io::format_of(path)? == Format::Png {
         let bytes = default_model::tensor_to_png(t)?;
         return std::fs::write(path, bytes)

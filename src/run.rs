@@ -56,6 +56,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let graph = model::load(&args.model, input.shape())?;
     let input = model::fit_image_channels(&args.input, &graph, input)?;
     model::check_io(&args.model, &graph, &input, &args.output)?;
+    model::warn_nan_input(&args.input, &input);
     let bundle = Bundle::from_spec(&args.model, input.shape())?;
     let addrs = plan::node_addresses(&args.cluster, &cluster)?;
     let identity = Identity::load(&args.certs, &args.name)

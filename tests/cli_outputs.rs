@@ -93,3 +93,39 @@ fn each_output_goes_to_its_own_file() {
     assert_eq!(shape.len(), 4, "{shape:?}");
     assert_eq!(shape[0], 1);
 }
+
+/// A NaN in the input is said at the start, and NaN outputs written to a
+/// PNG (which has none) are said too: the image showed them as black.
+#[test]
+fn nan_in_the_input_and_nan_written_to_a_png_are_said() {
+    use npyz::WriterBuilder;
+    let input = common::scratch("cli_outputs", "nan.npy");
+    let mut w = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(&[1, 3, 8, 8])
+        .writer(std::fs::File::create(&input).expect("create"))
+        .begin_nd()
+        .expect("writer");
+    w.extend((0..192).map(|i| if i == 40 { f32::NAN } else { (i % 256) as f32 }))
+        .expect("write");
+    w.finish().expect("finish");
+    let output = common::scratch("cli_outputs", "nan.png");
+    let out = tessera(&[
+        "infer",
+        "--backend",
+        "cpu",
+        "--model",
+        "default",
+        "--input",
+        input.to_str().expect("utf-8"),
+        "--output",
+        output.to_str().expect("utf-8"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("1 of 192 input values are NaN"), "{stderr}");
+    assert!(
+        stderr.contains("output values are NaN, written as 0"),
+        "{stderr}"
+    );
+}
