@@ -85,9 +85,16 @@ fn runs(
     reps: usize,
 ) -> Option<Vec<f64>> {
     let mut times = Vec::new();
+    // A map over a GPU's binding limit runs on a finer grid, as the
+    // node's jobs do (`run_within_limits`): the first run finds the grid,
+    // the others use it. Timed whole only, such an op had no profile and
+    // the planner priced it by FLOPs.
+    let mut grid = tile_engine::tiling::Grid::uniform(1, 1);
     for rep in 0..warm + reps {
         let t = Instant::now();
-        exec.run(graph, inputs).ok()?;
+        let (_, ran) =
+            crate::exec::run_within_limits(exec, graph, inputs, grid, None, &mut |_| {}).ok()?;
+        grid = ran;
         if rep >= warm {
             times.push(t.elapsed().as_secs_f64());
         }
@@ -246,5 +253,37 @@ mod tests {
         });
         assert!(stopped.is_none());
         assert_eq!(asked.get(), 2);
+    }
+
+    /// The CPU executor, refusing a graph whose input map is over `max`
+    /// elements, as a GPU refuses a map over its binding limit.
+    struct Bounded {
+        max: usize,
+    }
+
+    impl Executor for Bounded {
+        fn name(&self) -> String {
+            "bounded".into()
+        }
+        fn run(&self, graph: &Graph, inputs: &[Tensor]) -> tile_engine::Result<Vec<Tensor>> {
+            if inputs.iter().any(|t| t.data().len() > self.max) {
+                return Err(tile_engine::Error::Limit("over".into()));
+            }
+            tile_engine::cpu::run(graph, inputs)
+        }
+    }
+
+    #[test]
+    fn an_op_whose_map_is_over_the_binding_limit_is_profiled_on_a_finer_grid() {
+        let mut g = Graph::default();
+        let x = g.add_value("x", vec![1, 3, 24, 24]);
+        g.inputs.push(x);
+        let a = g
+            .add_node("a", conv_op(3, 4, 3, 1), vec![x], "a")
+            .expect("a");
+        g.outputs.push(a);
+        // The whole input (1728 values) is over; a 2×2 tile's is not.
+        let p = profile_ops(&Bounded { max: 1200 }, &g, &|| true).expect("not stopped");
+        assert!(matches!(p[..], [Some(s)] if s >= 0.0), "{p:?}");
     }
 }
