@@ -14,6 +14,11 @@ pub fn infer(args: &InferArgs) -> Result<()> {
     let kind = model::kind_of(&args.model)?;
     let grid = Grid::parse(&args.grid)?;
     model::check_pixel_scale(kind, &args.input, &args.output, args.pixel_scale)?;
+    // Refused like a pixel scale that would be ignored: the user meant
+    // a GPU and would get the CPU without a word.
+    if let (Some(name), tessera::Backend::Cpu) = (&args.adapter, args.backend) {
+        anyhow::bail!("--adapter {name} picks a GPU adapter; it does nothing with --backend cpu");
+    }
     let input = model::read_input(kind, &args.input, args.pixel_scale)?;
     let graph = model::load(&args.model, input.shape())?;
     let input = model::fit_image_channels(&args.input, &graph, input)?;

@@ -126,7 +126,7 @@ pub struct InferArgs {
     #[arg(long)]
     pub no_autotune: bool,
     /// PNG pixel range for models not embedded: byte/255 × this (1 = [0,1], 255 = [0,255]).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub pixel_scale: Option<f32>,
 }
 

@@ -24,10 +24,11 @@ pub fn read_cluster(path: &Path) -> Result<Cluster> {
             .with_context(|| path.display().to_string())?;
         let host_port = n.address.rsplit_once(':');
         let valid = host_port.is_some_and(|(host, port)| {
-            // u16's parse takes a leading '+'; a port is digits only.
-            !host.is_empty()
+            // u16's parse takes a leading '+'; a port is digits only, and
+            // port 0 (any free port) names no node.
+            valid_host(host)
                 && port.bytes().all(|b| b.is_ascii_digit())
-                && port.parse::<u16>().is_ok()
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
         });
         if !valid {
             anyhow::bail!(
@@ -39,6 +40,23 @@ pub fn read_cluster(path: &Path) -> Result<Cluster> {
         }
     }
     Ok(cluster)
+}
+
+/// Whether `host` can name a node: an IPv4 address, an IPv6 one in
+/// brackets, or a DNS name (letters, digits, `-` and `.`; all digits and
+/// dots is an IPv4 address or nothing: `256.1.1.1`). A URL's scheme
+/// (`http://x`) is none of them.
+fn valid_host(host: &str) -> bool {
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return host.parse::<std::net::Ipv4Addr>().is_ok();
+    }
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// Resolves each node's `host:port` of a cluster file read from `path`
@@ -206,7 +224,15 @@ mod tests {
             e.ends_with("node edge0 address 127.0.0.1: give it as host:port"),
             "{e}"
         );
-        for bad in [":7202", "edge0:+80", "edge0:"] {
+        for bad in [
+            ":7202",
+            "edge0:+80",
+            "edge0:",
+            "127.0.0.1:0",
+            "http://edge0:7202",
+            "256.1.1.1:7202",
+            "[::zz]:7202",
+        ] {
             let e = read(["127.0.0.1:7201", bad], "edge0").expect_err(bad);
             assert!(e.ends_with("give it as host:port"), "{bad}: {e}");
         }

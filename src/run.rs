@@ -35,7 +35,7 @@ pub struct RunArgs {
     #[arg(long, required = true, num_args = 1..)]
     pub output: Vec<PathBuf>,
     /// PNG pixel range for models not embedded: byte/255 × this.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub pixel_scale: Option<f32>,
     /// Plan by FLOPs at each op class's calibrated rate instead of timing
     /// the model's ops on an edge node first (the nodes cache that profile,

@@ -190,6 +190,35 @@ fn a_pixel_scale_that_would_be_ignored_is_refused() {
     .arg(scratch("scaled.npy"));
     let e = fails(cmd);
     assert!(e.contains("--pixel-scale") && e.contains("PNG"), "{e}");
+    // A negative scale gets the same word as 0 (clap read "-3" as a flag).
+    let png = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/default-model/fixture.png"
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args([
+        "infer",
+        "--backend",
+        "cpu",
+        "--model",
+        MODEL,
+        "--input",
+        png,
+    ])
+    .args(["--pixel-scale", "-3", "--output"])
+    .arg(scratch("negative.npy"));
+    let e = fails(cmd);
+    assert!(
+        e.contains("--pixel-scale -3: expected a positive number"),
+        "{e}"
+    );
+    // An adapter named for the CPU executor would be ignored too.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(["infer", "--backend", "cpu", "--adapter", "nvidia"])
+        .args(["--model", MODEL, "--input", INPUT, "--output"])
+        .arg(scratch("adapter.npy"));
+    let e = fails(cmd);
+    assert!(e.contains("--adapter nvidia picks a GPU adapter"), "{e}");
 }
 
 /// `tessera plan --svg` writes SVG, so another extension is refused before
