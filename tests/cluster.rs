@@ -963,6 +963,52 @@ async fn fault_mid_request(how: &str) {
     coord.shutdown().await;
 }
 
+/// A client that goes away mid-request (Ctrl-C of `tessera run`): the node
+/// drops its running job and says why, and does not count it in
+/// `tessera_errors_total`, which an operator alerts on.
+#[test]
+fn a_job_whose_client_leaves_is_dropped_without_counting_an_error() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let Victim {
+            local,
+            coord,
+            model,
+            plan,
+            victim,
+            ..
+        } = slowed_victim("leave", timeouts(Duration::from_secs(60)), 40.0).await;
+        let run = coord.run(7, &model, image(), &plan);
+        // The request is abandoned while the slowed node's tile runs.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(400), run)
+                .await
+                .is_err(),
+            "the slowed tile finished in 400 ms"
+        );
+        coord.shutdown().await;
+        let name = &local.cluster.nodes[victim].name;
+        let log_path = local.dir().join(format!("{name}.log"));
+        let mut log = String::new();
+        for _ in 0..100 {
+            log = std::fs::read_to_string(&log_path).expect("node log");
+            if log.contains("job dropped: its coordinator has gone") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            log.contains("job dropped: its coordinator has gone"),
+            "{log}"
+        );
+        let body = http_get(&local.metrics[victim].clone().expect("metrics url"));
+        assert!(
+            body.contains(&format!("tessera_errors_total{{node=\"{name}\"}} 0")),
+            "{body}"
+        );
+    });
+}
+
 #[test]
 fn an_edge_node_killed_mid_request_is_replaced_bit_identically() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
