@@ -58,6 +58,11 @@ enum Command {
         /// (the default model's input is costed as an image without it).
         #[arg(long, conflicts_with = "input_shape")]
         input: Option<PathBuf>,
+        /// As `tessera run --pixel-scale`: a PNG `--input`'s pixel range for
+        /// a model not embedded (a scale that makes its values no bytes
+        /// sends them as f32).
+        #[arg(long, allow_negative_numbers = true, requires = "input")]
+        pixel_scale: Option<f32>,
     },
     /// Make a certificate per node, signed by the cluster CA in the output
     /// folder (a new CA when the folder has none).
@@ -176,6 +181,7 @@ fn run(cli: Cli) -> Result<()> {
             svg,
             input_shape,
             input,
+            pixel_scale,
         } => {
             let shape: Option<Vec<usize>> =
                 input_shape.map(|s| s.into_iter().map(|d| d as usize).collect());
@@ -184,7 +190,7 @@ fn run(cli: Cli) -> Result<()> {
                 &model,
                 svg.as_deref(),
                 shape.as_deref(),
-                input.as_deref(),
+                input.as_deref().map(|i| (i, pixel_scale)),
             )
         }
         Command::Certs { out, nodes } => {

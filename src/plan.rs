@@ -43,9 +43,9 @@ pub fn read_cluster(path: &Path) -> Result<Cluster> {
 }
 
 /// Whether `host` can name a node: an IPv4 address, an IPv6 one in
-/// brackets, or a DNS name (letters, digits, `-` and `.`; all digits and
-/// dots is an IPv4 address or nothing: `256.1.1.1`). A URL's scheme
-/// (`http://x`) is none of them.
+/// brackets, or a host name (letters, digits, `-`, `_` as a container's
+/// service name may have, and `.`; all digits and dots is an IPv4 address
+/// or nothing: `256.1.1.1`). A URL's scheme (`http://x`) is none of them.
 fn valid_host(host: &str) -> bool {
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return inner.parse::<std::net::Ipv6Addr>().is_ok();
@@ -56,7 +56,7 @@ fn valid_host(host: &str) -> bool {
     !host.is_empty()
         && host
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Resolves each node's `host:port` of a cluster file read from `path`
@@ -103,7 +103,7 @@ pub fn plan(
     model: &str,
     svg: Option<&Path>,
     input_shape: Option<&[usize]>,
-    input: Option<&Path>,
+    input: Option<(&Path, Option<f32>)>,
 ) -> Result<()> {
     if let Some(path) = svg
         && !path
@@ -118,9 +118,13 @@ pub fn plan(
     let cluster = read_cluster(cluster)?;
     let kind = crate::model::kind_of(model)?;
     let tensor = match input {
-        Some(path) => Some(crate::model::read_input(kind, path, None)?),
+        Some((path, scale)) => {
+            crate::model::check_pixel_scale(kind, path, &[], scale)?;
+            Some(crate::model::read_input(kind, path, scale)?)
+        }
         None => None,
     };
+    let input = input.map(|(path, _)| path);
     let shape = tensor.as_ref().map(|t| t.shape().to_vec());
     let graph = match &shape {
         // As `tessera run` loads it for this input.
@@ -142,7 +146,9 @@ pub fn plan(
     let wire = match &tensor {
         Some(t) => Some(crate::cluster::wire::wire_bytes(t) as f64),
         None if kind == crate::model::ModelKind::Default => {
-            Some(graph.shape(graph.inputs[0]).iter().product::<usize>() as f64)
+            // Bytes, padded to whole f32 words as `wire_bytes` pads them.
+            let values = graph.shape(graph.inputs[0]).iter().product::<usize>();
+            Some(values.div_ceil(4) as f64 * 4.0)
         }
         None => None,
     };
@@ -219,6 +225,7 @@ mod tests {
         // A host name that does not resolve here may still be planned for.
         read(["127.0.0.1:7201", "no-such-host.invalid:7202"], "edge0").expect("unresolved name");
         read(["[::1]:7201", "127.0.0.1:7202"], "edge0").expect("IPv6");
+        read(["127.0.0.1:7201", "edge_0.local:7202"], "edge0").expect("a service name");
         let e = read(["127.0.0.1:7201", "127.0.0.1"], "edge0").expect_err("no port");
         assert!(
             e.ends_with("node edge0 address 127.0.0.1: give it as host:port"),

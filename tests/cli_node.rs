@@ -56,6 +56,18 @@ fn a_gpu_that_does_not_open_points_at_the_config_files_backend_field() {
         "{e}"
     );
     assert!(!e.contains("--backend"), "{e}");
+    assert!(e.contains("(without `adapter`)"), "{e}");
+    // Followed halfway (the adapter kept), the file says what is left.
+    let file = node_file(
+        &dir,
+        &dir.join("certs").display().to_string(),
+        "backend = \"cpu\"\nadapter = \"no-such-adapter-anywhere\"\n",
+    );
+    let e = node_fails(&dir, &file);
+    assert!(
+        e.contains("field `adapter` (no-such-adapter-anywhere) picks a GPU adapter"),
+        "{e}"
+    );
 }
 
 /// A compute lock that cannot be opened stops the daemon at start-up,

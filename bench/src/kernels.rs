@@ -870,24 +870,35 @@ fn print_row(r: &Row) {
     );
 }
 
-/// Horizontal bars: one group of bars per label, one bar per series.
-fn bars(
-    mut doc: Document,
-    y0: f64,
-    title: &str,
-    unit: &str,
-    series: &[&str],
-    groups: &[(String, Vec<Option<f64>>)],
-) -> (Document, f64) {
-    // Labels end at `left`: room for the longest at about 6.2 px a
-    // character of 11 px type (cold-start labels ran off the left edge).
+/// One group of bars: its label, and a value (or none) per series.
+type Group = (String, Vec<Option<f64>>);
+
+/// Where bar labels end: room for the longest at about 6.2 px a character
+/// of 11 px type (cold-start labels ran off the left edge at a fixed 320).
+fn label_room(groups: &[&[Group]]) -> f64 {
     let longest = groups
         .iter()
+        .flat_map(|g| g.iter())
         .map(|g| g.0.chars().count())
         .max()
         .unwrap_or(0);
-    let left = (18.0 + 6.2 * longest as f64).max(320.0);
-    let (width, bar_h) = ((840.0 - left).max(200.0), 13.0);
+    (18.0 + 6.2 * longest as f64).max(320.0)
+}
+
+/// Bars' length at their longest; the canvas is `left` + this + 120 px.
+const BARS_WIDTH: f64 = 520.0;
+
+/// Horizontal bars: one group of bars per label (ending at `left`), one
+/// bar per series.
+fn bars(
+    mut doc: Document,
+    (y0, left): (f64, f64),
+    title: &str,
+    unit: &str,
+    series: &[&str],
+    groups: &[Group],
+) -> (Document, f64) {
+    let (width, bar_h) = (BARS_WIDTH, 13.0);
     // With three series this is the 51 px per group that `chart` sizes for.
     let group_h = bar_h * series.len() as f64 + 12.0;
     let max = groups
@@ -902,7 +913,8 @@ fn bars(
             .set("font-weight", "bold"),
     );
     for (i, name) in series.iter().enumerate() {
-        let x = left + i as f64 * 200.0;
+        // Legend entries across the bars' width, whatever `left` is.
+        let x = left + i as f64 * (BARS_WIDTH + 120.0) / series.len().max(1) as f64;
         doc = doc
             .add(
                 Rectangle::new()
@@ -981,8 +993,9 @@ fn chart(r: &Report) -> Document {
         .collect();
     // Each section: 52 px of title and legend, 51 px per group of three bars, 10 px after.
     let section = |groups: usize| 62.0 + 51.0 * groups as f64;
+    let left = label_room(&[&layer_groups, &cold_groups]);
     let (w, h) = (
-        960.0,
+        left + BARS_WIDTH + 120.0,
         section(r.layers.len()) + 10.0 + section(r.cold_start.len()),
     );
     let doc = Document::new()
@@ -996,7 +1009,7 @@ fn chart(r: &Report) -> Document {
         );
     let (doc, y) = bars(
         doc,
-        0.0,
+        (0.0, left),
         &format!("Kernel GFLOP/s per layer (median), {}", r.adapter_name),
         "",
         &["GPU tuned", "GPU naive conv", "CPU reference"],
@@ -1004,7 +1017,7 @@ fn chart(r: &Report) -> Document {
     );
     let (doc, _) = bars(
         doc,
-        y + 10.0,
+        (y + 10.0, left),
         "Cold start (wall-clock ms)",
         "ms",
         &[

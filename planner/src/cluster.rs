@@ -190,11 +190,16 @@ impl Cluster {
             }
             for (field, v) in [("delay_ms", l.delay_ms), ("jitter_ms", l.jitter_ms)] {
                 if !(v.is_finite() && v >= 0.0) {
-                    return Err(Error::Cluster(format!("{what}: {field} must be ≥ 0")));
+                    return Err(Error::Cluster(format!(
+                        "{what}: {field} must be a number ≥ 0 (got {v})"
+                    )));
                 }
             }
             if !(l.loss.is_finite() && (0.0..1.0).contains(&l.loss)) {
-                return Err(Error::Cluster(format!("{what}: loss must be in [0, 1)")));
+                return Err(Error::Cluster(format!(
+                    "{what}: loss must be in [0, 1) (got {})",
+                    l.loss
+                )));
             }
         }
         self.check_coordinator_links()
@@ -276,7 +281,8 @@ impl Cluster {
             .collect()
     }
 
-    /// The link used to send from `from` to `to`: the listed direction, else the reverse entry.
+    /// The link between `from` and `to`, whichever way it is listed (one
+    /// entry serves both directions).
     pub fn link(&self, from: NodeIdx, to: NodeIdx) -> Option<&LinkSpec> {
         let (f, t) = (&self.nodes.get(from)?.name, &self.nodes.get(to)?.name);
         self.links

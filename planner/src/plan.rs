@@ -156,9 +156,11 @@ pub fn plan_dag(
         fastest(&alternatives, None, false),
         fastest(&alternatives, None, true),
     ) {
+        // It changes the choice only by beating both the one-node plan at
+        // hand and the margin over the fastest plan.
         (Some(any), one) => one
-            .map_or(0.0, Plan::makespan_s)
-            .max(any.makespan_s() * (1.0 + opts.single_node_margin)),
+            .map_or(f64::INFINITY, Plan::makespan_s)
+            .min(any.makespan_s() * (1.0 + opts.single_node_margin)),
         (None, _) => f64::INFINITY,
     };
     let one_edge = if ctx.topo.edges.len() > 1 && coordinator_s < bar {

@@ -259,6 +259,7 @@ mod tests {
     /// elements, as a GPU refuses a map over its binding limit.
     struct Bounded {
         max: usize,
+        refused: std::sync::atomic::AtomicUsize,
     }
 
     impl Executor for Bounded {
@@ -267,6 +268,8 @@ mod tests {
         }
         fn run(&self, graph: &Graph, inputs: &[Tensor]) -> tile_engine::Result<Vec<Tensor>> {
             if inputs.iter().any(|t| t.data().len() > self.max) {
+                self.refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(tile_engine::Error::Limit("over".into()));
             }
             tile_engine::cpu::run(graph, inputs)
@@ -283,7 +286,14 @@ mod tests {
             .expect("a");
         g.outputs.push(a);
         // The whole input (1728 values) is over; a 2×2 tile's is not.
-        let p = profile_ops(&Bounded { max: 1200 }, &g, &|| true).expect("not stopped");
+        let exec = Bounded {
+            max: 1200,
+            refused: Default::default(),
+        };
+        let p = profile_ops(&exec, &g, &|| true).expect("not stopped");
         assert!(matches!(p[..], [Some(s)] if s >= 0.0), "{p:?}");
+        // Refused whole once per timing (the op alone, the graph as a
+        // job), then run on the finer grid found.
+        assert_eq!(exec.refused.into_inner(), 2);
     }
 }

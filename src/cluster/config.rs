@@ -119,6 +119,12 @@ impl NodeConfig {
             transport::certs::check_node_name(p)
                 .with_context(|| format!("{}: field `peers`", path.display()))?;
         }
+        if let (Some(name), Backend::Cpu) = (&cfg.adapter, cfg.backend) {
+            bail!(
+                "{}: field `adapter` ({name}) picks a GPU adapter; it does nothing with backend = \"cpu\"",
+                path.display()
+            );
+        }
         Ok(cfg)
     }
 }

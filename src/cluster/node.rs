@@ -121,7 +121,15 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
         None => None,
     };
     // The daemon has no --backend flag: the way out is its config file.
-    let cpu_hint = format!("backend = \"cpu\" in {}", cfg.file.display());
+    let cpu_hint = format!(
+        "backend = \"cpu\" in {}{}",
+        cfg.file.display(),
+        if cfg.adapter.is_some() {
+            " (without `adapter`)"
+        } else {
+            ""
+        }
+    );
     let thread = std::thread::Builder::new()
         .name("executor".into())
         .spawn(move || {
@@ -530,7 +538,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
             // Each handshake on its own task: a peer that stalls in it
             // must not hold up the next connection.
             Some(incoming) => {
-                let node = node.clone();
+                let (node, peers) = (node.clone(), cfg.peers.clone());
                 tokio::spawn(async move {
                     match incoming.finish().await {
                         Ok(conn) => {
@@ -544,7 +552,12 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
                         }
                         Err(e) => {
                             node.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(node = %node.name, "handshake failed, no connection: {e}");
+                            // The peer's side reads why in a close frame cut
+                            // short; the allow-list is said here.
+                            tracing::warn!(
+                                node = %node.name,
+                                "handshake failed, no connection: {e} (this node's peers: {peers:?})"
+                            );
                         }
                     }
                 });

@@ -43,12 +43,20 @@ pub fn window_out(
     // first one included: ONNX and PyTorch give one output for a 3-wide
     // window, stride 2, over 2 values (out = ceil((2 − 3) / 2) + 1).
     let reach = if ceil_mode {
-        padded + stride - 1
+        padded
+            .checked_add(stride - 1)
+            .ok_or("padded input overflows")?
     } else {
         padded
     };
     if reach < eff {
-        return Err(format!("window {eff} larger than padded input {padded}"));
+        return Err(if ceil_mode {
+            format!(
+                "window {eff} overhangs padded input {padded} by more than stride {stride} less one"
+            )
+        } else {
+            format!("window {eff} larger than padded input {padded}")
+        });
     }
     let span = padded.saturating_sub(eff);
     let mut out = if ceil_mode {

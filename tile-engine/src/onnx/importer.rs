@@ -444,9 +444,11 @@ pub(crate) fn import(model: &ModelProto, file_len: usize, fill: &[usize]) -> Res
         // An output that is another tensor under a new name (an Identity,
         // which import resolves to its input) is told by the model's name
         // for it: errors and listings name what the model declares.
-        if imp.graph.values[v].name != name
+        let current = imp.graph.values[v].name.as_str();
+        if current != name
             && !imp.graph.inputs.contains(&v)
             && !imp.graph.outputs.contains(&v)
+            && !g.output.iter().any(|o| o.name.as_deref() == Some(current))
         {
             imp.graph.values[v].name = name.to_string();
         }
