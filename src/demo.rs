@@ -107,6 +107,7 @@ fn pick_backend(args: &DemoArgs) -> Backend {
 
 async fn demo_async(args: &DemoArgs) -> Result<()> {
     let t_start = Instant::now();
+    let (_lock, work) = claim_out_dir(&args.out)?;
     let side = usize::from(args.size);
     let input = default_model::sample_input(side)?;
     let bundle = Bundle::from_spec("default", input.shape())?;
@@ -123,10 +124,6 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
     let backend = pick_backend(args);
     let cluster: Cluster = toml::from_str(CLUSTER).context("embedded cluster file")?;
     let exe = std::env::current_exe().context("cannot find the tessera binary")?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let work = args.out.join("cluster");
-    let _ = std::fs::remove_dir_all(&work);
 
     let pb = spinner(&format!(
         "starting 6 node daemons ({backend:?} executor), calibrating"
@@ -533,6 +530,71 @@ fn edge_rates(coord: &Coordinator, model: &tessera::cluster::coordinator::Loaded
         .join(", ")
 }
 
+/// Files the demo writes in `--out`, besides its `cluster/` folder.
+const OUTPUTS: [&str; 5] = [
+    "input.png",
+    "output.png",
+    "plan.svg",
+    "trace.json",
+    "gantt.svg",
+];
+
+/// Marks a `cluster/` folder as the demo's own, so a later run may clear it.
+const MARKER: &str = ".tessera-demo";
+
+/// Makes `out` the demo's for this run: a folder (a file there is refused),
+/// held by this process alone (a second demo in it would replace the first's
+/// certificates under it), its `cluster/` folder cleared only if a demo
+/// made it (a user's own `cluster/` there is refused, never deleted), and
+/// the previous run's output files gone, so an interrupted run leaves none
+/// that look like its own. Returns the held lock and the `cluster/` path.
+fn claim_out_dir(out: &Path) -> Result<(std::fs::File, PathBuf)> {
+    if out.exists() && !out.is_dir() {
+        anyhow::bail!("--out {}: not a folder", out.display());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let lock_path = out.join(".tessera-demo.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("cannot create {}", lock_path.display()))?;
+    if let Err(e) = lock.try_lock() {
+        return Err(match e {
+            std::fs::TryLockError::WouldBlock => anyhow::anyhow!(
+                "--out {}: another tessera demo is running in this folder; give another --out",
+                out.display()
+            ),
+            std::fs::TryLockError::Error(e) => {
+                anyhow::Error::new(e).context(format!("cannot lock {}", lock_path.display()))
+            }
+        });
+    }
+    let work = out.join("cluster");
+    // A demo's folder: the marker, or (an earlier version's) its node
+    // files and certificates.
+    let ours = |w: &Path| {
+        w.join(MARKER).exists() || (w.join("phone.toml").is_file() && w.join("certs").is_dir())
+    };
+    if work.exists() {
+        if !ours(&work) {
+            anyhow::bail!(
+                "{}: a folder the demo did not make (it writes its nodes' files there); give another --out",
+                work.display()
+            );
+        }
+        std::fs::remove_dir_all(&work)
+            .with_context(|| format!("cannot clear {}", work.display()))?;
+    }
+    for name in OUTPUTS {
+        let _ = std::fs::remove_file(out.join(name));
+    }
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    std::fs::write(
+        work.join(MARKER),
+        "made by `tessera demo`; cleared by its next run\n",
+    )
+    .with_context(|| format!("cannot write in {}", work.display()))?;
+    Ok((lock, work))
+}
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let p = dir.join(name);
     std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))
@@ -549,4 +611,42 @@ fn scrape(url: &str, metric: &str) -> Option<String> {
     body.lines()
         .find(|l| l.starts_with(metric))
         .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_out_folder_is_claimed_without_touching_what_the_demo_did_not_make() {
+        let root = std::env::temp_dir().join(format!("tessera-demo-out-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        // A user's own `cluster/` folder: refused, its file kept.
+        let mine = root.join("mine");
+        std::fs::create_dir_all(mine.join("cluster")).expect("dir");
+        std::fs::write(mine.join("cluster/important.txt"), "precious").expect("file");
+        let e = claim_out_dir(&mine).expect_err("a folder the demo did not make");
+        assert!(
+            format!("{e:#}").contains("a folder the demo did not make"),
+            "{e:#}"
+        );
+        assert!(mine.join("cluster/important.txt").exists());
+        // A demo's folder is cleared, and the last run's outputs go with it.
+        let out = root.join("out");
+        let (lock, work) = claim_out_dir(&out).expect("a new folder");
+        std::fs::write(work.join("edge0.log"), "old").expect("log");
+        std::fs::write(out.join("output.png"), "old").expect("png");
+        // ...but not while another demo holds it.
+        let e = claim_out_dir(&out).expect_err("held");
+        assert!(format!("{e:#}").contains("another tessera demo"), "{e:#}");
+        drop(lock);
+        let (_lock, work) = claim_out_dir(&out).expect("a demo's folder again");
+        assert!(!work.join("edge0.log").exists() && !out.join("output.png").exists());
+        // A file is no folder.
+        let file = root.join("afile");
+        std::fs::write(&file, "x").expect("file");
+        let e = claim_out_dir(&file).expect_err("a file");
+        assert!(format!("{e:#}").contains("not a folder"), "{e:#}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

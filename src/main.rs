@@ -149,7 +149,7 @@ fn main() -> ExitCode {
     tessera::console::init_logging(default, matches!(cli.command, Command::Node { .. }));
     if matches!(
         cli.command,
-        Command::Plan { .. } | Command::Certs { .. } | Command::Infer(_)
+        Command::Plan { .. } | Command::Certs { .. } | Command::Infer(_) | Command::Demo(_)
     ) {
         tessera::console::end_quietly_on_closed_stdout();
     }

@@ -463,6 +463,11 @@ impl<'a> Context<'a> {
         let est = self.est;
         let tier_time = |tier: Tier, node: NodeIdx| -> f64 {
             let ops = labels.iter().filter(|l| **l == tier).count();
+            // A tier with no ops runs no job: no job overhead either (the
+            // cloud was charged one in plans that never reach it).
+            if ops == 0 {
+                return 0.0;
+            }
             dag.ops
                 .iter()
                 .zip(labels)

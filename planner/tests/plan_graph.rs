@@ -98,6 +98,15 @@ fn baselines_match_hand_computed_costs_and_render() {
     // Edge only: the convs form one tiled block, and the head (pool,
     // reshape, dense) runs whole on the coordinator as one job.
     let e = &alt("edge-only").prediction;
+    // A tier that runs no op costs nothing, job overhead included.
+    let mut busy = est.clone();
+    busy.op_overhead_s = vec![[0.004, 0.0001]; cluster.nodes.len()];
+    let again = plan(&g, &cluster, &busy).expect("plans");
+    let idle = &again
+        .alternative("edge-only")
+        .expect("edge-only")
+        .prediction;
+    assert_eq!((idle.device_s, idle.cloud_s), (0.0, 0.0));
     assert_eq!(e.blocks.len(), 2);
     assert_eq!(e.blocks[0].ops, vec![0, 1, 2]);
     assert!(e.blocks[0].tiling.is_some());
