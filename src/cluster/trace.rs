@@ -195,11 +195,33 @@ pub fn chrome_trace(records: &[JobRecord]) -> serde_json::Value {
     json!({ "traceEvents": events, "displayTimeUnit": "ms" })
 }
 
-/// A Gantt chart of schedules stacked vertically, one panel per `(title, slots)`.
+/// Spacing of an axis's ticks: 1, 2 or 5 times a power of ten, about a
+/// fifth of `span`.
+fn tick_step(span: f64) -> f64 {
+    let raw = (span / 5.0).max(1e-12);
+    let unit = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * unit)
+        .find(|&s| s >= raw)
+        .unwrap_or(10.0 * unit)
+}
+
+/// A Gantt chart of schedules stacked vertically, one panel per `(title,
+/// slots)`, all on one time scale with a millisecond axis under each: the
+/// panels compare plans, which a scale of their own per panel hid (a 176 ms
+/// run was drawn as wide as an 876 ms one).
 pub fn gantt_svg(panels: &[(String, Vec<Slot>)]) -> String {
     let (left, width, row, gap) = (170.0, 760.0, 18.0, 40.0);
     let mut doc = Document::new();
     let mut y = 10.0;
+    let horizon = panels
+        .iter()
+        .flat_map(|(_, slots)| slots)
+        .map(|s| s.end_s)
+        .fold(1e-9, f64::max);
+    let step = tick_step(horizon * 1e3);
+    let decimals = (-step.log10()).ceil().max(0.0) as usize;
     for (title, slots) in panels {
         let mut lanes: Vec<&str> = Vec::new();
         for s in slots {
@@ -208,7 +230,7 @@ pub fn gantt_svg(panels: &[(String, Vec<Slot>)]) -> String {
             }
         }
         lanes.sort_by_key(|l| (l.contains('→'), *l));
-        let end = slots.iter().map(|s| s.end_s).fold(1e-9, f64::max);
+        let end = slots.iter().map(|s| s.end_s).fold(0.0, f64::max);
         doc = doc.add(
             Text::new(format!("{title} — {:.1} ms", end * 1e3))
                 .set("x", 10)
@@ -227,8 +249,8 @@ pub fn gantt_svg(panels: &[(String, Vec<Slot>)]) -> String {
                     .set("font-size", 11),
             );
             for s in slots.iter().filter(|s| s.lane == *lane) {
-                let x = left + s.start_s / end * width;
-                let w = ((s.end_s - s.start_s) / end * width).max(1.0);
+                let x = left + s.start_s / horizon * width;
+                let w = ((s.end_s - s.start_s) / horizon * width).max(1.0);
                 doc = doc.add(
                     Rectangle::new()
                         .set("x", x)
@@ -247,10 +269,66 @@ pub fn gantt_svg(panels: &[(String, Vec<Slot>)]) -> String {
                 );
             }
         }
-        y += lanes.len() as f64 * row + gap;
+        y += lanes.len() as f64 * row;
+        let mut k = 0.0;
+        while k * step <= horizon * 1e3 + 1e-9 {
+            let x = left + k * step / (horizon * 1e3) * width;
+            doc = doc
+                .add(
+                    Rectangle::new()
+                        .set("x", x)
+                        .set("y", y)
+                        .set("width", 0.6)
+                        .set("height", 4)
+                        .set("fill", "#222"),
+                )
+                .add(
+                    Text::new(format!("{:.*} ms", decimals, k * step))
+                        .set("x", x)
+                        .set("y", y + 15.0)
+                        .set("font-family", "sans-serif")
+                        .set("font-size", 10)
+                        .set("text-anchor", "middle"),
+                );
+            k += 1.0;
+        }
+        y += gap;
     }
     doc.set("viewBox", (0, 0, left + width + 20.0, y))
         .set("width", left + width + 20.0)
         .set("height", y)
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(lane: &str, end_ms: f64) -> Slot {
+        Slot {
+            lane: lane.into(),
+            what: "job".into(),
+            transfer: false,
+            start_s: 0.0,
+            end_s: end_ms / 1e3,
+        }
+    }
+
+    #[test]
+    fn gantt_panels_share_one_time_scale() {
+        let svg = gantt_svg(&[
+            ("fast".into(), vec![slot("edge0", 100.0)]),
+            ("slow".into(), vec![slot("edge0", 400.0)]),
+        ]);
+        // 760 px for the slowest run's 400 ms: 190 px for 100 ms.
+        assert!(svg.contains("width=\"190\""), "{svg}");
+        assert!(svg.contains("width=\"760\""), "{svg}");
+        assert!(
+            svg.contains(">400 ms<") || svg.contains(">\n400 ms\n<"),
+            "{svg}"
+        );
+        assert_eq!(tick_step(400.0), 100.0);
+        assert_eq!(tick_step(0.9), 0.2);
+        assert_eq!(tick_step(176.0), 50.0);
+    }
 }
