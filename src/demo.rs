@@ -305,10 +305,10 @@ async fn demo_async(args: &DemoArgs) -> Result<()> {
                 p.predicted_s
                     .map_or("-".into(), |s| format!("{:.1}", s * 1e3)),
                 fmt_bytes(r.backbone_bytes(&coord)),
-                twins[k].map_or(String::new(), |j| format!(
-                    "  (the same jobs as {}: measured once)",
-                    plans[j].name
-                ))
+                twins[k].map_or_else(
+                    || one_tier_note(p),
+                    |j| format!("  (the same jobs as {}: measured once)", plans[j].name)
+                )
             );
         }
     }
@@ -553,6 +553,24 @@ fn edge_rates(coord: &Coordinator, model: &tessera::cluster::coordinator::Loaded
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// For a two-tier split whose best plan runs every op on one tier (the
+/// device+cloud split of a model whose output is too large to send back
+/// is the device alone), a note saying so; else nothing.
+fn one_tier_note(p: &ExecPlan) -> String {
+    if !p.name.starts_with(experiment::TWO_TIER_PREFIX) {
+        return String::new();
+    }
+    let tiers = [
+        ("device", !p.device_ops.is_empty()),
+        ("edge", !p.blocks.is_empty()),
+        ("cloud", !p.cloud_ops.is_empty()),
+    ];
+    match tiers.iter().filter(|t| t.1).collect::<Vec<_>>()[..] {
+        [(tier, _)] => format!("  (every op on the {tier}: no split of the two paid)"),
+        _ => String::new(),
+    }
 }
 
 /// Files the demo writes in `--out`, besides its `cluster/` folder.

@@ -185,11 +185,19 @@ pub fn run(args: Args) -> Result<()> {
         let executor = coord.peer(0).map(|p| p.executor()).unwrap_or_default();
         println!("cluster benchmark: 1 device + 4 edge + 1 cloud daemons, {executor}, demo link profile, {reps} measured run(s) per plan; replayed = each job at its median duration over the runs, runs' med. = median of the runs' replayed makespans");
         let models_dir = out.join("models");
-        std::fs::create_dir_all(&models_dir)?;
         let vgg = models_dir.join("vgg_like.onnx");
         let resnet = models_dir.join("resnet_like.onnx");
-        onnx_models::write(&onnx_models::vgg_like(side), &vgg)?;
-        onnx_models::write(&onnx_models::resnet_like(side), &resnet)?;
+        // Only the models benchmarked are written (10 MB of ONNX at 128²).
+        let wanted = |name: &str| only.is_none_or(|o| o == name);
+        if wanted("vgg") || wanted("resnet") {
+            std::fs::create_dir_all(&models_dir)?;
+        }
+        if wanted("vgg") {
+            onnx_models::write(&onnx_models::vgg_like(side), &vgg)?;
+        }
+        if wanted("resnet") {
+            onnx_models::write(&onnx_models::resnet_like(side), &resnet)?;
+        }
         let models: Vec<(String, String, Tensor)> = vec![
             (format!("default (RDN ×2, {size}²)"), "default".into(), tile_engine::default_model::sample_input(size)?),
             (format!("VGG-like ({size}²)"), vgg.display().to_string(), image(size)?),
