@@ -549,7 +549,8 @@ fn edge_rates(coord: &Coordinator, model: &tessera::cluster::coordinator::Loaded
                 .map(|op| est.compute_time(e, op.class, op.flops))
                 .sum::<f64>()
                 + est.overhead(e, g.nodes.len());
-            format!("{} {:.1} s", coord.cluster.nodes[e].name, t)
+            // In ms: at `--size 32` every node read "0.0 s", throttled or not.
+            format!("{} {:.0} ms", coord.cluster.nodes[e].name, t * 1e3)
         })
         .collect::<Vec<_>>()
         .join(", ")
