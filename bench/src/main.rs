@@ -51,9 +51,12 @@ fn main() -> std::process::ExitCode {
             // Its table says where a grid was clamped, once per row, where the
             // engine would warn on every timed run.
             Bench::Tiles(_) => "tile_engine=error",
+            // The cluster benchmark's daemons log as `tessera node` does
+            // (their logs were empty).
+            Bench::Node { .. } => "info",
             _ => "tile_engine=warn",
         },
-        false,
+        matches!(bench, Bench::Node { .. }),
     );
     if matches!(
         bench,
