@@ -1314,10 +1314,23 @@ fn the_demo_short_mode_writes_files_that_parse() {
     let trace: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("trace.json")).expect("trace.json"))
             .expect("trace parses");
+    let events = trace["traceEvents"].as_array().expect("traceEvents");
+    let spans: Vec<String> = events
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .map(|e| format!("{} {} {} {}", e["name"], e["tid"], e["ts"], e["pid"]))
+        .collect();
+    assert!(!spans.is_empty(), "{trace}");
+    // A plan measured once with another's jobs adds no copies of them.
+    let mut unique = spans.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), spans.len(), "a span twice");
     assert!(
-        trace["traceEvents"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
+        events
+            .iter()
+            .any(|e| e["ph"] == "M" && e["name"] == "process_name"),
+        "{trace}"
     );
     for svg in ["plan.svg", "gantt.svg"] {
         let text = std::fs::read_to_string(out.join(svg)).expect("svg");

@@ -170,7 +170,13 @@ pub fn chrome_trace(records: &[JobRecord]) -> serde_json::Value {
         .filter(|&t| t > 0)
         .min()
         .unwrap_or(0);
-    let mut events = Vec::new();
+    // Process names for the viewer (Perfetto showed "pid 1", "pid 2").
+    let mut events = vec![
+        json!({"name": "process_name", "ph": "M", "pid": 1, "tid": 0,
+               "args": {"name": "compute on each node (node clocks)"}}),
+        json!({"name": "process_name", "ph": "M", "pid": 2, "tid": 0,
+               "args": {"name": "jobs seen from the coordinator (send to answer)"}}),
+    ];
     for r in records {
         let what = match r.tile {
             Some(t) => format!("req {} {} tile {t}", r.request, r.stage),
