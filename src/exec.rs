@@ -185,31 +185,48 @@ fn largest_untiled_map(graph: &Graph, fuse: Option<usize>) -> Option<String> {
         })
 }
 
+/// The CPU executor, but refusing any graph whose input map is larger
+/// than `max` elements, as a GPU refuses a map over its binding limit;
+/// `refused` counts the refusals.
+#[cfg(test)]
+pub(crate) struct Bounded {
+    pub(crate) max: usize,
+    pub(crate) refused: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(test)]
+impl Bounded {
+    /// Refusing inputs of more than `max` elements.
+    pub(crate) fn new(max: usize) -> Self {
+        Bounded {
+            max,
+            refused: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Executor for Bounded {
+    fn name(&self) -> String {
+        "bounded".into()
+    }
+    fn run(&self, graph: &Graph, inputs: &[Tensor]) -> tile_engine::Result<Vec<Tensor>> {
+        if let Some(t) = inputs.iter().find(|t| t.data().len() > self.max) {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(tile_engine::Error::Limit(format!(
+                "{} elements over {}",
+                t.data().len(),
+                self.max
+            )));
+        }
+        tile_engine::cpu::run(graph, inputs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The CPU executor, but refusing any graph whose input map is larger
-    /// than `max` elements, as a GPU refuses a map over its binding limit.
-    struct Bounded {
-        max: usize,
-    }
-
-    impl Executor for Bounded {
-        fn name(&self) -> String {
-            "bounded".into()
-        }
-        fn run(&self, graph: &Graph, inputs: &[Tensor]) -> tile_engine::Result<Vec<Tensor>> {
-            if let Some(t) = inputs.iter().find(|t| t.data().len() > self.max) {
-                return Err(tile_engine::Error::Limit(format!(
-                    "{} elements over {}",
-                    t.data().len(),
-                    self.max
-                )));
-            }
-            tile_engine::cpu::run(graph, inputs)
-        }
-    }
 
     #[test]
     fn a_map_over_the_limit_runs_on_a_finer_grid_with_the_same_result() {
@@ -245,7 +262,7 @@ mod tests {
         let want = tile_engine::cpu::run(&graph, std::slice::from_ref(&input)).expect("whole");
         // The whole input (1728 elements) is over the limit; a 2×2 tile's,
         // halo included, is not.
-        let exec = Bounded { max: 1200 };
+        let exec = Bounded::new(1200);
         let (got, grid) = run_within_limits(
             &exec,
             &graph,
@@ -259,7 +276,7 @@ mod tests {
         assert_eq!(got[0].data(), want[0].data());
         // Nothing fits: the error says which grid it stopped at.
         let e = run_within_limits(
-            &Bounded { max: 1 },
+            &Bounded::new(1),
             &graph,
             std::slice::from_ref(&input),
             Grid::uniform(1, 1),

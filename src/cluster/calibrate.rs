@@ -255,27 +255,6 @@ mod tests {
         assert_eq!(asked.get(), 2);
     }
 
-    /// The CPU executor, refusing a graph whose input map is over `max`
-    /// elements, as a GPU refuses a map over its binding limit.
-    struct Bounded {
-        max: usize,
-        refused: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Executor for Bounded {
-        fn name(&self) -> String {
-            "bounded".into()
-        }
-        fn run(&self, graph: &Graph, inputs: &[Tensor]) -> tile_engine::Result<Vec<Tensor>> {
-            if inputs.iter().any(|t| t.data().len() > self.max) {
-                self.refused
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Err(tile_engine::Error::Limit("over".into()));
-            }
-            tile_engine::cpu::run(graph, inputs)
-        }
-    }
-
     #[test]
     fn an_op_whose_map_is_over_the_binding_limit_is_profiled_on_a_finer_grid() {
         let mut g = Graph::default();
@@ -286,10 +265,7 @@ mod tests {
             .expect("a");
         g.outputs.push(a);
         // The whole input (1728 values) is over; a 2×2 tile's is not.
-        let exec = Bounded {
-            max: 1200,
-            refused: Default::default(),
-        };
+        let exec = crate::exec::Bounded::new(1200);
         let p = profile_ops(&exec, &g, &|| true).expect("not stopped");
         assert!(matches!(p[..], [Some(s)] if s >= 0.0), "{p:?}");
         // Refused whole once per timing (the op alone, the graph as a
