@@ -6,6 +6,7 @@
 //! direction is shaped independently by a [`Shaper`] (pure; unit-tested
 //! without sockets) and delivered in order by a timer task.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use tokio::net::UdpSocket;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -239,7 +240,8 @@ fn udp_socket(addr: SocketAddr) -> Result<UdpSocket> {
     UdpSocket::from_std(sock.into()).map_err(io)
 }
 
-type Packet = (Instant, Vec<u8>);
+/// A packet due at an instant, with where it goes (`R`).
+type Packet<R> = (Instant, Vec<u8>, R);
 
 /// Packets shaped but not yet delivered, per direction. Bandwidth and the
 /// queue limit bound it in practice; this bounds it when bandwidth is unlimited.
@@ -248,6 +250,13 @@ const DELAY_LINE: usize = 1 << 16;
 impl Relay {
     /// Starts a relay listening on `listen` (port 0 picks one) and forwarding to `target`.
     /// Must be called inside a tokio runtime.
+    ///
+    /// Each client gets its own socket towards the target, as it would
+    /// have its own address without the relay: replies go back to the
+    /// client they answer. (One socket for all sent every reply to the
+    /// client that sent last; two coordinators through one relay lost each
+    /// other's replies until a keep-alive turned it back, 4 s later.) The
+    /// link's bandwidth is shared by its clients, each direction shaped once.
     pub async fn start(
         listen: SocketAddr,
         target: SocketAddr,
@@ -260,60 +269,63 @@ impl Relay {
         } else {
             (std::net::Ipv6Addr::LOCALHOST, 0).into()
         };
-        let back = Arc::new(udp_socket(back_addr)?);
-        back.connect(target)
-            .await
-            .map_err(|e| Error::io(target.to_string(), e))?;
         let addr = front
             .local_addr()
             .map_err(|e| Error::io("relay address", e))?;
         let stats = Arc::new(RelayStats::default());
-        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
 
-        let (up_tx, up_rx) = mpsc::channel::<Packet>(DELAY_LINE);
-        let (down_tx, down_rx) = mpsc::channel::<Packet>(DELAY_LINE);
+        let (up_tx, up_rx) = mpsc::channel::<Packet<Arc<UdpSocket>>>(DELAY_LINE);
+        let (down_tx, down_rx) = mpsc::channel::<Packet<SocketAddr>>(DELAY_LINE);
+        let down_shaper = Arc::new(std::sync::Mutex::new(Shaper::new(
+            config,
+            config.seed.wrapping_add(0x9e37_79b9),
+        )));
         let mut tasks = Vec::new();
-        // client -> target
+        // client -> target, through the client's own socket
         {
-            let (front, client, stats) = (front.clone(), client.clone(), stats.clone());
+            let (front, stats) = (front.clone(), stats.clone());
             let mut shaper = Shaper::new(config, config.seed);
             tasks.push(tokio::spawn(async move {
+                let mut clients: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+                // The clients' reply readers end with this task.
+                let mut readers = tokio::task::JoinSet::new();
                 let mut buf = vec![0u8; 65_536];
                 while let Ok((n, from)) = front.recv_from(&mut buf).await {
-                    *client.lock().await = Some(from);
-                    admit(&mut shaper, &stats, &up_tx, &buf[..n]);
+                    let back = match clients.get(&from) {
+                        Some(b) => b.clone(),
+                        None => {
+                            let Some(b) = back_socket(back_addr, target).await else {
+                                continue;
+                            };
+                            readers.spawn(read_replies(
+                                b.clone(),
+                                from,
+                                down_shaper.clone(),
+                                stats.clone(),
+                                down_tx.clone(),
+                            ));
+                            clients.insert(from, b.clone());
+                            b
+                        }
+                    };
+                    admit(&mut shaper, &stats, &up_tx, &buf[..n], back);
                 }
             }));
         }
         {
-            let back = back.clone();
             let stats = stats.clone();
-            tasks.push(tokio::spawn(deliver(up_rx, stats, move |p| {
-                let back = back.clone();
-                async move { back.send(&p).await.map(|_| ()) }
-            })));
+            tasks.push(tokio::spawn(deliver(
+                up_rx,
+                stats,
+                |p, back: Arc<UdpSocket>| async move { back.send(&p).await.map(|_| ()) },
+            )));
         }
         // target -> client
         {
-            let (back, stats) = (back.clone(), stats.clone());
-            let mut shaper = Shaper::new(config, config.seed.wrapping_add(0x9e37_79b9));
-            tasks.push(tokio::spawn(async move {
-                let mut buf = vec![0u8; 65_536];
-                while let Ok(n) = back.recv(&mut buf).await {
-                    admit(&mut shaper, &stats, &down_tx, &buf[..n]);
-                }
-            }));
-        }
-        {
-            let (front, client, stats) = (front.clone(), client.clone(), stats.clone());
-            tasks.push(tokio::spawn(deliver(down_rx, stats, move |p| {
-                let (front, client) = (front.clone(), client.clone());
-                async move {
-                    match *client.lock().await {
-                        Some(to) => front.send_to(&p, to).await.map(|_| ()),
-                        None => Ok(()),
-                    }
-                }
+            let stats = stats.clone();
+            tasks.push(tokio::spawn(deliver(down_rx, stats, move |p, to| {
+                let front = front.clone();
+                async move { front.send_to(&p, to).await.map(|_| ()) }
             })));
         }
         Ok(Self { addr, stats, tasks })
@@ -330,10 +342,49 @@ impl Relay {
     }
 }
 
-fn admit(shaper: &mut Shaper, stats: &RelayStats, tx: &mpsc::Sender<Packet>, pkt: &[u8]) {
+/// A new socket towards `target`, for one client; `None` (logged) if the
+/// system will not give one.
+async fn back_socket(bind: SocketAddr, target: SocketAddr) -> Option<Arc<UdpSocket>> {
+    let made = match udp_socket(bind) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("relay: no socket for a new client: {e}");
+            return None;
+        }
+    };
+    if let Err(e) = made.connect(target).await {
+        tracing::warn!("relay: cannot reach {target}: {e}");
+        return None;
+    }
+    Some(Arc::new(made))
+}
+
+/// Shapes what the target sends to one client's socket and queues it for
+/// that client.
+async fn read_replies(
+    back: Arc<UdpSocket>,
+    client: SocketAddr,
+    shaper: Arc<std::sync::Mutex<Shaper>>,
+    stats: Arc<RelayStats>,
+    tx: mpsc::Sender<Packet<SocketAddr>>,
+) {
+    let mut buf = vec![0u8; 65_536];
+    while let Ok(n) = back.recv(&mut buf).await {
+        let mut shaper = shaper.lock().unwrap_or_else(|p| p.into_inner());
+        admit(&mut shaper, &stats, &tx, &buf[..n], client);
+    }
+}
+
+fn admit<R>(
+    shaper: &mut Shaper,
+    stats: &RelayStats,
+    tx: &mpsc::Sender<Packet<R>>,
+    pkt: &[u8],
+    route: R,
+) {
     match shaper.offer(Instant::now(), pkt.len()) {
         Verdict::Deliver(at) => {
-            if tx.try_send((at, pkt.to_vec())).is_err() {
+            if tx.try_send((at, pkt.to_vec(), route)).is_err() {
                 stats.queue_drops.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -346,15 +397,15 @@ fn admit(shaper: &mut Shaper, stats: &RelayStats, tx: &mpsc::Sender<Packet>, pkt
     }
 }
 
-async fn deliver<F, Fut>(mut rx: mpsc::Receiver<Packet>, stats: Arc<RelayStats>, send: F)
+async fn deliver<R, F, Fut>(mut rx: mpsc::Receiver<Packet<R>>, stats: Arc<RelayStats>, send: F)
 where
-    F: Fn(Vec<u8>) -> Fut,
+    F: Fn(Vec<u8>, R) -> Fut,
     Fut: std::future::Future<Output = std::io::Result<()>>,
 {
-    while let Some((at, pkt)) = rx.recv().await {
+    while let Some((at, pkt, route)) = rx.recv().await {
         tokio::time::sleep_until(at).await;
         let n = pkt.len() as u64;
-        match send(pkt).await {
+        match send(pkt, route).await {
             Ok(()) => {
                 stats.delivered.fetch_add(1, Ordering::Relaxed);
                 stats.delivered_bytes.fetch_add(n, Ordering::Relaxed);

@@ -269,3 +269,36 @@ async fn large_datagrams_cross_the_relay() -> TestResult {
     eprintln!("relay: {packets} packets, {bytes} bytes, path MTU {mtu}");
     Ok(())
 }
+
+/// Two clients through one relay: the target's reply to each reaches that
+/// client, though the other sent last. (With one socket towards the target
+/// for all clients, replies went to whoever sent last: two coordinators
+/// through one emulated link lost each other's replies for seconds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_of_a_relay_gets_its_own_replies() -> TestResult {
+    let echo = UdpSocket::bind(localhost()).await?;
+    let relay = Relay::start(localhost(), echo.local_addr()?, &LinkConfig::default()).await?;
+    let (a, b) = (
+        UdpSocket::bind(localhost()).await?,
+        UdpSocket::bind(localhost()).await?,
+    );
+    a.send_to(b"a", relay.local_addr()).await?;
+    b.send_to(b"b", relay.local_addr()).await?;
+    // The target sees two peers, and answers each in turn after both sent.
+    let mut buf = [0u8; 8];
+    let mut peers = Vec::new();
+    for _ in 0..2 {
+        let (n, from) =
+            tokio::time::timeout(Duration::from_secs(2), echo.recv_from(&mut buf)).await??;
+        peers.push((buf[..n].to_vec(), from));
+    }
+    assert_ne!(peers[0].1, peers[1].1, "one address for two clients");
+    for (payload, from) in &peers {
+        echo.send_to(payload, from).await?;
+    }
+    for (sock, want) in [(&a, b"a"), (&b, b"b")] {
+        let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await??;
+        assert_eq!(&buf[..n], want);
+    }
+    Ok(())
+}
