@@ -840,7 +840,9 @@ fn a_full_cache_keeps_a_connected_clients_model_and_drops_it_once_the_client_goe
 }
 
 /// Two clients that load the same new model at once get one profile of it:
-/// the second waits for the first's instead of running its own after it.
+/// the second waits for the first's instead of running its own after it;
+/// and each node is sent the model once: the second client waits for the
+/// first's load instead of sending the same bytes.
 #[test]
 fn clients_loading_a_new_model_together_share_one_profile() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -851,8 +853,32 @@ fn clients_loading_a_new_model_together_share_one_profile() {
         // Large enough that its profile (about a second) overlaps the
         // second client's request.
         let bundle = Bundle::from_spec("default", &[1, 3, 64, 64]).expect("bundle");
+        let started = std::time::Instant::now();
         let (ma, mb) = tokio::join!(a.load_model(&bundle), b.load_model(&bundle));
+        let took = started.elapsed();
         let (ma, mb) = (ma.expect("first loads"), mb.expect("second loads"));
+        for (i, url) in local.metrics.iter().enumerate() {
+            let body = http_get(url.as_deref().expect("metrics url"));
+            let name = &local.cluster.nodes[i].name;
+            assert!(
+                body.contains(&format!("tessera_models_loaded_total{{node=\"{name}\"}} 1")),
+                "{name} was sent the model twice: {body}"
+            );
+        }
+        // Waiting for the other's load costs no more than loading it.
+        let all_logs: String = local
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                std::fs::read_to_string(local.dir().join(format!("{}.log", n.name)))
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert!(
+            took < Duration::from_secs(8),
+            "the two loads took {took:?}\n{all_logs}"
+        );
         assert_eq!(ma.hash, mb.hash);
         let who = ma.profiled_on.expect("profiled");
         assert_eq!(mb.profiled_on, Some(who));

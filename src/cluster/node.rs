@@ -360,6 +360,10 @@ struct Node {
     name: String,
     exec: ExecHandle,
     models: Mutex<ModelCache>,
+    /// Models a client was told to send and is sending, by hash: another
+    /// client asking about one waits for that load instead of sending the
+    /// same bytes again. The sender side lives in the claiming session.
+    loading: Mutex<HashMap<String, tokio::sync::watch::Receiver<()>>>,
     /// Per-op seconds of each profiled model: a coordinator that connects
     /// again (each `tessera run`) gets them without the runs.
     profiles: Mutex<HashMap<String, Vec<Option<f64>>>>,
@@ -438,6 +442,7 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         name: cfg.name.clone(),
         exec: exec.clone(),
         models: Mutex::new(ModelCache::new(cfg.model_cache_bytes)),
+        loading: Mutex::new(HashMap::new()),
         profiles: Mutex::new(HashMap::new()),
         metrics: metrics.clone(),
         throttle: Mutex::new(1.0),
@@ -577,6 +582,9 @@ const PINNED_MODELS: usize = 8;
 struct Session {
     inbox: Inbox,
     models: Mutex<std::collections::VecDeque<(String, Arc<Graph>)>>,
+    /// Loads this client was told to send (see `Node::loading`); dropping
+    /// one, when its load ends or the connection does, wakes the waiters.
+    claims: Mutex<HashMap<String, tokio::sync::watch::Sender<()>>>,
 }
 
 impl Session {
@@ -688,9 +696,7 @@ async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, ms
             }
         }
         Msg::HasModel { hash } => {
-            // `get` marks the model used: one just reported loaded is not the
-            // next evicted.
-            let loaded = session.model(&node, &hash).is_some();
+            let loaded = model_here_or_claimed(&node, &session, &hash).await;
             let _ = Msg::ModelState {
                 hash,
                 loaded,
@@ -705,6 +711,8 @@ async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, ms
             bytes,
         } => {
             let result = load_model(&node, &session, &hash, transfer, bytes).await;
+            // Loaded or not, clients waiting for this one's load may go on.
+            lock(&session.claims).remove(&hash);
             // Chunks not read (the model was here already, or the load
             // failed) would hold inbox space until the connection ends.
             session.inbox.forget(transfer);
@@ -819,6 +827,56 @@ async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, ms
             tracing::info!(node = %node.name, factor, "throttled");
         }
         other => tracing::warn!(node = %node.name, "unexpected message {other:?}"),
+    }
+}
+
+/// Most a client waits for another's load of the same model before it is
+/// told to send the model itself.
+const CLAIM_WAIT: Duration = Duration::from_secs(120);
+
+/// Whether `hash` is loaded here (marked used: one just reported loaded is
+/// not the next evicted), waiting first for another client's load of it.
+/// A `false` is a claim: this client sends the model, and others asking
+/// meanwhile wait for its load rather than send it too (clients that start
+/// together with a new model each sent it).
+async fn model_here_or_claimed(node: &Node, session: &Session, hash: &str) -> bool {
+    let started = Instant::now();
+    // Only a content hash is claimed: a coordinator's liveness probe asks
+    // about "probe N", which no one loads.
+    let claimable = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    loop {
+        if session.model(node, hash).is_some() {
+            return true;
+        }
+        // This client is sending it already (it asked again).
+        if !claimable || lock(&session.claims).contains_key(hash) {
+            return false;
+        }
+        let other = {
+            let mut loading = lock(&node.loading);
+            // Claims that ended (loaded, failed, client gone) go.
+            loading.retain(|_, rx| rx.has_changed().is_ok());
+            match loading.get(hash) {
+                Some(rx) => Some(rx.clone()),
+                // No load under way: this client's.
+                None => {
+                    let (tx, rx) = tokio::sync::watch::channel(());
+                    loading.insert(hash.to_string(), rx);
+                    lock(&session.claims).insert(hash.to_string(), tx);
+                    None
+                }
+            }
+        };
+        let Some(mut rx) = other else {
+            return false;
+        };
+        let left = CLAIM_WAIT.saturating_sub(started.elapsed());
+        // Woken when the claim ends (its sender dropped): loaded, failed,
+        // or the claiming client gone; the loop finds out which.
+        if left.is_zero() || tokio::time::timeout(left, rx.changed()).await.is_err() {
+            // Waited long enough: this client sends its own copy.
+            return false;
+        }
     }
 }
 
