@@ -866,19 +866,9 @@ fn clients_loading_a_new_model_together_share_one_profile() {
             );
         }
         // Waiting for the other's load costs no more than loading it.
-        let all_logs: String = local
-            .cluster
-            .nodes
-            .iter()
-            .map(|n| {
-                std::fs::read_to_string(local.dir().join(format!("{}.log", n.name)))
-                    .unwrap_or_default()
-            })
-            .collect();
-        assert!(
-            took < Duration::from_secs(8),
-            "the two loads took {took:?}\n{all_logs}"
-        );
+        // (through the emulated links of a 4 s keep-alive, a lost reply
+        // shows as 4 s and more).
+        assert!(took < Duration::from_secs(4), "the two loads took {took:?}");
         assert_eq!(ma.hash, mb.hash);
         let who = ma.profiled_on.expect("profiled");
         assert_eq!(mb.profiled_on, Some(who));
