@@ -89,22 +89,24 @@ pub fn write_outputs(
 }
 
 /// How many of the values are NaN.
-fn nans(t: &Tensor) -> usize {
-    t.data().iter().filter(|v| v.is_nan()).count()
+/// Says on stderr how many of `t`'s values (read from or written to
+/// `path`) are NaN, with what that means, if any are.
+fn say_nans(path: &Path, t: &Tensor, which: &str, meaning: &str) {
+    let n = t.data().iter().filter(|v| v.is_nan()).count();
+    if n > 0 {
+        eprintln!(
+            "{}: {n} of {} {which} values are NaN{meaning}",
+            path.display(),
+            t.data().len()
+        );
+    }
 }
 
 /// Says on stderr that an input holds NaN values: they propagate through
 /// the model as ONNX Runtime propagates them, so the output may be mostly
 /// NaN, which is easier to place with a word at the start.
 pub fn warn_nan_input(path: &Path, t: &Tensor) {
-    let n = nans(t);
-    if n > 0 {
-        eprintln!(
-            "{}: {n} of {} input values are NaN; they propagate through the model",
-            path.display(),
-            t.data().len()
-        );
-    }
+    say_nans(path, t, "input", "; they propagate through the model");
 }
 
 /// Writes an output tensor with the pixel convention of the model it came
@@ -116,14 +118,12 @@ pub fn write_output(
     pixel_scale: Option<f32>,
 ) -> Result<()> {
     if tensor_io::format_of(path)? == Format::Png {
-        let n = nans(t);
-        if n > 0 {
-            eprintln!(
-                "{}: {n} of {} output values are NaN, written as 0 (write .npy to keep them)",
-                path.display(),
-                t.data().len()
-            );
-        }
+        say_nans(
+            path,
+            t,
+            "output",
+            ", written as 0 (write .npy to keep them)",
+        );
     }
     if kind == ModelKind::Default && tensor_io::format_of(path)? == Format::Png {
         let bytes = default_model::tensor_to_png(t)?;
