@@ -19,11 +19,17 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Runs `tessera infer` on the CPU and returns its stderr, asserting failure.
 fn infer_fails(model: &str, input: &Path) -> String {
+    infer_fails_with(model, input, &[], "out.npy")
+}
+
+/// [`infer_fails`] with `extra` flags, writing to `out` in the scratch folder.
+fn infer_fails_with(model: &str, input: &Path, extra: &[&str], out: &str) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
     cmd.args(["infer", "--backend", "cpu", "--model", model, "--input"])
         .arg(input)
+        .args(extra)
         .arg("--output")
-        .arg(scratch("out.npy"));
+        .arg(scratch(out));
     fails(cmd)
 }
 
@@ -176,48 +182,35 @@ fn a_one_channel_image_output_is_a_grey_png() {
 
 #[test]
 fn a_pixel_scale_that_would_be_ignored_is_refused() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    cmd.args([
-        "infer",
-        "--backend",
-        "cpu",
-        "--model",
+    let e = infer_fails_with(
         MODEL,
-        "--input",
-        INPUT,
-    ])
-    .args(["--pixel-scale", "255", "--output"])
-    .arg(scratch("scaled.npy"));
-    let e = fails(cmd);
+        Path::new(INPUT),
+        &["--pixel-scale", "255"],
+        "scaled.npy",
+    );
     assert!(e.contains("--pixel-scale") && e.contains("PNG"), "{e}");
     // A negative scale gets the same word as 0 (clap read "-3" as a flag).
     let png = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/assets/default-model/fixture.png"
     );
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    cmd.args([
-        "infer",
-        "--backend",
-        "cpu",
-        "--model",
+    let e = infer_fails_with(
         MODEL,
-        "--input",
-        png,
-    ])
-    .args(["--pixel-scale", "-3", "--output"])
-    .arg(scratch("negative.npy"));
-    let e = fails(cmd);
+        Path::new(png),
+        &["--pixel-scale", "-3"],
+        "negative.npy",
+    );
     assert!(
         e.contains("--pixel-scale -3: expected a positive number"),
         "{e}"
     );
     // An adapter named for the CPU executor would be ignored too.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    cmd.args(["infer", "--backend", "cpu", "--adapter", "nvidia"])
-        .args(["--model", MODEL, "--input", INPUT, "--output"])
-        .arg(scratch("adapter.npy"));
-    let e = fails(cmd);
+    let e = infer_fails_with(
+        MODEL,
+        Path::new(INPUT),
+        &["--adapter", "nvidia"],
+        "adapter.npy",
+    );
     assert!(e.contains("--adapter nvidia picks a GPU adapter"), "{e}");
 }
 
