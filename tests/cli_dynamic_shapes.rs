@@ -70,17 +70,12 @@ fn infer(model: &Path, input: &Path, output: &Path) {
 }
 
 fn write_npy(path: &Path, shape: &[u64]) {
-    use npyz::WriterBuilder;
     let n: u64 = shape.iter().product();
-    let mut w = npyz::WriteOptions::<f32>::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(std::fs::File::create(path).expect("create"))
-        .begin_nd()
-        .expect("writer");
-    w.extend((0..n).map(|i| ((i * 7919) % 255) as f32 / 255.0))
-        .expect("write");
-    w.finish().expect("finish");
+    common::write_f32_npy(
+        path,
+        shape,
+        (0..n).map(|i| ((i * 7919) % 255) as f32 / 255.0),
+    );
 }
 
 fn npy_shape(path: &Path) -> Vec<u64> {
@@ -168,18 +163,11 @@ fn plan_takes_an_input_file_and_costs_an_image_as_bytes() {
     assert_eq!(up(&["--input", png]), 3 * 128 * 128);
     // Floats that are no bytes, at another size: f32 at the file's shape.
     let floats = scratch("plan_floats.npy");
-    {
-        use npyz::WriterBuilder;
-        let mut w = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .shape(&[1, 3, 32, 48])
-            .writer(std::fs::File::create(&floats).expect("create"))
-            .begin_nd()
-            .expect("writer");
-        w.extend((0..3 * 32 * 48).map(|i| i as f32 * 0.01 + 0.003))
-            .expect("write");
-        w.finish().expect("finish");
-    }
+    common::write_f32_npy(
+        &floats,
+        &[1, 3, 32, 48],
+        (0..3 * 32 * 48).map(|i| i as f32 * 0.01 + 0.003),
+    );
     assert_eq!(
         up(&["--input", floats.to_str().expect("utf-8")]),
         3 * 32 * 48 * 4

@@ -98,17 +98,12 @@ fn each_output_goes_to_its_own_file() {
 /// PNG (which has none) are said too: the image showed them as black.
 #[test]
 fn nan_in_the_input_and_nan_written_to_a_png_are_said() {
-    use npyz::WriterBuilder;
     let input = common::scratch("cli_outputs", "nan.npy");
-    let mut w = npyz::WriteOptions::<f32>::new()
-        .default_dtype()
-        .shape(&[1, 3, 8, 8])
-        .writer(std::fs::File::create(&input).expect("create"))
-        .begin_nd()
-        .expect("writer");
-    w.extend((0..192).map(|i| if i == 40 { f32::NAN } else { (i % 256) as f32 }))
-        .expect("write");
-    w.finish().expect("finish");
+    common::write_f32_npy(
+        &input,
+        &[1, 3, 8, 8],
+        (0..192).map(|i| if i == 40 { f32::NAN } else { (i % 256) as f32 }),
+    );
     let output = common::scratch("cli_outputs", "nan.png");
     let out = tessera(&[
         "infer",

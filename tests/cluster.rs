@@ -316,14 +316,7 @@ fn tiles_on_two_edges_equal_the_cpu_reference_and_metrics_count_them() {
             .expect("cached bytes");
         assert!(cached > 100_000.0, "the model's weights: {body}");
         coord.shutdown().await;
-        let mut open = String::new();
-        for _ in 0..50 {
-            open = http_get(&url);
-            if open.contains("tessera_connections{node=\"e1\"} 0") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let open = read_until(|| http_get(&url), "tessera_connections{node=\"e1\"} 0", 50).await;
         assert!(
             open.contains("tessera_connections{node=\"e1\"} 0"),
             "the connection ended: {open}"
@@ -559,6 +552,20 @@ fn the_device_runs_its_tile_of_the_first_block_beside_its_upload() {
         assert_eq!(upload.map(|u| u.out_bytes), Some(3 * 24 * 24), "{upload:?}");
         coord.shutdown().await;
     });
+}
+
+/// What `read` returns once it contains `want`, or after `tries` readings
+/// 100 ms apart its last (for the caller's assertion to show).
+async fn read_until(mut read: impl FnMut() -> String, want: &str, tries: usize) -> String {
+    let mut text = read();
+    for _ in 1..tries {
+        if text.contains(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = read();
+    }
+    text
 }
 
 fn http_get(url: &str) -> String {
@@ -1005,14 +1012,12 @@ fn a_job_whose_client_leaves_is_dropped_without_counting_an_error() {
         coord.shutdown().await;
         let name = &local.cluster.nodes[victim].name;
         let log_path = local.dir().join(format!("{name}.log"));
-        let mut log = String::new();
-        for _ in 0..100 {
-            log = std::fs::read_to_string(&log_path).expect("node log");
-            if log.contains("job dropped: its coordinator has gone") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let log = read_until(
+            || std::fs::read_to_string(&log_path).expect("node log"),
+            "job dropped: its coordinator has gone",
+            100,
+        )
+        .await;
         assert!(
             log.contains("job dropped: its coordinator has gone"),
             "{log}"

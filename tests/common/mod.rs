@@ -21,3 +21,16 @@ pub fn scratch(test: &str, name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir.join(name)
 }
+
+/// Writes `values` as a float32 `.npy` tensor of `shape` at `path`.
+pub fn write_f32_npy(path: &Path, shape: &[u64], values: impl IntoIterator<Item = f32>) {
+    use npyz::WriterBuilder;
+    let mut w = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(std::fs::File::create(path).expect("create"))
+        .begin_nd()
+        .expect("writer");
+    w.extend(values).expect("write");
+    w.finish().expect("finish");
+}
