@@ -407,11 +407,27 @@ impl PlanReport {
                 &format!("{:.2} ms", horizon * 1e3),
                 W - 80.0,
                 bottom + 16.0,
+            ))
+            // A device running edge tiles has green bars on its own row, and
+            // a tile's transfers sit on its node's row while a stage's sit
+            // on a link's: without a key the chart read as inconsistent.
+            .add(label(
+                "colour: the tier whose ops run (device blue, edge green, cloud red); \
+                 solid: compute; pale: a transfer",
+                10.0,
+                bottom + 36.0,
+            ))
+            .add(label(
+                "a tile's input and output are drawn on its node's row, a stage's \
+                 hand-over on its link's row",
+                10.0,
+                bottom + 52.0,
             ));
+        let height = bottom + 64.0;
         doc = doc
-            .set("viewBox", (0, 0, W, bottom + 30.0))
+            .set("viewBox", (0, 0, W, height))
             .set("width", W)
-            .set("height", bottom + 30.0);
+            .set("height", height);
         doc.to_string()
     }
 }

@@ -123,6 +123,7 @@ fn baselines_match_hand_computed_costs_and_render() {
     // One strip cell per op plus one bar per schedule slot.
     let rects = svg.matches("<rect").count();
     assert_eq!(rects, g.nodes.len() + report.schedule().len());
+    assert!(svg.contains("solid: compute; pale: a transfer"), "no key");
 
     // The cloud-only schedule: up to the cloud, its compute, the logits
     // back down, one after the other (one bar for both ways drew the

@@ -345,6 +345,10 @@ pub struct ExecPlan {
     pub cloud_ops: Vec<usize>,
     /// The planner's predicted makespan, if it came from the planner.
     pub predicted_s: Option<f64>,
+    /// The planner's predicted device stage (its ops, then the upload), seconds.
+    pub predicted_device_s: Option<f64>,
+    /// The planner's predicted cloud stage (transfers both ways and its ops), seconds.
+    pub predicted_cloud_s: Option<f64>,
 }
 
 impl ExecPlan {
@@ -397,6 +401,8 @@ impl ExecPlan {
             blocks,
             cloud_ops: at(Tier::Cloud),
             predicted_s: Some(p.makespan_s),
+            predicted_device_s: Some(p.device_s + p.up_s),
+            predicted_cloud_s: Some(p.back_s + p.cloud_s),
         }
     }
 
@@ -422,6 +428,8 @@ impl ExecPlan {
             }],
             cloud_ops: Vec::new(),
             predicted_s: None,
+            predicted_device_s: None,
+            predicted_cloud_s: None,
         }
     }
 }

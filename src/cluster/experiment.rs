@@ -526,11 +526,15 @@ pub fn stages_text(replay: &Replay, plan: &ExecPlan) -> String {
         .stages
         .iter()
         .map(|(name, s)| {
-            let predicted = name
-                .strip_prefix("block ")
-                .and_then(|b| b.parse::<usize>().ok())
-                .and_then(|b| plan.blocks.get(b)?.predicted_s)
-                .map_or(String::new(), |p| format!(" ({:.1})", p * 1e3));
+            let predicted = match name.as_str() {
+                "device" => plan.predicted_device_s,
+                "cloud" => plan.predicted_cloud_s,
+                _ => name
+                    .strip_prefix("block ")
+                    .and_then(|b| b.parse::<usize>().ok())
+                    .and_then(|b| plan.blocks.get(b)?.predicted_s),
+            }
+            .map_or(String::new(), |p| format!(" ({:.1})", p * 1e3));
             format!("{name} {:.1}{predicted}", s * 1e3)
         })
         .collect::<Vec<_>>()
@@ -632,6 +636,8 @@ mod tests {
             }],
             cloud_ops: Vec::new(),
             predicted_s: None,
+            predicted_device_s: None,
+            predicted_cloud_s: None,
         };
         let rec = |node: usize, tile: usize, ok: bool| JobRecord {
             tile: Some(tile),
@@ -657,6 +663,53 @@ mod tests {
         assert_eq!(
             ran_shares(&cluster, &plan, &smooth),
             "3x1: edge0 34%, edge1 42%, phone 24%"
+        );
+    }
+
+    /// Every replayed stage has its predicted figure beside it: the device
+    /// and cloud stages had none, only the edge blocks.
+    #[test]
+    fn each_stage_shows_its_prediction() {
+        use crate::cluster::coordinator::ExecBlock;
+        let plan = ExecPlan {
+            name: "tessera".into(),
+            device: 0,
+            coordinator: 1,
+            cloud: Some(2),
+            device_ops: vec![0],
+            blocks: vec![ExecBlock {
+                ops: vec![1],
+                tiles: None,
+                node: 1,
+                predicted_s: Some(0.0405),
+            }],
+            cloud_ops: vec![2],
+            predicted_s: Some(0.1),
+            predicted_device_s: Some(0.0089),
+            predicted_cloud_s: Some(0.0506),
+        };
+        let replay = Replay {
+            makespan_s: 0.1,
+            slots: Vec::new(),
+            link_bytes: Default::default(),
+            stages: vec![
+                ("device".into(), 0.0091),
+                ("block 0".into(), 0.0402),
+                ("cloud".into(), 0.0511),
+            ],
+        };
+        assert_eq!(
+            stages_text(&replay, &plan),
+            "device 9.1 (8.9), block 0 40.2 (40.5), cloud 51.1 (50.6)"
+        );
+        let measured_only = ExecPlan {
+            predicted_device_s: None,
+            predicted_cloud_s: None,
+            ..plan
+        };
+        assert_eq!(
+            stages_text(&replay, &measured_only),
+            "device 9.1, block 0 40.2 (40.5), cloud 51.1"
         );
     }
 
@@ -693,6 +746,8 @@ mod tests {
             blocks,
             cloud_ops: Vec::new(),
             predicted_s: None,
+            predicted_device_s: None,
+            predicted_cloud_s: None,
         };
         let all: Vec<usize> = (0..4).collect();
         let single = plan("single", vec![], vec![block(all.clone(), None, 1)]);
