@@ -28,6 +28,16 @@ fn is_nan(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
 }
 
+// max and min where a NaN operand wins, as the CPU executor's max_nan and
+// min_nan (WGSL's max and min may drop it).
+fn max_nan(a: f32, b: f32) -> f32 {
+    return select(select(max(a, b), b, is_nan(b)), a, is_nan(a));
+}
+
+fn min_nan(a: f32, b: f32) -> f32 {
+    return select(select(min(a, b), b, is_nan(b)), a, is_nan(a));
+}
+
 fn activate(x: f32, c: u32, alpha: f32, beta: f32) -> f32 {
     switch ACT {
         // NaN passes through as ONNX says (max/min would drop it).
@@ -41,7 +51,10 @@ fn activate(x: f32, c: u32, alpha: f32, beta: f32) -> f32 {
         case 4u: { return 1.0 / (1.0 + exp(-x)); }
         case 5u: { return tanh_small(x); }
         case 6u: { return select(min(max(x, alpha), beta), x, is_nan(x)); }
-        case 7u: { return clamp(alpha * x + beta, 0.0, 1.0); }
+        case 7u: {
+            let v = alpha * x + beta;
+            return select(clamp(v, 0.0, 1.0), v, is_nan(v));
+        }
         case 8u: { return x * clamp(x / 6.0 + 0.5, 0.0, 1.0); }
         case 9u: { return select(x, alpha * expm1(x), x < 0.0); }
         case 10u: { return select(beta * x, beta * (alpha * expm1(x)), x <= 0.0); }

@@ -52,8 +52,8 @@ fn binop(a: f32, b: f32) -> f32 {
         case 1u: { return a - b; }
         case 2u: { return a * b; }
         case 3u: { return a / b; }
-        case 4u: { return max(a, b); }
-        case 5u: { return min(a, b); }
+        case 4u: { return max_nan(a, b); }
+        case 5u: { return min_nan(a, b); }
         default: { return a + b; }
     }
 }

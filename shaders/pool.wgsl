@@ -39,7 +39,7 @@ fn max_pool(@builtin(global_invocation_id) gid: vec3<u32>,
             if ix < 0 || ix >= i32(p.w) {
                 continue;
             }
-            acc = max(acc, src[base + u32(iy) * p.w + u32(ix)]);
+            acc = max_nan(acc, src[base + u32(iy) * p.w + u32(ix)]);
         }
     }
     store_nchw(acc, nc / p.c, nc % p.c, p.c, pix, plane, p.oc_total, p.oc_off, 0.0, 0.0);
@@ -111,9 +111,9 @@ fn channel_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
     for (var k = 1u; k < p.c; k++) {
         let v = src[base + k * plane];
         if KIND == 1u {
-            acc = max(acc, v);
+            acc = max_nan(acc, v);
         } else if KIND == 2u {
-            acc = min(acc, v);
+            acc = min_nan(acc, v);
         } else if KIND == 4u {
             acc += v * v;
         } else if KIND == 5u {
@@ -151,7 +151,7 @@ fn global_max(@builtin(global_invocation_id) gid: vec3<u32>,
     let hw = p.h * p.w;
     var acc = -bitcast<f32>(0x7f800000u);
     for (var k = 0u; k < hw; k++) {
-        acc = max(acc, src[nc * hw + k]);
+        acc = max_nan(acc, src[nc * hw + k]);
     }
     store_nchw(acc, nc / p.c, nc % p.c, p.c, 0u, 1u, p.oc_total, p.oc_off, 0.0, 0.0);
 }

@@ -873,6 +873,104 @@ fn relu_and_clip_keep_nan_on_both_executors() {
     }
 }
 
+/// Asserts each output of `g` on `x` is `want`, NaN where `want` is NaN,
+/// on both executors, and that the two agree bit for bit.
+fn assert_both(g: &Graph, x: &Tensor, want: &[f32], what: &str) {
+    let cpu = cpu::run(g, std::slice::from_ref(x)).expect("cpu");
+    let got = gpu().run(g, std::slice::from_ref(x)).expect("gpu");
+    for (name, out) in [("cpu", &cpu[0]), ("gpu", &got[0])] {
+        assert_eq!(out.data().len(), want.len(), "{name} {what}: length");
+        for (i, (&o, &w)) in out.data().iter().zip(want).enumerate() {
+            assert!(
+                o == w || (o.is_nan() && w.is_nan()),
+                "{name} {what}: element {i}: {o}, want {w}"
+            );
+        }
+    }
+    let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got[0]), bits(&cpu[0]), "{what}: gpu against cpu bits");
+}
+
+/// A NaN input propagates through every max and min, as numpy's maximum
+/// and the warning `infer` gives about NaN inputs say: `f32::max` and WGSL's
+/// `max` dropped it (Max, Min, MaxPool, ReduceMax/Min and global max pool
+/// gave 0 or a neighbour's value), and the GPU's HardSigmoid made it 0
+/// where the CPU's kept it.
+#[test]
+fn max_min_and_hard_sigmoid_keep_nan_on_both_executors() {
+    let (nan, inf) = (f32::NAN, f32::INFINITY);
+    // Two channels of a 2×3 map; NaN first in one window, last in another.
+    let xs = vec![nan, 1.0, 2.0, -inf, 0.5, 3.0, 4.0, -1.0, 0.0, 2.0, 1.0, nan];
+    let x = Tensor::new(vec![1, 2, 2, 3], xs.clone()).expect("tensor");
+    let pool = Op::Pool(Pool {
+        kind: PoolKind::Max,
+        kernel: [2, 2],
+        strides: [1, 1],
+        pads: [0; 4],
+        dilations: [1, 1],
+        ceil_mode: false,
+    });
+    assert_both(
+        &single(pool, x.shape(), None),
+        &x,
+        &[nan, 3.0, 4.0, nan],
+        "maxpool",
+    );
+    assert_both(
+        &single(Op::GlobalPool(PoolKind::Max), x.shape(), None),
+        &x,
+        &[nan, nan],
+        "global max",
+    );
+    assert_both(
+        &single(Op::ChannelReduce(ReduceKind::Max), x.shape(), None),
+        &x,
+        &[nan, 1.0, 2.0, 2.0, 1.0, nan],
+        "reduce max",
+    );
+    assert_both(
+        &single(Op::ChannelReduce(ReduceKind::Min), x.shape(), None),
+        &x,
+        &[nan, -1.0, 0.0, -inf, 0.5, nan],
+        "reduce min",
+    );
+    for (kind, want) in [
+        (
+            BinaryKind::Max,
+            [nan, 1.0, 2.0, 0.0, 0.5, 3.0, 4.0, 0.0, 0.0, 2.0, 1.0, nan],
+        ),
+        (
+            BinaryKind::Min,
+            [nan, 0.0, 0.0, -inf, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, nan],
+        ),
+    ] {
+        let mut g = Graph::default();
+        let a = g.add_value("x", x.shape().to_vec());
+        g.inputs.push(a);
+        let zero = g.add_constant("zero", Tensor::scalar(0.0));
+        let y = g
+            .add_node(
+                "bin",
+                Op::Binary {
+                    kind,
+                    activation: Activation::Identity,
+                },
+                vec![a, zero],
+                "y",
+            )
+            .expect("binary");
+        g.outputs.push(y);
+        assert_both(&g, &x, &want, &format!("{kind:?}"));
+    }
+    let hs = Op::Activation(Activation::HardSigmoid {
+        alpha: 0.2,
+        beta: 0.5,
+    });
+    let mut want: Vec<f32> = xs.iter().map(|v| (0.2 * v + 0.5).clamp(0.0, 1.0)).collect();
+    want[0] = nan;
+    assert_both(&single(hs, x.shape(), None), &x, &want, "hardsigmoid");
+}
+
 #[test]
 fn softplus_and_mish_stay_finite_where_exp_overflows() {
     let xs = [-100.0f32, -1.0, 0.0, 1.0, 20.0, 80.0, 90.0, 100.0];

@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::ir::{Pool, PoolKind, ReduceKind};
+use crate::ir::{Pool, PoolKind, ReduceKind, max_nan, min_nan};
 use crate::tensor::Tensor;
 
 /// One axis of a pooling window: in-bounds tap positions and the divisor count.
@@ -97,7 +97,7 @@ fn window(
                 for kx in 0..ax.kernel {
                     let ix = ax.pos(ox, kx);
                     if ax.in_bounds(ix) {
-                        m = m.max(plane[iy as usize * w + ix as usize]);
+                        m = max_nan(m, plane[iy as usize * w + ix as usize]);
                     }
                 }
             }
@@ -146,8 +146,8 @@ pub(super) fn channel_reduce(kind: ReduceKind, x: &Tensor, out_shape: &[usize]) 
             index as f32
         };
         *o = match kind {
-            ReduceKind::Max => rest.fold(at(0), |m, k| m.max(at(k))),
-            ReduceKind::Min => rest.fold(at(0), |m, k| m.min(at(k))),
+            ReduceKind::Max => rest.fold(at(0), |m, k| max_nan(m, at(k))),
+            ReduceKind::Min => rest.fold(at(0), |m, k| min_nan(m, at(k))),
             ReduceKind::Sum => rest.fold(at(0), |a, k| a + at(k)),
             ReduceKind::Mean => rest.fold(at(0), |a, k| a + at(k)) / c as f32,
             ReduceKind::L2 => rest.fold(at(0) * at(0), |a, k| a + at(k) * at(k)).sqrt(),
@@ -169,7 +169,7 @@ pub(super) fn global_pool(kind: PoolKind, x: &Tensor, out_shape: &[usize]) -> Re
         .map(|p| {
             let v = &xd[p * inner..(p + 1) * inner];
             match kind {
-                PoolKind::Max => v.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)),
+                PoolKind::Max => v.iter().fold(f32::NEG_INFINITY, |m, &x| max_nan(m, x)),
                 PoolKind::Average { .. } => {
                     if inner == 0 {
                         0.0

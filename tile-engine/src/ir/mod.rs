@@ -16,6 +16,7 @@ pub use op::{
     Activation, BinaryKind, BorderMode, Conv, ConvTranspose, CoordTransform, DepthToSpaceMode,
     NearestMode, Op, Pool, PoolKind, ReduceKind, ResizeMode,
 };
+pub(crate) use op::{max_nan, min_nan};
 pub use shape::{broadcast, check_explicit, infer, window_out};
 
 /// Largest spatial size, pad, stride, dilation, kernel or factor an importer

@@ -88,6 +88,30 @@ pub enum Activation {
 /// `ln(1 + exp(x))` without overflow. `ln_1p` keeps the tail for very
 /// negative x, where `1 + exp(x)` rounds to 1 (WGSL has no `log1p`; the
 /// kernels sum its series instead).
+/// `max(a, b)` where a NaN operand wins (numpy's rule; `f32::max` and
+/// WGSL's `max` drop it): the NaN itself is returned, so the GPU kernels,
+/// which select the same operand, give the same bits.
+pub(crate) fn max_nan(a: f32, b: f32) -> f32 {
+    if a.is_nan() {
+        a
+    } else if b.is_nan() {
+        b
+    } else {
+        a.max(b)
+    }
+}
+
+/// `min(a, b)` where a NaN operand wins, as [`max_nan`].
+pub(crate) fn min_nan(a: f32, b: f32) -> f32 {
+    if a.is_nan() {
+        a
+    } else if b.is_nan() {
+        b
+    } else {
+        a.min(b)
+    }
+}
+
 fn softplus(x: f32) -> f32 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
@@ -308,8 +332,8 @@ impl BinaryKind {
             BinaryKind::Sub => a - b,
             BinaryKind::Mul => a * b,
             BinaryKind::Div => a / b,
-            BinaryKind::Max => a.max(b),
-            BinaryKind::Min => a.min(b),
+            BinaryKind::Max => max_nan(a, b),
+            BinaryKind::Min => min_nan(a, b),
         }
     }
 }
