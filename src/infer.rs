@@ -21,7 +21,7 @@ pub fn infer(args: &InferArgs) -> Result<()> {
     }
     let input = model::read_input(kind, &args.input, args.pixel_scale)?;
     let graph = model::load(&args.model, input.shape())?;
-    let input = model::fit_image_channels(&args.input, &graph, input)?;
+    let input = model::fit_image_channels(&args.input, &graph, input, args.pixel_scale)?;
     model::check_io(&args.model, &graph, &input, &args.output)?;
     model::warn_nan_input(&args.input, &input);
     let exec = executor(

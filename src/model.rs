@@ -44,17 +44,47 @@ pub fn read_input(kind: ModelKind, path: &Path, pixel_scale: Option<f32>) -> Res
     tensor_io::read_tensor(path, range(pixel_scale))
 }
 
-/// A PNG is read as RGB; for a model that takes one channel (a grayscale
-/// super-resolution or digit model) a grey image (all three channels equal,
-/// as a grey PNG decodes) becomes that one channel, and a colour image is
-/// refused with what to do. Anything else is returned as it is.
-pub fn fit_image_channels(path: &Path, graph: &Graph, input: Tensor) -> Result<Tensor> {
+/// A PNG is read as RGB; for a model that takes four channels it is read
+/// again as RGBA (scaled by `pixel_scale` as the colours were), for one that
+/// takes one channel (a grayscale super-resolution or digit model) a grey
+/// image (all three channels equal, as a grey PNG decodes) becomes that one
+/// channel, and a colour image is refused with what to do. Anything else is
+/// returned as it is; a PNG whose alpha is dropped with transparent pixels
+/// in it is warned about.
+pub fn fit_image_channels(
+    path: &Path,
+    graph: &Graph,
+    input: Tensor,
+    pixel_scale: Option<f32>,
+) -> Result<Tensor> {
     let png = tensor_io::format_of(path).is_ok_and(|f| f == Format::Png);
-    let wants_one = graph.inputs.len() == 1 && matches!(graph.shape(graph.inputs[0]), [_, 1, _, _]);
     let &[1, 3, h, w] = input.shape() else {
         return Ok(input);
     };
-    if !png || !wants_one {
+    if !png {
+        return Ok(input);
+    }
+    let channels = match graph.inputs.as_slice() {
+        [x] => match graph.shape(*x) {
+            [_, c, _, _] => Some(*c),
+            _ => None,
+        },
+        _ => None,
+    };
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if channels == Some(4) {
+        return tensor_io::png_to_rgba_tensor(&bytes, range(pixel_scale))
+            .with_context(|| format!("{}", path.display()));
+    }
+    if default_model::png_is_transparent(&bytes).with_context(|| format!("{}", path.display()))? {
+        // A cut-out's transparent pixels keep whatever colour they hold,
+        // which is rarely what the user sees.
+        eprintln!(
+            "{}: the PNG has transparent pixels; the model takes no alpha channel, so it is dropped and the colour under each transparent pixel is used as it is",
+            path.display()
+        );
+    }
+    if channels != Some(1) {
         return Ok(input);
     }
     let plane = h * w;
@@ -88,7 +118,6 @@ pub fn write_outputs(
     Ok(())
 }
 
-/// How many of the values are NaN.
 /// Says on stderr how many of `t`'s values (read from or written to
 /// `path`) are NaN, with what that means, if any are.
 fn say_nans(path: &Path, t: &Tensor, which: &str, meaning: &str) {
@@ -369,12 +398,13 @@ pub fn load_for_planning(spec: &str, input_shape: Option<&[usize]>) -> Result<Gr
     load(spec, &shape)
 }
 
+/// A shape as `--input-shape` takes it (`1,3,224,224`), to paste back.
 fn dims_text(shape: &[usize]) -> String {
     shape
         .iter()
         .map(usize::to_string)
         .collect::<Vec<_>>()
-        .join("x")
+        .join(",")
 }
 
 #[cfg(test)]
@@ -395,18 +425,46 @@ mod tests {
         grey.save(&gp).expect("grey png");
         colour.save(&cp).expect("colour png");
         let read = |p: &std::path::Path| read_tensor(p, PixelRange::default()).expect("read");
-        let t = fit_image_channels(&gp, &g, read(&gp)).expect("grey fits");
+        let t = fit_image_channels(&gp, &g, read(&gp), None).expect("grey fits");
         assert_eq!(t.shape(), &[1, 1, 2, 3]);
         let want: Vec<f32> = grey.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect();
         assert_eq!(t.data(), want.as_slice());
-        let e = fit_image_channels(&cp, &g, read(&cp)).expect_err("colour refused");
+        let e = fit_image_channels(&cp, &g, read(&cp), None).expect_err("colour refused");
         assert!(e.to_string().contains("grayscale"), "{e}");
         // A three-channel model gets the image as it was read.
         let mut rgb = tile_engine::Graph::default();
         let x = rgb.add_value("x", vec![1, 3, 2, 3]);
         rgb.inputs.push(x);
-        let t = fit_image_channels(&gp, &rgb, read(&gp)).expect("rgb model");
+        let t = fit_image_channels(&gp, &rgb, read(&gp), None).expect("rgb model");
         assert_eq!(t.shape(), &[1, 3, 2, 3]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A model that takes four channels gets an RGBA PNG's alpha as its
+    /// fourth, scaled as the colours are (it got RGB and a shape error),
+    /// and an RGB PNG fully opaque.
+    #[test]
+    fn an_rgba_png_feeds_a_four_channel_model_with_its_alpha() {
+        let dir = std::env::temp_dir().join(format!("tessera-rgba-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut g = tile_engine::Graph::default();
+        let x = g.add_value("x", vec![1, 4, 2, 3]);
+        g.inputs.push(x);
+        let rgba = image::RgbaImage::from_fn(3, 2, |x, y| {
+            image::Rgba([x as u8, 9, 200, (x * 100 + y * 20) as u8])
+        });
+        let rgb = image::RgbImage::from_fn(3, 2, |x, _| image::Rgb([x as u8, 9, 200]));
+        let (ap, cp) = (dir.join("rgba.png"), dir.join("rgb.png"));
+        rgba.save(&ap).expect("rgba png");
+        rgb.save(&cp).expect("rgb png");
+        let read = |p: &std::path::Path| read_tensor(p, PixelRange::default()).expect("read");
+        let t = fit_image_channels(&ap, &g, read(&ap), Some(255.0)).expect("rgba fits");
+        assert_eq!(t.shape(), &[1, 4, 2, 3]);
+        let plane = |c: usize| -> Vec<f32> { rgba.pixels().map(|p| f32::from(p.0[c])).collect() };
+        assert_eq!(&t.data()[..6], plane(0).as_slice());
+        assert_eq!(&t.data()[18..], plane(3).as_slice());
+        let t = fit_image_channels(&cp, &g, read(&cp), None).expect("rgb fits");
+        assert_eq!(&t.data()[18..], &[1.0; 6]);
         std::fs::remove_dir_all(&dir).ok();
     }
 

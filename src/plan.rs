@@ -124,6 +124,7 @@ pub fn plan(
         }
         None => None,
     };
+    let scale = input.and_then(|(_, scale)| scale);
     let input = input.map(|(path, _)| path);
     let shape = tensor.as_ref().map(|t| t.shape().to_vec());
     let graph = match &shape {
@@ -134,7 +135,7 @@ pub fn plan(
     crate::model::check_one_input(model, &graph)?;
     let tensor = match (input, tensor) {
         (Some(path), Some(t)) => {
-            let t = crate::model::fit_image_channels(path, &graph, t)?;
+            let t = crate::model::fit_image_channels(path, &graph, t, scale)?;
             crate::model::check_input(model, &graph, &t)?;
             Some(t)
         }

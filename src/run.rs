@@ -54,7 +54,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     // Checked here, before any node is contacted: a wrong input or output
     // would otherwise surface as a node's error about the model bundle.
     let graph = model::load(&args.model, input.shape())?;
-    let input = model::fit_image_channels(&args.input, &graph, input)?;
+    let input = model::fit_image_channels(&args.input, &graph, input, args.pixel_scale)?;
     model::check_io(&args.model, &graph, &input, &args.output)?;
     model::warn_nan_input(&args.input, &input);
     let bundle = Bundle::from_spec(&args.model, input.shape())?;

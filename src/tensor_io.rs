@@ -142,6 +142,16 @@ pub fn png_to_tensor(bytes: &[u8], range: PixelRange) -> Result<Tensor> {
     Ok(t)
 }
 
+/// Decodes PNG bytes into a `[1, 4, H, W]` RGBA tensor (alpha at the top
+/// of the range where the image has none), scaled as [`png_to_tensor`].
+pub fn png_to_rgba_tensor(bytes: &[u8], range: PixelRange) -> Result<Tensor> {
+    let mut t = tile_engine::default_model::png_to_unit_rgba_tensor(bytes)?;
+    if range.scale != 1.0 {
+        t.data_mut().iter_mut().for_each(|v| *v *= range.scale);
+    }
+    Ok(t)
+}
+
 /// Checks that a tensor of `shape` can be written as a PNG, `[1, C, H, W]`
 /// with C = 1 (grey) or 3 (RGB), and returns `[C, H, W]`.
 pub fn check_png_shape(shape: &[usize]) -> Result<[usize; 3]> {

@@ -135,6 +135,8 @@ fn symbolic_dims_take_the_input_size() {
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert!(!wrong.status.success());
     assert!(err.contains("fixes dimension 1 at 3"), "{err}");
+    // Echoed as the option takes it (it read 1x4x40x56).
+    assert!(err.contains("--input-shape 1,4,40,56:"), "{err}");
 }
 
 /// `plan --input` plans for the file as `run` would send it: at its shape,

@@ -79,6 +79,46 @@ pub fn png_to_unit_tensor(png: &[u8]) -> Result<Tensor> {
     png_in_range(png, 1.0)
 }
 
+/// Decodes a PNG into a `[1, 4, H, W]` RGBA tensor in `[0, 1]` (alpha 1
+/// where the image has none), for a model that takes four channels.
+pub fn png_to_unit_rgba_tensor(png: &[u8]) -> Result<Tensor> {
+    let img = decode(png)?;
+    let wide = img.color().bytes_per_pixel() != img.color().channel_count();
+    let (w, h, values, div): (usize, usize, Vec<f32>, f32) = if wide {
+        let px = img.into_rgba16();
+        let (w, h) = (px.width() as usize, px.height() as usize);
+        (
+            w,
+            h,
+            px.into_raw().into_iter().map(f32::from).collect(),
+            65535.0,
+        )
+    } else {
+        let px = img.into_rgba8();
+        let (w, h) = (px.width() as usize, px.height() as usize);
+        (
+            w,
+            h,
+            px.into_raw().into_iter().map(f32::from).collect(),
+            255.0,
+        )
+    };
+    let plane = checked_numel(&[h, w])?;
+    let mut data = vec![0.0f32; checked_numel(&[plane, 4])?];
+    for (i, px) in values.chunks_exact(4).enumerate() {
+        for c in 0..4 {
+            data[c * plane + i] = px[c] / div;
+        }
+    }
+    Tensor::new(vec![1, 4, h, w], data)
+}
+
+/// Whether a PNG has pixels that are not fully opaque.
+pub fn png_is_transparent(png: &[u8]) -> Result<bool> {
+    let img = decode(png)?;
+    Ok(img.color().has_alpha() && img.to_rgba16().pixels().any(|p| p[3] != u16::MAX))
+}
+
 /// A PNG's pixels scaled to `[0, top]` with `top` 255 or 1: either way each
 /// value is one division of the stored integer, so it is the nearest f32.
 fn png_in_range(png: &[u8], top: f32) -> Result<Tensor> {
@@ -104,24 +144,16 @@ fn png_in_range(png: &[u8], top: f32) -> Result<Tensor> {
     Tensor::new(vec![1, 3, h, w], data)
 }
 
-/// Decodes a PNG under the size limits, warning about transparent pixels.
+/// Decodes a PNG under the size limits.
 fn decode(png: &[u8]) -> Result<image::DynamicImage> {
     let mut reader = image::ImageReader::with_format(Cursor::new(png), image::ImageFormat::Png);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     reader.limits(limits);
-    let img = reader
+    reader
         .decode()
-        .map_err(|e| Error::InvalidInput(format!("cannot decode PNG: {e}")))?;
-    if img.color().has_alpha() && img.to_rgba8().pixels().any(|p| p[3] != u8::MAX) {
-        // Models take RGB; a cut-out's transparent pixels keep whatever
-        // colour they hold, which is rarely what the user sees.
-        tracing::warn!(
-            "the PNG has transparent pixels: its alpha channel is dropped and their RGB values are used as they are"
-        );
-    }
-    Ok(img)
+        .map_err(|e| Error::InvalidInput(format!("cannot decode PNG: {e}")))
 }
 
 /// The sample image as a `[1, 3, side, side]` input in `[0, 255]`: the

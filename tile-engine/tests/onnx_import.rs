@@ -670,6 +670,16 @@ fn bad_models_give_named_errors() {
         e.as_deref(),
         Some("unsupported: op 'NonMaxSuppression' (node 'nms_3')")
     );
+    // A node the file leaves unnamed is named by its position, not by a
+    // made-up name no viewer of the file shows.
+    let n = node("NonMaxSuppression", "", &["x"], &["y"], vec![]);
+    let e = load_bytes(&single(13, n, vec![], &[1, 4]))
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        e.as_deref(),
+        Some("unsupported: op 'NonMaxSuppression' (unnamed node #0 of the graph, counted from 0)")
+    );
     // Truncated file: malformed.
     let full = bytes(&small_cnn());
     assert!(matches!(

@@ -9,28 +9,49 @@ pub(crate) const MAX_DIM: i64 = crate::ir::MAX_DIM as i64;
 /// One ONNX node being imported: its name and attributes.
 pub(crate) struct NodeCtx<'a> {
     pub node: &'a NodeProto,
+    /// The node's name in the file, or `{op}_{index}` for an unnamed one.
     pub name: String,
     pub op: &'a str,
+    /// Position in the graph's node list, for an unnamed node's messages.
+    index: usize,
+    named: bool,
 }
 
 impl<'a> NodeCtx<'a> {
     pub fn new(node: &'a NodeProto, index: usize) -> Self {
         let op = node.op_type.as_deref().unwrap_or("");
-        let name = match node.name.as_deref() {
-            Some(n) if !n.is_empty() => n.to_string(),
-            _ => format!("{op}_{index}"),
+        let (name, named) = match node.name.as_deref() {
+            Some(n) if !n.is_empty() => (n.to_string(), true),
+            _ => (format!("{op}_{index}"), false),
         };
-        Self { node, name, op }
+        Self {
+            node,
+            name,
+            op,
+            index,
+            named,
+        }
+    }
+
+    /// The node as messages name it: `node 'n'`, or for a node the file
+    /// leaves unnamed its position (a made-up name is in no tool's view of
+    /// the file).
+    pub fn who(&self) -> String {
+        if self.named {
+            format!("node '{}'", self.name)
+        } else {
+            format!("unnamed node #{} of the graph, counted from 0", self.index)
+        }
     }
 
     /// "unsupported: op 'X' (node 'n'): why".
     pub fn unsupported(&self, why: impl std::fmt::Display) -> Error {
-        Error::Unsupported(format!("op '{}' (node '{}'): {why}", self.op, self.name))
+        Error::Unsupported(format!("op '{}' ({}): {why}", self.op, self.who()))
     }
 
     /// A model inconsistency at this node.
     pub fn malformed(&self, why: impl std::fmt::Display) -> Error {
-        Error::Malformed(format!("node '{}' ({}): {why}", self.name, self.op))
+        Error::Malformed(format!("{} ({}): {why}", self.who(), self.op))
     }
 
     fn attr(&self, name: &str) -> Option<&'a AttributeProto> {

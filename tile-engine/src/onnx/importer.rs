@@ -423,8 +423,9 @@ pub(crate) fn import(model: &ModelProto, file_len: usize, fill: &[usize]) -> Res
             None | Some("") | Some("ai.onnx") => {}
             Some(d) => {
                 return Err(Error::Unsupported(format!(
-                    "op '{}' of domain '{d}' (node '{}')",
-                    ctx.op, ctx.name
+                    "op '{}' of domain '{d}' ({})",
+                    ctx.op,
+                    ctx.who()
                 )));
             }
         }
@@ -530,8 +531,9 @@ fn import_node(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => ops_shape::reshape_like(imp, ctx),
         "Transpose" => ops_shape::transpose(imp, ctx),
         _ => Err(Error::Unsupported(format!(
-            "op '{}' (node '{}')",
-            ctx.op, ctx.name
+            "op '{}' ({})",
+            ctx.op,
+            ctx.who()
         ))),
     }
 }

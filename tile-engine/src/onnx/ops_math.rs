@@ -54,8 +54,8 @@ pub(crate) fn gemm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let (kb, n) = if tb { (b1, b0) } else { (b0, b1) };
     if k != kb {
         return Err(Error::Shape(format!(
-            "node '{}' (Gemm): A' is [{m}, {k}] but B' is [{kb}, {n}]",
-            ctx.name
+            "{} (Gemm): A' is [{m}, {k}] but B' is [{kb}, {n}]",
+            ctx.who()
         )));
     }
     let out = ctx.output()?.to_string();
@@ -174,8 +174,9 @@ pub(crate) fn matmul(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         let (k, n) = (bc.shape[0], bc.shape[1]);
         if sa.last() != Some(&k) {
             return Err(Error::Shape(format!(
-                "node '{}' (MatMul): {sa:?} × {:?}",
-                ctx.name, bc.shape
+                "{} (MatMul): {sa:?} × {:?}",
+                ctx.who(),
+                bc.shape
             )));
         }
         let rows: usize = sa[..sa.len() - 1].iter().product();
