@@ -65,7 +65,10 @@ enum Command {
         pixel_scale: Option<f32>,
     },
     /// Make a certificate per node, signed by the cluster CA in the output
-    /// folder (a new CA when the folder has none).
+    /// folder (a new CA when the folder has none). Node names are 1-63
+    /// characters of a-z, 0-9, '-' and '.', neither first nor last a '-' or
+    /// '.'; `ca` is the CA's own. A named node's pair already in the folder
+    /// is replaced.
     Certs {
         /// Output folder.
         #[arg(long)]
@@ -95,7 +98,7 @@ from the file's folder):
   calibrate = true              time the executor at start-up (default true)
   compute_lock = \"node.lock\"    optional lock shared by daemons on one machine
 
-Stops on Ctrl-C or SIGTERM after closing its connections (within about
+Stops on Ctrl-C, SIGTERM or SIGHUP after closing its connections (within about
 7 s: its peers get 2 s to see the close, a job running on the executor 5 s
 to finish).";
 

@@ -554,6 +554,99 @@ fn the_device_runs_its_tile_of_the_first_block_beside_its_upload() {
     });
 }
 
+/// The device stopped (SIGSTOP) before a request whose plan has it upload
+/// the input and run a tile of the first block: the coordinator has the
+/// input too, so the request completes bit-identically without it (it
+/// failed with "the device's upload of the input failed"); the next
+/// request, whose plan runs the model on the device, runs it on the
+/// coordinator's edge node (it failed with "the device is down").
+#[test]
+fn a_device_that_dies_costs_its_part_of_the_plan_not_the_request() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (local, mut coord) = start("device-dies").await;
+        coord.timeouts = timeouts(Duration::from_secs(2));
+        let model = load(&coord).await;
+        let want = bits(&reference(&model));
+        let mut plan = two_edge_plan(&local, &model);
+        let device = local.tier(Tier::Device)[0];
+        let mut owners = local.tier(Tier::Edge);
+        owners.push(device);
+        plan.blocks[0].tiles = Some((tile_engine::tiling::Grid::uniform(3, 1), owners));
+        local.signal(device, "STOP").expect("SIGSTOP");
+        let r = experiment::run_plan(&coord, &model, &image(), &plan, 1, false)
+            .await
+            .expect("the request completes without the device");
+        assert_eq!(bits(&r.outputs), want);
+        assert!(
+            r.records.iter().any(|x| x.node == device && !x.ok),
+            "the device's jobs should have failed: {:?}",
+            r.records
+        );
+        let tiles: Vec<_> = r
+            .records
+            .iter()
+            .filter(|x| x.stage == "block 0" && x.ok)
+            .collect();
+        assert_eq!(tiles.len(), 3, "each tile pasted once: {tiles:?}");
+        assert!(tiles.iter().all(|x| x.node != device));
+        assert!(
+            !coord.alive().contains(&device),
+            "the device is marked down"
+        );
+        let mut on_device = ExecPlan::single_node(
+            "device only",
+            &model.graph,
+            device,
+            local.coordinator_node,
+            None,
+        );
+        on_device.device_ops = (0..model.graph.nodes.len()).collect();
+        on_device.blocks.clear();
+        let r = experiment::run_plan(&coord, &model, &image(), &on_device, 2, false)
+            .await
+            .expect("the device's ops run elsewhere");
+        assert_eq!(bits(&r.outputs), want);
+        let ran = r.records.iter().find(|x| x.stage == "device" && x.ok);
+        assert_eq!(
+            ran.map(|x| x.node),
+            Some(local.coordinator_node),
+            "{:?}",
+            r.records
+        );
+        let _ = local.signal(device, "CONT");
+        coord.shutdown().await;
+    });
+}
+
+/// A node that goes silent while it profiles a model is marked down, not
+/// only skipped for the profile: left in the plan, it cost the request it
+/// was profiled for a job timeout more (30 s in a trial).
+#[test]
+fn a_node_silent_while_it_profiles_the_model_is_marked_down() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (local, mut coord) = start("profile-stall").await;
+        coord.timeouts.stall = Duration::from_secs(1);
+        let mut model = load(&coord).await;
+        let node = coord.profiling_node().expect("a node profiles");
+        local.signal(node, "STOP").expect("SIGSTOP");
+        let asked = std::time::Instant::now();
+        assert_eq!(coord.profile_model(&mut model).await, None);
+        assert!(
+            asked.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert!(
+            !coord.alive().contains(&node),
+            "the silent node is marked down"
+        );
+        let _ = local.signal(node, "CONT");
+        coord.shutdown().await;
+    });
+}
+
 /// What `read` returns once it contains `want`, or after `tries` readings
 /// 100 ms apart its last (for the caller's assertion to show).
 async fn read_until(mut read: impl FnMut() -> String, want: &str, tries: usize) -> String {
@@ -649,10 +742,19 @@ fn a_node_whose_tier_disagrees_with_the_cluster_file_is_refused_and_planned_arou
         let cloud = local.tier(Tier::Cloud)[0];
         let mut cluster = local.cluster.clone();
         cluster.nodes[cloud].tier = Tier::Edge;
+        // A backend the file gets wrong is costed as the daemon runs it.
+        let edge = local.tier(Tier::Edge)[0];
+        assert_eq!(cluster.nodes[edge].backend, planner::cluster::Backend::Cpu);
+        cluster.nodes[edge].backend = planner::cluster::Backend::Gpu;
         let ep = local.coordinator_endpoint().expect("endpoint");
         let coord = Coordinator::connect(cluster, ep, local.addrs.clone())
             .await
             .expect("the other nodes are enough");
+        assert_eq!(
+            coord.cluster.nodes[edge].backend,
+            planner::cluster::Backend::Cpu,
+            "planned as the daemon runs"
+        );
         assert!(!coord.alive().contains(&cloud), "{:?}", coord.alive());
         assert_eq!(coord.alive().len(), local.cluster.nodes.len() - 1);
         let why = coord.down_reason(cloud).expect("a reason");
@@ -1099,6 +1201,7 @@ fn a_busy_node_past_its_deadline_is_waited_for_not_marked_down() {
             base: Duration::from_millis(200),
             factor: 0.0,
             renewals: 1000,
+            ..Timeouts::default()
         };
         // The daemons live as long as `_local`.
         let Victim {

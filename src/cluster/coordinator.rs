@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use planner::cluster::Backend;
 use planner::cost::Topology;
 use planner::profiler::{CLASSES, class_index};
 use planner::{Cluster, Estimates, Prediction, Profiler, Tier};
@@ -53,10 +54,6 @@ pub struct Peer {
     executor: Mutex<String>,
     alive: AtomicBool,
 }
-
-/// How long a node may send nothing at all while it is asked about or sent
-/// a model before it counts as not answering (the README's 10 s).
-const STALL: Duration = Duration::from_secs(10);
 
 impl Peer {
     /// Resolves once nothing at all has arrived from the node for `quiet`
@@ -595,6 +592,10 @@ pub struct Timeouts {
     /// one whose executor is wedged answers too, so it is given up on after
     /// these all the same.
     pub renewals: u32,
+    /// How long a node may send nothing at all (not even acknowledgements)
+    /// while it is asked about, sent or profiling a model before it counts
+    /// as not answering (the README's 10 s).
+    pub stall: Duration,
 }
 
 impl Default for Timeouts {
@@ -603,6 +604,7 @@ impl Default for Timeouts {
             base: Duration::from_secs(10),
             factor: 6.0,
             renewals: 9,
+            stall: Duration::from_secs(10),
         }
     }
 }
@@ -696,7 +698,40 @@ impl Coordinator {
         if let Some((_, e)) = edges.pop() {
             return Err(e);
         }
+        let mut c = c;
+        c.adopt_daemon_backends();
         Ok(c)
+    }
+
+    /// Plans cost each connected node by the executor its daemon runs, not
+    /// by a `backend` the cluster file gets wrong (a GPU's kernel padding
+    /// and row copies priced on a CPU node, or not on a GPU one), and says
+    /// where the two disagree.
+    fn adopt_daemon_backends(&mut self) {
+        for i in self.alive() {
+            let Some(peer) = self.peer(i) else { continue };
+            let runs = if peer.executor() == "cpu" {
+                Backend::Cpu
+            } else {
+                Backend::Gpu
+            };
+            let node = &mut self.cluster.nodes[i];
+            if node.backend != runs {
+                let name = |b: Backend| match b {
+                    Backend::Cpu => "cpu",
+                    Backend::Gpu => "gpu",
+                };
+                tracing::warn!(
+                    "node {}: the cluster file lists backend \"{}\" but its daemon runs the {} executor ({}); planned as {} (make the two agree)",
+                    node.name,
+                    name(node.backend),
+                    name(runs),
+                    peer.executor(),
+                    name(runs)
+                );
+                node.backend = runs;
+            }
+        }
     }
 
     /// (Re)connects node `i` and waits for its calibration, which is folded
@@ -823,9 +858,20 @@ impl Coordinator {
 
     /// The executors (as the nodes reported them) of the nodes sharing a
     /// tiled block of `plan`, when they are not all the same.
-    fn mixed_executors(&self, plan: &ExecPlan) -> Option<Vec<String>> {
+    /// Only blocks with an op whose bits may differ between executors
+    /// count (see [`tile_engine::ir::Op::same_bits_everywhere`]): a block of
+    /// convolutions, ReLUs and max pools gives the same bits on either.
+    fn mixed_executors(&self, graph: &Graph, plan: &ExecPlan) -> Option<Vec<String>> {
         plan.blocks.iter().find_map(|b| {
             let (_, owners) = b.tiles.as_ref()?;
+            if b.ops.iter().all(|&op| {
+                graph
+                    .nodes
+                    .get(op)
+                    .is_none_or(|n| n.op.same_bits_everywhere())
+            }) {
+                return None;
+            }
             let mut kinds: Vec<String> = owners
                 .iter()
                 .filter_map(|&n| self.peer(n))
@@ -955,12 +1001,18 @@ impl Coordinator {
         lock(&p.models).insert(profile_key(hash), tx);
         let answer = match p.send(&Msg::ProfileModel { hash: hash.into() }).await {
             // A node that dies while it profiles is given up on once it has
-            // been silent for STALL (a busy one still sends keep-alives),
+            // been silent for `stall` (a busy one still sends keep-alives),
             // not after the transport's idle timeout.
             Ok(()) => tokio::select! {
                 a = tokio::time::timeout(PROFILE_TIMEOUT, rx) => a,
-                why = p.silent_for(STALL) => {
-                    tracing::warn!("node {} {why} while profiling the model; planning from FLOPs", p.name);
+                why = p.silent_for(self.timeouts.stall) => {
+                    // Down, not just unprofiled: left in the plan, it cost
+                    // the request a job timeout more.
+                    tracing::warn!(
+                        "node {} {why} while profiling the model: marked down; planning from FLOPs",
+                        p.name
+                    );
+                    p.leave_down(&format!("{why} while profiling the model"));
                     lock(&p.models).remove(&profile_key(hash));
                     return None;
                 }
@@ -970,6 +1022,7 @@ impl Coordinator {
                     "cannot ask node {} to profile the model: {e}; planning from FLOPs",
                     p.name
                 );
+                p.fail(&e);
                 return None;
             }
         };
@@ -1028,7 +1081,7 @@ impl Coordinator {
         };
         let has = tokio::select! {
             r = ask(Msg::HasModel { hash: hash.into() }) => r?,
-            why = p.silent_for(STALL) => return Err(stalled(why)),
+            why = p.silent_for(self.timeouts.stall) => return Err(stalled(why)),
         };
         if let Msg::ModelState { loaded: true, .. } = has {
             return Ok(());
@@ -1050,10 +1103,10 @@ impl Coordinator {
             Ok::<(), ClusterError>(())
         };
         // A node receiving acknowledges all the time: one silent for
-        // STALL has stopped (paused, hung), not slowed.
+        // `stall` has stopped (paused, hung), not slowed.
         tokio::select! {
             r = upload => r?,
-            why = p.silent_for(STALL) => return Err(stalled(why)),
+            why = p.silent_for(self.timeouts.stall) => return Err(stalled(why)),
         }
         let answer = tokio::time::timeout(Duration::from_secs(300), rx)
             .await
@@ -1417,14 +1470,15 @@ impl Coordinator {
                 graph.shape(input_id)
             )));
         }
-        if let Some(kinds) = self.mixed_executors(plan)
+        if let Some(kinds) = self.mixed_executors(&graph, plan)
             && !self.warned_mixed.swap(true, Ordering::Relaxed)
         {
             tracing::warn!(
-                "tiles of one block run on different executors ({}): transcendental \
-                 activations (sigmoid, tanh, exp, ...) can differ in their last bits \
-                 between executors, so the output may differ from a single-node run's \
-                 by a few ULP; give the nodes that share blocks the same backend and \
+                "tiles of one block run on different executors ({}) and the block \
+                 has ops whose last bits can differ between executors (transcendental \
+                 activations, averages, divisions, norms, softmax, linear or cubic \
+                 resizing), so the output may differ from a single-node run's by a \
+                 few ULP; give the nodes that share blocks the same backend and \
                  adapter for bit-identical results",
                 kinds.join(", ")
             );
@@ -1433,25 +1487,13 @@ impl Coordinator {
         env[input_id] = Some(input);
         let mut records = Vec::new();
 
-        // Device: its ops, or just the upload of its input. A device that is
-        // down and has no part in the plan is skipped: the input is here.
-        let device_tiles = plan.blocks.iter().any(|b| {
-            b.tiles
-                .as_ref()
-                .is_some_and(|(_, owners)| owners.contains(&plan.device))
-        });
-        let needs_device = !plan.device_ops.is_empty() || device_tiles;
+        // Device: its ops, or just the upload of its input. The input is
+        // here too, so a device that is down, or dies during the request,
+        // costs its part of the plan, not the request: its upload is
+        // skipped, its ops run on the next candidate as an edge block's do,
+        // and its tiles go to the live workers as a dead edge node's do.
         let mut first_block = 0;
-        let device = match self.peer(plan.device) {
-            Some(d) => Some(d),
-            None if needs_device => {
-                return Err(ClusterError::Node {
-                    node: self.cluster.nodes[plan.device].name.clone(),
-                    why: "the device is down".into(),
-                });
-            }
-            None => None,
-        };
+        let device = self.peer(plan.device);
         if let Some(device) = &device
             && plan.device_ops.is_empty()
         {
@@ -1474,11 +1516,17 @@ impl Coordinator {
                         &mut rec,
                     )
                     .await;
-                if r.is_ok() {
-                    let _ = up_tx.send(true);
+                if let Err(e) = &r {
+                    tracing::warn!(
+                        peer = %device.name,
+                        "the device's upload failed ({e}); the coordinator's copy of the input is used"
+                    );
+                    device.fail(e);
                 }
+                // Either way the input is at the coordinator now.
+                let _ = up_tx.send(true);
                 drop(up_tx);
-                r
+                Ok::<(), ClusterError>(())
             };
             // The device's tiles of a first block that reads only the model
             // input run on the image it holds, while it uploads the rest.
@@ -1515,13 +1563,16 @@ impl Coordinator {
             rec.in_bytes = 0;
             records.push(rec);
         } else if !plan.device_ops.is_empty() {
+            let mut cands = vec![plan.device, plan.coordinator];
+            cands.extend(self.cluster.tier_nodes(Tier::Edge));
+            cands.extend(plan.cloud);
             self.run_whole(
                 request,
                 model,
                 "device",
                 0,
                 &plan.device_ops,
-                &[plan.device],
+                &cands,
                 &mut env,
                 &mut records,
             )

@@ -89,6 +89,13 @@ impl LocalCluster {
     /// Generates certificates, starts every node and the relays.
     pub async fn start(mut cluster: Cluster, opts: HarnessOptions) -> Result<LocalCluster> {
         cluster.validate()?;
+        // Every daemon runs `opts.backend`; the cluster file says so too.
+        for node in &mut cluster.nodes {
+            node.backend = match opts.backend {
+                Backend::Cpu => planner::cluster::Backend::Cpu,
+                Backend::Gpu => planner::cluster::Backend::Gpu,
+            };
+        }
         std::fs::create_dir_all(&opts.dir)
             .with_context(|| format!("cannot create {}", opts.dir.display()))?;
         let mut names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();

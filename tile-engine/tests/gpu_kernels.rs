@@ -971,6 +971,94 @@ fn max_min_and_hard_sigmoid_keep_nan_on_both_executors() {
     assert_both(&single(hs, x.shape(), None), &x, &want, "hardsigmoid");
 }
 
+/// The ops `Op::same_bits_everywhere` says give the same bits on either
+/// executor do, on random inputs: `tessera run` warns about a block tiled
+/// across a CPU and a GPU node only when it holds some other op.
+#[test]
+fn ops_said_to_give_the_same_bits_everywhere_do() {
+    let conv = |c: usize, m: usize, k: usize, s: usize, group: usize, act: Activation| {
+        Op::Conv(Conv {
+            weight: Arc::new(random(&[m, c / group, k, k], 7 + k as u64)),
+            bias: Some(Arc::new((0..m).map(|i| 0.01 * i as f32).collect())),
+            strides: [s, s],
+            pads: [k / 2; 4],
+            dilations: [1, 1],
+            group,
+            activation: act,
+        })
+    };
+    let shape = [1, 8, 19, 23];
+    let cases = [
+        conv(8, 16, 3, 1, 1, Activation::Relu),
+        conv(8, 12, 5, 2, 1, Activation::LeakyRelu { alpha: 0.1 }),
+        conv(8, 8, 3, 1, 8, Activation::Identity),
+        conv(
+            8,
+            4,
+            1,
+            1,
+            1,
+            Activation::Clip {
+                min: -0.5,
+                max: 0.5,
+            },
+        ),
+        Op::Pool(Pool {
+            kind: PoolKind::Max,
+            kernel: [3, 3],
+            strides: [2, 2],
+            pads: [1; 4],
+            dilations: [1, 1],
+            ceil_mode: false,
+        }),
+        Op::ChannelReduce(ReduceKind::Max),
+        Op::Resize {
+            mode: ResizeMode::Nearest(NearestMode::RoundPreferFloor),
+            coord: CoordTransform::HalfPixel,
+            scales: [1.5, 2.0],
+        },
+    ];
+    for op in cases {
+        assert!(op.same_bits_everywhere(), "{}", op.name());
+        let out = match &op {
+            Op::Resize { .. } => Some(vec![1, 8, 28, 46]),
+            _ => None,
+        };
+        let g = single(op.clone(), &shape, out);
+        let x = random(&shape, 3);
+        let cpu = cpu::run(&g, std::slice::from_ref(&x)).expect("cpu");
+        let gpu = gpu().run(&g, std::slice::from_ref(&x)).expect("gpu");
+        let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&gpu[0]), bits(&cpu[0]), "{}", op.name());
+    }
+    let dense = Op::Dense {
+        weight: Arc::new(random(&[40, 24], 5)),
+        bias: Some(Arc::new((0..24).map(|i| i as f32 * 0.05).collect())),
+        activation: Activation::Relu,
+    };
+    assert!(dense.same_bits_everywhere());
+    let g = single(dense, &[3, 40], None);
+    let x = random(&[3, 40], 9);
+    let cpu = cpu::run(&g, std::slice::from_ref(&x)).expect("cpu");
+    let gpu = gpu().run(&g, std::slice::from_ref(&x)).expect("gpu");
+    assert_eq!(gpu[0].data(), cpu[0].data(), "dense");
+    // And the ops they are not said of.
+    assert!(!Op::Activation(Activation::Sigmoid).same_bits_everywhere());
+    assert!(
+        !Op::Binary {
+            kind: BinaryKind::Div,
+            activation: Activation::Identity
+        }
+        .same_bits_everywhere()
+    );
+    assert!(
+        !Op::GlobalPool(PoolKind::Average {
+            count_include_pad: false
+        })
+        .same_bits_everywhere()
+    );
+}
+
 #[test]
 fn softplus_and_mish_stay_finite_where_exp_overflows() {
     let xs = [-100.0f32, -1.0, 0.0, 1.0, 20.0, 80.0, 90.0, 100.0];

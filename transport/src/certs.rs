@@ -64,11 +64,9 @@ struct Issued {
     nodes: Vec<(String, String, String)>,
 }
 
-/// Checks the names of the nodes to issue certificates for: valid, distinct,
-/// and none whose files would be the CA's (`ca` would write its leaf over
-/// `ca.pem` and `ca.key`).
 /// Checks that [`generate`] can issue a certificate for node `name`: a
-/// valid name ([`check_node_name`]) that is not the CA's own (`ca`).
+/// valid name ([`check_node_name`]) that is not the CA's own (`ca` would
+/// write its leaf over `ca.pem` and `ca.key`).
 pub fn check_issuable_name(name: &str) -> Result<()> {
     check_node_name(name)?;
     let dir = Path::new("");
@@ -82,6 +80,7 @@ pub fn check_issuable_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks the names of the nodes to issue certificates for: issuable and distinct.
 fn check_new_nodes(nodes: &[String]) -> Result<()> {
     if nodes.is_empty() {
         return Err(Error::Config("no node names given".into()));

@@ -143,6 +143,23 @@ pub fn erf(x: f32) -> f32 {
 }
 
 impl Activation {
+    /// Whether every executor computes it with the same bits: only
+    /// comparisons, selects and one multiplication by a constant, no
+    /// transcendental function, division or square root (whose accuracy
+    /// WGSL leaves to the GPU).
+    pub fn same_bits_everywhere(&self) -> bool {
+        matches!(
+            self,
+            Activation::Identity
+                | Activation::Relu
+                | Activation::LeakyRelu { .. }
+                | Activation::PRelu { .. }
+                | Activation::Clip { .. }
+                | Activation::Abs
+                | Activation::Neg
+        )
+    }
+
     /// Applies the activation to one value of channel `c`.
     pub fn apply(&self, x: f32, c: usize) -> f32 {
         match self {
@@ -552,6 +569,40 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether the CPU and GPU executors give it the same bits: products
+    /// summed in one order with the activations of
+    /// [`Activation::same_bits_everywhere`], maxima, and data movement. An
+    /// average, a division, a norm, a softmax or a resampling may differ in
+    /// its last bits between them.
+    pub fn same_bits_everywhere(&self) -> bool {
+        match self {
+            Op::Conv(Conv { activation, .. })
+            | Op::ConvTranspose(ConvTranspose { activation, .. })
+            | Op::Dense { activation, .. } => activation.same_bits_everywhere(),
+            Op::Binary { kind, activation } => {
+                !matches!(kind, BinaryKind::Div) && activation.same_bits_everywhere()
+            }
+            Op::Activation(a) => a.same_bits_everywhere(),
+            Op::Pool(Pool {
+                kind: PoolKind::Max,
+                ..
+            })
+            | Op::GlobalPool(PoolKind::Max)
+            | Op::ChannelReduce(ReduceKind::Max | ReduceKind::Min)
+            | Op::Concat { .. }
+            | Op::Reshape
+            | Op::Transpose { .. }
+            | Op::Pad { .. }
+            | Op::BorderPad { .. }
+            | Op::Crop { .. }
+            | Op::DepthToSpace { .. }
+            | Op::ChannelSlice { .. } => true,
+            // Nearest source pixels are computed on the host for both.
+            Op::Resize { mode, .. } => matches!(mode, ResizeMode::Nearest(_)),
+            _ => false,
+        }
+    }
+
     /// A short lowercase name for tables and logs.
     pub fn name(&self) -> &'static str {
         match self {
