@@ -359,7 +359,7 @@ async fn read_exact_timed(
                     have: off as u64,
                 }));
             }
-            Ok(Err(e)) => return Err(StreamFail::Gone(e.to_string())),
+            Ok(Err(e)) => return Err(StreamFail::Gone(with_cause(&e))),
         }
     }
     Ok(())
@@ -379,7 +379,7 @@ impl Connection {
         control_tx
             .write_all(&hello)
             .await
-            .map_err(|e| Error::Stream(e.to_string()))?;
+            .map_err(|e| Error::Stream(with_cause(&e)))?;
 
         let (tiles_tx, tiles_rx) = mpsc::channel(config.recv_queue.max(1));
         let (control_q_tx, control_rx) = mpsc::channel(config.control_queue.max(1));
@@ -557,8 +557,9 @@ impl Connection {
         head: &[u8],
         payload: Outgoing<'_>,
     ) -> Result<()> {
-        let stream_err =
-            |e: &dyn std::fmt::Display| Error::Stream(format!("tile {:?}: {e}", header.key));
+        let stream_err = |e: &dyn std::error::Error| {
+            Error::Stream(format!("tile {:?}: {}", header.key, with_cause(e)))
+        };
         // Waiting for stream credit is backpressure; waiting past the ack timeout means the peer is stuck.
         let mut s = tokio::time::timeout(self.inner.config.ack_timeout, self.inner.conn.open_uni())
             .await
@@ -675,9 +676,13 @@ impl Inner {
     async fn send_control_header(&self, header: &Header) -> Result<()> {
         let bytes = frame::encode_frame(header, &[])?;
         let mut tx = self.control_tx.lock().await;
-        tx.write_all(&bytes)
-            .await
-            .map_err(|e| Error::Stream(format!("control stream to {}: {e}", self.peer)))
+        tx.write_all(&bytes).await.map_err(|e| {
+            Error::Stream(format!(
+                "control stream to {}: {}",
+                self.peer,
+                with_cause(&e)
+            ))
+        })
     }
 
     /// Reports a bad stream to the peer and stops it.
@@ -757,7 +762,7 @@ async fn read_prefix(
         match recv.read(&mut p).await {
             Ok(Some(n)) => off = n,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(StreamFail::Gone(e.to_string())),
+            Err(e) => return Err(StreamFail::Gone(with_cause(&e))),
         }
     }
     let deadline = Instant::now() + cfg.stream_idle_timeout;
@@ -1015,5 +1020,36 @@ impl Incoming {
         };
         // On failure `conn` is dropped, which closes the connection.
         Connection::start(conn, name, self.config).await
+    }
+}
+
+/// An error's message with its causes: quinn's stream errors say only
+/// "connection lost" and keep why (the peer's close reason, a refusal of
+/// this node's certificate) in their source.
+fn with_cause(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_cause;
+
+    /// A lost connection says why: quinn's "connection lost" alone hid a
+    /// refused certificate behind "stream: connection lost".
+    #[test]
+    fn a_stream_error_carries_its_cause() {
+        let e = quinn::WriteError::ConnectionLost(quinn::ConnectionError::TimedOut);
+        assert_eq!(with_cause(&e), "connection lost: timed out");
+        let e = quinn::ReadError::ConnectionLost(quinn::ConnectionError::LocallyClosed);
+        assert_eq!(with_cause(&e), "connection lost: closed");
     }
 }
