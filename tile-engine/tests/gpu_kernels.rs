@@ -873,6 +873,11 @@ fn relu_and_clip_keep_nan_on_both_executors() {
     }
 }
 
+/// The bit patterns of a tensor's values, to compare executors exactly.
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.data().iter().map(|v| v.to_bits()).collect()
+}
+
 /// Asserts each output of `g` on `x` is `want`, NaN where `want` is NaN,
 /// on both executors, and that the two agree bit for bit.
 fn assert_both(g: &Graph, x: &Tensor, want: &[f32], what: &str) {
@@ -887,7 +892,6 @@ fn assert_both(g: &Graph, x: &Tensor, want: &[f32], what: &str) {
             );
         }
     }
-    let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&got[0]), bits(&cpu[0]), "{what}: gpu against cpu bits");
 }
 
@@ -1028,7 +1032,6 @@ fn ops_said_to_give_the_same_bits_everywhere_do() {
         let x = random(&shape, 3);
         let cpu = cpu::run(&g, std::slice::from_ref(&x)).expect("cpu");
         let gpu = gpu().run(&g, std::slice::from_ref(&x)).expect("gpu");
-        let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&gpu[0]), bits(&cpu[0]), "{}", op.name());
     }
     let dense = Op::Dense {
