@@ -114,3 +114,14 @@ fn keras_bilinear_upsampling_and_a_transposed_conv_match_keras() {
     // centres, where a file TF.js saved does not (`upscaler`).
     check("keras_bilinear");
 }
+
+#[test]
+fn a_keras3_model_converted_from_dot_keras_matches_keras() {
+    // Written by Keras 3 (3.15, `model.save("….keras")` through the TF.js
+    // converter 4.22, with Keras's `predict`; `gen_keras3.py`): the
+    // converter names its weights by position under Keras 3's own layer
+    // paths (`layers/batch_normalization_1/vars/3`), not `bn/moving_variance`;
+    // every such model failed with "weight conv/kernel is missing". Two
+    // convs and two batch norms (one without a beta) test the numbering.
+    check("keras3");
+}

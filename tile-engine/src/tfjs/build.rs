@@ -27,6 +27,8 @@ pub(crate) struct Builder<'w> {
     pub graph: Graph,
     weights: &'w Weights,
     values: HashMap<TensorRef, ValueId>,
+    /// [`Topology::var_paths`].
+    var_paths: &'w HashMap<String, String>,
 }
 
 /// Builds the IR graph. `input_shape` (IR layout) overrides the single input's declared shape.
@@ -47,6 +49,7 @@ pub(crate) fn build(
         graph: Graph::default(),
         weights,
         values: HashMap::new(),
+        var_paths: &topo.var_paths,
     };
     for call in &topo.calls {
         let out = b.call(call, topo, input_shape)?;
@@ -67,6 +70,57 @@ pub(crate) fn build(
     Ok(b.graph)
 }
 
+/// A layer's weight as the TF.js converter names a Keras 3 `.keras`
+/// model's variables: `<path>/vars/<i>` (`path` from
+/// [`Topology::var_paths`]), by position, in the order Keras 3 creates
+/// them: a kernel (depthwise first, then pointwise) and then a bias; a batch
+/// norm's gamma and beta (each only where the layer has it) and then its
+/// moving mean and variance; a PReLU's alpha. `None` when the layer has no
+/// such variables.
+fn keras3_var<'w>(
+    weights: &'w Weights,
+    path: &str,
+    layer: &str,
+    param: &str,
+) -> Result<Option<&'w Tensor>> {
+    let prefix = format!("{path}/vars/");
+    let mut vars: Vec<(usize, &str)> = weights
+        .keys()
+        .filter_map(|k| {
+            let i = k.strip_prefix(&prefix)?.parse::<usize>().ok()?;
+            Some((i, k.as_str()))
+        })
+        .collect();
+    if vars.is_empty() {
+        return Ok(None);
+    }
+    vars.sort_unstable();
+    let n = vars.len();
+    if vars.iter().enumerate().any(|(j, (i, _))| *i != j) {
+        return Err(Error::Malformed(format!(
+            "layer {layer}'s variables in the weights manifest ({path}/vars/…) are not vars/0..{}",
+            n - 1
+        )));
+    }
+    let index = match param {
+        // A layer of one variable (a kernel alone, an alpha, a custom
+        // layer's scale) holds it at 0 whatever its name.
+        _ if n == 1 => Some(0),
+        "kernel" | "depthwise_kernel" | "alpha" | "gamma" => Some(0),
+        "pointwise_kernel" => Some(1),
+        "bias" | "moving_variance" => n.checked_sub(1),
+        "moving_mean" => n.checked_sub(2),
+        "beta" => n.checked_sub(3),
+        _ => None,
+    };
+    let Some(key) = index.and_then(|i| vars.get(i)).map(|(_, k)| *k) else {
+        return Err(Error::Malformed(format!(
+            "weight {layer}/{param} is missing from the weights manifest (the layer has {n} Keras 3 variables)"
+        )));
+    };
+    Ok(weights.get(key))
+}
+
 impl Builder<'_> {
     fn value(&self, r: &TensorRef) -> Result<ValueId> {
         self.values.get(r).copied().ok_or_else(|| {
@@ -80,10 +134,20 @@ impl Builder<'_> {
     }
 
     /// Looks up weight `param` of `layer`: `layer/param`, or a unique
-    /// `…/layer/param` (exporters prefix the model name on nested scopes).
+    /// `…/layer/param` (exporters prefix the model name on nested scopes),
+    /// or the Keras 3 name of the same variable (see [`keras3_var`]).
     pub fn weight(&self, layer: &str, param: &str) -> Result<&Tensor> {
         let key = format!("{layer}/{param}");
         if let Some(t) = self.weights.get(&key) {
+            return Ok(t);
+        }
+        if let Some(t) = self
+            .var_paths
+            .get(layer)
+            .map(|path| keras3_var(self.weights, path, layer, param))
+            .transpose()?
+            .flatten()
+        {
             return Ok(t);
         }
         let suffix = format!("/{key}");

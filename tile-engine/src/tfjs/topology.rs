@@ -51,6 +51,11 @@ pub(crate) struct Topology {
     pub outputs: Vec<TensorRef>,
     /// Who wrote the file: a layer computes what that framework defines.
     pub writer: Writer,
+    /// Each layer's variable path as Keras 3's `.keras` saving names it
+    /// (`layers/conv2d_1`: its class in snake case, numbered among the
+    /// model's layers of that class in order), which the TF.js converter
+    /// keeps for a `.keras` model's weights (`layers/conv2d_1/vars/0`).
+    pub var_paths: HashMap<String, String>,
 }
 
 /// The framework that wrote a layers model. Where two define a layer of
@@ -94,7 +99,73 @@ pub(crate) fn parse(topology: &Json) -> Result<Topology> {
         None if model.get("module").is_some() => Writer::Keras3,
         None => Writer::TfJs,
     };
+    topo.var_paths = keras3_var_paths(layer_list(config)?)?;
     Ok(topo)
+}
+
+/// [`Topology::var_paths`]: Keras 3's saving walks the model's layers in
+/// order and names each by its class in snake case, `_1`, `_2`… after the
+/// first of a name.
+fn keras3_var_paths(layers: &[Json]) -> Result<HashMap<String, String>> {
+    let mut used: HashMap<String, usize> = HashMap::new();
+    let mut paths = HashMap::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let (class, name) = class_and_name(layer, i)?;
+        let snake = snake_case(&class);
+        let seen = used.entry(snake.clone()).or_insert(0);
+        let path = if *seen == 0 {
+            format!("layers/{snake}")
+        } else {
+            format!("layers/{snake}_{seen}")
+        };
+        *seen += 1;
+        paths.insert(name, path);
+    }
+    Ok(paths)
+}
+
+/// Keras's `to_snake_case`: word characters only, `_` before a capital
+/// that starts a lowercase run and between a lowercase letter and a
+/// capital, then lowercase (`Conv2DTranspose` → `conv2d_transpose`,
+/// `PReLU` → `p_re_lu`), matched left to right as its regexes are.
+pub(crate) fn snake_case(class: &str) -> String {
+    let s: Vec<char> = class
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    // `(.)([A-Z][a-z]+)` → `\1_\2`
+    let mut a = Vec::with_capacity(s.len() + 4);
+    let mut i = 0;
+    while i < s.len() {
+        if i + 2 < s.len() && s[i + 1].is_ascii_uppercase() && s[i + 2].is_ascii_lowercase() {
+            let mut j = i + 2;
+            while j < s.len() && s[j].is_ascii_lowercase() {
+                j += 1;
+            }
+            a.push(s[i]);
+            a.push('_');
+            a.extend(&s[i + 1..j]);
+            i = j;
+        } else {
+            a.push(s[i]);
+            i += 1;
+        }
+    }
+    // `([a-z])([A-Z])` → `\1_\2`
+    let mut b = String::with_capacity(a.len() + 4);
+    let mut i = 0;
+    while i < a.len() {
+        if i + 1 < a.len() && a[i].is_ascii_lowercase() && a[i + 1].is_ascii_uppercase() {
+            b.push(a[i]);
+            b.push('_');
+            b.push(a[i + 1]);
+            i += 2;
+        } else {
+            b.push(a[i]);
+            i += 1;
+        }
+    }
+    b.to_lowercase()
 }
 
 fn layer_list(config: &Json) -> Result<&Vec<Json>> {
@@ -167,6 +238,7 @@ fn sequential(config: &Json) -> Result<Topology> {
         inputs: vec![input],
         outputs: vec![output],
         writer: Writer::TfJs,
+        var_paths: HashMap::new(),
     })
 }
 
@@ -237,6 +309,7 @@ fn functional(config: &Json) -> Result<Topology> {
         inputs,
         outputs,
         writer: Writer::TfJs,
+        var_paths: HashMap::new(),
     })
 }
 
@@ -367,4 +440,28 @@ fn order(calls: Vec<Call>, call_count: &HashMap<String, usize>) -> Result<Vec<Ca
     }
     let mut slots: Vec<Option<Call>> = calls.into_iter().map(Some).collect();
     Ok(sorted.into_iter().filter_map(|i| slots[i].take()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snake_case;
+
+    /// The names Keras 3 gives these classes' variable paths (read from a
+    /// converted `.keras` model's manifest and Keras's `to_snake_case`).
+    #[test]
+    fn class_names_become_keras_snake_case() {
+        for (class, want) in [
+            ("Conv2D", "conv2d"),
+            ("Conv2DTranspose", "conv2d_transpose"),
+            ("PReLU", "p_re_lu"),
+            ("BatchNormalization", "batch_normalization"),
+            ("DepthwiseConv2D", "depthwise_conv2d"),
+            ("SeparableConv2D", "separable_conv2d"),
+            ("Dense", "dense"),
+            ("InputLayer", "input_layer"),
+            ("UpSampling2D", "up_sampling2d"),
+        ] {
+            assert_eq!(snake_case(class), want, "{class}");
+        }
+    }
 }
