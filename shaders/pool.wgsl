@@ -117,12 +117,13 @@ fn channel_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
         } else if KIND == 4u {
             acc += v * v;
         } else if KIND == 5u {
-            if v > best {
+            // The first NaN wins, as numpy's argmax has it.
+            if !is_nan(best) && (v > best || is_nan(v)) {
                 best = v;
                 index = k;
             }
         } else if KIND == 6u {
-            if v < best {
+            if !is_nan(best) && (v < best || is_nan(v)) {
                 best = v;
                 index = k;
             }

@@ -20,8 +20,7 @@ pub fn infer(args: &InferArgs) -> Result<()> {
         anyhow::bail!("--adapter {name} picks a GPU adapter; it does nothing with --backend cpu");
     }
     let input = model::read_input(kind, &args.input, args.pixel_scale)?;
-    let graph = model::load(&args.model, input.shape())?;
-    let input = model::fit_image_channels(&args.input, &graph, input, args.pixel_scale)?;
+    let (graph, input) = model::load_for_input(&args.model, &args.input, input, args.pixel_scale)?;
     model::check_io(&args.model, &graph, &input, &args.output)?;
     model::warn_nan_input(&args.input, &input);
     let exec = executor(

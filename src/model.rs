@@ -44,6 +44,39 @@ pub fn read_input(kind: ModelKind, path: &Path, pixel_scale: Option<f32>) -> Res
     tensor_io::read_tensor(path, range(pixel_scale))
 }
 
+/// Loads the model for `input`, read from `path`, and fits a PNG's channels
+/// to it ([`fit_image_channels`]). A PNG is read as three channels; a model
+/// whose loader checks the input's channel count (a TF.js model) and
+/// refuses three is loaded at four, then one, as the image can feed those.
+pub fn load_for_input(
+    spec: &str,
+    path: &Path,
+    input: Tensor,
+    pixel_scale: Option<f32>,
+) -> Result<(Graph, Tensor)> {
+    let graph = match load(spec, input.shape()) {
+        Ok(g) => g,
+        Err(e) => {
+            let png = tensor_io::format_of(path).is_ok_and(|f| f == Format::Png);
+            let &[n, 3, h, w] = input.shape() else {
+                return Err(e);
+            };
+            if !png {
+                return Err(e);
+            }
+            match [4, 1]
+                .into_iter()
+                .find_map(|c| load(spec, &[n, c, h, w]).ok())
+            {
+                Some(g) => g,
+                None => return Err(e),
+            }
+        }
+    };
+    let input = fit_image_channels(path, &graph, input, pixel_scale)?;
+    Ok((graph, input))
+}
+
 /// A PNG is read as RGB; for a model that takes four channels it is read
 /// again as RGBA (scaled by `pixel_scale` as the colours were), for one that
 /// takes one channel (a grayscale super-resolution or digit model) a grey

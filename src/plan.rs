@@ -124,22 +124,19 @@ pub fn plan(
         }
         None => None,
     };
-    let scale = input.and_then(|(_, scale)| scale);
-    let input = input.map(|(path, _)| path);
-    let shape = tensor.as_ref().map(|t| t.shape().to_vec());
-    let graph = match &shape {
+    let (graph, tensor) = match (input, tensor) {
         // As `tessera run` loads it for this input.
-        Some(shape) => crate::model::load(model, shape)?,
-        None => crate::model::load_for_planning(model, input_shape)?,
-    };
-    crate::model::check_one_input(model, &graph)?;
-    let tensor = match (input, tensor) {
-        (Some(path), Some(t)) => {
-            let t = crate::model::fit_image_channels(path, &graph, t, scale)?;
+        (Some((path, scale)), Some(t)) => {
+            let (graph, t) = crate::model::load_for_input(model, path, t, scale)?;
+            crate::model::check_one_input(model, &graph)?;
             crate::model::check_input(model, &graph, &t)?;
-            Some(t)
+            (graph, Some(t))
         }
-        _ => None,
+        _ => {
+            let graph = crate::model::load_for_planning(model, input_shape)?;
+            crate::model::check_one_input(model, &graph)?;
+            (graph, None)
+        }
     };
     let mut dag = planner::ModelDag::from_graph(&graph)?;
     // What `tessera run` sends (see `Coordinator::expect_inputs`): the

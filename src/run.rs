@@ -53,8 +53,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let input = model::read_input(kind, &args.input, args.pixel_scale)?;
     // Checked here, before any node is contacted: a wrong input or output
     // would otherwise surface as a node's error about the model bundle.
-    let graph = model::load(&args.model, input.shape())?;
-    let input = model::fit_image_channels(&args.input, &graph, input, args.pixel_scale)?;
+    let (graph, input) = model::load_for_input(&args.model, &args.input, input, args.pixel_scale)?;
     model::check_io(&args.model, &graph, &input, &args.output)?;
     model::warn_nan_input(&args.input, &input);
     let bundle = Bundle::from_spec(&args.model, input.shape())?;
@@ -151,7 +150,10 @@ async fn request(
         for &i in &up {
             if coord.peer(i).is_none() && !loaded.left_out.iter().any(|(n, _)| *n == i) {
                 let name = &coord.cluster.nodes[i].name;
-                eprintln!("{name}: its connection closed before the plan, planning without it");
+                let why = coord
+                    .down_reason(i)
+                    .unwrap_or_else(|| format!("{name}: its connection closed before the plan"));
+                eprintln!("{why}, planning without it");
             }
         }
         loaded.expect_inputs(&[input]);

@@ -145,7 +145,11 @@ pub fn png_to_tensor(bytes: &[u8], range: PixelRange) -> Result<Tensor> {
 /// Decodes PNG bytes into a `[1, 4, H, W]` RGBA tensor (alpha at the top
 /// of the range where the image has none), scaled as [`png_to_tensor`].
 pub fn png_to_rgba_tensor(bytes: &[u8], range: PixelRange) -> Result<Tensor> {
-    let mut t = tile_engine::default_model::png_to_unit_rgba_tensor(bytes)?;
+    use tile_engine::default_model::png_to_rgba_tensor as rgba;
+    if range.scale == 255.0 {
+        return Ok(rgba(bytes, 255.0)?);
+    }
+    let mut t = rgba(bytes, 1.0)?;
     if range.scale != 1.0 {
         t.data_mut().iter_mut().for_each(|v| *v *= range.scale);
     }

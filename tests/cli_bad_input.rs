@@ -230,6 +230,11 @@ fn plan_svg_needs_an_svg_path() {
 
 /// A TF.js layers model: one input declared `[null, 8, 8, 3]`, then `layer`.
 fn tfjs_model(name: &str, layer: &str, inputs: &[&str]) -> PathBuf {
+    tfjs_model_of(name, layer, inputs, 3)
+}
+
+/// [`tfjs_model`] with inputs of `channels` channels.
+fn tfjs_model_of(name: &str, layer: &str, inputs: &[&str], channels: usize) -> PathBuf {
     let dir = scratch(name);
     std::fs::create_dir_all(&dir).expect("dir");
     let input_layers: Vec<String> = inputs
@@ -237,7 +242,7 @@ fn tfjs_model(name: &str, layer: &str, inputs: &[&str]) -> PathBuf {
         .map(|i| {
             format!(
                 r#"{{"class_name": "InputLayer", "name": "{i}", "inbound_nodes": [],
-                 "config": {{"name": "{i}", "batch_input_shape": [null, 8, 8, 3]}}}}"#
+                 "config": {{"name": "{i}", "batch_input_shape": [null, 8, 8, {channels}]}}}}"#
             )
         })
         .collect();
@@ -324,5 +329,59 @@ fn plan_tells_an_onnx_model_error_as_infer_does() {
         let e = fails(plan);
         assert!(e.contains(says), "{e}");
         assert!(!e.contains("planned at"), "{e}");
+    }
+}
+
+/// A PNG feeds a TF.js model that takes four channels (RGBA) or one (a
+/// grey image): the importer checks the input's channel count, so the
+/// image read as RGB was refused before its channels could be fitted.
+#[test]
+fn a_png_feeds_a_tfjs_model_that_takes_four_or_one_channels() {
+    let linear = r#"{"class_name": "Activation", "name": "out", "config": {"name": "out", "activation": "linear"}, "inbound_nodes": [[["x", 0, 0, {}]]]}"#;
+    let rgba = image::RgbaImage::from_fn(8, 8, |x, y| {
+        image::Rgba([x as u8, 9, 200, (x * 30 + y) as u8])
+    });
+    let grey = image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 20 + y) as u8]));
+    for (channels, png, want_last) in [
+        (
+            4,
+            "rgba.png",
+            rgba.pixels()
+                .map(|p| f32::from(p.0[3]) / 255.0)
+                .collect::<Vec<_>>(),
+        ),
+        (
+            1,
+            "grey.png",
+            grey.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect(),
+        ),
+    ] {
+        let model = tfjs_model_of(&format!("tfjs_{channels}ch"), linear, &["x"], channels);
+        let input = scratch(png);
+        if channels == 4 {
+            rgba.save(&input).expect("png");
+        } else {
+            grey.save(&input).expect("png");
+        }
+        let output = scratch(&format!("tfjs_{channels}ch.npy"));
+        let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["infer", "--backend", "cpu", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .output()
+            .expect("run tessera");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = std::fs::read(&output).expect("output");
+        let npy = npyz::NpyFile::new(&bytes[..]).expect("npy");
+        assert_eq!(npy.shape(), &[1, channels as u64, 8, 8]);
+        let values: Vec<f32> = npy.into_vec().expect("f32");
+        assert_eq!(&values[(channels - 1) * 64..], want_last.as_slice());
     }
 }

@@ -642,6 +642,9 @@ fn a_node_silent_while_it_profiles_the_model_is_marked_down() {
             !coord.alive().contains(&node),
             "the silent node is marked down"
         );
+        // What `tessera run` says of it (it said "its connection closed").
+        let why = coord.down_reason(node).expect("a reason");
+        assert!(why.contains("while profiling the model"), "{why}");
         let _ = local.signal(node, "CONT");
         coord.shutdown().await;
     });
@@ -751,8 +754,18 @@ fn a_node_whose_tier_disagrees_with_the_cluster_file_is_refused_and_planned_arou
             .await
             .expect("the other nodes are enough");
         assert_eq!(
-            coord.cluster.nodes[edge].backend,
+            coord.backend(edge),
             planner::cluster::Backend::Cpu,
+            "costed as the daemon runs"
+        );
+        let (sub, _) = coord.sub_problem(&coord.alive());
+        let planned = sub
+            .nodes
+            .iter()
+            .find(|n| n.name == local.cluster.nodes[edge].name);
+        assert_eq!(
+            planned.map(|n| n.backend),
+            Some(planner::cluster::Backend::Cpu),
             "planned as the daemon runs"
         );
         assert!(!coord.alive().contains(&cloud), "{:?}", coord.alive());

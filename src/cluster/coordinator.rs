@@ -698,39 +698,19 @@ impl Coordinator {
         if let Some((_, e)) = edges.pop() {
             return Err(e);
         }
-        let mut c = c;
-        c.adopt_daemon_backends();
         Ok(c)
     }
 
-    /// Plans cost each connected node by the executor its daemon runs, not
-    /// by a `backend` the cluster file gets wrong (a GPU's kernel padding
-    /// and row copies priced on a CPU node, or not on a GPU one), and says
-    /// where the two disagree.
-    fn adopt_daemon_backends(&mut self) {
-        for i in self.alive() {
-            let Some(peer) = self.peer(i) else { continue };
-            let runs = if peer.executor() == "cpu" {
-                Backend::Cpu
-            } else {
-                Backend::Gpu
-            };
-            let node = &mut self.cluster.nodes[i];
-            if node.backend != runs {
-                let name = |b: Backend| match b {
-                    Backend::Cpu => "cpu",
-                    Backend::Gpu => "gpu",
-                };
-                tracing::warn!(
-                    "node {}: the cluster file lists backend \"{}\" but its daemon runs the {} executor ({}); planned as {} (make the two agree)",
-                    node.name,
-                    name(node.backend),
-                    name(runs),
-                    peer.executor(),
-                    name(runs)
-                );
-                node.backend = runs;
-            }
+    /// The executor node `i` runs: its daemon's (the adapter its Hello
+    /// names, `cpu` for the CPU executor) while it is connected, else the
+    /// cluster file's `backend`. Plans and spans cost a node by this, not
+    /// by a `backend` the file gets wrong (a GPU's kernel padding and row
+    /// copies priced on a CPU node, or not on a GPU one).
+    pub fn backend(&self, i: usize) -> Backend {
+        match self.peer(i) {
+            Some(p) if p.executor() == "cpu" => Backend::Cpu,
+            Some(_) => Backend::Gpu,
+            None => self.cluster.nodes[i].backend,
         }
     }
 
@@ -818,6 +798,18 @@ impl Coordinator {
             return Err(ClusterError::Node { node: name, why });
         }
         fold_calibration(&mut lock(&self.profiler), i, &rates, &peer.executor())?;
+        let runs_cpu = peer.executor() == "cpu";
+        if runs_cpu != (self.cluster.nodes[i].backend == Backend::Cpu) {
+            let (listed, runs) = if runs_cpu {
+                ("gpu", "cpu")
+            } else {
+                ("cpu", "gpu")
+            };
+            tracing::warn!(
+                "node {name}: the cluster file lists backend \"{listed}\" but its daemon runs the {runs} executor ({}); planned as {runs} (make the two agree)",
+                peer.executor()
+            );
+        }
         lock(&self.peers)[i] = Some(peer.clone());
         Ok(peer)
     }
@@ -860,7 +852,7 @@ impl Coordinator {
     /// tiled block of `plan`, when they are not all the same.
     /// Only blocks with an op whose bits may differ between executors
     /// count (see [`tile_engine::ir::Op::same_bits_everywhere`]): a block of
-    /// convolutions, ReLUs and max pools gives the same bits on either.
+    /// sums, ReLUs and max pools gives the same bits on either.
     fn mixed_executors(&self, graph: &Graph, plan: &ExecPlan) -> Option<Vec<String>> {
         plan.blocks.iter().find_map(|b| {
             let (_, owners) = b.tiles.as_ref()?;
@@ -1013,6 +1005,8 @@ impl Coordinator {
                         p.name
                     );
                     p.leave_down(&format!("{why} while profiling the model"));
+                    lock(&self.down_why)[p.idx] =
+                        Some(format!("node {}: {why} while profiling the model", p.name));
                     lock(&p.models).remove(&profile_key(hash));
                     return None;
                 }
@@ -1138,7 +1132,11 @@ impl Coordinator {
         let cluster = Cluster {
             nodes: nodes
                 .iter()
-                .map(|&i| self.cluster.nodes[i].clone())
+                .map(|&i| {
+                    let mut n = self.cluster.nodes[i].clone();
+                    n.backend = self.backend(i);
+                    n
+                })
                 .collect(),
             links: self
                 .cluster
@@ -1475,11 +1473,11 @@ impl Coordinator {
         {
             tracing::warn!(
                 "tiles of one block run on different executors ({}) and the block \
-                 has ops whose last bits can differ between executors (transcendental \
-                 activations, averages, divisions, norms, softmax, linear or cubic \
-                 resizing), so the output may differ from a single-node run's by a \
-                 few ULP; give the nodes that share blocks the same backend and \
-                 adapter for bit-identical results",
+                 has ops whose last bits can differ between executors (convolutions, \
+                 transcendental activations, averages, divisions, norms, softmax, \
+                 linear or cubic resizing), so the output may differ from a \
+                 single-node run's by a few ULP; give the nodes that share blocks \
+                 the same backend and adapter for bit-identical results",
                 kinds.join(", ")
             );
         }
@@ -1762,7 +1760,8 @@ impl Coordinator {
                 if let Some(g) = gate.as_mut()
                     && g.wait_for(|&arrived| arrived).await.is_err()
                 {
-                    // The upload failed: the request fails with it.
+                    // The upload was dropped unfinished (the request is
+                    // being abandoned): nothing to wait for.
                     return;
                 }
                 loop {
@@ -1920,8 +1919,7 @@ impl Coordinator {
         // A GPU tile's span includes its kernel padding and its row-by-row
         // crop copies, which the planner prices on top of the ops' work:
         // both are recorded as work, so the learnt rate does not absorb them.
-        let gpu = self.cluster.nodes.get(peer.idx).map(|n| n.backend)
-            == Some(planner::cluster::Backend::Gpu);
+        let gpu = self.backend(peer.idx) == Backend::Gpu;
         if gpu {
             rec.row_copies = tile_engine::tiling::row_copy_elements(&plan.graph);
         }

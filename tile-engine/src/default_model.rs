@@ -79,29 +79,22 @@ pub fn png_to_unit_tensor(png: &[u8]) -> Result<Tensor> {
     png_in_range(png, 1.0)
 }
 
-/// Decodes a PNG into a `[1, 4, H, W]` RGBA tensor in `[0, 1]` (alpha 1
-/// where the image has none), for a model that takes four channels.
-pub fn png_to_unit_rgba_tensor(png: &[u8]) -> Result<Tensor> {
+/// Decodes a PNG into a `[1, 4, H, W]` RGBA tensor in `[0, top]` (alpha
+/// `top` where the image has none), for a model that takes four channels:
+/// each value one division of the stored integer, as [`png_in_range`].
+pub fn png_to_rgba_tensor(png: &[u8], top: f32) -> Result<Tensor> {
     let img = decode(png)?;
     let wide = img.color().bytes_per_pixel() != img.color().channel_count();
     let (w, h, values, div): (usize, usize, Vec<f32>, f32) = if wide {
         let px = img.into_rgba16();
         let (w, h) = (px.width() as usize, px.height() as usize);
-        (
-            w,
-            h,
-            px.into_raw().into_iter().map(f32::from).collect(),
-            65535.0,
-        )
+        let values = px.into_raw().into_iter().map(f32::from).collect();
+        (w, h, values, 65535.0 / top)
     } else {
         let px = img.into_rgba8();
         let (w, h) = (px.width() as usize, px.height() as usize);
-        (
-            w,
-            h,
-            px.into_raw().into_iter().map(f32::from).collect(),
-            255.0,
-        )
+        let values = px.into_raw().into_iter().map(f32::from).collect();
+        (w, h, values, 255.0 / top)
     };
     let plane = checked_numel(&[h, w])?;
     let mut data = vec![0.0f32; checked_numel(&[plane, 4])?];
@@ -113,10 +106,17 @@ pub fn png_to_unit_rgba_tensor(png: &[u8]) -> Result<Tensor> {
     Tensor::new(vec![1, 4, h, w], data)
 }
 
-/// Whether a PNG has pixels that are not fully opaque.
+/// Whether a PNG has pixels that are not fully opaque, read in the
+/// image's own buffer (a converted copy of a large image is gigabytes).
 pub fn png_is_transparent(png: &[u8]) -> Result<bool> {
-    let img = decode(png)?;
-    Ok(img.color().has_alpha() && img.to_rgba16().pixels().any(|p| p[3] != u16::MAX))
+    use image::DynamicImage as D;
+    Ok(match decode(png)? {
+        D::ImageRgba8(b) => b.pixels().any(|p| p[3] != u8::MAX),
+        D::ImageLumaA8(b) => b.pixels().any(|p| p[1] != u8::MAX),
+        D::ImageRgba16(b) => b.pixels().any(|p| p[3] != u16::MAX),
+        D::ImageLumaA16(b) => b.pixels().any(|p| p[1] != u16::MAX),
+        _ => false,
+    })
 }
 
 /// A PNG's pixels scaled to `[0, top]` with `top` 255 or 1: either way each

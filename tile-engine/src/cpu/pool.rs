@@ -151,8 +151,9 @@ pub(super) fn channel_reduce(kind: ReduceKind, x: &Tensor, out_shape: &[usize]) 
             ReduceKind::Sum => rest.fold(at(0), |a, k| a + at(k)),
             ReduceKind::Mean => rest.fold(at(0), |a, k| a + at(k)) / c as f32,
             ReduceKind::L2 => rest.fold(at(0) * at(0), |a, k| a + at(k) * at(k)).sqrt(),
-            ReduceKind::ArgMax => arg(|v, best| v > best),
-            ReduceKind::ArgMin => arg(|v, best| v < best),
+            // The first NaN wins, as numpy's argmax and argmin have it.
+            ReduceKind::ArgMax => arg(|v, best| !best.is_nan() && (v > best || v.is_nan())),
+            ReduceKind::ArgMin => arg(|v, best| !best.is_nan() && (v < best || v.is_nan())),
         };
     }
     Tensor::new(out_shape.to_vec(), out)

@@ -85,9 +85,6 @@ pub enum Activation {
     Reciprocal,
 }
 
-/// `ln(1 + exp(x))` without overflow. `ln_1p` keeps the tail for very
-/// negative x, where `1 + exp(x)` rounds to 1 (WGSL has no `log1p`; the
-/// kernels sum its series instead).
 /// `max(a, b)` where a NaN operand wins (numpy's rule; `f32::max` and
 /// WGSL's `max` drop it): the NaN itself is returned, so the GPU kernels,
 /// which select the same operand, give the same bits.
@@ -112,6 +109,9 @@ pub(crate) fn min_nan(a: f32, b: f32) -> f32 {
     }
 }
 
+/// `ln(1 + exp(x))` without overflow. `ln_1p` keeps the tail for very
+/// negative x, where `1 + exp(x)` rounds to 1 (WGSL has no `log1p`; the
+/// kernels sum its series instead).
 fn softplus(x: f32) -> f32 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
@@ -569,16 +569,15 @@ pub enum Op {
 }
 
 impl Op {
-    /// Whether the CPU and GPU executors give it the same bits: products
-    /// summed in one order with the activations of
-    /// [`Activation::same_bits_everywhere`], maxima, and data movement. An
-    /// average, a division, a norm, a softmax or a resampling may differ in
-    /// its last bits between them.
+    /// Whether the CPU and GPU executors give it the same bits (subnormals
+    /// aside, which a GPU may flush): one rounded sum, difference or product
+    /// with the activations of [`Activation::same_bits_everywhere`], maxima,
+    /// and data movement. Not a convolution or a dense layer: the GPU
+    /// kernels accumulate with WGSL `fma`, fused on most GPUs (lavapipe
+    /// splits it, so there the bits agree) where the CPU rounds twice; nor an
+    /// average, a division, a norm, a softmax or an interpolation.
     pub fn same_bits_everywhere(&self) -> bool {
         match self {
-            Op::Conv(Conv { activation, .. })
-            | Op::ConvTranspose(ConvTranspose { activation, .. })
-            | Op::Dense { activation, .. } => activation.same_bits_everywhere(),
             Op::Binary { kind, activation } => {
                 !matches!(kind, BinaryKind::Div) && activation.same_bits_everywhere()
             }

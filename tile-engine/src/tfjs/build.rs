@@ -104,7 +104,9 @@ fn keras3_var<'w>(
     }
     let index = match param {
         // A layer of one variable (a kernel alone, an alpha, a custom
-        // layer's scale) holds it at 0 whatever its name.
+        // layer's scale) holds it at 0 whatever its name, unless the name
+        // is one Keras 3 always creates after another.
+        "bias" | "pointwise_kernel" | "moving_mean" | "moving_variance" if n == 1 => None,
         _ if n == 1 => Some(0),
         "kernel" | "depthwise_kernel" | "alpha" | "gamma" => Some(0),
         "pointwise_kernel" => Some(1),
