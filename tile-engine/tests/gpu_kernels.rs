@@ -859,17 +859,7 @@ fn relu_and_clip_keep_nan_on_both_executors() {
         ),
     ] {
         let g = single(Op::Activation(act.clone()), x.shape(), None);
-        let cpu = cpu::run(&g, std::slice::from_ref(&x)).expect("cpu");
-        let got = gpu().run(&g, std::slice::from_ref(&x)).expect("gpu");
-        for (name, out) in [("cpu", &cpu[0]), ("gpu", &got[0])] {
-            for (i, (&o, &w)) in out.data().iter().zip(&want).enumerate() {
-                assert!(
-                    o == w || (o.is_nan() && w.is_nan()),
-                    "{name} {act:?}({}): {o}, want {w}",
-                    xs[i]
-                );
-            }
-        }
+        assert_both(&g, &x, &want, &format!("{act:?}"));
     }
 }
 
