@@ -680,6 +680,21 @@ fn bad_models_give_named_errors() {
         e.as_deref(),
         Some("unsupported: op 'NonMaxSuppression' (unnamed node #0 of the graph, counted from 0)")
     );
+    // So is it in the graph builder's shape errors.
+    let n = node("Add", "", &["x", "k"], &["y"], vec![]);
+    let e = load_bytes(&single(
+        13,
+        n,
+        vec![tf("k", &[3], &[1.0, 2.0, 3.0])],
+        &[1, 4],
+    ))
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        e.contains("unnamed node #0 of the graph") && !e.contains("Add_0"),
+        "{e}"
+    );
     // Truncated file: malformed.
     let full = bytes(&small_cnn());
     assert!(matches!(

@@ -44,6 +44,27 @@ impl<'a> NodeCtx<'a> {
         }
     }
 
+    /// `e`, raised while importing this node, with an unnamed node named by
+    /// [`NodeCtx::who`] where the message used its made-up name (the graph
+    /// builder's shape errors and some helpers' do).
+    pub fn own_error(&self, e: Error) -> Error {
+        if self.named {
+            return e;
+        }
+        let quoted = format!("node '{}'", self.name);
+        let bare = format!("node {} ", self.name);
+        let who = self.who();
+        let fix = |m: String| m.replace(&quoted, &who).replace(&bare, &format!("{who} "));
+        match e {
+            Error::Malformed(m) => Error::Malformed(fix(m)),
+            Error::Unsupported(m) => Error::Unsupported(fix(m)),
+            Error::Shape(m) => Error::Shape(fix(m)),
+            Error::InvalidInput(m) => Error::InvalidInput(fix(m)),
+            Error::Limit(m) => Error::Limit(fix(m)),
+            other => other,
+        }
+    }
+
     /// "unsupported: op 'X' (node 'n'): why".
     pub fn unsupported(&self, why: impl std::fmt::Display) -> Error {
         Error::Unsupported(format!("op '{}' ({}): {why}", self.op, self.who()))

@@ -429,7 +429,7 @@ pub(crate) fn import(model: &ModelProto, file_len: usize, fill: &[usize]) -> Res
                 )));
             }
         }
-        import_node(&mut imp, &ctx)?;
+        import_node(&mut imp, &ctx).map_err(|e| ctx.own_error(e))?;
     }
     for vi in &g.output {
         let name = vi.name.as_deref().unwrap_or_default();
