@@ -130,12 +130,27 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
 /// expanded; 16-bit images at full precision). Decoding (with its
 /// image-size limits) is the default model's; only the range differs.
 pub fn png_to_tensor(bytes: &[u8], range: PixelRange) -> Result<Tensor> {
-    // [0, 255] and [0, 1] each come from one division of the stored
-    // integer; any other scale multiplies the [0, 1] values.
+    scaled(bytes, range, |b, top| {
+        if top == 255.0 {
+            tile_engine::default_model::png_to_tensor(b)
+        } else {
+            tile_engine::default_model::png_to_unit_tensor(b)
+        }
+    })
+}
+
+/// A PNG decoded by `decode(bytes, top)` into `[0, range.scale]`: [0, 255]
+/// and [0, 1] each come from one division of the stored integer; any other
+/// scale multiplies the [0, 1] values.
+fn scaled(
+    bytes: &[u8],
+    range: PixelRange,
+    decode: impl Fn(&[u8], f32) -> tile_engine::Result<Tensor>,
+) -> Result<Tensor> {
     if range.scale == 255.0 {
-        return Ok(tile_engine::default_model::png_to_tensor(bytes)?);
+        return Ok(decode(bytes, 255.0)?);
     }
-    let mut t = tile_engine::default_model::png_to_unit_tensor(bytes)?;
+    let mut t = decode(bytes, 1.0)?;
     if range.scale != 1.0 {
         t.data_mut().iter_mut().for_each(|v| *v *= range.scale);
     }
@@ -145,15 +160,7 @@ pub fn png_to_tensor(bytes: &[u8], range: PixelRange) -> Result<Tensor> {
 /// Decodes PNG bytes into a `[1, 4, H, W]` RGBA tensor (alpha at the top
 /// of the range where the image has none), scaled as [`png_to_tensor`].
 pub fn png_to_rgba_tensor(bytes: &[u8], range: PixelRange) -> Result<Tensor> {
-    use tile_engine::default_model::png_to_rgba_tensor as rgba;
-    if range.scale == 255.0 {
-        return Ok(rgba(bytes, 255.0)?);
-    }
-    let mut t = rgba(bytes, 1.0)?;
-    if range.scale != 1.0 {
-        t.data_mut().iter_mut().for_each(|v| *v *= range.scale);
-    }
-    Ok(t)
+    scaled(bytes, range, tile_engine::default_model::png_to_rgba_tensor)
 }
 
 /// Checks that a tensor of `shape` can be written as a PNG, `[1, C, H, W]`

@@ -83,27 +83,7 @@ pub fn png_to_unit_tensor(png: &[u8]) -> Result<Tensor> {
 /// `top` where the image has none), for a model that takes four channels:
 /// each value one division of the stored integer, as [`png_in_range`].
 pub fn png_to_rgba_tensor(png: &[u8], top: f32) -> Result<Tensor> {
-    let img = decode(png)?;
-    let wide = img.color().bytes_per_pixel() != img.color().channel_count();
-    let (w, h, values, div): (usize, usize, Vec<f32>, f32) = if wide {
-        let px = img.into_rgba16();
-        let (w, h) = (px.width() as usize, px.height() as usize);
-        let values = px.into_raw().into_iter().map(f32::from).collect();
-        (w, h, values, 65535.0 / top)
-    } else {
-        let px = img.into_rgba8();
-        let (w, h) = (px.width() as usize, px.height() as usize);
-        let values = px.into_raw().into_iter().map(f32::from).collect();
-        (w, h, values, 255.0 / top)
-    };
-    let plane = checked_numel(&[h, w])?;
-    let mut data = vec![0.0f32; checked_numel(&[plane, 4])?];
-    for (i, px) in values.chunks_exact(4).enumerate() {
-        for c in 0..4 {
-            data[c * plane + i] = px[c] / div;
-        }
-    }
-    Tensor::new(vec![1, 4, h, w], data)
+    png_planes(png, top, 4)
 }
 
 /// Whether a PNG has pixels that are not fully opaque, read in the
@@ -122,26 +102,39 @@ pub fn png_is_transparent(png: &[u8]) -> Result<bool> {
 /// A PNG's pixels scaled to `[0, top]` with `top` 255 or 1: either way each
 /// value is one division of the stored integer, so it is the nearest f32.
 fn png_in_range(png: &[u8], top: f32) -> Result<Tensor> {
+    png_planes(png, top, 3)
+}
+
+/// A PNG as `[1, channels, H, W]` planes of its RGB (3) or RGBA (4) values
+/// over `top`, each one division of the stored 8- or 16-bit integer.
+fn png_planes(png: &[u8], top: f32, channels: usize) -> Result<Tensor> {
     let img = decode(png)?;
-    if img.color().bytes_per_pixel() == img.color().channel_count() {
-        let rgb = img.into_rgb8();
-        let mut t = rgb8_to_tensor(rgb.width() as usize, rgb.height() as usize, rgb.as_raw())?;
-        if top != 255.0 {
-            t.data_mut().iter_mut().for_each(|v| *v /= 255.0 / top);
-        }
-        return Ok(t);
-    }
-    let rgb = img.into_rgb16();
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    let (w, h) = (img.width() as usize, img.height() as usize);
     let plane = checked_numel(&[h, w])?;
-    let mut data = vec![0.0f32; checked_numel(&[plane, 3])?];
-    let div = 65535.0 / top;
-    for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            data[c * plane + i] = f32::from(px[c]) / div;
+    let wide = img.color().bytes_per_pixel() != img.color().channel_count();
+    let data = match (wide, channels) {
+        (false, 3) => planes(img.into_rgb8().as_raw(), 3, plane, 255.0 / top)?,
+        (false, _) => planes(img.into_rgba8().as_raw(), 4, plane, 255.0 / top)?,
+        (true, 3) => planes(img.into_rgb16().as_raw(), 3, plane, 65535.0 / top)?,
+        (true, _) => planes(img.into_rgba16().as_raw(), 4, plane, 65535.0 / top)?,
+    };
+    Tensor::new(vec![1, channels, h, w], data)
+}
+
+/// Interleaved pixels of `channels` values to planes, each value over `div`.
+fn planes<T: Copy + Into<f32>>(
+    raw: &[T],
+    channels: usize,
+    plane: usize,
+    div: f32,
+) -> Result<Vec<f32>> {
+    let mut data = vec![0.0f32; checked_numel(&[plane, channels])?];
+    for (i, px) in raw.chunks_exact(channels).enumerate() {
+        for (c, &v) in px.iter().enumerate() {
+            data[c * plane + i] = v.into() / div;
         }
     }
-    Tensor::new(vec![1, 3, h, w], data)
+    Ok(data)
 }
 
 /// Decodes a PNG under the size limits.
