@@ -166,6 +166,16 @@ impl Peer {
         lock(&self.executor).clone()
     }
 
+    /// The backend of the executor the node reported (`cpu` names the CPU
+    /// executor, anything else a GPU adapter).
+    pub fn backend(&self) -> Backend {
+        if self.executor() == "cpu" {
+            Backend::Cpu
+        } else {
+            Backend::Gpu
+        }
+    }
+
     /// Takes in a job's failure: the node is marked down unless its
     /// executor refused the job, which is the job's fault, not the node's
     /// (it stays in the plan), or this side's frame limits kept it from
@@ -707,11 +717,8 @@ impl Coordinator {
     /// by a `backend` the file gets wrong (a GPU's kernel padding and row
     /// copies priced on a CPU node, or not on a GPU one).
     pub fn backend(&self, i: usize) -> Backend {
-        match self.peer(i) {
-            Some(p) if p.executor() == "cpu" => Backend::Cpu,
-            Some(_) => Backend::Gpu,
-            None => self.cluster.nodes[i].backend,
-        }
+        self.peer(i)
+            .map_or(self.cluster.nodes[i].backend, |p| p.backend())
     }
 
     /// (Re)connects node `i` and waits for its calibration, which is folded
@@ -798,12 +805,10 @@ impl Coordinator {
             return Err(ClusterError::Node { node: name, why });
         }
         fold_calibration(&mut lock(&self.profiler), i, &rates, &peer.executor())?;
-        let runs_cpu = peer.executor() == "cpu";
-        if runs_cpu != (self.cluster.nodes[i].backend == Backend::Cpu) {
-            let (listed, runs) = if runs_cpu {
-                ("gpu", "cpu")
-            } else {
-                ("cpu", "gpu")
+        if peer.backend() != self.cluster.nodes[i].backend {
+            let (listed, runs) = match peer.backend() {
+                Backend::Cpu => ("gpu", "cpu"),
+                Backend::Gpu => ("cpu", "gpu"),
             };
             tracing::warn!(
                 "node {name}: the cluster file lists backend \"{listed}\" but its daemon runs the {runs} executor ({}); planned as {runs} (make the two agree)",
