@@ -1430,7 +1430,17 @@ fn the_demo_short_mode_writes_files_that_parse() {
     };
     let run = Command::new(EXE)
         .current_dir(parent)
-        .args(["demo", "--quick", "--backend", "cpu", "--out"])
+        // A size other than the embedded image's, so the model is checked
+        // against the authors' result on that image in-process.
+        .args([
+            "demo",
+            "--quick",
+            "--backend",
+            "cpu",
+            "--size",
+            "64",
+            "--out",
+        ])
         .arg(name)
         .output()
         .expect("tessera demo");
@@ -1445,9 +1455,14 @@ fn the_demo_short_mode_writes_files_that_parse() {
         stdout.contains("vs the best two-tier split"),
         "the demo compares against the fastest measured two-tier split: {stdout}"
     );
+    let authors = stdout
+        .lines()
+        .find_map(|l| l.split_once("against the authors' result.png: "))
+        .and_then(|(_, r)| r.split('%').next()?.parse::<f64>().ok());
+    assert!(authors.is_some_and(|p| p >= 99.0), "{authors:?}: {stdout}");
     let png = std::fs::read(out.join("output.png")).expect("output.png");
     let (w, h, _) = tile_engine::default_model::decode_rgb8(&png).expect("png decodes");
-    assert_eq!((w, h), (256, 256));
+    assert_eq!((w, h), (128, 128));
     let trace: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("trace.json")).expect("trace.json"))
             .expect("trace parses");

@@ -119,9 +119,10 @@ pub struct Args {
     /// Only this model.
     #[arg(long, value_enum, ignore_case = true)]
     model: Option<ModelArg>,
-    /// Input side N (3×N×N) of every model: the default model's sample
-    /// image is resized to it (halo overhead shrinks as maps grow). 32 to 1024.
-    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u64).range(32..=1024))]
+    /// Input side N (3×N×N) of every model, 256 as in `tessera demo`: the
+    /// default model's 128×128 sample image is resized to it (halo overhead
+    /// shrinks as maps grow). 32 to 1024.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(32..=1024))]
     size: u64,
     /// Folder for cluster.json and cluster.svg.
     #[arg(long, value_name = "DIR", default_value = "out/bench-cluster")]
