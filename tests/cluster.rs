@@ -1151,6 +1151,37 @@ fn an_edge_node_killed_mid_request_is_replaced_bit_identically() {
     rt.block_on(fault_mid_request("kill"));
 }
 
+/// A node that falls silent mid-job is given up on within seconds, not at
+/// the job's deadline: here a minute, as a long job might get.
+#[test]
+fn a_killed_node_is_given_up_on_before_its_jobs_deadline() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let Victim {
+            mut local,
+            coord,
+            model,
+            plan,
+            want,
+            victim,
+        } = slowed_victim("silent", timeouts(Duration::from_secs(60)), 40.0).await;
+        let started = std::time::Instant::now();
+        let run = coord.run(7, &model, image(), &plan);
+        let fault = async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            local.kill(victim);
+        };
+        let (out, ()) = tokio::join!(run, fault);
+        let out = out.expect("the request completes despite the fault");
+        let took = started.elapsed();
+        assert_eq!(bits(&out.outputs), want);
+        // 3 s of silence and a 2 s probe, then the tile again elsewhere.
+        assert!(took < Duration::from_secs(20), "took {took:?}");
+        assert!(!coord.alive().contains(&victim));
+        coord.shutdown().await;
+    });
+}
+
 #[test]
 fn an_edge_node_stalled_mid_request_is_replaced_bit_identically() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -622,6 +622,10 @@ impl Default for Timeouts {
 /// How long a node whose job is past its deadline has to answer a probe
 /// before it is marked down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a node running a job may send nothing at all before it is
+/// probed. A live one is heard from every second at least (transport
+/// keep-alives and their acknowledgements), computing or not.
+const JOB_SILENCE: Duration = Duration::from_secs(3);
 /// How long a node has to complete the handshake (a dead address would
 /// otherwise hold the coordinator for the transport's 30 s idle timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -1229,7 +1233,18 @@ impl Coordinator {
             let mut renewed = 0;
             tokio::pin!(send);
             let in_bytes = loop {
-                match tokio::time::timeout_at(deadline, &mut send).await {
+                let sending = tokio::select! {
+                    s = tokio::time::timeout_at(deadline, &mut send) => s,
+                    why = peer.silent_for(JOB_SILENCE) => {
+                        if peer.answers(self.id()).await {
+                            continue;
+                        }
+                        return Err(gone(format!(
+                            "job {job}: {why} while taking its inputs, nor answered a probe"
+                        )));
+                    }
+                };
+                match sending {
                     Ok(sent) => break sent?,
                     Err(_) if renewed < self.timeouts.renewals && peer.answers(self.id()).await => {
                         renewed += 1;
@@ -1245,7 +1260,21 @@ impl Coordinator {
             };
             let mut rx = rx;
             let answer = loop {
-                match tokio::time::timeout_at(deadline, &mut rx).await {
+                // A node killed or stopped mid-job falls silent: it is
+                // given up on then, not at the job's deadline, which is
+                // sized for a live node that is slow (10 s and more).
+                let waited = tokio::select! {
+                    a = tokio::time::timeout_at(deadline, &mut rx) => a,
+                    why = peer.silent_for(JOB_SILENCE) => {
+                        if peer.answers(self.id()).await {
+                            continue;
+                        }
+                        return Err(gone(format!(
+                            "job {job}: {why}, nor answered a probe"
+                        )));
+                    }
+                };
+                match waited {
                     Ok(a) => {
                         break a.map_err(|_| {
                             // A daemon that was stopped closes with code

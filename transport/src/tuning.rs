@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 const QUINN_GSO_SEGMENTS: usize = 10;
 
 /// Longest gap between keep-alive packets on an idle connection.
-const KEEP_ALIVE_MAX: Duration = Duration::from_secs(4);
+const KEEP_ALIVE_MAX: Duration = Duration::from_secs(1);
 
 /// Largest UDP payload one send may carry (IPv4: 65535 - 20 - 8).
 const MAX_UDP_SEND: usize = 65_507;
@@ -132,8 +132,10 @@ impl LinkTuning {
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
             .map_err(|e| Error::Config(e.to_string()))?;
         t.max_idle_timeout(Some(idle));
-        // At most 4 s apart: a live peer is heard from at least twice in
-        // the 10 s a coordinator waits before it calls a node stalled.
+        // At most 1 s apart: a coordinator probes a node that has sent
+        // nothing for 3 s while it runs a job (and calls one that is silent
+        // for 10 s while loading a model stalled), so a live peer must be
+        // heard from well within that.
         t.keep_alive_interval(Some((self.idle_timeout / 3).min(KEEP_ALIVE_MAX)));
         t.initial_mtu(self.initial_mtu);
         let mut mtu = quinn::MtuDiscoveryConfig::default();
