@@ -61,27 +61,43 @@ fn valid_host(host: &str) -> bool {
 
 /// Resolves each node's `host:port` of a cluster file read from `path`
 /// (host names included: a cluster of several machines is addressed by
-/// name), preferring IPv4, and refuses two nodes that resolve to one
-/// socket address (`localhost:7201` and `127.0.0.1:7201`). Errors name the
-/// file, the node and the address.
-pub fn node_addresses(path: &Path, cluster: &Cluster) -> Result<Vec<SocketAddr>> {
-    let mut addrs: Vec<SocketAddr> = Vec::with_capacity(cluster.nodes.len());
+/// name), preferring IPv4. A name that does not resolve is that node's
+/// error (the request can run without it); two nodes that resolve to one
+/// socket address (`localhost:7201` and `127.0.0.1:7201`) are the file's.
+/// Errors name the file and the address.
+pub fn node_addresses(
+    path: &Path,
+    cluster: &Cluster,
+) -> Result<Vec<std::result::Result<SocketAddr, String>>> {
+    let mut addrs = Vec::with_capacity(cluster.nodes.len());
     for n in &cluster.nodes {
-        let what = || format!("{}: node {} address {}", path.display(), n.name, n.address);
-        let found: Vec<SocketAddr> = n
-            .address
-            .to_socket_addrs()
-            .with_context(|| format!("{}: cannot resolve it", what()))?
-            .collect();
+        // Said as the coordinator's reason the node is down: "node edge1: …".
+        let mine = |why: String| {
+            Err(format!(
+                "its address {} ({}) {why}",
+                n.address,
+                path.display()
+            ))
+        };
+        let found: Vec<SocketAddr> = match n.address.to_socket_addrs() {
+            Ok(found) => found.collect(),
+            Err(e) => {
+                addrs.push(mine(format!("does not resolve ({e})")));
+                continue;
+            }
+        };
         // The coordinator's endpoint is bound to an IPv4 socket unless a
         // node can only be reached over IPv6.
-        let addr = found
+        let Some(addr) = found
             .iter()
             .find(|a| a.is_ipv4())
             .or(found.first())
             .copied()
-            .ok_or_else(|| anyhow!("{}: it resolves to no address", what()))?;
-        if let Some(j) = addrs.iter().position(|&a| a == addr) {
+        else {
+            addrs.push(mine("resolves to no address".into()));
+            continue;
+        };
+        if let Some(j) = addrs.iter().position(|a| a.as_ref() == Ok(&addr)) {
             return Err(anyhow!(
                 "{}: nodes {} ({}) and {} ({}) are both at {addr}",
                 path.display(),
@@ -91,7 +107,7 @@ pub fn node_addresses(path: &Path, cluster: &Cluster) -> Result<Vec<SocketAddr>>
                 n.address
             ));
         }
-        addrs.push(addr);
+        addrs.push(Ok(addr));
     }
     Ok(addrs)
 }
@@ -191,15 +207,17 @@ mod tests {
     fn host_names_resolve_and_errors_name_the_file_node_and_address() -> Result<()> {
         let path = Path::new("c.toml");
         let addrs = node_addresses(path, &cluster(["localhost:7201", "127.0.0.1:7202"]))?;
-        assert_eq!(addrs[0].port(), 7201);
-        assert!(addrs[0].ip().is_loopback(), "{}", addrs[0]);
-        assert_eq!(addrs[1], SocketAddr::from(([127, 0, 0, 1], 7202)));
+        let first = addrs[0].clone().map_err(anyhow::Error::msg)?;
+        assert_eq!(first.port(), 7201);
+        assert!(first.ip().is_loopback(), "{first}");
+        assert_eq!(addrs[1], Ok(SocketAddr::from(([127, 0, 0, 1], 7202))));
 
-        let e = node_addresses(path, &cluster(["127.0.0.1:7201", "edge0-without-port"]))
-            .expect_err("no port");
-        let e = format!("{e:#}");
+        // One node's name failing costs that node, not the others.
+        let addrs = node_addresses(path, &cluster(["127.0.0.1:7201", "edge0-without-port"]))?;
+        assert_eq!(addrs[0], Ok(SocketAddr::from(([127, 0, 0, 1], 7201))));
+        let e = addrs[1].clone().expect_err("no port");
         assert!(
-            e.starts_with("c.toml: node edge0 address edge0-without-port: cannot resolve it"),
+            e.starts_with("its address edge0-without-port (c.toml) does not resolve ("),
             "{e}"
         );
         Ok(())

@@ -71,7 +71,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     rt.block_on(async {
         // An IPv4 socket reaches IPv4 nodes only; a dual-stack one is
         // bound when some node has only an IPv6 address.
-        let any = if addrs.iter().any(SocketAddr::is_ipv6) {
+        let any = if addrs.iter().flatten().any(SocketAddr::is_ipv6) {
             SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
         } else {
             SocketAddr::from(([0, 0, 0, 0], 0))
@@ -119,10 +119,10 @@ async fn request(
     bundle: &Bundle,
     cluster: planner::Cluster,
     endpoint: Endpoint,
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<std::result::Result<SocketAddr, String>>,
 ) -> Result<()> {
     {
-        let mut coord = Coordinator::connect(cluster, endpoint, addrs)
+        let mut coord = Coordinator::connect_resolved(cluster, endpoint, addrs)
             .await
             .context("cannot reach the cluster")?;
         // Profiled below, where its time can be reported.

@@ -208,43 +208,65 @@ fn cluster_run_gives_the_bytes_of_tessera_infer() {
         let (local, coord) = start("run").await;
         // `tessera run` against the running daemons (direct, no emulator).
         coord.shutdown().await;
-        let mut text = String::new();
-        for n in &local.cluster.nodes {
-            text.push_str(&format!(
-                "[[nodes]]\nname = \"{}\"\ntier = \"{}\"\naddress = \"{}\"\ngflops = 10.0\n",
-                n.name,
-                n.tier.name(),
-                n.address
-            ));
-        }
-        for l in &local.cluster.links {
-            text.push_str(&format!(
-                "[[links]]\nfrom = \"{}\"\nto = \"{}\"\nbandwidth_mbps = {}\ndelay_ms = {}\n",
-                l.from, l.to, l.bandwidth_mbps, l.delay_ms
-            ));
-        }
-        let cfile = dir.join("cluster.toml");
-        std::fs::write(&cfile, text).expect("cluster file");
-        let got = dir.join("got.npy");
-        let out = Command::new(EXE)
-            .args(["run", "--model", "default", "--cluster"])
-            .arg(&cfile)
-            .arg("--certs")
-            .arg(local.dir().join("certs"))
-            .arg("--input")
-            .arg(&input)
-            .arg("--output")
-            .arg(&got)
-            .output()
-            .expect("tessera run");
+        let cloud = local.tier(Tier::Cloud)[0];
+        // The cluster file, with node `lost`'s address a name that does
+        // not resolve.
+        let cluster_file = |lost: Option<usize>| {
+            let mut text = String::new();
+            for (i, n) in local.cluster.nodes.iter().enumerate() {
+                let address = if lost == Some(i) {
+                    "no-such-host.invalid:7202"
+                } else {
+                    &n.address
+                };
+                text.push_str(&format!(
+                    "[[nodes]]\nname = \"{}\"\ntier = \"{}\"\naddress = \"{address}\"\ngflops = 10.0\n",
+                    n.name,
+                    n.tier.name(),
+                ));
+            }
+            for l in &local.cluster.links {
+                text.push_str(&format!(
+                    "[[links]]\nfrom = \"{}\"\nto = \"{}\"\nbandwidth_mbps = {}\ndelay_ms = {}\n",
+                    l.from, l.to, l.bandwidth_mbps, l.delay_ms
+                ));
+            }
+            let cfile = dir.join("cluster.toml");
+            std::fs::write(&cfile, text).expect("cluster file");
+            cfile
+        };
+        let run = |cfile: &Path| {
+            let got = dir.join("got.npy");
+            let out = Command::new(EXE)
+                .args(["run", "--model", "default", "--cluster"])
+                .arg(cfile)
+                .arg("--certs")
+                .arg(local.dir().join("certs"))
+                .arg("--input")
+                .arg(&input)
+                .arg("--output")
+                .arg(&got)
+                .output()
+                .expect("tessera run");
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(out.status.success(), "tessera run failed: {stderr}");
+            let a = std::fs::read(&want).expect("want");
+            let b = std::fs::read(&got).expect("got");
+            assert_eq!(a, b, "tessera run and tessera infer disagree");
+            stderr
+        };
+        run(&cluster_file(None));
+        // A node whose name does not resolve is planned around, as one
+        // that does not answer is.
+        let stderr = run(&cluster_file(Some(cloud)));
+        let name = &local.cluster.nodes[cloud].name;
         assert!(
-            out.status.success(),
-            "tessera run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            stderr.contains(&format!(
+                "node {name}: its address no-such-host.invalid:7202 ("
+            )) && stderr.contains("does not resolve")
+                && stderr.contains("planning without it"),
+            "{stderr}"
         );
-        let a = std::fs::read(&want).expect("want");
-        let b = std::fs::read(&got).expect("got");
-        assert_eq!(a, b, "tessera run and tessera infer disagree");
     });
 }
 

@@ -638,7 +638,9 @@ pub struct Coordinator {
     pub cluster: Cluster,
     endpoint: Endpoint,
     peers: Mutex<Vec<Option<Arc<Peer>>>>,
-    addrs: Mutex<Vec<SocketAddr>>,
+    /// Where each node is reached, or why it cannot be (its name did not
+    /// resolve).
+    addrs: Mutex<Vec<Result<SocketAddr, String>>>,
     /// Online estimates.
     pub profiler: Mutex<Profiler>,
     next_id: AtomicU64,
@@ -669,6 +671,17 @@ impl Coordinator {
         cluster: Cluster,
         endpoint: Endpoint,
         addrs: Vec<SocketAddr>,
+    ) -> Result<Coordinator, ClusterError> {
+        Self::connect_resolved(cluster, endpoint, addrs.into_iter().map(Ok).collect()).await
+    }
+
+    /// [`Coordinator::connect`] where some nodes have no address: each is
+    /// left down with the reason given (a host name that did not resolve
+    /// costs its node, not the request).
+    pub async fn connect_resolved(
+        cluster: Cluster,
+        endpoint: Endpoint,
+        addrs: Vec<Result<SocketAddr, String>>,
     ) -> Result<Coordinator, ClusterError> {
         let profiler = Profiler::new(&cluster);
         let cluster_len = cluster.nodes.len();
@@ -744,7 +757,12 @@ impl Coordinator {
 
     async fn try_connect(&self, i: usize) -> Result<Arc<Peer>, ClusterError> {
         let name = self.cluster.nodes[i].name.clone();
-        let addr = lock(&self.addrs)[i];
+        let addr = lock(&self.addrs)[i]
+            .clone()
+            .map_err(|why| ClusterError::Node {
+                node: name.clone(),
+                why,
+            })?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(addr, &name))
             .await
             .map_err(|_| ClusterError::Node {
@@ -845,7 +863,7 @@ impl Coordinator {
 
     /// Where node `i` is reached from now on (a restarted daemon's new address).
     pub fn set_address(&self, i: usize, addr: SocketAddr) {
-        lock(&self.addrs)[i] = addr;
+        lock(&self.addrs)[i] = Ok(addr);
     }
 
     /// The connected peer of node `i`, if alive.
