@@ -1199,6 +1199,17 @@ impl Coordinator {
         Duration::from_secs_f64(t.min(3600.0))
     }
 
+    /// Returns, saying why, once `peer` has sent nothing for
+    /// [`JOB_SILENCE`] and then does not answer a probe either.
+    async fn gone_silent(&self, peer: &Peer) -> String {
+        loop {
+            let why = peer.silent_for(JOB_SILENCE).await;
+            if !peer.answers(self.id()).await {
+                return format!("{why}, nor answered a probe");
+            }
+        }
+    }
+
     /// Runs one job on `peer`: sends the inputs, waits for the outputs.
     #[allow(clippy::too_many_arguments)]
     async fn remote(
@@ -1253,13 +1264,8 @@ impl Coordinator {
             let in_bytes = loop {
                 let sending = tokio::select! {
                     s = tokio::time::timeout_at(deadline, &mut send) => s,
-                    why = peer.silent_for(JOB_SILENCE) => {
-                        if peer.answers(self.id()).await {
-                            continue;
-                        }
-                        return Err(gone(format!(
-                            "job {job}: {why} while taking its inputs, nor answered a probe"
-                        )));
+                    why = self.gone_silent(peer) => {
+                        return Err(gone(format!("job {job}: {why} while taking its inputs")));
                     }
                 };
                 match sending {
@@ -1283,14 +1289,7 @@ impl Coordinator {
                 // sized for a live node that is slow (10 s and more).
                 let waited = tokio::select! {
                     a = tokio::time::timeout_at(deadline, &mut rx) => a,
-                    why = peer.silent_for(JOB_SILENCE) => {
-                        if peer.answers(self.id()).await {
-                            continue;
-                        }
-                        return Err(gone(format!(
-                            "job {job}: {why}, nor answered a probe"
-                        )));
-                    }
+                    why = self.gone_silent(peer) => return Err(gone(format!("job {job}: {why}"))),
                 };
                 match waited {
                     Ok(a) => {
