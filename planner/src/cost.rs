@@ -302,6 +302,16 @@ fn structure_key(dag: &ModelDag, ops: &[OpIdx], key: &mut Vec<u64>) {
                 ]
                 .map(|x| x as u64),
             ),
+            Geometry::Transposed {
+                extent,
+                stride,
+                pad,
+            } => key.extend(
+                [
+                    3, extent[0], extent[1], stride[0], stride[1], pad[0], pad[1],
+                ]
+                .map(|x| x as u64),
+            ),
             Geometry::Pointwise => key.push(1),
             Geometry::Global => key.push(2),
         }

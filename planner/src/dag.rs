@@ -24,6 +24,16 @@ pub enum Geometry {
         /// Padding before, `[top, left]`.
         pad: [usize; 2],
     },
+    /// A transposed conv: output `o` reads the inputs `x` with
+    /// `x*stride - pad + k` = `o` for some `k` in `[0, extent)`.
+    Transposed {
+        /// Effective kernel extent `(k-1)*dilation + 1`, `[h, w]`.
+        extent: [usize; 2],
+        /// `[sh, sw]`.
+        stride: [usize; 2],
+        /// Padding before, `[top, left]`.
+        pad: [usize; 2],
+    },
     /// Output pixel `(y, x)` reads only the input pixel at the same relative
     /// position (activations, affine, channel concat; integer nearest
     /// up-sampling and DepthToSpace, whose input is smaller).
@@ -216,6 +226,30 @@ fn geometry(graph: &Graph, i: usize) -> Geometry {
             window([w[2].max(1), w[3].max(1)], c.strides, c.dilations, c.pads)
         }
         Op::Pool(p) => window(p.kernel, p.strides, p.dilations, p.pads),
+        // TF exports pad explicitly before each strided conv: these tile as
+        // the engine tiles them, or every such conv would end a block.
+        Op::Pad { pads, .. } if tile_engine::tiling::is_tileable(graph, i) => {
+            window([1, 1], [1, 1], [1, 1], *pads)
+        }
+        // Output `o` reads input `o + offset`; a window from `o` over
+        // `offset + 1` inputs reads that one and, at worst, `offset` more.
+        Op::Crop { offset } if tile_engine::tiling::is_tileable(graph, i) => Geometry::Window {
+            extent: [offset[0] + 1, offset[1] + 1],
+            stride: [1, 1],
+            pad: [0, 0],
+        },
+        Op::ConvTranspose(c) if tile_engine::tiling::is_tileable(graph, i) => {
+            let w = c.weight.shape();
+            let k = [w[2].max(1), w[3].max(1)];
+            Geometry::Transposed {
+                extent: [
+                    (k[0] - 1) * c.dilations[0] + 1,
+                    (k[1] - 1) * c.dilations[1] + 1,
+                ],
+                stride: c.strides,
+                pad: [c.pads[0], c.pads[1]],
+            }
+        }
         Op::Activation(_) | Op::ChannelAffine { .. } | Op::Lrn { .. } | Op::ChannelSlice { .. } => {
             Geometry::Pointwise
         }

@@ -120,6 +120,18 @@ fn back(span: Span1, extent: usize, stride: usize, pad: usize, n_in: usize) -> S
     (lo.min(n_in), hi.min(n_in).max(lo.min(n_in)))
 }
 
+/// The inputs a transposed conv's outputs `span` read: `x` with
+/// `x*stride - pad + k` in `span` for some `k < extent`.
+fn back_transposed(span: Span1, extent: usize, stride: usize, pad: usize, n_in: usize) -> Span1 {
+    if span.1 <= span.0 {
+        return (0, 0);
+    }
+    let stride = stride.max(1);
+    let lo = (span.0 + pad).saturating_sub(extent.saturating_sub(1)) / stride;
+    let hi = (span.1 - 1 + pad) / stride + 1;
+    (lo.min(n_in), hi.min(n_in).max(lo.min(n_in)))
+}
+
 fn scale(span: Span1, n_from: usize, n_to: usize) -> Span1 {
     if n_from == n_to {
         return span;
@@ -188,6 +200,14 @@ impl HaloModel for ReceptiveField {
                     } => (
                         back(r, extent[0], stride[0], pad[0], hi),
                         back(c, extent[1], stride[1], pad[1], wi),
+                    ),
+                    Geometry::Transposed {
+                        extent,
+                        stride,
+                        pad,
+                    } => (
+                        back_transposed(r, extent[0], stride[0], pad[0], hi),
+                        back_transposed(c, extent[1], stride[1], pad[1], wi),
                     ),
                     Geometry::Pointwise | Geometry::Global => (scale(r, h, hi), scale(c, w, wi)),
                 };

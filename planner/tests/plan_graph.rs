@@ -184,6 +184,78 @@ fn nearest_upsampling_tiles_as_a_pointwise_op_between_two_map_sizes() {
     assert!((top.op_flops[0] - per_row(upn3, 17.0, 32.0)).abs() < 1e-6);
 }
 
+/// How TF exports a strided "same" conv and a decoder: an explicit Pad, a
+/// 3×3 stride-2 conv without pads, then a 2×2 stride-2 transposed conv.
+/// All three tile (they are one block for the engine), and a tile's halo
+/// follows each: a strip of the top half reads 17 of 32 input rows.
+#[test]
+fn explicit_pads_and_transposed_convs_tile_with_their_halos() {
+    let mut g = Graph::default();
+    let x = g.add_value("input", vec![1, 8, 32, 32]);
+    g.inputs.push(x);
+    let pad = Op::Pad {
+        pads: [0, 0, 1, 1],
+        value: 0.0,
+    };
+    let p = g.add_node("pad", pad, vec![x], "p").expect("pad");
+    let down = Op::Conv(Conv {
+        weight: Arc::new(Tensor::zeros(vec![8, 8, 3, 3])),
+        bias: None,
+        strides: [2, 2],
+        pads: [0, 0, 0, 0],
+        dilations: [1, 1],
+        group: 1,
+        activation: Activation::Relu,
+    });
+    let d = g.add_node("down", down, vec![p], "d").expect("conv");
+    let up = Op::ConvTranspose(tile_engine::ir::ConvTranspose {
+        weight: Arc::new(Tensor::zeros(vec![8, 8, 2, 2])),
+        bias: None,
+        strides: [2, 2],
+        pads: [0, 0, 0, 0],
+        dilations: [1, 1],
+        output_padding: [0, 0],
+        group: 1,
+        activation: Activation::Identity,
+    });
+    let u = g.add_node("up", up, vec![d], "u").expect("convtranspose");
+    g.outputs.push(u);
+    let block: Vec<usize> = (0..3).collect();
+    assert!(tile_engine::tiling::Block::new(&g, block.clone()).is_ok());
+    let dag = planner::ModelDag::from_graph(&g).expect("dag");
+    for op in &dag.ops {
+        assert!(op.tileable(), "{} is not tileable", op.name);
+    }
+    assert_eq!(dag.tensors[dag.ops[0].output].hw, Some([33, 33]));
+    assert_eq!(dag.tensors[dag.ops[1].output].hw, Some([16, 16]));
+    assert_eq!(dag.tensors[dag.ops[2].output].hw, Some([32, 32]));
+    let top = planner::HaloModel::tile_work(
+        &planner::ReceptiveField,
+        &dag,
+        &block,
+        planner::halo::Region {
+            top: 0.0,
+            bottom: 0.5,
+            left: 0.0,
+            right: 1.0,
+        },
+    );
+    // Output rows 0..16 of `up` (kernel 2, stride 2) read `down` rows 0..8;
+    // those (3×3, stride 2) read padded rows 0..17, which are input rows
+    // 0..17 (the pad is at the bottom).
+    let rows = |op: usize| dag.tensors[dag.ops[op].output].hw.map(|[h, _]| h);
+    assert_eq!(top.op_extent[2][0], 16, "{:?}", rows(2));
+    assert_eq!(top.op_extent[1][0], 8);
+    assert_eq!(top.op_extent[0][0], 17);
+    let input = &dag.tensors[dag.ops[0].inputs[0]];
+    assert!(
+        (top.in_bytes - input.bytes * 17.0 / 32.0).abs() < 1e-6,
+        "{} of {}",
+        top.in_bytes,
+        input.bytes
+    );
+}
+
 /// Two 3×3 convolutions of 64 channels on a 128² map: heavy enough that
 /// splitting them over two equal nodes pays for a 100 Mbit/s upload.
 fn heavy_cnn() -> Graph {
