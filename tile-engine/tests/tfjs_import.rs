@@ -208,9 +208,31 @@ fn uint8_quantised_weights_are_dequantised_and_other_codes_refused() {
     let e = err_text(load_tiny(&m));
     assert!(e.contains("conv/kernel is quantised to int4"), "{e}");
     let mut m = tiny_model();
-    m["weightsManifest"][0]["weights"][1]["dtype"] = json!("int32");
+    m["weightsManifest"][0]["weights"][1]["dtype"] = json!("string");
     let e = err_text(load_tiny(&m));
-    assert!(e.contains("conv/bias has dtype int32"), "{e}");
+    assert!(e.contains("conv/bias has dtype string"), "{e}");
+}
+
+/// An int32 weight (a Keras preprocessing layer's counter) is read as its
+/// numbers, so a model that holds one is refused, if at all, for the layer
+/// the importer lacks: EfficientNet was refused for the dtype of its
+/// Normalization layer's counter.
+#[test]
+fn int32_weights_are_read_and_a_layer_without_an_importer_is_named() {
+    let mut m = tiny_model();
+    m["weightsManifest"][0]["weights"][1]["dtype"] = json!("int32");
+    let mut w = tiny_weights();
+    w.truncate(54 * 4);
+    w.extend([7i32, -8, 9].iter().flat_map(|v| v.to_le_bytes()));
+    let g = load(&m, HashMap::from([("w.bin", w.clone())])).expect("int32 bias");
+    let Op::Conv(c) = &node(&g, "conv").op else {
+        panic!("not a conv")
+    };
+    assert_eq!(c.bias.as_deref(), Some(&vec![7.0, -8.0, 9.0]));
+    m["modelTopology"]["model_config"]["config"]["layers"][1]["class_name"] =
+        json!("IntegerLookup");
+    let e = err_text(load(&m, HashMap::from([("w.bin", w)])));
+    assert!(e.contains("layer conv has class IntegerLookup"), "{e}");
 }
 
 #[test]
@@ -225,9 +247,9 @@ fn unknown_layer_class_is_named() {
 fn unsupported_activation_is_named() {
     let mut m = tiny_model();
     m["modelTopology"]["model_config"]["config"]["layers"][1]["config"]["activation"] =
-        json!("swish");
+        json!("log_sigmoid");
     let e = err_text(load_tiny(&m));
-    assert!(e.contains("activation swish"), "{e}");
+    assert!(e.contains("activation log_sigmoid"), "{e}");
 }
 
 #[test]
@@ -390,4 +412,119 @@ fn default_model_imports_as_the_rdn_graph() {
     assert_eq!(c.weight.data()[0], first);
     let e = default_model::graph([0, 5]).expect_err("empty input");
     assert!(matches!(e, Error::InvalidInput(_)));
+}
+
+/// A Keras 3 inbound node: `args` holding this layer's tensor and numbers.
+fn k3_args(from: &str, rest: &[Json]) -> Json {
+    let t = json!({"class_name": "__keras_tensor__",
+                   "config": {"shape": [null, 1, 2, 2], "dtype": "float32",
+                              "keras_history": [from, 0, 0]}});
+    let mut args = vec![t];
+    args.extend(rest.iter().cloned());
+    json!([{"args": args, "kwargs": {}}])
+}
+
+/// Keras's preprocessing and op layers as Keras 3 writes them (EfficientNet
+/// and MobileNetV3 begin with Rescaling and Normalization; MobileNetV3's
+/// hard sigmoid is `relu6(x + 3) * (1/6)`, an `Add` and a `Multiply` of a
+/// tensor and a number), and the silu activation, against numbers worked
+/// out by hand.
+#[test]
+fn keras3_rescaling_normalization_number_operands_and_silu() {
+    let layer = |class: &str, name: &str, config: Json, inbound: Json| {
+        let mut config = config;
+        config["name"] = json!(name);
+        json!({"class_name": class, "name": name, "config": config, "inbound_nodes": inbound})
+    };
+    let model = json!({
+        "format": "layers-model",
+        "modelTopology": {"model_config": {"class_name": "Functional", "config": {
+            "name": "pre",
+            "layers": [
+                layer("InputLayer", "in", json!({"batch_shape": [null, 1, 2, 2]}), json!([])),
+                layer("Rescaling", "rescaling", json!({"scale": 0.5, "offset": -1.0}),
+                      k3_args("in", &[])),
+                layer("Normalization", "normalization", json!({"axis": -1, "invert": false}),
+                      k3_args("rescaling", &[])),
+                layer("Add", "add", json!({}), k3_args("normalization", &[json!(3.0)])),
+                layer("Subtract", "subtract", json!({}), k3_args("add", &[json!(1.0)])),
+                layer("Activation", "act", json!({"activation": "silu"}),
+                      k3_args("subtract", &[])),
+            ],
+            "input_layers": [["in", 0, 0]],
+            "output_layers": [["act", 0, 0]]
+        }}},
+        // Keras 3 names a `.keras` model's variables by position: mean,
+        // variance and the int32 count.
+        "weightsManifest": [{"paths": ["w.bin"], "weights": [
+            {"name": "layers/normalization/vars/0", "shape": [2], "dtype": "float32"},
+            {"name": "layers/normalization/vars/1", "shape": [2], "dtype": "float32"},
+            {"name": "layers/normalization/vars/2", "shape": [], "dtype": "int32"}
+        ]}]
+    });
+    let mut w: Vec<u8> = [1.0f32, -2.0, 4.0, 0.25]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    w.extend(7i32.to_le_bytes());
+    let g = load(&model, HashMap::from([("w.bin", w)])).expect("loads");
+    // NCHW [1, 2, 1, 2]: channel 0 holds x = 2, 6; channel 1 holds 4, 0.
+    let x = tile_engine::Tensor::new(vec![1, 2, 1, 2], vec![2.0, 6.0, 4.0, 0.0]).expect("x");
+    let y = tile_engine::cpu::run(&g, &[x]).expect("runs");
+    let want: Vec<f32> = [(2.0f32, 0usize), (6.0, 0), (4.0, 1), (0.0, 1)]
+        .iter()
+        .map(|&(x, c)| {
+            let (mean, sd) = [(1.0f32, 2.0f32), (-2.0, 0.5)][c];
+            let r = x * 0.5 + -1.0;
+            let v = (r - mean) / sd + 3.0 - 1.0;
+            v * (1.0 / (1.0 + (-v).exp()))
+        })
+        .collect();
+    let got = y[0].data();
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+            "{got:?} vs {want:?}"
+        );
+    }
+    assert_eq!(got.len(), 4);
+}
+
+/// Keras 3's hard_silu and gelu activations map to the IR's HardSwish and
+/// exact Gelu.
+#[test]
+fn keras3_activation_names_map_to_ir_activations() {
+    for (name, want) in [
+        ("hard_silu", Activation::HardSwish),
+        ("gelu", Activation::Gelu { tanh: false }),
+        ("mish", Activation::Mish),
+    ] {
+        let mut m = tiny_model();
+        m["modelTopology"]["model_config"]["config"]["layers"][1]["config"]["activation"] =
+            json!(name);
+        let g = load_tiny(&m).expect(name);
+        let Op::Conv(c) = &node(&g, "conv").op else {
+            panic!("not a conv")
+        };
+        assert_eq!(c.activation, want, "{name}");
+    }
+    // silu is no IR activation: the conv is followed by x · sigmoid(x).
+    let mut m = tiny_model();
+    m["modelTopology"]["model_config"]["config"]["layers"][1]["config"]["activation"] =
+        json!("silu");
+    let g = load_tiny(&m).expect("silu");
+    let x = tile_engine::Tensor::new(vec![1, 2, 4, 4], (0..32).map(|i| i as f32 * 0.01).collect())
+        .expect("x");
+    let y = tile_engine::cpu::run(&g, std::slice::from_ref(&x)).expect("runs");
+    let mut m = tiny_model();
+    m["modelTopology"]["model_config"]["config"]["layers"][1]["config"]["activation"] =
+        json!("linear");
+    let lin = tile_engine::cpu::run(&load_tiny(&m).expect("linear"), &[x]).expect("runs");
+    for (s, l) in y[0].data().iter().zip(lin[0].data()) {
+        let want = l * (1.0 / (1.0 + (-l).exp()));
+        assert!(
+            (s - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "{s} vs {want}"
+        );
+    }
 }

@@ -108,7 +108,9 @@ fn keras3_var<'w>(
         // is one Keras 3 always creates after another.
         "bias" | "pointwise_kernel" | "moving_mean" | "moving_variance" if n == 1 => None,
         _ if n == 1 => Some(0),
-        "kernel" | "depthwise_kernel" | "alpha" | "gamma" => Some(0),
+        "kernel" | "depthwise_kernel" | "alpha" | "gamma" | "mean" => Some(0),
+        // A Normalization layer's mean, variance and (int) count.
+        "variance" => Some(1),
         "pointwise_kernel" => Some(1),
         "bias" | "moving_variance" => n.checked_sub(1),
         "moving_mean" => n.checked_sub(2),
@@ -194,6 +196,18 @@ impl Builder<'_> {
                 let axis = channel_axis(self.graph.shape(x).len());
                 self.node(name, Op::Softmax { axis }, vec![x])
             }
+            Act::Swish => {
+                let s = self.node(
+                    &format!("{name}/sigmoid"),
+                    Op::Activation(Activation::Sigmoid),
+                    vec![x],
+                )?;
+                let mul = Op::Binary {
+                    kind: BinaryKind::Mul,
+                    activation: Activation::Identity,
+                };
+                self.node(name, mul, vec![x, s])
+            }
         }
     }
 
@@ -227,11 +241,23 @@ impl Builder<'_> {
             self.graph.inputs.push(v);
             return Ok(v);
         }
-        let inputs: Vec<ValueId> = call
+        let mut inputs: Vec<ValueId> = call
             .inputs
             .iter()
             .map(|r| self.value(r))
             .collect::<Result<_>>()?;
+        // Keras 3 writes `x + 3.0` as an Add of a tensor and a number: the
+        // number becomes a constant operand in its place.
+        let merge = ["Add", "Multiply", "Maximum", "Minimum", "Subtract"];
+        if merge.contains(&call.class.as_str()) {
+            for &(at, v) in &call.numbers {
+                let k = self
+                    .graph
+                    .add_constant(format!("{name}/arg{at}"), Tensor::scalar(v));
+                inputs.insert(at.min(inputs.len()), k);
+            }
+        }
+        let inputs = inputs;
         let one = || -> Result<ValueId> {
             match inputs.as_slice() {
                 [x] => Ok(*x),
@@ -351,6 +377,8 @@ impl Builder<'_> {
                     .add_node(name.as_str(), Op::Concat { axis }, inputs, name.as_str())
             }
             "BatchNormalization" => batch_norm(self, &cfg, &name, one()?),
+            "Rescaling" => rescaling(self, &cfg, &name, one()?),
+            "Normalization" => normalization(self, &cfg, &name, one()?),
             "Flatten" => {
                 let x = one()?;
                 let s = self.shape(x);
@@ -566,7 +594,7 @@ fn dense(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result<V
 pub(crate) fn split_act(act: Act) -> (Activation, Option<Act>) {
     match act {
         Act::Elementwise(a) => (a, None),
-        Act::Softmax => (Activation::Identity, Some(Act::Softmax)),
+        act @ (Act::Softmax | Act::Swish) => (Activation::Identity, Some(act)),
     }
 }
 
@@ -655,6 +683,75 @@ fn batch_norm(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Res
         },
         vec![x],
     )
+}
+
+/// Per-channel values for a map of `c` channels (`[1, c, 1, 1]`, or a
+/// scalar where one value serves all), from a Keras layer's parameter.
+fn per_channel(layer: &str, what: &str, v: &[f32], c: usize) -> Result<Tensor> {
+    match v.len() {
+        1 => Ok(Tensor::scalar(v[0])),
+        n if n == c => Tensor::new(vec![1, c, 1, 1], v.to_vec()),
+        n => Err(Error::Shape(format!(
+            "layer {layer}: {what} has {n} values for {c} channels"
+        ))),
+    }
+}
+
+/// `layer(x) = x · scale + offset`, as Keras computes it (two roundings).
+fn rescaling(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result<ValueId> {
+    let c = b.shape(x).get(1).copied().unwrap_or(1);
+    let scale = cfg.f32s("scale")?.unwrap_or_else(|| vec![1.0]);
+    let offset = cfg.f32s("offset")?.unwrap_or_else(|| vec![0.0]);
+    let scale = per_channel(cfg.layer, "scale", &scale, c)?;
+    let offset = per_channel(cfg.layer, "offset", &offset, c)?;
+    let binary = |kind| Op::Binary {
+        kind,
+        activation: Activation::Identity,
+    };
+    let k = b.graph.add_constant(format!("{name}/scale"), scale);
+    let y = b.node(&format!("{name}/mul"), binary(BinaryKind::Mul), vec![x, k])?;
+    let k = b.graph.add_constant(format!("{name}/offset"), offset);
+    b.node(name, binary(BinaryKind::Add), vec![y, k])
+}
+
+/// Keras's `Normalization`: `(x − mean) / max(√variance, 1e-7)` over the
+/// channels (or `mean + x · max(√variance, 1e-7)` with `invert`), the
+/// mean and variance from its config or its weights.
+fn normalization(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result<ValueId> {
+    let s = b.shape(x);
+    let c = s.get(1).copied().unwrap_or(1);
+    let axis = ir_axis(s.len(), cfg.i64_or("axis", -1)?, cfg.layer)?;
+    if axis != 1 {
+        return Err(Error::Unsupported(format!(
+            "layer {}: Normalization over a non-channel axis",
+            cfg.layer
+        )));
+    }
+    let given = (cfg.f32s("mean")?, cfg.f32s("variance")?);
+    let (mean, var) = match given {
+        (Some(m), Some(v)) => (m, v),
+        _ => (
+            b.weight(cfg.layer, "mean")?.data().to_vec(),
+            b.weight(cfg.layer, "variance")?.data().to_vec(),
+        ),
+    };
+    // Keras's backend epsilon, the floor of the standard deviation.
+    let sd: Vec<f32> = var.iter().map(|v| v.sqrt().max(1e-7)).collect();
+    let mean = per_channel(cfg.layer, "mean", &mean, c)?;
+    let sd = per_channel(cfg.layer, "variance", &sd, c)?;
+    let binary = |kind| Op::Binary {
+        kind,
+        activation: Activation::Identity,
+    };
+    let m = b.graph.add_constant(format!("{name}/mean"), mean);
+    let d = b.graph.add_constant(format!("{name}/sd"), sd);
+    if cfg.bool_or("invert", false)? {
+        let y = b.node(&format!("{name}/mul"), binary(BinaryKind::Mul), vec![x, d])?;
+        b.node(name, binary(BinaryKind::Add), vec![m, y])
+    } else {
+        let y = b.node(&format!("{name}/sub"), binary(BinaryKind::Sub), vec![x, m])?;
+        b.node(name, binary(BinaryKind::Div), vec![y, d])
+    }
 }
 
 /// The scale of UpscalerJS's `PixelShuffle{N}x` layer class, from its name.

@@ -39,6 +39,27 @@ impl Cfg<'_> {
         }
     }
 
+    /// A number or a list of numbers (flattened), or `None` when absent.
+    pub fn f32s(&self, field: &str) -> Result<Option<Vec<f32>>> {
+        fn walk(v: &Json, out: &mut Vec<f32>) -> bool {
+            match v {
+                Json::Array(a) => a.iter().all(|x| walk(x, out)),
+                v => v.as_f64().map(|f| out.push(f as f32)).is_some(),
+            }
+        }
+        match self.json.get(field) {
+            None | Some(Json::Null) => Ok(None),
+            Some(v) => {
+                let mut out = Vec::new();
+                if walk(v, &mut out) {
+                    Ok(Some(out))
+                } else {
+                    Err(self.err(field, "not a number or a list of numbers"))
+                }
+            }
+        }
+    }
+
     /// A float field, or `default` when absent.
     pub fn f32_or(&self, field: &str, default: f32) -> Result<f32> {
         match self.json.get(field) {
@@ -178,6 +199,8 @@ pub(crate) enum Act {
     Elementwise(Activation),
     /// Softmax over the channel axis (a separate op).
     Softmax,
+    /// `x · sigmoid(x)` (Keras's silu, once swish): a sigmoid and a product.
+    Swish,
 }
 
 /// Maps a Keras / TF.js activation name, as `writer` defines it.
@@ -195,6 +218,14 @@ pub(crate) fn activation(name: &str, writer: Writer) -> Option<Act> {
             gamma: 1.050_701,
         },
         "softplus" => Activation::Softplus,
+        "silu" | "swish" => return Some(Act::Swish),
+        // Keras 3's hard_silu, x · relu6(x + 3) / 6: ONNX's HardSwish.
+        "hard_silu" | "hard_swish" => Activation::HardSwish,
+        // Keras's exact gelu (its `approximate` defaults to false).
+        "gelu" => Activation::Gelu { tanh: false },
+        "mish" => Activation::Mish,
+        // Keras 3's leaky_relu activation, at its default slope.
+        "leaky_relu" => Activation::LeakyRelu { alpha: 0.2 },
         // Keras 2 and TF.js define hard_sigmoid as clip(0.2x + 0.5, 0, 1);
         // Keras 3 as relu6(x + 3) / 6, that is clip(x / 6 + 0.5, 0, 1).
         "hard_sigmoid" | "hardSigmoid" => Activation::HardSigmoid {

@@ -38,6 +38,9 @@ pub(crate) struct Call {
     pub config: Arc<Json>,
     /// Tensors read by the call, in order.
     pub inputs: Vec<TensorRef>,
+    /// Numbers among a Keras 3 call's arguments (`x + 3.0` is an `Add` of
+    /// a tensor and 3), each with its position among the call's operands.
+    pub numbers: Vec<(usize, f32)>,
 }
 
 /// Calls in dependency order, with the model's input and output tensors.
@@ -215,6 +218,7 @@ fn sequential(config: &Json) -> Result<Topology> {
                 node: 0,
                 config: Arc::new(serde_json::json!({ "batch_input_shape": shape })),
                 inputs: vec![],
+                numbers: vec![],
             });
             prev = Some(tref(&input));
         }
@@ -225,6 +229,7 @@ fn sequential(config: &Json) -> Result<Topology> {
             node: 0,
             config: cfg,
             inputs,
+            numbers: vec![],
         });
         prev = Some(tref(&name));
     }
@@ -269,9 +274,9 @@ fn functional(config: &Json) -> Result<Topology> {
                 )));
             }
         };
-        let node_inputs: Vec<Vec<TensorRef>> = if nodes.is_empty() {
+        let node_inputs: Vec<Operands> = if nodes.is_empty() {
             // An InputLayer (or an unused layer) has one call with no inputs.
-            vec![vec![]]
+            vec![(vec![], vec![])]
         } else {
             nodes
                 .iter()
@@ -279,13 +284,14 @@ fn functional(config: &Json) -> Result<Topology> {
                 .collect::<Result<_>>()?
         };
         call_count.insert(name.clone(), node_inputs.len());
-        for (node, inputs) in node_inputs.into_iter().enumerate() {
+        for (node, (inputs, numbers)) in node_inputs.into_iter().enumerate() {
             calls.push(Call {
                 class: class.clone(),
                 layer: name.clone(),
                 node,
                 config: cfg.clone(),
                 inputs,
+                numbers,
             });
         }
     }
@@ -331,28 +337,37 @@ fn check_ref(r: &TensorRef, call_count: &HashMap<String, usize>, reader: &str) -
     }
 }
 
+/// A call's tensors and its numeric arguments (see [`Call::numbers`]).
+type Operands = (Vec<TensorRef>, Vec<(usize, f32)>);
+
 /// Parses one inbound node, in either Keras format.
-fn node_refs(node: &Json, layer: &str) -> Result<Vec<TensorRef>> {
+fn node_refs(node: &Json, layer: &str) -> Result<Operands> {
     let bad = || Error::Malformed(format!("layer {layer}: cannot read an inbound node"));
     match node {
         // Keras 2: [[name, node, tensor, kwargs], ...]
-        Json::Array(items) => items.iter().map(|i| history(i).ok_or_else(bad)).collect(),
+        Json::Array(items) => Ok((
+            items
+                .iter()
+                .map(|i| history(i).ok_or_else(bad))
+                .collect::<Result<_>>()?,
+            vec![],
+        )),
         // Keras 3: {"args": [...], "kwargs": {...}}; tensors carry a keras_history.
         Json::Object(o) => {
-            let mut refs = Vec::new();
+            let mut found = (Vec::new(), Vec::new());
             if let Some(args) = o.get("args") {
-                collect_keras3(args, &mut refs);
+                collect_keras3(args, &mut found);
             }
-            if refs.is_empty() {
+            if found.0.is_empty() {
                 return Err(bad());
             }
-            Ok(refs)
+            Ok(found)
         }
         _ => Err(bad()),
     }
 }
 
-fn collect_keras3(v: &Json, out: &mut Vec<TensorRef>) {
+fn collect_keras3(v: &Json, out: &mut Operands) {
     match v {
         Json::Array(items) => items.iter().for_each(|i| collect_keras3(i, out)),
         Json::Object(o) => {
@@ -361,7 +376,12 @@ fn collect_keras3(v: &Json, out: &mut Vec<TensorRef>) {
                 .and_then(|c| c.get("keras_history"))
                 .and_then(history)
             {
-                out.push(h);
+                out.0.push(h);
+            }
+        }
+        Json::Number(n) => {
+            if let Some(v) = n.as_f64() {
+                out.1.push((out.0.len() + out.1.len(), v as f32));
             }
         }
         _ => {}

@@ -24,13 +24,19 @@ enum Storage {
     U16 { scale: f64, min: f64 },
     /// Little-endian IEEE half floats.
     F16,
+    /// Little-endian int32 (a preprocessing layer's counter, say): read as
+    /// the nearest f32, so a model that holds one is refused for the layer
+    /// the importer lacks rather than for the dtype of one of its weights.
+    I32,
+    /// One byte per value, 0 or 1.
+    Bool,
 }
 
 impl Storage {
     fn width(self) -> usize {
         match self {
-            Storage::F32 => 4,
-            Storage::U8 { .. } => 1,
+            Storage::F32 | Storage::I32 => 4,
+            Storage::U8 { .. } | Storage::Bool => 1,
             Storage::U16 { .. } | Storage::F16 => 2,
         }
     }
@@ -54,6 +60,11 @@ impl Storage {
                 .chunks_exact(2)
                 .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
                 .collect(),
+            Storage::I32 => bytes
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+                .collect(),
+            Storage::Bool => bytes.iter().map(|&b| f32::from(u8::from(b != 0))).collect(),
         }
     }
 }
@@ -159,13 +170,23 @@ fn parse_entry(w: &Json) -> Result<Entry> {
         .ok_or_else(|| Error::Malformed("a weight in the manifest has no name".into()))?
         .to_string();
     let dtype = w.get("dtype").and_then(Json::as_str).unwrap_or("float32");
-    if dtype != "float32" {
-        return Err(Error::Unsupported(format!(
-            "weight {name} has dtype {dtype}; only float32 weights are supported"
-        )));
-    }
+    let plain = match dtype {
+        "float32" => Storage::F32,
+        "int32" => Storage::I32,
+        "bool" => Storage::Bool,
+        _ => {
+            return Err(Error::Unsupported(format!(
+                "weight {name} has dtype {dtype}; supported: float32, int32, bool"
+            )));
+        }
+    };
     let storage = match w.get("quantization") {
-        None | Some(Json::Null) => Storage::F32,
+        None | Some(Json::Null) => plain,
+        Some(_) if dtype != "float32" => {
+            return Err(Error::Unsupported(format!(
+                "weight {name} is a quantised {dtype}; only float32 weights are quantised"
+            )));
+        }
         Some(q) => {
             let qtype = q.get("dtype").and_then(Json::as_str).unwrap_or("?");
             let num = |k: &str| {
