@@ -886,13 +886,59 @@ fn a_mean_or_max_over_h_and_w_is_a_global_pool() {
             );
         }
     }
-    // Over C and H together it is refused by name, not mis-imported.
+    // Over other axes that keep the batch (a channels-last map's H and W,
+    // as TF exports a squeeze-and-excitation; here C and H of NCHW): the
+    // axes are moved last and pooled, for each remaining position.
+    let at = |c: usize, h: usize, w: usize| x[c * 12 + h * 4 + w];
+    let over_c_h = |w: usize, f: fn(f32, f32) -> f32, init: f32| {
+        (0..2)
+            .flat_map(|c| (0..3).map(move |h| (c, h)))
+            .fold(init, |a, (c, h)| f(a, at(c, h, w)))
+    };
+    for (op, keepdims, shape) in [
+        ("ReduceMean", 1, vec![1, 1, 1, 4]),
+        ("ReduceMax", 0, vec![1, 4]),
+    ] {
+        let n = node(
+            op,
+            "r",
+            &["x"],
+            &["y"],
+            vec![
+                attr("axes", A::Is(vec![1, -2])),
+                attr("keepdims", A::I(keepdims)),
+            ],
+        );
+        let g = load(&model(
+            13,
+            vec![n],
+            vec![],
+            vec![vis("x", &[1, 2, 3, 4])],
+            vec![vi("y", &[])],
+        ));
+        assert_eq!(g.shape(g.outputs[0]), shape.as_slice(), "{op}");
+        let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+        let want: Vec<f32> = (0..4)
+            .map(|w| match op {
+                "ReduceMean" => over_c_h(w, |a, b| a + b, 0.0) / 6.0,
+                _ => over_c_h(w, f32::max, f32::MIN),
+            })
+            .collect();
+        let got = y[0].data();
+        for (a, b) in got.iter().zip(&want) {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{op}: {got:?} vs {want:?}"
+            );
+        }
+    }
+    // Over the batch it is refused by name, not mis-imported.
     let n = node(
         "ReduceMean",
         "r",
         &["x"],
         &["y"],
-        vec![attr("axes", A::Is(vec![1, 2]))],
+        vec![attr("axes", A::Is(vec![0, 2]))],
     );
     let m = model(
         13,
@@ -902,7 +948,7 @@ fn a_mean_or_max_over_h_and_w_is_a_global_pool() {
         vec![vi("y", &[])],
     );
     let e = unsupported(&m);
-    assert!(e.contains("ReduceMean") && e.contains("axes [1, 2]"), "{e}");
+    assert!(e.contains("ReduceMean") && e.contains("axes [0, 2]"), "{e}");
 }
 
 #[test]

@@ -366,7 +366,8 @@ pub(crate) fn global_pool(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
 /// `ReduceMean` / `ReduceMax` over every axis after C (H and W of an NCHW
 /// map, or the last axis of `[N, C, L]`): a global pool, reshaped to
 /// `[N, C]` without `keepdims` (squeeze-and-excitation blocks and classifier
-/// heads exported from PyTorch use these for `x.mean((2, 3))`).
+/// heads exported from PyTorch use these for `x.mean((2, 3))`); over other
+/// axes that keep the batch, the same after a transpose.
 /// `ReduceMean`, `ReduceMax`, `ReduceMin`, `ReduceSum` and `ReduceL2` over
 /// the channel axis alone (`x.mean(1, keepdim=True)` in spatial attention,
 /// channels-first layer norms, `F.normalize`) become [`Op::ChannelReduce`].
@@ -392,7 +393,7 @@ pub(crate) fn reduce(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         }
         _ => {
             return Err(ctx.unsupported(
-                "it reduces over every axis (no axes given); only a reduction over C (axis 1), or (ReduceMean and ReduceMax) over every axis after C, is supported",
+                "it reduces over every axis (no axes given); only a reduction over C (axis 1), or (ReduceMean and ReduceMax) over axes that keep the batch, is supported",
             ));
         }
     };
@@ -416,9 +417,10 @@ pub(crate) fn reduce(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     // map, `x.view(b, c, -1).mean(-1)`, is pooled as [N, C, L, 1]).
     let trailing = shape.len() >= 3 && axes == (2..shape.len()).collect::<Vec<_>>();
     let spatial = matches!(ctx.op, "ReduceMean" | "ReduceMax");
-    if !trailing || !spatial {
+    let batch_kept = shape.len() >= 3 && !axes.contains(&0);
+    if !spatial || !(trailing || batch_kept) {
         return Err(ctx.unsupported(format!(
-            "only a reduction over C, or (ReduceMean and ReduceMax) over every axis after C, is supported, not axes {axes:?} of a rank-{} tensor",
+            "only a reduction over C, or (ReduceMean and ReduceMax) over axes that keep the batch, is supported, not axes {axes:?} of a rank-{} tensor",
             shape.len()
         )));
     }
@@ -431,6 +433,46 @@ pub(crate) fn reduce(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         }
     };
     let out = ctx.output()?.to_string();
+    if !trailing {
+        // Other axes (a channels-last map's H and W, as TF exports a
+        // squeeze-and-excitation's `mean((1, 2))`): moved last, flattened
+        // to one plane, pooled, and shaped as ONNX says.
+        let kept: Vec<usize> = (1..shape.len()).filter(|a| !axes.contains(a)).collect();
+        let perm: Vec<usize> = std::iter::once(0)
+            .chain(kept.iter().copied())
+            .chain(axes.iter().copied())
+            .collect();
+        let moved = imp.emit(
+            format!("{}/move", ctx.name),
+            Op::Transpose { perm },
+            vec![x],
+            format!("{out}/moved"),
+        )?;
+        let k = kept.iter().map(|&a| shape[a]).product();
+        let r = axes.iter().map(|&a| shape[a]).product();
+        let map = vec![shape[0], k, r, 1];
+        let map = imp.reshape(
+            format!("{}/map", ctx.name),
+            moved,
+            format!("{out}/map"),
+            map,
+        )?;
+        let pooled = imp.emit(
+            ctx.name.clone(),
+            Op::GlobalPool(kind),
+            vec![map],
+            format!("{out}/pooled"),
+        )?;
+        let want: Vec<usize> = (0..shape.len())
+            .filter_map(|a| match (axes.contains(&a), keepdims) {
+                (false, _) => Some(shape[a]),
+                (true, true) => Some(1),
+                (true, false) => None,
+            })
+            .collect();
+        let v = imp.reshape(format!("{}/shape", ctx.name), pooled, out, want)?;
+        return imp.bind_out(ctx, v);
+    }
     if shape.len() != 4 {
         let plane = shape[2..].iter().product();
         let map = vec![shape[0], shape[1], plane, 1];
