@@ -1330,7 +1330,9 @@ fn expand_broadcasts_a_runtime_map() {
     assert_eq!(g.shape(g.outputs[0]), &[1, 3, 2, 2]);
     let input = tile_engine::Tensor::new(vec![1, 1, 2, 2], vec![1.0, -2.0, 3.0, -0.0]).expect("x");
     let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
-    assert_eq!(y[0].data(), [1.0, -2.0, 3.0, 0.0].repeat(3).as_slice());
+    // The bits, -0.0 included, as onnxruntime copies them.
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(y[0].data()), bits(&[1.0, -2.0, 3.0, -0.0].repeat(3)));
     // Expanding to the same shape is the identity.
     let m = one_node(
         13,
@@ -1339,6 +1341,55 @@ fn expand_broadcasts_a_runtime_map() {
         &[1, 1, 2, 2],
     );
     assert!(load(&m).nodes.is_empty());
+}
+
+/// `Tile` copies: a size-1 axis is broadcast (how tf2onnx writes Keras 3's
+/// nearest `UpSampling2D`: unsqueeze, tile, reshape), another axis is
+/// concatenated from copies, and a constant is folded.
+#[test]
+fn tile_repeats_a_map_bit_for_bit() {
+    let x: Vec<f32> = vec![1.0, -0.0, 2.5, -3.0, 4.0, f32::NAN];
+    let input = tile_engine::Tensor::new(vec![1, 2, 1, 3], x.clone()).expect("x");
+    let m = one_node(
+        13,
+        node("Tile", "t", &["x", "r"], &["y"], vec![]),
+        vec![ti("r", &[4], &[1, 2, 2, 1])],
+        &[1, 2, 1, 3],
+    );
+    let g = load(&m);
+    assert_eq!(g.shape(g.outputs[0]), &[1, 4, 2, 3]);
+    let y = tile_engine::cpu::run(&g, std::slice::from_ref(&input)).expect("run");
+    // y[0, c, h, w] = x[0, c % 2, 0, w].
+    let want: Vec<u32> = (0..4)
+        .flat_map(|c| (0..2).flat_map(move |_| (0..3).map(move |w| (c % 2) * 3 + w)))
+        .map(|i| x[i].to_bits())
+        .collect();
+    let got: Vec<u32> = y[0].data().iter().map(|v| v.to_bits()).collect();
+    assert_eq!(got, want);
+    // A constant input is folded: only the Add is left.
+    let m = model(
+        13,
+        vec![
+            node("Tile", "t", &["c", "r"], &["k"], vec![]),
+            node("Add", "a", &["x", "k"], &["y"], vec![]),
+        ],
+        vec![tf("c", &[1, 2], &[7.0, 8.0]), ti("r", &[2], &[2, 2])],
+        vec![vis("x", &[2, 4])],
+        vec![vi("y", &[])],
+    );
+    let g = load(&m);
+    assert_eq!(ops(&g), ["binary"]);
+    let x = tile_engine::Tensor::new(vec![2, 4], vec![0.0; 8]).expect("x");
+    let y = tile_engine::cpu::run(&g, &[x]).expect("run");
+    assert_eq!(y[0].data(), [7.0, 8.0, 7.0, 8.0, 7.0, 8.0, 7.0, 8.0]);
+    // A zero repeat is refused by name.
+    let m = one_node(
+        13,
+        node("Tile", "t", &["x", "r"], &["y"], vec![]),
+        vec![ti("r", &[4], &[1, 0, 1, 1])],
+        &[1, 2, 1, 3],
+    );
+    assert!(unsupported(&m).contains("a repeat of 0"));
 }
 
 #[test]

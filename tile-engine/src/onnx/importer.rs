@@ -508,6 +508,7 @@ fn import_node(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         | "Mod" => ops_logic::binary(imp, ctx),
         "Where" => ops_logic::where_(imp, ctx),
         "Expand" => ops_logic::expand(imp, ctx),
+        "Tile" => ops_logic::tile(imp, ctx),
         "Softmax" => ops_math::softmax(imp, ctx, false),
         "LogSoftmax" => ops_math::softmax(imp, ctx, true),
         "LRN" => ops_math::lrn(imp, ctx),

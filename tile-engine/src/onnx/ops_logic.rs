@@ -206,7 +206,8 @@ pub(crate) fn expand(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
             if shape == xs {
                 return imp.bind_out(ctx, x);
             }
-            // Zeros sized only along the axes the input grows on.
+            // Zeros sized only along the axes the input grows on: -0.0,
+            // which x + -0.0 leaves as it is, -0.0 included (+0.0 does not).
             let pad = shape.len() - xs.len();
             let zeros_shape: Vec<usize> = shape
                 .iter()
@@ -220,7 +221,83 @@ pub(crate) fn expand(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
             imp.charge(count)?;
             let zeros = imp.add_const(
                 format!("{}/zeros", ctx.output()?),
-                ConstValue::f32(zeros_shape, vec![0.0; count]),
+                ConstValue::f32(zeros_shape, vec![-0.0; count]),
+            )?;
+            imp.emit_out(ctx, binary_op(BinaryKind::Add), vec![x, zeros])
+        }
+    }
+}
+
+/// `Tile`: folded for a constant. Otherwise each repeated axis of size 1
+/// is broadcast (exporters write nearest up-sampling as a `Tile` of an
+/// unsqueezed axis) and each other repeated axis is concatenated from
+/// copies; the values are copied, never computed.
+pub(crate) fn tile(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
+    let input = ctx.req_input(0)?;
+    let xs = imp.shape_of(ctx, input)?;
+    let repeats = imp.req_const(ctx, 1, "repeats")?.to_i64();
+    if repeats.len() != xs.len() {
+        return Err(ctx.malformed(format!(
+            "{} repeats for a rank-{} input",
+            repeats.len(),
+            xs.len()
+        )));
+    }
+    let repeats = repeats
+        .iter()
+        .map(|&r| match usize::try_from(r) {
+            Ok(0) => Err(ctx.unsupported("a repeat of 0 (an empty tensor)")),
+            Ok(r) => Ok(r),
+            Err(_) => Err(ctx.malformed(format!("repeat {r} is negative"))),
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    let shape = xs
+        .iter()
+        .zip(&repeats)
+        .map(|(&d, &r)| d.checked_mul(r))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| ctx.malformed("the tiled shape overflows"))?;
+    let n = crate::tensor::checked_numel(&shape)?;
+    match imp.slot(ctx, input)? {
+        Slot::Const(c) => {
+            imp.charge(n)?;
+            let (out_strides, in_strides) = (fold::strides(&shape), fold::strides(&xs));
+            let idx: Vec<usize> = (0..n)
+                .map(|i| {
+                    (0..shape.len())
+                        .map(|a| (i / out_strides[a] % shape[a]) % xs[a] * in_strides[a])
+                        .sum()
+                })
+                .collect();
+            let data = fold::pick(&c.data, &idx);
+            imp.bind_const(ctx, ConstValue { shape, data })
+        }
+        Slot::Runtime(mut x) => {
+            let out = ctx.output()?.to_string();
+            let mut now = xs.clone();
+            for (a, &r) in repeats.iter().enumerate() {
+                if r > 1 && xs[a] != 1 {
+                    x = imp.emit(
+                        format!("{}/axis{a}", ctx.name),
+                        crate::ir::Op::Concat { axis: a },
+                        vec![x; r],
+                        format!("{out}/axis{a}"),
+                    )?;
+                    now[a] *= r;
+                }
+            }
+            if now == shape {
+                return imp.bind_out(ctx, x);
+            }
+            // -0.0 sized only along the broadcast axes, as `Expand` does.
+            let zeros_shape: Vec<usize> = (0..shape.len())
+                .map(|a| if now[a] == shape[a] { 1 } else { shape[a] })
+                .collect();
+            let count = crate::tensor::checked_numel(&zeros_shape)?;
+            imp.charge(count)?;
+            let zeros = imp.add_const(
+                format!("{out}/zeros"),
+                ConstValue::f32(zeros_shape, vec![-0.0; count]),
             )?;
             imp.emit_out(ctx, binary_op(BinaryKind::Add), vec![x, zeros])
         }
