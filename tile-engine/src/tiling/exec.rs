@@ -78,7 +78,8 @@ pub fn run_segments(
         env[v] = Some(t.clone());
     }
     let consumers = graph.consumers();
-    let mut told_clamped = false;
+    // Each map size whose blocks run on a smaller grid is named once.
+    let mut told_clamped: Vec<[usize; 2]> = Vec::new();
     for seg in segments {
         match seg {
             Segment::Whole(nodes) => {
@@ -96,12 +97,12 @@ pub fn run_segments(
                 let [h, w] = block.output_hw(graph);
                 let grid = if clamp_grid {
                     let clamped = grid.clamped(h, w);
-                    if clamped != *grid && !told_clamped {
+                    if clamped != *grid && !told_clamped.contains(&[h, w]) {
                         // Tiles of a pixel or two are mostly halo: the run
                         // is correct but can be many times slower.
-                        told_clamped = true;
+                        told_clamped.push([h, w]);
                         tracing::warn!(
-                            "grid {grid} is larger than a block's {h}×{w} output map: that block runs as {clamped}"
+                            "grid {grid} is larger than a block's {h}×{w} output map: blocks of that map run as {clamped}"
                         );
                     }
                     clamped
