@@ -364,7 +364,8 @@ pub struct Args {
     #[arg(long, value_name = "G", default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=8))]
     max_grid: usize,
     /// Grids timed, comma-separated RxC, each side at most 64 (default:
-    /// 1x1 to 4x4 up to --max-grid, and 2x1 and 4x1 row strips).
+    /// 1x1 to 4x4 and the 2x1 and 4x1 row strips, each with no side over
+    /// --max-grid).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_grid)]
     grids: Vec<Grid>,
     /// Skip the timed runs (geometry only).

@@ -190,3 +190,39 @@ fn chooser_stops_before_whole_map_ops_and_respects_fuse() {
     assert_eq!(segs.len(), 4, "zero overhead allowed: one conv per block");
     run_both(&g, x, &Grid::uniform(3, 3));
 }
+
+/// A strided conv that leaves its input's last row unread: the tiler does
+/// not compute that row, so the untiled baseline is what one tile computes
+/// and a 1×1 grid has no halo (`bench tiles` printed −1 % and −3 %).
+#[test]
+fn a_one_tile_grid_has_no_halo_where_a_border_row_goes_unread() {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut g = Graph::default();
+    let x = g.add_value("x", vec![1, 2, 8, 8]);
+    g.inputs.push(x);
+    let a = conv(&mut g, "c1", x, 3, 3, 1, &mut rng);
+    // 3×3, stride 2, no pad: outputs 0..3 read rows 0..7 of the 8.
+    let op = Op::Conv(Conv {
+        weight: Arc::new(random_tensor(&mut rng, vec![2, 3, 3, 3])),
+        bias: None,
+        strides: [2, 2],
+        pads: [0; 4],
+        dilations: [1, 1],
+        group: 1,
+        activation: Activation::Relu,
+    });
+    let b = g.add_node("c2", op, vec![a], "c2_out").expect("conv");
+    g.outputs.push(b);
+    let block = Block::new(&g, vec![0, 1]).expect("block");
+    let untiled = tile_engine::tiling::untiled_flops(&g, &block).expect("plan");
+    assert!(
+        untiled < block.flops(&g),
+        "{untiled} vs {}",
+        block.flops(&g)
+    );
+    let one = tile_engine::tiling::halo_overhead(&g, &block, &Grid::uniform(1, 1)).expect("1x1");
+    assert_eq!(one, 0.0);
+    let two = tile_engine::tiling::halo_overhead(&g, &block, &Grid::uniform(2, 1)).expect("2x1");
+    assert!(two > 0.0, "{two}");
+}

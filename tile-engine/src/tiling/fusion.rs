@@ -62,7 +62,7 @@ pub fn halo_overhead(graph: &Graph, block: &Block, grid: &Grid) -> Result<f64> {
     let [h, w] = block.output_hw(graph);
     let tiles = plan_tiles(graph, block, &grid.clamped(h, w))?;
     let tiled: u64 = tiles.iter().map(|t| t.flops).sum();
-    let untiled = block.flops(graph);
+    let untiled = super::plan::untiled_flops(graph, block)?;
     Ok(if untiled == 0 {
         0.0
     } else {
@@ -163,7 +163,7 @@ pub fn report_block(graph: &Graph, block: &Block, grid: &Grid) -> Result<BlockRe
     let grid = grid.clamped(h, w);
     let tiles = plan_tiles(graph, block, &grid)?;
     let whole = plan_tile(graph, block, super::plan::full_region(graph, block))?;
-    let untiled_flops = block.flops(graph);
+    let untiled_flops = whole.flops;
     let tiled_flops: u64 = tiles.iter().map(|t| t.flops).sum();
     let (first, last) = block.span_names(graph);
     Ok(BlockReport {

@@ -360,7 +360,17 @@ pub fn plan_tiles(graph: &Graph, block: &Block, grid: &Grid) -> Result<Vec<Tile>
 /// Halo cost of tiling `block` with `grid`: FLOPs over all tiles, and untiled.
 pub fn halo_flops(graph: &Graph, block: &Block, grid: &Grid) -> Result<(u64, u64)> {
     let tiles = plan_tiles(graph, block, grid)?;
-    Ok((tiles.iter().map(|t| t.flops).sum(), block.flops(graph)))
+    Ok((
+        tiles.iter().map(|t| t.flops).sum(),
+        untiled_flops(graph, block)?,
+    ))
+}
+
+/// FLOPs of `block` run as one tile: the rows and columns no later op reads
+/// (a strided window's unread border) are skipped, as in every tile, so a
+/// 1×1 grid has no halo, not a negative one.
+pub fn untiled_flops(graph: &Graph, block: &Block) -> Result<u64> {
+    Ok(plan_tile(graph, block, full_region(graph, block))?.flops)
 }
 
 /// Spans of the whole map, for callers that want a 1×1 plan.
