@@ -87,6 +87,10 @@ pub struct PlanReport {
     /// cluster has several edge nodes (its edge-only plan spreads tiles
     /// over them all): one of the one-node plans the margin compares with.
     pub one_edge: Option<Plan>,
+    /// Where that plan was not costed because its compute alone, this
+    /// long, could not win: the time, for the report to say why it is
+    /// missing.
+    pub one_edge_floor_s: Option<f64>,
 }
 
 impl PlanReport {
@@ -202,6 +206,8 @@ pub fn plan_dag(
             .collect(),
         topology: ctx.topo.clone(),
         single_node_margin: opts.single_node_margin,
+        one_edge_floor_s: (ctx.topo.edges.len() > 1 && coordinator_s >= bar)
+            .then_some(coordinator_s),
         one_edge,
     })
 }

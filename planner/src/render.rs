@@ -303,6 +303,14 @@ impl PlanReport {
                 count(Tier::Cloud)
             );
         }
+        if let Some(floor) = self.one_edge_floor_s {
+            let _ = writeln!(
+                s,
+                "{:<13} not costed: its compute alone ({:.3} ms) cannot beat the plans above",
+                super::plan::ONE_EDGE,
+                ms(floor)
+            );
+        }
         let fastest = self
             .alternatives
             .iter()

@@ -533,3 +533,32 @@ fn a_second_edge_node_never_makes_the_chosen_plan_slower_than_one_edge_alone() {
         );
     }
 }
+
+/// With several edge nodes the report always accounts for the whole model
+/// on the coordinator edge: costed as a row, or said not to be costed and
+/// why (it was left out silently when its compute alone could not win).
+#[test]
+fn the_one_edge_node_plan_is_shown_or_said_to_be_left_out() {
+    let cluster = example();
+    let est = Estimates::from_cluster(&cluster);
+    let report = plan(&heavy_cnn(), &cluster, &est).expect("plans");
+    let text = report.table();
+    let row = text.lines().any(|l| l.starts_with("one edge node "));
+    assert!(row, "{text}");
+    // Four edge nodes share this model's tiles: one alone cannot win.
+    assert!(report.one_edge_floor_s.is_some(), "{text}");
+    match report.one_edge_floor_s {
+        Some(floor) => {
+            assert!(report.one_edge.is_none());
+            assert!(
+                text.contains(&format!(
+                    "one edge node not costed: its compute alone ({:.3} ms)",
+                    floor * 1e3
+                )),
+                "{text}"
+            );
+            assert!(floor >= report.best.makespan_s(), "{floor}");
+        }
+        None => assert!(report.one_edge.is_some(), "{text}"),
+    }
+}
