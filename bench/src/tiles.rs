@@ -554,7 +554,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     println!(
-        "untiled peak: {:.2} MiB; tile peak: one tile's working set (a tile worker's need); saving: tile peak against untiled; node peak: one node running every tile, holding the whole maps between and across blocks (a skip connection over a block too)",
+        "untiled peak: {:.2} MiB; tile peak: one tile's working set (a tile worker's need), or a part that is not tiled run whole where that is larger (a bilinear resize, a global pool); saving: tile peak against untiled; node peak: one node running every tile, holding the whole maps between and across blocks (a skip connection over a block too)",
         mib(peak_live_bytes(model))
     );
     if points.iter().all(|p| p.blocks == 0) {
