@@ -274,13 +274,14 @@ fn exchange_table(model: &Graph, max_grid: usize) -> anyhow::Result<Vec<serde_js
             ) else {
                 continue;
             };
-            let (Ok((ta, wa)), Ok(tiles_b)) =
+            let (Ok((ta, _)), Ok(tiles_b)) =
                 (halo_flops(model, &a, &grid), plan_tiles(model, &b, &grid))
             else {
                 continue;
             };
-            let (tb, wb) = (tiles_b.iter().map(|t| t.flops).sum::<u64>(), b.flops(model));
-            let pct = 100.0 * ((ta + tb) as f64 / (wa + wb) as f64 - 1.0);
+            let tb = tiles_b.iter().map(|t| t.flops).sum::<u64>();
+            // Against the model's one-tile work, as `one` is.
+            let pct = 100.0 * ((ta + tb) as f64 / w as f64 - 1.0);
             // Rows a strip holds twice are rows it got from a neighbour.
             let mut bytes = 0u64;
             for (i, &v) in b.inputs.iter().enumerate() {

@@ -312,6 +312,7 @@ fn structure_key(dag: &ModelDag, ops: &[OpIdx], key: &mut Vec<u64>) {
                 ]
                 .map(|x| x as u64),
             ),
+            Geometry::Shift { offset } => key.extend([4, offset[0] as u64, offset[1] as u64]),
             Geometry::Pointwise => key.push(1),
             Geometry::Global => key.push(2),
         }

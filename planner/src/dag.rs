@@ -34,6 +34,11 @@ pub enum Geometry {
         /// Padding before, `[top, left]`.
         pad: [usize; 2],
     },
+    /// A crop: output `o` reads input `o + offset`.
+    Shift {
+        /// `[top, left]`.
+        offset: [usize; 2],
+    },
     /// Output pixel `(y, x)` reads only the input pixel at the same relative
     /// position (activations, affine, channel concat; integer nearest
     /// up-sampling and DepthToSpace, whose input is smaller).
@@ -205,6 +210,17 @@ impl ModelDag {
 }
 
 fn geometry(graph: &Graph, i: usize) -> Geometry {
+    let g = op_geometry(graph, i);
+    // The engine has the last word (a rank-1 operand, maps of two sizes in
+    // one Concat): an op it would not tile is no tileable op here either.
+    if g != Geometry::Global && !tile_engine::tiling::is_tileable(graph, i) {
+        return Geometry::Global;
+    }
+    g
+}
+
+/// What an output position of op `i` reads, by its kind alone.
+fn op_geometry(graph: &Graph, i: usize) -> Geometry {
     let n = &graph.nodes[i];
     let out = graph.shape(n.output);
     let spatial_in = n
@@ -228,17 +244,9 @@ fn geometry(graph: &Graph, i: usize) -> Geometry {
         Op::Pool(p) => window(p.kernel, p.strides, p.dilations, p.pads),
         // TF exports pad explicitly before each strided conv: these tile as
         // the engine tiles them, or every such conv would end a block.
-        Op::Pad { pads, .. } if tile_engine::tiling::is_tileable(graph, i) => {
-            window([1, 1], [1, 1], [1, 1], *pads)
-        }
-        // Output `o` reads input `o + offset`; a window from `o` over
-        // `offset + 1` inputs reads that one and, at worst, `offset` more.
-        Op::Crop { offset } if tile_engine::tiling::is_tileable(graph, i) => Geometry::Window {
-            extent: [offset[0] + 1, offset[1] + 1],
-            stride: [1, 1],
-            pad: [0, 0],
-        },
-        Op::ConvTranspose(c) if tile_engine::tiling::is_tileable(graph, i) => {
+        Op::Pad { pads, .. } => window([1, 1], [1, 1], [1, 1], *pads),
+        Op::Crop { offset } => Geometry::Shift { offset: *offset },
+        Op::ConvTranspose(c) => {
             let w = c.weight.shape();
             let k = [w[2].max(1), w[3].max(1)];
             Geometry::Transposed {
@@ -262,11 +270,7 @@ fn geometry(graph: &Graph, i: usize) -> Geometry {
         // Integer nearest up-sampling reads input `o / factor` for output
         // `o`: pointwise between maps of different sizes, which the halo
         // model scales by. The engine decides which resizes are exact.
-        Op::Resize { .. } | Op::DepthToSpace { .. }
-            if tile_engine::tiling::is_tileable(graph, i) =>
-        {
-            Geometry::Pointwise
-        }
+        Op::Resize { .. } | Op::DepthToSpace { .. } => Geometry::Pointwise,
         _ => Geometry::Global,
     }
 }

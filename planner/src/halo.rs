@@ -132,6 +132,15 @@ fn back_transposed(span: Span1, extent: usize, stride: usize, pad: usize, n_in: 
     (lo.min(n_in), hi.min(n_in).max(lo.min(n_in)))
 }
 
+/// The inputs a crop's outputs `span` read: each `offset` further on.
+fn shift(span: Span1, offset: usize, n_in: usize) -> Span1 {
+    if span.1 <= span.0 {
+        return (0, 0);
+    }
+    let lo = (span.0 + offset).min(n_in);
+    (lo, (span.1 + offset).min(n_in).max(lo))
+}
+
 fn scale(span: Span1, n_from: usize, n_to: usize) -> Span1 {
     if n_from == n_to {
         return span;
@@ -209,6 +218,9 @@ impl HaloModel for ReceptiveField {
                         back_transposed(r, extent[0], stride[0], pad[0], hi),
                         back_transposed(c, extent[1], stride[1], pad[1], wi),
                     ),
+                    Geometry::Shift { offset } => {
+                        (shift(r, offset[0], hi), shift(c, offset[1], wi))
+                    }
                     Geometry::Pointwise | Geometry::Global => (scale(r, h, hi), scale(c, w, wi)),
                 };
                 reads.push((i, ri, ci));

@@ -381,11 +381,21 @@ impl ExecPlan {
                 let tiles = b.tiling.as_ref().and_then(|t| {
                     // The planner's geometry is approximate; only blocks the
                     // engine can tile exactly are tiled.
-                    let block = Block::new(graph, b.ops.clone()).ok()?;
-                    let [h, w] = block.output_hw(graph);
-                    let grid = Grid::with_shares(t.row_shares.clone(), t.col_shares.clone());
-                    (t.rows <= h && t.cols <= w && grid.regions(h, w).is_ok())
-                        .then(|| (grid, t.nodes.iter().map(|&n| map[n]).collect()))
+                    let tiled = Block::new(graph, b.ops.clone()).ok().and_then(|block| {
+                        let [h, w] = block.output_hw(graph);
+                        let grid = Grid::with_shares(t.row_shares.clone(), t.col_shares.clone());
+                        (t.rows <= h && t.cols <= w && grid.regions(h, w).is_ok())
+                            .then(|| (grid, t.nodes.iter().map(|&n| map[n]).collect()))
+                    });
+                    if tiled.is_none() {
+                        tracing::warn!(
+                            ops = b.ops.len(),
+                            "a block the planner tiled {}x{} cannot be tiled as one by the engine: it runs whole on the coordinator",
+                            t.rows,
+                            t.cols
+                        );
+                    }
+                    tiled
                 });
                 ExecBlock {
                     ops: b.ops.clone(),
@@ -619,8 +629,9 @@ impl Default for Timeouts {
     }
 }
 
-/// How long a node whose job is past its deadline has to answer a probe
-/// before it is marked down.
+/// How long a node whose job is past its deadline, or that has fallen
+/// silent (see [`JOB_SILENCE`]), has to answer a probe before it is marked
+/// down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a node running a job may send nothing at all before it is
 /// probed. A live one is heard from every second at least (transport
@@ -1352,16 +1363,18 @@ impl Coordinator {
             let mut out = Vec::with_capacity(outputs as usize);
             let mut out_bytes = 0;
             for i in 0..outputs {
-                let (h, data) = peer
-                    .inbox
-                    .take((job, OUTPUT, i), deadline)
-                    .await
-                    .ok_or_else(|| {
-                        gone(format!(
-                            "output {i} of job {job} {}",
-                            peer.inbox.why_missing(job)
-                        ))
-                    })?;
+                let taken = tokio::select! {
+                    t = peer.inbox.take((job, OUTPUT, i), deadline) => t,
+                    why = self.gone_silent(peer) => {
+                        return Err(gone(format!("output {i} of job {job}: {why}")));
+                    }
+                };
+                let (h, data) = taken.ok_or_else(|| {
+                    gone(format!(
+                        "output {i} of job {job} {}",
+                        peer.inbox.why_missing(job)
+                    ))
+                })?;
                 out_bytes += h.payload_bytes().unwrap_or(0);
                 out.push(wire::to_tensor(&h, data, &out_shapes[i as usize])?);
             }

@@ -528,3 +528,56 @@ fn keras3_activation_names_map_to_ir_activations() {
         );
     }
 }
+
+/// On a `[batch, features]` input, Normalization's mean and variance from
+/// its config (Keras 3 writes `axis` as a list) broadcast over the last
+/// axis, `invert` undoes it, and a number before the tensor (`3.0 + x`)
+/// is added with the tensor first, which the tiler needs.
+#[test]
+fn keras3_normalization_of_features_inverted_and_a_leading_number() {
+    let layer = |class: &str, name: &str, config: Json, inbound: Json| {
+        let mut config = config;
+        config["name"] = json!(name);
+        json!({"class_name": class, "name": name, "config": config, "inbound_nodes": inbound})
+    };
+    let arg = |from: &str| {
+        json!({"class_name": "__keras_tensor__",
+               "config": {"shape": [null, 3], "dtype": "float32", "keras_history": [from, 0, 0]}})
+    };
+    let model = json!({
+        "format": "layers-model",
+        "modelTopology": {"model_config": {"class_name": "Functional", "config": {
+            "name": "feat",
+            "layers": [
+                layer("InputLayer", "in", json!({"batch_shape": [null, 3]}), json!([])),
+                layer("Normalization", "norm",
+                      json!({"axis": [-1], "invert": true, "mean": [1.0, 2.0, 3.0],
+                             "variance": [4.0, 0.0, 0.25]}),
+                      json!([{"args": [arg("in")], "kwargs": {}}])),
+                layer("Add", "add", json!({}),
+                      json!([{"args": [3.0, arg("norm")], "kwargs": {}}])),
+            ],
+            "input_layers": [["in", 0, 0]],
+            "output_layers": [["add", 0, 0]]
+        }}},
+        "weightsManifest": []
+    });
+    let g = load(&model, HashMap::new()).expect("loads");
+    assert_eq!(g.shape(g.outputs[0]), &[1, 3]);
+    let add = node(&g, "add");
+    assert!(
+        !g.constants.contains_key(&add.inputs[0]),
+        "the map is the sum's first operand"
+    );
+    let x = tile_engine::Tensor::new(vec![1, 3], vec![2.0, -1.0, 8.0]).expect("x");
+    let y = tile_engine::cpu::run(&g, &[x]).expect("runs");
+    // mean + x · max(√var, 1e-7), then 3 + that.
+    let want = [
+        1.0 + 2.0 * 2.0 + 3.0,
+        2.0 + -1.0 * 1e-7 + 3.0,
+        3.0 + 8.0 * 0.5 + 3.0,
+    ];
+    for (g, w) in y[0].data().iter().zip(want) {
+        assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{g} vs {w}");
+    }
+}

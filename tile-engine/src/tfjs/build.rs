@@ -250,11 +250,19 @@ impl Builder<'_> {
         // number becomes a constant operand in its place.
         let merge = ["Add", "Multiply", "Maximum", "Minimum", "Subtract"];
         if merge.contains(&call.class.as_str()) {
+            // A sum or product is the same bits in any order: its number
+            // goes last, as the tiler needs a map first (`3.0 + x`).
+            let commutes = matches!(call.class.as_str(), "Add" | "Multiply");
             for &(at, v) in &call.numbers {
                 let k = self
                     .graph
                     .add_constant(format!("{name}/arg{at}"), Tensor::scalar(v));
-                inputs.insert(at.min(inputs.len()), k);
+                let at = if commutes {
+                    inputs.len()
+                } else {
+                    at.min(inputs.len())
+                };
+                inputs.insert(at, k);
             }
         }
         let inputs = inputs;
@@ -685,12 +693,19 @@ fn batch_norm(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Res
     )
 }
 
-/// Per-channel values for a map of `c` channels (`[1, c, 1, 1]`, or a
-/// scalar where one value serves all), from a Keras layer's parameter.
-fn per_channel(layer: &str, what: &str, v: &[f32], c: usize) -> Result<Tensor> {
+/// Per-channel values for a value of shape `shape` (all ones but its
+/// channel axis, or a scalar where one value serves all), from a Keras
+/// layer's parameter.
+fn per_channel(layer: &str, what: &str, v: &[f32], shape: &[usize]) -> Result<Tensor> {
+    let axis = channel_axis(shape.len());
+    let c = shape.get(axis).copied().unwrap_or(1);
     match v.len() {
         1 => Ok(Tensor::scalar(v[0])),
-        n if n == c => Tensor::new(vec![1, c, 1, 1], v.to_vec()),
+        n if n == c => {
+            let mut dims = vec![1; shape.len()];
+            dims[axis] = c;
+            Tensor::new(dims, v.to_vec())
+        }
         n => Err(Error::Shape(format!(
             "layer {layer}: {what} has {n} values for {c} channels"
         ))),
@@ -699,11 +714,11 @@ fn per_channel(layer: &str, what: &str, v: &[f32], c: usize) -> Result<Tensor> {
 
 /// `layer(x) = x · scale + offset`, as Keras computes it (two roundings).
 fn rescaling(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result<ValueId> {
-    let c = b.shape(x).get(1).copied().unwrap_or(1);
+    let shape = b.shape(x);
     let scale = cfg.f32s("scale")?.unwrap_or_else(|| vec![1.0]);
     let offset = cfg.f32s("offset")?.unwrap_or_else(|| vec![0.0]);
-    let scale = per_channel(cfg.layer, "scale", &scale, c)?;
-    let offset = per_channel(cfg.layer, "offset", &offset, c)?;
+    let scale = per_channel(cfg.layer, "scale", &scale, &shape)?;
+    let offset = per_channel(cfg.layer, "offset", &offset, &shape)?;
     let binary = |kind| Op::Binary {
         kind,
         activation: Activation::Identity,
@@ -719,9 +734,8 @@ fn rescaling(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Resu
 /// mean and variance from its config or its weights.
 fn normalization(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result<ValueId> {
     let s = b.shape(x);
-    let c = s.get(1).copied().unwrap_or(1);
     let axis = ir_axis(s.len(), cfg.i64_or("axis", -1)?, cfg.layer)?;
-    if axis != 1 {
+    if axis != channel_axis(s.len()) {
         return Err(Error::Unsupported(format!(
             "layer {}: Normalization over a non-channel axis",
             cfg.layer
@@ -735,10 +749,14 @@ fn normalization(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> 
             b.weight(cfg.layer, "variance")?.data().to_vec(),
         ),
     };
-    // Keras's backend epsilon, the floor of the standard deviation.
-    let sd: Vec<f32> = var.iter().map(|v| v.sqrt().max(1e-7)).collect();
-    let mean = per_channel(cfg.layer, "mean", &mean, c)?;
-    let sd = per_channel(cfg.layer, "variance", &sd, c)?;
+    // Keras's backend epsilon, the floor of the standard deviation (a NaN
+    // stays NaN, as in its `maximum`).
+    let sd: Vec<f32> = var
+        .iter()
+        .map(|v| if v.is_nan() { *v } else { v.sqrt().max(1e-7) })
+        .collect();
+    let mean = per_channel(cfg.layer, "mean", &mean, &s)?;
+    let sd = per_channel(cfg.layer, "variance", &sd, &s)?;
     let binary = |kind| Op::Binary {
         kind,
         activation: Activation::Identity,
@@ -747,7 +765,8 @@ fn normalization(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> 
     let d = b.graph.add_constant(format!("{name}/sd"), sd);
     if cfg.bool_or("invert", false)? {
         let y = b.node(&format!("{name}/mul"), binary(BinaryKind::Mul), vec![x, d])?;
-        b.node(name, binary(BinaryKind::Add), vec![m, y])
+        // The map first, which the tiler needs; a sum is the same bits.
+        b.node(name, binary(BinaryKind::Add), vec![y, m])
     } else {
         let y = b.node(&format!("{name}/sub"), binary(BinaryKind::Sub), vec![x, m])?;
         b.node(name, binary(BinaryKind::Div), vec![y, d])
