@@ -574,7 +574,7 @@ fn keras3_normalization_of_features_inverted_and_a_leading_number() {
     // mean + x · max(√var, 1e-7), then 3 + that.
     let want = [
         1.0 + 2.0 * 2.0 + 3.0,
-        2.0 + -1.0 * 1e-7 + 3.0,
+        2.0 - 1e-7 + 3.0,
         3.0 + 8.0 * 0.5 + 3.0,
     ];
     for (g, w) in y[0].data().iter().zip(want) {
