@@ -10,6 +10,7 @@
 
 pub mod bundle;
 pub mod calibrate;
+pub mod compute_lock;
 pub mod config;
 pub mod coordinator;
 pub mod experiment;

@@ -108,6 +108,7 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
             std::fs::OpenOptions::new()
                 .create(true)
                 .truncate(false)
+                .read(true)
                 .write(true)
                 .open(p)
                 .with_context(|| {
@@ -133,18 +134,9 @@ fn start_executor(cfg: &NodeConfig) -> Result<ExecHandle> {
     let thread = std::thread::Builder::new()
         .name("executor".into())
         .spawn(move || {
-            let locked = |f: &mut dyn FnMut()| {
-                if let Some(l) = &lock_file {
-                    // A lock the file system refuses is said, not hidden:
-                    // jobs then overlap other daemons' on this machine.
-                    if let Err(e) = l.lock() {
-                        tracing::warn!("compute lock: {e}; running this job without it");
-                    }
-                    f();
-                    let _ = l.unlock();
-                } else {
-                    f();
-                }
+            let locked = |f: &mut dyn FnMut()| match &lock_file {
+                Some(l) => super::compute_lock::with_lock(l, f),
+                None => f(),
             };
             // Creating an executor compiles kernels: under the lock, so it
             // does not steal the cores from another node's calibration.
