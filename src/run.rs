@@ -145,6 +145,9 @@ async fn request(
         if !args.no_profile {
             profile(&coord, &mut loaded, &args.model).await;
         }
+        // Seconds may have passed (a transfer, a profile): a node stopped
+        // meanwhile is found now, not by a job's silence.
+        coord.probe_all().await;
         // A node that went away since (its daemon stopped while the model
         // loaded or was profiled) is left out of the plan: say so too.
         for &i in &up {

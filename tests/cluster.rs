@@ -1593,3 +1593,30 @@ fn an_interrupted_demo_stops_its_daemons_and_exits_130() {
         .collect();
     assert!(left.is_empty(), "daemons left running: {left:?}");
 }
+
+/// A node stopped while the model was profiled is found by the probe
+/// before the plan, not by its tiles' silence after it (`tessera run`
+/// gave it tiles and waited about 5 s more).
+#[test]
+fn a_node_stopped_before_the_plan_is_found_by_the_probe() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (local, coord) = start("probe").await;
+        let victim = local
+            .tier(Tier::Edge)
+            .into_iter()
+            .find(|&e| e != local.coordinator_node)
+            .expect("victim");
+        assert!(coord.probe_all().await.is_empty(), "every node answers");
+        local.signal(victim, "STOP").expect("SIGSTOP");
+        let started = std::time::Instant::now();
+        let down = coord.probe_all().await;
+        assert!(started.elapsed() < Duration::from_secs(4));
+        let _ = local.signal(victim, "CONT");
+        assert_eq!(down, [victim]);
+        assert!(!coord.alive().contains(&victim));
+        let why = coord.down_reason(victim).expect("a reason");
+        assert!(why.contains("did not answer a probe"), "{why}");
+        coord.shutdown().await;
+    });
+}

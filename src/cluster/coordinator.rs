@@ -920,6 +920,33 @@ impl Coordinator {
             .collect()
     }
 
+    /// Probes every node that is up, all at once, and marks down those that
+    /// do not answer within [`PROBE_TIMEOUT`], each with its reason (see
+    /// [`Coordinator::down_reason`]); returns their indices. For a caller
+    /// about to plan after a long wait (a model profiled for seconds): a
+    /// node stopped meanwhile would otherwise get its share of the tiles
+    /// and cost the request a silence timeout.
+    pub async fn probe_all(&self) -> Vec<usize> {
+        let peers: Vec<Arc<Peer>> = (0..self.cluster.nodes.len())
+            .filter_map(|i| self.peer(i))
+            .collect();
+        let answers =
+            futures_util::future::join_all(peers.iter().map(|p| p.answers(self.id()))).await;
+        let mut down = Vec::new();
+        for (p, answered) in peers.iter().zip(answers) {
+            if !answered {
+                let why = format!(
+                    "did not answer a probe within {} s before the plan",
+                    PROBE_TIMEOUT.as_secs()
+                );
+                p.leave_down(&why);
+                lock(&self.down_why)[p.idx] = Some(format!("node {}: {why}", p.name));
+                down.push(p.idx);
+            }
+        }
+        down
+    }
+
     /// Tries to bring back nodes that are down (a restarted daemon is
     /// re-admitted after its calibration); returns the names re-admitted.
     pub async fn readmit(&self) -> Vec<String> {
