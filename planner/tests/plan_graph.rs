@@ -184,41 +184,53 @@ fn nearest_upsampling_tiles_as_a_pointwise_op_between_two_map_sizes() {
     assert!((top.op_flops[0] - per_row(upn3, 17.0, 32.0)).abs() < 1e-6);
 }
 
-/// How TF exports a strided "same" conv and a decoder: an explicit Pad, a
-/// 3×3 stride-2 conv without pads, then a 2×2 stride-2 transposed conv.
-/// All three tile (they are one block for the engine), and a tile's halo
-/// follows each: a strip of the top half reads 17 of 32 input rows.
-#[test]
-fn explicit_pads_and_transposed_convs_tile_with_their_halos() {
+/// A `[1, c, 32, 32]` input, an explicit Pad of `pads`, a 3×3 stride-2
+/// conv without pads, then a `k`×`k` stride-2 transposed conv with `up_pads`
+/// and `extra` output padding: how TF exports a strided "same" conv and a
+/// decoder. Returns the graph and the transposed conv's output.
+fn pad_down_up(
+    c: usize,
+    pads: [usize; 4],
+    k: usize,
+    up_pads: [usize; 4],
+    extra: usize,
+) -> (Graph, usize) {
     let mut g = Graph::default();
-    let x = g.add_value("input", vec![1, 8, 32, 32]);
+    let x = g.add_value("input", vec![1, c, 32, 32]);
     g.inputs.push(x);
-    let pad = Op::Pad {
-        pads: [0, 0, 1, 1],
-        value: 0.0,
-    };
+    let pad = Op::Pad { pads, value: 0.0 };
     let p = g.add_node("pad", pad, vec![x], "p").expect("pad");
     let down = Op::Conv(Conv {
-        weight: Arc::new(Tensor::zeros(vec![8, 8, 3, 3])),
+        weight: Arc::new(Tensor::zeros(vec![c, c, 3, 3])),
         bias: None,
         strides: [2, 2],
-        pads: [0, 0, 0, 0],
+        pads: [0; 4],
         dilations: [1, 1],
         group: 1,
         activation: Activation::Relu,
     });
     let d = g.add_node("down", down, vec![p], "d").expect("conv");
     let up = Op::ConvTranspose(tile_engine::ir::ConvTranspose {
-        weight: Arc::new(Tensor::zeros(vec![8, 8, 2, 2])),
+        weight: Arc::new(Tensor::zeros(vec![c, c, k, k])),
         bias: None,
         strides: [2, 2],
-        pads: [0, 0, 0, 0],
+        pads: up_pads,
         dilations: [1, 1],
-        output_padding: [0, 0],
+        output_padding: [extra; 2],
         group: 1,
         activation: Activation::Identity,
     });
     let u = g.add_node("up", up, vec![d], "u").expect("convtranspose");
+    (g, u)
+}
+
+/// How TF exports a strided "same" conv and a decoder: an explicit Pad, a
+/// 3×3 stride-2 conv without pads, then a 2×2 stride-2 transposed conv.
+/// All three tile (they are one block for the engine), and a tile's halo
+/// follows each: a strip of the top half reads 17 of 32 input rows.
+#[test]
+fn explicit_pads_and_transposed_convs_tile_with_their_halos() {
+    let (mut g, u) = pad_down_up(8, [0, 0, 1, 1], 2, [0; 4], 0);
     g.outputs.push(u);
     let block: Vec<usize> = (0..3).collect();
     assert!(tile_engine::tiling::Block::new(&g, block.clone()).is_ok());
@@ -262,35 +274,7 @@ fn explicit_pads_and_transposed_convs_tile_with_their_halos() {
 /// cuts (a crop was charged `offset` more of each).
 #[test]
 fn pad_crop_and_transposed_conv_read_what_the_engine_reads() {
-    let mut g = Graph::default();
-    let x = g.add_value("input", vec![1, 4, 32, 32]);
-    g.inputs.push(x);
-    let pad = Op::Pad {
-        pads: [1, 2, 1, 0],
-        value: 0.0,
-    };
-    let p = g.add_node("pad", pad, vec![x], "p").expect("pad");
-    let down = Op::Conv(Conv {
-        weight: Arc::new(Tensor::zeros(vec![4, 4, 3, 3])),
-        bias: None,
-        strides: [2, 2],
-        pads: [0, 0, 0, 0],
-        dilations: [1, 1],
-        group: 1,
-        activation: Activation::Relu,
-    });
-    let d = g.add_node("down", down, vec![p], "d").expect("conv");
-    let up = Op::ConvTranspose(tile_engine::ir::ConvTranspose {
-        weight: Arc::new(Tensor::zeros(vec![4, 4, 3, 3])),
-        bias: None,
-        strides: [2, 2],
-        pads: [1, 1, 1, 1],
-        dilations: [1, 1],
-        output_padding: [1, 1],
-        group: 1,
-        activation: Activation::Identity,
-    });
-    let u = g.add_node("up", up, vec![d], "u").expect("convtranspose");
+    let (mut g, u) = pad_down_up(4, [1, 2, 1, 0], 3, [1; 4], 1);
     let [uh, uw] = [g.shape(u)[2], g.shape(u)[3]];
     let crop = Op::Crop { offset: [3, 2] };
     let c = g
