@@ -296,22 +296,24 @@ fn structure_key(dag: &ModelDag, ops: &[OpIdx], key: &mut Vec<u64>) {
                 extent,
                 stride,
                 pad,
-            } => key.extend(
-                [
-                    0, extent[0], extent[1], stride[0], stride[1], pad[0], pad[1],
-                ]
-                .map(|x| x as u64),
-            ),
-            Geometry::Transposed {
+            }
+            | Geometry::Transposed {
                 extent,
                 stride,
                 pad,
-            } => key.extend(
-                [
-                    3, extent[0], extent[1], stride[0], stride[1], pad[0], pad[1],
-                ]
-                .map(|x| x as u64),
-            ),
+            } => {
+                let tag = if matches!(op.geometry, Geometry::Window { .. }) {
+                    0
+                } else {
+                    3
+                };
+                key.extend(
+                    [
+                        tag, extent[0], extent[1], stride[0], stride[1], pad[0], pad[1],
+                    ]
+                    .map(|x| x as u64),
+                );
+            }
             Geometry::Shift { offset } => key.extend([4, offset[0] as u64, offset[1] as u64]),
             Geometry::Pointwise => key.push(1),
             Geometry::Global => key.push(2),
