@@ -34,7 +34,7 @@ fn take(file: &File) -> bool {
     loop {
         match file.try_lock() {
             Ok(()) => {
-                record_holder(file);
+                record_holder(file, std::process::id());
                 return true;
             }
             Err(TryLockError::WouldBlock) => {
@@ -57,15 +57,16 @@ fn take(file: &File) -> bool {
     }
 }
 
+/// Writes `pid` into the lock file as its holder's.
 #[cfg(unix)]
-fn record_holder(file: &File) {
+fn record_holder(file: &File, pid: u32) {
     use std::os::unix::fs::FileExt;
     // Padded to a fixed width, so a shorter id leaves no digits behind.
-    let _ = file.write_at(format!("{:>12}\n", std::process::id()).as_bytes(), 0);
+    let _ = file.write_at(format!("{pid:>12}\n").as_bytes(), 0);
 }
 
 #[cfg(not(unix))]
-fn record_holder(_: &File) {}
+fn record_holder(_: &File, _: u32) {}
 
 /// The holder's process id, where that process is stopped.
 #[cfg(unix)]
@@ -149,11 +150,7 @@ mod tests {
         assert!(stopped.success());
         let held = open();
         held.try_lock().expect("free");
-        {
-            use std::os::unix::fs::FileExt;
-            held.write_at(format!("{:>12}\n", child.id()).as_bytes(), 0)
-                .expect("write");
-        }
+        record_holder(&held, child.id());
         // Give the kernel a moment to show the child stopped.
         std::thread::sleep(Duration::from_millis(100));
         let started = Instant::now();

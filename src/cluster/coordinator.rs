@@ -939,8 +939,7 @@ impl Coordinator {
                     "did not answer a probe within {} s before the plan",
                     PROBE_TIMEOUT.as_secs()
                 );
-                p.leave_down(&why);
-                lock(&self.down_why)[p.idx] = Some(format!("node {}: {why}", p.name));
+                self.set_down(p, &why);
                 down.push(p.idx);
             }
         }
@@ -1069,9 +1068,7 @@ impl Coordinator {
                         "node {} {why} while profiling the model: marked down; planning from FLOPs",
                         p.name
                     );
-                    p.leave_down(&format!("{why} while profiling the model"));
-                    lock(&self.down_why)[p.idx] =
-                        Some(format!("node {}: {why} while profiling the model", p.name));
+                    self.set_down(&p, &format!("{why} while profiling the model"));
                     lock(&p.models).remove(&profile_key(hash));
                     return None;
                 }
@@ -1235,6 +1232,13 @@ impl Coordinator {
             + self.timeouts.factor * self.predict(node, class, work)
             + bytes as f64 / 1e6;
         Duration::from_secs_f64(t.min(3600.0))
+    }
+
+    /// Marks `p` down and keeps `why` for [`Coordinator::down_reason`]
+    /// ("node NAME: why"), for a caller that reports it itself.
+    fn set_down(&self, p: &Peer, why: &str) {
+        p.leave_down(why);
+        lock(&self.down_why)[p.idx] = Some(format!("node {}: {why}", p.name));
     }
 
     /// Returns, saying why, once `peer` has sent nothing for

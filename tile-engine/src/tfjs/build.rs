@@ -202,11 +202,7 @@ impl Builder<'_> {
                     Op::Activation(Activation::Sigmoid),
                     vec![x],
                 )?;
-                let mul = Op::Binary {
-                    kind: BinaryKind::Mul,
-                    activation: Activation::Identity,
-                };
-                self.node(name, mul, vec![x, s])
+                self.node(name, binary(BinaryKind::Mul), vec![x, s])
             }
         }
     }
@@ -358,14 +354,7 @@ impl Builder<'_> {
             "Maximum" => self.merge(&name, &inputs, BinaryKind::Max),
             "Minimum" => self.merge(&name, &inputs, BinaryKind::Min),
             "Subtract" => match inputs.as_slice() {
-                [a, b] => self.node(
-                    &name,
-                    Op::Binary {
-                        kind: BinaryKind::Sub,
-                        activation: Activation::Identity,
-                    },
-                    vec![*a, *b],
-                ),
+                [a, b] => self.node(&name, binary(BinaryKind::Sub), vec![*a, *b]),
                 _ => Err(Error::Malformed(format!(
                     "layer {}: Subtract takes two inputs",
                     call.layer
@@ -429,14 +418,7 @@ impl Builder<'_> {
         let k = self
             .graph
             .add_constant(format!("{name}/scale"), Tensor::scalar(k));
-        self.node(
-            name,
-            Op::Binary {
-                kind: BinaryKind::Mul,
-                activation: Activation::Identity,
-            },
-            vec![x, k],
-        )
+        self.node(name, binary(BinaryKind::Mul), vec![x, k])
     }
 
     /// Folds an n-ary merge into a chain of binary nodes; the last one gets `name`.
@@ -452,14 +434,7 @@ impl Builder<'_> {
             } else {
                 format!("{name}/{i}")
             };
-            acc = self.node(
-                &n,
-                Op::Binary {
-                    kind,
-                    activation: Activation::Identity,
-                },
-                vec![acc, x],
-            )?;
+            acc = self.node(&n, binary(kind), vec![acc, x])?;
         }
         Ok(acc)
     }
@@ -476,6 +451,14 @@ impl Builder<'_> {
             },
             vec![x],
         )
+    }
+}
+
+/// An elementwise binary op with no fused activation.
+fn binary(kind: BinaryKind) -> Op {
+    Op::Binary {
+        kind,
+        activation: Activation::Identity,
     }
 }
 
@@ -719,10 +702,6 @@ fn rescaling(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Resu
     let offset = cfg.f32s("offset")?.unwrap_or_else(|| vec![0.0]);
     let scale = per_channel(cfg.layer, "scale", &scale, &shape)?;
     let offset = per_channel(cfg.layer, "offset", &offset, &shape)?;
-    let binary = |kind| Op::Binary {
-        kind,
-        activation: Activation::Identity,
-    };
     let k = b.graph.add_constant(format!("{name}/scale"), scale);
     let y = b.node(&format!("{name}/mul"), binary(BinaryKind::Mul), vec![x, k])?;
     let k = b.graph.add_constant(format!("{name}/offset"), offset);
@@ -757,10 +736,6 @@ fn normalization(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> 
         .collect();
     let mean = per_channel(cfg.layer, "mean", &mean, &s)?;
     let sd = per_channel(cfg.layer, "variance", &sd, &s)?;
-    let binary = |kind| Op::Binary {
-        kind,
-        activation: Activation::Identity,
-    };
     let m = b.graph.add_constant(format!("{name}/mean"), mean);
     let d = b.graph.add_constant(format!("{name}/sd"), sd);
     if cfg.bool_or("invert", false)? {
