@@ -199,7 +199,7 @@ async fn request(
 async fn profile(coord: &Coordinator, loaded: &mut LoadedModel, model: &str) {
     let started = std::time::Instant::now();
     let node = coord
-        .profiling_node()
+        .profiling_node(&loaded.hash)
         .map_or("?", |i| coord.cluster.nodes[i].name.as_str());
     let profiling = coord.profile_model(loaded);
     tokio::pin!(profiling);

@@ -651,7 +651,7 @@ fn a_node_silent_while_it_profiles_the_model_is_marked_down() {
         let (local, mut coord) = start("profile-stall").await;
         coord.timeouts.stall = Duration::from_secs(1);
         let mut model = load(&coord).await;
-        let node = coord.profiling_node().expect("a node profiles");
+        let node = coord.profiling_node(&model.hash).expect("a node profiles");
         local.signal(node, "STOP").expect("SIGSTOP");
         let asked = std::time::Instant::now();
         assert_eq!(coord.profile_model(&mut model).await, None);
@@ -1022,6 +1022,40 @@ fn clients_loading_a_new_model_together_share_one_profile() {
         let profiles = log.lines().filter(|l| l.contains("profiled ")).count();
         assert_eq!(profiles, 1, "{log}");
         a.shutdown().await;
+        b.shutdown().await;
+    });
+}
+
+/// A client asks the edge node that holds a model's profile for it, not
+/// the first edge node, which (down when the model was first profiled, or
+/// restarted since) would time every op of the model again.
+#[test]
+fn a_model_is_profiled_by_the_edge_node_that_holds_its_profile() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut local = start_daemons("profile-holder", toml::from_str(SMALL).expect("toml")).await;
+        let edges = local.tier(Tier::Edge);
+        let (first, second) = (edges[0], edges[1]);
+        local.kill(first);
+        let a = connect(&local).await.expect("first coordinator");
+        let ma = load(&a).await;
+        assert_eq!(ma.profiled_on, Some(second), "the live edge node profiles");
+        a.shutdown().await;
+        local.restart(first).await.expect("restart");
+        let b = connect(&local).await.expect("second coordinator");
+        assert!(b.alive().contains(&first), "the restarted node is up");
+        let mb = load(&b).await;
+        assert_eq!(
+            mb.profiled_on,
+            Some(second),
+            "asked the node with the profile"
+        );
+        assert_eq!(mb.hash, ma.hash);
+        let name = &local.cluster.nodes[second].name;
+        let log =
+            std::fs::read_to_string(local.dir().join(format!("{name}.log"))).expect("node log");
+        let profiles = log.lines().filter(|l| l.contains("profiled ")).count();
+        assert_eq!(profiles, 1, "{log}");
         b.shutdown().await;
     });
 }

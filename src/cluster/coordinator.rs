@@ -10,7 +10,7 @@
 //! planner's cost model, so predicted and measured runs describe the same
 //! traffic.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +53,8 @@ pub struct Peer {
     calibration: watch::Sender<Option<Vec<(String, f64)>>>,
     executor: Mutex<String>,
     alive: AtomicBool,
+    /// Hashes of the models whose op profile the node said it holds.
+    profiled: Mutex<HashSet<String>>,
 }
 
 impl Peer {
@@ -94,6 +96,7 @@ impl Peer {
             calibration,
             executor: Mutex::new(String::new()),
             alive: AtomicBool::new(true),
+            profiled: Mutex::new(HashSet::new()),
         });
         {
             let p = peer.clone();
@@ -1028,13 +1031,21 @@ impl Coordinator {
 
     /// The node [`Coordinator::profile_model`] asks: the first live edge
     /// node, else the first live node.
-    pub fn profiling_node(&self) -> Option<usize> {
+    pub fn profiling_node(&self, hash: &str) -> Option<usize> {
         let edges = self.cluster.tier_nodes(planner::Tier::Edge);
         let alive = self.alive();
-        edges
-            .iter()
-            .chain(&alive)
-            .find(|i| alive.contains(i))
+        let holds = |i: &usize| {
+            self.peer(*i)
+                .is_some_and(|p| lock(&p.profiled).contains(hash))
+        };
+        // A node that holds the profile answers at once: after a restart of
+        // the node that profiled the model, asking the first edge node again
+        // would time every op anew.
+        let live_edges = || edges.iter().filter(|i| alive.contains(i));
+        live_edges()
+            .find(|i| holds(i))
+            .or_else(|| live_edges().next())
+            .or_else(|| alive.first())
             .copied()
     }
 
@@ -1052,7 +1063,7 @@ impl Coordinator {
     /// first call for a model on a node takes time.
     pub async fn profile_model(&self, model: &mut LoadedModel) -> Option<usize> {
         let (hash, dag) = (model.hash.as_str(), &mut model.dag);
-        let p = self.profiling_node().and_then(|i| self.peer(i))?;
+        let p = self.profiling_node(hash).and_then(|i| self.peer(i))?;
         let (tx, rx) = oneshot::channel();
         lock(&p.models).insert(profile_key(hash), tx);
         let answer = match p.send(&Msg::ProfileModel { hash: hash.into() }).await {
@@ -1139,7 +1150,15 @@ impl Coordinator {
             r = ask(Msg::HasModel { hash: hash.into() }) => r?,
             why = p.silent_for(self.timeouts.stall) => return Err(stalled(why)),
         };
-        if let Msg::ModelState { loaded: true, .. } = has {
+        if let Msg::ModelState {
+            loaded: true,
+            profiled,
+            ..
+        } = has
+        {
+            if profiled {
+                lock(&p.profiled).insert(hash.to_string());
+            }
             return Ok(());
         }
         let transfer = self.id();
@@ -1175,7 +1194,16 @@ impl Coordinator {
                 why: p.closed_why(),
             })?;
         match answer {
-            Msg::ModelState { loaded: true, .. } => Ok(()),
+            Msg::ModelState {
+                loaded: true,
+                profiled,
+                ..
+            } => {
+                if profiled {
+                    lock(&p.profiled).insert(hash.to_string());
+                }
+                Ok(())
+            }
             Msg::ModelState { error, .. } => Err(ClusterError::Node {
                 node: p.name.clone(),
                 why: format!("cannot load the model: {}", error.unwrap_or_default()),

@@ -689,10 +689,12 @@ async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, ms
         }
         Msg::HasModel { hash } => {
             let loaded = model_here_or_claimed(&node, &session, &hash).await;
+            let profiled = loaded && lock(&node.profiles).contains_key(&hash);
             let _ = Msg::ModelState {
                 hash,
                 loaded,
                 error: None,
+                profiled,
             }
             .send(&conn, 0)
             .await;
@@ -712,9 +714,11 @@ async fn on_message(node: Arc<Node>, conn: Connection, session: Arc<Session>, ms
                 node.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(node = %node.name, "model {hash}: {e}");
             }
+            let profiled = result.is_ok() && lock(&node.profiles).contains_key(&hash);
             let _ = Msg::ModelState {
                 hash,
                 loaded: result.is_ok(),
+                profiled,
                 // The coordinator says "cannot load the model: …" itself.
                 error: result.err().map(|e| match e {
                     ClusterError::Model(why) => why,

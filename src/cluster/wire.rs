@@ -51,6 +51,10 @@ pub enum Msg {
         loaded: bool,
         /// Why loading failed, if it did.
         error: Option<String>,
+        /// True when the node also holds the model's op profile (so a
+        /// coordinator asks it, not a node that would time every op again).
+        #[serde(default)]
+        profiled: bool,
     },
     /// Coordinator → node: run `nodes` of model `model` (graph node ids, in
     /// order) on `inputs` tensors; with `tile`, run the fused block's copy
