@@ -424,6 +424,19 @@ fn k3_args(from: &str, rest: &[Json]) -> Json {
     json!([{"args": args, "kwargs": {}}])
 }
 
+/// A Keras 3 layer entry of a functional model's `layers` list.
+fn k3_layer(class: &str, name: &str, config: Json, inbound: Json) -> Json {
+    let mut config = config;
+    config["name"] = json!(name);
+    json!({"class_name": class, "name": name, "config": config, "inbound_nodes": inbound})
+}
+
+/// A Keras 3 tensor argument of 3 features from layer `from`.
+fn feature_arg(from: &str) -> Json {
+    json!({"class_name": "__keras_tensor__",
+           "config": {"shape": [null, 3], "dtype": "float32", "keras_history": [from, 0, 0]}})
+}
+
 /// Keras's preprocessing and op layers as Keras 3 writes them (EfficientNet
 /// and MobileNetV3 begin with Rescaling and Normalization; MobileNetV3's
 /// hard sigmoid is `relu6(x + 3) * (1/6)`, an `Add` and a `Multiply` of a
@@ -431,24 +444,19 @@ fn k3_args(from: &str, rest: &[Json]) -> Json {
 /// out by hand.
 #[test]
 fn keras3_rescaling_normalization_number_operands_and_silu() {
-    let layer = |class: &str, name: &str, config: Json, inbound: Json| {
-        let mut config = config;
-        config["name"] = json!(name);
-        json!({"class_name": class, "name": name, "config": config, "inbound_nodes": inbound})
-    };
     let model = json!({
         "format": "layers-model",
         "modelTopology": {"model_config": {"class_name": "Functional", "config": {
             "name": "pre",
             "layers": [
-                layer("InputLayer", "in", json!({"batch_shape": [null, 1, 2, 2]}), json!([])),
-                layer("Rescaling", "rescaling", json!({"scale": 0.5, "offset": -1.0}),
+                k3_layer("InputLayer", "in", json!({"batch_shape": [null, 1, 2, 2]}), json!([])),
+                k3_layer("Rescaling", "rescaling", json!({"scale": 0.5, "offset": -1.0}),
                       k3_args("in", &[])),
-                layer("Normalization", "normalization", json!({"axis": -1, "invert": false}),
+                k3_layer("Normalization", "normalization", json!({"axis": -1, "invert": false}),
                       k3_args("rescaling", &[])),
-                layer("Add", "add", json!({}), k3_args("normalization", &[json!(3.0)])),
-                layer("Subtract", "subtract", json!({}), k3_args("add", &[json!(1.0)])),
-                layer("Activation", "act", json!({"activation": "silu"}),
+                k3_layer("Add", "add", json!({}), k3_args("normalization", &[json!(3.0)])),
+                k3_layer("Subtract", "subtract", json!({}), k3_args("add", &[json!(1.0)])),
+                k3_layer("Activation", "act", json!({"activation": "silu"}),
                       k3_args("subtract", &[])),
             ],
             "input_layers": [["in", 0, 0]],
@@ -535,27 +543,18 @@ fn keras3_activation_names_map_to_ir_activations() {
 /// is added with the tensor first, which the tiler needs.
 #[test]
 fn keras3_normalization_of_features_inverted_and_a_leading_number() {
-    let layer = |class: &str, name: &str, config: Json, inbound: Json| {
-        let mut config = config;
-        config["name"] = json!(name);
-        json!({"class_name": class, "name": name, "config": config, "inbound_nodes": inbound})
-    };
-    let arg = |from: &str| {
-        json!({"class_name": "__keras_tensor__",
-               "config": {"shape": [null, 3], "dtype": "float32", "keras_history": [from, 0, 0]}})
-    };
     let model = json!({
         "format": "layers-model",
         "modelTopology": {"model_config": {"class_name": "Functional", "config": {
             "name": "feat",
             "layers": [
-                layer("InputLayer", "in", json!({"batch_shape": [null, 3]}), json!([])),
-                layer("Normalization", "norm",
+                k3_layer("InputLayer", "in", json!({"batch_shape": [null, 3]}), json!([])),
+                k3_layer("Normalization", "norm",
                       json!({"axis": [-1], "invert": true, "mean": [1.0, 2.0, 3.0],
                              "variance": [4.0, 0.0, 0.25]}),
-                      json!([{"args": [arg("in")], "kwargs": {}}])),
-                layer("Add", "add", json!({}),
-                      json!([{"args": [3.0, arg("norm")], "kwargs": {}}])),
+                      json!([{"args": [feature_arg("in")], "kwargs": {}}])),
+                k3_layer("Add", "add", json!({}),
+                      json!([{"args": [3.0, feature_arg("norm")], "kwargs": {}}])),
             ],
             "input_layers": [["in", 0, 0]],
             "output_layers": [["add", 0, 0]]
@@ -580,4 +579,34 @@ fn keras3_normalization_of_features_inverted_and_a_leading_number() {
     for (g, w) in y[0].data().iter().zip(want) {
         assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{g} vs {w}");
     }
+}
+
+/// `Normalization(axis=None)`, which Keras 3 writes as `"axis": []`: one
+/// mean and variance for the whole tensor; a per-feature mean with it is
+/// refused by name.
+#[test]
+fn keras3_normalization_over_the_whole_tensor() {
+    let model = |mean: Json| {
+        json!({
+            "format": "layers-model",
+            "modelTopology": {"model_config": {"class_name": "Functional", "config": {
+                "name": "whole",
+                "layers": [
+                    k3_layer("InputLayer", "in", json!({"batch_shape": [null, 3]}), json!([])),
+                    k3_layer("Normalization", "norm",
+                             json!({"axis": [], "invert": false, "mean": mean, "variance": 4.0}),
+                             json!([{"args": [feature_arg("in")], "kwargs": {}}])),
+                ],
+                "input_layers": [["in", 0, 0]],
+                "output_layers": [["norm", 0, 0]]
+            }}},
+            "weightsManifest": []
+        })
+    };
+    let g = load(&model(json!(2.0)), HashMap::new()).expect("loads");
+    let x = tile_engine::Tensor::new(vec![1, 3], vec![2.0, -1.0, 8.0]).expect("x");
+    let y = tile_engine::cpu::run(&g, &[x]).expect("runs");
+    assert_eq!(y[0].data(), &[0.0, -1.5, 3.0]);
+    let e = err_text(load(&model(json!([1.0, 2.0, 3.0])), HashMap::new()));
+    assert!(e.contains("norm") && e.contains("whole tensor"), "{e}");
 }

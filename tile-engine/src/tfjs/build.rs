@@ -713,8 +713,10 @@ fn rescaling(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Resu
 /// mean and variance from its config or its weights.
 fn normalization(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> Result<ValueId> {
     let s = b.shape(x);
-    let axis = ir_axis(s.len(), cfg.i64_or("axis", -1)?, cfg.layer)?;
-    if axis != channel_axis(s.len()) {
+    // `axis=None` (written `[]`) is one mean and variance for the whole
+    // tensor, which `per_channel` takes as a scalar.
+    let whole = matches!(cfg.json.get("axis"), Some(serde_json::Value::Array(a)) if a.is_empty());
+    if !whole && ir_axis(s.len(), cfg.i64_or("axis", -1)?, cfg.layer)? != channel_axis(s.len()) {
         return Err(Error::Unsupported(format!(
             "layer {}: Normalization over a non-channel axis",
             cfg.layer
@@ -734,6 +736,14 @@ fn normalization(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> 
         .iter()
         .map(|v| if v.is_nan() { *v } else { v.sqrt().max(1e-7) })
         .collect();
+    if whole && (mean.len(), sd.len()) != (1, 1) {
+        return Err(Error::Shape(format!(
+            "layer {}: Normalization over the whole tensor with {} means and {} variances",
+            cfg.layer,
+            mean.len(),
+            sd.len()
+        )));
+    }
     let mean = per_channel(cfg.layer, "mean", &mean, &s)?;
     let sd = per_channel(cfg.layer, "variance", &sd, &s)?;
     let m = b.graph.add_constant(format!("{name}/mean"), mean);
