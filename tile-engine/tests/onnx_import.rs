@@ -479,6 +479,68 @@ fn variadic_sum_becomes_a_chain_and_constants_fold() {
     assert_eq!(g.values[g.outputs[0]].name, "y");
 }
 
+/// `Mean` is the sum times `1/n`, as onnxruntime computes it (a division
+/// by 3 differs in the last bit), folded when its inputs are constants;
+/// MaxPool's indices output is dropped when nothing reads it and refused,
+/// by name, when something does.
+#[test]
+fn mean_times_one_over_n_and_unread_pool_indices() {
+    let pool = |outs: &[&str]| {
+        node(
+            "MaxPool",
+            "mp",
+            &["x"],
+            outs,
+            vec![
+                attr("kernel_shape", A::Is(vec![2, 2])),
+                attr("strides", A::Is(vec![1, 1])),
+            ],
+        )
+    };
+    let m = |outputs: Vec<tile_engine::onnx::proto::ValueInfoProto>| {
+        model(
+            13,
+            vec![
+                pool(&["p", "idx"]),
+                node("Mean", "k", &["c", "c"], &["k"], vec![]),
+                node("Mean", "mean", &["p", "x2", "k"], &["y"], vec![]),
+            ],
+            vec![
+                tf("c", &[1], &[0.7]),
+                tf(
+                    "x2",
+                    &[1, 2, 2, 2],
+                    &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+                ),
+            ],
+            vec![vis("x", &[1, 2, 3, 3])],
+            outputs,
+        )
+    };
+    let g = load(&m(vec![vis("y", &[1, 2, 2, 2])]));
+    assert_eq!(ops(&g), vec!["maxpool", "binary", "binary", "binary"]);
+    let x: Vec<f32> = (0..18).map(|i| (i as f32 * 0.37).sin()).collect();
+    let y = tile_engine::cpu::run(
+        &g,
+        &[tile_engine::Tensor::new(vec![1, 2, 3, 3], x.clone()).expect("x")],
+    )
+    .expect("runs");
+    let x2 = [0.1f32, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
+    let k = (0.7f32 + 0.7) * 0.5;
+    for (i, got) in y[0].data().iter().enumerate() {
+        let (c, r, col) = (i / 4, i / 2 % 2, i % 2);
+        let at = |dr: usize, dc: usize| x[c * 9 + (r + dr) * 3 + col + dc];
+        let p = at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
+        let want = (p + x2[i] + k) * (1.0 / 3.0f32);
+        assert_eq!(got.to_bits(), want.to_bits(), "at {i}: {got} vs {want}");
+    }
+    let e = unsupported(&m(vec![vis("y", &[1, 2, 2, 2]), vis("idx", &[1, 2, 2, 2])]));
+    assert!(
+        e.contains("only the first output") && e.contains("idx"),
+        "{e}"
+    );
+}
+
 #[test]
 fn pad_dropout_identity_and_depth_to_space() {
     let m = model(

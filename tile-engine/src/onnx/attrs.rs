@@ -165,14 +165,6 @@ impl<'a> NodeCtx<'a> {
             .ok_or_else(|| self.malformed("has no output"))
     }
 
-    /// Refuses nodes whose extra outputs (e.g. MaxPool's indices) are used.
-    pub fn only_first_output(&self) -> Result<()> {
-        if self.node.output.iter().skip(1).any(|o| !o.is_empty()) {
-            return Err(self.unsupported("only the first output is supported"));
-        }
-        Ok(())
-    }
-
     /// A small non-negative size (kernel, stride, pad, axis count) from an int.
     pub fn size(&self, what: &str, v: i64) -> Result<usize> {
         if !(0..=MAX_DIM).contains(&v) {

@@ -5,7 +5,7 @@
 //! folded on the spot; the rest become IR nodes (constants they read are
 //! materialised as float32 graph constants).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::attrs::{MAX_DIM, NodeCtx};
@@ -47,6 +47,9 @@ pub(crate) struct Importer {
     /// Elements that folding may still create: bounded by the file size so a
     /// small file cannot make the importer allocate without limit.
     budget: usize,
+    /// Every name a node reads or the graph outputs: an extra output no one
+    /// reads (MaxPool's indices) is left unbound instead of refused.
+    read: HashSet<String>,
 }
 
 impl Importer {
@@ -56,6 +59,23 @@ impl Importer {
             .get(name)
             .cloned()
             .ok_or_else(|| ctx.malformed(format!("reads '{name}' before it is defined")))
+    }
+
+    /// Refuses a node whose outputs after the first are read (MaxPool's
+    /// indices): only the first is computed.
+    pub fn only_first_output(&self, ctx: &NodeCtx<'_>) -> Result<()> {
+        match ctx
+            .node
+            .output
+            .iter()
+            .skip(1)
+            .find(|o| self.read.contains(*o))
+        {
+            Some(o) => Err(ctx.unsupported(format!(
+                "only the first output is supported, and '{o}' is read"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The constant bound to `name`, if it is one.
@@ -389,6 +409,13 @@ pub(crate) fn import(model: &ModelProto, file_len: usize, fill: &[usize]) -> Res
         env: HashMap::new(),
         materialized: HashMap::new(),
         budget: file_len.saturating_mul(4).saturating_add(1 << 16),
+        read: g
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter().cloned())
+            .chain(g.output.iter().filter_map(|o| o.name.clone()))
+            .filter(|n| !n.is_empty())
+            .collect(),
     };
     for init in &g.initializer {
         let name = init
@@ -501,7 +528,9 @@ fn import_node(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         | "PRelu" | "Elu" | "Selu" | "Softplus" | "Erf" | "Gelu" | "Mish" | "Abs" | "Neg"
         | "Exp" | "Log" | "Sqrt" | "Reciprocal" => ops_math::activation(imp, ctx),
         "BatchNormalization" => ops_math::batch_norm(imp, ctx),
-        "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Sum" => ops_math::binary(imp, ctx),
+        "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Sum" | "Mean" => {
+            ops_math::binary(imp, ctx)
+        }
         "Pow" => ops_math::pow(imp, ctx),
         "Floor" | "Ceil" | "Round" | "Not" => ops_logic::unary(imp, ctx),
         "Equal" | "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" | "And" | "Or" | "Xor"

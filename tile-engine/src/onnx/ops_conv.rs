@@ -315,7 +315,7 @@ pub(crate) fn conv_transpose(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()
 
 /// `MaxPool` / `AveragePool` → `Op::Pool`.
 pub(crate) fn pool(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
-    ctx.only_first_output()?;
+    imp.only_first_output(ctx)?;
     let x = ctx.req_input(0)?;
     let xs = imp.shape_of(ctx, x)?;
     let sp = spatial_rank(ctx, &xs)?;

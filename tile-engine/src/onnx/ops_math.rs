@@ -377,12 +377,13 @@ pub(crate) fn batch_norm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     imp.emit_out(ctx, op, vec![x])
 }
 
-/// Add/Sub/Mul/Div/Max/Min/Sum → `Op::Binary` (variadic forms as a chain);
-/// folded when every input is constant.
+/// Add/Sub/Mul/Div/Max/Min/Sum/Mean → `Op::Binary` (variadic forms as a
+/// chain; Mean the sum times `1/n`, as onnxruntime computes it); folded when
+/// every input is constant.
 pub(crate) fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
     let first_new = imp.graph.values.len();
     let kind = match ctx.op {
-        "Add" | "Sum" => BinaryKind::Add,
+        "Add" | "Sum" | "Mean" => BinaryKind::Add,
         "Sub" => BinaryKind::Sub,
         "Mul" => BinaryKind::Mul,
         "Div" => BinaryKind::Div,
@@ -396,7 +397,10 @@ pub(crate) fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         .map(String::as_str)
         .filter(|s| !s.is_empty())
         .collect();
-    let variadic = matches!(ctx.op, "Sum" | "Max" | "Min");
+    let variadic = matches!(ctx.op, "Sum" | "Max" | "Min" | "Mean");
+    // onnxruntime multiplies the sum by 1/n (ONNX's reference divides, which
+    // differs in the last bit for n = 3).
+    let mean = (ctx.op == "Mean" && names.len() > 1).then(|| 1.0 / names.len() as f32);
     if names.is_empty() || (!variadic && names.len() != 2) {
         return Err(ctx.malformed(format!("expects 2 inputs, got {}", names.len())));
     }
@@ -408,6 +412,12 @@ pub(crate) fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
             acc = fold::binary(kind, &acc, c)
                 .ok_or_else(|| ctx.malformed("integer overflow or division by zero"))?;
         }
+        if let Some(k) = mean {
+            let k = ConstValue::f32(vec![], vec![k]);
+            let sum = ConstValue::f32(acc.shape.clone(), acc.to_f32());
+            acc = fold::binary(BinaryKind::Mul, &sum, &k)
+                .ok_or_else(|| ctx.malformed("a mean that does not fold"))?;
+        }
         return imp.bind_const(ctx, acc);
     }
     let out = ctx.output()?.to_string();
@@ -417,7 +427,7 @@ pub(crate) fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
         if imp.opset < 7 {
             rhs = legacy_broadcast(imp, ctx, cur, rhs)?;
         }
-        let last = i + 1 == names.len();
+        let last = i + 1 == names.len() && mean.is_none();
         let node_name = if last {
             ctx.name.clone()
         } else {
@@ -428,6 +438,15 @@ pub(crate) fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
             binary_op(kind),
             vec![cur, rhs],
             format!("{out}/{i}"),
+        )?;
+    }
+    if let Some(k) = mean {
+        let k = imp.add_const(format!("{out}/1/n"), ConstValue::f32(vec![], vec![k]))?;
+        cur = imp.emit(
+            ctx.name.clone(),
+            binary_op(BinaryKind::Mul),
+            vec![cur, k],
+            out.clone(),
         )?;
     }
     finish(imp, ctx, cur, first_new)
