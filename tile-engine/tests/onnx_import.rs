@@ -285,6 +285,12 @@ fn resize_scales_versus_sizes() {
         &[1, 2, 3, 4],
     );
     assert_eq!(g.shape(g.outputs[0]), &[1, 2, 6, 10]);
+    // onnxruntime's output size: the product in float32 (60 · 1.1666666 is
+    // 70.0 there, 69.99999 in float64), as a PyTorch `scale_factor=7/6` means.
+    let n7 = node("Resize", "r", &["x", "", "sc"], &["y"], vec![]);
+    let sc = [1.0, 1.0, 1.0, 7.0 / 6.0];
+    let g7 = load_single(13, n7, vec![tf("sc", &[4], &sc)], &[1, 1, 1, 60]);
+    assert_eq!(g7.shape(g7.outputs[0]), &[1, 1, 1, 70]);
     assert_eq!(
         g.nodes[0].op,
         Op::Resize {

@@ -1030,7 +1030,10 @@ pub(crate) fn resize(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<()> {
                 if !(f.is_finite() && f > 0.0) {
                     return Err(ctx.malformed(format!("scale {f}")));
                 }
-                let o = (xs[a] as f64 * f64::from(f)).floor();
+                // The product in float32, as onnxruntime takes it: a
+                // PyTorch `scale_factor=7/6` on 60 pixels is 70.0 there
+                // (69 in float64, as ONNX's shape inference has it).
+                let o = f64::from((xs[a] as f32 * f).floor());
                 if o > super::attrs::MAX_DIM as f64 {
                     return Err(ctx.malformed(format!("scale {f} makes the output too large")));
                 }
