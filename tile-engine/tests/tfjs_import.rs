@@ -540,7 +540,7 @@ fn keras3_activation_names_map_to_ir_activations() {
 /// On a `[batch, features]` input, Normalization's mean and variance from
 /// its config (Keras 3 writes `axis` as a list) broadcast over the last
 /// axis, `invert` undoes it, and a number before the tensor (`3.0 + x`)
-/// is added with the tensor first, which the tiler needs.
+/// is added with the tensor first.
 #[test]
 fn keras3_normalization_of_features_inverted_and_a_leading_number() {
     let model = json!({

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use tile_engine::cpu::CpuExecutor;
-use tile_engine::ir::{Activation, Conv};
+use tile_engine::ir::{Activation, BinaryKind, Conv};
 use tile_engine::tiling::{
     Block, FusionOptions, Grid, Region, Segment, Span, TiledOptions, choose_blocks, plan_tiles,
     run_tiled,
@@ -225,4 +225,46 @@ fn a_one_tile_grid_has_no_halo_where_a_border_row_goes_unread() {
     assert_eq!(one, 0.0);
     let two = tile_engine::tiling::halo_overhead(&g, &block, &Grid::uniform(2, 1)).expect("2x1");
     assert!(two > 0.0, "{two}");
+}
+
+/// A binary whose constant comes first (`1 - x`, `c / x`, as PyTorch
+/// exports write them) tiles with the maps around it instead of running
+/// whole, and its tiles stitch to the untiled result bit for bit.
+#[test]
+fn a_binary_with_its_constant_first_is_tiled() {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut g = Graph::default();
+    let x = g.add_value("x", vec![1, 2, 12, 13]);
+    g.inputs.push(x);
+    let a = conv(&mut g, "c1", x, 3, 3, 1, &mut rng);
+    let one = g.add_constant("one", tile_engine::Tensor::scalar(1.0));
+    let per_c = g.add_constant(
+        "per_c",
+        tile_engine::Tensor::new(vec![1, 3, 1, 1], vec![0.5, -2.0, 3.0]).expect("per_c"),
+    );
+    let binary = |kind| Op::Binary {
+        kind,
+        activation: Activation::Identity,
+    };
+    let b = g
+        .add_node("sub", binary(BinaryKind::Sub), vec![one, a], "sub_out")
+        .expect("sub");
+    let c = g
+        .add_node("div", binary(BinaryKind::Div), vec![per_c, b], "div_out")
+        .expect("div");
+    let d = conv(&mut g, "c2", c, 2, 3, 1, &mut rng);
+    g.outputs.push(d);
+    for node in 0..g.nodes.len() {
+        assert!(
+            tile_engine::tiling::is_tileable(&g, node),
+            "{}",
+            g.nodes[node].name
+        );
+    }
+    let block = Block::new(&g, (0..g.nodes.len()).collect()).expect("one block");
+    let tiles = plan_tiles(&g, &block, &Grid::uniform(3, 2)).expect("plan");
+    assert_eq!(tiles.len(), 6);
+    run_both(&g, x, &Grid::uniform(3, 2));
+    run_both(&g, x, &Grid::uniform(5, 1));
 }

@@ -247,7 +247,7 @@ impl Builder<'_> {
         let merge = ["Add", "Multiply", "Maximum", "Minimum", "Subtract"];
         if merge.contains(&call.class.as_str()) {
             // A sum or product is the same bits in any order: its number
-            // goes last, as the tiler needs a map first (`3.0 + x`).
+            // goes last (`3.0 + x` as `x + 3.0`); other ops keep the order.
             let commutes = matches!(call.class.as_str(), "Add" | "Multiply");
             for &(at, v) in &call.numbers {
                 let k = self
@@ -750,7 +750,7 @@ fn normalization(b: &mut Builder<'_>, cfg: &Cfg<'_>, name: &str, x: ValueId) -> 
     let d = b.graph.add_constant(format!("{name}/sd"), sd);
     if cfg.bool_or("invert", false)? {
         let y = b.node(&format!("{name}/mul"), binary(BinaryKind::Mul), vec![x, d])?;
-        // The map first, which the tiler needs; a sum is the same bits.
+        // `mean + x · sd` as `x · sd + mean`: a sum is the same bits.
         b.node(name, binary(BinaryKind::Add), vec![y, m])
     } else {
         let y = b.node(&format!("{name}/sub"), binary(BinaryKind::Sub), vec![x, m])?;

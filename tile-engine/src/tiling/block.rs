@@ -80,8 +80,8 @@ pub(crate) fn node_geom(graph: &Graph, node: NodeId) -> Option<NodeGeom> {
     let n = graph.nodes.get(node)?;
     let out = graph.shape(n.output);
     let [oh, ow] = hw(out)?;
-    let first = graph.shape(*n.inputs.first()?);
-    let [ih, iw] = hw(first)?;
+    // The first map input: a binary's constant may come first (`1 - x`).
+    let [ih, iw] = n.inputs.iter().find_map(|&i| hw(graph.shape(i)))?;
     let window =
         |kernel: [usize; 2], strides: [usize; 2], pads: [usize; 4], dil: [usize; 2], ceil: bool| {
             let ax = |a: usize| AxisMap::Window {
@@ -187,8 +187,9 @@ pub(crate) fn node_geom(graph: &Graph, node: NodeId) -> Option<NodeGeom> {
     if inputs.len() != n.inputs.len() {
         return None;
     }
-    // The first input must be a sliced map (it drives the output's extent).
-    if !matches!(inputs.first(), Some(InputGeom::Map(_))) {
+    // Some input must be a sliced map: the first one drives the output's
+    // extent (`NodeGeom::primary`).
+    if !inputs.iter().any(|g| matches!(g, InputGeom::Map(_))) {
         return None;
     }
     // An axis on which no output reads any input (every window lies in
