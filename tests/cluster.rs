@@ -897,6 +897,56 @@ fn a_node_that_cannot_load_the_model_is_left_out_unless_no_edge_node_can() {
     });
 }
 
+/// A node that refuses a model for its size answers at the model's first
+/// message, and the coordinator stops sending it there: before, every
+/// request sent the whole model (88 MB in a trial) before the refusal.
+#[test]
+fn a_model_over_a_nodes_limit_is_not_sent_to_it() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut local = start_daemons("refuse-early", toml::from_str(SMALL).expect("toml")).await;
+        let cloud = local.tier(Tier::Cloud)[0];
+        local
+            .restart_with(cloud, "max_model_bytes = 1000000\n")
+            .await
+            .expect("restart");
+        // resnet8 with 24 MiB of a field no reader knows: still a valid
+        // model (protobuf skips unknown fields), and 24 MiB to send.
+        let mut bytes = std::fs::read("tests/data/models/resnet8.onnx").expect("resnet8");
+        let pad = 24usize << 20;
+        bytes.extend_from_slice(&[0xC2, 0x3E]); // field 1000, length-delimited
+        let mut n = pad;
+        while n >= 0x80 {
+            bytes.push((n as u8 & 0x7F) | 0x80);
+            n >>= 7;
+        }
+        bytes.push(n as u8);
+        bytes.resize(bytes.len() + pad, 0);
+        let path = local.dir().join("padded.onnx");
+        std::fs::write(&path, &bytes).expect("write");
+        let bundle =
+            Bundle::from_spec(path.to_str().expect("utf-8"), &[1, 3, 64, 64]).expect("bundle");
+        let coord = connect(&local).await.expect("coordinator connects");
+        let model = coord
+            .load_model(&bundle)
+            .await
+            .expect("loads on the others");
+        assert!(model.left_out.iter().any(|(who, _)| *who == cloud));
+        let body = http_get(local.metrics[cloud].as_deref().expect("metrics url"));
+        let received: f64 = body
+            .lines()
+            .find(|l| l.starts_with("tessera_bytes_received_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .expect("bytes received");
+        assert!(
+            received < (pad / 2) as f64,
+            "{received} bytes of {pad} reached the node"
+        );
+        coord.shutdown().await;
+    });
+}
+
 /// A request about to lose (or wait for) an edge node: the cluster (with
 /// `timeouts`), the model, a plan over both edge nodes, the reference
 /// bits, and the victim (the edge node that is not the coordinator's),

@@ -1167,7 +1167,7 @@ impl Coordinator {
             transfer,
             bytes: bytes.len() as u64,
         };
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         lock(&p.models).insert(hash.to_string(), tx);
         let upload = async {
             p.send(&load).await?;
@@ -1177,22 +1177,32 @@ impl Coordinator {
             }
             Ok::<(), ClusterError>(())
         };
+        let closed = |_| ClusterError::Node {
+            node: p.name.clone(),
+            why: p.closed_why(),
+        };
         // A node receiving acknowledges all the time: one silent for
-        // `stall` has stopped (paused, hung), not slowed.
-        tokio::select! {
-            r = upload => r?,
+        // `stall` has stopped (paused, hung), not slowed. One that answers
+        // before the model is all sent has refused it (over its
+        // `max_model_bytes`): the rest is not sent (it was, 88 MB a request).
+        let early = tokio::select! {
+            r = upload => {
+                r?;
+                None
+            }
+            a = &mut rx => Some(a.map_err(closed)?),
             why = p.silent_for(self.timeouts.stall) => return Err(stalled(why)),
-        }
-        let answer = tokio::time::timeout(Duration::from_secs(300), rx)
-            .await
-            .map_err(|_| ClusterError::Node {
-                node: p.name.clone(),
-                why: "model load timed out".into(),
-            })?
-            .map_err(|_| ClusterError::Node {
-                node: p.name.clone(),
-                why: p.closed_why(),
-            })?;
+        };
+        let answer = match early {
+            Some(a) => a,
+            None => tokio::time::timeout(Duration::from_secs(300), rx)
+                .await
+                .map_err(|_| ClusterError::Node {
+                    node: p.name.clone(),
+                    why: "model load timed out".into(),
+                })?
+                .map_err(closed)?,
+        };
         match answer {
             Msg::ModelState {
                 loaded: true,
