@@ -1815,9 +1815,7 @@ impl Coordinator {
         let graph = &model.graph;
         let tb = Block::new(graph, block.ops.clone())
             .map_err(|e| ClusterError::Protocol(format!("{stage}: {e}")))?;
-        let [h, w] = tb.output_hw(graph);
-        let regions = grid
-            .regions(h, w)
+        let regions = tile_engine::tiling::block_regions(graph, &tb, grid)
             .map_err(|e| ClusterError::Protocol(format!("{stage}: {e}")))?;
         let class = Self::dominant_class(graph, &block.ops);
         // Plan every tile up front: inputs to send and output shapes.

@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use tile_engine::cpu::CpuExecutor;
 use tile_engine::ir::{Activation, BinaryKind, Conv};
 use tile_engine::tiling::{
-    Block, FusionOptions, Grid, Region, Segment, Span, TiledOptions, choose_blocks, plan_tiles,
-    run_tiled,
+    Block, FusionOptions, Grid, Region, Segment, Span, TiledOptions, block_regions, choose_blocks,
+    plan_tile, plan_tiles, run_tiled,
 };
 use tile_engine::{Executor, Graph, Op};
 use tiling_common::{assert_bits_eq, check_case, random_tensor};
@@ -267,4 +267,44 @@ fn a_binary_with_its_constant_first_is_tiled() {
     assert_eq!(tiles.len(), 6);
     run_both(&g, x, &Grid::uniform(3, 2));
     run_both(&g, x, &Grid::uniform(5, 1));
+}
+
+/// In a ×3 super-resolution block (convs, then depth-to-space by 3) the
+/// grid's cuts move onto multiples of 3: a cut between them makes both
+/// strips compute the low-resolution row it falls in and that row's halo.
+/// The tiles still cover the map once and stitch to the untiled bits.
+#[test]
+fn cuts_of_an_upsampling_block_fall_on_its_factor() {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut g = Graph::default();
+    let x = g.add_value("x", vec![1, 1, 16, 16]);
+    g.inputs.push(x);
+    let a = conv(&mut g, "c1", x, 4, 5, 2, &mut rng);
+    let b = conv(&mut g, "c2", a, 9, 3, 1, &mut rng);
+    let op = Op::DepthToSpace {
+        blocksize: 3,
+        mode: tile_engine::ir::DepthToSpaceMode::Crd,
+    };
+    let y = g.add_node("d2s", op, vec![b], "y").expect("d2s");
+    g.outputs.push(y);
+    let block = Block::new(&g, vec![0, 1, 2]).expect("block");
+    // 48 rows in 5 strips: the grid's own cuts are 10, 19, 29, 38.
+    let grid = Grid::uniform(5, 1);
+    let naive = grid.regions(48, 48).expect("regions");
+    assert_eq!(naive[1].rows, Span::new(10, 19));
+    let regions = block_regions(&g, &block, &grid).expect("regions");
+    let cuts: Vec<usize> = regions.iter().skip(1).map(|r| r.rows.start).collect();
+    assert!(cuts.iter().all(|c| c % 3 == 0), "{cuts:?}");
+    for (r, n) in regions.iter().zip(&naive) {
+        assert!(r.rows.start.abs_diff(n.rows.start) < 3, "{r} vs {n}");
+    }
+    let flops = |rs: &[Region]| -> u64 {
+        rs.iter()
+            .map(|&r| plan_tile(&g, &block, r).expect("tile").flops)
+            .sum()
+    };
+    assert!(flops(&regions) < flops(&naive), "aligned cuts cost less");
+    run_both(&g, x, &grid);
+    run_both(&g, x, &Grid::uniform(4, 3));
 }

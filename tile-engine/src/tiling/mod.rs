@@ -40,7 +40,8 @@ pub use fusion::{
 };
 pub use grid::{Grid, split};
 pub use plan::{
-    Tile, halo_flops, peak_live_bytes, plan_tile, plan_tiles, row_copy_elements, untiled_flops,
+    Tile, block_regions, halo_flops, peak_live_bytes, plan_tile, plan_tiles, row_copy_elements,
+    untiled_flops,
 };
 pub use region::{Region, Span};
 pub use stitch::{paste_region, slice_region};
