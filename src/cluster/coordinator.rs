@@ -380,7 +380,10 @@ impl ExecPlan {
             .blocks
             .iter()
             .map(|b| {
-                let node = b.node_times.first().map_or(coordinator, |t| map[t.node]);
+                let mut node = b.node_times.first().map_or(coordinator, |t| map[t.node]);
+                if b.tiling.is_some() {
+                    node = coordinator;
+                }
                 let tiles = b.tiling.as_ref().and_then(|t| {
                     // The planner's geometry is approximate; only blocks the
                     // engine can tile exactly are tiled.
@@ -390,7 +393,13 @@ impl ExecPlan {
                         (t.rows <= h && t.cols <= w && grid.regions(h, w).is_ok())
                             .then(|| (grid, t.nodes.iter().map(|&n| map[n]).collect()))
                     });
-                    if tiled.is_none() {
+                    if tiled.is_none() && t.rows * t.cols == 1 {
+                        // One tile is the block run whole: on the node the
+                        // planner gave it, and nothing lost to say.
+                        if let Some(&n) = t.nodes.first() {
+                            node = map[n];
+                        }
+                    } else if tiled.is_none() {
                         tracing::warn!(
                             ops = b.ops.len(),
                             "a block the planner tiled {}x{} cannot be tiled as one by the engine: it runs whole on the coordinator",
@@ -403,11 +412,7 @@ impl ExecPlan {
                 ExecBlock {
                     ops: b.ops.clone(),
                     tiles,
-                    node: if b.tiling.is_some() {
-                        coordinator
-                    } else {
-                        node
-                    },
+                    node,
                     predicted_s: Some(b.time_s),
                 }
             })
