@@ -11,7 +11,11 @@ use planner::{Cluster, Estimates};
 pub fn read_cluster(path: &Path) -> Result<Cluster> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let cluster: Cluster = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let mut cluster: Cluster =
+        toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    // Edge nodes alone: the input starts at the client, a device that
+    // computes nothing and is never contacted.
+    let stand_in = cluster.add_input_stand_in();
     cluster
         .validate()
         .and_then(|()| cluster.check_addresses())
@@ -19,7 +23,7 @@ pub fn read_cluster(path: &Path) -> Result<Cluster> {
     // What `tessera run` would refuse without a network: `plan` says so
     // too. (Names are resolved by `run` alone; a plan may be made away
     // from the cluster's network.)
-    for n in &cluster.nodes {
+    for n in cluster.nodes.iter().skip(usize::from(stand_in)) {
         transport::certs::check_issuable_name(&n.name)
             .with_context(|| path.display().to_string())?;
         let host_port = n.address.rsplit_once(':');
@@ -71,6 +75,13 @@ pub fn node_addresses(
 ) -> Result<Vec<std::result::Result<SocketAddr, String>>> {
     let mut addrs = Vec::with_capacity(cluster.nodes.len());
     for n in &cluster.nodes {
+        if n.name == planner::cluster::INPUT_STAND_IN {
+            addrs.push(Err(format!(
+                "no device in {}: the input starts at this client",
+                path.display()
+            )));
+            continue;
+        }
         // Said as the coordinator's reason the node is down: "node edge1: …".
         let mine = |why: String| {
             Err(format!(

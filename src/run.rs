@@ -60,7 +60,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let addrs = plan::node_addresses(&args.cluster, &cluster)?;
     let identity = Identity::load(&args.certs, &args.name)
         .with_context(|| format!("certificate {} in {}", args.name, args.certs.display()))?;
-    let peers = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let peers = cluster
+        .nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .filter(|n| n != planner::cluster::INPUT_STAND_IN)
+        .collect();
     let hello = Hello {
         node_id: args.name.clone(),
         tier: transport::Tier::Edge,
@@ -129,6 +134,9 @@ async fn request(
         coord.profile_models = false;
         // Each node left down once, with why (its reason names it).
         for i in 0..coord.cluster.nodes.len() {
+            if coord.cluster.nodes[i].name == planner::cluster::INPUT_STAND_IN {
+                continue;
+            }
             if let Some(why) = coord.down_reason(i) {
                 eprintln!("{why}, planning without it");
             }

@@ -6,6 +6,10 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+/// Name of the device [`Cluster::add_input_stand_in`] adds to a cluster
+/// file without one (not a name a node can have: it has parentheses).
+pub const INPUT_STAND_IN: &str = "(input)";
+
 /// Index of a node in [`Cluster::nodes`].
 pub type NodeIdx = usize;
 
@@ -267,6 +271,41 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// For a cluster file that lists no device (edge nodes alone, the
+    /// client's input sent straight to them): adds [`INPUT_STAND_IN`], a
+    /// device that computes nothing, has no address and reaches every edge
+    /// node over a free link, which is what the planner's star needs to
+    /// start from. Returns whether it added one.
+    pub fn add_input_stand_in(&mut self) -> bool {
+        if !self.tier_nodes(Tier::Device).is_empty() {
+            return false;
+        }
+        let edges: Vec<String> = self
+            .tier_nodes(Tier::Edge)
+            .iter()
+            .map(|&e| self.nodes[e].name.clone())
+            .collect();
+        self.nodes.insert(
+            0,
+            NodeSpec {
+                name: INPUT_STAND_IN.into(),
+                tier: Tier::Device,
+                address: String::new(),
+                backend: Backend::Cpu,
+                gflops: 1e-9,
+            },
+        );
+        self.links.extend(edges.into_iter().map(|to| LinkSpec {
+            from: INPUT_STAND_IN.into(),
+            to,
+            bandwidth_mbps: 1e9,
+            delay_ms: 0.0,
+            jitter_ms: 0.0,
+            loss: 0.0,
+        }));
+        true
     }
 
     /// Index of the node called `name`.

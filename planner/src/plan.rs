@@ -123,9 +123,13 @@ pub fn plan_dag(
     }
     let ctx = Context::new(dag, cluster, est, halo, opts)?;
     // A cluster without a cloud node has only the strategies that leave it out.
+    // Without a device (its stand-in only holds the input), those that
+    // would give it work.
+    let stand_in = cluster.nodes[ctx.topo.device].name == crate::cluster::INPUT_STAND_IN;
     let strategies: Vec<(&'static str, [bool; 3])> = STRATEGIES
         .iter()
         .filter(|(_, allowed)| ctx.topo.cloud.is_some() || !allowed[2])
+        .filter(|(_, allowed)| !stand_in || !allowed[0])
         .copied()
         .collect();
     let alternatives = solve_strategies(&ctx, &strategies)?;
