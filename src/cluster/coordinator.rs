@@ -648,8 +648,34 @@ const JOB_SILENCE: Duration = Duration::from_secs(3);
 /// How long a node has to complete the handshake (a dead address would
 /// otherwise hold the coordinator for the transport's 30 s idle timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The least a node's handshake is waited for once another node has
+/// answered (see [`Handshakes`]).
+const LAST_HANDSHAKE: Duration = Duration::from_secs(2);
 /// How long a connected node may take to report its start-up calibration.
 const CALIBRATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The coordinator's first handshakes, made together: once one node has
+/// answered, one still silent is waited for four times the slowest answer,
+/// at least [`LAST_HANDSHAKE`], not [`CONNECT_TIMEOUT`] (a node that was
+/// down cost every request 10 s; its neighbours answer in milliseconds).
+#[derive(Default)]
+struct Handshakes {
+    slowest_us: AtomicU64,
+}
+
+impl Handshakes {
+    /// Whether a handshake `waited` so far is late next to the answers.
+    fn late(&self, waited: Duration) -> bool {
+        let slowest = Duration::from_micros(self.slowest_us.load(Ordering::Acquire));
+        !slowest.is_zero() && waited >= (slowest * 4).max(LAST_HANDSHAKE)
+    }
+
+    /// Counts a handshake answered after `took`.
+    fn answered(&self, took: Duration) {
+        self.slowest_us
+            .fetch_max(took.as_micros().max(1) as u64, Ordering::AcqRel);
+    }
+}
 
 /// Drives a cluster of node daemons.
 pub struct Coordinator {
@@ -717,9 +743,11 @@ impl Coordinator {
             warned_mixed: AtomicBool::new(false),
             down_why: Mutex::new(vec![None; cluster_len]),
         };
-        let tries =
-            futures_util::future::join_all((0..c.cluster.nodes.len()).map(|i| c.reconnect(i)))
-                .await;
+        let together = Handshakes::default();
+        let tries = futures_util::future::join_all(
+            (0..c.cluster.nodes.len()).map(|i| c.reconnect_among(i, Some(&together))),
+        )
+        .await;
         let mut down = Vec::new();
         for (i, r) in tries.into_iter().enumerate() {
             if let Err(e) = r {
@@ -761,7 +789,16 @@ impl Coordinator {
     /// into the profiler. A node whose daemon announces another tier than
     /// the cluster file gives it is refused (and left down).
     pub async fn reconnect(&self, i: usize) -> Result<Arc<Peer>, ClusterError> {
-        let r = self.try_connect(i).await;
+        self.reconnect_among(i, None).await
+    }
+
+    /// [`Coordinator::reconnect`], one of the handshakes `together`.
+    async fn reconnect_among(
+        &self,
+        i: usize,
+        together: Option<&Handshakes>,
+    ) -> Result<Arc<Peer>, ClusterError> {
+        let r = self.try_connect(i, together).await;
         lock(&self.down_why)[i] = r.as_ref().err().map(ToString::to_string);
         r
     }
@@ -774,7 +811,11 @@ impl Coordinator {
         lock(&self.down_why).get(i).cloned().flatten()
     }
 
-    async fn try_connect(&self, i: usize) -> Result<Arc<Peer>, ClusterError> {
+    async fn try_connect(
+        &self,
+        i: usize,
+        together: Option<&Handshakes>,
+    ) -> Result<Arc<Peer>, ClusterError> {
         let name = self.cluster.nodes[i].name.clone();
         let addr = lock(&self.addrs)[i]
             .clone()
@@ -782,11 +823,34 @@ impl Coordinator {
                 node: name.clone(),
                 why,
             })?;
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(addr, &name))
-            .await
-            .map_err(|_| ClusterError::Node {
+        let started = Instant::now();
+        let answered = {
+            let handshake = self.endpoint.connect(addr, &name);
+            tokio::pin!(handshake);
+            loop {
+                tokio::select! {
+                    r = &mut handshake => break Some(r),
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                        let waited = started.elapsed();
+                        if waited >= CONNECT_TIMEOUT
+                            || together.is_some_and(|t| t.late(waited))
+                        {
+                            break None;
+                        }
+                    }
+                }
+            }
+        };
+        if let (Some(t), Some(Ok(_))) = (together, &answered) {
+            t.answered(started.elapsed());
+        }
+        let conn = answered
+            .ok_or_else(|| ClusterError::Node {
                 node: name.clone(),
-                why: format!("no answer at {addr} within {} s", CONNECT_TIMEOUT.as_secs()),
+                why: format!(
+                    "no answer at {addr} within {:.1} s",
+                    started.elapsed().as_secs_f64()
+                ),
             })?
             .map_err(|e| ClusterError::Node {
                 node: name.clone(),
