@@ -390,12 +390,12 @@ fn a_loaded_model_is_planned_by_its_profiled_op_costs() {
                 .all(|op| op.flops.is_finite() && op.flops >= 0.0)
         );
         // The profiled node's predicted whole-model time is near its measured one.
-        let e0 = local.tier(Tier::Edge)[0];
-        assert_eq!(
-            model.profiled_on,
-            Some(e0),
-            "the first live edge node profiles"
+        let e0 = coord.profiling_node(&model.hash).expect("a node profiles");
+        assert!(
+            local.tier(Tier::Edge).contains(&e0),
+            "an edge node profiles"
         );
+        assert_eq!(model.profiled_on, Some(e0));
         // Profiling occupies the executor: a scraper sees it as busy time
         // before the node has run any job.
         let body = http_get(&local.metrics[e0].clone().expect("metrics url"));
@@ -1101,36 +1101,67 @@ fn clients_loading_a_new_model_together_share_one_profile() {
 }
 
 /// A client asks the edge node that holds a model's profile for it, not
-/// the first edge node, which (down when the model was first profiled, or
-/// restarted since) would time every op of the model again.
+/// the one the model's hash picks, which (down when the model was first
+/// profiled, or restarted since) would time every op again.
 #[test]
 fn a_model_is_profiled_by_the_edge_node_that_holds_its_profile() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let mut local = start_daemons("profile-holder", toml::from_str(SMALL).expect("toml")).await;
-        let edges = local.tier(Tier::Edge);
-        let (first, second) = (edges[0], edges[1]);
-        local.kill(first);
+        let mut first = connect(&local).await.expect("coordinator");
+        first.profile_models = false;
+        let hash = load(&first).await.hash;
+        let picked = first.profiling_node(&hash).expect("a node to profile");
+        first.shutdown().await;
+        local.kill(picked);
         let a = connect(&local).await.expect("first coordinator");
         let ma = load(&a).await;
-        assert_eq!(ma.profiled_on, Some(second), "the live edge node profiles");
+        let holder = ma.profiled_on.expect("profiled");
+        assert_ne!(holder, picked, "the picked node is down");
         a.shutdown().await;
-        local.restart(first).await.expect("restart");
+        local.restart(picked).await.expect("restart");
         let b = connect(&local).await.expect("second coordinator");
-        assert!(b.alive().contains(&first), "the restarted node is up");
+        assert!(b.alive().contains(&picked), "the restarted node is up");
         let mb = load(&b).await;
         assert_eq!(
             mb.profiled_on,
-            Some(second),
+            Some(holder),
             "asked the node with the profile"
         );
         assert_eq!(mb.hash, ma.hash);
-        let name = &local.cluster.nodes[second].name;
+        let name = &local.cluster.nodes[holder].name;
         let log =
             std::fs::read_to_string(local.dir().join(format!("{name}.log"))).expect("node log");
         let profiles = log.lines().filter(|l| l.contains("profiled ")).count();
         assert_eq!(profiles, 1, "{log}");
         b.shutdown().await;
+    });
+}
+
+/// Different models (one model at several input sizes) are profiled on
+/// different edge nodes, picked by their hashes, so clients that bring new
+/// models together do not queue on the first edge node.
+#[test]
+fn models_are_profiled_on_the_edge_nodes_their_hashes_pick() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (local, mut coord) = start("profile-spread").await;
+        coord.profile_models = false;
+        let edges = local.tier(Tier::Edge);
+        let mut seen = std::collections::HashSet::new();
+        for side in [16, 20, 24, 28, 32, 36] {
+            let bundle = Bundle::from_spec("default", &[1, 3, side, side]).expect("bundle");
+            let model = coord.load_model(&bundle).await.expect("loads");
+            let node = coord.profiling_node(&model.hash).expect("a node");
+            assert!(edges.contains(&node), "{node} is not an edge node");
+            seen.insert(node);
+        }
+        assert_eq!(
+            seen.len(),
+            edges.len(),
+            "six models on one edge node: {seen:?}"
+        );
+        coord.shutdown().await;
     });
 }
 

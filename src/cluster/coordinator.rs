@@ -1098,8 +1098,9 @@ impl Coordinator {
         Ok(model)
     }
 
-    /// The node [`Coordinator::profile_model`] asks: the first live edge
-    /// node, else the first live node.
+    /// The node [`Coordinator::profile_model`] asks for model `hash`: a live
+    /// edge node that holds its profile, else one picked by the hash, else
+    /// the first live node.
     pub fn profiling_node(&self, hash: &str) -> Option<usize> {
         let edges = self.cluster.tier_nodes(planner::Tier::Edge);
         let alive = self.alive();
@@ -1110,10 +1111,19 @@ impl Coordinator {
         // A node that holds the profile answers at once: after a restart of
         // the node that profiled the model, asking the first edge node again
         // would time every op anew.
-        let live_edges = || edges.iter().filter(|i| alive.contains(i));
-        live_edges()
+        let live: Vec<usize> = edges
+            .iter()
+            .filter(|i| alive.contains(i))
+            .copied()
+            .collect();
+        // Otherwise one picked by the model's hash: clients that load the
+        // same model together share one profile, and different models (a
+        // model at several input sizes) are profiled on different edge
+        // nodes at once, not one after another on the first.
+        let by_hash = u64::from_str_radix(hash.get(..16).unwrap_or(""), 16).unwrap_or(0);
+        live.iter()
             .find(|i| holds(i))
-            .or_else(|| live_edges().next())
+            .or_else(|| live.get((by_hash % live.len().max(1) as u64) as usize))
             .or_else(|| alive.first())
             .copied()
     }
