@@ -1252,7 +1252,17 @@ impl Coordinator {
             p.send(&load).await?;
             for (i, c) in chunks.iter().enumerate() {
                 let h = wire::tensor_header(transfer, MODEL_CHUNK, i as u32, &[c.len()]);
-                p.conn.send_tile(&h, c).await?;
+                p.conn
+                    .send_tile(&h, c)
+                    .await
+                    .map_err(|e| ClusterError::Node {
+                        node: p.name.clone(),
+                        why: format!(
+                            "sending the model (part {} of {}): {e}",
+                            i + 1,
+                            chunks.len()
+                        ),
+                    })?;
             }
             Ok::<(), ClusterError>(())
         };

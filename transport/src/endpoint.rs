@@ -523,7 +523,7 @@ impl Connection {
         match tokio::time::timeout(self.inner.config.ack_timeout, rx).await {
             Ok(Ok(ack)) => Ok(ack),
             Ok(Err(_)) => Err(Error::Closed),
-            Err(_) => Err(Error::Timeout(format!("ack of tile {key:?}"))),
+            Err(_) => Err(Error::Timeout(format!("ack of the frame of {key}"))),
         }
     }
 
@@ -558,14 +558,14 @@ impl Connection {
         payload: Outgoing<'_>,
     ) -> Result<()> {
         let stream_err = |e: &dyn std::error::Error| {
-            Error::Stream(format!("tile {:?}: {}", header.key, with_cause(e)))
+            Error::Stream(format!("frame of {}: {}", header.key, with_cause(e)))
         };
         // Waiting for stream credit is backpressure; waiting past the ack timeout means the peer is stuck.
         let mut s = tokio::time::timeout(self.inner.config.ack_timeout, self.inner.conn.open_uni())
             .await
             .map_err(|_| {
                 Error::Timeout(format!(
-                    "no stream credit from {} for tile {:?}",
+                    "no stream credit from {} for the frame of {}",
                     self.inner.peer, header.key
                 ))
             })?

@@ -91,6 +91,16 @@ pub struct TileKey {
     pub tile_id: u32,
 }
 
+impl std::fmt::Display for TileKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "request {}, block {}, tile {}",
+            self.request_id, self.block_id, self.tile_id
+        )
+    }
+}
+
 /// Header of a Tile or TileResult frame.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TileHeader {
