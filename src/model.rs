@@ -25,9 +25,22 @@ pub fn kind_of(spec: &str) -> Result<ModelKind> {
         return Ok(ModelKind::Default);
     }
     let path = Path::new(spec);
-    match path.extension().and_then(|e| e.to_str()) {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
         Some("onnx") => Ok(ModelKind::Onnx),
         Some("json") => Ok(ModelKind::Tfjs),
+        _ if path.join("model.json").is_file() => bail!(
+            "{spec} is a folder: give its TF.js model file, {}",
+            path.join("model.json").display()
+        ),
+        Some("keras" | "h5") => bail!(
+            "{spec}: a Keras file is read as the TF.js layers model it converts to \
+             (tensorflowjs_converter --input_format=keras {spec} OUT_DIR, then OUT_DIR/model.json), \
+             or as ONNX (tf2onnx)"
+        ),
         _ => bail!(
             "{spec}: unknown model format (expected an .onnx file, a TF.js model.json, or `default`)"
         ),
@@ -298,6 +311,10 @@ pub fn check_io(spec: &str, graph: &Graph, input: &Tensor, outputs: &[PathBuf]) 
         );
     }
     for (i, o) in outputs.iter().enumerate() {
+        // Found at the write, it cost the user the whole request first.
+        if o.is_dir() {
+            bail!("--output {} is a folder: give a file path", o.display());
+        }
         // The later output would silently replace the earlier one.
         if outputs[..i].contains(o) {
             bail!(

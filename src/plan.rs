@@ -11,6 +11,15 @@ use planner::{Cluster, Estimates};
 pub fn read_cluster(path: &Path) -> Result<Cluster> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if text
+        .parse::<toml::Table>()
+        .is_ok_and(|t| t.contains_key("listen") || t.contains_key("peers"))
+    {
+        anyhow::bail!(
+            "{}: this is a node's file (listen, peers), which `tessera node` takes; give the cluster file ([[nodes]] and [[links]])",
+            path.display()
+        );
+    }
     let mut cluster: Cluster =
         toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
     // Edge nodes alone: the input starts at the client, a device that
@@ -35,8 +44,13 @@ pub fn read_cluster(path: &Path) -> Result<Cluster> {
                 && port.parse::<u16>().is_ok_and(|p| p != 0)
         });
         if !valid {
+            let why = if host_port.is_some_and(|(_, port)| port == "0") {
+                "port 0 names no node: give the port its daemon listens on"
+            } else {
+                "give it as host:port"
+            };
             anyhow::bail!(
-                "{}: node {} address {}: give it as host:port",
+                "{}: node {} address {}: {why}",
                 path.display(),
                 n.name,
                 n.address

@@ -385,3 +385,29 @@ fn a_png_feeds_a_tfjs_model_that_takes_four_or_one_channels() {
         assert_eq!(&values[(channels - 1) * 64..], want_last.as_slice());
     }
 }
+
+/// A TF.js model's folder and a Keras file are refused with what to give
+/// instead; an output path that is a folder is refused before the model
+/// runs, not when its output is written.
+#[test]
+fn model_folders_keras_files_and_output_folders_are_refused_with_what_to_give() {
+    let input = Path::new(INPUT);
+    let dir = scratch("tfjs_folder");
+    std::fs::create_dir_all(&dir).expect("folder");
+    std::fs::write(dir.join("model.json"), "{}").expect("model.json");
+    let err = infer_fails(dir.to_str().expect("utf-8"), input);
+    assert!(
+        err.contains("is a folder") && err.contains("model.json"),
+        "{err}"
+    );
+    let keras = scratch("model.keras");
+    std::fs::write(&keras, b"PK").expect("keras file");
+    let err = infer_fails(keras.to_str().expect("utf-8"), input);
+    assert!(err.contains("tensorflowjs_converter"), "{err}");
+    std::fs::create_dir_all(scratch("out_folder")).expect("folder");
+    let err = infer_fails_with(MODEL, input, &[], "out_folder");
+    assert!(
+        err.contains("--output") && err.contains("is a folder"),
+        "{err}"
+    );
+}

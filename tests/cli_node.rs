@@ -300,3 +300,43 @@ fn the_readme_lists_every_metric() {
         assert!(readme.contains(&format!("`{n}`")), "README lacks {n}");
     }
 }
+
+/// A cluster file given to `tessera node`, a node's file given to `tessera
+/// plan`, and a model size limit of 0 are refused saying what is wrong, not
+/// with a field the parser did not know.
+#[test]
+fn swapped_files_and_a_zero_model_limit_are_refused_by_what_they_are() {
+    let dir = cluster_dir("swapped");
+    let cluster = dir.join("cluster.toml");
+    std::fs::write(
+        &cluster,
+        "[[nodes]]\nname = \"edge0\"\ntier = \"edge\"\naddress = \"127.0.0.1:7300\"\ngflops = 1.0\n",
+    )
+    .expect("cluster file");
+    let err = node_fails(&dir, &cluster);
+    assert!(err.contains("this is a cluster file"), "{err}");
+    let file = node_file(&dir, "certs", "max_model_bytes = 0\n");
+    let err = node_fails(&dir, &file);
+    assert!(err.contains("must be above 0"), "{err}");
+    let file = node_file(&dir, "certs", "");
+    let out = Command::new(EXE)
+        .args(["plan", "--model", "default", "--cluster"])
+        .arg(&file)
+        .output()
+        .expect("tessera plan");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("this is a node's file"), "{err}");
+    std::fs::write(
+        &cluster,
+        "[[nodes]]\nname = \"edge0\"\ntier = \"edge\"\naddress = \"127.0.0.1:0\"\ngflops = 1.0\n",
+    )
+    .expect("cluster file");
+    let out = Command::new(EXE)
+        .args(["plan", "--model", "default", "--cluster"])
+        .arg(&cluster)
+        .output()
+        .expect("tessera plan");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("port 0 names no node"), "{err}");
+}

@@ -98,6 +98,15 @@ impl NodeConfig {
     pub fn read(path: &Path) -> Result<NodeConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
+        if text
+            .parse::<toml::Table>()
+            .is_ok_and(|t| t.contains_key("nodes"))
+        {
+            bail!(
+                "{}: this is a cluster file ([[nodes]]), which `tessera run` and `tessera plan` take; `tessera node` takes one node's file (name, tier, listen, certs, peers)",
+                path.display()
+            );
+        }
         let mut cfg: NodeConfig =
             toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
         cfg.file = path.to_path_buf();
@@ -118,6 +127,12 @@ impl NodeConfig {
         for p in &cfg.peers {
             transport::certs::check_node_name(p)
                 .with_context(|| format!("{}: field `peers`", path.display()))?;
+        }
+        if cfg.max_model_bytes == 0 || cfg.model_cache_bytes == 0 {
+            bail!(
+                "{}: fields `max_model_bytes` and `model_cache_bytes` must be above 0 (no model could load)",
+                path.display()
+            );
         }
         if let (Some(name), Backend::Cpu) = (&cfg.adapter, cfg.backend) {
             bail!(

@@ -912,11 +912,11 @@ impl Coordinator {
         fold_calibration(&mut lock(&self.profiler), i, &rates, &peer.executor())?;
         if peer.backend() != self.cluster.nodes[i].backend {
             let (listed, runs) = match peer.backend() {
-                Backend::Cpu => ("gpu", "cpu"),
-                Backend::Gpu => ("cpu", "gpu"),
+                Backend::Cpu => ("\"gpu\" (or none: gpu is the default)", "cpu"),
+                Backend::Gpu => ("\"cpu\"", "gpu"),
             };
             tracing::warn!(
-                "node {name}: the cluster file lists backend \"{listed}\" but its daemon runs the {runs} executor ({}); planned as {runs} (make the two agree)",
+                "node {name}: the cluster file gives backend {listed} but its daemon runs the {runs} executor ({}); planned as {runs} (make the two agree)",
                 peer.executor()
             );
         }
