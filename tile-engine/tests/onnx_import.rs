@@ -1922,3 +1922,81 @@ fn normalisations_with_parameters_of_the_wrong_length_are_refused() {
         (3, &[2.0; 5][..], &[0.0; 5][..])
     );
 }
+
+/// PyTorch's pixel shuffle as its exporters write it (reshape to rank 6,
+/// transpose, reshape back; CRD, and the DCR order too) becomes one
+/// DepthToSpace after the passes, with the same bits, and then tiles: the
+/// chain ran whole between fused blocks.
+#[test]
+fn an_exported_pixel_shuffle_becomes_depth_to_space_and_tiles() {
+    use tile_engine::tiling::{FusionOptions, Grid, TiledOptions, run_tiled};
+    for (split, perm, mode) in [
+        (vec![1, 3, 2, 2, 5, 6], vec![0, 1, 4, 2, 5, 3], "crd"),
+        (vec![1, 2, 2, 3, 5, 6], vec![0, 3, 4, 1, 5, 2], "dcr"),
+    ] {
+        let m = model(
+            13,
+            vec![
+                node(
+                    "Conv",
+                    "c1",
+                    &["x", "w1"],
+                    &["a"],
+                    vec![attr("pads", A::Is(vec![1; 4]))],
+                ),
+                node("Reshape", "r1", &["a", "s6"], &["b"], vec![]),
+                node(
+                    "Transpose",
+                    "t",
+                    &["b"],
+                    &["c"],
+                    vec![attr("perm", A::Is(perm))],
+                ),
+                node("Reshape", "r2", &["c", "s4"], &["d"], vec![]),
+                node(
+                    "Conv",
+                    "c2",
+                    &["d", "w2"],
+                    &["y"],
+                    vec![attr("pads", A::Is(vec![1; 4]))],
+                ),
+            ],
+            vec![
+                tf("w1", &[12, 3, 3, 3], &weights(324, 3)),
+                tf("w2", &[2, 3, 3, 3], &weights(54, 4)),
+                ti("s6", &[6], &split),
+                ti("s4", &[4], &[1, 3, 10, 12]),
+            ],
+            vec![vis("x", &[1, 3, 5, 6])],
+            vec![vis("y", &[1, 2, 10, 12])],
+        );
+        let g = load(&m);
+        let mut opt = g.clone();
+        tile_engine::passes::optimize(&mut opt).expect("passes");
+        assert_eq!(ops(&opt), vec!["conv", "depthtospace", "conv"], "{mode}");
+        let x = tile_engine::Tensor::new(
+            vec![1, 3, 5, 6],
+            (0..90).map(|i| (i as f32 * 0.37).sin()).collect(),
+        )
+        .expect("x");
+        let want = tile_engine::cpu::run(&g, std::slice::from_ref(&x)).expect("chain");
+        let got = tile_engine::cpu::run(&opt, std::slice::from_ref(&x)).expect("d2s");
+        let bits = |t: &[tile_engine::Tensor]| -> Vec<u32> {
+            t[0].data().iter().map(|v| v.to_bits()).collect()
+        };
+        assert_eq!(bits(&got), bits(&want), "{mode}");
+        let opts = TiledOptions {
+            fusion: FusionOptions::fixed(usize::MAX),
+            clamp_grid: true,
+        };
+        let tiled = run_tiled(
+            &tile_engine::cpu::CpuExecutor,
+            &opt,
+            std::slice::from_ref(&x),
+            &Grid::uniform(3, 2),
+            &opts,
+        )
+        .expect("tiled");
+        assert_eq!(bits(&tiled), bits(&want), "{mode} tiled");
+    }
+}

@@ -1,6 +1,6 @@
 //! IR rewrite passes: BatchNorm (ChannelAffine) and per-channel constant
-//! folding into convolutions, identity removal, activation and residual-Add
-//! fusion.
+//! folding into convolutions, identity removal, pixel-shuffle chains as
+//! depth-to-space, activation and residual-Add fusion.
 //!
 //! Each pass keeps the graph valid (topological, every value produced once)
 //! and keeps graph output values (and so their names) in place. Fusions are
@@ -9,12 +9,14 @@
 mod fold;
 mod fuse;
 mod rewrite;
+mod shuffle;
 
 use crate::error::Result;
 use crate::ir::Graph;
 
 pub use fold::{fold_channel_affine, fold_per_channel_binary};
 pub use fuse::{fuse_activations, fuse_residual_add, remove_identities};
+pub use shuffle::depth_to_space_chains;
 
 /// Runs every pass in order, then drops what no output depends on.
 pub fn optimize(graph: &mut Graph) -> Result<()> {
@@ -22,6 +24,7 @@ pub fn optimize(graph: &mut Graph) -> Result<()> {
     fold_channel_affine(graph)?;
     fold_per_channel_binary(graph)?;
     remove_identities(graph)?;
+    depth_to_space_chains(graph)?;
     fuse_activations(graph)?;
     fuse_residual_add(graph)?;
     graph.prune();
