@@ -108,6 +108,7 @@ impl ModelDag {
             return Err(Error::Model("the graph has no nodes".into()));
         }
         let mut map = vec![None; graph.values.len()];
+        let consumers = graph.consumers();
         let mut tensors = Vec::new();
         let add = |v: usize, producer: Option<OpIdx>, tensors: &mut Vec<DagTensor>| {
             let shape = graph.shape(v);
@@ -161,7 +162,7 @@ impl ModelDag {
                 flops: cost.flops as f64,
                 inputs,
                 output: out,
-                geometry: geometry(graph, i),
+                geometry: geometry(graph, i, &consumers),
             });
         }
         ModelDag::new(ops, tensors)
@@ -209,11 +210,27 @@ impl ModelDag {
     }
 }
 
-fn geometry(graph: &Graph, i: usize) -> Geometry {
+fn geometry(graph: &Graph, i: usize, consumers: &[Vec<usize>]) -> Geometry {
     let g = op_geometry(graph, i);
     // The engine has the last word (a rank-1 operand, maps of two sizes in
     // one Concat): an op it would not tile is no tileable op here either.
     if g != Geometry::Global && !tile_engine::tiling::is_tileable(graph, i) {
+        return Geometry::Global;
+    }
+    // Nor does it tile a block that makes a 1×1 map another op of it
+    // broadcasts over a larger one (a pooled branch expanded back, as in
+    // DeepLab's head): such an op runs whole before the block. A block
+    // the planner tiled with it ran whole on the coordinator.
+    let hw = |v: usize| match graph.shape(v) {
+        [_, _, h, w] => Some([*h, *w]),
+        _ => None,
+    };
+    let out = graph.nodes[i].output;
+    if hw(out) == Some([1, 1])
+        && consumers[out]
+            .iter()
+            .any(|&c| hw(graph.nodes[c].output).is_some_and(|d| d != [1, 1]))
+    {
         return Geometry::Global;
     }
     g

@@ -486,6 +486,54 @@ fn the_planner_tiles_what_the_engine_tiles() {
     }
 }
 
+/// A pooled branch broadcast back over the map (DeepLab's head: global
+/// pool, a 1×1 conv on the 1×1 map, added to every pixel) is cut out of the
+/// planner's blocks, as the engine will not tile a block that makes the
+/// map it broadcasts: every block the planner tiles, the engine tiles.
+#[test]
+fn a_broadcast_branch_is_not_planned_into_a_tiled_block() {
+    use tile_engine::ir::BinaryKind;
+    let mut g = Graph::default();
+    let x = g.add_value("input", vec![1, 8, 64, 64]);
+    g.inputs.push(x);
+    let c = g
+        .add_node("conv", conv3x3(8, 8), vec![x], "c")
+        .expect("conv");
+    let p = g
+        .add_node("gap", Op::GlobalPool(PoolKind::Max), vec![c], "p")
+        .expect("pool");
+    let q = g
+        .add_node("proj", conv3x3(8, 8), vec![p], "q")
+        .expect("1x1 conv");
+    let add = Op::Binary {
+        kind: BinaryKind::Add,
+        activation: Activation::Identity,
+    };
+    let y = g.add_node("add", add, vec![c, q], "y").expect("add");
+    let z = g
+        .add_node("conv2", conv3x3(8, 8), vec![y], "z")
+        .expect("conv2");
+    g.outputs.push(z);
+    let dag = planner::ModelDag::from_graph(&g).expect("dag");
+    assert!(!dag.ops[2].tileable(), "the 1x1 map's conv is cut out");
+    let cluster = example();
+    let est = Estimates::from_cluster(&cluster);
+    let report = plan(&g, &cluster, &est).expect("plan");
+    let mut tiled = 0;
+    for b in report
+        .alternatives
+        .iter()
+        .flat_map(|a| &a.prediction.blocks)
+    {
+        if b.tiling.is_some() {
+            tiled += 1;
+            let block = tile_engine::tiling::Block::new(&g, b.ops.clone());
+            assert!(block.is_ok(), "{:?}: {:?}", b.ops, block.err());
+        }
+    }
+    assert!(tiled > 0, "something is tiled");
+}
+
 #[test]
 fn a_strategy_with_more_workers_never_plans_slower() {
     // A fully convolutional net on a 224×224 image (a new user's FCN): the
