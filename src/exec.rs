@@ -156,6 +156,42 @@ pub fn run_within_limits(
 
 /// The largest map a layer that is never tiled (see
 /// [`tile_engine::tiling::choose_blocks`]) reads or writes, named for an error.
+/// Which ops a tiled run runs whole between its fused blocks, by kind
+/// with counts ("3 of 40 ops run whole: reshape ×2, resize"), if any.
+pub fn whole_ops_note(graph: &Graph, fuse: Option<usize>) -> Option<String> {
+    let options = fuse.map_or_else(FusionOptions::default, FusionOptions::fixed);
+    let mut kinds: Vec<(&'static str, usize)> = Vec::new();
+    for s in tile_engine::tiling::choose_blocks(graph, &options) {
+        if let tile_engine::tiling::Segment::Whole(nodes) = s {
+            for n in nodes {
+                let name = graph.nodes[n].op.name();
+                match kinds.iter_mut().find(|(k, _)| *k == name) {
+                    Some((_, c)) => *c += 1,
+                    None => kinds.push((name, 1)),
+                }
+            }
+        }
+    }
+    let whole: usize = kinds.iter().map(|(_, c)| c).sum();
+    (whole > 0).then(|| {
+        let list: Vec<String> = kinds
+            .iter()
+            .map(|(k, c)| {
+                if *c > 1 {
+                    format!("{k} ×{c}")
+                } else {
+                    k.to_string()
+                }
+            })
+            .collect();
+        format!(
+            "{whole} of {} ops run whole between the tiled blocks: {}",
+            graph.nodes.len(),
+            list.join(", ")
+        )
+    })
+}
+
 fn largest_untiled_map(graph: &Graph, fuse: Option<usize>) -> Option<String> {
     let options = fuse.map_or_else(FusionOptions::default, FusionOptions::fixed);
     tile_engine::tiling::choose_blocks(graph, &options)

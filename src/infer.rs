@@ -49,6 +49,12 @@ pub fn infer(args: &InferArgs) -> Result<()> {
         }
         tessera::Backend::Cpu => "",
     };
+    // What a tile-size benchmark should know: these parts do not shrink.
+    if grid.len() > 1
+        && let Some(note) = tessera::exec::whole_ops_note(&graph, args.fuse)
+    {
+        eprintln!("{note}");
+    }
     for (path, output) in args.output.iter().zip(&outputs) {
         eprintln!(
             "{}: output {:?} on {} (grid {}x{}) in {:.1} ms{}",

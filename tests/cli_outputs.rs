@@ -124,3 +124,34 @@ fn nan_in_the_input_and_nan_written_to_a_png_are_said() {
         "{stderr}"
     );
 }
+
+/// A tiled `infer` names the ops that run whole between its blocks (what
+/// a tile-size benchmark does not shrink); an untiled one does not.
+#[test]
+fn a_tiled_run_names_the_ops_it_runs_whole() {
+    let out_path = common::scratch("cli_outputs", "whole.npy");
+    let out = out_path.to_str().expect("utf-8");
+    let run = |grid: &str| {
+        let o = tessera(&[
+            "infer",
+            "--backend",
+            "cpu",
+            "--model",
+            RESNET8,
+            "--input",
+            RESNET8_INPUT,
+            "--output",
+            out,
+            "--grid",
+            grid,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let tiled = run("2x2");
+    assert!(
+        tiled.contains("run whole between the tiled blocks") && tiled.contains("globalpool"),
+        "{tiled}"
+    );
+    assert!(!run("1x1").contains("run whole"));
+}
