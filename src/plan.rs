@@ -276,7 +276,6 @@ mod tests {
             ":7202",
             "edge0:+80",
             "edge0:",
-            "127.0.0.1:0",
             "http://edge0:7202",
             "256.1.1.1:7202",
             "[::zz]:7202",
@@ -284,6 +283,11 @@ mod tests {
             let e = read(["127.0.0.1:7201", bad], "edge0").expect_err(bad);
             assert!(e.ends_with("give it as host:port"), "{bad}: {e}");
         }
+        let e = read(["127.0.0.1:7201", "127.0.0.1:0"], "edge0").expect_err("port 0");
+        assert!(
+            e.ends_with("port 0 names no node: give the port its daemon listens on"),
+            "{e}"
+        );
         let e = read(["127.0.0.1:7201", "127.0.0.1:7202"], "Edge Zero").expect_err("name");
         assert!(e.contains("node name 'Edge Zero' must be"), "{e}");
         let e = read(["127.0.0.1:7201", "127.0.0.1:7202"], "ca").expect_err("ca");

@@ -921,6 +921,31 @@ fn a_node_that_cannot_load_the_model_is_left_out_unless_no_edge_node_can() {
     });
 }
 
+/// A node whose name did not resolve when the coordinator started is
+/// looked up again when nodes are re-admitted, and comes back once it
+/// resolves; before, it stayed down for the coordinator's life.
+#[test]
+fn a_node_that_did_not_resolve_is_looked_up_again_on_readmission() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let local = start_daemons("re-resolve", toml::from_str(SMALL).expect("toml")).await;
+        let cloud = local.tier(Tier::Cloud)[0];
+        let mut addrs: Vec<Result<std::net::SocketAddr, String>> =
+            local.addrs.iter().copied().map(Ok).collect();
+        addrs[cloud] = Err("does not resolve (yet)".into());
+        let ep = local.coordinator_endpoint().expect("endpoint");
+        let coord = Coordinator::connect_resolved(local.cluster.clone(), ep, addrs)
+            .await
+            .expect("connects");
+        assert!(!coord.alive().contains(&cloud));
+        // The cluster's address for it resolves now (it is an IP address).
+        let back = coord.readmit().await;
+        assert_eq!(back, vec![local.cluster.nodes[cloud].name.clone()]);
+        assert!(coord.alive().contains(&cloud));
+        coord.shutdown().await;
+    });
+}
+
 /// A node that refuses a model for its size answers at the model's first
 /// message, and the coordinator stops sending it there: before, every
 /// request sent the whole model (88 MB in a trial) before the refusal.

@@ -817,12 +817,21 @@ impl Coordinator {
         together: Option<&Handshakes>,
     ) -> Result<Arc<Peer>, ClusterError> {
         let name = self.cluster.nodes[i].name.clone();
-        let addr = lock(&self.addrs)[i]
-            .clone()
+        let known = lock(&self.addrs)[i].clone();
+        let addr = match known {
+            Ok(a) => a,
+            // A name that did not resolve at the start may now (a DNS entry
+            // or a container that came up since); the first handshakes
+            // come right after the first lookup.
+            Err(why) => match together {
+                None => self.resolve_again(i).await.ok_or(why),
+                Some(_) => Err(why),
+            }
             .map_err(|why| ClusterError::Node {
                 node: name.clone(),
                 why,
-            })?;
+            })?,
+        };
         let started = Instant::now();
         let answered = {
             let handshake = self.endpoint.connect(addr, &name);
@@ -947,6 +956,23 @@ impl Coordinator {
     /// Where node `i` is reached from now on (a restarted daemon's new address).
     pub fn set_address(&self, i: usize, addr: SocketAddr) {
         lock(&self.addrs)[i] = Ok(addr);
+    }
+
+    /// Looks node `i`'s `host:port` up again, keeping what it finds (an
+    /// IPv4 address first, as at the start).
+    async fn resolve_again(&self, i: usize) -> Option<SocketAddr> {
+        let spec = self.cluster.nodes[i].address.as_str();
+        if spec.is_empty() {
+            return None;
+        }
+        let found: Vec<SocketAddr> = tokio::net::lookup_host(spec).await.ok()?.collect();
+        let addr = found
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(found.first())
+            .copied()?;
+        self.set_address(i, addr);
+        Some(addr)
     }
 
     /// The connected peer of node `i`, if alive.
