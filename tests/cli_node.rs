@@ -340,3 +340,52 @@ fn swapped_files_and_a_zero_model_limit_are_refused_by_what_they_are() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("port 0 names no node"), "{err}");
 }
+
+/// A daemon that waits at start-up for a compute lock another process
+/// holds says so, and a SIGTERM then stops it cleanly (exit 0): it was
+/// silent, and killed by the signal (exit 143).
+#[test]
+fn a_daemon_waiting_for_the_compute_lock_says_so_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = cluster_dir("lock-wait");
+    let lock_path = dir.join("compute.lock");
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .expect("lock file");
+    held.lock().expect("held by the test");
+    let file = node_file(
+        &dir,
+        "certs",
+        "backend = \"cpu\"\ncompute_lock = \"compute.lock\"\n",
+    );
+    let mut child = Command::new(EXE)
+        .args(["node", "--config"])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tessera node");
+    let err = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(err).lines().map_while(Result::ok);
+    let waiting = lines
+        .by_ref()
+        .find(|l| l.contains("compute lock: waiting for its holder"));
+    assert!(waiting.is_some(), "the daemon did not say it waits");
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let rest: Vec<String> = lines.collect();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status:?}: {rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("SIGTERM while the executor started")),
+        "{rest:?}"
+    );
+    drop(held);
+}

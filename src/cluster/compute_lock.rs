@@ -31,6 +31,8 @@ pub fn with_lock(file: &File, f: &mut dyn FnMut()) {
 /// the job is to run without it.
 fn take(file: &File) -> bool {
     let mut checked = Instant::now();
+    let started = checked;
+    let mut said = false;
     loop {
         match file.try_lock() {
             Ok(()) => {
@@ -40,6 +42,14 @@ fn take(file: &File) -> bool {
             Err(TryLockError::WouldBlock) => {
                 if checked.elapsed() >= CHECK_HOLDER {
                     checked = Instant::now();
+                    // A daemon waiting here (at start-up, its calibration)
+                    // said nothing for as long as another held the lock.
+                    if !said && started.elapsed() >= 2 * CHECK_HOLDER {
+                        said = true;
+                        let who =
+                            holder(file).map_or_else(String::new, |p| format!(" (process {p})"));
+                        tracing::info!("compute lock: waiting for its holder{who}");
+                    }
                     if let Some(pid) = stopped_holder(file) {
                         tracing::warn!(
                             "compute lock: its holder, process {pid}, is stopped; running this job without it"
@@ -68,13 +78,24 @@ fn record_holder(file: &File, pid: u32) {
 #[cfg(not(unix))]
 fn record_holder(_: &File, _: u32) {}
 
-/// The holder's process id, where that process is stopped.
+/// The holder's process id, as it wrote it.
 #[cfg(unix)]
-fn stopped_holder(file: &File) -> Option<u32> {
+fn holder(file: &File) -> Option<u32> {
     use std::os::unix::fs::FileExt;
     let mut buf = [0u8; 13];
     let n = file.read_at(&mut buf, 0).ok()?;
-    let pid: u32 = std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+}
+
+#[cfg(not(unix))]
+fn holder(_: &File) -> Option<u32> {
+    None
+}
+
+/// The holder's process id, where that process is stopped.
+#[cfg(unix)]
+fn stopped_holder(file: &File) -> Option<u32> {
+    let pid = holder(file)?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     is_stopped(&stat).then_some(pid)
 }

@@ -427,7 +427,22 @@ const EXECUTOR_GRACE: Duration = Duration::from_secs(5);
 pub async fn serve(cfg: NodeConfig) -> Result<()> {
     let identity = Identity::load(&cfg.certs, &cfg.name)
         .with_context(|| format!("certificates for {} in {}", cfg.name, cfg.certs.display()))?;
-    let exec = start_executor(&cfg)?;
+    // Before the executor starts and calibrates, both of which wait for a
+    // shared compute lock: a signal meanwhile stops the daemon cleanly (it
+    // was killed by it, exit 143, after saying nothing).
+    let stop = stop_signal()?;
+    tokio::pin!(stop);
+    let starting = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || start_executor(&cfg))
+    };
+    let exec = tokio::select! {
+        made = starting => made.context("the executor thread failed to start")??,
+        sig = &mut stop => {
+            tracing::info!(node = %cfg.name, "{sig} while the executor started: stopping");
+            return Ok(());
+        }
+    };
     tracing::info!(node = %cfg.name, executor = %exec.description, "executor ready");
     let metrics = Arc::new(Metrics::default());
     let node = Arc::new(Node {
@@ -461,7 +476,13 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         None => None,
     };
     if cfg.calibrate {
-        let rates = exec.calibrate().await;
+        let rates = tokio::select! {
+            rates = exec.calibrate() => rates,
+            sig = &mut stop => {
+                tracing::info!(node = %cfg.name, "{sig} during the calibration: stopping");
+                return Ok(());
+            }
+        };
         let readable: Vec<String> = rates
             .iter()
             .map(|(class, r)| match class.as_str() {
@@ -493,8 +514,6 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         EndpointConfig::new(identity, cfg.peers.clone(), hello),
     )
     .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    // Before the line below: whoever waits for it may signal at once.
-    let stop = stop_signal()?;
     // The demo waits for this line before it connects.
     println!(
         "node {} ({:?}) listening on {} with {}",
@@ -503,7 +522,6 @@ pub async fn serve(cfg: NodeConfig) -> Result<()> {
         endpoint.local_addr()?,
         exec.name
     );
-    tokio::pin!(stop);
     let mut lost = exec.lost.clone();
     loop {
         let incoming = tokio::select! {
