@@ -992,7 +992,15 @@ fn a_model_over_a_nodes_limit_is_not_sent_to_it() {
             received < (pad / 2) as f64,
             "{received} bytes of {pad} reached the node"
         );
+        // Nor does the request wait, at its end, for acknowledgements of the
+        // part it sent (2 s a request before).
+        let closing = std::time::Instant::now();
         coord.shutdown().await;
+        assert!(
+            closing.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            closing.elapsed()
+        );
     });
 }
 

@@ -119,12 +119,17 @@ impl Topology {
 }
 
 impl Topology {
-    /// Picks the coordinator (the edge node with the fastest device link,
-    /// ties to the first in the cluster file, so that a running coordinator
-    /// does not move when compute estimates change) and the cloud node (the
-    /// fastest), and checks that every link a plan may use exists.
+    /// Picks the cloud node (the fastest) and the coordinator: of the edge
+    /// nodes linked to the device, one linked to the most other edge nodes
+    /// and the cloud (the star's centre; the first in the file was picked,
+    /// and a file another edge node could coordinate failed to plan), then
+    /// the fastest device link, ties to the first in the cluster file, so
+    /// that a running coordinator does not move when compute estimates
+    /// change. Edge nodes (and a cloud) with no link to the coordinator are
+    /// left out: the live part of a cluster whose coordinator is down may
+    /// have no node linked to all the others.
     pub fn choose(cluster: &Cluster, est: &Estimates) -> Result<Topology> {
-        cluster.validate()?;
+        cluster.validate_parts()?;
         if est.throughput.len() != cluster.nodes.len() || est.links.len() != cluster.nodes.len() {
             return Err(Error::Measurement(
                 "estimates do not describe this cluster's nodes".into(),
@@ -133,13 +138,25 @@ impl Topology {
         let device = cluster.tier_nodes(Tier::Device)[0];
         let edges = cluster.tier_nodes(Tier::Edge);
         let conv = tile_engine::ir::OpClass::Conv3x3;
+        let cloud = cluster
+            .tier_nodes(Tier::Cloud)
+            .into_iter()
+            .max_by(|&a, &b| {
+                est.flops_per_s(a, conv)
+                    .total_cmp(&est.flops_per_s(b, conv))
+            });
+        let linked = |a: NodeIdx, b: NodeIdx| cluster.link(a, b).is_some();
+        let reach = |e: NodeIdx| {
+            edges.iter().filter(|&&o| o != e && linked(e, o)).count()
+                + usize::from(cloud.is_some_and(|c| linked(e, c)))
+        };
         let mut coordinator = None;
-        let mut best = f64::INFINITY;
+        let mut best = (0, f64::INFINITY);
         for &e in &edges {
             if let Ok(l) = LinkCost::between(cluster, est, device, e) {
-                let t = l.time(1e6);
-                if t < best {
-                    best = t;
+                let (r, t) = (reach(e), l.time(1e6));
+                if coordinator.is_none() || r > best.0 || (r == best.0 && t < best.1) {
+                    best = (r, t);
                     coordinator = Some(e);
                 }
             }
@@ -148,13 +165,11 @@ impl Topology {
             from: cluster.nodes[device].name.clone(),
             to: "any edge node".into(),
         })?;
-        let cloud = cluster
-            .tier_nodes(Tier::Cloud)
+        let edges: Vec<NodeIdx> = edges
             .into_iter()
-            .max_by(|&a, &b| {
-                est.flops_per_s(a, conv)
-                    .total_cmp(&est.flops_per_s(b, conv))
-            });
+            .filter(|&e| e == coordinator || linked(coordinator, e))
+            .collect();
+        let cloud = cloud.filter(|&c| linked(coordinator, c));
         let scatter = edges
             .iter()
             .map(|&e| LinkCost::between(cluster, est, coordinator, e))
@@ -735,6 +750,46 @@ mod tests {
             });
         }
         ModelDag::new(ops, tensors).expect("dag")
+    }
+
+    /// The coordinator is the edge node the links make the star's centre,
+    /// not the first linked to the device; an edge node the coordinator
+    /// cannot reach is left out of a live sub-cluster's plan, not an error.
+    #[test]
+    fn the_coordinator_is_the_edge_node_linked_to_the_others() {
+        let link = |a: &str, b: &str| {
+            format!(
+                "[[links]]\nfrom = \"{a}\"\nto = \"{b}\"\nbandwidth_mbps = 100.0\ndelay_ms = 1.0\n"
+            )
+        };
+        let node = |n: &str, t: &str| {
+            format!("[[nodes]]\nname = \"{n}\"\ntier = \"{t}\"\naddress = \"h:1\"\ngflops = 1.0\n")
+        };
+        let text = [
+            node("dev", "device"),
+            node("e0", "edge"),
+            node("e1", "edge"),
+            node("e2", "edge"),
+            link("dev", "e0"),
+            link("dev", "e1"),
+            link("e0", "e1"),
+            link("e1", "e2"),
+        ]
+        .concat();
+        let cluster: Cluster = toml::from_str(&text).expect("cluster");
+        cluster.validate().expect("e1 can coordinate");
+        let est = Estimates::from_cluster(&cluster);
+        let topo = Topology::choose(&cluster, &est).expect("topology");
+        assert_eq!(cluster.nodes[topo.coordinator].name, "e1");
+        assert_eq!(topo.edges.len(), 3);
+        // e1 down: e0 coordinates the edge nodes it reaches.
+        let mut live = cluster.clone();
+        live.nodes.retain(|n| n.name != "e1");
+        live.links.retain(|l| l.from != "e1" && l.to != "e1");
+        let est = Estimates::from_cluster(&live);
+        let topo = Topology::choose(&live, &est).expect("a plan without e2");
+        assert_eq!(live.nodes[topo.coordinator].name, "e0");
+        assert_eq!(topo.edges, vec![topo.coordinator]);
     }
 
     #[test]
