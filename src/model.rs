@@ -36,10 +36,17 @@ pub fn kind_of(spec: &str) -> Result<ModelKind> {
             "{spec} is a folder: give its TF.js model file, {}",
             path.join("model.json").display()
         ),
+        _ if path.is_dir() => bail!(
+            "{spec} is a folder without a model.json: give an .onnx file, a TF.js model.json, or `default`"
+        ),
+        Some("keras" | "h5") if spec.ends_with(".weights.h5") => bail!(
+            "{spec} holds a Keras model's weights only; tessera reads the model converted to TF.js \
+             (tensorflowjs_converter on the saved .keras or .h5 model) or to ONNX (tf2onnx)"
+        ),
         Some("keras" | "h5") => bail!(
-            "{spec}: a Keras file is read as the TF.js layers model it converts to \
-             (tensorflowjs_converter --input_format=keras {spec} OUT_DIR, then OUT_DIR/model.json), \
-             or as ONNX (tf2onnx)"
+            "{spec}: tessera does not read Keras files; convert it to a TF.js layers model \
+             (tensorflowjs_converter --input_format=keras {spec} OUT_DIR, then give \
+             OUT_DIR/model.json) or to ONNX (tf2onnx)"
         ),
         _ => bail!(
             "{spec}: unknown model format (expected an .onnx file, a TF.js model.json, or `default`)"

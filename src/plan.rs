@@ -40,12 +40,16 @@ pub fn read_cluster(path: &Path) -> Result<Cluster> {
             // u16's parse takes a leading '+'; a port is digits only, and
             // port 0 (any free port) names no node.
             valid_host(host)
+                && host != "0.0.0.0"
+                && host != "[::]"
                 && port.bytes().all(|b| b.is_ascii_digit())
                 && port.parse::<u16>().is_ok_and(|p| p != 0)
         });
         if !valid {
             let why = if host_port.is_some_and(|(_, port)| port == "0") {
                 "port 0 names no node: give the port its daemon listens on"
+            } else if host_port.is_some_and(|(host, _)| host == "0.0.0.0" || host == "[::]") {
+                "that host names every interface of a daemon's machine, not one to reach: give the node's address"
             } else {
                 "give it as host:port"
             };

@@ -39,8 +39,8 @@ pub struct RunArgs {
     pub pixel_scale: Option<f32>,
     /// Plan by FLOPs at each op class's calibrated rate instead of timing
     /// the model's ops on an edge node first (the nodes cache that profile,
-    /// so only the first run of a model at an input size pays for it: about
-    /// three runs of the model on one node).
+    /// so only the first run of a model at an input size pays for it: three
+    /// to five runs of the model on one node).
     #[arg(long)]
     pub no_profile: bool,
 }

@@ -403,7 +403,11 @@ fn model_folders_keras_files_and_output_folders_are_refused_with_what_to_give() 
     let keras = scratch("model.keras");
     std::fs::write(&keras, b"PK").expect("keras file");
     let err = infer_fails(keras.to_str().expect("utf-8"), input);
-    assert!(err.contains("tensorflowjs_converter"), "{err}");
+    assert!(err.contains("does not read Keras files"), "{err}");
+    let empty = scratch("no_model_folder");
+    std::fs::create_dir_all(&empty).expect("folder");
+    let err = infer_fails(empty.to_str().expect("utf-8"), input);
+    assert!(err.contains("folder without a model.json"), "{err}");
     std::fs::create_dir_all(scratch("out_folder")).expect("folder");
     let err = infer_fails_with(MODEL, input, &[], "out_folder");
     assert!(

@@ -339,6 +339,18 @@ fn swapped_files_and_a_zero_model_limit_are_refused_by_what_they_are() {
         .expect("tessera plan");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("port 0 names no node"), "{err}");
+    std::fs::write(
+        &cluster,
+        "[[nodes]]\nname = \"edge0\"\ntier = \"edge\"\naddress = \"0.0.0.0:7300\"\ngflops = 1.0\n",
+    )
+    .expect("cluster file");
+    let out = Command::new(EXE)
+        .args(["plan", "--model", "default", "--cluster"])
+        .arg(&cluster)
+        .output()
+        .expect("tessera plan");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("names every interface"), "{err}");
 }
 
 /// A daemon that waits at start-up for a compute lock another process

@@ -2,7 +2,7 @@
 //! a 200-op ResNet-like DAG (built with the IR's `Graph::add_node`) on an
 //! 8-node cluster (1 device, 6 edge, 1 cloud), target < 10 ms per plan.
 //! Also prints the plan for the 1+4+1 example cluster. Writes
-//! `out/bench/planner.json` and `out/bench/planner.svg`.
+//! `planner.json` and `planner.svg` in `--out` (default `out/bench/`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -164,6 +164,9 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..))]
     iters: u32,
+    /// Folder for planner.json and planner.svg.
+    #[arg(long, value_name = "DIR", default_value = "out/bench")]
+    out: std::path::PathBuf,
 }
 
 /// Runs the planner benchmark.
@@ -218,7 +221,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "same model on 1 device + 4 edge + 1 cloud:\n{}",
         ex_report.table()
     );
-    std::fs::create_dir_all("out/bench").context("creating out/bench")?;
+    let out = &args.out;
+    std::fs::create_dir_all(out).with_context(|| format!("--out {}", out.display()))?;
     let json = serde_json::json!({
         "benchmark": "planner",
         "ops": graph.nodes.len(),
@@ -231,13 +235,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "strategy": report.best.strategy,
         "clock": "wall-clock",
     });
-    std::fs::write(
-        "out/bench/planner.json",
-        serde_json::to_string_pretty(&json)?,
-    )
-    .context("writing out/bench/planner.json")?;
-    std::fs::write("out/bench/planner.svg", ex_report.svg())
-        .context("writing out/bench/planner.svg")?;
-    println!("wrote out/bench/planner.json and out/bench/planner.svg");
+    let (json_path, svg_path) = (out.join("planner.json"), out.join("planner.svg"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    std::fs::write(&svg_path, ex_report.svg())
+        .with_context(|| format!("writing {}", svg_path.display()))?;
+    println!("wrote {} and {}", json_path.display(), svg_path.display());
     Ok(())
 }

@@ -128,11 +128,16 @@ impl NodeConfig {
             transport::certs::check_node_name(p)
                 .with_context(|| format!("{}: field `peers`", path.display()))?;
         }
-        if cfg.max_model_bytes == 0 || cfg.model_cache_bytes == 0 {
-            bail!(
-                "{}: fields `max_model_bytes` and `model_cache_bytes` must be above 0 (no model could load)",
-                path.display()
-            );
+        for (field, v) in [
+            ("max_model_bytes", cfg.max_model_bytes),
+            ("model_cache_bytes", cfg.model_cache_bytes),
+        ] {
+            if v == 0 {
+                bail!(
+                    "{}: field `{field}` must be above 0 (no model could load)",
+                    path.display()
+                );
+            }
         }
         if let (Some(name), Backend::Cpu) = (&cfg.adapter, cfg.backend) {
             bail!(
