@@ -361,6 +361,33 @@ pub struct ExecPlan {
     pub predicted_cloud_s: Option<f64>,
 }
 
+/// `ops` (ascending) cut into the runs the engine tiles as one block each,
+/// in order, with whether each tiles at all: each run grows while
+/// [`Block::new`] takes it.
+fn engine_blocks(graph: &Graph, ops: &[usize]) -> Vec<(Vec<usize>, bool)> {
+    let tiles = |ops: &[usize]| Block::new(graph, ops.to_vec()).is_ok();
+    if tiles(ops) {
+        return vec![(ops.to_vec(), true)];
+    }
+    let mut parts = Vec::new();
+    let mut run: Vec<usize> = Vec::new();
+    for &op in ops {
+        run.push(op);
+        if run.len() > 1 && !tiles(&run) {
+            run.pop();
+            parts.push((std::mem::take(&mut run), true));
+            run.push(op);
+        }
+        if run.len() == 1 && !tiles(&run) {
+            parts.push((std::mem::take(&mut run), false));
+        }
+    }
+    if !run.is_empty() {
+        parts.push((run, true));
+    }
+    parts
+}
+
 impl ExecPlan {
     /// From a planner prediction on a cluster whose node `i` is `map[i]` of the full cluster.
     pub fn from_prediction(
@@ -376,47 +403,60 @@ impl ExecPlan {
                 .collect()
         };
         let coordinator = map[topo.coordinator];
-        let blocks = p
-            .blocks
-            .iter()
-            .map(|b| {
-                let mut node = b.node_times.first().map_or(coordinator, |t| map[t.node]);
-                if b.tiling.is_some() {
-                    node = coordinator;
-                }
-                let tiles = b.tiling.as_ref().and_then(|t| {
-                    // The planner's geometry is approximate; only blocks the
-                    // engine can tile exactly are tiled.
-                    let tiled = Block::new(graph, b.ops.clone()).ok().and_then(|block| {
-                        let [h, w] = block.output_hw(graph);
-                        let grid = Grid::with_shares(t.row_shares.clone(), t.col_shares.clone());
-                        (t.rows <= h && t.cols <= w && grid.regions(h, w).is_ok())
-                            .then(|| (grid, t.nodes.iter().map(|&n| map[n]).collect()))
-                    });
-                    if tiled.is_none() && t.rows * t.cols == 1 {
-                        // One tile is the block run whole: on the node the
-                        // planner gave it, and nothing lost to say.
-                        if let Some(&n) = t.nodes.first() {
-                            node = map[n];
-                        }
-                    } else if tiled.is_none() {
-                        tracing::warn!(
-                            ops = b.ops.len(),
-                            "a block the planner tiled {}x{} cannot be tiled as one by the engine: it runs whole on the coordinator",
-                            t.rows,
-                            t.cols
-                        );
-                    }
-                    tiled
-                });
-                ExecBlock {
+        let mut blocks = Vec::new();
+        for b in &p.blocks {
+            let Some(t) = &b.tiling else {
+                blocks.push(ExecBlock {
                     ops: b.ops.clone(),
+                    tiles: None,
+                    node: b.node_times.first().map_or(coordinator, |t| map[t.node]),
+                    predicted_s: Some(b.time_s),
+                });
+                continue;
+            };
+            // The planner's geometry is approximate: a block it tiles may
+            // not be one the engine tiles (outputs of two map sizes, a U-Net
+            // encoder stage's skip and its pooled map). It is cut into the
+            // engine's blocks, each tiled with the planner's grid, not run
+            // whole on the coordinator.
+            let parts = engine_blocks(graph, &b.ops);
+            let flops = |ops: &[usize]| ops.iter().map(|&o| graph.node_cost(o).flops).sum::<u64>();
+            let total = flops(&b.ops).max(1) as f64;
+            let workers: Vec<usize> = t.nodes.iter().map(|&n| map[n]).collect();
+            if parts.len() > 1 && t.rows * t.cols > 1 {
+                tracing::info!(
+                    ops = b.ops.len(),
+                    parts = parts.len(),
+                    "a block the planner tiled {}x{} is tiled by the engine as {} blocks",
+                    t.rows,
+                    t.cols,
+                    parts.len()
+                );
+            }
+            for (ops, tileable) in parts {
+                let predicted_s = Some(b.time_s * flops(&ops) as f64 / total);
+                let tiles = tileable.then(|| {
+                    let block = Block::new(graph, ops.clone()).ok()?;
+                    let [h, w] = block.output_hw(graph);
+                    let grid = Grid::with_shares(t.row_shares.clone(), t.col_shares.clone());
+                    (t.rows <= h && t.cols <= w && grid.regions(h, w).is_ok())
+                        .then(|| (grid, workers.clone()))
+                });
+                let tiles = tiles.flatten();
+                // One tile is the block run whole: on the node the planner
+                // gave it.
+                let node = match (&tiles, t.rows * t.cols) {
+                    (None, 1) => workers.first().copied().unwrap_or(coordinator),
+                    _ => coordinator,
+                };
+                blocks.push(ExecBlock {
+                    ops,
                     tiles,
                     node,
-                    predicted_s: Some(b.time_s),
-                }
-            })
-            .collect();
+                    predicted_s,
+                });
+            }
+        }
         ExecPlan {
             name: name.to_string(),
             device: map[topo.device],
@@ -2283,6 +2323,47 @@ impl TileState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A block the planner tiles but the engine does not (a U-Net encoder
+    /// stage: its skip map and its pooled map both leave the block) is cut
+    /// into blocks the engine tiles, in order, each still tiled.
+    #[test]
+    fn a_block_of_two_output_sizes_is_cut_into_engine_blocks() {
+        use std::sync::Arc;
+        use tile_engine::ir::{Activation, Conv, Op, Pool, PoolKind};
+        let conv = |c: usize| {
+            Op::Conv(Conv {
+                weight: Arc::new(Tensor::zeros(vec![c, c, 3, 3])),
+                bias: None,
+                strides: [1, 1],
+                pads: [1; 4],
+                dilations: [1, 1],
+                group: 1,
+                activation: Activation::Relu,
+            })
+        };
+        let pool = Op::Pool(Pool {
+            kind: PoolKind::Max,
+            kernel: [2, 2],
+            strides: [2, 2],
+            pads: [0; 4],
+            dilations: [1, 1],
+            ceil_mode: false,
+        });
+        let mut g = Graph::default();
+        let x = g.add_value("x", vec![1, 4, 16, 16]);
+        g.inputs.push(x);
+        let skip = g.add_node("c1", conv(4), vec![x], "skip").expect("c1");
+        let p = g.add_node("pool", pool, vec![skip], "p").expect("pool");
+        let y = g.add_node("c2", conv(4), vec![p], "y").expect("c2");
+        g.outputs.extend([skip, y]);
+        assert!(Block::new(&g, vec![0, 1, 2]).is_err(), "two output sizes");
+        let parts = engine_blocks(&g, &[0, 1, 2]);
+        assert_eq!(parts, vec![(vec![0], true), (vec![1, 2], true)]);
+        for (ops, _) in &parts {
+            Block::new(&g, ops.clone()).expect("the engine tiles each part");
+        }
+    }
 
     /// Only what a node did marks it down: not its executor's refusal,
     /// nor this side's frame limits (every node would meet those).
