@@ -159,17 +159,12 @@ pub fn run_within_limits(
 /// Which ops a tiled run runs whole between its fused blocks, by kind
 /// with counts ("3 of 40 ops run whole: reshape ×2, resize"), if any.
 pub fn whole_ops_note(graph: &Graph, fuse: Option<usize>) -> Option<String> {
-    let options = fuse.map_or_else(FusionOptions::default, FusionOptions::fixed);
     let mut kinds: Vec<(&'static str, usize)> = Vec::new();
-    for s in tile_engine::tiling::choose_blocks(graph, &options) {
-        if let tile_engine::tiling::Segment::Whole(nodes) = s {
-            for n in nodes {
-                let name = graph.nodes[n].op.name();
-                match kinds.iter_mut().find(|(k, _)| *k == name) {
-                    Some((_, c)) => *c += 1,
-                    None => kinds.push((name, 1)),
-                }
-            }
+    for n in run_whole(graph, fuse) {
+        let name = graph.nodes[n].op.name();
+        match kinds.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, c)) => *c += 1,
+            None => kinds.push((name, 1)),
         }
     }
     let whole: usize = kinds.iter().map(|(_, c)| c).sum();
@@ -192,16 +187,23 @@ pub fn whole_ops_note(graph: &Graph, fuse: Option<usize>) -> Option<String> {
     })
 }
 
-fn largest_untiled_map(graph: &Graph, fuse: Option<usize>) -> Option<String> {
+/// The nodes a tiled run with `fuse` runs whole between its blocks, in order.
+fn run_whole(graph: &Graph, fuse: Option<usize>) -> Vec<tile_engine::ir::NodeId> {
     let options = fuse.map_or_else(FusionOptions::default, FusionOptions::fixed);
     tile_engine::tiling::choose_blocks(graph, &options)
-        .iter()
+        .into_iter()
         .filter_map(|s| match s {
             tile_engine::tiling::Segment::Whole(nodes) => Some(nodes),
             tile_engine::tiling::Segment::Tiled(_) => None,
         })
         .flatten()
-        .flat_map(|&n| {
+        .collect()
+}
+
+fn largest_untiled_map(graph: &Graph, fuse: Option<usize>) -> Option<String> {
+    run_whole(graph, fuse)
+        .into_iter()
+        .flat_map(|n| {
             let node = &graph.nodes[n];
             node.inputs
                 .iter()

@@ -308,48 +308,34 @@ fn the_readme_lists_every_metric() {
 fn swapped_files_and_a_zero_model_limit_are_refused_by_what_they_are() {
     let dir = cluster_dir("swapped");
     let cluster = dir.join("cluster.toml");
-    std::fs::write(
-        &cluster,
-        "[[nodes]]\nname = \"edge0\"\ntier = \"edge\"\naddress = \"127.0.0.1:7300\"\ngflops = 1.0\n",
-    )
-    .expect("cluster file");
-    let err = node_fails(&dir, &cluster);
+    // A one-edge cluster file with `address`.
+    let one_edge = |address: &str| {
+        let text = format!(
+            "[[nodes]]\nname = \"edge0\"\ntier = \"edge\"\naddress = \"{address}\"\ngflops = 1.0\n"
+        );
+        std::fs::write(&cluster, text).expect("cluster file");
+        cluster.clone()
+    };
+    // `tessera plan` on `file`, expected to fail: its stderr.
+    let plan_fails = |file: &Path| {
+        let out = Command::new(EXE)
+            .args(["plan", "--model", "default", "--cluster"])
+            .arg(file)
+            .output()
+            .expect("tessera plan");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = node_fails(&dir, &one_edge("127.0.0.1:7300"));
     assert!(err.contains("this is a cluster file"), "{err}");
     let file = node_file(&dir, "certs", "max_model_bytes = 0\n");
     let err = node_fails(&dir, &file);
     assert!(err.contains("must be above 0"), "{err}");
-    let file = node_file(&dir, "certs", "");
-    let out = Command::new(EXE)
-        .args(["plan", "--model", "default", "--cluster"])
-        .arg(&file)
-        .output()
-        .expect("tessera plan");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = plan_fails(&node_file(&dir, "certs", ""));
     assert!(err.contains("this is a node's file"), "{err}");
-    std::fs::write(
-        &cluster,
-        "[[nodes]]\nname = \"edge0\"\ntier = \"edge\"\naddress = \"127.0.0.1:0\"\ngflops = 1.0\n",
-    )
-    .expect("cluster file");
-    let out = Command::new(EXE)
-        .args(["plan", "--model", "default", "--cluster"])
-        .arg(&cluster)
-        .output()
-        .expect("tessera plan");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = plan_fails(&one_edge("127.0.0.1:0"));
     assert!(err.contains("port 0 names no node"), "{err}");
-    std::fs::write(
-        &cluster,
-        "[[nodes]]\nname = \"edge0\"\ntier = \"edge\"\naddress = \"0.0.0.0:7300\"\ngflops = 1.0\n",
-    )
-    .expect("cluster file");
-    let out = Command::new(EXE)
-        .args(["plan", "--model", "default", "--cluster"])
-        .arg(&cluster)
-        .output()
-        .expect("tessera plan");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = plan_fails(&one_edge("0.0.0.0:7300"));
     assert!(err.contains("names every interface"), "{err}");
 }
 
