@@ -154,8 +154,6 @@ pub fn run_within_limits(
     }
 }
 
-/// The largest map a layer that is never tiled (see
-/// [`tile_engine::tiling::choose_blocks`]) reads or writes, named for an error.
 /// Which ops a tiled run runs whole between its fused blocks, by kind
 /// with counts ("3 of 40 ops run whole: reshape ×2, resize"), if any.
 pub fn whole_ops_note(graph: &Graph, fuse: Option<usize>) -> Option<String> {
@@ -200,6 +198,8 @@ fn run_whole(graph: &Graph, fuse: Option<usize>) -> Vec<tile_engine::ir::NodeId>
         .collect()
 }
 
+/// The largest map a layer that is never tiled (see
+/// [`tile_engine::tiling::choose_blocks`]) reads or writes, named for an error.
 fn largest_untiled_map(graph: &Graph, fuse: Option<usize>) -> Option<String> {
     run_whole(graph, fuse)
         .into_iter()

@@ -200,7 +200,7 @@ async fn request(
 }
 
 /// Times the model's ops on one node for the planner. The nodes keep the
-/// profile, so a later run gets it at once; the first takes four to five
+/// profile, so a later run gets it at once; the first takes three to five
 /// runs of the model on one node (4 s for the default model on a 200×150
 /// image on a CPU node), so when it is not back within a second
 /// the user is told what is happening and, at the end, how long it took.

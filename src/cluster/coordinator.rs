@@ -5,7 +5,8 @@
 //! back into the profiler.
 //!
 //! Data moves in a star around the coordinator, which sits where the
-//! planner puts it (the edge node with the best device link): device →
+//! planner puts it (of the edge nodes linked to the device, the one linked
+//! to the most others and the cloud, then the best device link): device →
 //! coordinator, coordinator ⇄ edge nodes, coordinator → cloud. That is the
 //! planner's cost model, so predicted and measured runs describe the same
 //! traffic.
@@ -689,8 +690,10 @@ const JOB_SILENCE: Duration = Duration::from_secs(3);
 /// otherwise hold the coordinator for the transport's 30 s idle timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The least a node's handshake is waited for once another node has
-/// answered (see [`Handshakes`]).
-const LAST_HANDSHAKE: Duration = Duration::from_secs(2);
+/// answered (see [`Handshakes`]): quinn resends a lost first flight after
+/// about 1 s and a second after 2 s more, so a healthy node on a lossy
+/// link still fits.
+const LAST_HANDSHAKE: Duration = Duration::from_secs(3);
 /// How long a connected node may take to report its start-up calibration.
 const CALIBRATION_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -1340,14 +1343,24 @@ impl Coordinator {
         // `stall` has stopped (paused, hung), not slowed. One that answers
         // before the model is all sent has refused it (over its
         // `max_model_bytes`): the rest is not sent (it was, 88 MB a request).
+        // One that has it already (another client's load) gets the rest, as
+        // an upload cut mid-frame leaves that frame unacknowledged and the
+        // request's end waiting for it.
+        tokio::pin!(upload);
         let early = tokio::select! {
-            r = upload => {
+            r = &mut upload => {
                 r?;
                 None
             }
             a = &mut rx => Some(a.map_err(closed)?),
             why = p.silent_for(self.timeouts.stall) => return Err(stalled(why)),
         };
+        if let Some(Msg::ModelState { loaded: true, .. }) = &early {
+            tokio::select! {
+                r = &mut upload => r?,
+                why = p.silent_for(self.timeouts.stall) => return Err(stalled(why)),
+            }
+        }
         let answer = match early {
             Some(a) => a,
             None => tokio::time::timeout(Duration::from_secs(300), rx)

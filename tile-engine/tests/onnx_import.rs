@@ -2000,3 +2000,64 @@ fn an_exported_pixel_shuffle_becomes_depth_to_space_and_tiles() {
         assert_eq!(bits(&tiled), bits(&want), "{mode} tiled");
     }
 }
+
+/// Two exported pixel shuffles in a row each become a DepthToSpace (the
+/// second's chain began where the first's ended, and the first was left).
+#[test]
+fn two_exported_pixel_shuffles_in_a_row_both_become_depth_to_space() {
+    let mut nodes = vec![node(
+        "Conv",
+        "c1",
+        &["x", "w1"],
+        &["a"],
+        vec![attr("pads", A::Is(vec![1; 4]))],
+    )];
+    let mut inits = vec![tf("w1", &[48, 3, 3, 3], &weights(1296, 5))];
+    for (i, from, to, c, h, w) in [(1, "a", "m", 12, 5, 6), (2, "m", "y", 3, 10, 12)] {
+        let (sa, sb, a, b) = (
+            format!("s{i}a"),
+            format!("s{i}b"),
+            format!("a{i}"),
+            format!("b{i}"),
+        );
+        nodes.push(node(
+            "Reshape",
+            &format!("r{i}a"),
+            &[from, &sa],
+            &[&a],
+            vec![],
+        ));
+        nodes.push(node(
+            "Transpose",
+            &format!("t{i}"),
+            &[&a],
+            &[&b],
+            vec![attr("perm", A::Is(vec![0, 1, 4, 2, 5, 3]))],
+        ));
+        nodes.push(node(
+            "Reshape",
+            &format!("r{i}b"),
+            &[&b, &sb],
+            &[to],
+            vec![],
+        ));
+        inits.push(ti(&sa, &[6], &[1, c, 2, 2, h, w]));
+        inits.push(ti(&sb, &[4], &[1, c, 2 * h, 2 * w]));
+    }
+    let m = model(
+        13,
+        nodes,
+        inits,
+        vec![vis("x", &[1, 3, 5, 6])],
+        vec![vis("y", &[1, 3, 20, 24])],
+    );
+    let g = load(&m);
+    let mut opt = g.clone();
+    tile_engine::passes::optimize(&mut opt).expect("passes");
+    assert_eq!(ops(&opt), vec!["conv", "depthtospace", "depthtospace"]);
+    let x = tile_engine::Tensor::new(vec![1, 3, 5, 6], (0..90).map(|i| i as f32 * 0.1).collect())
+        .expect("x");
+    let want = tile_engine::cpu::run(&g, std::slice::from_ref(&x)).expect("chains");
+    let got = tile_engine::cpu::run(&opt, std::slice::from_ref(&x)).expect("d2s");
+    assert_eq!(got[0].data(), want[0].data());
+}

@@ -305,6 +305,14 @@ fn cuts_of_an_upsampling_block_fall_on_its_factor() {
             .sum()
     };
     assert!(flops(&regions) < flops(&naive), "aligned cuts cost less");
+    // Unequal shares (a slow and a fast worker): the cut still lands on
+    // the factor, near where the shares put it.
+    let uneven = Grid::with_shares(vec![1.0, 4.0], vec![1.0]);
+    let r = block_regions(&g, &block, &uneven).expect("regions");
+    let naive = uneven.regions(48, 48).expect("regions");
+    assert_eq!(r[1].rows.start % 3, 0, "{}", r[1]);
+    assert!(r[1].rows.start.abs_diff(naive[1].rows.start) < 3);
+    run_both(&g, x, &uneven);
     run_both(&g, x, &grid);
     run_both(&g, x, &Grid::uniform(4, 3));
 }

@@ -40,23 +40,15 @@ pub fn depth_to_space_chains(graph: &mut Graph) -> Result<()> {
             rewrites.push((end, graph.nodes[chain[start]].inputs[0], blocksize, mode));
         }
     }
-    // A chain's tail is found again from a later end only if that end moves
-    // its output further, which `depth_to_space` would then have to match
-    // too; rewrite from the last end back so a longer chain wins.
-    rewrites.sort_by_key(|r| std::cmp::Reverse(r.0));
-    let mut done: Vec<NodeId> = Vec::new();
+    // Each rewrite keeps the value it replaces, so they stand together: an
+    // end inside another's rewritten tail is left unread and pruned, and
+    // two shuffles in a row each become one.
+    let rewrote = !rewrites.is_empty();
     for (end, x, blocksize, mode) in rewrites {
-        if done
-            .iter()
-            .any(|&d| graph.nodes[d].inputs[0] == graph.nodes[end].output)
-        {
-            continue;
-        }
         graph.nodes[end].op = Op::DepthToSpace { blocksize, mode };
         graph.nodes[end].inputs = vec![x];
-        done.push(end);
     }
-    if !done.is_empty() {
+    if rewrote {
         graph.prune();
     }
     Ok(())

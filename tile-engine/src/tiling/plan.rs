@@ -359,8 +359,7 @@ pub fn plan_tiles(graph: &Graph, block: &Block, grid: &Grid) -> Result<Vec<Tile>
 
 /// The tiles of `block`'s output map for `grid`, row-major: the grid's own
 /// cuts ([`Grid::regions`]), each moved by less than the block's
-/// up-sampling factor to where the two strips it separates cost least at
-/// their shares. A cut off the factor's rows makes both strips compute
+/// up-sampling factor to where the two strips it separates cost least. A cut off the factor's rows makes both strips compute
 /// the low-resolution row it falls in, with that row's whole halo: a ×3
 /// super-resolution model cut 3×3 recomputed 19 % of its FLOPs, 12 % with
 /// its cuts on multiples of 3. Without up-sampling the cuts stay.
@@ -373,10 +372,10 @@ pub fn block_regions(graph: &Graph, block: &Block, grid: &Grid) -> Result<Vec<Re
         0 => Region::new(s, Span::new(0, w)),
         _ => Region::new(Span::new(0, h), s),
     };
-    let rows = snap_cuts(rows, &grid.row_shares, factor[0], |s| {
+    let rows = snap_cuts(rows, factor[0], |s| {
         Ok(plan_tile(graph, block, strip(0, s))?.flops)
     })?;
-    let cols = snap_cuts(cols, &grid.col_shares, factor[1], |s| {
+    let cols = snap_cuts(cols, factor[1], |s| {
         Ok(plan_tile(graph, block, strip(1, s))?.flops)
     })?;
     Ok(rows
@@ -415,29 +414,30 @@ fn upsampling(graph: &Graph, block: &Block) -> [usize; 2] {
 }
 
 /// Moves each cut between `spans` by less than `factor` (left to right, each
-/// strip keeping a row) to where its two strips' FLOPs per share add up to
-/// least, the nearest such row on a tie. `flops` costs a strip.
+/// strip keeping a row) to where its two strips' FLOPs add up to least (the
+/// least recomputed), the nearest such row on a tie. Not FLOPs per share:
+/// that sum falls with every row moved to the faster worker and pulled
+/// unequal strips' cuts off the factor. `flops` costs a strip.
 fn snap_cuts(
     spans: Vec<Span>,
-    shares: &[f64],
     factor: usize,
     flops: impl Fn(Span) -> Result<u64>,
 ) -> Result<Vec<Span>> {
     if factor < 2 || spans.len() < 2 {
         return Ok(spans);
     }
-    let share = |k: usize| shares.get(k).copied().unwrap_or(1.0);
     let mut bounds: Vec<usize> = spans.iter().map(|s| s.start).collect();
     bounds.push(spans.last().map_or(0, |s| s.end));
     for k in 1..spans.len() {
         let (prev, next, at) = (bounds[k - 1], bounds[k + 1], bounds[k]);
         let candidates =
             at.saturating_sub(factor - 1).max(prev + 1)..=(at + factor - 1).min(next - 1);
-        let mut best = (f64::INFINITY, usize::MAX, at);
+        let mut best = (u64::MAX, usize::MAX, at);
         for c in candidates {
-            let above = flops(Span::new(prev, c))? as f64 / share(k - 1);
-            let below = flops(Span::new(c, next))? as f64 / share(k);
-            let key = (above + below, c.abs_diff(at));
+            let key = (
+                flops(Span::new(prev, c))? + flops(Span::new(c, next))?,
+                c.abs_diff(at),
+            );
             if key < (best.0, best.1) {
                 best = (key.0, key.1, c);
             }
