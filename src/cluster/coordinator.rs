@@ -54,7 +54,8 @@ pub struct Peer {
     calibration: watch::Sender<Option<Vec<(String, f64)>>>,
     executor: Mutex<String>,
     alive: AtomicBool,
-    /// Hashes of the models whose op profile the node said it holds.
+    /// Hashes of the models whose op profile the node said it holds (noted
+    /// from every `ModelState` it sends).
     profiled: Mutex<HashSet<String>>,
 }
 
@@ -142,7 +143,15 @@ impl Peer {
                     tracing::warn!(peer = %self.name, "{message}");
                 }
             }
-            Msg::ModelState { hash, .. } => {
+            Msg::ModelState {
+                hash,
+                loaded,
+                profiled,
+                ..
+            } => {
+                if *loaded && *profiled {
+                    lock(&self.profiled).insert(hash.clone());
+                }
                 if let Some(tx) = lock(&self.models).remove(hash) {
                     let _ = tx.send(m);
                 }
@@ -1298,15 +1307,7 @@ impl Coordinator {
             r = ask(Msg::HasModel { hash: hash.into() }) => r?,
             why = p.silent_for(self.timeouts.stall) => return Err(stalled(why)),
         };
-        if let Msg::ModelState {
-            loaded: true,
-            profiled,
-            ..
-        } = has
-        {
-            if profiled {
-                lock(&p.profiled).insert(hash.to_string());
-            }
+        if let Msg::ModelState { loaded: true, .. } = has {
             return Ok(());
         }
         let transfer = self.id();
@@ -1372,16 +1373,7 @@ impl Coordinator {
                 .map_err(closed)?,
         };
         match answer {
-            Msg::ModelState {
-                loaded: true,
-                profiled,
-                ..
-            } => {
-                if profiled {
-                    lock(&p.profiled).insert(hash.to_string());
-                }
-                Ok(())
-            }
+            Msg::ModelState { loaded: true, .. } => Ok(()),
             Msg::ModelState { error, .. } => Err(ClusterError::Node {
                 node: p.name.clone(),
                 why: format!("cannot load the model: {}", error.unwrap_or_default()),
